@@ -1,0 +1,293 @@
+"""Analysis of a layer graph: shapes, weights, biases, MACs; assertions; warnings.
+
+The facts live here (`Analysis`), never in the IR nodes. Passes are plain
+functions run in the order of `PASSES`; each reads the graph and what earlier
+passes found, and adds facts and diagnostics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from archc.diagnostics import Diagnostic, error, warning
+from archc.ir import INPUT, Assertion, Graph, Layout, Node, Shape
+from archc.registry import KINDS, ShapeError, uneven_division
+
+
+class LayerFacts(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    kind: str
+    inputs: tuple[Shape, ...]
+    output: Shape
+    weights: int
+    biases: int
+    macs: int
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+
+class Totals(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weights: int = 0
+    biases: int = 0
+    macs: int = 0
+    activations: int = 0  # output elements at batch 1
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+
+class Analysis(BaseModel):
+    """Everything derived from a graph. `facts` is keyed by node name, in forward order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    graph: Graph
+    facts: dict[str, LayerFacts]
+    totals: Totals
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.shape_of(self.graph.output)
+
+    def shape_of(self, name: str) -> Shape:
+        if name == INPUT:
+            return self.graph.input_shape
+        return self.facts[name].output
+
+    def totals_under(self, target: str) -> Totals:
+        """Totals for the network (""), one node, or a scope (block instance, repeat)."""
+        if not target:
+            return self.totals
+        if target in self.facts:
+            return _sum([self.facts[target]])
+        for scope in self.graph.scopes:
+            if scope.path == target:
+                return _sum([self.facts[n] for n in scope.nodes])
+        raise KeyError(target)
+
+    def output_of(self, target: str) -> Shape:
+        if not target:
+            return self.output_shape
+        if target in self.facts:
+            return self.facts[target].output
+        for scope in self.graph.scopes:
+            if scope.path == target:
+                return self.shape_of(scope.output)
+        raise KeyError(target)
+
+
+def _sum(facts: list[LayerFacts]) -> Totals:
+    return Totals(
+        weights=sum(f.weights for f in facts),
+        biases=sum(f.biases for f in facts),
+        macs=sum(f.macs for f in facts),
+        activations=sum(f.output.numel for f in facts),
+    )
+
+
+@dataclass
+class _State:
+    graph: Graph
+    facts: dict[str, LayerFacts] = field(default_factory=dict)
+    diags: list[Diagnostic] = field(default_factory=list)
+    analysis: Analysis | None = None
+
+
+def _error_span(node: Node, key: str | None) -> object:
+    if key and key in node.key_spans:
+        return node.key_spans[key]
+    return node.span
+
+
+def infer_shapes(state: _State) -> None:
+    """Shapes and counts, node by node; an error stops only the paths through that node."""
+    shapes: dict[str, Shape] = {INPUT: state.graph.input_shape}
+    for node in state.graph.nodes:
+        ins = [shapes.get(i) for i in node.inputs]
+        if any(s is None for s in ins):
+            continue  # upstream already failed
+        in_shapes = [s for s in ins if s is not None]
+        kind = KINDS[node.kind]
+        try:
+            out = kind.infer(node.attrs, in_shapes)
+        except ShapeError as exc:
+            state.diags.append(
+                error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), exc.hint)  # type: ignore[arg-type]
+            )
+            continue
+        counts = kind.count(node.attrs, in_shapes, out)
+        shapes[node.name] = out
+        state.facts[node.name] = LayerFacts(
+            name=node.name,
+            kind=node.kind,
+            inputs=tuple(in_shapes),
+            output=out,
+            weights=counts.weights,
+            biases=counts.biases,
+            macs=counts.macs,
+        )
+
+
+def warn_uneven(state: _State) -> None:
+    """LANGUAGE.md "Warnings": a conv/pool window that silently crops its input."""
+    for node in state.graph.nodes:
+        if node.kind not in ("conv", "maxpool", "avgpool") or node.name not in state.facts:
+            continue
+        shape = state.facts[node.name].inputs[0]
+        found = uneven_division(node.attrs, shape, node.kind)
+        if found is not None:
+            state.diags.append(
+                warning("W001", f"{node.name}: {found.message}", node.span, found.hint)
+            )
+
+
+def build(state: _State) -> None:
+    if any(d.is_error for d in state.diags):
+        return
+    state.analysis = Analysis(
+        graph=state.graph, facts=state.facts, totals=_sum(list(state.facts.values()))
+    )
+
+
+def check_assertions(state: _State) -> None:
+    if state.analysis is None:
+        return
+    for a in state.graph.assertions:
+        diag = check_assertion(a, state.analysis)
+        if diag is not None:
+            state.diags.append(diag)
+
+
+PASSES: tuple[Callable[[_State], None], ...] = (infer_shapes, warn_uneven, build, check_assertions)
+
+
+def analyze(graph: Graph) -> tuple[Analysis | None, list[Diagnostic]]:
+    """Run every pass; return the analysis (None if a shape failed) and the diagnostics."""
+    state = _State(graph)
+    for run in PASSES:
+        run(state)
+    return state.analysis, state.diags
+
+
+# --- assertions ----------------------------------------------------------------------
+def fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def si(n: float) -> str:
+    """28823912 -> '28.82M'."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g}{suffix}"
+    return f"{n:g}"
+
+
+def written_unit(text: str) -> Decimal:
+    """The value of the last digit written: '28.82M' -> 10000, '28_823_912' -> 1.
+
+    >>> written_unit("28.82M"), written_unit("34.8K"), written_unit("4M")
+    (Decimal('1.0E+4'), Decimal('1E+2'), Decimal('1E+6'))
+    """
+    clean = text.replace("_", "")
+    scale = Decimal(1)
+    if clean and clean[-1] in "KMG":
+        scale = Decimal(10) ** {"K": 3, "M": 6, "G": 9}[clean[-1]]
+        clean = clean[:-1]
+    exponent = Decimal(clean).as_tuple().exponent
+    assert isinstance(exponent, int)
+    return (Decimal(1).scaleb(exponent)) * scale
+
+
+def _describe(a: Assertion) -> str:
+    target = f"{a.target}." if a.target else ""
+    tol = ""
+    if a.tolerance is not None:
+        tol = f" ± {a.tolerance:g}{'%' if a.tolerance_is_percent else ''}"
+    return f"expect {target}{a.quantity} {a.op} {a.text}{tol}"
+
+
+def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
+    """None if the assertion holds, else an error naming expected and actual."""
+    if a.quantity == "output":
+        actual_shape = analysis.output_of(a.target)
+        if tuple(actual_shape.dims) == a.expected:
+            return None
+        who = a.target or "the network"
+        hint = _derivation_hint(analysis, a.target)
+        if a.span == a.value_span:  # written as `-> shape`
+            msg = f"{who} outputs {actual_shape.text()}, but the spec says {a.text}"
+        else:
+            msg = f"{_describe(a)} failed: {who} outputs {actual_shape.text()}"
+        return error("E202", msg, a.value_span, hint)
+
+    totals = analysis.totals_under(a.target)
+    actual = {"params": totals.params, "weights": totals.weights, "biases": totals.biases, "macs": totals.macs}[
+        a.quantity
+    ]
+    expected = a.expected
+    assert isinstance(expected, (int, float))
+    if a.op == "=":
+        if a.tolerance is not None:
+            allowed = abs(expected) * a.tolerance / 100 if a.tolerance_is_percent else a.tolerance
+            ok = abs(actual - expected) <= allowed
+            how = f"off by {abs(actual - expected) / expected * 100:.2f}%" if expected else ""
+        else:
+            unit = written_unit(a.text)
+            diff = Decimal(actual) - Decimal(str(expected))
+            ok = -unit / 2 <= diff < unit / 2  # what ROUND_HALF_UP to that digit gives
+            how = "" if unit == 1 else f"rounded to the digits written, {actual:,} is {_round_like(actual, a.text)}"
+    else:
+        ok = {
+            "<": actual < expected,
+            "<=": actual <= expected,
+            ">": actual > expected,
+            ">=": actual >= expected,
+        }[a.op]
+        how = ""
+    if ok:
+        return None
+    msg = f"{_describe(a)} failed: actual {a.quantity} {fmt_int(actual)} ({si(actual)})"
+    if how:
+        msg += f"; {how}"
+    hint = None
+    if a.op == "=" and a.tolerance is None and written_unit(a.text) > 1:
+        hint = f"write the exact value ({actual:_}) or add a tolerance (± 1%)"
+    elif a.op == "=" and a.tolerance is None:
+        hint = f"the exact value is {actual:_}"
+    return error("E300", msg, a.value_span, hint)
+
+
+def _round_like(actual: int, text: str) -> str:
+    unit = written_unit(text)
+    clean = text.replace("_", "")
+    suffix = clean[-1] if clean[-1] in "KMG" else ""
+    scale = Decimal(10) ** {"K": 3, "M": 6, "G": 9}.get(suffix, 0)
+    places = unit / scale
+    value = (Decimal(actual) / scale).quantize(places, rounding="ROUND_HALF_UP")
+    return f"{value}{suffix}"
+
+
+def _derivation_hint(analysis: Analysis, target: str) -> str | None:
+    facts = analysis.facts.get(target)
+    if facts is None or facts.kind not in ("conv", "maxpool", "avgpool"):
+        return None
+    node = analysis.graph.node(target)
+    lines = KINDS[facts.kind].explain(node.attrs, list(facts.inputs), facts.output)
+    shape_lines = [ln for ln in lines if "= " in ln and "/" in ln]
+    return "; ".join(shape_lines) if shape_lines else None
+
+
+def flat_or_hwc(shape: Shape) -> list[int]:
+    """A shape as the JSON output lists it: [H, W, C] or [N]."""
+    return list(shape.dims) if shape.layout is not Layout.FLAT else [shape.dims[0]]

@@ -1,0 +1,214 @@
+"""The front-end pipeline (read -> parse -> elaborate -> analyse) and the `Network` facade.
+
+>>> import archc
+>>> net = archc.loads("input 227x227x3\\nconv1: conv K=96 F=11 S=4\\nfc 10", filename="tiny.arch")
+>>> net.params, net.output_shape, net.layers[0].output
+(2890618, (10,), (55, 55, 96))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from archc.analysis import Analysis, LayerFacts, analyze
+from archc.diagnostics import Diagnostic, SpecError, error, render
+from archc.elaborate import elaborate
+from archc.ir import Graph, Span
+from archc.parser import parse
+
+if TYPE_CHECKING:  # the generators import torch / onnx; never on the path of `check`
+    import onnx
+    import torch
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One built-in layer as the API reports it (shapes in HWC order, or (N,) when flat)."""
+
+    name: str
+    kind: str
+    output: tuple[int, ...]
+    params: int
+    weights: int
+    biases: int
+    macs: int
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    path: str
+    text: str
+    network: Network | None
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.is_error)
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if not d.is_error)
+
+    def render(self, color: bool = False) -> str:
+        return render(self.diagnostics, self.path, self.text, color)
+
+
+class Network:
+    """An analysed network: totals, shapes, per-layer facts, and the generators."""
+
+    def __init__(self, analysis: Analysis, path: str, text: str, warnings: tuple[Diagnostic, ...]):
+        self.analysis = analysis
+        self.graph: Graph = analysis.graph
+        self.path = path
+        self.text = text
+        self.warnings = warnings
+
+    def __repr__(self) -> str:
+        return f"<Network {self.name}: {self.params:,} params, {self.macs:,} MACs>"
+
+    @property
+    def name(self) -> str:
+        return self.graph.network
+
+    @property
+    def params(self) -> int:
+        return self.analysis.totals.params
+
+    @property
+    def weights(self) -> int:
+        return self.analysis.totals.weights
+
+    @property
+    def biases(self) -> int:
+        return self.analysis.totals.biases
+
+    @property
+    def macs(self) -> int:
+        return self.analysis.totals.macs
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.graph.input_shape.dims
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.analysis.output_shape.dims
+
+    @property
+    def layers(self) -> list[Layer]:
+        return [_layer(node.attrs, f) for node, f in self._pairs()]
+
+    def _pairs(self) -> list[tuple[Any, LayerFacts]]:
+        return [(n, self.analysis.facts[n.name]) for n in self.graph.nodes]
+
+    def to_torch(self) -> torch.nn.Module:
+        """A live `torch.nn.Module`, built from the same source the generator emits."""
+        from archc.torch_gen import build_module
+
+        return build_module(self)
+
+    def to_onnx(
+        self, path: str | Path | None = None, weights: Any = "random", seed: int = 0, opset: int | None = None
+    ) -> onnx.ModelProto:
+        """Build the ONNX model (and write it atomically when `path` is given)."""
+        from archc.onnx_gen import build_model, save_model
+
+        model = build_model(self, weights=weights, seed=seed, opset=opset)
+        if path is not None:
+            save_model(model, Path(path))
+        return model
+
+
+def _layer(attrs: dict[str, Any], f: LayerFacts) -> Layer:
+    return Layer(f.name, f.kind, f.output.dims, f.params, f.weights, f.biases, f.macs, dict(attrs))
+
+
+def _network_name(filename: str) -> str:
+    stem = Path(filename).stem if filename and not filename.startswith("<") else "network"
+    return re.sub(r"\W", "_", stem) or "network"
+
+
+def compile_text(text: str, filename: str = "<string>") -> CompileResult:
+    """Parse, elaborate and analyse source text; never raises on a bad spec."""
+    if not text.strip():
+        diag = error(
+            "E401",
+            "the file is empty",
+            Span(line=1, column=1, end_line=1, end_column=1),
+            "a spec needs at least `input HxWxC` and one layer",
+        )
+        return CompileResult(filename, text, None, (diag,))
+    program, diags = parse(text)
+    if program is None:
+        return CompileResult(filename, text, None, tuple(diags))
+    graph, more = elaborate(program, _network_name(filename))
+    diags.extend(more)
+    if graph is None:
+        return CompileResult(filename, text, None, tuple(diags))
+    analysis, more = analyze(graph)
+    diags.extend(more)
+    if analysis is None or any(d.is_error for d in diags):
+        return CompileResult(filename, text, None, tuple(diags))
+    warnings = tuple(d for d in diags if not d.is_error)
+    return CompileResult(filename, text, Network(analysis, filename, text, warnings), tuple(diags))
+
+
+def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
+    """Read a spec file; unreadable, binary and non-UTF-8 files become diagnostics."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, error("E400", "no such file", None, "check the path")
+    except IsADirectoryError:
+        return None, error("E400", "is a directory, not a .arch file", None, "archc check accepts directories")
+    except OSError as exc:
+        return None, error("E400", f"cannot read the file: {exc.strerror}", None)
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        return None, error(
+            "E402",
+            "this is a binary file, not a .arch spec",
+            Span(line=line, column=1, end_line=line, end_column=1),
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        return None, error(
+            "E403",
+            f"the file is not UTF-8 (byte 0x{data[exc.start]:02x})",
+            Span(line=line, column=col, end_line=line, end_column=col + 1),
+            "save the spec as UTF-8",
+        )
+    return text, None
+
+
+def compile_file(path: str | Path) -> CompileResult:
+    p = Path(path)
+    text, problem = read_source(p)
+    if problem is not None:
+        return CompileResult(str(path), "", None, (problem,))
+    assert text is not None
+    return compile_text(text, str(path))
+
+
+def _raise_if_invalid(result: CompileResult) -> Network:
+    if result.network is None:
+        raise SpecError(result.errors, result.render())
+    return result.network
+
+
+def load(path: str | Path) -> Network:
+    """Load and check a `.arch` file; raises `SpecError` with rendered diagnostics."""
+    return _raise_if_invalid(compile_file(path))
+
+
+def loads(text: str, filename: str = "<string>") -> Network:
+    """Load and check spec text; `filename` names it in messages (and names the network)."""
+    return _raise_if_invalid(compile_text(text, filename))

@@ -1,0 +1,133 @@
+"""Diagnostics as data, and the one function that renders them.
+
+    specs/bad.arch:3:36: error[E202]: conv1 outputs 55x55x96, but the spec says 56x56x96
+        3 | conv1: conv K=96 F=11 S=4 P=0 -> 56x56x96
+          |                                    ^~~~~~~~
+      hint: (227 + 2*0 - 11)/4 + 1 = 55
+
+Colour only on a terminal. Every failure of the front end is a `Diagnostic`;
+callers get them through `SpecError`, the root of which is `ArchError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from archc.ir import Span
+
+MAX_SHOWN = 50  # past this, "... and N more"
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    severity: Severity
+    code: str
+    message: str
+    span: Span | None
+    hint: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+
+def error(code: str, message: str, span: Span | None, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(Severity.ERROR, code, message, span, hint)
+
+
+def warning(code: str, message: str, span: Span | None, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(Severity.WARNING, code, message, span, hint)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A "did you mean" hint for a misspelled word, or None.
+
+    >>> did_you_mean("maxpol", ["maxpool", "avgpool", "conv"])
+    "did you mean 'maxpool'?"
+    """
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        if word.lower() in lowered:
+            close = [lowered[word.lower()]]
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+class ArchError(Exception):
+    """The root of archc's exceptions."""
+
+
+class SpecError(ArchError):
+    """A spec failed to load: carries the diagnostics and their rendered text."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic], rendered: str) -> None:
+        super().__init__(rendered)
+        self.diagnostics = tuple(diagnostics)
+        self.rendered = rendered
+
+
+class _Style:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def severity(self, sev: Severity, text: str) -> str:
+        return self._wrap("1;31" if sev is Severity.ERROR else "1;33", text)
+
+    def caret(self, sev: Severity, text: str) -> str:
+        return self._wrap("31" if sev is Severity.ERROR else "33", text)
+
+    def hint(self, text: str) -> str:
+        return self._wrap("36", text)
+
+
+def render_one(diag: Diagnostic, path: str, lines: Sequence[str], color: bool = False) -> str:
+    """Render one diagnostic: location, message, the source line, a caret, a hint."""
+    st = _Style(color)
+    head = st.severity(diag.severity, f"{diag.severity}[{diag.code}]")
+    if diag.span is None:
+        out = [f"{st.bold(path)}: {head}: {diag.message}"]
+    else:
+        sp = diag.span
+        out = [f"{st.bold(f'{path}:{sp.line}:{sp.column}')}: {head}: {diag.message}"]
+        if 1 <= sp.line <= len(lines):
+            src = lines[sp.line - 1].rstrip("\r\n").expandtabs(1)
+            gutter = str(sp.line)
+            pad = " " * len(gutter)
+            end = sp.end_column if sp.end_line == sp.line else len(src) + 1
+            width = max(1, min(end, len(src) + 1) - sp.column)
+            marker = "^" + "~" * (width - 1)
+            out.append(f"  {gutter} | {src}")
+            out.append(f"  {pad} | {' ' * (sp.column - 1)}{st.caret(diag.severity, marker)}")
+    for note in diag.notes:
+        out.append(f"  note: {note}")
+    if diag.hint:
+        out.append(st.hint(f"  hint: {diag.hint}"))
+    return "\n".join(out)
+
+
+def render(diags: Sequence[Diagnostic], path: str, text: str, color: bool = False) -> str:
+    """Render diagnostics in source order, errors capped at MAX_SHOWN."""
+    lines = text.splitlines()
+    ordered = sorted(
+        diags, key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0)
+    )
+    shown = ordered[:MAX_SHOWN]
+    parts = [render_one(d, path, lines, color) for d in shown]
+    if len(ordered) > MAX_SHOWN:
+        parts.append(f"... and {len(ordered) - MAX_SHOWN} more")
+    return "\n".join(parts)

@@ -1,0 +1,729 @@
+"""Syntax tree -> layer graph (`archc.ir.Graph`).
+
+Resolves block calls (keyword arguments, defaults, integer arithmetic),
+`repeat`, `residual`/`shortcut` and `concat`/`branch` into a DAG of built-in
+layers with dotted hierarchical names, and resolves `expect` targets.
+
+Naming (LANGUAGE.md "A network", "Blocks"):
+- a scope is the top level, a block instance, or one copy of a repeat;
+- unnamed layers are named by kind in order within their scope (`conv1`,
+  `relu1`, ...), skipping names written anywhere in that scope;
+- named calls and repeats form levels: `layer1.0.conv1`. An unnamed block call
+  is a level too, named by its block in lower case (`basic1`), except when it
+  is the whole body of a repeat: then the copy is the instance (`layer1.0`);
+- residual, shortcut, concat and branch bodies do not add a level; a residual's
+  sum and a concat are graph nodes named `residual1` / `concat1` (or their label).
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from archc import syntax as S
+from archc.diagnostics import Diagnostic, did_you_mean, error
+from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span
+from archc.registry import KINDS, USER_KINDS, coerce
+
+QUANTITIES = ("params", "weights", "biases", "macs", "output")
+MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
+
+# nn.Module attributes a layer name must not shadow in generated PyTorch code
+RESERVED_NAMES = frozenset(
+    """forward training eval train to cuda cpu parameters modules children state_dict
+    load_state_dict register_buffer register_parameter add_module apply zero_grad half float
+    double type named_parameters named_modules named_children named_buffers buffers
+    extra_repr get_submodule get_parameter get_buffer requires_grad_ share_memory bfloat16
+    register_module input output""".split()
+)
+
+
+class ElaborationError(Exception):
+    def __init__(self, diag: Diagnostic) -> None:
+        super().__init__(diag.message)
+        self.diag = diag
+
+
+def _fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
+    return ElaborationError(error(code, message, span, hint))
+
+
+# --- expressions -----------------------------------------------------------------------
+LITERAL_WORDS: dict[str, Any] = {
+    "true": True,
+    "false": False,
+    "True": True,
+    "False": False,
+    "same": "same",
+}
+
+
+def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
+    """Evaluate an expression over block parameters. Never `eval`.
+
+    >>> from archc.parser import parse
+    >>> prog, _ = parse("fc (SQ+1)//2*4")
+    >>> evaluate(prog.statements[0].positional[0], {"SQ": 16})
+    32
+    """
+    if isinstance(expr, S.Number):
+        return expr.value
+    if isinstance(expr, S.Dims):
+        return expr.value
+    if isinstance(expr, S.Ref):
+        if expr.name in env:
+            return env[expr.name]
+        if expr.name in LITERAL_WORDS:
+            return LITERAL_WORDS[expr.name]
+        hint = did_you_mean(expr.name, list(env))
+        where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
+        raise _fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
+    if isinstance(expr, S.Neg):
+        v = evaluate(expr.operand, env)
+        _need_number(v, expr.operand)
+        return -v
+    left = evaluate(expr.left, env)
+    right = evaluate(expr.right, env)
+    _need_number(left, expr.left)
+    _need_number(right, expr.right)
+    if expr.op == "+":
+        return left + right
+    if expr.op == "-":
+        return left - right
+    if expr.op == "*":
+        return left * right
+    if expr.op == "//":
+        if not (isinstance(left, int) and isinstance(right, int)):
+            raise _fail("E120", "// takes integers", expr.span)
+        if right == 0:
+            raise _fail("E120", "division by zero", expr.right.span)
+        return left // right
+    raise _fail(
+        "E120", "'/' is not integer division", expr.span, "write // for integer division: K=(SQ+1)//2"
+    )
+
+
+def _need_number(value: Any, expr: S.Expr) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
+
+
+# --- statement helpers --------------------------------------------------------------------
+def attach_shortcuts(stmts: Sequence[S.Stmt], diags: list[Diagnostic]) -> list[S.Stmt]:
+    """Join a `shortcut {...}` written on its own line to the residual before it."""
+    out: list[S.Stmt] = []
+    for st in stmts:
+        if isinstance(st, S.Shortcut):
+            prev = out[-1] if out else None
+            if isinstance(prev, S.Residual) and prev.shortcut is None and prev.arrow is None:
+                out[-1] = replace(prev, shortcut=st.body)
+            else:
+                diags.append(
+                    error(
+                        "E130",
+                        "'shortcut' must follow a residual { ... }",
+                        st.span,
+                        "write `residual { ... } shortcut { ... }`",
+                    )
+                )
+            continue
+        out.append(st)
+    return out
+
+
+def _written_names(stmts: Sequence[S.Stmt]) -> Iterator[tuple[str, Span]]:
+    """Names written in one scope: residual/concat/branch bodies share it, calls don't."""
+    for st in stmts:
+        label = getattr(st, "label", None)
+        if label is not None:
+            yield label.name, label.span
+        if isinstance(st, S.Residual):
+            yield from _written_names(st.body)
+            if st.shortcut:
+                yield from _written_names(st.shortcut)
+        elif isinstance(st, S.Concat):
+            yield from _written_names(st.branches)
+        elif isinstance(st, (S.Branch, S.Shortcut)):
+            yield from _written_names(st.body)
+
+
+@dataclass
+class _ScopeState:
+    path: str
+    written: set[str]
+    used: dict[str, Span] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def qualify(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+
+class _Builder:
+    def __init__(self, blocks: dict[str, S.BlockDef]) -> None:
+        self.blocks = blocks
+        self.nodes: list[Node] = []
+        self.scopes: list[Scope] = []
+        self.arrows: list[tuple[str, S.ShapeLit]] = []
+        self.diags: list[Diagnostic] = []
+        self.names: set[str] = set()
+
+    # names
+    def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
+        return _ScopeState(path, {n for n, _ in _written_names(stmts)})
+
+    def name(self, scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
+        if label is not None:
+            name = label.name
+            if name in scope.used:
+                first = scope.used[name]
+                raise _fail(
+                    "E111",
+                    f"duplicate name '{name}' (first used on line {first.line})",
+                    label.span,
+                    "names must be unique within their scope",
+                )
+            if keyword.iskeyword(name) or name in RESERVED_NAMES or name.startswith("__"):
+                raise _fail(
+                    "E113",
+                    f"'{name}' cannot name a layer: it is reserved in the generated PyTorch module",
+                    label.span,
+                    f"choose another name, e.g. '{name}_'",
+                )
+            scope.used[name] = label.span
+            return scope.qualify(name)
+        n = scope.counters.get(prefix, 0)
+        while True:
+            n += 1
+            candidate = f"{prefix}{n}"
+            if candidate not in scope.written and candidate not in scope.used:
+                break
+        scope.counters[prefix] = n
+        scope.used[candidate] = span
+        return scope.qualify(candidate)
+
+    def emit(self, node: Node) -> str:
+        if len(self.nodes) >= MAX_NODES:
+            raise _fail("E140", f"the network has more than {MAX_NODES:,} layers", node.span)
+        self.nodes.append(node)
+        self.names.add(node.name)
+        return node.name
+
+    # statements
+    def run(
+        self,
+        stmts: Sequence[S.Stmt],
+        scope: _ScopeState,
+        env: dict[str, Any],
+        current: str,
+        stack: tuple[str, ...],
+    ) -> str:
+        """Elaborate a statement list from `current`; return the node of its output."""
+        for st in attach_shortcuts(stmts, self.diags):
+            try:
+                current = self.statement(st, scope, env, current, stack)
+            except ElaborationError as exc:
+                self.diags.append(exc.diag)
+        return current
+
+    def statement(
+        self,
+        st: S.Stmt,
+        scope: _ScopeState,
+        env: dict[str, Any],
+        current: str,
+        stack: tuple[str, ...],
+    ) -> str:
+        if isinstance(st, S.LayerStmt):
+            if st.kind in self.blocks:
+                return self.call(st, scope, env, current, stack)
+            return self.layer(st, scope, env, current)
+        if isinstance(st, S.Repeat):
+            return self.repeat(st, scope, env, current, stack)
+        if isinstance(st, S.Residual):
+            start = current
+            body_out = self.run(st.body, scope, env, start, stack)
+            short_out = self.run(st.shortcut, scope, env, start, stack) if st.shortcut else start
+            name = self.name(scope, st.label, "residual", st.span)
+            out = self.emit(
+                Node(
+                    name=name,
+                    kind="add",
+                    attrs={},
+                    inputs=(body_out, short_out),
+                    span=st.span,
+                    scope=scope.path,
+                    key_spans={},
+                )
+            )
+            self._arrow(out, st.arrow)
+            return out
+        if isinstance(st, S.Concat):
+            return self.concat(st, scope, env, current, stack)
+        if isinstance(st, S.Branch):
+            raise _fail("E131", "'branch' belongs inside concat { ... }", st.span)
+        if isinstance(st, S.BlockDef):
+            raise _fail("E132", "blocks are defined at the top level", st.span)
+        if isinstance(st, (S.InputDecl, S.NetworkDecl)):
+            what = "input" if isinstance(st, S.InputDecl) else "network"
+            raise _fail("E133", f"'{what}' belongs at the top level, not inside a body", st.span)
+        if isinstance(st, S.Expect):
+            raise _fail(
+                "E134",
+                "'expect' belongs at the top level",
+                st.span,
+                "name the block call and expect on it there: expect layer1.params = ...",
+            )
+        raise _fail("E199", f"unexpected statement {type(st).__name__}", None)  # pragma: no cover
+
+    def _arrow(self, target: str, arrow: S.ShapeLit | None) -> None:
+        if arrow is not None:
+            self.arrows.append((target, arrow))
+
+    def layer(self, st: S.LayerStmt, scope: _ScopeState, env: dict[str, Any], current: str) -> str:
+        kind = KINDS.get(st.kind)
+        if kind is None or not kind.user:
+            candidates = [*USER_KINDS, *self.blocks]
+            hint = did_you_mean(st.kind, candidates) or (
+                f"built-in kinds: {', '.join(USER_KINDS)}"
+                + (f"; blocks: {', '.join(self.blocks)}" if self.blocks else "")
+            )
+            raise _fail("E100", f"unknown layer kind '{st.kind}'", st.span, hint)
+        attrs: dict[str, Any] = {}
+        key_spans: dict[str, Span] = {}
+        if len(st.positional) > 1:
+            raise _fail("E103", f"{st.kind} takes at most one positional value", st.positional[1].span)
+        if st.positional:
+            if kind.positional is None:
+                raise _fail(
+                    "E103",
+                    f"{st.kind} takes no positional value",
+                    st.positional[0].span,
+                    f"keys of {st.kind}: {', '.join(k.name for k in kind.keys) or 'none'}",
+                )
+            key_spans[kind.positional] = st.positional[0].span
+            attrs[kind.positional] = (st.positional[0], st.positional[0].span)
+        for kw in st.keywords:
+            key = kind.key(kw.key)
+            if key is None:
+                names = [k.name for k in kind.keys]
+                hint = did_you_mean(kw.key, names) or (
+                    f"keys of {st.kind}: {', '.join(names)}" if names else f"{st.kind} takes no keys"
+                )
+                raise _fail("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint)
+            if kw.key in attrs:
+                raise _fail("E102", f"{kw.key} is given twice", kw.span)
+            key_spans[kw.key] = kw.span
+            attrs[kw.key] = (kw.value, kw.value.span)
+        values: dict[str, Any] = {}
+        for key in kind.keys:
+            if key.name not in attrs:
+                if key.required:
+                    raise _fail(
+                        "E104",
+                        f"{st.kind} needs {key.name} ({key.doc})",
+                        st.span,
+                        f"e.g. {st.kind} {key.name}=3" if kind.positional != key.name else f"e.g. {st.kind} 4096",
+                    )
+                values[key.name] = key.default
+                continue
+            expr, span = attrs[key.name]
+            try:
+                values[key.name] = coerce(key, evaluate(expr, env))
+            except ValueError as exc:
+                raise _fail("E103", str(exc), span) from exc
+        name = self.name(scope, st.label, st.kind, st.span)
+        out = self.emit(
+            Node(
+                name=name,
+                kind=st.kind,
+                attrs=values,
+                inputs=(current,),
+                span=st.span,
+                scope=scope.path,
+                key_spans=key_spans,
+            )
+        )
+        self._arrow(out, st.arrow)
+        return out
+
+    def bind(self, block: S.BlockDef, st: S.LayerStmt, env: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate a call's keyword arguments against the block's parameters."""
+        if st.positional:
+            first = block.params[0].name if block.params else "K"
+            raise _fail(
+                "E105",
+                f"block {block.name} takes keyword arguments",
+                st.positional[0].span,
+                f"e.g. {block.name} {first}=...",
+            )
+        params = {p.name: p for p in block.params}
+        given: dict[str, Any] = {}
+        for kw in st.keywords:
+            if kw.key not in params:
+                hint = did_you_mean(kw.key, list(params)) or (
+                    f"parameters of {block.name}: {', '.join(params) or 'none'}"
+                )
+                raise _fail("E106", f"block {block.name} has no parameter '{kw.key}'", kw.span, hint)
+            if kw.key in given:
+                raise _fail("E102", f"{kw.key} is given twice", kw.span)
+            given[kw.key] = evaluate(kw.value, env)
+        args: dict[str, Any] = {}
+        for p in block.params:
+            if p.name in given:
+                args[p.name] = given[p.name]
+            elif p.default is not None:
+                args[p.name] = evaluate(p.default, args)
+            else:
+                raise _fail(
+                    "E107",
+                    f"block {block.name} needs {p.name}",
+                    st.span,
+                    f"e.g. {block.name} {p.name}=...",
+                )
+        return args
+
+    def call(
+        self,
+        st: S.LayerStmt,
+        scope: _ScopeState,
+        env: dict[str, Any],
+        current: str,
+        stack: tuple[str, ...],
+        inline_into: _ScopeState | None = None,
+    ) -> str:
+        block = self.blocks[st.kind]
+        if block.name in stack:
+            chain = " -> ".join((*stack[stack.index(block.name) :], block.name))
+            raise _fail("E112", f"block {block.name} calls itself ({chain})", st.span)
+        args = self.bind(block, st, env)
+        if inline_into is not None:
+            inner = inline_into
+        else:
+            path = self.name(scope, st.label, block.name.lower(), st.span)
+            inner = self.enter(path, block.body)
+        first = len(self.nodes)
+        out = self.run(block.body, inner, args, current, (*stack, block.name))
+        if inline_into is None:
+            self.scopes.append(
+                Scope(
+                    path=inner.path,
+                    kind=ScopeKind.CALL,
+                    block=block.name,
+                    args=args,
+                    nodes=tuple(n.name for n in self.nodes[first:]),
+                    output=out,
+                    span=st.span if st.label is None else st.label.span,
+                )
+            )
+            self._arrow(inner.path, st.arrow)
+        return out
+
+    def repeat(
+        self,
+        st: S.Repeat,
+        scope: _ScopeState,
+        env: dict[str, Any],
+        current: str,
+        stack: tuple[str, ...],
+    ) -> str:
+        count = evaluate(st.count, env)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise _fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.count.span)
+        path = self.name(scope, st.label, "repeat", st.span)
+        first = len(self.nodes)
+        body = attach_shortcuts(st.body, [])
+        sole_call = (
+            len(body) == 1
+            and isinstance(body[0], S.LayerStmt)
+            and body[0].label is None
+            and body[0].kind in self.blocks
+        )
+        for i in range(count):
+            copy_path = f"{path}.{i}"
+            copy = self.enter(copy_path, body if not sole_call else self.blocks[body[0].kind].body)  # type: ignore[union-attr]
+            copy_first = len(self.nodes)
+            block_name = None
+            args: dict[str, Any] = {}
+            if sole_call:
+                call = body[0]
+                assert isinstance(call, S.LayerStmt)
+                try:
+                    block_name = call.kind
+                    args = self.bind(self.blocks[call.kind], call, env)
+                    current = self.call(call, scope, env, current, stack, inline_into=copy)
+                except ElaborationError as exc:
+                    self.diags.append(exc.diag)
+                    return current
+            else:
+                current = self.run(st.body, copy, env, current, stack)
+            self.scopes.append(
+                Scope(
+                    path=copy_path,
+                    kind=ScopeKind.COPY,
+                    block=block_name,
+                    args=args,
+                    nodes=tuple(n.name for n in self.nodes[copy_first:]),
+                    output=current,
+                    span=st.span,
+                )
+            )
+        self.scopes.append(
+            Scope(
+                path=path,
+                kind=ScopeKind.REPEAT,
+                block=None,
+                args={"count": count},
+                nodes=tuple(n.name for n in self.nodes[first:]),
+                output=current,
+                span=st.span,
+            )
+        )
+        self._arrow(path, st.arrow)
+        return current
+
+    def concat(
+        self,
+        st: S.Concat,
+        scope: _ScopeState,
+        env: dict[str, Any],
+        current: str,
+        stack: tuple[str, ...],
+    ) -> str:
+        outs: list[str] = []
+        for item in st.branches:
+            if not isinstance(item, S.Branch):
+                span = getattr(item, "span", st.span)
+                raise _fail(
+                    "E131",
+                    "concat { ... } holds only branch { ... } bodies",
+                    span,
+                    "wrap the layers: concat { branch { conv K=64 F=1 } branch { ... } }",
+                )
+            outs.append(self.run(item.body, scope, env, current, stack))
+        if not outs:
+            raise _fail("E131", "concat needs at least one branch", st.span)
+        name = self.name(scope, st.label, "concat", st.span)
+        out = self.emit(
+            Node(
+                name=name,
+                kind="concat",
+                attrs={},
+                inputs=tuple(outs),
+                span=st.span,
+                scope=scope.path,
+                key_spans={},
+            )
+        )
+        self._arrow(out, st.arrow)
+        return out
+
+
+def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
+    """A block that calls itself, directly or through others, is an error."""
+
+    def calls(stmts: Sequence[S.Stmt]) -> Iterator[S.LayerStmt]:
+        for st in stmts:
+            if isinstance(st, S.LayerStmt) and st.kind in blocks:
+                yield st
+            for attr in ("body", "shortcut", "branches"):
+                inner = getattr(st, attr, None)
+                if isinstance(inner, tuple):
+                    yield from calls(inner)
+
+    diags: list[Diagnostic] = []
+    reported: set[str] = set()
+    for start in blocks:
+        # depth-first search for a path back to `start`
+        todo: list[tuple[str, tuple[str, ...], S.LayerStmt | None]] = [(start, (start,), None)]
+        seen: set[str] = set()
+        while todo:
+            name, path, site = todo.pop()
+            for call in calls(blocks[name].body):
+                if call.kind == start and start not in reported:
+                    chain = " -> ".join((*path, start))
+                    diags.append(error("E112", f"block {start} calls itself ({chain})", call.span))
+                    reported.update(path)
+                elif call.kind not in seen:
+                    seen.add(call.kind)
+                    todo.append((call.kind, (*path, call.kind), call))
+    return diags
+
+
+def _resolve_expect(
+    st: S.Expect, builder: _Builder, scope_paths: set[str]
+) -> Assertion:
+    if st.quantity not in QUANTITIES:
+        hint = did_you_mean(st.quantity, QUANTITIES) or f"quantities: {', '.join(QUANTITIES)}"
+        raise _fail("E150", f"unknown quantity '{st.quantity}'", st.span, hint)
+    target = ".".join(st.path)
+    if target and target not in builder.names and target not in scope_paths:
+        known = sorted(builder.names | scope_paths)
+        hint = did_you_mean(target, known) or "expect names a layer, a block call or a repeat (copy)"
+        raise _fail("E151", f"no layer or block instance named '{target}'", st.span, hint)
+    expected: float | tuple[int, ...]
+    if st.quantity == "output":
+        if st.op != "=":
+            raise _fail("E152", "an output shape can only be compared with =", st.span)
+        if st.tolerance is not None:
+            raise _fail("E152", "an output shape takes no tolerance", st.value_span)
+        if isinstance(st.value, S.Dims):
+            expected = st.value.value
+        elif isinstance(st.value.value, int):
+            expected = (st.value.value,)
+        else:
+            raise _fail("E152", f"'{st.value.text}' is not a shape", st.value_span, "e.g. 55x55x96 or 4096")
+        text = "x".join(str(d) for d in expected)
+    else:
+        if isinstance(st.value, S.Dims):
+            raise _fail(
+                "E152",
+                f"{st.quantity} is a number, not a shape",
+                st.value_span,
+                "e.g. expect params = 28_823_912",
+            )
+        if st.tolerance is not None and st.op != "=":
+            raise _fail("E152", "a tolerance goes with =, not with a budget", st.value_span)
+        expected = st.value.value
+        text = st.value.text
+    return Assertion(
+        target=target,
+        quantity=st.quantity,
+        op=st.op,
+        expected=expected,
+        text=text,
+        tolerance=st.tolerance,
+        tolerance_is_percent=st.tolerance_is_percent,
+        span=st.span,
+        value_span=st.value_span,
+    )
+
+
+def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list[Diagnostic]]:
+    """Elaborate a parsed file into a graph; on errors return None and all of them."""
+    diags: list[Diagnostic] = []
+    blocks: dict[str, S.BlockDef] = {}
+    network = default_name
+    network_seen: S.NetworkDecl | None = None
+    input_decl: S.InputDecl | None = None
+    body: list[S.Stmt] = []
+    expects: list[S.Expect] = []
+
+    for st in program.statements:
+        if isinstance(st, S.BlockDef):
+            if st.name in blocks:
+                diags.append(
+                    error("E111", f"block {st.name} is defined twice (first on line {blocks[st.name].span.line})", st.span)
+                )
+            elif st.name in KINDS:
+                diags.append(
+                    error("E114", f"block name '{st.name}' is a built-in layer kind", st.span, "choose another name")
+                )
+            else:
+                seen_params: set[str] = set()
+                for p in st.params:
+                    if p.name in seen_params:
+                        diags.append(error("E111", f"parameter {p.name} is listed twice", p.span))
+                    seen_params.add(p.name)
+                blocks[st.name] = st
+        elif isinstance(st, S.NetworkDecl):
+            if network_seen is not None:
+                diags.append(error("E115", "'network' is given twice", st.span))
+            network_seen = st
+            network = st.name
+        elif isinstance(st, S.InputDecl):
+            if input_decl is not None:
+                diags.append(error("E116", "'input' is given twice", st.span, "a network has one input"))
+                continue
+            if body:
+                first = body[0]
+                diags.append(
+                    error(
+                        "E117",
+                        "'input' must come before the first layer",
+                        st.span,
+                        f"move it above line {getattr(first, 'span').line}",
+                    )
+                )
+            input_decl = st
+        elif isinstance(st, S.Expect):
+            expects.append(st)
+        else:
+            body.append(st)
+
+    input_shape: Shape | None = None
+    if input_decl is None:
+        first_span = getattr(body[0], "span", None) if body else None
+        diags.append(
+            error(
+                "E118",
+                "the spec has no input",
+                first_span or Span(line=1, column=1, end_line=1, end_column=2),
+                "begin with `input 227x227x3` (HxWxC) or `input 4096` (a flat vector)",
+            )
+        )
+    else:
+        dims = input_decl.shape.dims
+        if len(dims) not in (1, 3) or any(d <= 0 for d in dims):
+            diags.append(
+                error(
+                    "E119",
+                    f"input must be HxWxC or N with positive sizes, not {'x'.join(str(d) for d in dims)}",
+                    input_decl.shape.span,
+                    "e.g. input 227x227x3",
+                )
+            )
+        else:
+            input_shape = Shape.from_dims(dims)
+
+    diags.extend(_block_cycles(blocks))
+    builder = _Builder(blocks)
+    top = builder.enter("", body)
+    output = INPUT
+    if not any(d.code == "E112" for d in diags):
+        output = builder.run(body, top, {}, INPUT, ())
+    diags.extend(builder.diags)
+
+    scope_paths = {s.path for s in builder.scopes}
+    assertions: list[Assertion] = []
+    for target, shape in builder.arrows:
+        assertions.append(
+            Assertion(
+                target=target,
+                quantity="output",
+                op="=",
+                expected=shape.dims,
+                text=shape_text(shape.dims),
+                tolerance=None,
+                tolerance_is_percent=False,
+                span=shape.span,
+                value_span=shape.span,
+            )
+        )
+    for ex in expects:
+        try:
+            assertions.append(_resolve_expect(ex, builder, scope_paths))
+        except ElaborationError as exc:
+            diags.append(exc.diag)
+
+    if not builder.nodes and input_decl is not None and not diags:
+        diags.append(
+            error("E141", "the network has no layers", input_decl.span, "add layers after the input, e.g. fc 10")
+        )
+    if any(d.is_error for d in diags) or input_shape is None or input_decl is None:
+        return None, diags
+    graph = Graph(
+        network=network,
+        input_shape=input_shape,
+        input_span=input_decl.shape.span,
+        nodes=tuple(builder.nodes),
+        scopes=tuple(builder.scopes),
+        assertions=tuple(assertions),
+        output=output,
+    )
+    return graph, diags
+
+
+def shape_text(dims: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in dims)

@@ -1,0 +1,153 @@
+"""The elaborated IR: a DAG of built-in layers with dotted hierarchical names.
+
+Typed and immutable (pydantic, frozen, extra="forbid"). Nodes carry what the
+user asked for (kind, attributes, inputs, source span); facts derived from
+them -- shapes, parameter counts, MACs -- live in `archc.analysis.Analysis`,
+never in the nodes.
+
+Shapes are general tuples with a stated layout, so that sequence (`TxD`) and
+1-D/3-D layouts can arrive later without a redesign.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+INPUT = "input"  # the name of the graph's input; a keyword, so never a layer name
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Span(Frozen):
+    """A 1-based source range; `end_column` is exclusive."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+class Layout(StrEnum):
+    HWC = "HWC"  # spatial, channels last as on the slides (generated code uses NCHW)
+    FLAT = "N"  # a flat feature vector
+
+
+class Shape(Frozen):
+    """A per-sample shape (batch excluded) in a stated layout.
+
+    >>> Shape.hwc(55, 55, 96).text()
+    '55x55x96'
+    >>> Shape.flat(4096).text()
+    '4096'
+    """
+
+    dims: tuple[int, ...]
+    layout: Layout
+
+    @classmethod
+    def hwc(cls, h: int, w: int, c: int) -> Shape:
+        return cls(dims=(h, w, c), layout=Layout.HWC)
+
+    @classmethod
+    def flat(cls, n: int) -> Shape:
+        return cls(dims=(n,), layout=Layout.FLAT)
+
+    @classmethod
+    def from_dims(cls, dims: tuple[int, ...]) -> Shape:
+        return cls.flat(dims[0]) if len(dims) == 1 else cls(dims=dims, layout=Layout.HWC)
+
+    @property
+    def is_spatial(self) -> bool:
+        return self.layout is Layout.HWC
+
+    @property
+    def channels(self) -> int:
+        return self.dims[-1]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.dims:
+            n *= d
+        return n
+
+    def text(self) -> str:
+        return "x".join(str(d) for d in self.dims)
+
+    def nchw(self) -> tuple[int, ...]:
+        """The per-sample shape in generated code's order: (C, H, W) or (N,)."""
+        if self.is_spatial:
+            h, w, c = self.dims
+            return (c, h, w)
+        return self.dims
+
+
+class Node(Frozen):
+    """One built-in layer (or a residual's add / a concat) of the graph.
+
+    `name` is the dotted path (`layer1.0.conv1`): the PyTorch attribute path,
+    the state_dict prefix and the ONNX node/initializer prefix.
+    """
+
+    name: str
+    kind: str
+    attrs: dict[str, Any]
+    inputs: tuple[str, ...]
+    span: Span  # the kind as written (the residual/concat keyword or label for merges)
+    scope: str  # the dotted path of the enclosing block instance / repeat copy ("" at top)
+    key_spans: dict[str, Span]  # where each written key's name is, for carets
+
+
+class ScopeKind(StrEnum):
+    CALL = "call"  # a named (or generated) block instance
+    REPEAT = "repeat"  # a repeat statement; its copies are its children
+    COPY = "copy"  # one copy of a repeat, named by its index
+
+
+class Scope(Frozen):
+    """A level of the name hierarchy: a block instance, a repeat or a repeat copy."""
+
+    path: str
+    kind: ScopeKind
+    block: str | None  # the block definition, for CALL scopes (and copies inlining one)
+    args: dict[str, Any]  # the evaluated block arguments
+    nodes: tuple[str, ...]  # every node under this scope, in forward order
+    output: str  # the node whose output is the scope's output
+    span: Span
+
+
+class Assertion(Frozen):
+    """An `-> shape` or `expect`, resolved to what it checks."""
+
+    target: str  # "" (network), a node name or a scope path
+    quantity: str  # params weights biases macs output
+    op: str
+    expected: float | tuple[int, ...]
+    text: str  # the value as written, for rounding and messages
+    tolerance: float | None
+    tolerance_is_percent: bool
+    span: Span
+    value_span: Span
+
+
+class Graph(Frozen):
+    """The whole elaborated network."""
+
+    network: str
+    input_shape: Shape
+    input_span: Span
+    nodes: tuple[Node, ...]  # in forward (topological) order
+    scopes: tuple[Scope, ...]
+    assertions: tuple[Assertion, ...]
+    output: str  # name of the node producing the network output
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)

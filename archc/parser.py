@@ -1,0 +1,444 @@
+"""Text -> syntax tree (`archc.syntax`), with human syntax errors.
+
+The grammar is package data (`grammar/arch.lark`, shipped in the wheel as
+`archc/grammar/arch.lark`), parsed by lark's LALR(1) parser with the
+Transformer run inline, so no parse tree is ever built -- it never leaves
+this module. Syntax errors are labelled with `match_examples`, the way lark
+labels errors in its own grammar; after an error the offending line is
+blanked and the file re-parsed, so independent syntax errors are all reported.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.lexer import PatternStr
+
+from archc import syntax as S
+from archc.diagnostics import Diagnostic, error
+from archc.ir import Span
+
+MAX_SYNTAX_ERRORS = 20
+_SI = {"K": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9}
+
+
+def grammar_text() -> str:
+    """The grammar: from the installed package, else from the source tree."""
+    packaged = importlib.resources.files("archc").joinpath("grammar/arch.lark")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "grammar" / "arch.lark").read_text("utf-8")
+
+
+def span_of_token(tok: Token) -> Span:
+    line = tok.line or 1
+    col = tok.column or 1
+    end_line = tok.end_line or line
+    end_col = tok.end_column or col + max(1, len(str(tok)))
+    return Span.model_construct(line=line, column=col, end_line=end_line, end_column=end_col)
+
+
+def parse_number(text: str) -> int | float:
+    """`4_096` -> 4096, `34.8K` -> 34800, `1e-4` -> 0.0001.
+
+    >>> parse_number("27.55M")
+    27550000
+    """
+    clean = text.replace("_", "")
+    scale = Decimal(1)
+    if clean and clean[-1] in _SI:
+        scale = _SI[clean[-1]]
+        clean = clean[:-1]
+    try:
+        value = Decimal(clean) * scale
+    except InvalidOperation:  # pragma: no cover - the lexer admits only numbers
+        return float("nan")
+    if value == value.to_integral_value() and (scale != 1 or not any(c in clean for c in ".eE")):
+        return int(value)
+    return float(value)
+
+
+def parse_dims(text: str) -> tuple[int, ...]:
+    return tuple(int(p.replace("_", "")) for p in text.replace("×", "x").split("x"))
+
+
+@v_args(inline=True)
+class _ToSyntax(Transformer[Token, S.Program]):
+    """One method per grammar rule; returns `archc.syntax` nodes."""
+
+    # expressions
+    def number(self, tok: Token) -> S.Number:
+        return S.Number(parse_number(str(tok)), str(tok), span_of_token(tok))
+
+    def dims(self, tok: Token) -> S.Dims:
+        return S.Dims(parse_dims(str(tok)), span_of_token(tok))
+
+    def ref(self, tok: Token) -> S.Ref:
+        return S.Ref(str(tok), span_of_token(tok))
+
+    def _bin(self, op: str, left: S.Expr, right: S.Expr) -> S.BinOp:
+        span = Span.model_construct(
+            line=left.span.line,
+            column=left.span.column,
+            end_line=right.span.end_line,
+            end_column=right.span.end_column,
+        )
+        return S.BinOp(op, left, right, span)
+
+    def add(self, a: S.Expr, b: S.Expr) -> S.BinOp:
+        return self._bin("+", a, b)
+
+    def sub(self, a: S.Expr, b: S.Expr) -> S.BinOp:
+        return self._bin("-", a, b)
+
+    def mul(self, a: S.Expr, b: S.Expr) -> S.BinOp:
+        return self._bin("*", a, b)
+
+    def floordiv(self, a: S.Expr, b: S.Expr) -> S.BinOp:
+        return self._bin("//", a, b)
+
+    def truediv(self, a: S.Expr, _slash: Token, b: S.Expr) -> S.BinOp:
+        return self._bin("/", a, b)
+
+    def neg(self, a: S.Expr) -> S.Neg:
+        return S.Neg(a, a.span)
+
+    # pieces
+    def label(self, tok: Token) -> S.Label:
+        return S.Label(str(tok), span_of_token(tok))
+
+    def shape(self, tok: Token) -> S.ShapeLit:
+        text = str(tok)
+        dims = parse_dims(text) if tok.type == "DIMS" else (parse_number(text),)
+        return S.ShapeLit(tuple(d if isinstance(d, int) else -1 for d in dims), span_of_token(tok))
+
+    def arrow(self, shape: S.ShapeLit) -> S.ShapeLit:
+        return shape
+
+    def positional(self, expr: S.Expr) -> S.Expr:
+        return expr
+
+    def keyword(self, key: Token, expr: S.Expr) -> S.KeyArg:
+        return S.KeyArg(str(key), expr, span_of_token(key))
+
+    def body(self, *items: S.Stmt) -> tuple[S.Stmt, ...]:
+        return items
+
+    def param(self, name: Token, default: S.Expr | None = None) -> S.Param:
+        return S.Param(str(name), default, span_of_token(name))
+
+    def block_params(self, *params: S.Param | None) -> tuple[S.Param, ...]:
+        return tuple(p for p in params if p is not None)
+
+    def shortcut_clause(self, _kw: Token, body: tuple[S.Stmt, ...]) -> tuple[str, tuple[S.Stmt, ...]]:
+        return ("shortcut", body)
+
+    def tolerance(self, _pm: Token, num: Token, pct: Token | None = None) -> tuple[float, bool]:
+        return (float(parse_number(str(num))), pct is not None)
+
+    # statements
+    def start(self, *items: S.Stmt) -> S.Program:
+        return S.Program(items)
+
+    def network_decl(self, name: Token) -> S.NetworkDecl:
+        return S.NetworkDecl(str(name), span_of_token(name))
+
+    def input_decl(self, kw: Token, shape: S.ShapeLit) -> S.InputDecl:
+        return S.InputDecl(shape, span_of_token(kw))
+
+    def layer(self, *children: Any) -> S.LayerStmt:
+        label, rest = _take_label(children)
+        kind_tok: Token = rest[0]
+        arrow = rest[-1] if len(rest) > 1 and isinstance(rest[-1], S.ShapeLit) else None
+        args = rest[1 : len(rest) - (arrow is not None)]
+        positional = tuple(a for a in args if not isinstance(a, S.KeyArg))
+        keywords = tuple(a for a in args if isinstance(a, S.KeyArg))
+        return S.LayerStmt(label, str(kind_tok), positional, keywords, arrow, span_of_token(kind_tok))
+
+    def block_def(self, name: Token, *rest: Any) -> S.BlockDef:
+        params: tuple[S.Param, ...] = rest[0] if len(rest) == 2 else ()
+        return S.BlockDef(str(name), params, rest[-1], span_of_token(name))
+
+    def repeat(self, *children: Any) -> S.Repeat:
+        label, (kw, count, body, *arrow) = _take_label(children)
+        return S.Repeat(label, count, body, arrow[0] if arrow else None, _stmt_span(kw, label))
+
+    repeat_arrow = repeat
+
+    def residual(self, *children: Any) -> S.Residual:
+        label, (kw, body, *extras) = _take_label(children)
+        shortcut = None
+        arrow = None
+        for extra in extras:
+            if isinstance(extra, S.ShapeLit):
+                arrow = extra
+            else:
+                shortcut = extra[1]
+        return S.Residual(label, body, shortcut, arrow, _stmt_span(kw, label))
+
+    residual_arrow = residual
+
+    def shortcut(self, kw: Token, body: tuple[S.Stmt, ...]) -> S.Shortcut:
+        return S.Shortcut(body, span_of_token(kw))
+
+    def concat(self, *children: Any) -> S.Concat:
+        label, (kw, body, *arrow) = _take_label(children)
+        return S.Concat(label, body, arrow[0] if arrow else None, _stmt_span(kw, label))
+
+    concat_arrow = concat
+
+    def branch(self, kw: Token, body: tuple[S.Stmt, ...]) -> S.Branch:
+        return S.Branch(body, span_of_token(kw))
+
+    def expect_stmt(
+        self, target: Token, cmp: Token, value: Token, tol: tuple[float, bool] | None = None
+    ) -> S.Expect:
+        parts = str(target).split(".")
+        v: S.Number | S.Dims
+        if value.type == "DIMS":
+            v = S.Dims(parse_dims(str(value)), span_of_token(value))
+        else:
+            v = S.Number(parse_number(str(value)), str(value), span_of_token(value))
+        op = "=" if str(cmp) == "==" else str(cmp)
+        return S.Expect(
+            tuple(parts[:-1]),
+            parts[-1],
+            op,
+            v,
+            tol[0] if tol else None,
+            tol[1] if tol else False,
+            span_of_token(target),
+            span_of_token(value),
+        )
+
+
+def _take_label(children: Any) -> tuple[S.Label | None, list[Any]]:
+    items = list(children)
+    if items and isinstance(items[0], S.Label):
+        return items[0], items[1:]
+    return None, items
+
+
+def _stmt_span(keyword: Token, label: S.Label | None) -> Span:
+    """A compound statement is located at its name if it has one, else its keyword."""
+    return label.span if label is not None else span_of_token(keyword)
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        maybe_placeholders=False,
+        transformer=_ToSyntax(),
+        cache=True,
+    )
+
+
+# --- syntax errors ---------------------------------------------------------------
+# Label -> snippets that fail at the same parser state (lark's match_examples).
+_SYNTAX_EXAMPLES: dict[str, list[str]] = {
+    "missing value after '='": [
+        "conv K=96 F=\n",
+        "conv K=\n",
+        "conv K=96 F= S=4\n",
+        "conv K= ;\n",
+        "conv K=96 F=3 ->",
+    ],
+    "missing shape after '->'": ["relu ->\n", "conv K=3 F=3 ->\n", "relu -> ;\n", "relu -> x\n"],
+    "'input' needs a shape such as 227x227x3 (or N for a flat vector)": [
+        "input\n",
+        "input foo\n",
+        "input ;\n",
+    ],
+    "'expect' needs a quantity, a comparison and a value, e.g. `expect params = 28_823_912`": [
+        "expect\n",
+        "expect params\n",
+        "expect params 5\n",
+        "expect params =\n",
+        "expect params = foo\n",
+        "expect conv1.params\n",
+        "expect conv1.params 5\n",
+        "expect conv1.params =\n",
+    ],
+    "a tolerance needs a number, e.g. `± 5%`": ["expect params = 5 ±\n", "expect params = 5 +- %\n"],
+    "missing '{' to open the body": [
+        "repeat 2\n",
+        "repeat 2 relu\n",
+        "block B\n",
+        "block B(K)\n",
+        "residual\n",
+        "residual relu\n",
+        "concat\n",
+        "branch\n",
+        "shortcut\n",
+        "block B relu\n",
+    ],
+    "missing the layer kind after the name": ["conv1:\n", "conv1: -> 3\n", "conv1: ;\n"],
+    "two statements on one line: separate them with a newline or ';'": [
+        "relu -> 3 relu\n",
+        "relu -> 3x3x3 relu\n",
+        "input 3 relu\n",
+        "input 3x3x3 relu\n",
+        "network A relu\n",
+        "expect params = 5 relu\n",
+        "expect params = 5 ± 1% relu\n",
+    ],
+    "'}' without a matching '{'": ["}\n", "relu }\n", "relu\n}\n"],
+    "block parameters are names with optional defaults, e.g. `block Basic(K, S=1)`": [
+        "block B(\n",
+        "block B(K\n",
+        "block B(K S)\n",
+        "block B(1)\n",
+        "block B(K=)\n",
+    ],
+    "'repeat' needs a count, e.g. `repeat 2 { ... }`": ["repeat {\n", "repeat\n"],
+    "'network' needs a name": ["network\n", "network 3\n"],
+}
+
+_HINTS = {
+    "missing value after '='": "write a value after '=', e.g. F=3 or P=same",
+    "missing shape after '->'": "write the expected output shape, e.g. -> 55x55x96, or drop the '->'",
+    "missing '{' to open the body": "compound statements take a body in braces: repeat 2 { ... }",
+    "two statements on one line: separate them with a newline or ';'": "e.g. `conv K=96 F=11; relu`",
+}
+
+
+def _describe_terminal(parser: Lark, name: str) -> str:
+    pretty = {
+        "NAME": "a name",
+        "NUMBER": "a number",
+        "DIMS": "a shape such as 3x3",
+        "PATH": "a dotted name",
+        "CMP": "a comparison (= < <= > >=)",
+        "_NL": "a newline",
+        "$END": "the end of the file",
+        "PLUSMINUS": "'±'",
+        "PERCENT": "'%'",
+    }
+    if name in pretty:
+        return pretty[name]
+    try:
+        pattern = parser.get_terminal(name).pattern
+    except KeyError:
+        return name
+    return f"'{pattern.value}'" if isinstance(pattern, PatternStr) else name
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    if tok.type == "_NL":
+        return "end of line"
+    return f"'{tok}'"
+
+
+def _unclosed_brace(text: str) -> Span | None:
+    stack: list[tuple[int, int]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        for col, ch in enumerate(line.split("#", 1)[0], start=1):
+            if ch == "{":
+                stack.append((lineno, col))
+            elif ch == "}" and stack:
+                stack.pop()
+    if not stack:
+        return None
+    line, col = stack[-1]
+    return Span.model_construct(line=line, column=col, end_line=line, end_column=col + 1)
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
+    parser = _parser()
+    if isinstance(exc, UnexpectedCharacters):
+        span = Span.model_construct(
+            line=exc.line, column=exc.column, end_line=exc.line, end_column=exc.column + 1
+        )
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
+        hint = None
+        if ch == "/":
+            hint = "integer division is written //"
+        elif ch.isdigit() or ch == ".":
+            hint = "numbers are written 96, 4_096, 0.5, 1e-4 or 27.55M; shapes 55x55x96"
+        return error("E001", f"unexpected character '{ch}'", span, hint)
+    tok: Token | None = getattr(exc, "token", None)
+    at_end = isinstance(exc, UnexpectedEOF) or (tok is not None and tok.type == "$END")
+    if at_end:
+        brace = _unclosed_brace(text)
+        if brace is not None:
+            return error("E002", "unclosed '{'", brace, "add the matching '}'")
+        lines = text.splitlines() or [""]
+        last = len(lines)
+        span = Span.model_construct(
+            line=last, column=len(lines[-1]) + 1, end_line=last, end_column=len(lines[-1]) + 2
+        )
+        return error("E001", "unexpected end of file", span)
+    assert tok is not None
+    span = span_of_token(tok)
+    if tok.type == "_NL":
+        span = Span.model_construct(
+            line=span.line, column=span.column, end_line=span.line, end_column=span.column + 1
+        )
+    label = None
+    try:
+        label = exc.match_examples(_bare_parse, _SYNTAX_EXAMPLES, use_accepts=True)
+    except Exception:  # noqa: BLE001 - labelling is best effort; the generic message remains
+        label = None
+    expected = sorted(
+        {_describe_terminal(parser, t) for t in getattr(exc, "expected", set()) or set()}
+    )
+    generic = f"unexpected {_describe_token(tok)}"
+    if label:
+        msg = f"{label} (found {_describe_token(tok)})"
+        return error("E001", msg, span, _HINTS.get(label))
+    hint = f"expected {', '.join(expected[:-1]) + ' or ' if len(expected) > 1 else ''}{expected[-1]}" if expected else None
+    if tok.type == "SLASH":
+        hint = "integer division is written //"
+    return error("E001", generic, span, hint)
+
+
+def _bare_parse(text: str) -> Any:
+    return _parser().parse(text)
+
+
+def _blank_line(text: str, line: int) -> str | None:
+    """The text with one line blanked, or None if that would unbalance braces."""
+    lines = text.split("\n")
+    if not 1 <= line <= len(lines):
+        return None
+    old = lines[line - 1].split("#", 1)[0]
+    if old.count("{") != old.count("}"):
+        return None
+    lines[line - 1] = ""
+    return "\n".join(lines)
+
+
+def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
+    """Parse a whole file; on syntax errors, return None and every error found.
+
+    >>> prog, errs = parse("input 227x227x3\\nconv K=96 F=11 S=4\\n")
+    >>> [type(s).__name__ for s in prog.statements], errs
+    (['InputDecl', 'LayerStmt'], [])
+    """
+    diags: list[Diagnostic] = []
+    current = text
+    while True:
+        try:
+            program = _parser().parse(current)
+        except UnexpectedInput as exc:
+            diag = _syntax_diagnostic(exc, current)
+            diags.append(diag)
+            if diag.code == "E002" or len(diags) >= MAX_SYNTAX_ERRORS or diag.span is None:
+                return None, diags
+            blanked = _blank_line(current, diag.span.line)
+            if blanked is None or blanked == current:
+                return None, diags
+            current = blanked
+            continue
+        return (None, diags) if diags else (program, diags)
