@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from archc.analysis import Analysis, LayerFacts, analyze
 from archc.diagnostics import Diagnostic, SpecError, error, render
 from archc.elaborate import elaborate
-from archc.ir import Graph, Span
+from archc.ir import Assertion, Graph, Span
 from archc.parser import parse
 
 if TYPE_CHECKING:  # the generators import torch / onnx; never on the path of `check`
@@ -44,6 +44,7 @@ class CompileResult:
     text: str
     network: Network | None
     diagnostics: tuple[Diagnostic, ...]
+    assertions: tuple[Assertion, ...] = ()  # known once the spec elaborated
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -152,9 +153,10 @@ def compile_text(text: str, filename: str = "<string>") -> CompileResult:
     analysis, more = analyze(graph)
     diags.extend(more)
     if analysis is None or any(d.is_error for d in diags):
-        return CompileResult(filename, text, None, tuple(diags))
+        return CompileResult(filename, text, None, tuple(diags), graph.assertions)
     warnings = tuple(d for d in diags if not d.is_error)
-    return CompileResult(filename, text, Network(analysis, filename, text, warnings), tuple(diags))
+    network = Network(analysis, filename, text, warnings)
+    return CompileResult(filename, text, network, tuple(diags), graph.assertions)
 
 
 def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:

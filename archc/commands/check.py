@@ -1,0 +1,170 @@
+"""`archc check PATH...`: validate specs (files, or directories searched for *.arch).
+
+Formats: `text` (default), `json`, `github` (workflow annotations; chosen
+automatically when GITHUB_ACTIONS=true), `junit` (a JUnit XML report: one
+test case per spec and one per assertion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from archc.analysis import si
+from archc.api import CompileResult, compile_file
+from archc.commands.common import use_color
+from archc.diagnostics import Diagnostic, Severity, error, render_one
+
+FORMATS = ("text", "json", "github", "junit")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="validate specs", description=__doc__)
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories")
+    p.add_argument("--strict", action="store_true", help="fail on warnings too")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="output format (default: github under GitHub Actions, else text)",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE (json, junit)")
+    p.set_defaults(run=run)
+
+
+def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]:
+    """Spec files under the given paths, and problems with the paths themselves."""
+    files: list[Path] = []
+    problems: list[tuple[str, Diagnostic]] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*.arch") if q.is_file())
+            if not found:
+                problems.append((raw, error("E404", "no .arch files in this directory", None)))
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            problems.append((raw, error("E400", "no such file or directory", None)))
+    return files, problems
+
+
+def failed(result: CompileResult, strict: bool) -> bool:
+    return result.network is None or (strict and bool(result.warnings))
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = args.format or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
+    files, problems = collect(args.paths)
+    results = [compile_file(f) for f in files]
+    results += [CompileResult(path, "", None, (diag,)) for path, diag in problems]
+    bad = sum(failed(r, args.strict) for r in results)
+    if fmt == "json":
+        _emit(json.dumps(as_json(results, args.strict), indent=2), args.output)
+    elif fmt == "junit":
+        from archc.commands.junit import junit_xml
+
+        _emit(junit_xml(results, args.strict), args.output)
+    elif fmt == "github":
+        print_github(results, args.strict)
+    else:
+        print_text(results, args.strict)
+    return 1 if bad else 0
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        from archc.files import write_atomic
+
+        write_atomic(Path(output), text.encode("utf-8"))
+    else:
+        print(text)
+
+
+def print_text(results: list[CompileResult], strict: bool) -> None:
+    err_color = use_color(sys.stderr)
+    warnings = 0
+    for r in results:
+        warnings += len(r.warnings)
+        if r.network is not None:
+            net = r.network
+            tag = "FAIL" if failed(r, strict) else "ok"
+            print(
+                f"{tag:4}  {r.path}  {net.name}  {net.params:,} params  {si(net.macs)} MACs"
+                + (f"  ({len(r.warnings)} warning{'s' if len(r.warnings) > 1 else ''})" if r.warnings else "")
+            )
+        if r.diagnostics:
+            print(r.render(color=err_color), file=sys.stderr)
+    bad = sum(failed(r, strict) for r in results)
+    n = len(results)
+    summary = f"{n} spec{'s' if n != 1 else ''} checked: {n - bad} valid, {bad} invalid"
+    if warnings:
+        summary += f", {warnings} warning{'s' if warnings != 1 else ''}"
+        if strict:
+            summary += " (--strict: warnings fail)"
+    print(summary)
+
+
+def _escape(text: str, prop: bool = False) -> str:
+    out = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        out = out.replace(":", "%3A").replace(",", "%2C")
+    return out
+
+
+def print_github(results: list[CompileResult], strict: bool) -> None:
+    """GitHub workflow commands: `::error file=F,line=L,col=C,title=...::message`."""
+    for r in results:
+        for d in r.diagnostics:
+            level = "error" if d.is_error or strict else "warning"
+            loc = f"file={_escape(r.path, True)}"
+            if d.span is not None:
+                loc += f",line={d.span.line},col={d.span.column}"
+                loc += f",endLine={d.span.end_line},endColumn={d.span.end_column}"
+            title = f"archc {d.code}"
+            body = d.message + (f"\n\nhint: {d.hint}" if d.hint else "")
+            print(f"::{level} {loc},title={_escape(title, True)}::{_escape(body)}")
+        if r.network is not None:
+            print(f"ok  {r.path}  {r.network.params:,} params")
+    bad = sum(failed(r, strict) for r in results)
+    print(f"{len(results)} specs checked: {len(results) - bad} valid, {bad} invalid")
+
+
+def diag_json(d: Diagnostic) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "severity": str(d.severity),
+        "code": d.code,
+        "message": d.message,
+        "hint": d.hint,
+    }
+    if d.span is not None:
+        out.update(
+            line=d.span.line, column=d.span.column, end_line=d.span.end_line, end_column=d.span.end_column
+        )
+    return out
+
+
+def as_json(results: list[CompileResult], strict: bool) -> dict[str, Any]:
+    files = []
+    for r in results:
+        entry: dict[str, Any] = {
+            "path": r.path,
+            "valid": not failed(r, strict),
+            "diagnostics": [diag_json(d) for d in r.diagnostics],
+            "rendered": [
+                render_one(d, r.path, r.text.splitlines()) for d in r.diagnostics
+            ],
+        }
+        if r.network is not None:
+            entry.update(network=r.network.name, params=r.network.params, macs=r.network.macs)
+        files.append(entry)
+    bad = sum(failed(r, strict) for r in results)
+    return {"checked": len(results), "valid": len(results) - bad, "invalid": bad, "files": files}
+
+
+__all__ = ["FORMATS", "Severity", "as_json", "collect", "register", "run"]

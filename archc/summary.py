@@ -1,0 +1,165 @@
+"""Per-layer summaries of an analysed network: rows for the table, and the JSON document.
+
+The rows are plain data; `archc.commands.summary` draws them with rich.
+Block instances and repeats become group rows with their totals, their
+layers indented below them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from archc.analysis import flat_or_hwc
+from archc.api import Network
+from archc.ir import Scope, ScopeKind
+from archc.registry import KINDS, show_value
+
+BYTES_PER_FLOAT = 4
+
+
+@dataclass(frozen=True)
+class Row:
+    depth: int
+    name: str
+    kind: str
+    output: str
+    params: int
+    macs: int
+    group: bool = False
+    explain: tuple[str, ...] = field(default=())
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _ancestors(path: str, scopes: dict[str, Scope]) -> list[str]:
+    parts = path.split(".") if path else []
+    chain = []
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if prefix in scopes:
+            chain.append(prefix)
+    return chain
+
+
+def _scope_label(scope: Scope) -> str:
+    if scope.kind is ScopeKind.REPEAT:
+        return f"repeat x{scope.args.get('count', 0)}"
+    if scope.block:
+        args = " ".join(f"{k}={show_value(v)}" for k, v in scope.args.items())
+        return f"{scope.block} {args}".strip()
+    return "copy"
+
+
+def attr_text(kind: str, attrs: dict[str, Any]) -> str:
+    """The attributes that differ from their defaults, as the spec writes them."""
+    spec = KINDS[kind]
+    parts = []
+    for key in spec.keys:
+        value = attrs.get(key.name)
+        if value is None or (not key.required and value == key.default):
+            continue
+        parts.append(f"{key.name}={show_value(value)}")
+    return " ".join(parts)
+
+
+def rows(net: Network, explain: bool = False, extra: dict[str, dict[str, str]] | None = None) -> list[Row]:
+    """Table rows in forward order, with a group row where each scope opens."""
+    analysis = net.analysis
+    scopes = {s.path: s for s in net.graph.scopes}
+    open_chain: list[str] = []
+    out: list[Row] = []
+    for node in net.graph.nodes:
+        chain = _ancestors(node.scope, scopes)
+        common = 0
+        while common < min(len(chain), len(open_chain)) and chain[common] == open_chain[common]:
+            common += 1
+        for depth in range(common, len(chain)):
+            scope = scopes[chain[depth]]
+            totals = analysis.totals_under(scope.path)
+            out.append(
+                Row(
+                    depth=depth,
+                    name=scope.path,
+                    kind=_scope_label(scope),
+                    output=analysis.shape_of(scope.output).text(),
+                    params=totals.params,
+                    macs=totals.macs,
+                    group=True,
+                )
+            )
+        open_chain = chain
+        facts = analysis.facts[node.name]
+        lines: tuple[str, ...] = ()
+        if explain:
+            lines = tuple(KINDS[node.kind].explain(node.attrs, list(facts.inputs), facts.output))
+        out.append(
+            Row(
+                depth=len(chain),
+                name=node.name,
+                kind=node.kind,
+                output=facts.output.text(),
+                params=facts.params,
+                macs=facts.macs,
+                explain=lines,
+                extra=(extra or {}).get(node.name, {}),
+            )
+        )
+    return out
+
+
+def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The `archc summary --json` document (schema in README.md)."""
+    analysis = net.analysis
+    totals = analysis.totals
+    layers = []
+    for node in net.graph.nodes:
+        f = analysis.facts[node.name]
+        entry: dict[str, Any] = {
+            "name": node.name,
+            "kind": node.kind,
+            "inputs": list(node.inputs),
+            "output": flat_or_hwc(f.output),
+            "params": f.params,
+            "weights": f.weights,
+            "biases": f.biases,
+            "macs": f.macs,
+            "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in node.attrs.items()},
+        }
+        if rf and node.name in rf:
+            entry["receptive_field"] = rf[node.name]
+        layers.append(entry)
+    blocks = []
+    for scope in net.graph.scopes:
+        t = analysis.totals_under(scope.path)
+        blocks.append(
+            {
+                "name": scope.path,
+                "kind": str(scope.kind),
+                "block": scope.block,
+                "args": scope.args,
+                "output": flat_or_hwc(analysis.shape_of(scope.output)),
+                "params": t.params,
+                "weights": t.weights,
+                "biases": t.biases,
+                "macs": t.macs,
+            }
+        )
+    return {
+        "network": net.name,
+        "input": flat_or_hwc(net.graph.input_shape),
+        "output": flat_or_hwc(analysis.output_shape),
+        "params": totals.params,
+        "weights": totals.weights,
+        "biases": totals.biases,
+        "macs": totals.macs,
+        "flops": 2 * totals.macs,
+        "activation_bytes": activation_bytes(net),
+        "layers": layers,
+        "blocks": blocks,
+        "warnings": [d.message for d in net.warnings],
+    }
+
+
+def activation_bytes(net: Network) -> int:
+    """Float32 bytes of the input and every layer output at batch 1."""
+    return (net.analysis.totals.activations + net.graph.input_shape.numel) * BYTES_PER_FLOAT
