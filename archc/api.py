@@ -3,7 +3,7 @@
 >>> import archc
 >>> net = archc.loads("input 227x227x3\\nconv1: conv K=96 F=11 S=4\\nfc 10", filename="tiny.arch")
 >>> net.params, net.output_shape, net.layers[0].output
-(2890618, (10,), (55, 55, 96))
+(2938954, (10,), (55, 55, 96))
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archc import syntax as S
 from archc.analysis import Analysis, LayerFacts, analyze
 from archc.diagnostics import Diagnostic, SpecError, error, render
 from archc.elaborate import elaborate
@@ -61,8 +62,16 @@ class CompileResult:
 class Network:
     """An analysed network: totals, shapes, per-layer facts, and the generators."""
 
-    def __init__(self, analysis: Analysis, path: str, text: str, warnings: tuple[Diagnostic, ...]):
+    def __init__(
+        self,
+        analysis: Analysis,
+        path: str,
+        text: str,
+        warnings: tuple[Diagnostic, ...],
+        program: S.Program,
+    ):
         self.analysis = analysis
+        self.program = program  # the syntax tree: block definitions for the PyTorch generator
         self.graph: Graph = analysis.graph
         self.path = path
         self.text = text
@@ -74,6 +83,11 @@ class Network:
     @property
     def name(self) -> str:
         return self.graph.network
+
+    @property
+    def blocks(self) -> dict[str, S.BlockDef]:
+        """The block definitions, by name."""
+        return {st.name: st for st in self.program.statements if isinstance(st, S.BlockDef)}
 
     @property
     def params(self) -> int:
@@ -155,7 +169,7 @@ def compile_text(text: str, filename: str = "<string>") -> CompileResult:
     if analysis is None or any(d.is_error for d in diags):
         return CompileResult(filename, text, None, tuple(diags), graph.assertions)
     warnings = tuple(d for d in diags if not d.is_error)
-    network = Network(analysis, filename, text, warnings)
+    network = Network(analysis, filename, text, warnings, program)
     return CompileResult(filename, text, network, tuple(diags), graph.assertions)
 
 

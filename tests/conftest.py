@@ -1,0 +1,38 @@
+"""Shared fixtures. Golden files are regenerated with `pytest --overwrite`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--overwrite", action="store_true", help="rewrite golden files from current output")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest):
+    """`golden(path, text)`: compare text with a golden file (or rewrite it with --overwrite)."""
+    overwrite = request.config.getoption("--overwrite")
+
+    def check(path: Path, text: str) -> None:
+        if overwrite or not path.exists():
+            if not overwrite and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+                pytest.fail(f"golden file {path} did not exist; written now, check it and rerun")
+            path.write_text(text, encoding="utf-8")
+            return
+        expected = path.read_text(encoding="utf-8")
+        assert text == expected, f"output differs from {path} (rerun with --overwrite if intended)"
+
+    return check
+
+
+def all_specs() -> list[Path]:
+    return sorted(SPECS.rglob("*.arch"))
