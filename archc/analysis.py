@@ -8,7 +8,6 @@ passes found, and adds facts and diagnostics.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
@@ -19,7 +18,7 @@ from archc.registry import KINDS, ShapeError, uneven_division
 
 
 class LayerFacts(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     kind: str
@@ -35,7 +34,7 @@ class LayerFacts(BaseModel):
 
 
 class Totals(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     weights: int = 0
     biases: int = 0
@@ -50,7 +49,7 @@ class Totals(BaseModel):
 class Analysis(BaseModel):
     """Everything derived from a graph. `facts` is keyed by node name, in forward order."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     graph: Graph
     facts: dict[str, LayerFacts]
@@ -88,7 +87,7 @@ class Analysis(BaseModel):
 
 
 def _sum(facts: list[LayerFacts]) -> Totals:
-    return Totals(
+    return Totals.model_construct(
         weights=sum(f.weights for f in facts),
         biases=sum(f.biases for f in facts),
         macs=sum(f.macs for f in facts),
@@ -96,12 +95,14 @@ def _sum(facts: list[LayerFacts]) -> Totals:
     )
 
 
-@dataclass
 class _State:
-    graph: Graph
-    facts: dict[str, LayerFacts] = field(default_factory=dict)
-    diags: list[Diagnostic] = field(default_factory=list)
-    analysis: Analysis | None = None
+    """What the passes share. (A plain class: dataclass creation costs start-up time.)"""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.facts: dict[str, LayerFacts] = {}
+        self.diags: list[Diagnostic] = []
+        self.analysis: Analysis | None = None
 
 
 def _error_span(node: Node, key: str | None) -> object:
@@ -128,7 +129,7 @@ def infer_shapes(state: _State) -> None:
             continue
         counts = kind.count(node.attrs, in_shapes, out)
         shapes[node.name] = out
-        state.facts[node.name] = LayerFacts(
+        state.facts[node.name] = LayerFacts.model_construct(
             name=node.name,
             kind=node.kind,
             inputs=tuple(in_shapes),
@@ -155,7 +156,7 @@ def warn_uneven(state: _State) -> None:
 def build(state: _State) -> None:
     if any(d.is_error for d in state.diags):
         return
-    state.analysis = Analysis(
+    state.analysis = Analysis.model_construct(
         graph=state.graph, facts=state.facts, totals=_sum(list(state.facts.values()))
     )
 
@@ -257,7 +258,9 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
         how = ""
     if ok:
         return None
-    msg = f"{_describe(a)} failed: actual {a.quantity} {fmt_int(actual)} ({si(actual)})"
+    msg = f"{_describe(a)} failed: actual {a.quantity} {fmt_int(actual)}"
+    if abs(actual) >= 1000:  # below 1K the SI form repeats the number: "75 (75)"
+        msg += f" ({si(actual)})"
     if how:
         msg += f"; {how}"
     hint = None

@@ -9,9 +9,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from archc import syntax as S
 from archc.analysis import Analysis, LayerFacts, analyze
@@ -25,8 +24,7 @@ if TYPE_CHECKING:  # the generators import torch / onnx; never on the path of `c
     import torch
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One built-in layer as the API reports it (shapes in HWC order, or (N,) when flat)."""
 
     name: str
@@ -39,8 +37,7 @@ class Layer:
     attrs: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class CompileResult:
+class CompileResult(NamedTuple):
     path: str
     text: str
     network: Network | None
@@ -153,7 +150,7 @@ def compile_text(text: str, filename: str = "<string>") -> CompileResult:
         diag = error(
             "E401",
             "the file is empty",
-            Span(line=1, column=1, end_line=1, end_column=1),
+            Span.model_construct(line=1, column=1, end_line=1, end_column=1),
             "a spec needs at least `input HxWxC` and one layer",
         )
         return CompileResult(filename, text, None, (diag,))
@@ -188,7 +185,7 @@ def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
         return None, error(
             "E402",
             "this is a binary file, not a .arch spec",
-            Span(line=line, column=1, end_line=line, end_column=1),
+            Span.model_construct(line=line, column=1, end_line=line, end_column=1),
         )
     try:
         text = data.decode("utf-8-sig")
@@ -199,7 +196,7 @@ def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
         return None, error(
             "E403",
             f"the file is not UTF-8 (byte 0x{data[exc.start]:02x})",
-            Span(line=line, column=col, end_line=line, end_column=col + 1),
+            Span.model_construct(line=line, column=col, end_line=line, end_column=col + 1),
             "save the spec as UTF-8",
         )
     return text, None

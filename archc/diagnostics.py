@@ -11,10 +11,9 @@ callers get them through `SpecError`, the root of which is `ArchError`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from archc.ir import Span
 
@@ -26,14 +25,13 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True)
-class Diagnostic:
+class Diagnostic(NamedTuple):
     severity: Severity
     code: str
     message: str
     span: Span | None
     hint: str | None = None
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def is_error(self) -> bool:
@@ -54,6 +52,8 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     >>> did_you_mean("maxpol", ["maxpool", "avgpool", "conv"])
     "did you mean 'maxpool'?"
     """
+    import difflib  # only on the error path
+
     close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in candidates}

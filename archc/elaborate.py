@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from archc import syntax as S
@@ -77,8 +76,10 @@ def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
             return env[expr.name]
         if expr.name in LITERAL_WORDS:
             return LITERAL_WORDS[expr.name]
-        hint = did_you_mean(expr.name, list(env))
+        # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
+        hint = did_you_mean(expr.name, [*env, "same", "true", "false"])
         where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
+        where += "; values are numbers, shapes such as 3x3, true, false or same"
         raise _fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
     if isinstance(expr, S.Neg):
         v = evaluate(expr.operand, env)
@@ -118,7 +119,7 @@ def attach_shortcuts(stmts: Sequence[S.Stmt], diags: list[Diagnostic]) -> list[S
         if isinstance(st, S.Shortcut):
             prev = out[-1] if out else None
             if isinstance(prev, S.Residual) and prev.shortcut is None and prev.arrow is None:
-                out[-1] = replace(prev, shortcut=st.body)
+                out[-1] = prev._replace(shortcut=st.body)
             else:
                 diags.append(
                     error(
@@ -149,12 +150,14 @@ def _written_names(stmts: Sequence[S.Stmt]) -> Iterator[tuple[str, Span]]:
             yield from _written_names(st.body)
 
 
-@dataclass
 class _ScopeState:
-    path: str
-    written: set[str]
-    used: dict[str, Span] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)
+    """Names of one scope: written ones (known up front), used ones, per-kind counters."""
+
+    def __init__(self, path: str, written: set[str]) -> None:
+        self.path = path
+        self.written = written
+        self.used: dict[str, Span] = {}
+        self.counters: dict[str, int] = {}
 
     def qualify(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -205,7 +208,12 @@ class _Builder:
 
     def emit(self, node: Node) -> str:
         if len(self.nodes) >= MAX_NODES:
-            raise _fail("E140", f"the network has more than {MAX_NODES:,} layers", node.span)
+            raise _fail(
+                "E140",
+                f"the network has more than {MAX_NODES:,} layers",
+                node.span,
+                "check the repeat counts",
+            )
         self.nodes.append(node)
         self.names.add(node.name)
         return node.name
@@ -247,7 +255,7 @@ class _Builder:
             short_out = self.run(st.shortcut, scope, env, start, stack) if st.shortcut else start
             name = self.name(scope, st.label, "residual", st.span)
             out = self.emit(
-                Node(
+                Node.model_construct(
                     name=name,
                     kind="add",
                     attrs={},
@@ -335,7 +343,7 @@ class _Builder:
                 raise _fail("E103", str(exc), span) from exc
         name = self.name(scope, st.label, st.kind, st.span)
         out = self.emit(
-            Node(
+            Node.model_construct(
                 name=name,
                 kind=st.kind,
                 attrs=values,
@@ -407,7 +415,7 @@ class _Builder:
         out = self.run(block.body, inner, args, current, (*stack, block.name))
         if inline_into is None:
             self.scopes.append(
-                Scope(
+                Scope.model_construct(
                     path=inner.path,
                     kind=ScopeKind.CALL,
                     block=block.name,
@@ -417,7 +425,9 @@ class _Builder:
                     span=st.span if st.label is None else st.label.span,
                 )
             )
-            self._arrow(inner.path, st.arrow)
+        # Inlined into a repeat copy (`repeat 2 { Basic K=64 -> 8x8x64 }`) the copy is
+        # the instance, so the arrow checks the copy's output; it used to be dropped.
+        self._arrow(inner.path, st.arrow)
         return out
 
     def repeat(
@@ -457,9 +467,14 @@ class _Builder:
                     self.diags.append(exc.diag)
                     return current
             else:
+                before = len(self.diags)
                 current = self.run(st.body, copy, env, current, stack)
+                if len(self.diags) > before:
+                    # Every later copy would report the same errors again, and a
+                    # huge count (or E140, which `run` catches) would never end.
+                    return current
             self.scopes.append(
-                Scope(
+                Scope.model_construct(
                     path=copy_path,
                     kind=ScopeKind.COPY,
                     block=block_name,
@@ -470,7 +485,7 @@ class _Builder:
                 )
             )
         self.scopes.append(
-            Scope(
+            Scope.model_construct(
                 path=path,
                 kind=ScopeKind.REPEAT,
                 block=None,
@@ -506,7 +521,7 @@ class _Builder:
             raise _fail("E131", "concat needs at least one branch", st.span)
         name = self.name(scope, st.label, "concat", st.span)
         out = self.emit(
-            Node(
+            Node.model_construct(
                 name=name,
                 kind="concat",
                 attrs={},
@@ -587,7 +602,7 @@ def _resolve_expect(
             raise _fail("E152", "a tolerance goes with =, not with a budget", st.value_span)
         expected = st.value.value
         text = st.value.text
-    return Assertion(
+    return Assertion.model_construct(
         target=target,
         quantity=st.quantity,
         op=st.op,
@@ -659,7 +674,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             error(
                 "E118",
                 "the spec has no input",
-                first_span or Span(line=1, column=1, end_line=1, end_column=2),
+                first_span or Span.model_construct(line=1, column=1, end_line=1, end_column=2),
                 "begin with `input 227x227x3` (HxWxC) or `input 4096` (a flat vector)",
             )
         )
@@ -689,7 +704,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
     assertions: list[Assertion] = []
     for target, shape in builder.arrows:
         assertions.append(
-            Assertion(
+            Assertion.model_construct(
                 target=target,
                 quantity="output",
                 op="=",
@@ -713,7 +728,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         )
     if any(d.is_error for d in diags) or input_shape is None or input_decl is None:
         return None, diags
-    graph = Graph(
+    graph = Graph.model_construct(
         network=network,
         input_shape=input_shape,
         input_span=input_decl.shape.span,

@@ -7,6 +7,12 @@ never in the nodes.
 
 Shapes are general tuples with a stated layout, so that sequence (`TxD`) and
 1-D/3-D layouts can arrive later without a redesign.
+
+The front end builds these models with `model_construct` from values it has
+already checked, and their schemas are built lazily (`defer_build`): pydantic
+validation of every node would double the start-up time of `archc check` and
+the cost of a 100,000-layer spec. `verify(graph)` runs the full pydantic
+validation and the structural checks; the tests run it over every spec.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ INPUT = "input"  # the name of the graph's input; a keyword, so never a layer na
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Span(Frozen):
@@ -51,15 +57,15 @@ class Shape(Frozen):
 
     @classmethod
     def hwc(cls, h: int, w: int, c: int) -> Shape:
-        return cls(dims=(h, w, c), layout=Layout.HWC)
+        return cls.model_construct(dims=(h, w, c), layout=Layout.HWC)
 
     @classmethod
     def flat(cls, n: int) -> Shape:
-        return cls(dims=(n,), layout=Layout.FLAT)
+        return cls.model_construct(dims=(n,), layout=Layout.FLAT)
 
     @classmethod
     def from_dims(cls, dims: tuple[int, ...]) -> Shape:
-        return cls.flat(dims[0]) if len(dims) == 1 else cls(dims=dims, layout=Layout.HWC)
+        return cls.flat(dims[0]) if len(dims) == 1 else cls.model_construct(dims=dims, layout=Layout.HWC)
 
     @property
     def is_spatial(self) -> bool:
@@ -151,3 +157,35 @@ class Graph(Frozen):
             if n.name == name:
                 return n
         raise KeyError(name)
+
+
+def verify(graph: Graph) -> Graph:
+    """Validate a graph fully: pydantic's validation of every model, then structure.
+
+    Structure: names are unique, every input is produced earlier (the node
+    order is topological), kinds are registered with the right number of
+    inputs, scopes list existing nodes, and the output exists. Returns the
+    re-validated graph; raises ValueError (pydantic's ValidationError is one).
+    """
+    from archc.registry import KINDS  # the registry imports this module
+
+    checked = Graph.model_validate(graph.model_dump())
+    seen = {INPUT}
+    for node in checked.nodes:
+        if node.name in seen:
+            raise ValueError(f"duplicate node name {node.name}")
+        missing = [i for i in node.inputs if i not in seen]
+        if missing:
+            raise ValueError(f"{node.name} reads {missing} before they are produced")
+        kind = KINDS.get(node.kind)
+        if kind is None:
+            raise ValueError(f"{node.name} has unknown kind {node.kind}")
+        if (kind.arity and len(node.inputs) != kind.arity) or not node.inputs:
+            raise ValueError(f"{node.name} ({node.kind}) has {len(node.inputs)} inputs")
+        seen.add(node.name)
+    for scope in checked.scopes:
+        if not set(scope.nodes) <= seen or scope.output not in seen:
+            raise ValueError(f"scope {scope.path} lists unknown nodes")
+    if checked.output not in seen:
+        raise ValueError(f"output {checked.output} is not a node")
+    return checked

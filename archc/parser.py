@@ -3,8 +3,8 @@
 The grammar is package data (`grammar/arch.lark`, shipped in the wheel as
 `archc/grammar/arch.lark`), parsed by lark's LALR(1) parser with the
 Transformer run inline, so no parse tree is ever built -- it never leaves
-this module. Syntax errors are labelled with `match_examples`, the way lark
-labels errors in its own grammar; after an error the offending line is
+this module. Syntax errors are labelled from examples, the way lark's `match_examples`
+labels errors in its own grammar (see `_example_states`); after an error the offending line is
 blanked and the file re-parsed, so independent syntax errors are all reported.
 """
 
@@ -250,9 +250,10 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "conv K=\n",
         "conv K=96 F= S=4\n",
         "conv K= ;\n",
-        "conv K=96 F=3 ->",
     ],
-    "missing shape after '->'": ["relu ->\n", "conv K=3 F=3 ->\n", "relu -> ;\n", "relu -> x\n"],
+    # (`conv K=96 F=3 ->` at the end of the file was listed under "missing value
+    # after '='" above, which mislabelled every `->` that ends a file.)
+    "missing shape after '->'": ["relu ->\n", "conv K=3 F=3 ->\n", "relu -> ;\n", "relu -> x\n", "relu ->"],
     "'input' needs a shape such as 227x227x3 (or N for a flat vector)": [
         "input\n",
         "input foo\n",
@@ -378,6 +379,11 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         span = Span.model_construct(
             line=last, column=len(lines[-1]) + 1, end_line=last, end_column=len(lines[-1]) + 2
         )
+        # A file that stops mid-statement (`relu ->` with no newline after it)
+        # is the same mistake as one that stops mid-line: label it the same way.
+        label = _match_label(exc)
+        if label:
+            return error("E001", f"{label} (found end of file)", span, _HINTS.get(label))
         return error("E001", "unexpected end of file", span)
     assert tok is not None
     span = span_of_token(tok)
@@ -385,11 +391,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         span = Span.model_construct(
             line=span.line, column=span.column, end_line=span.line, end_column=span.column + 1
         )
-    label = None
-    try:
-        label = exc.match_examples(_bare_parse, _SYNTAX_EXAMPLES, use_accepts=True)
-    except Exception:  # noqa: BLE001 - labelling is best effort; the generic message remains
-        label = None
+    label = _match_label(exc)
     expected = sorted(
         {_describe_terminal(parser, t) for t in getattr(exc, "expected", set()) or set()}
     )
@@ -405,6 +407,43 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
 
 def _bare_parse(text: str) -> Any:
     return _parser().parse(text)
+
+
+@functools.cache
+def _example_states() -> tuple[dict[tuple[Any, str], str], dict[Any, str]]:
+    """Parser state (and token type) -> label, from failing each example once.
+
+    lark's `UnexpectedInput.match_examples` compares whole parser states, and
+    its `ParserState.__eq__` includes the stack depth: an example written at the
+    top level then never matches the same mistake on line 2 or inside a body
+    (the depth grows with each statement before it). The LALR state on top of
+    the stack alone says where in the grammar the parser is, so match on that,
+    preferring an example that failed on the same kind of token. Built once,
+    so labelling an error costs a lookup, not a re-parse of every example.
+    """
+    exact: dict[tuple[Any, str], str] = {}
+    by_state: dict[Any, str] = {}
+    for label, examples in _SYNTAX_EXAMPLES.items():
+        for example in examples:
+            try:
+                _bare_parse(example)
+            except UnexpectedInput as ut:
+                state = getattr(ut, "state", None)
+                tok = getattr(ut, "token", None)
+                if state is None or tok is None:
+                    continue
+                exact.setdefault((state.position, tok.type), label)
+                by_state.setdefault(state.position, label)
+    return exact, by_state
+
+
+def _match_label(exc: UnexpectedInput) -> str | None:
+    state = getattr(exc, "state", None)
+    tok = getattr(exc, "token", None)
+    if state is None or tok is None:
+        return None
+    exact, by_state = _example_states()
+    return exact.get((state.position, tok.type)) or by_state.get(state.position)
 
 
 def _blank_line(text: str, line: int) -> str | None:

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from archc.ir import Shape
 
@@ -38,8 +37,7 @@ class KeyType(StrEnum):
 REQUIRED = object()
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     name: str
     type: KeyType
     default: Any = REQUIRED
@@ -60,15 +58,13 @@ class ShapeError(Exception):
         self.hint = hint
 
 
-@dataclass(frozen=True)
-class Counts:
+class Counts(NamedTuple):
     weights: int = 0
     biases: int = 0
     macs: int = 0
 
 
-@dataclass(frozen=True)
-class Uneven:
+class Uneven(NamedTuple):
     """An uneven window division (LANGUAGE.md "Warnings")."""
 
     message: str
@@ -76,8 +72,7 @@ class Uneven:
     key: str
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     """The resolved geometry of a conv/pool along H and W."""
 
     kernel: Pair
@@ -101,8 +96,7 @@ def _no_explain(attrs: Attrs, ins: Sequence[Shape], out: Shape) -> list[str]:
     return []
 
 
-@dataclass(frozen=True)
-class LayerKind:
+class LayerKind(NamedTuple):
     name: str
     doc: str
     infer: InferFn
@@ -112,7 +106,6 @@ class LayerKind:
     explain: ExplainFn = _no_explain
     user: bool = True  # False for graph-structure kinds (residual add, concat)
     arity: int = 1  # inputs; 0 means "one or more"
-    aliases: tuple[str, ...] = field(default=())
 
     def key(self, name: str) -> Key | None:
         for k in self.keys:
@@ -232,10 +225,13 @@ def uneven_division(attrs: Attrs, shape: Shape, kind: str) -> Uneven | None:
             continue
         side = "H" if axis == 0 else "W"
         pexpr = f"2*{p}"
+        # The caller prefixes the layer's name; the kind here made it read
+        # "conv1: conv: ...". Along W the cropped lines are columns, not rows.
+        unit = "row" if axis == 0 else "column"
+        cropped = f"last {unit} of the input is" if rem == 1 else f"last {rem} {unit}s of the input are"
         message = (
-            f"{kind}: ({n} - {eff} + {pexpr})/{s} = {(n + 2 * p - eff) / s:g} is not a whole number "
-            f"along {side}; the last {rem} row{'s' if rem > 1 else ''} of the input "
-            f"{'are' if rem > 1 else 'is'} never read"
+            f"({n} - {eff} + {pexpr})/{s} = {(n + 2 * p - eff) / s:g} is not a whole number "
+            f"along {side}; the {cropped} never read"
         )
         fixes = [f"an input of {n - rem} or {n + s - rem}"]
         for extra in range(1, s + 1):
@@ -356,10 +352,19 @@ def _lrn_infer(attrs: Attrs, ins: Sequence[Shape]) -> Shape:
 def _add_infer(attrs: Attrs, ins: Sequence[Shape]) -> Shape:
     body, shortcut = ins
     if body != shortcut:
+        # Suggest the projection that fits when there is one (a 1x1 conv with the
+        # body's channels and the stride that maps H and W), not a template.
+        example = "shortcut { conv K=<channels> F=1 S=<stride> }"
+        if body.is_spatial and shortcut.is_spatial:
+            (bh, bw, bc), (sh, sw, _) = body.dims, shortcut.dims
+            stride = -(-sh // bh) if bh else 1
+            if stride == -(-sw // bw) and window_out(sh, 1, stride, 0, 0, 1, False) == bh:
+                example = f"shortcut {{ conv K={bc} F=1{f' S={stride}' if stride > 1 else ''} }}"
+        elif not body.is_spatial:
+            example = f"shortcut {{ fc {body.numel} }}"
         raise ShapeError(
             f"residual body outputs {body.text()} but the shortcut gives {shortcut.text()}",
-            hint="add a shortcut { ... } that maps the input to the body's shape, "
-            "e.g. shortcut { conv K=<channels> F=1 S=<stride> }",
+            hint=f"add a shortcut that maps {shortcut.text()} to {body.text()}, e.g. {example}",
         )
     return body
 
