@@ -104,8 +104,10 @@ def render_one(diag: Diagnostic, path: str, lines: Sequence[str], color: bool = 
     else:
         sp = diag.span
         out = [f"{st.bold(f'{path}:{sp.line}:{sp.column}')}: {head}: {diag.message}"]
-        if 1 <= sp.line <= len(lines):
-            src = lines[sp.line - 1].rstrip("\r\n").expandtabs(1)
+        # An empty file (or a span just past the last line) still gets its caret
+        # line: every located error shows one.
+        if 1 <= sp.line <= max(len(lines), 1):
+            src = lines[sp.line - 1].rstrip("\r\n").expandtabs(1) if lines else ""
             gutter = str(sp.line)
             pad = " " * len(gutter)
             end = sp.end_column if sp.end_line == sp.line else len(src) + 1

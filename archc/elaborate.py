@@ -18,6 +18,7 @@ Naming (LANGUAGE.md "A network", "Blocks"):
 from __future__ import annotations
 
 import keyword
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from archc.registry import KINDS, USER_KINDS, coerce
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
 MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
+DEEPEST_NESTING = 10_000  # block calls / repeats / residuals inside each other
 
 # nn.Module attributes a layer name must not shadow in generated PyTorch code
 RESERVED_NAMES = frozenset(
@@ -36,6 +38,23 @@ RESERVED_NAMES = frozenset(
     double type named_parameters named_modules named_children named_buffers buffers
     extra_repr get_submodule get_parameter get_buffer requires_grad_ share_memory bfloat16
     register_module input output""".split()
+) | frozenset(
+    # The rest of dir(nn.Module()) (torch 2.x): a layer named `compile` or `_modules`
+    # passed `check` but could not be registered by the generated module.
+    # tests/test_torch_gen.py checks this list against the installed torch.
+    """T_destination call_super_init compile dump_patches get_extra_state ipu mtia
+    register_backward_hook register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_state_dict_post_hook register_state_dict_pre_hook
+    set_extra_state set_submodule to_empty xpu _apply _backward_hooks _backward_pre_hooks _buffers
+    _call_impl _compiled_call_impl _forward_hooks _forward_hooks_always_called
+    _forward_hooks_with_kwargs _forward_pre_hooks _forward_pre_hooks_with_kwargs
+    _get_backward_hooks _get_backward_pre_hooks _get_name _is_full_backward_hook
+    _load_from_state_dict _load_state_dict_post_hooks _load_state_dict_pre_hooks
+    _maybe_warn_non_full_backward_hook _modules _named_members _non_persistent_buffers_set
+    _parameters _register_load_state_dict_pre_hook _register_state_dict_hook
+    _replicate_for_data_parallel _save_to_state_dict _slow_forward _state_dict_hooks
+    _state_dict_pre_hooks _version _wrapped_call_impl""".split()
 )
 
 
@@ -225,12 +244,11 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
-        stack: tuple[str, ...],
     ) -> str:
         """Elaborate a statement list from `current`; return the node of its output."""
         for st in attach_shortcuts(stmts, self.diags):
             try:
-                current = self.statement(st, scope, env, current, stack)
+                current = self.statement(st, scope, env, current)
             except ElaborationError as exc:
                 self.diags.append(exc.diag)
         return current
@@ -241,18 +259,17 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
-        stack: tuple[str, ...],
     ) -> str:
         if isinstance(st, S.LayerStmt):
             if st.kind in self.blocks:
-                return self.call(st, scope, env, current, stack)
+                return self.call(st, scope, env, current)
             return self.layer(st, scope, env, current)
         if isinstance(st, S.Repeat):
-            return self.repeat(st, scope, env, current, stack)
+            return self.repeat(st, scope, env, current)
         if isinstance(st, S.Residual):
             start = current
-            body_out = self.run(st.body, scope, env, start, stack)
-            short_out = self.run(st.shortcut, scope, env, start, stack) if st.shortcut else start
+            body_out = self.run(st.body, scope, env, start)
+            short_out = self.run(st.shortcut, scope, env, start) if st.shortcut else start
             name = self.name(scope, st.label, "residual", st.span)
             out = self.emit(
                 Node.model_construct(
@@ -268,7 +285,7 @@ class _Builder:
             self._arrow(out, st.arrow)
             return out
         if isinstance(st, S.Concat):
-            return self.concat(st, scope, env, current, stack)
+            return self.concat(st, scope, env, current)
         if isinstance(st, S.Branch):
             raise _fail("E131", "'branch' belongs inside concat { ... }", st.span)
         if isinstance(st, S.BlockDef):
@@ -290,6 +307,9 @@ class _Builder:
             self.arrows.append((target, arrow))
 
     def layer(self, st: S.LayerStmt, scope: _ScopeState, env: dict[str, Any], current: str) -> str:
+        # Claim a written name first: when this line has another error, a second
+        # `name:` in the scope is still reported as a duplicate.
+        written = self.name(scope, st.label, st.kind, st.span) if st.label is not None else None
         kind = KINDS.get(st.kind)
         if kind is None or not kind.user:
             candidates = [*USER_KINDS, *self.blocks]
@@ -330,7 +350,7 @@ class _Builder:
                 if key.required:
                     raise _fail(
                         "E104",
-                        f"{st.kind} needs {key.name} ({key.doc})",
+                        f"{st.kind} needs {key.name}, the {key.doc}",  # was "K (number of filters (output channels))"
                         st.span,
                         f"e.g. {st.kind} {key.name}=3" if kind.positional != key.name else f"e.g. {st.kind} 4096",
                     )
@@ -341,7 +361,7 @@ class _Builder:
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
                 raise _fail("E103", str(exc), span) from exc
-        name = self.name(scope, st.label, st.kind, st.span)
+        name = written or self.name(scope, st.label, st.kind, st.span)
         out = self.emit(
             Node.model_construct(
                 name=name,
@@ -398,13 +418,9 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
-        stack: tuple[str, ...],
         inline_into: _ScopeState | None = None,
     ) -> str:
         block = self.blocks[st.kind]
-        if block.name in stack:
-            chain = " -> ".join((*stack[stack.index(block.name) :], block.name))
-            raise _fail("E112", f"block {block.name} calls itself ({chain})", st.span)
         args = self.bind(block, st, env)
         if inline_into is not None:
             inner = inline_into
@@ -412,7 +428,7 @@ class _Builder:
             path = self.name(scope, st.label, block.name.lower(), st.span)
             inner = self.enter(path, block.body)
         first = len(self.nodes)
-        out = self.run(block.body, inner, args, current, (*stack, block.name))
+        out = self.run(block.body, inner, args, current)
         if inline_into is None:
             self.scopes.append(
                 Scope.model_construct(
@@ -436,7 +452,6 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
-        stack: tuple[str, ...],
     ) -> str:
         count = evaluate(st.count, env)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -462,13 +477,13 @@ class _Builder:
                 try:
                     block_name = call.kind
                     args = self.bind(self.blocks[call.kind], call, env)
-                    current = self.call(call, scope, env, current, stack, inline_into=copy)
+                    current = self.call(call, scope, env, current, inline_into=copy)
                 except ElaborationError as exc:
                     self.diags.append(exc.diag)
                     return current
             else:
                 before = len(self.diags)
-                current = self.run(st.body, copy, env, current, stack)
+                current = self.run(st.body, copy, env, current)
                 if len(self.diags) > before:
                     # Every later copy would report the same errors again, and a
                     # huge count (or E140, which `run` catches) would never end.
@@ -504,7 +519,6 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
-        stack: tuple[str, ...],
     ) -> str:
         outs: list[str] = []
         for item in st.branches:
@@ -516,7 +530,7 @@ class _Builder:
                     span,
                     "wrap the layers: concat { branch { conv K=64 F=1 } branch { ... } }",
                 )
-            outs.append(self.run(item.body, scope, env, current, stack))
+            outs.append(self.run(item.body, scope, env, current))
         if not outs:
             raise _fail("E131", "concat needs at least one branch", st.span)
         name = self.name(scope, st.label, "concat", st.span)
@@ -536,7 +550,13 @@ class _Builder:
 
 
 def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
-    """A block that calls itself, directly or through others, is an error."""
+    """A block that calls itself, directly or through others, is an error.
+
+    One depth-first search over the call graph (linear in its size: a chain
+    of 20,000 nested blocks must not take quadratic time); a call to a block
+    still on the search path closes a cycle, reported at that call. Since
+    calls name blocks statically, elaboration cannot recurse once this passes.
+    """
 
     def calls(stmts: Sequence[S.Stmt]) -> Iterator[S.LayerStmt]:
         for st in stmts:
@@ -547,22 +567,30 @@ def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
                 if isinstance(inner, tuple):
                     yield from calls(inner)
 
+    callees = {name: list(calls(block.body)) for name, block in blocks.items()}
     diags: list[Diagnostic] = []
-    reported: set[str] = set()
-    for start in blocks:
-        # depth-first search for a path back to `start`
-        todo: list[tuple[str, tuple[str, ...], S.LayerStmt | None]] = [(start, (start,), None)]
-        seen: set[str] = set()
+    on_path: dict[str, int] = {}  # block -> its index in `path`
+    done: set[str] = set()
+    for root in blocks:
+        if root in done:
+            continue
+        path = [root]
+        on_path[root] = 0
+        todo = [iter(callees[root])]
         while todo:
-            name, path, site = todo.pop()
-            for call in calls(blocks[name].body):
-                if call.kind == start and start not in reported:
-                    chain = " -> ".join((*path, start))
-                    diags.append(error("E112", f"block {start} calls itself ({chain})", call.span))
-                    reported.update(path)
-                elif call.kind not in seen:
-                    seen.add(call.kind)
-                    todo.append((call.kind, (*path, call.kind), call))
+            call = next(todo[-1], None)
+            if call is None:
+                finished = path.pop()
+                del on_path[finished]
+                done.add(finished)
+                todo.pop()
+            elif call.kind in on_path:
+                chain = " -> ".join((*path[on_path[call.kind] :], call.kind))
+                diags.append(error("E112", f"block {call.kind} calls itself ({chain})", call.span))
+            elif call.kind not in done:
+                on_path[call.kind] = len(path)
+                path.append(call.kind)
+                todo.append(iter(callees[call.kind]))
     return diags
 
 
@@ -674,7 +702,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             error(
                 "E118",
                 "the spec has no input",
-                first_span or Span.model_construct(line=1, column=1, end_line=1, end_column=2),
+                first_span or Span(line=1, column=1, end_line=1, end_column=2),
                 "begin with `input 227x227x3` (HxWxC) or `input 4096` (a flat vector)",
             )
         )
@@ -697,8 +725,23 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
     top = builder.enter("", body)
     output = INPUT
     if not any(d.code == "E112" for d in diags):
-        output = builder.run(body, top, {}, INPUT, ())
-    diags.extend(builder.diags)
+        # Each nested block call costs a few Python frames: allow 1,000s of levels.
+        old_limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old_limit, DEEPEST_NESTING * 8))
+        try:
+            output = builder.run(body, top, {}, INPUT)
+        except RecursionError:
+            diags.append(
+                error(
+                    "E142",
+                    f"blocks and repeats are nested too deeply (more than about {DEEPEST_NESTING:,} levels)",
+                    top_span(body),
+                )
+            )
+        finally:
+            sys.setrecursionlimit(old_limit)
+    # A block called twice reports an error in its body once, not once per call.
+    diags.extend(dict.fromkeys(builder.diags))
 
     scope_paths = {s.path for s in builder.scopes}
     assertions: list[Assertion] = []
@@ -738,6 +781,10 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         output=output,
     )
     return graph, diags
+
+
+def top_span(body: Sequence[S.Stmt]) -> Span | None:
+    return getattr(body[0], "span", None) if body else None
 
 
 def shape_text(dims: tuple[int, ...]) -> str:

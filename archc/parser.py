@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import PatternStr
 
 from archc import syntax as S
@@ -41,7 +42,7 @@ def span_of_token(tok: Token) -> Span:
     col = tok.column or 1
     end_line = tok.end_line or line
     end_col = tok.end_column or col + max(1, len(str(tok)))
-    return Span.model_construct(line=line, column=col, end_line=end_line, end_column=end_col)
+    return Span(line=line, column=col, end_line=end_line, end_column=end_col)
 
 
 def parse_number(text: str) -> int | float:
@@ -83,7 +84,7 @@ class _ToSyntax(Transformer[Token, S.Program]):
         return S.Ref(str(tok), span_of_token(tok))
 
     def _bin(self, op: str, left: S.Expr, right: S.Expr) -> S.BinOp:
-        span = Span.model_construct(
+        span = Span(
             line=left.span.line,
             column=left.span.column,
             end_line=right.span.end_line,
@@ -352,13 +353,13 @@ def _unclosed_brace(text: str) -> Span | None:
     if not stack:
         return None
     line, col = stack[-1]
-    return Span.model_construct(line=line, column=col, end_line=line, end_column=col + 1)
+    return Span(line=line, column=col, end_line=line, end_column=col + 1)
 
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
     parser = _parser()
     if isinstance(exc, UnexpectedCharacters):
-        span = Span.model_construct(
+        span = Span(
             line=exc.line, column=exc.column, end_line=exc.line, end_column=exc.column + 1
         )
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
@@ -376,7 +377,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
             return error("E002", "unclosed '{'", brace, "add the matching '}'")
         lines = text.splitlines() or [""]
         last = len(lines)
-        span = Span.model_construct(
+        span = Span(
             line=last, column=len(lines[-1]) + 1, end_line=last, end_column=len(lines[-1]) + 2
         )
         # A file that stops mid-statement (`relu ->` with no newline after it)
@@ -388,7 +389,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
     assert tok is not None
     span = span_of_token(tok)
     if tok.type == "_NL":
-        span = Span.model_construct(
+        span = Span(
             line=span.line, column=span.column, end_line=span.line, end_column=span.column + 1
         )
     label = _match_label(exc)
@@ -396,6 +397,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         {_describe_terminal(parser, t) for t in getattr(exc, "expected", set()) or set()}
     )
     generic = f"unexpected {_describe_token(tok)}"
+    if label == _MISSING_VALUE:
+        missing = _missing_value(text, span)
+        if missing is not None:
+            return missing
     if label:
         msg = f"{label} (found {_describe_token(tok)})"
         return error("E001", msg, span, _HINTS.get(label))
@@ -403,6 +408,27 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
     if tok.type == "SLASH":
         hint = "integer division is written //"
     return error("E001", generic, span, hint)
+
+
+_MISSING_VALUE = "missing value after '='"
+
+
+def _missing_value(text: str, span: Span) -> Diagnostic | None:
+    """`F= S=4` parses as `F=S` and then fails at the second '=': blame `F=`.
+
+    Names the key and puts the caret where its value belongs, rather than
+    under the '=' of the next key.
+    """
+    lines = text.split("\n")
+    if not 1 <= span.line <= len(lines):
+        return None
+    before = lines[span.line - 1][: span.column - 1]
+    m = re.search(r"([A-Za-z_]\w*)=(\s*)(?:[A-Za-z_]\w*\s*)?$", before)
+    if m is None:
+        return None
+    col = m.start(2) + 1
+    where = Span(line=span.line, column=col, end_line=span.line, end_column=col + 1)
+    return error("E001", f"missing value after '{m.group(1)}='", where, _HINTS[_MISSING_VALUE])
 
 
 def _bare_parse(text: str) -> Any:

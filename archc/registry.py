@@ -124,15 +124,16 @@ def window_out(n: int, f: int, s: int, pad_begin: int, pad_end: int, d: int, cei
     28
     """
     span = n + pad_begin + pad_end - d * (f - 1) - 1
-    if span < 0:
-        return 0
     if not ceil:
-        return span // s + 1
+        return max(span // s + 1, 0)
+    # Rounding up, a window larger than the input still gives one output when it
+    # starts inside (1x1 input, F=1x2 S=2 ceil: 1x1), as PyTorch and onnxruntime
+    # compute; this returned 0 (an error) for every span < 0 before.
     out = -(-span // s) + 1
     # PyTorch: the last window must start inside the input or its left padding.
     if (out - 1) * s >= n + pad_begin:
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def same_pads(n: int, f: int, s: int, d: int) -> tuple[int, int]:
@@ -229,9 +230,18 @@ def uneven_division(attrs: Attrs, shape: Shape, kind: str) -> Uneven | None:
         # "conv1: conv: ...". Along W the cropped lines are columns, not rows.
         unit = "row" if axis == 0 else "column"
         cropped = f"last {unit} of the input is" if rem == 1 else f"last {rem} {unit}s of the input are"
+        # (zoo) The `rem` unread lines are the end of the *padded* input: when
+        # they fit in the P lines of padding (ResNet's 3x3/2 P=1 on 56), no
+        # input is lost and "of the input" would be false.
+        lost = rem - p
+        if lost <= 0:
+            cropped = f"last {unit} of padding is" if rem == 1 else f"last {rem} {unit}s of padding are"
+        elif p > 0:
+            cropped = f"last {unit} of the input is" if lost == 1 else f"last {lost} {unit}s of the input are"
+        tail = "never read (no input is lost)" if lost <= 0 else "never read"
         message = (
             f"({n} - {eff} + {pexpr})/{s} = {(n + 2 * p - eff) / s:g} is not a whole number "
-            f"along {side}; the {cropped} never read"
+            f"along {side}; the {cropped} {tail}"
         )
         fixes = [f"an input of {n - rem} or {n + s - rem}"]
         for extra in range(1, s + 1):

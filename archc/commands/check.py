@@ -40,15 +40,26 @@ def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]
     """Spec files under the given paths, and problems with the paths themselves."""
     files: list[Path] = []
     problems: list[tuple[str, Diagnostic]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        # `archc check specs specs/a.arch` (or a shell glob with overlaps) checks
+        # each file once, not once per way it was named.
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*.arch") if q.is_file())
             if not found:
                 problems.append((raw, error("E404", "no .arch files in this directory", None)))
-            files.extend(found)
+            for q in found:
+                add(q)
         elif p.exists():
-            files.append(p)
+            add(p)
         else:
             problems.append((raw, error("E400", "no such file or directory", None)))
     return files, problems

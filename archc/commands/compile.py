@@ -1,0 +1,71 @@
+"""`archc compile SPEC -o OUT`: write PyTorch source (.py) or an ONNX model (.onnx).
+
+The target comes from OUT's suffix unless `--to` says. ONNX models carry
+weights: `random` (PyTorch's default init, seeded), `zeros`, or a `.pt`/`.pth`/
+`.safetensors` state_dict, checked against the spec. Output is written
+atomically (an external-data file too, for models over 1.8 GB); nothing is
+written when anything fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from archc.commands.common import load_or_report
+from archc.diagnostics import ArchError
+
+TARGETS = {".py": "torch", ".onnx": "onnx"}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("compile", help="generate PyTorch source or an ONNX model", description=__doc__)
+    p.add_argument("spec", metavar="SPEC", help="the .arch spec")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (.py or .onnx)")
+    p.add_argument("--to", choices=sorted(set(TARGETS.values())), help="target (default: from OUT's suffix)")
+    p.add_argument("--weights", default=None, metavar="random|zeros|FILE", help="ONNX weights (default random)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest supported)")
+    p.set_defaults(run=run)
+
+
+def target_of(out: Path, to: str | None) -> str:
+    if to:
+        return to
+    target = TARGETS.get(out.suffix.lower())
+    if target is None:
+        raise ArchError(f"cannot tell the target from {out.name!r}: name it .py or .onnx, or pass --to torch|onnx")
+    return target
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    target = target_of(out, args.to)
+    if target == "torch" and (args.weights is not None or args.opset is not None):
+        raise ArchError("--weights and --opset apply to --to onnx; PyTorch source carries no weights")
+    net = load_or_report(args.spec)
+    if net is None:
+        return 1
+    if target == "torch":
+        from archc.files import write_atomic
+
+        try:
+            from archc.torch_gen import generate_source
+        except ModuleNotFoundError as e:
+            raise ArchError(f"the PyTorch generator is not available ({e.name} is missing)") from e
+        write_atomic(out, generate_source(net).encode("utf-8"))
+        print(f"wrote {out} ({net.name}, PyTorch source, {net.params:,} params)")
+        return 0
+    from archc.commands.deps import require
+
+    require("compile --to onnx", "onnx", "numpy")
+    from archc.onnx_gen import default_opset, write_model
+
+    written = write_model(net, out, weights=args.weights or "random", seed=args.seed, opset=args.opset)
+    size = sum(p.stat().st_size for p in written)
+    extra = f" + external data {written[1].name}" if len(written) > 1 else ""
+    print(
+        f"wrote {out}{extra} ({net.name}, ONNX opset {args.opset or default_opset()}, "
+        f"{net.params:,} params, {size / 1e6:.1f} MB)"
+    )
+    return 0

@@ -1,0 +1,22 @@
+"""A clear error, not a traceback, when a command's optional dependencies are missing.
+
+>>> require("compile", "json")  # present: returns quietly
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from archc.diagnostics import ArchError
+
+EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "numpy": "onnx", "torch": "torch"}
+
+
+def require(command: str, *modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        extras = sorted({EXTRAS.get(m, m) for m in missing})
+        raise ArchError(
+            f"archc {command} needs {', '.join(missing)}: pip install "
+            + " ".join(f"'archc[{e}]'" for e in extras)
+        )

@@ -1,0 +1,88 @@
+"""`archc run SPEC|MODEL.onnx`: run a network on onnxruntime and report its speed.
+
+A `.arch` spec is compiled in memory (seeded random weights by default); an
+`.onnx` file runs as it is. Prints the provider that actually ran, the output
+shape, latency p50/p90, throughput and achieved GFLOP/s (2 x MACs x batch /
+p50 latency). `--check` also runs the PyTorch module at the same weights and
+fails when the max relative error exceeds 1e-4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from archc.commands.common import load_or_report
+
+PROVIDERS = ("auto", "cuda", "cpu")  # archc.runtime.PROVIDERS, without importing onnxruntime here
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run a spec or .onnx model on onnxruntime and time it", description=__doc__)
+    p.add_argument("source", metavar="SPEC|MODEL.onnx", help="a .arch spec or an .onnx model")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--provider", choices=PROVIDERS, default="auto", help="execution provider (default auto)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input and random weights (default 0)")
+    p.add_argument("--weights", default="random", metavar="random|zeros|FILE", help="weights for a spec")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset for a spec (default: the newest)")
+    p.add_argument("--check", action="store_true", help="compare with the PyTorch module (spec only)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archc.commands.deps import require
+
+    require("run", "onnx", "onnxruntime", "numpy")
+    from archc.runtime import Prepared, RunError, benchmark
+
+    source = Path(args.source)
+    if source.suffix.lower() == ".onnx":
+        if not source.is_file():
+            raise RunError(f"{source}: no such file")
+        prepared = Prepared.from_file(source)
+    else:
+        net = load_or_report(args.source)
+        if net is None:
+            return 1
+        prepared = Prepared.from_network(net, args.weights, args.seed, args.opset)
+    report = benchmark(prepared, args.batch, args.provider, args.warmup, args.repeat, args.seed, args.check)
+    failed = report.max_rel_error is not None and report.max_rel_error > _tolerance()
+    if args.json:
+        data = report.as_json()
+        data["source"] = str(source)
+        data["check_passed"] = None if report.max_rel_error is None else not failed
+        print(json.dumps(data, indent=2))
+    else:
+        print(_text(report, str(source)))
+    return 1 if failed else 0
+
+
+def _tolerance() -> float:
+    from archc.runtime import CHECK_TOLERANCE
+
+    return CHECK_TOLERANCE
+
+
+def _text(r: Any, source: str) -> str:
+    lat = r.latency_ms
+    shape = "x".join(str(d) for d in r.output_shape)
+    lines = [
+        f"{r.network} ({source}), batch {r.batch}" + (f", opset {r.opset}" if r.opset else ""),
+        f"provider    {r.provider}" + (f"  ({r.note})" if r.note else ""),
+        f"output      {shape}  (batch first; NCHW)",
+        f"latency     p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  ({r.repeat} runs after {r.warmup} warm-up)",
+        f"throughput  {r.throughput_ips:,.1f} images/s",
+    ]
+    if r.gflops is None:
+        lines.append("compute     MACs unknown (no shapes for every Conv/Gemm), GFLOP/s unknown")
+    else:
+        lines.append(f"compute     {r.macs_per_image / 1e9:.3f} GMACs/image -> {r.gflops:,.1f} GFLOP/s achieved")
+    if r.max_rel_error is not None:
+        verdict = "ok" if r.max_rel_error <= _tolerance() else "FAILED"
+        lines.append(f"check       max relative error vs PyTorch {r.max_rel_error:.2e} ({verdict}, tolerance {_tolerance():g})")
+    return "\n".join(lines)

@@ -1,0 +1,360 @@
+"""The canonical layout of `.arch` source (`archc fmt`).
+
+    >>> print(format_text("input 8x8x3\\nc:conv  F=3   K=4->6x6x4 # first\\nrelu;fc 10\\n"), end="")
+    input 8x8x3
+    c: conv K=4 F=3 -> 6x6x4  # first
+    relu
+    fc 10
+
+Rules: one statement per line; bodies indented by two spaces; `name: kind`,
+then positional values, then keys in the registry's order (a block call's keys
+in the block's parameter order); one space between tokens, none inside
+expressions; the `->` of consecutive layer lines aligned in a column; trailing
+comments of consecutive lines aligned too; full-line comments kept where they
+are; at most one blank line in a row, none at the start or end of a body.
+Numbers, shapes and parentheses are printed exactly as written.
+
+The main parser drops comments and builds no tree, so this module has its
+own lark parser over the same grammar: `keep_all_tokens` keeps every brace
+and parenthesis, and a lexer callback collects the (ignored) comments. The
+result is checked against the input: both must parse to the same syntax tree
+(apart from positions and the order of keys), so a bug here can never change
+what a spec means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedInput
+
+from archc import syntax as S
+from archc.diagnostics import ArchError, Diagnostic
+from archc.parser import grammar_text, parse
+from archc.registry import KINDS
+
+INDENT = "  "
+_SEPARATORS = ("_NL", "SEMICOLON")
+
+
+class FormatError(ArchError):
+    """The text does not parse; `diagnostics` say why (rendered by the caller)."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        super().__init__(diagnostics[0].message if diagnostics else "syntax error")
+        self.diagnostics = diagnostics
+
+
+@dataclass
+class _Line:
+    indent: int
+    code: str  # for a layer line, the part before the arrow
+    srcs: list[int]  # the source lines its tokens come from (none for comments and blanks)
+    arrow: str | None = None  # "-> 55x55x96"
+    layer: bool = False
+    comment: str | None = None  # a trailing comment
+    blank: bool = False
+
+
+class _Comments:
+    """A parser whose lexer hands every comment to the list of the parse in progress."""
+
+    def __init__(self) -> None:
+        self.found: list[Token] = []
+        self.lock = threading.Lock()  # one list per parse: no two parses at once
+        self.parser = Lark(
+            grammar_text(),
+            parser="lalr",
+            lexer="contextual",
+            propagate_positions=True,
+            keep_all_tokens=True,
+            maybe_placeholders=False,
+            lexer_callbacks={"COMMENT": self.found.append},
+        )
+
+    def parse(self, text: str) -> tuple[Tree[Token], list[Token]]:
+        with self.lock:
+            self.found.clear()
+            tree = self.parser.parse(text)
+            return tree, list(self.found)
+
+
+@functools.cache
+def _parser() -> _Comments:
+    return _Comments()
+
+
+def _tokens(tree: Tree[Token] | Token) -> list[Token]:
+    if isinstance(tree, Token):
+        return [tree]
+    return list(tree.scan_values(lambda v: isinstance(v, Token)))
+
+
+def _text(tree: Tree[Token] | Token) -> str:
+    """An expression, shape or value exactly as written, without spaces: `(SQ+1)//2`."""
+    return "".join(str(t) for t in _tokens(tree))
+
+
+def _first_line(tree: Tree[Token] | Token) -> int:
+    return _tokens(tree)[0].line or 0
+
+
+def _last_line(tree: Tree[Token] | Token) -> int:
+    return _tokens(tree)[-1].end_line or 0
+
+
+class _Printer:
+    """Walks the tree once, emitting `_Line`s; comments are interleaved by position."""
+
+    def __init__(self, tree: Tree[Token], comments: list[Token]) -> None:
+        code_lines = {
+            t.line for t in _tokens(tree) if t.type not in _SEPARATORS and t.line is not None
+        }
+        self.trailing = {c.line: str(c).rstrip() for c in comments if c.line in code_lines}
+        self.pending = [(c.line or 0, str(c).rstrip()) for c in comments if c.line not in code_lines]
+        self.lines: list[_Line] = []
+        self.params = {
+            str(st.children[1]): [str(_tokens(p)[0]) for p in _params(st)]
+            for st in tree.children
+            if isinstance(st, Tree) and st.data == "block_def"
+        }
+
+    # layout
+    def emit(self, indent: int, code: str, src: int | None, **kw: Any) -> None:
+        self.lines.append(_Line(indent, code, [src] if src else [], **kw))
+
+    def blank(self) -> None:
+        if self.lines and not self.lines[-1].blank:
+            self.lines.append(_Line(0, "", [], blank=True))
+
+    def flush(self, before: int, indent: int, prev_end: int | None) -> int | None:
+        """Emit the full-line comments above source line `before`; return the last line used."""
+        while self.pending and self.pending[0][0] < before:
+            line, text = self.pending.pop(0)
+            if prev_end is not None and line - prev_end >= 2:
+                self.blank()
+            self.emit(indent, text, None)
+            prev_end = line
+        return prev_end
+
+    def items(self, children: list[Any], indent: int, end: int) -> bool:
+        """A statement list up to source line `end`; False if it printed nothing at all."""
+        prev_end: int | None = None
+        printed = False
+        for child in children:
+            if not isinstance(child, Tree):
+                continue  # separators and braces: the layout replaces them
+            start = _first_line(child)
+            prev_end = self.flush(start, indent, prev_end)
+            if prev_end is not None and start - prev_end >= 2:
+                self.blank()
+            getattr(self, child.data)(child, indent)
+            prev_end = _last_line(child)
+            printed = True
+        before = len(self.pending)
+        self.flush(end, indent, prev_end)
+        return printed or len(self.pending) != before
+
+    def body(self, head: str, body: Tree[Token], indent: int, joined: bool = False) -> None:
+        """`head {`, the statements indented, `}`; `joined` continues the line before: `} shortcut {`."""
+        opening, closing = body.children[0], body.children[-1]
+        assert isinstance(opening, Token) and isinstance(closing, Token)
+        if joined:
+            self.close(f" {head} {{", opening.line or 0)
+        else:
+            self.emit(indent, f"{head} {{", opening.line or 0)
+        if self.items(body.children[1:-1], indent + 1, closing.line or 0):
+            self.emit(indent, "}", closing.line or 0)
+        else:
+            self.close("}", closing.line or 0)  # an empty body stays on its head's line: `{}`
+
+    def close(self, text: str, src: int) -> None:
+        """Continue the last line: `} shortcut {`, `} -> 56x56x64`, `{}`."""
+        self.lines[-1].code += text
+        self.lines[-1].srcs.append(src)
+
+    # statements, one method per grammar rule
+    def network_decl(self, st: Tree[Token], indent: int) -> None:
+        self.emit(indent, f"network {st.children[1]}", _first_line(st))
+
+    def input_decl(self, st: Tree[Token], indent: int) -> None:
+        self.emit(indent, f"input {_text(st.children[1])}", _first_line(st))
+
+    def expect_stmt(self, st: Tree[Token], indent: int) -> None:
+        parts = [_text(c) for c in st.children[:4]]
+        if len(st.children) > 4:
+            tol = [str(t) for t in _tokens(st.children[4])]
+            parts.append(f"{tol[0]} {''.join(tol[1:])}")
+        self.emit(indent, " ".join(parts), _first_line(st))
+
+    def layer(self, st: Tree[Token], indent: int) -> None:
+        label, rest = _label(st.children)
+        kind = str(rest[0])
+        arrow = rest[-1] if isinstance(rest[-1], Tree) and rest[-1].data == "arrow" else None
+        args = [a for a in rest[1:] if isinstance(a, Tree) and a.data in ("positional", "keyword")]
+        order = [k.name for k in KINDS[kind].keys] if kind in KINDS else self.params.get(kind, [])
+
+        def rank(item: tuple[int, Tree[Token]]) -> tuple[int, int]:
+            i, arg = item
+            if arg.data == "positional":
+                return (-1, i)  # positional values first, as written
+            key = str(arg.children[0])
+            return (order.index(key) if key in order else len(order), i)
+
+        words = [label + kind] + [_arg(a) for _, a in sorted(enumerate(args), key=rank)]
+        self.emit(
+            indent,
+            " ".join(words),
+            _first_line(st),
+            arrow=f"-> {_text(arrow.children[1])}" if arrow is not None else None,
+            layer=True,
+        )
+
+    def block_def(self, st: Tree[Token], indent: int) -> None:
+        params = [_text(p) for p in _params(st)]
+        head = f"block {st.children[1]}" + (f"({', '.join(params)})" if params else "")
+        self.body(head, st.children[-1], indent)  # type: ignore[arg-type]
+
+    def repeat(self, st: Tree[Token], indent: int) -> None:
+        label, (_kw, count, body, *arrow) = _label(st.children)
+        self.body(f"{label}repeat {_text(count)}", body, indent)
+        self._arrow(arrow)
+
+    repeat_arrow = repeat
+
+    def residual(self, st: Tree[Token], indent: int) -> None:
+        label, (_kw, body, *extras) = _label(st.children)
+        self.body(f"{label}residual", body, indent)
+        for extra in extras:
+            if extra.data == "shortcut_clause":
+                self.body("shortcut", extra.children[1], indent, joined=True)
+        self._arrow([e for e in extras if e.data == "arrow"])
+
+    residual_arrow = residual
+
+    def concat(self, st: Tree[Token], indent: int) -> None:
+        label, (_kw, body, *arrow) = _label(st.children)
+        self.body(f"{label}concat", body, indent)
+        self._arrow(arrow)
+
+    concat_arrow = concat
+
+    def branch(self, st: Tree[Token], indent: int) -> None:
+        self.body("branch", st.children[1], indent)  # type: ignore[arg-type]
+
+    def shortcut(self, st: Tree[Token], indent: int) -> None:
+        self.body("shortcut", st.children[1], indent)  # type: ignore[arg-type]
+
+    def _arrow(self, arrow: list[Any]) -> None:
+        if arrow:
+            self.close(f" -> {_text(arrow[0].children[1])}", _first_line(arrow[0]))
+
+    # output
+    def render(self) -> str:
+        last = {src: line for line in self.lines for src in line.srcs}
+        for src, text in self.trailing.items():
+            line = last[src]  # every line with code before a comment printed some of that code
+            line.comment = f"{line.comment} {text}" if line.comment else text
+        while self.lines and self.lines[-1].blank:
+            self.lines.pop()
+        _align_arrows(self.lines)
+        _align_comments(self.lines)
+        out = []
+        for line in self.lines:
+            text = "" if line.blank else INDENT * line.indent + line.code
+            out.append(text + (line.comment or ""))
+        return "\n".join(out) + "\n" if out else ""
+
+
+def _label(children: list[Any]) -> tuple[str, list[Any]]:
+    """`name: ` (or "") and the other children."""
+    if children and isinstance(children[0], Tree) and children[0].data == "label":
+        return f"{children[0].children[0]}: ", list(children[1:])
+    return "", list(children)
+
+
+def _params(block_def: Tree[Token]) -> list[Tree[Token]]:
+    """The `param` subtrees of a block definition (none when it has no parentheses)."""
+    found = [c for c in block_def.children if isinstance(c, Tree) and c.data == "block_params"]
+    return [p for p in found[0].children if isinstance(p, Tree)] if found else []
+
+
+def _arg(arg: Tree[Token]) -> str:
+    if arg.data == "positional":
+        return _text(arg.children[0])
+    return f"{arg.children[0]}={_text(arg.children[2])}"
+
+
+def _align_arrows(lines: list[_Line]) -> None:
+    """Within a run of consecutive layer lines, put every `->` in one column."""
+    i = 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and lines[j].layer and lines[j].indent == lines[i].indent:
+            j += 1
+        run = [ln for ln in lines[i:j] if ln.arrow]
+        if run:
+            width = max(len(ln.code) for ln in run)
+            for ln in run:
+                ln.code = f"{ln.code.ljust(width)} {ln.arrow}"
+                ln.arrow = None
+        i = max(j, i + 1)
+
+
+def _align_comments(lines: list[_Line]) -> None:
+    """Trailing comments of consecutive lines start in one column, two spaces past the code."""
+    i = 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and lines[j].comment and not lines[j].blank:
+            j += 1
+        run = lines[i:j]
+        if run:
+            width = max(len(INDENT * ln.indent + ln.code) for ln in run) + 2
+            for ln in run:
+                ln.comment = " " * (width - len(INDENT * ln.indent + ln.code)) + (ln.comment or "")
+        i = max(j, i + 1)
+
+
+def _skeleton(node: Any) -> Any:
+    """A syntax tree without positions, keys sorted: what formatting must preserve.
+
+    Syntax nodes are NamedTuples (dataclasses are accepted too); positions are
+    every field named `span` or `value_span`.
+    """
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        names = [f.name for f in dataclasses.fields(node)]
+    elif isinstance(node, tuple) and hasattr(type(node), "_fields"):
+        names = list(getattr(type(node), "_fields"))  # noqa: B009 - a NamedTuple's, unknown to mypy here
+    elif isinstance(node, tuple):
+        return tuple(_skeleton(n) for n in node)
+    else:
+        return node
+    fields = {n: _skeleton(getattr(node, n)) for n in names if n not in ("span", "value_span")}
+    if isinstance(node, S.LayerStmt):
+        fields["keywords"] = tuple(sorted(fields["keywords"], key=lambda kw: str(kw[1][0][1])))
+    return (type(node).__name__, tuple(fields.items()))
+
+
+def format_text(text: str) -> str:
+    """The canonical layout of a spec; raises `FormatError` if it does not parse."""
+    program, diags = parse(text)
+    if program is None:
+        raise FormatError(diags)
+    try:
+        tree, comments = _parser().parse(text)
+    except UnexpectedInput as exc:  # pragma: no cover - the main parser accepted the same grammar
+        raise FormatError(diags) from exc
+    printer = _Printer(tree, comments)
+    printer.items(tree.children, 0, 1 << 30)
+    out = printer.render()
+    again, _ = parse(out)
+    if again is None or _skeleton(again) != _skeleton(program):
+        # Never write a file whose meaning changed: this is a bug in the formatter.
+        raise AssertionError("archc fmt would change the meaning of this spec")
+    return out

@@ -1,0 +1,328 @@
+"""The ONNX back-end: the IR lowered to an ONNX graph with `onnx.helper`, never through torch.
+
+The graph takes `input` (float32 NCHW `[batch, C, H, W]`, or `[batch, N]` when
+flat) and gives `output`, with a dynamic batch dimension named "batch". Node
+names are the dotted layer names; initializer names are `tensor_specs` names,
+i.e. the PyTorch state_dict keys. Values are named after the layer that makes
+them; helper nodes and constants use names with a `/`, which no layer can have.
+
+>>> import archc
+>>> net = archc.loads("input 8x8x3\\nconv1: conv K=4 F=3 P=same\\nrelu\\nfc 2")
+>>> model = build_model(net, weights="zeros")
+>>> [(n.name, n.op_type) for n in model.graph.node]
+[('conv1', 'Conv'), ('relu1', 'Relu'), ('fc1/Flatten', 'Flatten'), ('fc1', 'Gemm')]
+
+Adding a kind: one handler in `HANDLERS` (tests assert every registry kind has one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from archc import __version__
+from archc.analysis import LayerFacts
+from archc.api import Network
+from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
+from archc.ir import INPUT, Node
+from archc.onnx_io import (
+    EXTERNAL_THRESHOLD,
+    Tensor,
+    copy_except,
+    tensor_header,
+    write_model_proto,
+    write_streamed,
+)
+from archc.registry import resolve_window
+from archc.tensors import tensor_specs
+from archc.weights import GENERATED, generate_chunks, iter_weights
+
+# The newest opset that onnxruntime 1.32 (what we test with) runs for every op we
+# emit -- also the newest that onnx 1.23 knows; tests/test_onnx_gen.py runs a
+# model with every kind at this opset. With an older onnx installed, the default
+# drops to the newest that onnx knows. Pick an older one with `opset=` /
+# `--opset` for older runtimes; older releases stop at older opsets.
+DEFAULT_OPSET = 28
+# Softmax over axis 1 alone needs 13 (before it, Softmax flattened everything from
+# the axis on); Clip's min/max as inputs needs 11.
+MIN_OPSET = 13
+# Kinds whose ONNX op is newer than MIN_OPSET: (opset, why).
+KIND_MIN_OPSET = {"gelu": (20, "ONNX added Gelu in opset 20")}
+BATCH = "batch"  # the dim_param of the dynamic batch dimension
+OUTPUT = "output"
+
+
+class OnnxError(ArchError):
+    """The network cannot be written as ONNX with the options given."""
+
+
+@dataclass
+class Lowering:
+    """The state of one lowering: nodes emitted so far and where each layer's value lives."""
+
+    net: Network
+    opset: int
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    values: dict[str, str] = field(default_factory=lambda: {INPUT: INPUT})
+    constants: dict[str, TensorProto] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def inputs(self, node: Node) -> list[str]:
+        return [self.values[i] for i in node.inputs]
+
+    def emit(self, op: str, inputs: list[str], name: str, output: str | None = None, **attrs: Any) -> str:
+        """Add one node; its output value is named `output` (default: the node's name)."""
+        out = output or name
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def constant(self, name: str, value: float) -> str:
+        """A float32 scalar initializer shared by every node that needs it."""
+        if name not in self.constants:
+            self.constants[name] = numpy_helper.from_array(np.array(value, np.float32), name)
+        return name
+
+
+Handler = Callable[[Lowering, Node, LayerFacts], str]
+
+
+def _simple(op: str, **fixed: Any) -> Handler:
+    def handler(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+        return ctx.emit(op, ctx.inputs(node), node.name, **fixed)
+
+    return handler
+
+
+def _vanish(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    return ctx.inputs(node)[0]  # dropout at inference: the layer's value is its input's
+
+
+def _conv(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    a = node.attrs
+    win = resolve_window(a, facts.inputs[0], "conv", pool=False)
+    ins = [*ctx.inputs(node), f"{node.name}.weight"] + ([f"{node.name}.bias"] if a["bias"] else [])
+    return ctx.emit(
+        "Conv", ins, node.name,
+        kernel_shape=list(win.kernel), strides=list(win.stride), pads=list(win.pads),
+        dilations=list(win.dilation), group=a["G"],
+    )  # fmt: skip
+
+
+def _pool(op: str, **fixed: Any) -> Handler:
+    def handler(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+        win = resolve_window(node.attrs, facts.inputs[0], node.kind, pool=True)
+        return ctx.emit(
+            op, ctx.inputs(node), node.name,
+            kernel_shape=list(win.kernel), strides=list(win.stride), pads=list(win.pads),
+            ceil_mode=int(win.ceil), **fixed,
+        )  # fmt: skip
+
+    return handler
+
+
+def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (h, w, _), (oh, ow, _) = facts.inputs[0].dims, facts.output.dims
+    if (h, w) == (oh, ow):
+        return ctx.inputs(node)[0]  # nothing to pool
+    if h % oh or w % ow:
+        ctx.diagnostics.append(
+            error(
+                "E601",
+                f"adaptiveavgpool from {h}x{w} to {oh}x{ow} cannot be written as ONNX: ONNX has no "
+                f"adaptive pooling, and {h}x{w} is not a multiple of {oh}x{ow}, so no single "
+                "AveragePool gives PyTorch's uneven windows",
+                node.span,
+                f"make the input a multiple of the output (e.g. {oh * max(1, h // oh)}x{ow * max(1, w // ow)}), "
+                "or use avgpool with explicit F and S",
+            )
+        )
+        return node.name
+    k = [h // oh, w // ow]  # equal windows: one AveragePool is exactly PyTorch's adaptive pool
+    return ctx.emit("AveragePool", ctx.inputs(node), node.name, kernel_shape=k, strides=k)
+
+
+def _fc(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    if facts.inputs[0].is_spatial:  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
+        x = ctx.emit("Flatten", [x], f"{node.name}/Flatten", axis=1)
+    ins = [x, f"{node.name}.weight"] + ([f"{node.name}.bias"] if node.attrs["bias"] else [])
+    return ctx.emit("Gemm", ins, node.name, transB=1)  # weight is [N, in], as nn.Linear stores it
+
+
+def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    p = node.name
+    ins = [*ctx.inputs(node), f"{p}.weight", f"{p}.bias", f"{p}.running_mean", f"{p}.running_var"]
+    return ctx.emit("BatchNormalization", ins, p, epsilon=float(node.attrs["eps"]))
+
+
+def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    a = node.attrs
+    return ctx.emit(
+        "LRN", ctx.inputs(node), node.name,
+        size=a["size"], alpha=float(a["alpha"]), beta=float(a["beta"]), bias=float(a["k"]),
+    )  # fmt: skip
+
+
+def _relu6(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    lo, hi = ctx.constant("/const/zero", 0.0), ctx.constant("/const/six", 6.0)
+    return ctx.emit("Clip", [*ctx.inputs(node), lo, hi], node.name)
+
+
+def _leakyrelu(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    return ctx.emit("LeakyRelu", ctx.inputs(node), node.name, alpha=float(node.attrs["slope"]))
+
+
+HANDLERS: dict[str, Handler] = {
+    "conv": _conv,
+    "maxpool": _pool("MaxPool"),
+    # count_include_pad=1: PyTorch's AvgPool2d divides by the whole window, padding included.
+    "avgpool": _pool("AveragePool", count_include_pad=1),
+    "adaptiveavgpool": _adaptive,
+    "globalavgpool": _simple("GlobalAveragePool"),
+    "fc": _fc,
+    "flatten": _simple("Flatten", axis=1),
+    "batchnorm": _batchnorm,
+    "lrn": _lrn,
+    "dropout": _vanish,
+    "relu": _simple("Relu"),
+    "relu6": _relu6,
+    "sigmoid": _simple("Sigmoid"),
+    "tanh": _simple("Tanh"),
+    "gelu": _simple("Gelu"),  # approximate="none": the exact erf form, as nn.GELU()
+    "softmax": _simple("Softmax", axis=1),  # over the channels (the features, when flat)
+    "identity": _simple("Identity"),
+    "leakyrelu": _leakyrelu,
+    "add": _simple("Add"),
+    "concat": _simple("Concat", axis=1),
+}
+
+
+def default_opset() -> int:
+    """DEFAULT_OPSET, or the newest the installed onnx knows when that is older."""
+    return min(DEFAULT_OPSET, onnx.defs.onnx_opset_version())
+
+
+def _opset(net: Network, opset: int | None) -> int:
+    newest = onnx.defs.onnx_opset_version()
+    opset = default_opset() if opset is None else opset
+    if not MIN_OPSET <= opset <= newest:
+        raise OnnxError(
+            f"opset {opset} is out of range: archc writes opsets {MIN_OPSET} to {newest} "
+            f"(the newest the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
+        )
+    diags = [
+        error(
+            "E602",
+            f"{node.name}: {node.kind} needs ONNX opset {KIND_MIN_OPSET[node.kind][0]} or newer "
+            f"({KIND_MIN_OPSET[node.kind][1]}), but opset {opset} was asked for",
+            node.span,
+            f"use --opset {KIND_MIN_OPSET[node.kind][0]} or newer (the default is {DEFAULT_OPSET})",
+        )
+        for node in net.graph.nodes
+        if node.kind in KIND_MIN_OPSET and opset < KIND_MIN_OPSET[node.kind][0]
+    ]
+    _raise(net, diags)
+    return opset
+
+
+def _raise(net: Network, diags: list[Diagnostic]) -> None:
+    if diags:
+        raise SpecError(diags, render(diags, net.path, net.text))
+
+
+def _io(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shape])
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """A lowered network without its weights: the model (no initializers) and its constants."""
+
+    model: onnx.ModelProto
+    constants: list[TensorProto]
+    values: dict[str, str]  # layer name -> the ONNX value holding its output
+
+
+def lower(net: Network, opset: int | None = None) -> Skeleton:
+    """Lower the IR to ONNX nodes; raises `SpecError` for what ONNX cannot express."""
+    ctx = Lowering(net, _opset(net, opset))
+    for node in net.graph.nodes:
+        ctx.values[node.name] = HANDLERS[node.kind](ctx, node, net.analysis.facts[node.name])
+    _raise(net, ctx.diagnostics)
+    last = ctx.values[net.graph.output]
+    if last == INPUT:  # every layer vanished: the output still needs a node of its own
+        ctx.emit("Identity", [INPUT], net.graph.output, output=OUTPUT)
+    else:  # rename the final value to `output` wherever it appears
+        for n in ctx.nodes:
+            n.output[:] = [OUTPUT if v == last else v for v in n.output]
+            n.input[:] = [OUTPUT if v == last else v for v in n.input]
+    values = {k: OUTPUT if v == last else v for k, v in ctx.values.items() if k != INPUT}
+    graph = helper.make_graph(
+        ctx.nodes,
+        net.name,
+        [_io(INPUT, net.graph.input_shape.nchw())],
+        [_io(OUTPUT, net.analysis.output_shape.nchw())],
+    )
+    opsets = [helper.make_opsetid("", ctx.opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="archc", producer_version=__version__)
+    # The oldest IR version that carries this opset, so older runtimes load the file too.
+    model.ir_version = helper.find_min_ir_version_for(opsets)
+    return Skeleton(model, list(ctx.constants.values()), values)
+
+
+def build_model(net: Network, weights: Any = "random", seed: int = 0, opset: int | None = None) -> onnx.ModelProto:
+    """The whole model in memory, weights included (see `archc.weights.make_weights`)."""
+    skel = lower(net, opset)
+    model = skel.model
+    for spec, arr in iter_weights(net, weights, seed):
+        model.graph.initializer.append(numpy_helper.from_array(arr, spec.name))
+    model.graph.initializer.extend(skel.constants)
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: Path, threshold: int = EXTERNAL_THRESHOLD) -> list[Path]:
+    """Write atomically; tensors go to `<path>.data` when they exceed `threshold` bytes.
+
+    Returns the files written. The model in memory is left as it was.
+    """
+    return write_model_proto(model, Path(path), threshold)
+
+
+def write_model(
+    net: Network,
+    path: Path,
+    weights: Any = "random",
+    seed: int = 0,
+    opset: int | None = None,
+    threshold: int = EXTERNAL_THRESHOLD,
+) -> list[Path]:
+    """`save_model(build_model(...))` holding one weight tensor in memory at a time.
+
+    The same bytes as `save_model(build_model(net, weights, seed, opset), path)`.
+    Returns the files written: the model, then its external data if any.
+    """
+    skel = lower(net, opset)
+    specs = tensor_specs(net)
+    if isinstance(weights, str) and weights in GENERATED:
+        stream = generate_chunks(specs, weights, seed)  # one 4 MB buffer, reused
+    else:  # loaded weights: validated in full before anything is written
+        stream = iter([(spec, iter([arr])) for spec, arr in iter_weights(net, weights, seed)])
+
+    def next_tensor(name: str) -> Callable[[], Iterable[Any]]:
+        def take() -> Iterable[Any]:
+            spec, chunks = next(stream)
+            assert spec.name == name  # the writer asks in tensor_specs order
+            # ONNX raw data is little-endian float32
+            return (np.ascontiguousarray(c, dtype="<f4") for c in chunks)
+
+        return take
+
+    tensors = [Tensor(tensor_header(s.name, s.shape), s.numel * 4, next_tensor(s.name)) for s in specs]
+    tensors += [Tensor(c, 0, list) for c in skel.constants]  # small: written whole
+    return write_streamed(copy_except(skel.model, "graph"), skel.model.graph, tensors, Path(path), threshold)

@@ -1,0 +1,252 @@
+"""One PyTorch handler per layer kind: the `nn` module a layer becomes.
+
+A handler reads the layer through a `LayerCtx` (the generator's view of one
+layer statement across every instance of its block) and returns the steps of
+`__init__` and `forward` it needs. `ctx.key("K")` gives the key as Python
+text: the spec's expression when it holds for every instance (`K * 4`), a
+literal when all instances agree, else a constructor argument of the class.
+
+>>> sorted(HANDLERS) == sorted(__import__("archc.registry").registry.KINDS)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from archc import pyexpr as E
+from archc.ir import Shape
+from archc.registry import resolve_window
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A value as Python text, the expression it came from, and its value per instance."""
+
+    text: str
+    sym: E.Sym
+    values: tuple[Any, ...]
+
+    def is_default(self, default: Any) -> bool:
+        """A literal equal to the torch default everywhere: the keyword can be left out."""
+        return isinstance(self.sym, E.Const) and all(E.same(v, default) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Step:
+    """`self.<attr> = <ctor>` in __init__ and `y = self.<attr>(x)` in forward;
+    or, with no attr, `y = <call>` where `{x}` stands for the input."""
+
+    attr: str | None
+    ctor: str | None = None
+    call: str = ""
+
+
+KEEP: Any = object()  # the layer keeps its input's channel count
+
+
+@dataclass
+class Emitted:
+    steps: list[Step]
+    channels: Any = KEEP  # an E.Sym, None (unknown), or KEEP
+
+
+class LayerCtx(Protocol):
+    name: str  # the attribute name: the layer's name in its scope
+    kind: str
+    ins: Sequence[Shape]  # the input shape, one per instance
+    attrs: Sequence[dict[str, Any]]  # the IR attributes, one per instance
+    operands: Sequence[str]  # forward variables of a merge's inputs (add, concat)
+    channels: E.Sym | None  # the input channels as an expression, when known
+
+    def key(self, key: str) -> Rendered: ...
+    def in_channels(self) -> Rendered: ...
+    def check(self, sym: E.Sym | None, values: Sequence[Any], hint: str) -> Rendered: ...
+    def attr(self, hint: str) -> str: ...
+
+
+def ctor(cls: str, *positional: str, **keywords: str | None) -> str:
+    """`nn.Conv2d(3, 96, kernel_size=11)`; keywords given as None are left out."""
+    parts = [*positional, *(f"{k}={v}" for k, v in keywords.items() if v is not None)]
+    return f"{cls}({', '.join(parts)})"
+
+
+def _kw(value: Rendered, default: Any) -> str | None:
+    return None if value.is_default(default) else value.text
+
+
+def _module(ctx: LayerCtx, text: str, channels: Any = KEEP) -> Emitted:
+    return Emitted([Step(ctx.name, text)], channels)
+
+
+# --- windows ----------------------------------------------------------------------------
+def _padding(ctx: LayerCtx, pool: bool, pad_value: str) -> tuple[list[Step], str | None]:
+    """The `padding=` keyword, and a padding module first when the pads are uneven.
+
+    `P=same` with stride 1 and an odd window stays `padding="same"` for conv.
+    Otherwise `same` resolves per instance; an uneven pad (top != bottom, the
+    extra row at the end) cannot be a Conv2d/pool argument, so a ZeroPad2d (or
+    a -inf pad before a max pool) comes first -- torch's own uneven "same"
+    would copy the input with a warning each call.
+    """
+    wins = [resolve_window(a, s, ctx.kind, pool) for a, s in zip(ctx.attrs, ctx.ins, strict=True)]
+    same = [a["P"] == "same" for a in ctx.attrs]
+    if not any(same):
+        return [], _kw(ctx.key("P"), (0, 0))
+    even = all(w.pads[0] == w.pads[2] and w.pads[1] == w.pads[3] for w in wins)
+    if not pool and all(same) and even and all(w.stride == (1, 1) for w in wins):
+        return [], ctx.key("P").text
+    if even:
+        pads = ctx.check(None, [(w.pads[0], w.pads[1]) for w in wins], f"{ctx.name}_padding")
+        return [], _kw(pads, (0, 0))
+    # F.pad order: left, right, top, bottom
+    sides = ctx.check(None, [(w.pads[1], w.pads[3], w.pads[0], w.pads[2]) for w in wins], f"{ctx.name}_pad")
+    pad = ctx.attr(f"{ctx.name}_pad")
+    module = ctor("nn.ZeroPad2d", sides.text) if pad_value == "0" else ctor("nn.ConstantPad2d", sides.text, pad_value)
+    return [Step(pad, module)], None
+
+
+def conv(ctx: LayerCtx) -> Emitted:
+    pre, padding = _padding(ctx, pool=False, pad_value="0")
+    k = ctx.key("K")
+    text = ctor(
+        "nn.Conv2d",
+        ctx.in_channels().text,
+        k.text,
+        kernel_size=ctx.key("F").text,
+        stride=_kw(ctx.key("S"), (1, 1)),
+        padding=padding,
+        dilation=_kw(ctx.key("D"), (1, 1)),
+        groups=_kw(ctx.key("G"), 1),
+        bias=_kw(ctx.key("bias"), True),
+    )
+    return Emitted([*pre, Step(ctx.name, text)], k.sym)
+
+
+def _pool(cls: str, pad_value: str) -> Callable[[LayerCtx], Emitted]:
+    def handler(ctx: LayerCtx) -> Emitted:
+        pre, padding = _padding(ctx, pool=True, pad_value=pad_value)
+        stride = None if all(a["S"] is None for a in ctx.attrs) else ctx.key("S").text
+        text = ctor(
+            cls,
+            kernel_size=ctx.key("F").text,
+            stride=stride,
+            padding=padding,
+            ceil_mode=_kw(ctx.key("ceil"), False),
+        )
+        return Emitted([*pre, Step(ctx.name, text)])
+
+    return handler
+
+
+def adaptiveavgpool(ctx: LayerCtx) -> Emitted:
+    return _module(ctx, ctor("nn.AdaptiveAvgPool2d", ctx.key("size").text))
+
+
+def globalavgpool(ctx: LayerCtx) -> Emitted:
+    return _module(ctx, "nn.AdaptiveAvgPool2d(1)")
+
+
+# --- fully connected ---------------------------------------------------------------------
+def _flat_features(ctx: LayerCtx) -> tuple[E.Sym | None, list[int]]:
+    """The flattened input size as `C * H * W` (torchvision's `256 * 6 * 6`), when H, W agree."""
+    values = [s.numel for s in ctx.ins]
+    if ctx.channels is None:
+        return None, values
+    if all(not s.is_spatial for s in ctx.ins):
+        return ctx.channels, values
+    hw = {s.dims[:2] for s in ctx.ins if s.is_spatial}
+    if len(hw) != 1:
+        return None, values
+    h, w = hw.pop()
+    if (h, w) == (1, 1):
+        return ctx.channels, values
+    return E.Bin("*", E.Bin("*", ctx.channels, E.Const(h)), E.Const(w)), values
+
+
+def fc(ctx: LayerCtx) -> Emitted:
+    steps = []
+    if any(s.is_spatial for s in ctx.ins):
+        # torch.flatten(x, 1) is a no-op on an already flat [batch, N]
+        steps.append(Step(None, call="torch.flatten({x}, 1)"))
+    sym, values = _flat_features(ctx)
+    n_in = ctx.check(sym, values, f"{ctx.name}_in_features")
+    n = ctx.key("N")
+    steps.append(Step(ctx.name, ctor("nn.Linear", n_in.text, n.text, bias=_kw(ctx.key("bias"), True))))
+    return Emitted(steps, n.sym)
+
+
+def flatten(ctx: LayerCtx) -> Emitted:
+    sym, _ = _flat_features(ctx)
+    return _module(ctx, "nn.Flatten()", sym)
+
+
+# --- normalisation and the rest ------------------------------------------------------------
+def batchnorm(ctx: LayerCtx) -> Emitted:
+    spatial = [s.is_spatial for s in ctx.ins]
+    c = ctx.in_channels().text
+    eps = _kw(ctx.key("eps"), 1e-5)
+    if all(spatial) or not any(spatial):
+        cls = "nn.BatchNorm2d" if all(spatial) else "nn.BatchNorm1d"
+        return _module(ctx, ctor(cls, c, eps=eps))
+    # one block used on both spatial and flat inputs: the caller says which
+    which = ctx.check(None, spatial, f"{ctx.name}_spatial")
+    return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
+
+
+def lrn(ctx: LayerCtx) -> Emitted:
+    text = ctor(
+        "nn.LocalResponseNorm",
+        ctx.key("size").text,
+        alpha=_kw(ctx.key("alpha"), 1e-4),
+        beta=_kw(ctx.key("beta"), 0.75),
+        k=_kw(ctx.key("k"), 1.0),  # torch's default k is 1; the spec's is 2
+    )
+    return _module(ctx, text)
+
+
+def dropout(ctx: LayerCtx) -> Emitted:
+    return _module(ctx, ctor("nn.Dropout", p=ctx.key("p").text))
+
+
+def leakyrelu(ctx: LayerCtx) -> Emitted:
+    return _module(ctx, ctor("nn.LeakyReLU", negative_slope=_kw(ctx.key("slope"), 0.01)))
+
+
+def _stateless(text: str) -> Callable[[LayerCtx], Emitted]:
+    # not inplace=True: a residual's shortcut or a sibling branch may still read the input
+    return lambda ctx: _module(ctx, text)
+
+
+def add(ctx: LayerCtx) -> Emitted:
+    return Emitted([Step(None, call=" + ".join(ctx.operands))])
+
+
+def concat(ctx: LayerCtx) -> Emitted:
+    return Emitted([Step(None, call=f"torch.cat([{', '.join(ctx.operands)}], dim=1)")])
+
+
+HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
+    "conv": conv,
+    "maxpool": _pool("nn.MaxPool2d", 'float("-inf")'),
+    "avgpool": _pool("nn.AvgPool2d", "0"),  # count_include_pad: padding counts as zeros
+    "adaptiveavgpool": adaptiveavgpool,
+    "globalavgpool": globalavgpool,
+    "fc": fc,
+    "flatten": flatten,
+    "batchnorm": batchnorm,
+    "lrn": lrn,
+    "dropout": dropout,
+    "relu": _stateless("nn.ReLU()"),
+    "relu6": _stateless("nn.ReLU6()"),
+    "sigmoid": _stateless("nn.Sigmoid()"),
+    "tanh": _stateless("nn.Tanh()"),
+    "gelu": _stateless("nn.GELU()"),
+    "softmax": _stateless("nn.Softmax(dim=1)"),
+    "identity": _stateless("nn.Identity()"),
+    "leakyrelu": leakyrelu,
+    "add": add,
+    "concat": concat,
+}

@@ -1,0 +1,311 @@
+"""The `archc` command: check and summary, exit codes, output formats. Never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from archc.api import compile_file
+from archc.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+ALEXNET = "specs/alexnet_lecture.arch"
+ERRORS = "tests/errors"
+
+
+@pytest.fixture(autouse=True)
+def _plain_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("ARCHC_DEBUG", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run `archc argv` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse: usage errors and --help
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "internal error" not in out + err
+    return code, out, err
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD = "input 8x8x3\nconv K=4 F=3\nfc 10\n"
+BAD = "input 8x8x3\nconvv K=4 F=3\n"
+WARN = "input 9x9x3\nconv K=4 F=2 S=2\n"  # (9 - 2)/2 is not whole: W001
+
+
+# --- check: exit codes and the count line ----------------------------------------------------
+def test_check_valid_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check", ALEXNET)
+    assert code == 0
+    assert re.search(r"^ok +specs/alexnet_lecture\.arch +AlexNet +28,823,912 params", out, re.M)
+    assert out.splitlines()[-1] == "1 spec checked: 1 valid, 0 invalid"
+    assert err == ""
+
+
+def test_check_invalid_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.arch", BAD)
+    code, out, err = run(capsys, "check", str(bad))
+    assert code == 1
+    assert f"{bad}:2:1: error[E100]: unknown layer kind 'convv'" in err
+    assert "^~~~~" in err
+    assert out.splitlines()[-1] == "1 spec checked: 0 valid, 1 invalid"
+
+
+def test_check_failed_expect_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "check", f"{ERRORS}/expect_failed.arch")
+    assert code == 1 and "error[E300]" in err
+
+
+def test_check_directories_recursively(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    write(tmp_path / "a.arch", GOOD)
+    write(tmp_path / "deep" / "er" / "b.arch", GOOD)
+    write(tmp_path / "deep" / "c.arch", BAD)
+    write(tmp_path / "deep" / "notes.txt", BAD)  # not a spec
+    code, out, _ = run(capsys, "check", str(tmp_path))
+    assert code == 1
+    assert out.splitlines()[-1] == "3 specs checked: 2 valid, 1 invalid"
+    assert str(tmp_path / "deep" / "er" / "b.arch") in out
+
+
+def test_check_names_each_file_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    a = write(tmp_path / "a.arch", GOOD)
+    code, out, _ = run(capsys, "check", str(tmp_path), str(a), str(a))
+    assert code == 0 and out.splitlines()[-1] == "1 spec checked: 1 valid, 0 invalid"
+
+
+def test_check_several_files_all_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    a, b = write(tmp_path / "a.arch", GOOD), write(tmp_path / "b.arch", GOOD)
+    code, out, _ = run(capsys, "check", str(a), str(b))
+    assert code == 0 and out.splitlines()[-1] == "2 specs checked: 2 valid, 0 invalid"
+
+
+def test_strict_fails_on_warnings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = write(tmp_path / "w.arch", WARN)
+    code, out, err = run(capsys, "check", str(spec))
+    assert code == 0 and "warning[W001]" in err
+    assert out.splitlines()[-1] == "1 spec checked: 1 valid, 0 invalid, 1 warning"
+    code, out, err = run(capsys, "check", "--strict", str(spec))
+    assert code == 1 and "warning[W001]" in err
+    assert out.splitlines()[-1] == "1 spec checked: 0 valid, 1 invalid, 1 warning (--strict: warnings fail)"
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check", "no/such/file.arch")
+    assert code == 1
+    assert "no/such/file.arch: error[E400]: no such file or directory" in err
+    assert out.splitlines()[-1] == "1 spec checked: 0 valid, 1 invalid"
+
+
+def test_directory_without_specs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "check", str(tmp_path))
+    assert code == 1 and "error[E404]: no .arch files in this directory" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["check"],
+        ["bogus-command"],
+        ["check", "--format", "xml", ALEXNET],
+        ["summary"],
+        ["summary", ALEXNET, "--no-such-flag"],
+    ],
+)
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "usage:" in err
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("archc ")
+    code, out, _ = run(capsys, "check", "--help")
+    assert code == 0 and "--strict" in out
+
+
+# --- check: formats ---------------------------------------------------------------------------
+def test_format_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.arch", BAD)
+    code, out, _ = run(capsys, "check", "--format", "json", ALEXNET, str(bad))
+    assert code == 1
+    doc = json.loads(out)
+    assert (doc["checked"], doc["valid"], doc["invalid"]) == (2, 1, 1)
+    good, wrong = doc["files"]
+    assert good["valid"] and good["params"] == 28_823_912 and good["network"] == "AlexNet"
+    assert not wrong["valid"]
+    (d,) = wrong["diagnostics"]
+    assert (d["code"], d["line"], d["column"], d["severity"]) == ("E100", 2, 1, "error")
+    assert wrong["rendered"][0].startswith(f"{bad}:2:1: error[E100]")
+
+
+def test_format_github(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.arch", BAD)
+    warn = write(tmp_path / "warn.arch", WARN)
+    code, out, _ = run(capsys, "check", "--format", "github", str(bad), str(warn))
+    assert code == 1
+    errors = [line for line in out.splitlines() if line.startswith("::error ")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"::error file={bad},line=2,col=1,")
+    assert "unknown layer kind 'convv'" in errors[0]
+    assert "\n" not in errors[0] and "%0A" in errors[0]  # the hint, escaped onto one line
+    assert any(line.startswith(f"::warning file={warn},line=2,col=1,") for line in out.splitlines())
+    assert out.splitlines()[-1] == "2 specs checked: 1 valid, 1 invalid"
+
+
+def test_github_is_the_default_under_github_actions(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = write(tmp_path / "bad.arch", BAD)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    code, out, _ = run(capsys, "check", str(bad))
+    assert code == 1 and out.startswith(f"::error file={bad},line=2,col=1,")
+    code, out, _ = run(capsys, "check", "--format", "text", str(bad))
+    assert "::error" not in out
+
+
+def test_format_junit(capsys: pytest.CaptureFixture[str]) -> None:
+    failing = f"{ERRORS}/expect_failed.arch"
+    code, out, _ = run(capsys, "check", "--format", "junit", ALEXNET, failing)
+    assert code == 1
+    suite = ET.fromstring(out.split("\n", 1)[1])  # after the XML declaration
+    cases = suite.findall("testcase")
+    assertions = {spec: len(compile_file(spec).assertions) for spec in (ALEXNET, failing)}
+    assert assertions[ALEXNET] == 11 + 15  # 11 arrows and 15 expects
+    assert len(cases) == 2 + sum(assertions.values()) == int(suite.get("tests", "0"))
+    by_spec = [c for c in cases if c.get("classname") == "archc.check"]
+    assert [c.get("name") for c in by_spec] == [ALEXNET, failing]
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert len(failures) == 6 == int(suite.get("failures", "0"))  # the six failing lines
+    assert all(f.get("name", "").startswith(failing) for f in failures)
+    assert {f.find("failure").get("type") for f in failures} == {"E300", "E202"}  # type: ignore[union-attr]
+
+
+def test_format_junit_spec_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.arch", BAD)
+    _, out, _ = run(capsys, "check", "--format", "junit", str(bad))
+    suite = ET.fromstring(out.split("\n", 1)[1])
+    (case,) = suite.findall("testcase")
+    failure = case.find("failure")
+    assert failure is not None and failure.get("type") == "E100"
+    assert "^~~~~" in (failure.text or "")
+
+
+@pytest.mark.parametrize("fmt", ["json", "junit"])
+def test_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str) -> None:
+    report = tmp_path / "out" / f"report.{fmt}"
+    code, out, _ = run(capsys, "check", "--format", fmt, "-o", str(report), ALEXNET)
+    assert code == 0 and out == ""
+    text = report.read_text(encoding="utf-8")
+    if fmt == "json":
+        assert json.loads(text)["valid"] == 1
+    else:
+        assert ET.fromstring(text.split("\n", 1)[1]).get("failures") == "0"
+
+
+# --- summary ----------------------------------------------------------------------------------
+def test_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "summary", ALEXNET)
+    assert code == 0
+    sizes = ["55x55x96", "27x27x96", "23x23x256", "11x11x256", "9x9x384", "7x7x384", "5x5x256", "2x2x256"]
+    positions = [out.index(s) for s in sizes]
+    assert positions == sorted(positions)
+    assert "28,823,912" in out
+    assert "28,813,344 weights + 10,568 biases" in out
+    assert re.search(r"conv1 .* 34,944 .* 105,415,200", out)
+
+
+def test_summary_explain(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "summary", "--explain", ALEXNET)
+    assert code == 0
+    assert "(227 - 11 + 2*0)/4 + 1 = 55" in out
+    assert "(11*11*3)*96 = 34,848 weights + 96 biases" in out
+    assert "(5 - 3 + 2*0)/2 + 1 = 2" in out
+
+
+def test_summary_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "summary", "--json", ALEXNET)
+    assert code == 0
+    doc = json.loads(out)
+    assert {"network", "input", "output", "params", "weights", "biases", "macs", "layers"} <= set(doc)
+    assert (doc["network"], doc["input"], doc["output"]) == ("AlexNet", [227, 227, 3], [1000])
+    assert (doc["params"], doc["weights"], doc["biases"]) == (28_823_912, 28_813_344, 10_568)
+    assert doc["macs"] == sum(layer["macs"] for layer in doc["layers"])
+    for layer in doc["layers"]:
+        assert {"name", "kind", "output", "params", "weights", "biases", "macs"} <= set(layer)
+        assert layer["params"] == layer["weights"] + layer["biases"]
+    conv1 = doc["layers"][0]
+    assert (conv1["name"], conv1["kind"], conv1["output"], conv1["params"]) == ("conv1", "conv", [55, 55, 96], 34_944)
+    assert doc["layers"][-1]["output"] == [1000]
+
+
+def test_summary_receptive_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "summary", "--json", "--rf", ALEXNET)
+    assert code == 0
+    layers = {layer["name"]: layer for layer in json.loads(out)["layers"]}
+    rf = layers["conv1"]["receptive_field"]
+    assert (rf["rf"], rf["jump"]) == ([11, 11], [4, 4])
+    pool1 = layers["pool1"]["receptive_field"]
+    assert (pool1["rf"], pool1["jump"]) == ([19, 19], [8, 8])  # 11 + (3-1)*4
+    code, out, _ = run(capsys, "summary", "--rf", ALEXNET)
+    assert code == 0 and re.search(r"conv1 .* 11x11 .* 4x4", out)
+
+
+def test_summary_of_blocks_shows_groups(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "b.arch",
+        "input 8x8x4\nblock B(K) { conv K=K F=1; relu }\nl: repeat 2 { B K=4 }\nfc 10\n",
+    )
+    code, out, _ = run(capsys, "summary", str(spec))
+    assert code == 0
+    assert re.search(r"l .*repeat x2 .* 40 ", out)
+    assert "l.0.conv1" in out and "l.1.relu1" in out
+
+
+def test_summary_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, "summary", "no/such.arch")
+    assert code == 1 and "no/such.arch: error[E400]: no such file" in err and out == ""
+    code, out, err = run(capsys, "summary", str(tmp_path))
+    assert code == 1 and "error[E400]: is a directory" in err
+    bad = write(tmp_path / "bad.arch", BAD)
+    code, out, err = run(capsys, "summary", str(bad))
+    assert code == 1 and f"{bad}:2:1: error[E100]" in err and out == ""
+
+
+# --- as a real process ------------------------------------------------------------------------
+def test_python_dash_m_archc(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.arch", BAD)
+    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "FORCE_COLOR")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "archc", "check", ALEXNET, str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "2 specs checked: 1 valid, 1 invalid"
+    assert f"{bad}:2:1: error[E100]" in proc.stderr
+    assert "\x1b[" not in proc.stderr  # not a terminal: no colour

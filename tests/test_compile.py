@@ -1,0 +1,111 @@
+"""`archc compile`: targets, weights, atomic output, nothing written on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+onnx = pytest.importorskip("onnx")
+
+from conftest import SPECS  # noqa: E402
+
+import archc  # noqa: E402
+from archc.cli import main  # noqa: E402
+from archc.weights import make_weights  # noqa: E402
+
+LENET = str(SPECS / "lenet5.arch")
+
+
+def test_compile_onnx_from_the_suffix(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "lenet.onnx"
+    assert main(["compile", LENET, "-o", str(out), "--seed", "4"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    net = archc.load(LENET)
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert all(np.array_equal(got[k], v) for k, v in make_weights(net, seed=4).items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx"]  # no temporary left
+
+
+def test_compile_zeros_and_opset(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    assert main(["compile", LENET, "-o", str(out), "--weights", "zeros", "--opset", "17"]) == 0
+    model = onnx.load(str(out))
+    assert model.opset_import[0].version == 17
+    assert not any(onnx.numpy_helper.to_array(t).any() for t in model.graph.initializer)
+
+
+def test_compile_with_a_weights_file(tmp_path: Path) -> None:
+    st = pytest.importorskip("safetensors.numpy")
+    net = archc.load(LENET)
+    w = make_weights(net, seed=9)
+    st.save_file(w, str(tmp_path / "w.safetensors"))
+    out = tmp_path / "m.onnx"
+    assert main(["compile", LENET, "-o", str(out), "--weights", str(tmp_path / "w.safetensors")]) == 0
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
+    assert all(np.array_equal(got[k], v) for k, v in w.items())
+
+
+def test_bad_weights_write_nothing(tmp_path: Path, capsys) -> None:
+    st = pytest.importorskip("safetensors.numpy")
+    st.save_file({"conv1.weight": np.zeros((1, 1), np.float32)}, str(tmp_path / "w.safetensors"))
+    out = tmp_path / "out" / "m.onnx"
+    assert main(["compile", LENET, "-o", str(out), "--weights", str(tmp_path / "w.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "missing" in err and "Traceback" not in err
+    assert not out.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_an_existing_file_survives_a_failed_compile(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"previous")
+    bad = tmp_path / "bad.arch"
+    bad.write_text("input 13x13x2\nconv K=2 F=1\nadaptiveavgpool 6\n")
+    assert main(["compile", str(bad), "-o", str(out)]) == 1
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.arch", "m.onnx"]
+
+
+def test_invalid_spec_prints_diagnostics_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.arch"
+    bad.write_text("input 8x8x3\nconv K=4 F=30\n")
+    for name in ("m.onnx", "m.py"):
+        assert main(["compile", str(bad), "-o", str(tmp_path / name)]) == 1
+        assert "bad.arch:2:" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.arch"]
+
+
+def test_unknown_suffix_needs_to(tmp_path: Path, capsys) -> None:
+    assert main(["compile", LENET, "-o", str(tmp_path / "m.bin")]) == 1
+    assert "--to torch|onnx" in capsys.readouterr().err
+    assert main(["compile", LENET, "-o", str(tmp_path / "m.bin"), "--to", "onnx"]) == 0
+    onnx.checker.check_model(str(tmp_path / "m.bin"))
+
+
+def test_weights_with_torch_target_is_an_error(tmp_path: Path, capsys) -> None:
+    assert main(["compile", LENET, "-o", str(tmp_path / "m.py"), "--weights", "zeros"]) == 1
+    assert "apply to --to onnx" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compile_torch_source(tmp_path: Path) -> None:
+    pytest.importorskip("archc.torch_gen")
+    out = tmp_path / "lenet.py"
+    assert main(["compile", LENET, "-o", str(out)]) == 0
+    from archc.torch_gen import generate_source
+
+    assert out.read_text() == generate_source(archc.load(LENET))
+    compile(out.read_text(), str(out), "exec")
+
+
+def test_gelu_at_an_old_opset_is_a_located_error(tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "g.arch"
+    spec.write_text("input 4\nfc 4\ngelu\n")
+    assert main(["compile", str(spec), "-o", str(tmp_path / "g.onnx"), "--opset", "18"]) == 1
+    err = capsys.readouterr().err
+    assert "g.arch:3:1" in err and "opset 20" in err and "Traceback" not in err
+    assert not (tmp_path / "g.onnx").exists()

@@ -1,0 +1,252 @@
+"""`archc fmt`: the canonical layout, idempotent, comment-keeping and meaning-preserving."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import GOLDEN, ROOT, all_specs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archc.api import compile_text
+from archc.cli import main
+from archc.fmt import FormatError, format_text
+
+ERROR_SPECS = sorted((ROOT / "tests" / "errors").glob("*.arch"))
+
+
+def comments(text: str) -> list[str]:
+    """Every comment, in order (`#` always starts one: the language has no strings)."""
+    return [m.group(0).rstrip() for m in re.finditer(r"#[^\n]*", text)]
+
+
+def meaning(text: str) -> object:
+    """What the compiler makes of a spec: layers, scopes, totals and diagnostic codes."""
+    result = compile_text(text, "spec.arch")
+    codes = sorted(d.code for d in result.diagnostics)
+    net = result.network
+    if net is None:
+        return ("invalid", codes)
+    layers = [(lay.name, lay.kind, lay.output, lay.weights, lay.biases, lay.macs) for lay in net.layers]
+    scopes = [(s.path, s.kind, s.block, s.args) for s in net.graph.scopes]
+    return (net.name, net.input_shape, layers, scopes, net.params, net.macs, len(result.assertions), codes)
+
+
+# --- every spec in the repository -------------------------------------------------------------
+@pytest.mark.parametrize("path", all_specs() + ERROR_SPECS, ids=lambda p: p.name)
+def test_idempotent_and_meaning_preserved(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    try:
+        once = format_text(text)
+    except FormatError:
+        assert compile_text(text).network is None  # only syntax errors refuse to format
+        return
+    assert format_text(once) == once
+    assert meaning(once) == meaning(text)
+    assert comments(once) == comments(text)
+
+
+def test_specs_exist() -> None:
+    assert len(all_specs()) >= 1
+
+
+def test_golden(golden) -> None:  # type: ignore[no-untyped-def]
+    src = GOLDEN / "fmt_messy.arch"
+    out = format_text(src.read_text(encoding="utf-8"))
+    golden(GOLDEN / "fmt_messy.formatted.arch", out)
+    assert meaning(out) == meaning(src.read_text(encoding="utf-8"))
+
+
+# --- the rules, one at a time ------------------------------------------------------------------
+def test_one_statement_per_line_and_indentation() -> None:
+    src = "input 8x8x3\nrepeat 2 { conv K=3 F=1; relu }\nconcat { branch { relu } branch { identity } }\n"
+    assert format_text(src) == (
+        "input 8x8x3\n"
+        "repeat 2 {\n  conv K=3 F=1\n  relu\n}\n"
+        "concat {\n  branch {\n    relu\n  }\n  branch {\n    identity\n  }\n}\n"
+    )
+
+
+def test_keys_in_registry_order_and_block_parameter_order() -> None:
+    src = "block B(A, Z=1) { fc A+Z }\ninput 4\nb: B Z=2 A=3\nconv bias=false G=1 D=1 P=1 S=2 F=3 K=8\n"
+    out = format_text(src)
+    assert "b: B A=3 Z=2\n" in out
+    assert "conv K=8 F=3 S=2 P=1 D=1 G=1 bias=false\n" in out
+
+
+def test_positional_first_and_values_as_written() -> None:
+    out = format_text("input 4_096\nfc  bias=false   4_096\ndropout 5e-1\nfc 34.8K\n")
+    assert out == "input 4_096\nfc 4_096 bias=false\ndropout 5e-1\nfc 34.8K\n"
+
+
+def test_expressions_keep_parentheses_and_lose_spaces() -> None:
+    out = format_text("block F(SQ) { conv K = ( SQ + 1 ) // 2 * 4   F=1 }\ninput 8x8x3\nF SQ=3\n")
+    assert "conv K=(SQ+1)//2*4 F=1\n" in out
+
+
+def test_arrows_aligned_within_a_run_only() -> None:
+    src = (
+        "input 227x227x3\n"
+        "conv1: conv K=96 F=11 S=4 -> 55x55x96\n"
+        "relu\n"
+        "pool1: maxpool F=3 S=2 -> 27x27x96\n"
+        "\n"
+        "fc 10 -> 10\n"
+    )
+    lines = format_text(src).splitlines()
+    assert lines[1] == "conv1: conv K=96 F=11 S=4 -> 55x55x96"
+    assert lines[2] == "relu"
+    assert lines[3] == "pool1: maxpool F=3 S=2    -> 27x27x96"
+    assert lines[5] == "fc 10 -> 10"  # a blank line starts a new run
+
+
+def test_comments_kept_and_trailing_ones_aligned() -> None:
+    src = (
+        "# head\n"
+        "input 8x8x3 # the input\n"
+        "conv K=4 F=3   # a conv\n"
+        "repeat 2 {   # twice\n"
+        "  # inside\n"
+        "  relu\n"
+        "  # last inside\n"
+        "}\n"
+        "# tail\n"
+    )
+    assert format_text(src) == (
+        "# head\n"
+        "input 8x8x3   # the input\n"
+        "conv K=4 F=3  # a conv\n"
+        "repeat 2 {    # twice\n"
+        "  # inside\n"
+        "  relu\n"
+        "  # last inside\n"
+        "}\n"
+        "# tail\n"
+    )
+
+
+def test_blank_lines_collapsed_and_trimmed() -> None:
+    src = "\n\n\ninput 4\n\n\n\nfc 3\nrepeat 1 {\n\n  relu\n\n\n  relu\n\n}\n\n\n"
+    assert format_text(src) == "input 4\n\nfc 3\nrepeat 1 {\n  relu\n\n  relu\n}\n"
+
+
+def test_expect_spacing_normalised() -> None:
+    out = format_text("input 4\nfc 3\nexpect   params=15\nexpect fc1.weights  ==  12   +-   5 %\n")
+    assert out.endswith("expect params = 15\nexpect fc1.weights == 12 +- 5%\n")
+
+
+def test_residual_shortcut_and_arrows_on_closing_lines() -> None:
+    src = "input 8x8x4\nr: residual { conv K=4 F=1 } shortcut { identity } -> 8x8x4\nblock E {}\n"
+    assert format_text(src) == (
+        "input 8x8x4\n"
+        "r: residual {\n  conv K=4 F=1\n} shortcut {\n  identity\n} -> 8x8x4\n"
+        "block E {}\n"
+    )
+
+
+def test_crlf_and_semicolons() -> None:
+    assert format_text("input 4\r\nfc 3;;relu\r\n") == "input 4\nfc 3\nrelu\n"
+
+
+def test_syntax_error_raises_with_diagnostics() -> None:
+    with pytest.raises(FormatError) as info:
+        format_text("input 4\nfc 3 )\n")
+    assert info.value.diagnostics[0].code == "E001"
+
+
+# --- random specs ------------------------------------------------------------------------------
+_LAYERS = [
+    "conv K={k} F={f} P={p}",
+    "conv P={p} F={f} K={k} bias=false",
+    "maxpool F=1",
+    "batchnorm",
+    "relu",
+    "dropout 0.5",
+    "residual {{ conv K={c} F=1 ; relu }}",
+    "concat {{ branch {{ conv K={k} F=1 }} branch {{ relu }} }}",
+    "repeat {n} {{ conv F=1 K={c} }}",
+]
+_SPACES = st.sampled_from([" ", "  ", "\t", " \t "])
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> str:
+    """A spec of random layers written with random spacing, separators, blank lines and comments."""
+    lines = ["input 16x16x4"]
+    channels = 4
+    for i in range(draw(st.integers(1, 8))):
+        template = draw(st.sampled_from(_LAYERS))
+        k, f = draw(st.integers(1, 8)), draw(st.sampled_from([1, 3]))
+        layer = template.format(k=k, f=f, p=(f - 1) // 2, c=channels, n=draw(st.integers(0, 2)))
+        if layer.startswith("conv"):
+            channels = k
+        elif layer.startswith("concat"):
+            channels += k
+        if draw(st.booleans()):
+            layer = f"l{i}:{draw(_SPACES)}{layer}"
+        layer = layer.replace(" ", draw(_SPACES))
+        if draw(st.booleans()):
+            layer += f"{draw(_SPACES)}# c{i}"
+        lines.append(layer)
+        if draw(st.booleans()):
+            lines.append(draw(st.sampled_from(["", "", "# note", "  ;"])))
+    sep = draw(st.sampled_from(["\n", "\n", "\r\n"]))
+    return sep.join(lines) + draw(st.sampled_from(["", "\n", "\n\n"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs())
+def test_random_specs(src: str) -> None:
+    once = format_text(src)
+    assert format_text(once) == once
+    assert meaning(once) == meaning(src)
+    assert comments(once) == comments(src.replace("\r", ""))
+    assert "\n\n\n" not in once and not once.startswith("\n")
+
+
+# --- the command -------------------------------------------------------------------------------
+MESSY = "input 4\nfc   3 # c\n"
+TIDY = "input 4\nfc 3  # c\n"
+
+
+def test_check_reports_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    messy, tidy = tmp_path / "messy.arch", tmp_path / "tidy.arch"
+    messy.write_text(MESSY)
+    tidy.write_text(TIDY)
+    assert main(["fmt", "--check", str(tidy)]) == 0
+    assert main(["fmt", "--check", str(messy), str(tidy)]) == 1
+    out = capsys.readouterr().out
+    assert f"would reformat {messy}" in out and str(tidy) not in out
+    assert messy.read_text() == MESSY
+
+
+def test_rewrites_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    messy = tmp_path / "sub" / "messy.arch"
+    messy.parent.mkdir()
+    messy.write_text(MESSY)
+    assert main(["fmt", str(tmp_path)]) == 0  # directories are searched
+    assert messy.read_text() == TIDY
+    assert f"reformatted {messy}" in capsys.readouterr().out
+    assert main(["fmt", "--check", str(messy)]) == 0
+    assert [p.name for p in messy.parent.iterdir()] == ["messy.arch"]  # no temporary left over
+
+
+def test_syntax_error_leaves_file_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad, messy = tmp_path / "bad.arch", tmp_path / "messy.arch"
+    bad.write_text("input 4\nfc   3 )\n")
+    messy.write_text(MESSY)
+    assert main(["fmt", str(bad), str(messy)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:2:8: error[E001]" in err and "Traceback" not in err
+    assert bad.read_text() == "input 4\nfc   3 )\n"
+    assert messy.read_text() == TIDY  # the other files are still formatted
+
+
+def test_missing_file_and_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fmt", str(tmp_path / "nope.arch")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["fmt"])
+    assert info.value.code == 2

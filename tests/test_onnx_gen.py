@@ -1,0 +1,270 @@
+"""The ONNX back-end: validity, shapes against the IR, initializers, lowering rules, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+onnx = pytest.importorskip("onnx")
+np = pytest.importorskip("numpy")
+ort = pytest.importorskip("onnxruntime")
+
+from conftest import GOLDEN, SPECS, all_specs  # noqa: E402
+
+import archc  # noqa: E402 - after the importorskips, so a missing onnx skips instead of failing
+from archc.diagnostics import SpecError  # noqa: E402
+from archc.ir import INPUT  # noqa: E402
+from archc.onnx_gen import (  # noqa: E402
+    DEFAULT_OPSET,
+    HANDLERS,
+    KIND_MIN_OPSET,
+    OnnxError,
+    build_model,
+    lower,
+    save_model,
+    write_model,
+)
+from archc.registry import KINDS  # noqa: E402
+from archc.tensors import Role, tensor_specs  # noqa: E402
+
+# Every kind, every merge, P=same, ceil, groups, dilation, no-bias, a vanishing dropout.
+EVERY_KIND = """\
+network Every
+input 20x20x4
+conv1: conv K=8 F=3 P=same D=2
+batchnorm
+lrn size=3
+relu6
+maxpool F=3 S=2 ceil=true
+avgpool F=3 S=1 P=1
+conv K=8 F=3 P=1 G=4 bias=false
+leakyrelu slope=0.2
+gelu
+sigmoid
+tanh
+identity
+res: residual { conv K=8 F=3 P=1 bias=false; batchnorm }
+relu
+cat: concat { branch { conv K=4 F=1 } branch { conv K=4 F=3 P=1; dropout 0.3 } }
+adaptiveavgpool 5
+globalavgpool
+flatten
+fc 10 bias=false
+softmax
+"""
+
+
+def _run(model, x):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})[0]
+
+
+def _dims(value_info) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_every_registry_kind_has_a_handler() -> None:
+    assert set(HANDLERS) == set(KINDS)
+
+
+def test_every_kind_example_covers_every_kind() -> None:
+    assert {n.kind for n in archc.loads(EVERY_KIND).graph.nodes} == set(KINDS)
+
+
+def _check_against_ir(net, model, inferred=None) -> None:
+    """Checker, shape inference vs the IR for every layer, initializers vs tensor_specs."""
+    if inferred is None:
+        onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    shapes = {v.name: _dims(v) for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    shapes[INPUT] = _dims(inferred.graph.input[0])
+    values = lower(net).values
+    for node in net.graph.nodes:
+        expected = ["batch", *net.analysis.facts[node.name].output.nchw()]
+        assert shapes[values[node.name]] == expected, node.name
+    specs = tensor_specs(net)
+    weights = [t for t in model.graph.initializer if not t.name.startswith("/")]
+    assert [t.name for t in weights] == [s.name for s in specs]
+    assert [tuple(t.dims) for t in weights] == [s.shape for s in specs]
+    bn_buffers = sum(2 * net.analysis.facts[n.name].output.channels for n in net.graph.nodes if n.kind == "batchnorm")
+    assert sum(int(np.prod(t.dims)) for t in weights) == net.params + bn_buffers
+    assert sum(s.numel for s in specs if s.role is Role.BUFFER) == bn_buffers
+    layer_names = {n.name for n in net.graph.nodes}
+    assert {n.name for n in model.graph.node} <= layer_names | {n.name for n in model.graph.node if "/" in n.name}
+    assert _dims(model.graph.input[0])[0] == "batch" and _dims(model.graph.output[0])[0] == "batch"
+    assert [o.name for o in model.graph.output] == ["output"]
+
+
+@pytest.mark.parametrize("spec", all_specs(), ids=lambda p: p.stem)
+def test_spec_is_valid_onnx_with_the_irs_shapes(spec: Path, tmp_path: Path) -> None:
+    # Written with every tensor in external data (threshold 0), the checker and
+    # shape inference read a small file: VGG's 550 MB of weights are checked for
+    # size and place, not parsed and copied three times.
+    net = archc.load(spec)
+    path, data = write_model(net, tmp_path / "m.onnx", weights="zeros", threshold=0)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        onnx.shape_inference.infer_shapes_path(str(path), str(tmp_path / "inferred.onnx"), strict_mode=True)
+        model = onnx.load(str(path), load_external_data=False)
+        inferred = onnx.load(str(tmp_path / "inferred.onnx"), load_external_data=False)
+        _check_against_ir(net, model, inferred)
+        assert data.stat().st_size >= 4 * (net.params - 4096)  # every weight is there (bar alignment)
+    finally:
+        for f in tmp_path.iterdir():
+            f.unlink()
+
+
+def test_every_kind_runs_on_onnxruntime_at_the_default_opset() -> None:
+    net = archc.loads(EVERY_KIND)
+    model = build_model(net, seed=1)
+    assert model.opset_import[0].version == DEFAULT_OPSET
+    _check_against_ir(net, model)
+    y = _run(model, np.random.default_rng(0).standard_normal((2, 4, 20, 20), dtype=np.float32))
+    assert y.shape == (2, 10)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)  # softmax rows
+
+
+def test_flat_input_and_every_layer_vanishing() -> None:
+    net = archc.loads("input 6\ndropout\n")
+    model = build_model(net)
+    onnx.checker.check_model(model, full_check=True)
+    assert _dims(model.graph.input[0]) == ["batch", 6]
+    assert [n.op_type for n in model.graph.node] == ["Identity"]
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    np.testing.assert_array_equal(_run(model, x), x)
+
+
+def test_dropout_at_the_end_renames_the_previous_value_output() -> None:
+    model = build_model(archc.loads("input 4\nfc1: fc 3\ndropout"))
+    assert [(n.name, list(n.output)) for n in model.graph.node] == [("fc1", ["output"])]
+
+
+def test_gelu_needs_opset_20_with_a_located_error() -> None:
+    net = archc.loads("input 4x4x2\nconv K=2 F=1\ng: gelu\n", filename="g.arch")
+    with pytest.raises(SpecError) as info:
+        build_model(net, opset=19)
+    text = str(info.value)
+    assert "g.arch:3:4: error[E602]" in text and "opset 20" in text and "--opset 20" in text
+    assert KIND_MIN_OPSET["gelu"][0] == 20
+    build_model(net, opset=20)  # and 20 is enough
+
+
+@pytest.mark.parametrize("opset", [12, 10_000])
+def test_opset_out_of_range(opset: int) -> None:
+    with pytest.raises(OnnxError, match="out of range"):
+        build_model(archc.loads("input 4\nfc 2"), opset=opset)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 20, 21])
+def test_older_opsets_run(opset: int) -> None:
+    text = EVERY_KIND if opset >= 20 else EVERY_KIND.replace("gelu\n", "")
+    net = archc.loads(text)
+    model = build_model(net, opset=opset)
+    assert model.opset_import[0].version == opset
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    assert _run(model, np.ones((1, 4, 20, 20), np.float32)).shape == (1, 10)
+
+
+# --- adaptiveavgpool ----------------------------------------------------------------
+def test_adaptive_equal_size_emits_nothing() -> None:
+    model = build_model(archc.loads("input 6x6x2\nconv1: conv K=2 F=1\nadaptiveavgpool 6\nflatten"))
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Flatten"]
+
+
+def test_adaptive_divisible_is_one_average_pool() -> None:
+    net = archc.loads("input 12x8x2\nadaptiveavgpool 3x2")
+    (node,) = build_model(net).graph.node
+    attrs = {a.name: list(a.ints) for a in node.attribute}
+    assert node.op_type == "AveragePool" and attrs["kernel_shape"] == [4, 4] and attrs["strides"] == [4, 4]
+    x = np.random.default_rng(0).standard_normal((1, 2, 12, 8), dtype=np.float32)
+    expected = x.reshape(1, 2, 3, 4, 2, 4).mean(axis=(3, 5))
+    np.testing.assert_allclose(_run(build_model(net), x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_uneven_is_a_located_compile_error() -> None:
+    net = archc.loads("input 13x13x2\nconv K=2 F=1\npool: adaptiveavgpool 6\n", filename="a.arch")
+    with pytest.raises(SpecError) as info:
+        build_model(net)
+    text = str(info.value)
+    assert "a.arch:3:7: error[E601]" in text and "13x13" in text and "6x6" in text
+    assert "hint:" in text
+
+
+# --- golden, determinism, files -----------------------------------------------------
+def _text(model) -> str:
+    """onnx.printer text without the weight values (28M numbers), then each initializer's type."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.initializer[:]
+    lines = [onnx.printer.to_text(bare), "", "initializers:"]
+    for t in model.graph.initializer:
+        values = onnx.numpy_helper.to_array(t)
+        data = f" = {values.tolist()}" if values.size <= 4 else ""
+        lines.append(f"  float[{','.join(map(str, t.dims))}] {t.name}{data}")
+    return "\n".join(lines) + "\n"
+
+
+def test_golden_alexnet_lecture(golden) -> None:
+    model = build_model(archc.load(SPECS / "alexnet_lecture.arch"), weights="zeros")
+    golden(GOLDEN / "alexnet_lecture.onnx.txt", _text(model))
+
+
+def test_output_is_deterministic(tmp_path: Path) -> None:
+    net = archc.loads(EVERY_KIND)
+    a, b = build_model(net, seed=3), build_model(net, seed=3)
+    assert a.SerializeToString() == b.SerializeToString()
+    assert build_model(net, seed=4).SerializeToString() != a.SerializeToString()
+    write_model(net, tmp_path / "1.onnx", seed=3)
+    write_model(net, tmp_path / "2.onnx", seed=3)
+    assert (tmp_path / "1.onnx").read_bytes() == (tmp_path / "2.onnx").read_bytes()
+
+
+def test_streamed_write_equals_saving_the_built_model(tmp_path: Path) -> None:
+    net = archc.loads(EVERY_KIND)
+    model = build_model(net, seed=5)
+    assert save_model(model, tmp_path / "saved.onnx") == [tmp_path / "saved.onnx"]
+    write_model(net, tmp_path / "streamed.onnx", seed=5)
+    assert (tmp_path / "saved.onnx").read_bytes() == (tmp_path / "streamed.onnx").read_bytes()
+    assert onnx.load(str(tmp_path / "saved.onnx")) == model
+
+
+def test_external_data_past_the_threshold(tmp_path: Path) -> None:
+    net = archc.loads(EVERY_KIND)
+    model = build_model(net, seed=2)
+    before = model.SerializeToString()
+    path = tmp_path / "big.onnx"
+    written = save_model(model, path, threshold=1000)
+    assert written == [path, tmp_path / "big.onnx.data"]
+    assert model.SerializeToString() == before  # the model in memory is untouched
+    assert path.stat().st_size < 5000 < written[1].stat().st_size
+    onnx.checker.check_model(str(path), full_check=True)
+    loaded = onnx.load(str(path))  # reads the external data back
+    for a, b in zip(loaded.graph.initializer, model.graph.initializer, strict=True):
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
+    x = np.random.default_rng(1).standard_normal((2, 4, 20, 20), dtype=np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(None, {"input": x})[0], _run(model, x))
+    # streamed from the weights, the same two files
+    write_model(net, tmp_path / "s" / "big.onnx", seed=2, threshold=1000)
+    for f in written:
+        assert (tmp_path / "s" / f.name).read_bytes() == f.read_bytes()
+
+
+def test_below_the_threshold_no_data_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    assert save_model(build_model(archc.loads(EVERY_KIND)), path) == [path]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    net = archc.loads("input 4\nfc1: fc 3")
+    with pytest.raises(Exception, match="do not fit"):
+        write_model(net, tmp_path / "m.onnx", weights={"fc1.weight": np.zeros((3, 4), np.float32)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_network_to_onnx_facade(tmp_path: Path) -> None:
+    net = archc.loads("input 4\nfc1: fc 3")
+    model = net.to_onnx(tmp_path / "m.onnx", weights="zeros")
+    assert onnx.load(str(tmp_path / "m.onnx")) == model

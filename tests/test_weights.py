@@ -1,0 +1,126 @@
+"""Weights: PyTorch's default init, zeros, files, and one clear error for a mismatch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+
+import archc  # noqa: E402
+from archc.tensors import tensor_specs  # noqa: E402
+from archc.weights import WeightsError, make_weights  # noqa: E402
+
+SPEC = "input 16x16x3\nconv1: conv K=64 F=5\nbn: batchnorm\nfc1: fc 300\nfc2: fc 10 bias=false\n"
+
+
+@pytest.fixture(scope="module")
+def net():
+    return archc.loads(SPEC)
+
+
+def test_keys_shapes_and_dtype_follow_tensor_specs(net) -> None:
+    w = make_weights(net)
+    assert [(k, v.shape) for k, v in w.items()] == [(s.name, s.shape) for s in tensor_specs(net)]
+    assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in w.values())
+
+
+def test_random_matches_pytorch_default_distributions(net) -> None:
+    w = make_weights(net, "random", seed=0)
+    for name, fan_in in (("conv1", 3 * 5 * 5), ("fc1", 12 * 12 * 64)):
+        bound = 1 / np.sqrt(fan_in)
+        for t in (w[f"{name}.weight"], w[f"{name}.bias"]):
+            assert np.abs(t).max() <= bound
+        big = w[f"{name}.weight"]  # U(-b, b): mean 0, std b/sqrt(3), the whole range used
+        assert abs(big.mean()) < 0.02 * bound
+        assert big.std() == pytest.approx(bound / np.sqrt(3), rel=0.02)
+        assert big.max() > 0.99 * bound and big.min() < -0.99 * bound
+    np.testing.assert_array_equal(w["bn.weight"], 1)
+    np.testing.assert_array_equal(w["bn.bias"], 0)
+    np.testing.assert_array_equal(w["bn.running_mean"], 0)
+    np.testing.assert_array_equal(w["bn.running_var"], 1)
+    assert "fc2.bias" not in w
+
+
+def test_random_is_reproducible_by_seed(net) -> None:
+    a, b, c = make_weights(net, seed=7), make_weights(net, seed=7), make_weights(net, seed=8)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["fc1.weight"], c["fc1.weight"])
+
+
+def test_zeros(net) -> None:
+    assert all(not v.any() for v in make_weights(net, "zeros").values())
+
+
+def test_a_state_dict_passes_through_as_float32(net) -> None:
+    given = {k: v.astype(np.float64) for k, v in make_weights(net, seed=1).items()}
+    given["bn.num_batches_tracked"] = np.array(5)  # PyTorch bookkeeping: ignored
+    out = make_weights(net, given)
+    assert list(out) == [s.name for s in tensor_specs(net)]
+    assert all(v.dtype == np.float32 and np.allclose(v, given[k]) for k, v in out.items())
+
+
+def test_pt_round_trip(net, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    w = make_weights(net, seed=2)
+    state = {k: torch.from_numpy(v.copy()) for k, v in w.items()}
+    state["bn.num_batches_tracked"] = torch.tensor(3)
+    torch.save(state, tmp_path / "w.pt")
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pth")
+    for f in ("w.pt", "ckpt.pth"):
+        back = make_weights(net, tmp_path / f)
+        assert all(np.array_equal(back[k], w[k]) for k in w)
+
+
+def test_safetensors_round_trip(net, tmp_path: Path) -> None:
+    st = pytest.importorskip("safetensors.numpy")
+    w = make_weights(net, seed=3)
+    st.save_file(w, str(tmp_path / "w.safetensors"))
+    back = make_weights(net, str(tmp_path / "w.safetensors"))
+    assert all(np.array_equal(back[k], w[k]) for k in w)
+
+
+def test_one_error_lists_missing_unexpected_and_misshaped(net) -> None:
+    w = make_weights(net)
+    del w["conv1.bias"], w["bn.running_var"]
+    w["fc3.weight"] = np.zeros((2, 2), np.float32)
+    w["fc1.weight"] = np.zeros((300, 10), np.float32)
+    w["fc2.weight"] = np.array(["a"])
+    with pytest.raises(WeightsError) as info:
+        make_weights(net, w)
+    text = str(info.value)
+    assert "missing (2):\n    conv1.bias [64]\n    bn.running_var [64]" in text
+    assert "unexpected (1):\n    fc3.weight" in text
+    assert "mis-shaped (2):" in text
+    assert "fc1.weight is [300, 10], expected [300, 9216]" in text
+    assert "fc2.weight is not a floating-point tensor" in text
+
+
+def test_long_lists_are_capped() -> None:
+    net = archc.loads("input 4\n" + "".join(f"f{i}: fc 4\n" for i in range(12)))
+    with pytest.raises(WeightsError, match=r"missing \(24\):(\n    .*){10}\n    \.\.\. and 14 more"):
+        make_weights(net, {})
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("w.npz", b"x", "unknown weights format .npz"),
+        ("w.safetensors", b"not safetensors", "cannot read weights"),
+        ("w.pt", b"not a pickle", "cannot read weights"),
+    ],
+)
+def test_bad_files(net, tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    if name.endswith(".pt"):
+        pytest.importorskip("torch")
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(WeightsError, match=message):
+        make_weights(net, tmp_path / name)
+
+
+def test_missing_file_and_bad_type(net, tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="no such weights file"):
+        make_weights(net, tmp_path / "nope.pt")
+    with pytest.raises(WeightsError, match="not int"):
+        make_weights(net, 3)
