@@ -127,7 +127,7 @@ def infer_shapes(state: _State) -> None:
                 error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), exc.hint)  # type: ignore[arg-type]
             )
             continue
-        counts = kind.count(node.attrs, in_shapes, out)
+        counts = kind.counts(node.attrs, in_shapes, out)
         shapes[node.name] = out
         state.facts[node.name] = LayerFacts.model_construct(
             name=node.name,

@@ -17,29 +17,44 @@ from collections.abc import Sequence
 from archc import __version__
 from archc.diagnostics import ArchError
 
-COMMANDS = ("check", "summary", "compile", "run", "diff", "fmt", "graph")
+# name -> one-line help; a command's module is imported only when it runs (start-up time)
+COMMANDS = {
+    "check": "validate specs",
+    "summary": "per-layer table of shapes, params and MACs",
+    "compile": "write PyTorch source or an ONNX model",
+    "run": "run a spec or an ONNX model on onnxruntime",
+    "diff": "compare two specs layer by layer",
+    "fmt": "rewrite specs in the canonical layout",
+    "graph": "draw the network (DOT, SVG, PNG)",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line, if any."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="archc",
         description="Compile and validate .arch network specs.",
     )
     parser.add_argument("--version", action="version", version=f"archc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"archc.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"archc.commands.{name}":
-                continue  # a command not built yet in this checkout
-            raise
-        module.register(sub)
+    chosen = _chosen(sys.argv[1:] if argv is None else argv)
+    for name, help_text in COMMANDS.items():
+        if chosen is None or name == chosen:
+            importlib.import_module(f"archc.commands.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=help_text)  # listed in --help; never run
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
@@ -51,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks for users
+    except Exception as exc:  # the last line of defence: no tracebacks for users
         if os.environ.get("ARCHC_DEBUG"):
             raise
         print(

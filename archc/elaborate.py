@@ -453,9 +453,9 @@ class _Builder:
         env: dict[str, Any],
         current: str,
     ) -> str:
-        count = evaluate(st.count, env)
+        count = evaluate(st.times, env)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise _fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.count.span)
+            raise _fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
         path = self.name(scope, st.label, "repeat", st.span)
         first = len(self.nodes)
         body = attach_shortcuts(st.body, [])
@@ -686,7 +686,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
                         "E117",
                         "'input' must come before the first layer",
                         st.span,
-                        f"move it above line {getattr(first, 'span').line}",
+                        f"move it above line {first.span.line}",
                     )
                 )
             input_decl = st

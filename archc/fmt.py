@@ -168,10 +168,19 @@ class _Printer:
             self.close(f" {head} {{", opening.line or 0)
         else:
             self.emit(indent, f"{head} {{", opening.line or 0)
-        if self.items(body.children[1:-1], indent + 1, closing.line or 0):
-            self.emit(indent, "}", closing.line or 0)
-        else:
+        first = len(self.lines)
+        if not self.items(body.children[1:-1], indent + 1, closing.line or 0):
             self.close("}", closing.line or 0)  # an empty body stays on its head's line: `{}`
+            return
+        inner = self.lines[first:]
+        if len(inner) == 1 and inner[0].layer and not inner[0].blank:
+            # One plain layer: `repeat 2 { Basic K=64 }` reads better on one line.
+            only = inner[0]
+            del self.lines[first:]
+            self.close(f" {only.code}{' ' + only.arrow if only.arrow else ''} }}", closing.line or 0)
+            self.lines[-1].srcs.extend(only.srcs)
+            return
+        self.emit(indent, "}", closing.line or 0)
 
     def close(self, text: str, src: int) -> None:
         """Continue the last line: `} shortcut {`, `} -> 56x56x64`, `{}`."""
@@ -222,25 +231,28 @@ class _Printer:
 
     def repeat(self, st: Tree[Token], indent: int) -> None:
         label, (_kw, count, body, *arrow) = _label(st.children)
+        first = len(self.lines)
         self.body(f"{label}repeat {_text(count)}", body, indent)
-        self._arrow(arrow)
+        self._arrow(arrow, first)
 
     repeat_arrow = repeat
 
     def residual(self, st: Tree[Token], indent: int) -> None:
         label, (_kw, body, *extras) = _label(st.children)
+        first = len(self.lines)
         self.body(f"{label}residual", body, indent)
         for extra in extras:
             if extra.data == "shortcut_clause":
                 self.body("shortcut", extra.children[1], indent, joined=True)
-        self._arrow([e for e in extras if e.data == "arrow"])
+        self._arrow([e for e in extras if e.data == "arrow"], first)
 
     residual_arrow = residual
 
     def concat(self, st: Tree[Token], indent: int) -> None:
         label, (_kw, body, *arrow) = _label(st.children)
+        first = len(self.lines)
         self.body(f"{label}concat", body, indent)
-        self._arrow(arrow)
+        self._arrow(arrow, first)
 
     concat_arrow = concat
 
@@ -250,9 +262,17 @@ class _Printer:
     def shortcut(self, st: Tree[Token], indent: int) -> None:
         self.body("shortcut", st.children[1], indent)  # type: ignore[arg-type]
 
-    def _arrow(self, arrow: list[Any]) -> None:
-        if arrow:
-            self.close(f" -> {_text(arrow[0].children[1])}", _first_line(arrow[0]))
+    def _arrow(self, arrow: list[Any], first: int) -> None:
+        """`-> shape` after a body; a statement that fit on one line aligns it like a layer."""
+        if not arrow:
+            return
+        text = f"-> {_text(arrow[0].children[1])}"
+        if len(self.lines) == first + 1 and self.lines[-1].arrow is None:
+            self.lines[-1].arrow = text
+            self.lines[-1].layer = True
+            self.lines[-1].srcs.append(_first_line(arrow[0]))
+        else:
+            self.close(f" {text}", _first_line(arrow[0]))
 
     # output
     def render(self) -> str:

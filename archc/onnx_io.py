@@ -87,6 +87,11 @@ def copy_except(msg: Message, skip: str) -> Any:
     return out
 
 
+def _raw_chunks(t: onnx.TensorProto) -> Callable[[], list[bytes]]:
+    """`t`'s raw bytes as one chunk, read only when called."""
+    return lambda: [t.raw_data]
+
+
 def tensors_of(model: onnx.ModelProto) -> list[Tensor]:
     """The model's initializers as `Tensor`s, reading each one's bytes only when written."""
     out = []
@@ -94,7 +99,7 @@ def tensors_of(model: onnx.ModelProto) -> list[Tensor]:
         if t.HasField("raw_data"):
             header = copy_except(t, "raw_data")
             nbytes = math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-            out.append(Tensor(header, nbytes, lambda t=t: [t.raw_data]))
+            out.append(Tensor(header, nbytes, _raw_chunks(t)))
         else:  # typed fields (float_data, ...): written whole, inline
             out.append(Tensor(t, 0, list))
     return out

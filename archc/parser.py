@@ -15,7 +15,7 @@ import importlib.resources
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
@@ -344,8 +344,8 @@ def _describe_token(tok: Token) -> str:
 
 def _unclosed_brace(text: str) -> Span | None:
     stack: list[tuple[int, int]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        for col, ch in enumerate(line.split("#", 1)[0], start=1):
+    for lineno, text_line in enumerate(text.splitlines(), start=1):
+        for col, ch in enumerate(text_line.split("#", 1)[0], start=1):
             if ch == "{":
                 stack.append((lineno, col))
             elif ch == "}" and stack:
@@ -362,7 +362,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         span = Span(
             line=exc.line, column=exc.column, end_line=exc.line, end_column=exc.column + 1
         )
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
+        pos = exc.pos_in_stream  # always set for UnexpectedCharacters; typed Optional by lark
+        ch = text[pos] if pos is not None and pos < len(text) else "?"
         hint = None
         if ch == "/":
             hint = "integer division is written //"
@@ -495,7 +496,8 @@ def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
     current = text
     while True:
         try:
-            program = _parser().parse(current)
+            # the inline transformer (`_ToSyntax`) turns the tree into a Program; lark types it as a Tree
+            program = cast(S.Program, _parser().parse(current))
         except UnexpectedInput as exc:
             diag = _syntax_diagnostic(exc, current)
             diags.append(diag)

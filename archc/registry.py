@@ -102,7 +102,7 @@ class LayerKind(NamedTuple):
     infer: InferFn
     keys: tuple[Key, ...] = ()
     positional: str | None = None  # which key a positional value fills
-    count: CountFn = _no_counts
+    counts: CountFn = _no_counts
     explain: ExplainFn = _no_explain
     user: bool = True  # False for graph-structure kinds (residual add, concat)
     arity: int = 1  # inputs; 0 means "one or more"
@@ -298,7 +298,7 @@ def _pool_infer(kind: str) -> InferFn:
 
 def _pool_explain(kind: str) -> ExplainFn:
     def explain(attrs: Attrs, ins: Sequence[Shape], out: Shape) -> list[str]:
-        return window_explain(attrs, ins, out, kind) + ["no parameters"]
+        return [*window_explain(attrs, ins, out, kind), "no parameters"]
 
     return explain
 
@@ -416,7 +416,7 @@ KINDS: dict[str, LayerKind] = {
                 Key("G", KeyType.POS_INT, 1, doc="groups"),
                 Key("bias", KeyType.BOOL, True, doc="learn a bias per filter"),
             ),
-            count=_conv_count,
+            counts=_conv_count,
             explain=_conv_explain,
         ),
         LayerKind(
@@ -450,7 +450,7 @@ KINDS: dict[str, LayerKind] = {
                 Key("bias", KeyType.BOOL, True, doc="learn a bias per output"),
             ),
             positional="N",
-            count=_fc_count,
+            counts=_fc_count,
             explain=_fc_explain,
         ),
         LayerKind("flatten", "Flattens HxWxC to H*W*C (C,H,W order).", _flatten_infer),
@@ -459,7 +459,7 @@ KINDS: dict[str, LayerKind] = {
             "Batch normalisation (inference form): 2C parameters, running statistics are buffers.",
             _same,
             keys=(Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),),
-            count=_bn_count,
+            counts=_bn_count,
             explain=_bn_explain,
         ),
         LayerKind(

@@ -253,5 +253,5 @@ def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
         expected = module(torch.from_numpy(x)).numpy()
     if expected.shape != output.shape:
         raise RunError(f"PyTorch gives shape {list(expected.shape)}, onnxruntime {list(output.shape)}")
-    scale = max(float(np.abs(expected).max()), np.finfo(np.float32).tiny)
+    scale = max(float(np.abs(expected).max()), float(np.finfo(np.float32).tiny))
     return float(np.abs(output - expected).max()) / scale

@@ -14,7 +14,7 @@ compare equal: compare types too where it matters.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from archc.ir import Span
 
@@ -54,7 +54,7 @@ class Neg(NamedTuple):
     span: Span
 
 
-Expr = Union[Number, Dims, Ref, BinOp, Neg]
+Expr = Number | Dims | Ref | BinOp | Neg
 
 
 # --- statements ----------------------------------------------------------------
@@ -112,7 +112,7 @@ class BlockDef(NamedTuple):
 
 class Repeat(NamedTuple):
     label: Label | None
-    count: Expr
+    times: Expr
     body: tuple[Stmt, ...]
     arrow: ShapeLit | None
     span: Span
@@ -158,9 +158,9 @@ class Expect(NamedTuple):
     value_span: Span
 
 
-Stmt = Union[
-    NetworkDecl, InputDecl, LayerStmt, BlockDef, Repeat, Residual, Shortcut, Concat, Branch, Expect
-]
+Stmt = (
+    NetworkDecl | InputDecl | LayerStmt | BlockDef | Repeat | Residual | Shortcut | Concat | Branch | Expect
+)
 
 
 class Program(NamedTuple):

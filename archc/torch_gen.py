@@ -127,7 +127,7 @@ def _refs(stmts: Sequence[Any]) -> list[str]:
                 for kw in st.keywords:
                     expr(kw.value)
             elif isinstance(st, S.Repeat):
-                expr(st.count)
+                expr(st.times)
             for attr in ("body", "shortcut", "branches"):
                 inner = getattr(st, attr, None)
                 if isinstance(inner, tuple):
@@ -614,7 +614,7 @@ class _ClassWriter:
         symbolic = False
         if not self.is_network:  # keep `range(N - 1)` when the count is the block's parameter
             try:
-                count_sym = E.from_syntax(st.count, self.names)
+                count_sym = E.from_syntax(st.times, self.names)
                 symbolic = bool(E.variables(count_sym)) and all(
                     E.same(E.evaluate(count_sym, env), n) for env, n in zip(self.envs, counts, strict=True)
                 )
@@ -650,7 +650,7 @@ class _ClassWriter:
     ) -> str:
         """`nn.Sequential(*[Basic(K, K=K) for i in range(N)])`: the count differs between instances."""
         try:
-            count_sym: E.Sym | None = E.from_syntax(st.count, self.names)
+            count_sym: E.Sym | None = E.from_syntax(st.times, self.names)
         except E.NotSymbolic:
             count_sym = None
         count = self.check(count_sym, counts, f"{local}_count")

@@ -65,7 +65,7 @@ def test_one_statement_per_line_and_indentation() -> None:
     assert format_text(src) == (
         "input 8x8x3\n"
         "repeat 2 {\n  conv K=3 F=1\n  relu\n}\n"
-        "concat {\n  branch {\n    relu\n  }\n  branch {\n    identity\n  }\n}\n"
+        "concat {\n  branch { relu }\n  branch { identity }\n}\n"  # one plain layer stays inline
     )
 
 
@@ -83,7 +83,7 @@ def test_positional_first_and_values_as_written() -> None:
 
 def test_expressions_keep_parentheses_and_lose_spaces() -> None:
     out = format_text("block F(SQ) { conv K = ( SQ + 1 ) // 2 * 4   F=1 }\ninput 8x8x3\nF SQ=3\n")
-    assert "conv K=(SQ+1)//2*4 F=1\n" in out
+    assert "{ conv K=(SQ+1)//2*4 F=1 }\n" in out
 
 
 def test_arrows_aligned_within_a_run_only() -> None:
@@ -141,8 +141,18 @@ def test_residual_shortcut_and_arrows_on_closing_lines() -> None:
     src = "input 8x8x4\nr: residual { conv K=4 F=1 } shortcut { identity } -> 8x8x4\nblock E {}\n"
     assert format_text(src) == (
         "input 8x8x4\n"
-        "r: residual {\n  conv K=4 F=1\n} shortcut {\n  identity\n} -> 8x8x4\n"
+        "r: residual { conv K=4 F=1 } shortcut { identity } -> 8x8x4\n"
         "block E {}\n"
+    )
+
+
+def test_bodies_of_one_plain_layer_stay_inline_and_their_arrows_align() -> None:
+    src = "input 8x8x4\nconv K=4 F=1 -> 8x8x4\nl: repeat 2 {\n relu\n} -> 8x8x4\nrepeat 1 { relu  # why\n}\n"
+    assert format_text(src) == (
+        "input 8x8x4\n"
+        "conv K=4 F=1         -> 8x8x4\n"
+        "l: repeat 2 { relu } -> 8x8x4\n"
+        "repeat 1 { relu }  # why\n"
     )
 
 

@@ -318,7 +318,7 @@ fire2: Fire SQ=16 E=64 -> 55x55x128
 
 def test_repeat_with_expression_count() -> None:
     st = one("repeat N*2+1 { relu }")
-    assert isinstance(st, S.Repeat) and show(st.count) == "((N * 2) + 1)"
+    assert isinstance(st, S.Repeat) and show(st.times) == "((N * 2) + 1)"
 
 
 def test_named_repeat_and_arrow() -> None:

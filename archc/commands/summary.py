@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             node = net.graph.node(row.name)
             attrs = attr_text(node.kind, node.attrs)
             kind = Text(f"{row.kind} {attrs}".strip())
-        cells = [name, kind, row.output, f"{row.params:,}" if row.params else "-", f"{row.macs:,}" if row.macs else "-"]
+        cells: list[Text | str] = [name, kind, row.output, f"{row.params:,}" if row.params else "-", f"{row.macs:,}" if row.macs else "-"]
         if extra is not None:
             cells += [row.extra.get("rf", ""), row.extra.get("jump", ""), row.extra.get("start", "")]
         table.add_row(*cells, style="dim" if row.group else None)
