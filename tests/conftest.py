@@ -11,6 +11,24 @@ SPECS = ROOT / "specs"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
+# LANGUAGE.md's ResNet block, verbatim: several test modules build on it.
+BASIC_BLOCK = """\
+block Basic(K, S=1) {
+  residual {
+    conv K=K F=3 S=S P=1 bias=false
+    batchnorm
+    relu
+    conv K=K F=3 P=1 bias=false
+    batchnorm
+  } shortcut {
+    conv K=K F=1 S=S bias=false
+    batchnorm
+  }
+  relu
+}
+"""
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--overwrite", action="store_true", help="rewrite golden files from current output")
 

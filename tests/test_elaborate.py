@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import BASIC_BLOCK
 
 import archc
 import archc.elaborate as E
@@ -78,21 +79,7 @@ def test_network_name_defaults_to_file_stem() -> None:
     assert net("network Foo\ninput 4\nfc 2").name == "Foo"
 
 
-BASIC = """
-block Basic(K, S=1) {
-  residual {
-    conv K=K F=3 S=S P=1 bias=false
-    batchnorm
-    relu
-    conv K=K F=3 P=1 bias=false
-    batchnorm
-  } shortcut {
-    conv K=K F=1 S=S bias=false
-    batchnorm
-  }
-  relu
-}
-"""
+BASIC = "\n" + BASIC_BLOCK
 
 
 def test_dotted_hierarchy_of_named_repeats_and_calls() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SPECS, all_specs
+from conftest import BASIC_BLOCK, SPECS, all_specs
 
 import archc
 from archc.api import compile_text
@@ -214,21 +214,7 @@ def test_totals_equal_the_sum_of_layers(spec: Path) -> None:
             assert x.params == 0, x
 
 
-BLOCKS = """input 16x16x8
-block Basic(K, S=1) {
-  residual {
-    conv K=K F=3 S=S P=1 bias=false
-    batchnorm
-    relu
-    conv K=K F=3 P=1 bias=false
-    batchnorm
-  } shortcut {
-    conv K=K F=1 S=S bias=false
-    batchnorm
-  }
-  relu
-}
-layer1: repeat 2 { Basic K=8 }
+BLOCKS = "input 16x16x8\n" + BASIC_BLOCK + """layer1: repeat 2 { Basic K=8 }
 layer2: Basic K=16 S=2
 fc 10
 """

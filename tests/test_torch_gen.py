@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from conftest import GOLDEN, all_specs  # noqa: E402
+from conftest import BASIC_BLOCK, GOLDEN, all_specs  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskip
 from archc.elaborate import RESERVED_NAMES  # noqa: E402
@@ -82,20 +82,7 @@ MINI = """
 network Mini
 input 16x16x3
 
-block Basic(K, S=1) {
-  residual {
-    conv K=K F=3 S=S P=1 bias=false
-    batchnorm
-    relu
-    conv K=K F=3 P=1 bias=false
-    batchnorm
-  } shortcut {
-    conv K=K F=1 S=S bias=false
-    batchnorm
-  }
-  relu
-}
-
+""" + BASIC_BLOCK + """
 block Plain(K) {
   residual { conv K=K F=3 P=1; relu }
 }
