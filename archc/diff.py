@@ -24,6 +24,7 @@ from archc.analysis import LayerFacts, flat_or_hwc
 from archc.api import Network
 from archc.ir import Node
 from archc.registry import KINDS, show_value
+from archc.text_table import fixed_width
 
 SAME, CHANGED, ADDED, REMOVED = "same", "changed", "added", "removed"
 
@@ -230,12 +231,10 @@ def total_lines(d: Diff) -> list[str]:
 def plain_text(d: Diff, only_changed: bool = False) -> str:
     """The comparison as a fixed-width table, then the totals (stable: tests read it)."""
     rows = [HEADER] + [cells(r) for r in d.rows if r.status != SAME or not only_changed]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = [f"{d.a.name} ({d.a.path}) -> {d.b.name} ({d.b.path})"]
     lines.append(f"input {arrow(d.a.graph.input_shape.text(), d.b.graph.input_shape.text())}")
     lines.append("")
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines.extend(fixed_width(rows))
     lines.append("")
     lines.extend(total_lines(d))
     changed = sum(r.status != SAME for r in d.rows)

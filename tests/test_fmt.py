@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import GOLDEN, ROOT, all_specs
+from conftest import GOLDEN, ROOT, SPECS, all_specs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -260,3 +260,10 @@ def test_missing_file_and_usage(tmp_path: Path, capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as info:
         main(["fmt"])
     assert info.value.code == 2
+
+
+def test_the_shipped_specs_are_in_canonical_form() -> None:
+    """Acceptance: `archc fmt --check specs/` exits 0."""
+    from archc.cli import main
+
+    assert main(["fmt", "--check", str(SPECS)]) == 0

@@ -34,10 +34,13 @@ def run(args: argparse.Namespace) -> int:
     d = diff(net_a, net_b)
     if args.json:
         print(json.dumps(diff_json(d), indent=2))
-    elif use_color(sys.stdout):
-        _rich(d, args.changed)
     else:
-        print(plain_text(d, args.changed))
+        try:
+            if not use_color(sys.stdout):
+                raise ImportError("plain text off a terminal")
+            _rich(d, args.changed)
+        except ImportError:  # not a terminal, or the core install without rich
+            print(plain_text(d, args.changed))
     return 0
 
 

@@ -13,6 +13,7 @@ import json
 import sys
 
 from archc.commands.common import load_or_report, use_color
+from archc.text_table import fixed_width
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     net = load_or_report(args.spec)
     if net is None:
         return 1
-    from archc.summary import activation_bytes, rows, summary_json
+    from archc.summary import activation_bytes, attr_text, rows, summary_json
 
     rf = None
     if args.rf:
@@ -43,64 +44,77 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary_json(net, rf), indent=2))
         return 0
 
+    from archc.analysis import si
+
+    extra = None
+    if rf is not None:
+        extra = {
+            name: {
+                "rf": f"{v['rf'][0]}x{v['rf'][1]}",
+                "jump": f"{v['jump'][0]}x{v['jump'][1]}",
+                "start": f"{v['start'][0]:g},{v['start'][1]:g}",
+            }
+            for name, v in rf.items()
+        }
+    headers = ["Layer", "Kind", "Output", "Params", "MACs"] + (["RF", "Jump", "Start"] if extra else [])
+    all_rows = rows(net, explain=args.explain, extra=extra)
+    table: list[tuple[bool, list[str]]] = []  # (is a group row, cells)
+    for row in all_rows:
+        kind = row.kind
+        if not row.group:
+            node = net.graph.node(row.name)
+            kind = f"{row.kind} {attr_text(node.kind, node.attrs)}".strip()
+        cells = ["  " * row.depth + row.name, kind, row.output]
+        cells += [f"{row.params:,}" if row.params else "-", f"{row.macs:,}" if row.macs else "-"]
+        if extra is not None:
+            cells += [row.extra.get("rf", ""), row.extra.get("jump", ""), row.extra.get("start", "")]
+        table.append((row.group, cells))
+
+    t = net.analysis.totals
+    footer = [
+        f"Params:      {t.params:,} ({si(t.params)}) = {t.weights:,} weights + {t.biases:,} biases",
+        f"MACs:        {t.macs:,} ({si(t.macs)}), {si(2 * t.macs)} FLOPs at batch 1",
+        f"Output:      {net.analysis.output_shape.text()}",
+        f"Param size:  {_mib(t.params * 4)} (float32)",
+        f"Activations: {_mib(activation_bytes(net))} at batch 1 (float32, input and every layer output)",
+    ]
+    if args.explain:
+        footer += ["", "Derivations"]
+        for row in all_rows:
+            if row.explain:
+                footer.append(f"{row.name}  ({row.kind} -> {row.output})")
+                footer += [f"    {line}" for line in row.explain]
+    title = f"{net.name}  (input {net.graph.input_shape.text()})"
+    try:
+        _print_rich(title, headers, table, footer)
+    except ImportError:  # the core install has no rich: the same table in plain text
+        print(title)
+        print("\n".join(fixed_width([headers, *(cells for _, cells in table)], right=range(2, len(headers)))))
+        print("\n".join(footer))
+    return 0
+
+
+def _print_rich(
+    title: str, headers: list[str], table: list[tuple[bool, list[str]]], footer: list[str]
+) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    from archc.analysis import si
-
+    color = use_color(sys.stdout)
     console = Console(
         file=sys.stdout,
-        force_terminal=use_color(sys.stdout),
-        no_color=not use_color(sys.stdout),
+        force_terminal=color,
+        no_color=not color,
         width=None if sys.stdout.isatty() else 120,
         highlight=False,
     )
-    extra = None
-    if rf is not None:
-        extra = {
-            name: {"rf": f"{v['rf'][0]}x{v['rf'][1]}", "jump": f"{v['jump'][0]}x{v['jump'][1]}", "start": f"{v['start'][0]:g},{v['start'][1]:g}"}
-            for name, v in rf.items()
-        }
-    table = Table(title=f"{net.name}  (input {net.graph.input_shape.text()})", title_justify="left")
-    table.add_column("Layer", no_wrap=True)
-    table.add_column("Kind", no_wrap=True)
-    table.add_column("Output", justify="right", no_wrap=True)
-    table.add_column("Params", justify="right", no_wrap=True)
-    table.add_column("MACs", justify="right", no_wrap=True)
-    if extra is not None:
-        for col in ("RF", "Jump", "Start"):
-            table.add_column(col, justify="right", no_wrap=True)
-    from archc.summary import attr_text
-
-    all_rows = rows(net, explain=args.explain, extra=extra)
-    for row in all_rows:
-        indent = "  " * row.depth
-        if row.group:
-            name = Text(f"{indent}{row.name}", style="bold")
-            kind = Text(row.kind, style="bold")
-        else:
-            name = Text(f"{indent}{row.name}")
-            node = net.graph.node(row.name)
-            attrs = attr_text(node.kind, node.attrs)
-            kind = Text(f"{row.kind} {attrs}".strip())
-        cells: list[Text | str] = [name, kind, row.output, f"{row.params:,}" if row.params else "-", f"{row.macs:,}" if row.macs else "-"]
-        if extra is not None:
-            cells += [row.extra.get("rf", ""), row.extra.get("jump", ""), row.extra.get("start", "")]
-        table.add_row(*cells, style="dim" if row.group else None)
-    console.print(table)
-    t = net.analysis.totals
-    console.print(f"Params:      {t.params:,} ({si(t.params)}) = {t.weights:,} weights + {t.biases:,} biases")
-    console.print(f"MACs:        {t.macs:,} ({si(t.macs)}), {si(2 * t.macs)} FLOPs at batch 1")
-    console.print(f"Output:      {net.analysis.output_shape.text()}")
-    console.print(f"Param size:  {_mib(t.params * 4)} (float32)")
-    console.print(f"Activations: {_mib(activation_bytes(net))} at batch 1 (float32, input and every layer output)")
-    if args.explain:
-        console.print()
-        console.print(Text("Derivations", style="bold"))
-        for row in all_rows:
-            if row.explain:
-                console.print(f"{row.name}  ({row.kind} -> {row.output})")
-                for line in row.explain:
-                    console.print(f"    {line}")
-    return 0
+    grid = Table(title=title, title_justify="left")
+    for i, header in enumerate(headers):
+        grid.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
+    for group, cells in table:
+        styled = [Text(c, style="bold") if group and i < 2 else Text(c) for i, c in enumerate(cells)]
+        grid.add_row(*styled, style="dim" if group else None)
+    console.print(grid)
+    for line in footer:
+        console.print(Text(line, style="bold") if line == "Derivations" else line)
