@@ -125,13 +125,13 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def positional(self, expr: S.Expr) -> S.Expr:
         return expr
 
-    def keyword(self, key: Token, expr: S.Expr) -> S.KeyArg:
+    def keyword(self, key: Token, _eq: Token, expr: S.Expr) -> S.KeyArg:
         return S.KeyArg(str(key), expr, span_of_token(key))
 
     def body(self, *items: S.Stmt) -> tuple[S.Stmt, ...]:
         return items
 
-    def param(self, name: Token, default: S.Expr | None = None) -> S.Param:
+    def param(self, name: Token, _eq: Token | None = None, default: S.Expr | None = None) -> S.Param:
         return S.Param(str(name), default, span_of_token(name))
 
     def block_params(self, *params: S.Param | None) -> tuple[S.Param, ...]:
@@ -236,7 +236,7 @@ def _parser() -> Lark:
     return Lark(
         grammar_text(),
         parser="lalr",
-        lexer="contextual",
+        lexer="basic",  # one regex for the whole grammar: cheaper start-up than "contextual"
         maybe_placeholders=False,
         transformer=_ToSyntax(),
         cache=True,
@@ -320,6 +320,7 @@ def _describe_terminal(parser: Lark, name: str) -> str:
         "DIMS": "a shape such as 3x3",
         "PATH": "a dotted name",
         "CMP": "a comparison (= < <= > >=)",
+        "EQUAL": "'='",
         "_NL": "a newline",
         "$END": "the end of the file",
         "PLUSMINUS": "'±'",
