@@ -439,3 +439,12 @@ def test_parse_time_is_linear() -> None:
     small, big = _parse_time(1_000, 3), _parse_time(10_000, 1)
     # 10x the lines: a linear parser takes ~10x; a quadratic one ~100x.
     assert big / small < 25, (small, big)
+
+
+def test_opening_brace_may_sit_on_the_next_line() -> None:
+    """An added form (docs/language.md): C-style braces."""
+    import archc
+
+    text = "input 8x8x3\nblock B(K)\n{\n  conv K=K F=3\n}\nl: repeat 2\n{\n  B K=4\n}\nresidual\n{ relu }\n"
+    net = archc.loads(text, filename="braces.arch")
+    assert [n.name for n in net.layers] == ["l.0.conv1", "l.1.conv1", "relu1", "residual1"]
