@@ -66,7 +66,7 @@ def parse_number(text: str) -> int | float:
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
-    return tuple(int(p.replace("_", "")) for p in text.replace("×", "x").split("x"))
+    return tuple(int(p.replace("_", "").strip()) for p in text.replace("×", "x").split("x"))
 
 
 @v_args(inline=True)
@@ -390,6 +390,13 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         return error("E001", "unexpected end of file", span)
     assert tok is not None
     span = span_of_token(tok)
+    if str(tok) == "," and _digit_around(text, tok):
+        return error(
+            "E001",
+            "numbers group their digits with '_', not ','",
+            span,
+            f"write {_digits_around(text, tok).replace(',', '_')}",
+        )
     if tok.type == "_NL":
         span = Span(
             line=span.line, column=span.column, end_line=span.line, end_column=span.column + 1
@@ -431,6 +438,22 @@ def _missing_value(text: str, span: Span) -> Diagnostic | None:
     col = m.start(2) + 1
     where = Span(line=span.line, column=col, end_line=span.line, end_column=col + 1)
     return error("E001", f"missing value after '{m.group(1)}='", where, _HINTS[_MISSING_VALUE])
+
+
+def _digit_around(text: str, tok: Token) -> bool:
+    pos = tok.start_pos or 0
+    return 0 < pos < len(text) - 1 and text[pos - 1].isdigit() and text[pos + 1].isdigit()
+
+
+def _digits_around(text: str, tok: Token) -> str:
+    """The whole number written with commas around `tok`: `28,823,912`."""
+    pos = tok.start_pos or 0
+    start, end = pos, pos
+    while start > 0 and (text[start - 1].isdigit() or text[start - 1] in ",_"):
+        start -= 1
+    while end < len(text) and (text[end].isdigit() or text[end] in ",_"):
+        end += 1
+    return text[start:end]
 
 
 def _bare_parse(text: str) -> Any:

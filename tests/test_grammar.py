@@ -448,3 +448,20 @@ def test_opening_brace_may_sit_on_the_next_line() -> None:
     text = "input 8x8x3\nblock B(K)\n{\n  conv K=K F=3\n}\nl: repeat 2\n{\n  B K=4\n}\nresidual\n{ relu }\n"
     net = archc.loads(text, filename="braces.arch")
     assert [n.name for n in net.layers] == ["l.0.conv1", "l.1.conv1", "relu1", "residual1"]
+
+
+def test_shapes_may_be_spaced_as_the_slides_print_them() -> None:
+    import archc
+
+    net = archc.loads("input 227 x 227 x 3\nconv K=96 F=11 x 11 S=4 -> 55 x 55 x 96\n")
+    assert net.input_shape == (227, 227, 3) and net.output_shape == (55, 55, 96)
+
+
+def test_comma_grouped_numbers_get_a_hint() -> None:
+    import archc
+
+    result = archc.compile_text("input 4\nfc 10\nexpect params = 1,930\n", "c.arch")
+    assert result.network is None
+    (err,) = result.errors
+    assert err.span is not None and (err.span.line, err.span.column) == (3, 18)
+    assert "'_', not ','" in err.message and err.hint == "write 1_930"
