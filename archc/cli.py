@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from archc import __version__
-from archc.diagnostics import ArchError
+from archc.diagnostics import ArchError, SpecError
 
 # name -> one-line help; a command's module is imported only when it runs (start-up time)
 COMMANDS = {
@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
+    except SpecError as exc:  # already rendered as file:line:col diagnostics
+        print(exc.rendered, file=sys.stderr)
+        return 1
     except ArchError as exc:
         print(f"archc: error: {exc}", file=sys.stderr)
         return 1
