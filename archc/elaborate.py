@@ -4,130 +4,33 @@ Resolves block calls (keyword arguments, defaults, integer arithmetic),
 `repeat`, `residual`/`shortcut` and `concat`/`branch` into a DAG of built-in
 layers with dotted hierarchical names, and resolves `expect` targets.
 
-Naming (LANGUAGE.md "A network", "Blocks"):
-- a scope is the top level, a block instance, or one copy of a repeat;
-- unnamed layers are named by kind in order within their scope (`conv1`,
-  `relu1`, ...), skipping names written anywhere in that scope;
-- named calls and repeats form levels: `layer1.0.conv1`. An unnamed block call
-  is a level too, named by its block in lower case (`basic1`), except when it
-  is the whole body of a repeat: then the copy is the instance (`layer1.0`);
-- residual, shortcut, concat and branch bodies do not add a level; a residual's
-  sum and a concat are graph nodes named `residual1` / `concat1` (or their label).
+The naming rules (scopes, levels, generated names such as `conv1`) are stated
+and applied in `archc.naming`; expressions are evaluated by `archc.evaluate`.
 """
 
 from __future__ import annotations
 
-import keyword
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from archc import naming
 from archc import syntax as S
 from archc.diagnostics import Diagnostic, did_you_mean, error
+
+# Re-exported: the PyTorch back-end and the tests import these from here.
+from archc.evaluate import LITERAL_WORDS as LITERAL_WORDS
+from archc.evaluate import ElaborationError as ElaborationError
+from archc.evaluate import _fail
+from archc.evaluate import evaluate as evaluate
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span
+from archc.naming import RESERVED_NAMES as RESERVED_NAMES
+from archc.naming import _ScopeState
 from archc.registry import KINDS, USER_KINDS, coerce
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
 MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
 DEEPEST_NESTING = 10_000  # block calls / repeats / residuals inside each other
-
-# nn.Module attributes a layer name must not shadow in generated PyTorch code
-RESERVED_NAMES = frozenset(
-    """forward training eval train to cuda cpu parameters modules children state_dict
-    load_state_dict register_buffer register_parameter add_module apply zero_grad half float
-    double type named_parameters named_modules named_children named_buffers buffers
-    extra_repr get_submodule get_parameter get_buffer requires_grad_ share_memory bfloat16
-    register_module input output""".split()
-) | frozenset(
-    # The rest of dir(nn.Module()) (torch 2.x): a layer named `compile` or `_modules`
-    # passed `check` but could not be registered by the generated module.
-    # tests/test_torch_gen.py checks this list against the installed torch.
-    """T_destination call_super_init compile dump_patches get_extra_state ipu mtia
-    register_backward_hook register_forward_hook register_forward_pre_hook
-    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
-    register_load_state_dict_pre_hook register_state_dict_post_hook register_state_dict_pre_hook
-    set_extra_state set_submodule to_empty xpu _apply _backward_hooks _backward_pre_hooks _buffers
-    _call_impl _compiled_call_impl _forward_hooks _forward_hooks_always_called
-    _forward_hooks_with_kwargs _forward_pre_hooks _forward_pre_hooks_with_kwargs
-    _get_backward_hooks _get_backward_pre_hooks _get_name _is_full_backward_hook
-    _load_from_state_dict _load_state_dict_post_hooks _load_state_dict_pre_hooks
-    _maybe_warn_non_full_backward_hook _modules _named_members _non_persistent_buffers_set
-    _parameters _register_load_state_dict_pre_hook _register_state_dict_hook
-    _replicate_for_data_parallel _save_to_state_dict _slow_forward _state_dict_hooks
-    _state_dict_pre_hooks _version _wrapped_call_impl""".split()
-)
-
-
-class ElaborationError(Exception):
-    def __init__(self, diag: Diagnostic) -> None:
-        super().__init__(diag.message)
-        self.diag = diag
-
-
-def _fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
-    return ElaborationError(error(code, message, span, hint))
-
-
-# --- expressions -----------------------------------------------------------------------
-LITERAL_WORDS: dict[str, Any] = {
-    "true": True,
-    "false": False,
-    "True": True,
-    "False": False,
-    "same": "same",
-}
-
-
-def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
-    """Evaluate an expression over block parameters. Never `eval`.
-
-    >>> from archc.parser import parse
-    >>> prog, _ = parse("fc (SQ+1)//2*4")
-    >>> evaluate(prog.statements[0].positional[0], {"SQ": 16})
-    32
-    """
-    if isinstance(expr, S.Number):
-        return expr.value
-    if isinstance(expr, S.Dims):
-        return expr.value
-    if isinstance(expr, S.Ref):
-        if expr.name in env:
-            return env[expr.name]
-        if expr.name in LITERAL_WORDS:
-            return LITERAL_WORDS[expr.name]
-        # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
-        hint = did_you_mean(expr.name, [*env, "same", "true", "false"])
-        where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
-        where += "; values are numbers, shapes such as 3x3, true, false or same"
-        raise _fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
-    if isinstance(expr, S.Neg):
-        v = evaluate(expr.operand, env)
-        _need_number(v, expr.operand)
-        return -v
-    left = evaluate(expr.left, env)
-    right = evaluate(expr.right, env)
-    _need_number(left, expr.left)
-    _need_number(right, expr.right)
-    if expr.op == "+":
-        return left + right
-    if expr.op == "-":
-        return left - right
-    if expr.op == "*":
-        return left * right
-    if expr.op == "//":
-        if not (isinstance(left, int) and isinstance(right, int)):
-            raise _fail("E120", "// takes integers", expr.span)
-        if right == 0:
-            raise _fail("E120", "division by zero", expr.right.span)
-        return left // right
-    raise _fail(
-        "E120", "'/' is not integer division", expr.span, "write // for integer division: K=(SQ+1)//2"
-    )
-
-
-def _need_number(value: Any, expr: S.Expr) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
 
 
 # --- statement helpers --------------------------------------------------------------------
@@ -153,35 +56,6 @@ def attach_shortcuts(stmts: Sequence[S.Stmt], diags: list[Diagnostic]) -> list[S
     return out
 
 
-def _written_names(stmts: Sequence[S.Stmt]) -> Iterator[tuple[str, Span]]:
-    """Names written in one scope: residual/concat/branch bodies share it, calls don't."""
-    for st in stmts:
-        label = getattr(st, "label", None)
-        if label is not None:
-            yield label.name, label.span
-        if isinstance(st, S.Residual):
-            yield from _written_names(st.body)
-            if st.shortcut:
-                yield from _written_names(st.shortcut)
-        elif isinstance(st, S.Concat):
-            yield from _written_names(st.branches)
-        elif isinstance(st, (S.Branch, S.Shortcut)):
-            yield from _written_names(st.body)
-
-
-class _ScopeState:
-    """Names of one scope: written ones (known up front), used ones, per-kind counters."""
-
-    def __init__(self, path: str, written: set[str]) -> None:
-        self.path = path
-        self.written = written
-        self.used: dict[str, Span] = {}
-        self.counters: dict[str, int] = {}
-
-    def qualify(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-
 class _Builder:
     def __init__(self, blocks: dict[str, S.BlockDef]) -> None:
         self.blocks = blocks
@@ -191,39 +65,12 @@ class _Builder:
         self.diags: list[Diagnostic] = []
         self.names: set[str] = set()
 
-    # names
+    # names: the rules are archc.naming's; the PyTorch back-end names through these too
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
-        return _ScopeState(path, {n for n, _ in _written_names(stmts)})
+        return naming.enter(path, stmts)
 
     def name(self, scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
-        if label is not None:
-            name = label.name
-            if name in scope.used:
-                first = scope.used[name]
-                raise _fail(
-                    "E111",
-                    f"duplicate name '{name}' (first used on line {first.line})",
-                    label.span,
-                    "names must be unique within their scope",
-                )
-            if keyword.iskeyword(name) or name in RESERVED_NAMES or name.startswith("__"):
-                raise _fail(
-                    "E113",
-                    f"'{name}' cannot name a layer: it is reserved in the generated PyTorch module",
-                    label.span,
-                    f"choose another name, e.g. '{name}_'",
-                )
-            scope.used[name] = label.span
-            return scope.qualify(name)
-        n = scope.counters.get(prefix, 0)
-        while True:
-            n += 1
-            candidate = f"{prefix}{n}"
-            if candidate not in scope.written and candidate not in scope.used:
-                break
-        scope.counters[prefix] = n
-        scope.used[candidate] = span
-        return scope.qualify(candidate)
+        return naming.claim(scope, label, prefix, span)
 
     def emit(self, node: Node) -> str:
         if len(self.nodes) >= MAX_NODES:

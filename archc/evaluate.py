@@ -1,0 +1,93 @@
+"""Expressions over block parameters -> values, and the error every elaboration step raises.
+
+The elaborator (`archc.elaborate`) evaluates layer keys, block arguments and
+defaults, and repeat counts here: integer arithmetic (`+ - * //`, unary `-`)
+over numbers, shapes such as `3x3`, and the words `true`, `false` and `same`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archc import syntax as S
+from archc.diagnostics import Diagnostic, did_you_mean, error
+from archc.ir import Span
+
+
+class ElaborationError(Exception):
+    """One elaboration error, carried as its diagnostic.
+
+    It lives here, in the module the elaborator's other modules build on, so
+    that evaluating (here), naming (`archc.naming`) and building
+    (`archc.elaborate`) raise one error, which the elaborator collects.
+    """
+
+    def __init__(self, diag: Diagnostic) -> None:
+        super().__init__(diag.message)
+        self.diag = diag
+
+
+def _fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
+    return ElaborationError(error(code, message, span, hint))
+
+
+# --- expressions -----------------------------------------------------------------------
+LITERAL_WORDS: dict[str, Any] = {
+    "true": True,
+    "false": False,
+    "True": True,
+    "False": False,
+    "same": "same",
+}
+
+
+def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
+    """Evaluate an expression over block parameters. Never `eval`.
+
+    >>> from archc.parser import parse
+    >>> prog, _ = parse("fc (SQ+1)//2*4")
+    >>> evaluate(prog.statements[0].positional[0], {"SQ": 16})
+    32
+    """
+    if isinstance(expr, S.Number):
+        return expr.value
+    if isinstance(expr, S.Dims):
+        return expr.value
+    if isinstance(expr, S.Ref):
+        if expr.name in env:
+            return env[expr.name]
+        if expr.name in LITERAL_WORDS:
+            return LITERAL_WORDS[expr.name]
+        # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
+        hint = did_you_mean(expr.name, [*env, "same", "true", "false"])
+        where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
+        where += "; values are numbers, shapes such as 3x3, true, false or same"
+        raise _fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
+    if isinstance(expr, S.Neg):
+        v = evaluate(expr.operand, env)
+        _need_number(v, expr.operand)
+        return -v
+    left = evaluate(expr.left, env)
+    right = evaluate(expr.right, env)
+    _need_number(left, expr.left)
+    _need_number(right, expr.right)
+    if expr.op == "+":
+        return left + right
+    if expr.op == "-":
+        return left - right
+    if expr.op == "*":
+        return left * right
+    if expr.op == "//":
+        if not (isinstance(left, int) and isinstance(right, int)):
+            raise _fail("E120", "// takes integers", expr.span)
+        if right == 0:
+            raise _fail("E120", "division by zero", expr.right.span)
+        return left // right
+    raise _fail(
+        "E120", "'/' is not integer division", expr.span, "write // for integer division: K=(SQ+1)//2"
+    )
+
+
+def _need_number(value: Any, expr: S.Expr) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
