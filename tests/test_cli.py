@@ -170,7 +170,7 @@ def test_format_github(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     assert "unknown layer kind 'convv'" in errors[0]
     assert "\n" not in errors[0] and "%0A" in errors[0]  # the hint, escaped onto one line
     assert any(line.startswith(f"::warning file={warn},line=2,col=1,") for line in out.splitlines())
-    assert out.splitlines()[-1] == "2 specs checked: 1 valid, 1 invalid"
+    assert out.splitlines()[-1] == "2 specs checked: 1 valid, 1 invalid, 1 warning"
 
 
 def test_github_is_the_default_under_github_actions(

@@ -99,9 +99,7 @@ def _emit(text: str, output: str | None) -> None:
 
 def print_text(results: list[CompileResult], strict: bool) -> None:
     err_color = use_color(sys.stderr)
-    warnings = 0
     for r in results:
-        warnings += len(r.warnings)
         if r.network is not None:
             net = r.network
             tag = "FAIL" if failed(r, strict) else "ok"
@@ -111,14 +109,20 @@ def print_text(results: list[CompileResult], strict: bool) -> None:
             )
         if r.diagnostics:
             print(r.render(color=err_color), file=sys.stderr)
+    print(count_line(results, strict))
+
+
+def count_line(results: list[CompileResult], strict: bool) -> str:
+    """The closing line: `3 specs checked: 2 valid, 1 invalid, 1 warning`."""
     bad = sum(failed(r, strict) for r in results)
+    warnings = sum(len(r.warnings) for r in results)
     n = len(results)
-    summary = f"{n} spec{'s' if n != 1 else ''} checked: {n - bad} valid, {bad} invalid"
+    line = f"{n} spec{'s' if n != 1 else ''} checked: {n - bad} valid, {bad} invalid"
     if warnings:
-        summary += f", {warnings} warning{'s' if warnings != 1 else ''}"
+        line += f", {warnings} warning{'s' if warnings != 1 else ''}"
         if strict:
-            summary += " (--strict: warnings fail)"
-    print(summary)
+            line += " (--strict: warnings fail)"
+    return line
 
 
 def _escape(text: str, prop: bool = False) -> str:
@@ -141,9 +145,9 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
             body = d.message + (f"\n\nhint: {d.hint}" if d.hint else "")
             print(f"::{level} {loc},title={_escape(title, True)}::{_escape(body)}")
         if r.network is not None:
-            print(f"ok  {r.path}  {r.network.params:,} params")
-    bad = sum(failed(r, strict) for r in results)
-    print(f"{len(results)} specs checked: {len(results) - bad} valid, {bad} invalid")
+            tag = "FAIL" if failed(r, strict) else "ok"
+            print(f"{tag}  {r.path}  {r.network.params:,} params")
+    print(count_line(results, strict))
 
 
 def diag_json(d: Diagnostic) -> dict[str, Any]:
