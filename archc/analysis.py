@@ -233,29 +233,9 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
         return error("E202", msg, a.value_span, hint)
 
     totals = analysis.totals_under(a.target)
-    actual = {"params": totals.params, "weights": totals.weights, "biases": totals.biases, "macs": totals.macs}[
-        a.quantity
-    ]
-    expected = a.expected
-    assert isinstance(expected, (int, float))
-    if a.op == "=":
-        if a.tolerance is not None:
-            allowed = abs(expected) * a.tolerance / 100 if a.tolerance_is_percent else a.tolerance
-            ok = abs(actual - expected) <= allowed
-            how = f"off by {abs(actual - expected) / expected * 100:.2f}%" if expected else ""
-        else:
-            unit = written_unit(a.text)
-            diff = Decimal(actual) - Decimal(str(expected))
-            ok = -unit / 2 <= diff < unit / 2  # what ROUND_HALF_UP to that digit gives
-            how = "" if unit == 1 else f"rounded to the digits written, {actual:,} is {_round_like(actual, a.text)}"
-    else:
-        ok = {
-            "<": actual < expected,
-            "<=": actual <= expected,
-            ">": actual > expected,
-            ">=": actual >= expected,
-        }[a.op]
-        how = ""
+    counts = {"params": totals.params, "weights": totals.weights, "biases": totals.biases, "macs": totals.macs}
+    actual = counts[a.quantity]
+    ok, how = _holds(a, actual)
     if ok:
         return None
     msg = f"{_describe(a)} failed: actual {a.quantity} {fmt_int(actual)}"
@@ -268,7 +248,37 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
         hint = f"write the exact value ({actual:_}) or add a tolerance (± 1%)"
     elif a.op == "=" and a.tolerance is None:
         hint = f"the exact value is {actual:_}"
+    if a.quantity == "params" and totals.biases and _holds(a, totals.weights)[0]:
+        # The lecture's slides count weights only: `expect conv1.params = 34_848`.
+        who = f"{a.target}'s" if a.target else "the network's"
+        hint = (
+            f"that is {who} weight count; params are weights + biases "
+            f"({totals.weights:,} + {totals.biases:,}): write `weights` to check the weights alone"
+        )
     return error("E300", msg, a.value_span, hint)
+
+
+def _holds(a: Assertion, actual: int) -> tuple[bool, str]:
+    """Whether a count assertion holds for `actual`, and what to add to its message if not."""
+    expected = a.expected
+    assert isinstance(expected, (int, float))
+    if a.op == "=":
+        if a.tolerance is not None:
+            allowed = abs(expected) * a.tolerance / 100 if a.tolerance_is_percent else a.tolerance
+            how = f"off by {abs(actual - expected) / expected * 100:.2f}%" if expected else ""
+            return abs(actual - expected) <= allowed, how
+        unit = written_unit(a.text)
+        diff = Decimal(actual) - Decimal(str(expected))
+        how = "" if unit == 1 else f"rounded to the digits written, {actual:,} is {_round_like(actual, a.text)}"
+        return -unit / 2 <= diff < unit / 2, how  # what ROUND_HALF_UP to that digit gives
+    ok = {
+        "<": actual < expected,
+        "<=": actual <= expected,
+        ">": actual > expected,
+        ">=": actual >= expected,
+    }[a.op]
+    # A budget compares exact values: `>= 62.38M` means >= 62,380,000.
+    return ok, f"{a.text} is {fmt_int(round(expected))} exactly" if "." in a.text and a.text[-1] in "KMG" else ""
 
 
 def _round_like(actual: int, text: str) -> str:
@@ -283,6 +293,12 @@ def _round_like(actual: int, text: str) -> str:
 
 def _derivation_hint(analysis: Analysis, target: str) -> str | None:
     facts = analysis.facts.get(target)
+    if facts is None and target:  # a block call or repeat: say which layer ends it
+        last = next((sc.output for sc in analysis.graph.scopes if sc.path == target), None)
+        if last is None or last not in analysis.facts:
+            return None
+        how = _derivation_hint(analysis, last) or "`archc summary --explain` derives each shape"
+        return f"its last layer, {last}, outputs {analysis.facts[last].output.text()}: {how}"
     if facts is None or facts.kind not in ("conv", "maxpool", "avgpool"):
         return None
     node = analysis.graph.node(target)

@@ -62,6 +62,22 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def did_you_mean_path(path: str, candidates: Iterable[str]) -> str | None:
+    """"Did you mean" for a dotted name: the closest path that ends in the same layer, if any.
+
+    >>> did_you_mean_path("layer1.0.conv1", ["layer1.0", "layer1.1", "layer1.0.block.conv1", "layer2.0.block.conv1"])
+    "did you mean 'layer1.0.block.conv1'?"
+    """
+    import difflib  # only on the error path
+
+    leaf = path.rsplit(".", 1)[-1]
+    same_leaf = sorted({c for c in candidates if c.rsplit(".", 1)[-1] == leaf})
+    if not same_leaf:
+        return did_you_mean(path, candidates)
+    best = max(same_leaf, key=lambda c: difflib.SequenceMatcher(None, path, c).ratio())
+    return f"did you mean '{best}'?"
+
+
 class ArchError(Exception):
     """The root of archc's exceptions."""
 

@@ -16,17 +16,17 @@ from typing import Any
 
 from archc import naming
 from archc import syntax as S
-from archc.diagnostics import Diagnostic, did_you_mean, error
+from archc.diagnostics import Diagnostic, did_you_mean, did_you_mean_path, error
 
 # Re-exported: the PyTorch back-end and the tests import these from here.
 from archc.evaluate import LITERAL_WORDS as LITERAL_WORDS
 from archc.evaluate import ElaborationError as ElaborationError
-from archc.evaluate import _fail
+from archc.evaluate import _fail, parameters_used
 from archc.evaluate import evaluate as evaluate
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span
 from archc.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.naming import _ScopeState
-from archc.registry import KINDS, USER_KINDS, coerce
+from archc.registry import KINDS, USER_KINDS, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
 MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
@@ -207,7 +207,11 @@ class _Builder:
             try:
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
-                raise _fail("E103", str(exc), span) from exc
+                used = parameters_used(expr, env)
+                hint = f"computed with {used} from the block call" if used else f"{key.name} is the {key.doc}"
+                if not used and not key.required:
+                    hint += f" (default {key.name}={show_value(key.default)})"
+                raise _fail("E103", str(exc), span, hint) from exc
         name = written or self.name(scope, st.label, st.kind, st.span)
         out = self.emit(
             Node.model_construct(
@@ -433,7 +437,14 @@ def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
                 todo.pop()
             elif call.kind in on_path:
                 chain = " -> ".join((*path[on_path[call.kind] :], call.kind))
-                diags.append(error("E112", f"block {call.kind} calls itself ({chain})", call.span))
+                diags.append(
+                    error(
+                        "E112",
+                        f"block {call.kind} calls itself ({chain})",
+                        call.span,
+                        "a block cannot contain itself; to stack copies, use `repeat N { ... }` at the call site",
+                    )
+                )
             elif call.kind not in done:
                 on_path[call.kind] = len(path)
                 path.append(call.kind)
@@ -450,7 +461,7 @@ def _resolve_expect(
     target = ".".join(st.path)
     if target and target not in builder.names and target not in scope_paths:
         known = sorted(builder.names | scope_paths)
-        hint = did_you_mean(target, known) or "expect names a layer, a block call or a repeat (copy)"
+        hint = did_you_mean_path(target, known) or "expect names a layer, a block call or a repeat (copy)"
         raise _fail("E151", f"no layer or block instance named '{target}'", st.span, hint)
     expected: float | tuple[int, ...]
     if st.quantity == "output":

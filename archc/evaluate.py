@@ -41,6 +41,27 @@ LITERAL_WORDS: dict[str, Any] = {
 }
 
 
+def parameters_used(expr: S.Expr, env: dict[str, Any]) -> str | None:
+    """`E=0.5`: the block parameters an expression read, for a hint on a bad value.
+
+    >>> from archc.parser import parse
+    >>> prog, _ = parse("conv K=E*4+SQ F=1")
+    >>> parameters_used(prog.statements[0].keywords[0].value, {"E": 0.5, "SQ": 2, "X": 1})
+    'E=0.5, SQ=2'
+    """
+    names: list[str] = []
+    todo = [expr]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, S.Ref) and e.name in env and e.name not in names:
+            names.append(e.name)
+        elif isinstance(e, S.BinOp):
+            todo += [e.right, e.left]
+        elif isinstance(e, S.Neg):
+            todo.append(e.operand)
+    return ", ".join(f"{n}={env[n]}" for n in sorted(names)) or None
+
+
 def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
     """Evaluate an expression over block parameters. Never `eval`.
 

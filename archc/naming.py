@@ -31,7 +31,7 @@ RESERVED_NAMES = frozenset(
     load_state_dict register_buffer register_parameter add_module apply zero_grad half float
     double type named_parameters named_modules named_children named_buffers buffers
     extra_repr get_submodule get_parameter get_buffer requires_grad_ share_memory bfloat16
-    register_module input output""".split()
+    register_module""".split()
 ) | frozenset(
     # The rest of dir(nn.Module()) (torch 2.x): a layer named `compile` or `_modules`
     # passed `check` but could not be registered by the generated module.

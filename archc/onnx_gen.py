@@ -77,15 +77,23 @@ class Lowering:
         return [self.values[i] for i in node.inputs]
 
     def emit(self, op: str, inputs: list[str], name: str, output: str | None = None, **attrs: Any) -> str:
-        """Add one node; its output value is named `output` (default: the node's name)."""
-        out = output or name
+        """Add one node; its output value is named `output` (default: the node's name).
+
+        A layer may be named `output`: its value then gets a `/` name, so that it
+        cannot clash with the graph's own `output` (the final value is renamed so).
+        """
+        out = output or (name if name != OUTPUT else f"{name}/value")
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
-    def constant(self, name: str, value: float) -> str:
-        """A float32 scalar initializer shared by every node that needs it."""
+    def constant(self, name: str, value: float | np.ndarray) -> str:
+        """A constant initializer (float32 unless an array says otherwise), made once per name.
+
+        Its name starts with `/`, so it can never be a layer's or a weight's.
+        """
         if name not in self.constants:
-            self.constants[name] = numpy_helper.from_array(np.array(value, np.float32), name)
+            array = value if isinstance(value, np.ndarray) else np.array(value, np.float32)
+            self.constants[name] = numpy_helper.from_array(array, name)
         return name
 
 
@@ -128,23 +136,28 @@ def _pool(op: str, **fixed: Any) -> Handler:
 
 def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     (h, w, _), (oh, ow, _) = facts.inputs[0].dims, facts.output.dims
+    (x,) = ctx.inputs(node)
     if (h, w) == (oh, ow):
-        return ctx.inputs(node)[0]  # nothing to pool
-    if h % oh or w % ow:
-        ctx.diagnostics.append(
-            error(
-                "E601",
-                f"adaptiveavgpool from {h}x{w} to {oh}x{ow} cannot be written as ONNX: ONNX has no "
-                f"adaptive pooling, and {h}x{w} is not a multiple of {oh}x{ow}, so no single "
-                "AveragePool gives PyTorch's uneven windows",
-                node.span,
-                f"make the input a multiple of the output (e.g. {oh * max(1, h // oh)}x{ow * max(1, w // ow)}), "
-                "or use avgpool with explicit F and S",
-            )
-        )
-        return node.name
-    k = [h // oh, w // ow]  # equal windows: one AveragePool is exactly PyTorch's adaptive pool
-    return ctx.emit("AveragePool", ctx.inputs(node), node.name, kernel_shape=k, strides=k)
+        return x  # nothing to pool
+    if h % oh == 0 and w % ow == 0:
+        k = [h // oh, w // ow]  # equal windows: one AveragePool is exactly PyTorch's adaptive pool
+        return ctx.emit("AveragePool", [x], node.name, kernel_shape=k, strides=k)
+    # Uneven windows (13x13 -> 6x6): ONNX has no adaptive pooling, but PyTorch's
+    # windows are fixed by the sizes, and a mean over a rectangle is a mean over
+    # its columns, then over its rows: x @ Cols^T, then Rows @ that.
+    cols = ctx.constant(f"/const/{node.name}/cols", _adaptive_matrix(w, ow).T.copy())
+    rows = ctx.constant(f"/const/{node.name}/rows", _adaptive_matrix(h, oh))
+    x = ctx.emit("MatMul", [x, cols], f"{node.name}/cols")  # [b, C, H, ow]
+    return ctx.emit("MatMul", [rows, x], node.name)  # [b, C, oh, ow]
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    """[out, size]: row i averages PyTorch's adaptive window i, [floor(i*size/out), ceil((i+1)*size/out))."""
+    m = np.zeros((out, size), np.float32)
+    for i in range(out):
+        lo, hi = i * size // out, -(-(i + 1) * size // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
 
 
 def _fc(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
@@ -163,10 +176,25 @@ def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
 
 def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     a = node.attrs
-    return ctx.emit(
-        "LRN", ctx.inputs(node), node.name,
-        size=a["size"], alpha=float(a["alpha"]), beta=float(a["beta"]), bias=float(a["k"]),
-    )  # fmt: skip
+    size, alpha, beta, k = a["size"], float(a["alpha"]), float(a["beta"]), float(a["k"])
+    (x,) = ctx.inputs(node)
+    if size % 2:
+        return ctx.emit("LRN", [x], node.name, size=size, alpha=alpha, beta=beta, bias=k)
+    # ONNX's LRN takes odd sizes only. PyTorch's LocalResponseNorm, written out:
+    # the mean of x^2 over channels [c - size//2, c + (size-1)//2] (zeros past the
+    # ends), then x / (k + alpha * mean)^beta.
+    p = node.name
+    pads = np.array([0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0], np.int64)
+    axis = ctx.constant("/const/axis1", np.array([1], np.int64))
+    sq = ctx.emit("Mul", [x, x], f"{p}/square")
+    sq = ctx.emit("Unsqueeze", [sq, axis], f"{p}/unsqueeze")  # [b, 1, C, H, W]: pool over C
+    sq = ctx.emit("Pad", [sq, ctx.constant(f"/const/{p}/pads", pads)], f"{p}/pad")
+    mean = ctx.emit("AveragePool", [sq], f"{p}/mean", kernel_shape=[size, 1, 1], strides=[1, 1, 1])
+    mean = ctx.emit("Squeeze", [mean, axis], f"{p}/squeeze")
+    scaled = ctx.emit("Mul", [mean, ctx.constant(f"/const/{p}/alpha", alpha)], f"{p}/alpha")
+    base = ctx.emit("Add", [scaled, ctx.constant(f"/const/{p}/k", k)], f"{p}/k")
+    div = ctx.emit("Pow", [base, ctx.constant(f"/const/{p}/beta", beta)], f"{p}/beta")
+    return ctx.emit("Div", [x, div], p)
 
 
 def _relu6(ctx: Lowering, node: Node, facts: LayerFacts) -> str:

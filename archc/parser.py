@@ -397,6 +397,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
             span,
             f"write {_digits_around(text, tok).replace(',', '_')}",
         )
+    if str(tok) == ":":
+        keyword = _keyword_label(text, tok)
+        if keyword is not None:
+            return keyword
     if tok.type == "_NL":
         span = Span(
             line=span.line, column=span.column, end_line=span.line, end_column=span.column + 1
@@ -420,6 +424,24 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
 
 
 _MISSING_VALUE = "missing value after '='"
+KEYWORDS = ("network", "input", "block", "repeat", "residual", "shortcut", "concat", "branch", "expect")
+
+
+def _keyword_label(text: str, colon: Token) -> Diagnostic | None:
+    """`repeat: repeat 2 { ... }`: a keyword used as a name, said plainly."""
+    assert colon.line is not None and colon.column is not None
+    before = text.splitlines()[colon.line - 1][: colon.column - 1]
+    word = before.split(";")[-1].strip()
+    if word not in KEYWORDS:
+        return None
+    start = before.rindex(word) + 1
+    span = Span(line=colon.line, column=start, end_line=colon.line, end_column=start + len(word))
+    return error(
+        "E001",
+        f"'{word}' is a keyword and cannot name a layer",
+        span,
+        f"choose another name, e.g. '{word}1' or '{word}_'",
+    )
 
 
 def _missing_value(text: str, span: Span) -> Diagnostic | None:

@@ -204,7 +204,10 @@ def window_explain(attrs: Attrs, ins: Sequence[Shape], out: Shape, kind: str) ->
         exact = num / s + 1
         shown = f"{exact:g}"
         result = win.out[axis]
-        tail = f"{shown}" if exact == result else f"{shown} -> {result} ({'ceil' if win.ceil else 'floor'})"
+        rounded = -int(-num // s) + 1 if win.ceil else num // s + 1
+        tail = f"{shown}" if exact == result else f"{shown} -> {rounded} ({'ceil' if win.ceil else 'floor'})"
+        if rounded != result:  # PyTorch's ceil rule: no window may start in the right padding
+            tail += f" -> {result} (the last window would start in the padding, so it is dropped)"
         lines.append(f"{label}: ({n} - {fexpr} + {_pad_text(win, axis)})/{s} + 1 = {tail}")
     if lines[0][3:] == lines[1][3:]:
         return [lines[0][3:]]
@@ -243,7 +246,8 @@ def uneven_division(attrs: Attrs, shape: Shape, kind: str) -> Uneven | None:
             f"({n} - {eff} + {pexpr})/{s} = {(n + 2 * p - eff) / s:g} is not a whole number "
             f"along {side}; the {cropped} {tail}"
         )
-        fixes = [f"an input of {n - rem} or {n + s - rem}"]
+        size = "an input" if h == w else ("an input height" if axis == 0 else "an input width")
+        fixes = [f"{size} of {n - rem} or {n + s - rem}"]
         for extra in range(1, s + 1):
             if (n + 2 * (p + extra) - eff) % s == 0:
                 fixes.append(f"padding P={p + extra}")

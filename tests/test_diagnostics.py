@@ -171,3 +171,28 @@ def _span(line: int, col: int, end: int | None = None):  # type: ignore[no-untyp
     from archc.ir import Span
 
     return Span(line=line, column=col, end_line=line, end_column=end or col + 1)
+
+
+def test_a_rounded_budget_shows_its_exact_value() -> None:
+    """Budgets compare exact values: `>= 0.17K` is `>= 170`, said so when it fails near the line."""
+    r = compile_text("input 4\nfc 34\nexpect params >= 0.171K\n", "budget.arch")
+    (d,) = r.errors
+    assert d.message == "expect params >= 0.171K failed: actual params 170; 0.171K is 171 exactly"
+
+
+def test_width_only_uneven_warning_names_the_width() -> None:
+    r = compile_text("input 8x9x3\nconv K=2 F=2 S=2\n", "w.arch")
+    (d,) = r.warnings
+    assert "along W" in d.message and d.hint == "an input width of 8 or 10 divides evenly"
+
+
+def test_explain_says_why_ceil_mode_dropped_a_window() -> None:
+    """5 + 2*1 padded, F=3 S=3: ceil gives 3 windows, but the third would start in the padding."""
+    from archc.ir import Shape
+    from archc.registry import window_explain
+
+    attrs = {"F": (3, 3), "S": (3, 3), "P": (1, 1), "D": (1, 1), "ceil": True}
+    lines = window_explain(attrs, [Shape.hwc(5, 5, 4)], Shape.hwc(2, 2, 4), "maxpool")
+    assert lines == [
+        "(5 - 3 + 2*1)/3 + 1 = 2.33333 -> 3 (ceil) -> 2 (the last window would start in the padding, so it is dropped)"
+    ]

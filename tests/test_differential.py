@@ -71,7 +71,12 @@ def test_every_kind_matches_pytorch() -> None:
         "conv K=6 F=3 S=2 P=same D=1",
         "conv K=6 F=2x3 S=2x1 P=1x0 D=2x1 G=3",
         "lrn size=3 alpha=0.1 beta=0.7 k=1.5",
+        "lrn size=4 alpha=0.1 beta=0.7 k=1.5",  # even: written out, ONNX's LRN takes odd sizes only
+        "lrn size=2",
         "adaptiveavgpool 5x2",
+        "adaptiveavgpool 3",  # 10 -> 3: uneven, overlapping windows (MatMul lowering)
+        "adaptiveavgpool 6x4",
+        "adaptiveavgpool 7x10",  # rows uneven, columns unchanged
     ],
 )
 def test_window_edge_cases_match_pytorch(layer: str) -> None:

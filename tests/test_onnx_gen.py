@@ -182,13 +182,37 @@ def test_adaptive_divisible_is_one_average_pool() -> None:
     np.testing.assert_allclose(_run(build_model(net), x), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_adaptive_uneven_is_a_located_compile_error() -> None:
-    net = archc.loads("input 13x13x2\nconv K=2 F=1\npool: adaptiveavgpool 6\n", filename="a.arch")
-    with pytest.raises(SpecError) as info:
-        build_model(net)
-    text = str(info.value)
-    assert "a.arch:3:7: error[E601]" in text and "13x13" in text and "6x6" in text
-    assert "hint:" in text
+def test_adaptive_uneven_is_two_matmuls_with_pytorch_windows() -> None:
+    """13 -> 6, torchvision AlexNet's case off 224: windows [0,3) [2,5) [4,7) [6,9) [8,11) [10,13)."""
+    net = archc.loads("input 13x13x2\npool: adaptiveavgpool 6\n")
+    model = build_model(net)
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "MatMul"]
+    assert not [t for t in model.graph.initializer if not t.name.startswith("/")]  # no weights added
+    x = np.random.default_rng(0).standard_normal((2, 2, 13, 13), dtype=np.float32)
+    bounds = [(i * 13 // 6, -(-(i + 1) * 13 // 6)) for i in range(6)]
+    expected = np.array(
+        [[[[x[b, c, r0:r1, c0:c1].mean() for c0, c1 in bounds] for r0, r1 in bounds] for c in range(2)] for b in range(2)]
+    )
+    np.testing.assert_allclose(_run(model, x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_even_lrn_is_written_out() -> None:
+    """ONNX's LRN takes odd sizes; an even one is PyTorch's formula in plain ops."""
+    net = archc.loads("input 3x3x5\nlrn size=2 alpha=1 beta=1 k=1\n")
+    model = build_model(net)
+    assert "LRN" not in {n.op_type for n in model.graph.node}
+    x = np.random.default_rng(0).standard_normal((1, 5, 3, 3), dtype=np.float32)
+    padded = np.concatenate([np.zeros_like(x[:, :1]), x], axis=1) ** 2  # size//2 = 1 channel before
+    mean = (padded[:, :-1] + padded[:, 1:]) / 2
+    np.testing.assert_allclose(_run(model, x), x / (1 + mean), rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_named_output_keeps_the_graph_output_unique() -> None:
+    net = archc.loads("input 4x4x2\noutput: conv K=2 F=1\nrelu\nfc 3\n")
+    model = build_model(net)
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.name for n in model.graph.node][0] == "output"
+    assert _run(model, np.ones((1, 2, 4, 4), np.float32)).shape == (1, 3)
 
 
 # --- golden, determinism, files -----------------------------------------------------

@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     t = net.analysis.totals
     footer = [
-        f"Params:      {t.params:,} ({si(t.params)}) = {t.weights:,} weights + {t.biases:,} biases",
-        f"MACs:        {t.macs:,} ({si(t.macs)}), {si(2 * t.macs)} FLOPs at batch 1",
+        f"Params:      {_with_si(t.params)} = {t.weights:,} weights + {t.biases:,} biases",
+        f"MACs:        {_with_si(t.macs)}, {si(2 * t.macs)} FLOPs at batch 1",
         f"Output:      {net.analysis.output_shape.text()}",
         f"Param size:  {_mib(t.params * 4)} (float32)",
         f"Activations: {_mib(activation_bytes(net))} at batch 1 (float32, input and every layer output)",
@@ -118,3 +118,10 @@ def _print_rich(
     console.print(grid)
     for line in footer:
         console.print(Text(line, style="bold") if line == "Derivations" else line)
+
+
+def _with_si(n: int) -> str:
+    """`28,823,912 (28.82M)`; below 1,000 the SI form would only repeat the number."""
+    from archc.analysis import si
+
+    return f"{n:,} ({si(n)})" if n >= 1000 else f"{n:,}"
