@@ -248,7 +248,14 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
         hint = f"write the exact value ({actual:_}) or add a tolerance (± 1%)"
     elif a.op == "=" and a.tolerance is None:
         hint = f"the exact value is {actual:_}"
-    if a.quantity == "params" and totals.biases and _holds(a, totals.weights)[0]:
+    join = analysis.facts.get(a.target)
+    if join is not None and join.kind in ("add", "concat"):
+        what = "residual's sum" if join.kind == "add" else "concatenation"
+        hint = (
+            f"'{a.target}' names the {what} alone, which has no {a.quantity}; to total a residual or "
+            "concat with its branches, make it a block and name the call (`fire2: Fire SQ=16 E=64`)"
+        )
+    elif a.quantity == "params" and totals.biases and _holds(a, totals.weights)[0]:
         # The lecture's slides count weights only: `expect conv1.params = 34_848`.
         who = f"{a.target}'s" if a.target else "the network's"
         hint = (
