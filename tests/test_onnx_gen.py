@@ -211,7 +211,7 @@ def test_a_layer_named_output_keeps_the_graph_output_unique() -> None:
     net = archc.loads("input 4x4x2\noutput: conv K=2 F=1\nrelu\nfc 3\n")
     model = build_model(net)
     onnx.checker.check_model(model, full_check=True)
-    assert [n.name for n in model.graph.node][0] == "output"
+    assert model.graph.node[0].name == "output"
     assert _run(model, np.ones((1, 2, 4, 4), np.float32)).shape == (1, 3)
 
 
