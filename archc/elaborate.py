@@ -56,6 +56,31 @@ def attach_shortcuts(stmts: Sequence[S.Stmt], diags: list[Diagnostic]) -> list[S
     return out
 
 
+def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
+    """A block call's arguments by parameter name: `Fire SQ=16 E=64`, or (archc adds
+    this, as layers take `fc 4096`) positionally in the parameters' order, `Fire 16 64`."""
+    params = {p.name: p for p in block.params}
+    if len(st.positional) > len(block.params):
+        extra = st.positional[len(block.params)]
+        names = ", ".join(params) or "none"
+        raise _fail(
+            "E105",
+            f"block {block.name} takes {len(params)} argument{'s' if len(params) != 1 else ''}, "
+            f"but {len(st.positional)} were given",
+            extra.span,
+            f"parameters of {block.name}: {names}",
+        )
+    given: dict[str, S.Expr] = {p.name: e for p, e in zip(block.params, st.positional, strict=False)}
+    for kw in st.keywords:
+        if kw.key not in params:
+            hint = did_you_mean(kw.key, list(params)) or f"parameters of {block.name}: {', '.join(params) or 'none'}"
+            raise _fail("E106", f"block {block.name} has no parameter '{kw.key}'", kw.span, hint)
+        if kw.key in given:
+            raise _fail("E102", f"{kw.key} is given twice", kw.span)
+        given[kw.key] = kw.value
+    return given
+
+
 class _Builder:
     def __init__(self, blocks: dict[str, S.BlockDef]) -> None:
         self.blocks = blocks
@@ -228,26 +253,8 @@ class _Builder:
         return out
 
     def bind(self, block: S.BlockDef, st: S.LayerStmt, env: dict[str, Any]) -> dict[str, Any]:
-        """Evaluate a call's keyword arguments against the block's parameters."""
-        if st.positional:
-            first = block.params[0].name if block.params else "K"
-            raise _fail(
-                "E105",
-                f"block {block.name} takes keyword arguments",
-                st.positional[0].span,
-                f"e.g. {block.name} {first}=...",
-            )
-        params = {p.name: p for p in block.params}
-        given: dict[str, Any] = {}
-        for kw in st.keywords:
-            if kw.key not in params:
-                hint = did_you_mean(kw.key, list(params)) or (
-                    f"parameters of {block.name}: {', '.join(params) or 'none'}"
-                )
-                raise _fail("E106", f"block {block.name} has no parameter '{kw.key}'", kw.span, hint)
-            if kw.key in given:
-                raise _fail("E102", f"{kw.key} is given twice", kw.span)
-            given[kw.key] = evaluate(kw.value, env)
+        """Evaluate a call's arguments against the block's parameters."""
+        given = {name: evaluate(value, env) for name, value in call_arguments(block, st).items()}
         args: dict[str, Any] = {}
         for p in block.params:
             if p.name in given:

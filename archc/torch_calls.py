@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from archc import pyexpr as E
 from archc import syntax as S
+from archc.elaborate import call_arguments
 from archc.torch_layers import Step
 from archc.torch_plan import _Class, _sole_call
 
@@ -34,7 +35,7 @@ def _call_args(
     args: list[tuple[str | None, E.Sym | None, list[Any]]] = [
         (None, None, [gen.shape(i).channels for i in inputs])
     ]
-    written = {kw.key: kw.value for kw in call.keywords} if call is not None else {}
+    written = call_arguments(gen.blocks[call.kind], call) if call is not None else {}
     for p in cls.params:
         values = [gen.inst_env[path][p.spec] for path in paths]
         if call is None:  # a repeat body's class takes the free parameters of its body

@@ -81,3 +81,25 @@ def test_every_kind_matches_pytorch() -> None:
 )
 def test_window_edge_cases_match_pytorch(layer: str) -> None:
     _compare(archc.loads(f"input 10x10x3\n{layer}\n", filename="edge.arch"))
+
+
+def test_positional_block_calls_match_pytorch() -> None:
+    """The generated module passes positional block arguments on by name (`Fire(16, SQ=8, E=16)`)."""
+    text = """
+block Fire(SQ, E) {
+  conv K=SQ F=1; relu
+  concat {
+    branch { conv K=E F=1; relu }
+    branch { conv K=E F=3 P=1; relu }
+  }
+}
+block Basic(K, S=1) {
+  residual { conv K=K F=3 S=S P=1; relu } shortcut { conv K=K F=1 S=S }
+}
+input 16x16x3
+fire1: Fire 8 16
+fire2: Fire 8 E=32
+b: Basic 32 2 -> 8x8x32
+fc 10
+"""
+    _compare(archc.loads(text, filename="positional.arch"))

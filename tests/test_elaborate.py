@@ -329,8 +329,19 @@ def test_error_codes(text: str, code: str) -> None:
 
 
 def test_block_call_errors() -> None:
-    text = "input 8x8x3\nblock A(K) { relu }\nA\nA 3\n"
-    assert codes(text) == ["E107", "E105"]
+    text = "input 8x8x3\nblock A(K) { relu }\nA\nA 3 4\nA 3 K=3\n"
+    assert codes(text) == ["E107", "E105", "E102"]
+
+
+def test_block_arguments_may_be_positional() -> None:
+    """`Fire 16 64` binds in the parameters' order, as `Fire SQ=16 E=64` does; keywords may follow."""
+    blocks = "block F(SQ, E=SQ*4) { conv K=SQ F=1\nconv K=E F=1 }\ninput 8x8x3\n"
+    by_keyword = archc.loads(blocks + "a: F SQ=2 E=5\nb: F SQ=3\n")
+    by_position = archc.loads(blocks + "a: F 2 5\nb: F 3\n")
+    mixed = archc.loads(blocks + "a: F 2 E=5\nb: F 3\n")
+    expected = [(layer.name, layer.output, layer.params) for layer in by_keyword.layers]
+    assert [(layer.name, layer.output, layer.params) for layer in by_position.layers] == expected
+    assert [(layer.name, layer.output, layer.params) for layer in mixed.layers] == expected
 
 
 def test_block_named_like_a_kind() -> None:
