@@ -124,6 +124,8 @@ def render_one(diag: Diagnostic, path: str, lines: Sequence[str], color: bool = 
         # line: every located error shows one.
         if 1 <= sp.line <= max(len(lines), 1):
             src = lines[sp.line - 1].rstrip("\r\n").expandtabs(1) if lines else ""
+            # one '?' per control character (a terminal escape, a NUL): columns stay aligned
+            src = "".join(ch if ch.isprintable() else "?" for ch in src)
             gutter = str(sp.line)
             pad = " " * len(gutter)
             end = sp.end_column if sp.end_line == sp.line else len(src) + 1

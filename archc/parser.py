@@ -370,7 +370,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
             hint = "integer division is written //"
         elif ch.isdigit() or ch == ".":
             hint = "numbers are written 96, 4_096, 0.5, 1e-4 or 27.55M; shapes 55x55x96"
-        return error("E001", f"unexpected character '{ch}'", span, hint)
+        shown = f"'{ch}'" if ch.isprintable() else f"U+{ord(ch):04X}"  # never a raw escape on the terminal
+        return error("E001", f"unexpected character {shown}", span, hint)
     tok: Token | None = getattr(exc, "token", None)
     at_end = isinstance(exc, UnexpectedEOF) or (tok is not None and tok.type == "$END")
     if at_end:

@@ -9,8 +9,11 @@ k = D*(F-1)+1, stride s and leading padding p:
     rf' = rf + (k-1)*jump     jump' = jump*s     start' = start + ((k-1)/2 - p)*jump
 
 Where branches meet (residual add, concat) the largest field over the paths
-is kept. Layers that mix every position (fc, flatten, global and adaptive
-pooling) see the whole input: their field is the input's size.
+is kept. `adaptiveavgpool` is a window of its largest bin, its stride the
+size ratio (rounded where uneven). Layers that mix every position (fc,
+flatten, global pooling) see the whole input: their field is at least the
+input's size, with one position (jump = the input's size). A network with a
+flat input has no spatial field: no layer gets one.
 """
 
 from __future__ import annotations
@@ -25,32 +28,38 @@ Field = tuple[tuple[int, int], tuple[int, int], tuple[float, float]]  # rf, jump
 
 
 def receptive_fields(net: Network) -> dict[str, dict[str, Any]]:
-    """`{name: {"rf": [h, w], "jump": [h, w], "start": [h, w]}}` for every layer."""
+    """`{name: {"rf": [h, w], "jump": [h, w], "start": [h, w]}}` for every layer of a spatial network."""
     shape = net.graph.input_shape
-    full = (shape.dims[0], shape.dims[1]) if shape.is_spatial else (shape.dims[0], 1)
+    if not shape.is_spatial:
+        return {}
+    full = (shape.dims[0], shape.dims[1])
     fields: dict[str, Field] = {INPUT: ((1, 1), (1, 1), (0.5, 0.5))}
     out: dict[str, dict[str, Any]] = {}
     for node in net.graph.nodes:
         ins = [fields[i] for i in node.inputs if i in fields]
         rf, jump, start = max(ins, key=lambda f: f[0][0] * f[0][1])
-        if node.kind in ("conv", "maxpool", "avgpool"):
-            facts = net.analysis.facts[node.name]
-            win = resolve_window(node.attrs, facts.inputs[0], node.kind, node.kind != "conv")
-            new = []
-            for axis in (0, 1):
-                k = win.dilation[axis] * (win.kernel[axis] - 1) + 1
-                new.append(
-                    (
-                        rf[axis] + (k - 1) * jump[axis],
-                        jump[axis] * win.stride[axis],
-                        start[axis] + ((k - 1) / 2 - win.pads[axis]) * jump[axis],
-                    )
-                )
+        facts = net.analysis.facts[node.name]
+        if node.kind in ("conv", "maxpool", "avgpool", "adaptiveavgpool"):
+            new = [_window(node.kind, node.attrs, facts, axis, rf[axis], jump[axis], start[axis]) for axis in (0, 1)]
             rf = (new[0][0], new[1][0])
             jump = (new[0][1], new[1][1])
             start = (new[0][2], new[1][2])
-        elif node.kind in ("fc", "flatten", "globalavgpool", "adaptiveavgpool"):
-            rf, start = full, (full[0] / 2, full[1] / 2)
+        elif node.kind in ("fc", "flatten", "globalavgpool") and facts.inputs[0].is_spatial:
+            rf = (max(rf[0], full[0]), max(rf[1], full[1]))
+            jump, start = full, (full[0] / 2, full[1] / 2)
         fields[node.name] = (rf, jump, start)
         out[node.name] = {"rf": list(rf), "jump": list(jump), "start": list(start)}
     return out
+
+
+def _window(kind: str, attrs: Any, facts: Any, axis: int, rf: int, jump: int, start: float) -> tuple[int, int, float]:
+    """One axis of the recurrence for a windowed layer: (rf, jump, start) after it."""
+    if kind == "adaptiveavgpool":
+        n, o = facts.inputs[0].dims[axis], facts.output.dims[axis]
+        k = max(-(-(i + 1) * n // o) - i * n // o for i in range(o))  # the largest bin
+        stride, pad = max(1, round(n / o)), 0
+    else:
+        win = resolve_window(attrs, facts.inputs[0], kind, kind != "conv")
+        k = win.dilation[axis] * (win.kernel[axis] - 1) + 1
+        stride, pad = win.stride[axis], win.pads[axis]
+    return rf + (k - 1) * jump, jump * stride, start + ((k - 1) / 2 - pad) * jump

@@ -199,7 +199,7 @@ def window_explain(attrs: Attrs, ins: Sequence[Shape], out: Shape, kind: str) ->
     lines = []
     for axis, (n, label) in enumerate(((h, "H"), (w, "W"))):
         f, s, d = win.kernel[axis], win.stride[axis], win.dilation[axis]
-        fexpr = str(f) if d == 1 else f"{d}*({f}-1)-1+1"
+        fexpr = str(f) if d == 1 else f"({d}*({f}-1)+1)"  # the dilated window's extent
         num = n - (d * (f - 1) + 1) + win.pads[axis] + win.pads[axis + 2]
         exact = num / s + 1
         shown = f"{exact:g}"

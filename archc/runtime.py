@@ -130,7 +130,11 @@ def make_session(model: bytes | str, providers: list[str]) -> ort.InferenceSessi
 
 def make_input(session: ort.InferenceSession, batch: int, seed: int) -> tuple[str, np.ndarray]:
     """Seeded standard-normal input for the session's single input; symbolic dim 0 becomes `batch`."""
-    (inp,) = session.get_inputs()[:1]
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = ", ".join(repr(i.name) for i in inputs)
+        raise RunError(f"the model takes {len(inputs)} inputs ({names}); archc run feeds models of one input")
+    (inp,) = inputs
     if inp.type != "tensor(float)":
         raise RunError(f"input {inp.name!r} is {inp.type}; archc run feeds float32 only")
     dims = list(inp.shape)

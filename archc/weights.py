@@ -137,7 +137,18 @@ def _load_torch(path: Path) -> Mapping[str, Any]:
     except ImportError as e:
         raise WeightsError(f"{path}: reading .pt/.pth weights needs PyTorch (pip install torch)") from e
     # weights_only: never unpickle arbitrary objects from a file we were handed.
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        # torch's own text suggests weights_only=False, i.e. running the file's code: not here.
+        text = str(e)
+        if "WeightsUnpickler error:" in text:  # the cause, without the advice around it
+            text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
+        cause = (text.strip().splitlines() or [type(e).__name__])[0][:200]
+        raise WeightsError(
+            f"{path}: not a readable state_dict ({cause}); archc loads tensors only, never pickled "
+            "objects: save `model.state_dict()` with torch.save, or use .safetensors"
+        ) from e
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]  # a training checkpoint that wraps the state_dict
     if not isinstance(obj, Mapping):
@@ -184,8 +195,19 @@ def validate(net: Network, specs: list[TensorSpec], given: Mapping[str, Any]) ->
         parts += _listing("missing", [f"{s.name} {_dims(s.shape)}" for s in missing])
         parts += _listing("unexpected", unexpected)
         parts += _listing("mis-shaped", wrong)
+        prefix = _common_prefix(unexpected)
+        if prefix and len(missing) == len(unexpected) and all(k[len(prefix) :] in by_name for k in unexpected):
+            parts.append(f"  hint: every key starts with '{prefix}' (a wrapped model's state_dict); strip it")
         raise WeightsError("\n".join(parts))
     return arrays
+
+
+def _common_prefix(keys: list[str]) -> str:
+    """`module.` when every key has it (nn.DataParallel, torch.compile's `_orig_mod.`), else ''."""
+    firsts = {k.split(".", 1)[0] for k in keys if "." in k}
+    if len(firsts) == 1 and all("." in k for k in keys):
+        return f"{firsts.pop()}."
+    return ''
 
 
 def _listing(label: str, items: list[str]) -> list[str]:

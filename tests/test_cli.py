@@ -86,6 +86,24 @@ def test_check_directories_recursively(capsys: pytest.CaptureFixture[str], tmp_p
     assert str(tmp_path / "deep" / "er" / "b.arch") in out
 
 
+def test_check_skips_hidden_folders_and_follows_linked_specs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A project's .venv and .git hold no specs of its own; a linked spec is a spec."""
+    write(tmp_path / "a.arch", GOOD)
+    write(tmp_path / ".venv" / "lib" / "x.arch", BAD)
+    real = write(tmp_path / "elsewhere" / "real.txt", GOOD)
+    (tmp_path / "linked.arch").symlink_to(real)
+    code, out, _ = run(capsys, "check", str(tmp_path))
+    assert code == 0 and out.splitlines()[-1] == "2 specs checked: 2 valid, 0 invalid"
+
+
+def test_check_output_file_is_for_json_and_junit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "check", "-o", str(tmp_path / "r.txt"), "specs/lenet5.arch")
+    assert code == 2 and "-o writes the json and junit reports" in err
+    assert not (tmp_path / "r.txt").exists()
+
+
 def test_check_names_each_file_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     a = write(tmp_path / "a.arch", GOOD)
     code, out, _ = run(capsys, "check", str(tmp_path), str(a), str(a))
@@ -309,3 +327,26 @@ def test_python_dash_m_archc(tmp_path: Path) -> None:
     assert proc.stdout.splitlines()[-1] == "2 specs checked: 1 valid, 1 invalid"
     assert f"{bad}:2:1: error[E100]" in proc.stderr
     assert "\x1b[" not in proc.stderr  # not a terminal: no colour
+
+
+def test_explain_writes_the_dilated_window_as_it_computes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = write(tmp_path / "d.arch", "input 33x33x3\nconv K=4 F=3 D=2\n")
+    code, out, _ = run(capsys, "summary", "--explain", str(spec))
+    assert code == 0 and "(33 - (2*(3-1)+1) + 2*0)/1 + 1 = 29" in out  # 33 - 5 + 0 = 28; 28/1 + 1 = 29
+
+
+def test_receptive_field_through_adaptive_pooling_and_fc(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = write(tmp_path / "rf.arch", "input 32x32x3\nconv K=4 F=11 S=4 P=5\nadaptiveavgpool 4\nfc 10\n")
+    code, out, _ = run(capsys, "summary", "--rf", "--json", str(spec))
+    assert code == 0
+    layers = {layer["name"]: layer["receptive_field"] for layer in json.loads(out)["layers"]}
+    assert layers["conv1"] == {"rf": [11, 11], "jump": [4, 4], "start": [0.5, 0.5]}
+    # 8 -> 4: bins of 2 at stride 2, in conv1's jumps of 4
+    assert layers["adaptiveavgpool1"] == {"rf": [15, 15], "jump": [8, 8], "start": [2.5, 2.5]}
+    assert layers["fc1"]["rf"] == [32, 32]  # the whole input
+
+
+def test_receptive_field_of_a_flat_network_is_none(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = write(tmp_path / "flat.arch", "input 64\nfc 10\n")
+    code, out, err = run(capsys, "summary", "--rf", str(spec))
+    assert code == 0 and "RF" not in out and "input is flat" in err

@@ -109,3 +109,46 @@ def test_gelu_at_an_old_opset_is_a_located_error(tmp_path: Path, capsys) -> None
     err = capsys.readouterr().err
     assert "g.arch:3:1" in err and "opset 20" in err and "Traceback" not in err
     assert not (tmp_path / "g.onnx").exists()
+
+
+# --- where output goes: every failure is a one-line error (exit 1), never a traceback ---------
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "out", "it is a directory"),
+        (lambda d: d / "spec.arch" / "m.onnx", "is a file, not a directory"),
+        (lambda d: d / "spec.arch", "it is the input"),
+    ],
+    ids=["directory", "parent-is-a-file", "the-spec-itself"],
+)
+def test_unwritable_outputs_are_clear_errors(tmp_path: Path, capsys, make, message: str) -> None:
+    spec = tmp_path / "spec.arch"
+    spec.write_text("input 4x4x3\nconv K=2 F=1\n")
+    (tmp_path / "out").mkdir()
+    out = make(tmp_path)
+    assert main(["compile", str(spec), "-o", str(out), "--to", "onnx"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "internal error" not in err
+    assert spec.read_text() == "input 4x4x3\nconv K=2 F=1\n"
+
+
+def test_a_symlink_is_followed_not_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "real.onnx"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(target)
+    assert main(["compile", LENET, "-o", str(link)]) == 0
+    assert link.is_symlink() and onnx.load(str(link)).graph.node
+    assert target.read_bytes() != b"old"
+
+
+def test_a_device_is_written_in_place(tmp_path: Path) -> None:
+    """`-o /dev/null` compiles and throws the result away; the device stays a device."""
+    assert main(["compile", LENET, "-o", "/dev/null", "--to", "onnx"]) == 0
+    assert Path("/dev/null").is_char_device()
+
+
+def test_negative_seed_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["compile", LENET, "-o", "x.onnx", "--seed", "-5"])
+    assert info.value.code == 2 and "--seed" in capsys.readouterr().err

@@ -110,6 +110,25 @@ def test_check_needs_a_spec(tmp_path: Path, capsys) -> None:
     assert "--check needs a .arch spec" in capsys.readouterr().err
 
 
+def test_spec_options_on_a_model_are_errors(tmp_path: Path, capsys) -> None:
+    """--weights and --opset would be silently ignored for an .onnx file: say so instead."""
+    path = tmp_path / "m.onnx"
+    archc.loads("input 4\nfc 3").to_onnx(path)
+    assert main(["run", str(path), "--weights", "zeros", "--opset", "17", "--repeat", "1"]) == 1
+    assert "--weights and --opset apply to a .arch spec" in capsys.readouterr().err
+
+
+def test_a_model_of_two_inputs_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3]) for n in ("a", "b", "y")]
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two", io[:2], io[2:])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["run", str(path), "--repeat", "1"]) == 1
+    assert "takes 2 inputs ('a', 'b')" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

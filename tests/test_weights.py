@@ -108,7 +108,7 @@ def test_long_lists_are_capped() -> None:
     [
         ("w.npz", b"x", "unknown weights format .npz"),
         ("w.safetensors", b"not safetensors", "cannot read weights"),
-        ("w.pt", b"not a pickle", "cannot read weights"),
+        ("w.pt", b"not a pickle", "not a readable state_dict"),
     ],
 )
 def test_bad_files(net, tmp_path: Path, name: str, content: bytes, message: str) -> None:
@@ -124,3 +124,20 @@ def test_missing_file_and_bad_type(net, tmp_path: Path) -> None:
         make_weights(net, tmp_path / "nope.pt")
     with pytest.raises(WeightsError, match="not int"):
         make_weights(net, 3)
+
+
+def test_a_wrapped_state_dict_gets_a_hint_to_strip_its_prefix(net) -> None:
+    from archc.tensors import tensor_specs
+    from archc.weights import validate
+
+    given = {f"module.{k}": v for k, v in make_weights(net).items()}
+    with pytest.raises(WeightsError, match=r"every key starts with 'module\.'"):
+        validate(net, tensor_specs(net), given)
+
+
+def test_an_unreadable_checkpoint_never_advises_running_its_code(net, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "w.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError) as info:
+        make_weights(net, tmp_path / "w.pt")
+    assert "weights_only` set to `False" not in str(info.value)

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="output format (default: github under GitHub Actions, else text)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE (json, junit)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, parser=p)
 
 
 def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]:
@@ -53,7 +53,7 @@ def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*.arch") if q.is_file())
+            found = _specs_under(p)
             if not found:
                 problems.append((raw, error("E404", "no .arch files in this directory", None)))
             for q in found:
@@ -65,12 +65,27 @@ def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]
     return files, problems
 
 
+def _specs_under(top: Path) -> list[Path]:
+    """`*.arch` files below `top`, linked ones too, skipping hidden folders (.git, .venv)."""
+    found: list[Path] = []
+    for folder, subfolders, names in os.walk(top):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found += [Path(folder, n) for n in names if n.endswith(".arch") and Path(folder, n).is_file()]
+    return sorted(found)
+
+
 def failed(result: CompileResult, strict: bool) -> bool:
     return result.network is None or (strict and bool(result.warnings))
 
 
 def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
+    if args.output and fmt not in ("json", "junit"):
+        args.parser.error(f"-o writes the json and junit reports; --format {fmt} prints to the terminal")
+    if args.output:
+        from archc.files import refuse_overwriting
+
+        refuse_overwriting(args.output, *args.paths)
     files, problems = collect(args.paths)
     results = [compile_file(f) for f in files]
     results += [CompileResult(path, "", None, (diag,)) for path, diag in problems]

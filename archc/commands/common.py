@@ -9,6 +9,19 @@ from typing import IO
 from archc.api import CompileResult, Network, compile_file
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: `--seed 7`; a negative or non-integer value is a usage error (exit 2)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
+    return value
+
+
 def use_color(stream: IO[str]) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set."""
     if os.environ.get("NO_COLOR"):

@@ -33,10 +33,13 @@ def run(args: argparse.Namespace) -> int:
         if suffix not in SUFFIXES:
             args.parser.error(f"-o {args.output}: the name must end in {', '.join(SUFFIXES)}")
         fmt = SUFFIXES[suffix]
+    from archc.files import refuse_overwriting, write_atomic
+
+    if args.output:
+        refuse_overwriting(args.output, args.spec)
     net = load_or_report(args.spec)
     if net is None:
         return 1
-    from archc.files import write_atomic
     from archc.graph import GraphvizMissing, render, to_dot
 
     dot = to_dot(net, collapse=args.collapse)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from archc.commands.common import load_or_report
+from archc.commands.common import load_or_report, non_negative_int
 
 PROVIDERS = ("auto", "cuda", "cpu")  # archc.runtime.PROVIDERS, without importing onnxruntime here
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--provider", choices=PROVIDERS, default="auto", help="execution provider (default auto)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the input and random weights (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the input and random weights (default 0)")
     p.add_argument("--weights", default="random", metavar="random|zeros|FILE", help="weights for a spec")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for a spec (default: the newest)")
     p.add_argument("--check", action="store_true", help="compare with the PyTorch module (spec only)")
@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     source = Path(args.source)
     if source.suffix.lower() == ".onnx":
+        given = [opt for opt, on in (("--weights", args.weights != "random"), ("--opset", args.opset is not None)) if on]
+        if given:
+            raise RunError(f"{' and '.join(given)} apply to a .arch spec; {source.name} is a model with its own weights and opset")
         if not source.is_file():
             raise RunError(f"{source}: no such file")
         prepared = Prepared.from_file(source)
@@ -74,14 +77,17 @@ def _text(r: Any, source: str) -> str:
     lines = [
         f"{r.network} ({source}), batch {r.batch}" + (f", opset {r.opset}" if r.opset else ""),
         f"provider    {r.provider}" + (f"  ({r.note})" if r.note else ""),
-        f"output      {shape}  (batch first; NCHW)",
-        f"latency     p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  ({r.repeat} runs after {r.warmup} warm-up)",
+        f"output      {shape}  (batch first{'; NCHW' if len(r.output_shape) == 4 else ''})",
+        f"latency     p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
+        f"({r.repeat} run{'s' if r.repeat != 1 else ''} after {r.warmup} warm-up)",
         f"throughput  {r.throughput_ips:,.1f} images/s",
     ]
     if r.gflops is None:
         lines.append("compute     MACs unknown (no shapes for every Conv/Gemm), GFLOP/s unknown")
     else:
-        lines.append(f"compute     {r.macs_per_image / 1e9:.3f} GMACs/image -> {r.gflops:,.1f} GFLOP/s achieved")
+        from archc.analysis import si
+
+        lines.append(f"compute     {si(r.macs_per_image)} MACs/image -> {r.gflops:,.1f} GFLOP/s achieved")
     if r.max_rel_error is not None:
         verdict = "ok" if r.max_rel_error <= _tolerance() else "FAILED"
         lines.append(f"check       max relative error vs PyTorch {r.max_rel_error:.2e} ({verdict}, tolerance {_tolerance():g})")

@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from archc.analysis import si
 
     extra = None
-    if rf is not None:
+    if rf is not None and not rf:
+        print("(no receptive fields: the network's input is flat)", file=sys.stderr)
+    if rf:
         extra = {
             name: {
                 "rf": f"{v['rf'][0]}x{v['rf'][1]}",
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             kind = f"{row.kind} {attr_text(node.kind, node.attrs)}".strip()
         cells = ["  " * row.depth + row.name, kind, row.output]
         cells += [f"{row.params:,}" if row.params else "-", f"{row.macs:,}" if row.macs else "-"]
-        if extra is not None:
+        if extra:
             cells += [row.extra.get("rf", ""), row.extra.get("jump", ""), row.extra.get("start", "")]
         table.append((row.group, cells))
 
