@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lark import Lark, Token, Tree
@@ -59,6 +59,24 @@ class _Line:
     layer: bool = False
     comment: str | None = None  # a trailing comment
     blank: bool = False
+    folds: list[_Fold] = field(default_factory=list)  # the bodies folded onto this line
+
+
+@dataclass
+class _Fold:
+    """A body folded onto its head's line: `srcs[start:inner]` came from the head line,
+    `srcs[inner:close]` from the one statement inside, `srcs[close:end]` from the closing line."""
+
+    key: tuple[int, int]  # the opening brace's line and column
+    start: int
+    inner: int
+    close: int
+    end: int | None  # None: to the end of the line
+
+    def shifted(self, by: int, end: int) -> _Fold:
+        """The same fold inside another one, whose inner part starts at `by` and ends at `end`."""
+        stop = end if self.end is None else by + self.end
+        return _Fold(self.key, by + self.start, by + self.inner, by + self.close, stop)
 
 
 class _Comments:
@@ -111,7 +129,8 @@ def _last_line(tree: Tree[Token] | Token) -> int:
 class _Printer:
     """Walks the tree once, emitting `_Line`s; comments are interleaved by position."""
 
-    def __init__(self, tree: Tree[Token], comments: list[Token]) -> None:
+    def __init__(self, tree: Tree[Token], comments: list[Token], nofold: set[tuple[int, int]]) -> None:
+        self.nofold = nofold  # the bodies (by opening brace) that must not be folded onto one line
         code_lines = {
             t.line for t in _tokens(tree) if t.type not in _SEPARATORS and t.line is not None
         }
@@ -125,8 +144,9 @@ class _Printer:
         }
 
     # layout
-    def emit(self, indent: int, code: str, src: int | None, **kw: Any) -> None:
-        self.lines.append(_Line(indent, code, [src] if src else [], **kw))
+    def emit(self, indent: int, code: str, src: int | list[int] | None, **kw: Any) -> None:
+        srcs = src if isinstance(src, list) else [src] if src else []
+        self.lines.append(_Line(indent, code, srcs, **kw))
 
     def blank(self) -> None:
         if self.lines and not self.lines[-1].blank:
@@ -142,10 +162,14 @@ class _Printer:
             prev_end = line
         return prev_end
 
-    def items(self, children: list[Any], indent: int, end: int) -> bool:
-        """A statement list up to source line `end`; False if it printed nothing at all."""
-        prev_end: int | None = None
-        printed = False
+    def items(self, children: list[Any], indent: int, end: int, opened: int | None = None) -> bool:
+        """A statement list up to source line `end`; False if it printed nothing at all.
+
+        `opened`: the line of a body's opening brace; comments between the head and a brace
+        on a later line open the body.
+        """
+        first = len(self.lines)
+        prev_end = None if opened is None or self.flush(opened, indent, None) is None else opened
         for child in children:
             if not isinstance(child, Tree):
                 continue  # separators and braces: the layout replaces them
@@ -155,37 +179,51 @@ class _Printer:
                 self.blank()
             getattr(self, child.data)(child, indent)
             prev_end = _last_line(child)
-            printed = True
-        before = len(self.pending)
         self.flush(end, indent, prev_end)
-        return printed or len(self.pending) != before
+        return len(self.lines) > first
 
-    def body(self, head: str, body: Tree[Token], indent: int, joined: bool = False) -> None:
-        """`head {`, the statements indented, `}`; `joined` continues the line before: `} shortcut {`."""
-        opening, closing = body.children[0], body.children[-1]
+    def body(self, head: str, start: int, body: Tree[Token], indent: int, joined: bool = False) -> None:
+        """`head {`, the statements indented, `}`; `joined` continues the line before: `} shortcut {`.
+
+        `start` is the head's source line: the brace may sit on a later one.
+        """
+        kids = body.children
+        at = next(i for i, k in enumerate(kids) if isinstance(k, Token) and str(k) == "{")
+        opening, closing = kids[at], kids[-1]
         assert isinstance(opening, Token) and isinstance(closing, Token)
+        srcs = sorted({start, opening.line or 0})
         if joined:
-            self.close(f" {head} {{", opening.line or 0)
+            self.close(f" {head} {{", *srcs)
         else:
-            self.emit(indent, f"{head} {{", opening.line or 0)
+            self.emit(indent, f"{head} {{", srcs)
         first = len(self.lines)
-        if not self.items(body.children[1:-1], indent + 1, closing.line or 0):
-            self.close("}", closing.line or 0)  # an empty body stays on its head's line: `{}`
+        key = (opening.line or 0, opening.column or 0)
+        if not self.items(kids[at + 1 : -1], indent + 1, closing.line or 0, opening.line) and key not in self.nofold:
+            line = self.lines[-1]  # an empty body stays on its head's line: `{}`
+            line.folds.append(_Fold(key, 0, len(line.srcs), len(line.srcs), None))
+            self.close("}", closing.line or 0)
             return
         inner = self.lines[first:]
-        if len(inner) == 1 and inner[0].layer and not inner[0].blank:
+        if len(inner) == 1 and inner[0].layer and not inner[0].blank and key not in self.nofold:
             # One plain layer: `repeat 2 { Basic K=64 }` reads better on one line.
+            # (Unless that would put comments of two lines on one: see `_Printer.conflicts`.)
             only = inner[0]
             del self.lines[first:]
-            self.close(f" {only.code}{' ' + only.arrow if only.arrow else ''} }}", closing.line or 0)
-            self.lines[-1].srcs.extend(only.srcs)
+            line = self.lines[-1]
+            at_inner = len(line.srcs)
+            at_close = at_inner + len(only.srcs)
+            line.folds.extend(f.shifted(at_inner, at_close) for f in only.folds)
+            line.code += f" {only.code}{' ' + only.arrow if only.arrow else ''} }}"
+            line.srcs.extend(only.srcs)
+            line.srcs.append(closing.line or 0)
+            line.folds.append(_Fold(key, 0, at_inner, at_close, None))
             return
         self.emit(indent, "}", closing.line or 0)
 
-    def close(self, text: str, src: int) -> None:
+    def close(self, text: str, *srcs: int) -> None:
         """Continue the last line: `} shortcut {`, `} -> 56x56x64`, `{}`."""
         self.lines[-1].code += text
-        self.lines[-1].srcs.append(src)
+        self.lines[-1].srcs.extend(srcs)
 
     # statements, one method per grammar rule
     def network_decl(self, st: Tree[Token], indent: int) -> None:
@@ -227,12 +265,12 @@ class _Printer:
     def block_def(self, st: Tree[Token], indent: int) -> None:
         params = [_text(p) for p in _params(st)]
         head = f"block {st.children[1]}" + (f"({', '.join(params)})" if params else "")
-        self.body(head, st.children[-1], indent)  # type: ignore[arg-type]
+        self.body(head, _first_line(st), st.children[-1], indent)  # type: ignore[arg-type]
 
     def repeat(self, st: Tree[Token], indent: int) -> None:
         label, (_kw, count, body, *arrow) = _label(st.children)
         first = len(self.lines)
-        self.body(f"{label}repeat {_text(count)}", body, indent)
+        self.body(f"{label}repeat {_text(count)}", _first_line(st), body, indent)
         self._arrow(arrow, first)
 
     repeat_arrow = repeat
@@ -240,10 +278,10 @@ class _Printer:
     def residual(self, st: Tree[Token], indent: int) -> None:
         label, (_kw, body, *extras) = _label(st.children)
         first = len(self.lines)
-        self.body(f"{label}residual", body, indent)
+        self.body(f"{label}residual", _first_line(st), body, indent)
         for extra in extras:
             if extra.data == "shortcut_clause":
-                self.body("shortcut", extra.children[1], indent, joined=True)
+                self.body("shortcut", _first_line(extra), extra.children[1], indent, joined=True)
         self._arrow([e for e in extras if e.data == "arrow"], first)
 
     residual_arrow = residual
@@ -251,16 +289,16 @@ class _Printer:
     def concat(self, st: Tree[Token], indent: int) -> None:
         label, (_kw, body, *arrow) = _label(st.children)
         first = len(self.lines)
-        self.body(f"{label}concat", body, indent)
+        self.body(f"{label}concat", _first_line(st), body, indent)
         self._arrow(arrow, first)
 
     concat_arrow = concat
 
     def branch(self, st: Tree[Token], indent: int) -> None:
-        self.body("branch", st.children[1], indent)  # type: ignore[arg-type]
+        self.body("branch", _first_line(st), st.children[1], indent)  # type: ignore[arg-type]
 
     def shortcut(self, st: Tree[Token], indent: int) -> None:
-        self.body("shortcut", st.children[1], indent)  # type: ignore[arg-type]
+        self.body("shortcut", _first_line(st), st.children[1], indent)  # type: ignore[arg-type]
 
     def _arrow(self, arrow: list[Any], first: int) -> None:
         """`-> shape` after a body; a statement that fit on one line aligns it like a layer."""
@@ -275,17 +313,51 @@ class _Printer:
             self.close(f" {text}", _first_line(arrow[0]))
 
     # output
+    def _owners(self) -> dict[int, int]:
+        """The output line each trailing comment goes to: the last one with code from its line."""
+        last = {src: i for i, line in enumerate(self.lines) for src in line.srcs}
+        owners = {}
+        for src in sorted(self.trailing):
+            if src not in last:  # pragma: no cover - every line of code prints somewhere
+                last[src] = max((i for s, i in last.items() if s < src), default=0)
+            owners[src] = last[src]
+        return owners
+
+    def conflicts(self) -> set[tuple[int, int]]:
+        """The folded bodies that joined the comments of two lines (head, statement, `}`) into one.
+
+        Such a body is printed unfolded instead, so every comment keeps a line of its own.
+        """
+        found = set()
+        owners = self._owners()
+        for i, line in enumerate(self.lines):
+            # where in `srcs` each comment that lands on this line comes from (its last place)
+            where = {s: j for j, s in enumerate(line.srcs) if owners.get(s) == i}
+            for fold in line.folds:
+                end = len(line.srcs) if fold.end is None else fold.end
+                parts = {(j >= fold.inner) + (j >= fold.close) for j in where.values() if fold.start <= j < end}
+                if len(parts) > 1:
+                    found.add(fold.key)
+        return found
+
     def render(self) -> str:
-        last = {src: line for line in self.lines for src in line.srcs}
-        for src, text in self.trailing.items():
-            line = last[src]  # every line with code before a comment printed some of that code
-            line.comment = f"{line.comment} {text}" if line.comment else text
-        while self.lines and self.lines[-1].blank:
-            self.lines.pop()
-        _align_arrows(self.lines)
-        _align_comments(self.lines)
+        notes: dict[int, list[str]] = {}
+        for src, i in self._owners().items():
+            notes.setdefault(i, []).append(self.trailing[src])
+        lines = []
+        for i, line in enumerate(self.lines):
+            # Comments of several source lines that met on one line (`repeat 2  # a` then
+            # `{  # b`): the last stays at the end, the others go above as full-line comments.
+            *above, line.comment = notes.get(i) or [None]
+            indent = line.indent + line.code.startswith("}")  # above `} shortcut {`: still in the body
+            lines.extend(_Line(indent, text, []) for text in above if text)
+            lines.append(line)
+        while lines and lines[-1].blank:
+            lines.pop()
+        _align_arrows(lines)
+        _align_comments(lines)
         out = []
-        for line in self.lines:
+        for line in lines:
             text = "" if line.blank else INDENT * line.indent + line.code
             out.append(text + (line.comment or ""))
         return "\n".join(out) + "\n" if out else ""
@@ -370,11 +442,21 @@ def format_text(text: str) -> str:
         tree, comments = _parser().parse(text)
     except UnexpectedInput as exc:  # pragma: no cover - the main parser accepted the same grammar
         raise FormatError(diags) from exc
-    printer = _Printer(tree, comments)
-    printer.items(tree.children, 0, 1 << 30)
+    nofold: set[tuple[int, int]] = set()
+    while True:  # each round unfolds at least one more body, so this ends
+        printer = _Printer(tree, comments, nofold)
+        printer.items(tree.children, 0, 1 << 30)
+        conflicts = printer.conflicts()
+        if not conflicts:
+            break
+        # The first one only: once it is unfolded, a body joined to its line (`} shortcut {`)
+        # may fit on its own line after all.
+        nofold.add(min(conflicts))
     out = printer.render()
     again, _ = parse(out)
     if again is None or _skeleton(again) != _skeleton(program):
         # Never write a file whose meaning changed: this is a bug in the formatter.
         raise AssertionError("archc fmt would change the meaning of this spec")
+    if [str(c).rstrip() for c in _parser().parse(out)[1]] != [str(c).rstrip() for c in comments]:
+        raise AssertionError("archc fmt would lose or reorder a comment of this spec")
     return out
