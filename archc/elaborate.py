@@ -88,6 +88,7 @@ class _Builder:
         self.scopes: list[Scope] = []
         self.arrows: list[tuple[str, S.ShapeLit]] = []
         self.diags: list[Diagnostic] = []
+        self.torch_warned: set[Span] = set()
         self.names: set[str] = set()
 
     # names: the rules are archc.naming's; the PyTorch back-end names through these too
@@ -95,7 +96,11 @@ class _Builder:
         return naming.enter(path, stmts)
 
     def name(self, scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
-        return naming.claim(scope, label, prefix, span)
+        name = naming.claim(scope, label, prefix, span)
+        if label is not None and naming.reserved_in_torch(label.name) and label.span not in self.torch_warned:
+            self.torch_warned.add(label.span)  # once per written name, not once per instance
+            self.diags.append(naming.torch_name_diagnostic(label.name, label.span, error=False))
+        return name
 
     def emit(self, node: Node) -> str:
         if len(self.nodes) >= MAX_NODES:

@@ -22,6 +22,9 @@ import keyword
 from collections.abc import Iterator, Sequence
 
 from archc import syntax as S
+from archc.diagnostics import Diagnostic
+from archc.diagnostics import error as make_error
+from archc.diagnostics import warning as make_warning
 from archc.evaluate import _fail
 from archc.ir import Span
 
@@ -81,6 +84,31 @@ class _ScopeState:
         return f"{self.path}.{name}" if self.path else name
 
 
+def reserved_in_torch(name: str) -> bool:
+    """A name the language allows but a PyTorch module attribute cannot take (`forward`, `class`)."""
+    return keyword.iskeyword(name) or name in RESERVED_NAMES or name.startswith("__")
+
+
+def torch_name_diagnostic(name: str, span: Span, error: bool) -> Diagnostic:
+    """W002 at check (the spec is valid; ONNX takes it), E113 from the PyTorch back-end."""
+    why = "a Python keyword" if keyword.iskeyword(name) else "an attribute nn.Module has already"
+    if name.startswith("__"):
+        why = "a name Python mangles inside a class"
+    if error:
+        return make_error(
+            "E113",
+            f"'{name}' cannot be an attribute of the generated PyTorch module: it is {why}",
+            span,
+            f"rename the layer, e.g. '{name}_' (ONNX output takes the name as it is)",
+        )
+    return make_warning(
+        "W002",
+        f"'{name}' is {why}: the spec is valid and compiles to ONNX, but not to PyTorch source",
+        span,
+        f"rename the layer, e.g. '{name}_', to compile it with --to torch",
+    )
+
+
 def enter(path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
     """A new scope at `path` whose body is `stmts` (its written names are known up front)."""
     return _ScopeState(path, {n for n, _ in _written_names(stmts)})
@@ -97,13 +125,6 @@ def claim(scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) ->
                 f"duplicate name '{name}' (first used on line {first.line})",
                 label.span,
                 "names must be unique within their scope",
-            )
-        if keyword.iskeyword(name) or name in RESERVED_NAMES or name.startswith("__"):
-            raise _fail(
-                "E113",
-                f"'{name}' cannot name a layer: it is reserved in the generated PyTorch module",
-                label.span,
-                f"choose another name, e.g. '{name}_'",
             )
         scope.used[name] = label.span
         return scope.qualify(name)

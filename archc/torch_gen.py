@@ -42,10 +42,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archc import naming, torch_calls
 from archc import pyexpr as E
 from archc import syntax as S
-from archc import torch_calls
 from archc.api import Network
+from archc.diagnostics import SpecError, render
 from archc.elaborate import _Builder, attach_shortcuts
 from archc.ir import INPUT, Shape
 from archc.registry import KINDS, coerce
@@ -396,7 +397,27 @@ def generate_source(net: Network) -> str:
     return _generate(net)[0]
 
 
+def _check_names(net: Network) -> None:
+    """Labels the language allows but a module attribute cannot take (`forward`, `class`): E113."""
+    diags, seen = [], set()
+    todo: list[Any] = list(net.program.statements)
+    while todo:
+        st = todo.pop()
+        label = getattr(st, "label", None)
+        if label is not None and naming.reserved_in_torch(label.name) and label.span not in seen:
+            seen.add(label.span)
+            diags.append(naming.torch_name_diagnostic(label.name, label.span, error=True))
+        for attr in ("body", "shortcut", "branches"):
+            inner = getattr(st, attr, None)
+            if isinstance(inner, tuple):
+                todo.extend(inner)
+    if diags:
+        diags.sort(key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
+        raise SpecError(diags, render(diags, net.path, net.text))
+
+
 def _generate(net: Network) -> tuple[str, str]:
+    _check_names(net)
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old, _DEEPEST * 8))
     try:

@@ -72,7 +72,8 @@ def _codes_in_core() -> set[str]:
 # are written by the tests below, E140 needs a monkeypatched limit
 # (test_elaborate.py), E142 some 10,000 nested levels (too slow for a golden case),
 # E199 is unreachable (an internal guard).
-NOT_GOLDEN = {"E140", "E142", "E199", "E400", "E402", "E403", "E404"}
+# E113 is written in archc.naming but raised by the PyTorch back-end (tests/test_torch_gen.py)
+NOT_GOLDEN = {"E113", "E140", "E142", "E199", "E400", "E402", "E403", "E404"}
 
 
 def test_golden_cases_cover_every_code_the_core_emits() -> None:

@@ -316,8 +316,6 @@ def test_unknown_block_parameter() -> None:
         ("repeat 1 { block Z { relu } }", "E132"),
         ("repeat 1 { input 3x3x3 }", "E133"),
         ("repeat 1 { expect params = 3 }", "E134"),
-        ("forward: relu", "E113"),
-        ("class: relu", "E113"),
         ("expect paramz = 3", "E150"),
         ("expect nope.params = 3", "E151"),
         ("expect output < 3", "E152"),
@@ -326,6 +324,14 @@ def test_unknown_block_parameter() -> None:
 )
 def test_error_codes(text: str, code: str) -> None:
     assert codes(f"input 8x8x3\nrelu\n{text}\n") == [code]
+
+
+@pytest.mark.parametrize("name", ["forward", "class", "eval", "__x"])
+def test_names_pytorch_cannot_take_are_valid_with_a_warning(name: str) -> None:
+    """The language allows them (and ONNX takes them); only PyTorch source cannot: W002, once per label."""
+    result = compile_text(f"block B {{ {name}: relu }}\ninput 8x8x3\nB\nB\n{name}: relu\n", "n.arch")
+    assert result.network is not None and not result.errors
+    assert [d.code for d in result.warnings] == ["W002", "W002"]
 
 
 def test_block_call_errors() -> None:

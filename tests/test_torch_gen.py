@@ -72,9 +72,11 @@ def test_reserved_names_cover_nn_module() -> None:
     assert not missing, f"add to elaborate.RESERVED_NAMES: {sorted(missing)}"
 
 
-def test_a_layer_named_like_a_module_method_is_rejected() -> None:
-    with pytest.raises(archc.SpecError, match="reserved in the generated PyTorch module"):
-        archc.loads("input 4x4x3\ncompile: conv K=2 F=1")
+def test_a_layer_named_like_a_module_method_is_a_located_error_here_only() -> None:
+    net = archc.loads("input 4x4x3\ncompile: conv K=2 F=1\n", filename="m.arch")  # valid: W002 only
+    with pytest.raises(archc.SpecError) as info:
+        generate_source(net)
+    assert "m.arch:2:1: error[E113]: 'compile' cannot be an attribute of the generated PyTorch module" in str(info.value)
 
 
 # --- a small network with every structure -----------------------------------------------------
