@@ -12,6 +12,10 @@ in the block's parameter order); one space between tokens, none inside
 expressions; the `->` of consecutive layer lines aligned in a column; trailing
 comments of consecutive lines aligned too; full-line comments kept where they
 are; at most one blank line in a row, none at the start or end of a body.
+A body of one plain layer, or an empty one, goes on its head's line (`repeat 2
+{ relu }`, `block E {}`) unless that would bring the comments of two lines onto
+one; a brace on the line below its head moves up, and the comments of the lines
+it leaves go above the head. Every comment keeps a line of its own.
 Numbers, shapes and parentheses are printed exactly as written.
 
 The main parser drops comments and builds no tree, so this module has its
@@ -51,18 +55,6 @@ class FormatError(ArchError):
 
 
 @dataclass
-class _Line:
-    indent: int
-    code: str  # for a layer line, the part before the arrow
-    srcs: list[int]  # the source lines its tokens come from (none for comments and blanks)
-    arrow: str | None = None  # "-> 55x55x96"
-    layer: bool = False
-    comment: str | None = None  # a trailing comment
-    blank: bool = False
-    folds: list[_Fold] = field(default_factory=list)  # the bodies folded onto this line
-
-
-@dataclass
 class _Fold:
     """A body folded onto its head's line: `srcs[start:inner]` came from the head line,
     `srcs[inner:close]` from the one statement inside, `srcs[close:end]` from the closing line."""
@@ -77,6 +69,20 @@ class _Fold:
         """The same fold inside another one, whose inner part starts at `by` and ends at `end`."""
         stop = end if self.end is None else by + self.end
         return _Fold(self.key, by + self.start, by + self.inner, by + self.close, stop)
+
+
+@dataclass
+class _Line:
+    indent: int
+    code: str  # for a layer line, the part before the arrow
+    srcs: list[int]  # the source lines its tokens come from (none for comments and blanks)
+    arrow: str | None = None  # "-> 55x55x96"
+    layer: bool = False
+    comment: str | None = None  # a trailing comment
+    blank: bool = False
+    folds: list[_Fold] = field(default_factory=list)  # the bodies folded onto this line
+    # full-line comments to print above: source line, text, and the place in `srcs` they come from
+    above: list[tuple[int, str, int]] = field(default_factory=list)
 
 
 class _Comments:
@@ -162,14 +168,10 @@ class _Printer:
             prev_end = line
         return prev_end
 
-    def items(self, children: list[Any], indent: int, end: int, opened: int | None = None) -> bool:
-        """A statement list up to source line `end`; False if it printed nothing at all.
-
-        `opened`: the line of a body's opening brace; comments between the head and a brace
-        on a later line open the body.
-        """
+    def items(self, children: list[Any], indent: int, end: int) -> bool:
+        """A statement list up to source line `end`; False if it printed nothing at all."""
         first = len(self.lines)
-        prev_end = None if opened is None or self.flush(opened, indent, None) is None else opened
+        prev_end: int | None = None
         for child in children:
             if not isinstance(child, Tree):
                 continue  # separators and braces: the layout replaces them
@@ -196,9 +198,18 @@ class _Printer:
             self.close(f" {head} {{", *srcs)
         else:
             self.emit(indent, f"{head} {{", srcs)
+        # A brace on a later line joins the head's line: the comments of the lines before it
+        # (trailing the head, or full-line between) go above the head (see `render`).
+        line = self.lines[-1]
+        place = len(line.srcs) - len(srcs)  # where this head starts in its line (after `}` if joined)
+        line.above.extend(
+            (n, self.trailing.pop(n), place) for n in range(start, srcs[-1]) if n in self.trailing
+        )
+        while self.pending and self.pending[0][0] < srcs[-1]:
+            line.above.append((*self.pending.pop(0), place))
         first = len(self.lines)
         key = (opening.line or 0, opening.column or 0)
-        if not self.items(kids[at + 1 : -1], indent + 1, closing.line or 0, opening.line) and key not in self.nofold:
+        if not self.items(kids[at + 1 : -1], indent + 1, closing.line or 0) and key not in self.nofold:
             line = self.lines[-1]  # an empty body stays on its head's line: `{}`
             line.folds.append(_Fold(key, 0, len(line.srcs), len(line.srcs), None))
             self.close("}", closing.line or 0)
@@ -213,6 +224,7 @@ class _Printer:
             at_inner = len(line.srcs)
             at_close = at_inner + len(only.srcs)
             line.folds.extend(f.shifted(at_inner, at_close) for f in only.folds)
+            line.above.extend((n, text, at_inner + at) for n, text, at in only.above)
             line.code += f" {only.code}{' ' + only.arrow if only.arrow else ''} }}"
             line.srcs.extend(only.srcs)
             line.srcs.append(closing.line or 0)
@@ -324,33 +336,44 @@ class _Printer:
         return owners
 
     def conflicts(self) -> set[tuple[int, int]]:
-        """The folded bodies that joined the comments of two lines (head, statement, `}`) into one.
+        """Folded bodies that joined the comments of two lines (head, statement, `}`) into one.
 
-        Such a body is printed unfolded instead, so every comment keeps a line of its own.
+        Such a body is printed unfolded instead, so that every comment keeps a line of its own.
+        Only the first on each line: once it is unfolded, a body that was joined to the same
+        line (`} shortcut {`) may fit after all.
         """
         found = set()
         owners = self._owners()
         for i, line in enumerate(self.lines):
-            # where in `srcs` each comment that lands on this line comes from (its last place)
+            # where in `srcs` each comment that lands on this line comes from (its last place),
+            # and where the comments to go above it come from: above a fold's head they are
+            # above its head line folded or not, but from its other parts they would move
             where = {s: j for j, s in enumerate(line.srcs) if owners.get(s) == i}
+            clashes = []
             for fold in line.folds:
                 end = len(line.srcs) if fold.end is None else fold.end
-                parts = {(j >= fold.inner) + (j >= fold.close) for j in where.values() if fold.start <= j < end}
-                if len(parts) > 1:
-                    found.add(fold.key)
+                places = [j for j in where.values() if fold.start <= j < end]
+                places += [j for _, _, j in line.above if fold.inner <= j < end]
+                if len({(j >= fold.inner) + (j >= fold.close) for j in places}) > 1:
+                    clashes.append(fold.key)
+            if clashes:
+                found.add(min(clashes))
         return found
 
     def render(self) -> str:
-        notes: dict[int, list[str]] = {}
+        notes: dict[int, list[tuple[int, str]]] = {}
         for src, i in self._owners().items():
-            notes.setdefault(i, []).append(self.trailing[src])
-        lines = []
+            notes.setdefault(i, []).append((src, self.trailing[src]))
+        lines: list[_Line] = []
         for i, line in enumerate(self.lines):
-            # Comments of several source lines that met on one line (`repeat 2  # a` then
-            # `{  # b`): the last stays at the end, the others go above as full-line comments.
-            *above, line.comment = notes.get(i) or [None]
+            # Comments of several source lines that met on one line (`repeat 2  # a`, then
+            # `{  # b` below it): the last one after the code, the others above it, in order.
+            others = notes.get(i, [])
+            if others:
+                line.comment = others.pop()[1]
+            above = sorted([(n, text) for n, text, _ in line.above] + others)
             indent = line.indent + line.code.startswith("}")  # above `} shortcut {`: still in the body
-            lines.extend(_Line(indent, text, []) for text in above if text)
+            lines.extend(_Line(indent, text, []) for _, text in above)
             lines.append(line)
         while lines and lines[-1].blank:
             lines.pop()
@@ -449,14 +472,13 @@ def format_text(text: str) -> str:
         conflicts = printer.conflicts()
         if not conflicts:
             break
-        # The first one only: once it is unfolded, a body joined to its line (`} shortcut {`)
-        # may fit on its own line after all.
-        nofold.add(min(conflicts))
+        nofold |= conflicts
     out = printer.render()
     again, _ = parse(out)
     if again is None or _skeleton(again) != _skeleton(program):
         # Never write a file whose meaning changed: this is a bug in the formatter.
         raise AssertionError("archc fmt would change the meaning of this spec")
+    # Nor one that lost a comment, or moved one past another.
     if [str(c).rstrip() for c in _parser().parse(out)[1]] != [str(c).rstrip() for c in comments]:
         raise AssertionError("archc fmt would lose or reorder a comment of this spec")
     return out

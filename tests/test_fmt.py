@@ -166,6 +166,145 @@ def test_syntax_error_raises_with_diagnostics() -> None:
     assert info.value.diagnostics[0].code == "E001"
 
 
+# --- comments around braces (regressions) -----------------------------------------------------
+def assert_stable(src: str) -> str:
+    """Format `src`; check idempotence, meaning, every comment kept in order, one per line."""
+    once = format_text(src)
+    assert format_text(once) == once
+    assert meaning(once) == meaning(src)
+    assert comments(once) == comments(src.replace("\r", ""))
+    assert all(len(comments(line)) <= 1 for line in once.splitlines())  # no comments glued together
+    return once
+
+
+@pytest.mark.parametrize(
+    ("src", "want"),
+    [
+        ("input 8x8x3\nrepeat 2\n{ # x\nrelu }\n", "input 8x8x3\nrepeat 2 { relu }  # x\n"),
+        (
+            "block B(K)\n{ # c\n  conv K=K F=1\n  relu\n}\ninput 8x8x3\nB K=2\n",
+            "block B(K) {  # c\n  conv K=K F=1\n  relu\n}\ninput 8x8x3\nB K=2\n",
+        ),
+        (
+            "input 8x8x3\nresidual\n{ # r\n  relu\n  relu\n} shortcut\n{ # s\n  identity\n}\n",
+            "input 8x8x3\nresidual {  # r\n  relu\n  relu\n} shortcut { identity }  # s\n",
+        ),
+        (
+            "input 8x8x3\nconcat\n{ # c\n  branch\n  { # b\n    relu\n  }\n  branch { identity }\n}\n",
+            "input 8x8x3\nconcat {           # c\n  branch { relu }  # b\n  branch { identity }\n}\n",
+        ),
+        # the comments of the lines the brace leaves go above the statement, in order
+        (
+            "input 4\nrepeat 2 # a\n# between\n{ # b\n  relu\n}\n",
+            "input 4\n# a\n# between\nrepeat 2 { relu }  # b\n",
+        ),
+    ],
+    ids=["repeat", "block", "residual", "concat", "comments-above"],
+)
+def test_brace_on_the_next_line_with_a_comment(src: str, want: str) -> None:
+    assert assert_stable(src) == want
+
+
+@pytest.mark.parametrize(
+    ("src", "want"),
+    [
+        # a body is not folded onto its head's line when that would join two lines' comments
+        (
+            "block B(K) { # header comment\nconv K=K F=1 # in block\n}\ninput 8x8x3\nB K=2\n",
+            "block B(K) {    # header comment\n  conv K=K F=1  # in block\n}\ninput 8x8x3\nB K=2\n",
+        ),
+        (
+            "input 8x8x3\nconcat {\nbranch { # open b\n} # close b2\nbranch { relu }\n}\n",
+            "input 8x8x3\nconcat {\n  branch {  # open b\n  }         # close b2\n  branch { relu }\n}\n",
+        ),
+        (
+            "input 8x8x3\nresidual { relu # r\n} shortcut { identity # s\n} # end\n",
+            "input 8x8x3\nresidual {\n  relu  # r\n} shortcut {\n  identity  # s\n}           # end\n",
+        ),
+        (
+            "input 4\nrepeat 2 {\nrelu # r\n} -> 4 # after close\n",
+            "input 4\nrepeat 2 {\n  relu  # r\n} -> 4  # after close\n",
+        ),
+        # ... but one comment does not stop it
+        ("input 4\nrepeat 2 { # twice\nrelu\n}\n", "input 4\nrepeat 2 { relu }  # twice\n"),
+        # a comment after `shortcut`, its brace below: above `} shortcut {`, still in the body
+        (
+            "input 8x8x3\nresidual {\n  relu\n  relu\n} shortcut # kw\n{ # open\n  identity\n}\n",
+            "input 8x8x3\nresidual {\n  relu\n  relu\n  # kw\n} shortcut { identity }  # open\n",
+        ),
+    ],
+    ids=["block", "empty-branch", "residual-shortcut", "arrow", "one-comment", "shortcut-keyword"],
+)
+def test_comments_of_folded_bodies_are_not_glued(src: str, want: str) -> None:
+    assert assert_stable(src) == want
+
+
+PLACEMENTS = [
+    "input 4\nrepeat 2 { # a\nrelu\nrelu\n}\n",  # after `{`
+    "input 4\nrepeat 2 {\nrelu\n# before close\n}\n",  # before `}`
+    "input 4\nrepeat 2 { relu } # after\nfc 3\n",  # after `}`
+    "input 4\nrepeat 2 { # a\nrelu } ; fc 3 # c\n",  # after `}` and another statement
+    "input 8x8x3\nresidual { relu } shortcut # kw\n{ # open\nidentity\nrelu\n} # end\n",
+    "input 8x8x3\nresidual { relu # r\n} shortcut\n# m2\n{ identity # s\n# m3\n} # end\n",
+    "input 4\nresidual {\nrelu\nrelu\n} shortcut { # a\n} # b\n",
+    "input 4\nresidual { relu }\nshortcut # a\n{ # b\nidentity }\n",
+    "input 8x8x3\nconcat {\nbranch { relu }\n# between\nbranch { identity } # t\n# last\n}\n",
+    "input 8x8x3\nconcat { # c\n branch { relu } branch { identity } # x\n}\n",
+    "input 8x8x3\nconcat { branch { relu } branch { identity } } # t\n",
+    "input 4\nfc 3 # end",  # end of file, no newline
+    "input 4\nfc 3\n# end",
+    "input 4\r\nrepeat 2\r\n{ # x\r\nrelu # y\r\n} # z\r\n# tail\r\n",  # CRLF
+    "input 4\nrepeat 2 # a\n{ # b\nrelu\nrelu\n}\n",
+    "input 4\nrepeat 2\n\n# between\n\n{ relu }\n",
+    "input 4\nl: repeat 2 # a\n\n{ relu } # b\n",
+    "block E { # a\n} # b\ninput 4\n",
+    "block E\n{ # a\n} # b\ninput 4\n",
+    "input 4\nrepeat 2 { # a\nrepeat 3 { relu } -> 4 # b\n}\n",
+    "input 4\nrepeat 2 { repeat 3 { # a\nrelu } -> 4 # b\n}\n",
+    "input 4\nrepeat 2 {\nrepeat 3 # a\n{ relu } -> 4\n}\n",
+    "input 4\nrepeat 2 # m3\n# m1\n{ # m2\nrepeat 3 { # a\nrelu } -> 4 # b\n} # m4\n",
+    "input 4\nrepeat 2 { # a\n# b\n}\n",
+]
+
+
+@pytest.mark.parametrize("src", PLACEMENTS)
+def test_comment_placements(src: str) -> None:
+    assert_stable(src)
+
+
+@st.composite
+def commented_specs(draw: st.DrawFn) -> str:
+    """A spec of the repository with comments added, braces moved down and lines joined."""
+    text = draw(st.sampled_from([*all_specs(), GOLDEN / "fmt_messy.arch"])).read_text(encoding="utf-8")
+    count = iter(range(1, 1 << 20))
+    pieces = re.split(r"(?<=\S)( \{|\n)", text)
+    out = []
+    for piece in pieces:
+        if piece == " {" and draw(st.booleans()):
+            piece = "\n" + draw(st.sampled_from(["", f"# b{next(count)}\n"])) + "{"
+        elif piece == "\n":
+            current = "".join(out).rsplit("\n", 1)[-1]
+            choice = draw(st.sampled_from(["\n", "\n", "trail", "full", "join"]))
+            if choice == "trail" and "#" not in current:
+                piece = f" # t{next(count)}\n"
+            elif choice == "full":
+                piece = f"\n# f{next(count)}\n"
+            elif choice == "join" and "#" not in current:
+                piece = ";"
+        out.append(piece)
+    return "".join(out).replace("\n", draw(st.sampled_from(["\n", "\r\n"])))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commented_specs())
+def test_comments_anywhere_in_the_shipped_specs(src: str) -> None:
+    try:
+        format_text(src)
+    except FormatError:
+        return  # a `;` before `shortcut` or `->`: a syntax error, not for the formatter
+    assert_stable(src)
+
+
 # --- random specs ------------------------------------------------------------------------------
 _LAYERS = [
     "conv K={k} F={f} P={p}",
@@ -252,6 +391,33 @@ def test_syntax_error_leaves_file_alone(tmp_path: Path, capsys: pytest.CaptureFi
     assert f"{bad}:2:8: error[E001]" in err and "Traceback" not in err
     assert bad.read_text() == "input 4\nfc   3 )\n"
     assert messy.read_text() == TIDY  # the other files are still formatted
+
+
+def test_a_failure_on_one_file_is_reported_and_the_others_still_formatted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import archc.fmt
+
+    braced, broken, messy = tmp_path / "a.arch", tmp_path / "b.arch", tmp_path / "c.arch"
+    braced.write_text("input 8x8x3\nrepeat 2\n{ # x\nrelu }\n")  # crashed fmt once (KeyError)
+    broken.write_text("input 4\nfc 5 # boom\n")
+    messy.write_text(MESSY)
+    real = archc.fmt.format_text
+
+    def format_text(text: str) -> str:  # a formatter bug that shows on one file only
+        if "boom" in text:
+            raise KeyError(4)
+        return real(text)
+
+    monkeypatch.setattr(archc.fmt, "format_text", format_text)
+    monkeypatch.delenv("ARCHC_DEBUG", raising=False)
+    assert main(["fmt", str(braced), str(broken), str(messy)]) == 1
+    err = capsys.readouterr().err
+    assert f"{broken}: internal error in archc fmt: KeyError: 4" in err and "Traceback" not in err
+    assert "2 files reformatted, 0 unchanged, 1 failed" in err
+    assert braced.read_text() == "input 8x8x3\nrepeat 2 { relu }  # x\n"
+    assert broken.read_text() == "input 4\nfc 5 # boom\n"  # left alone
+    assert messy.read_text() == TIDY  # the file after the failure is still formatted
 
 
 def test_missing_file_and_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

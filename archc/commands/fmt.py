@@ -2,13 +2,15 @@
 
 Files are rewritten atomically, only when they change. With `--check`, nothing
 is written: the files that would change are named and the exit status is 1.
-A file that does not parse is reported and left alone (exit 1). Directories
-are searched for *.arch files.
+A file that does not parse is reported and left alone (exit 1), and so is one
+the formatter fails on (a bug in archc: the message names the file); the other
+files are still formatted. Directories are searched for *.arch files.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +44,17 @@ def run(args: argparse.Namespace) -> int:
             formatted = format_text(text)
         except FormatError as exc:
             report(CompileResult(str(path), text, None, tuple(exc.diagnostics)))
+            bad += 1
+            continue
+        except Exception as exc:  # a bug in the formatter: name the file, go on with the others
+            if os.environ.get("ARCHC_DEBUG"):
+                raise
+            print(
+                f"{path}: internal error in archc fmt: {type(exc).__name__}: {exc}\n"
+                "  the file is left unchanged; this is a bug in archc: run again with"
+                " ARCHC_DEBUG=1 for the traceback and report it",
+                file=sys.stderr,
+            )
             bad += 1
             continue
         # Compare bytes, not text: CRLF endings or a BOM also count as a change.
