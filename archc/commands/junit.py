@@ -4,6 +4,7 @@ and one per assertion (`-> shape` and `expect`), which CI systems display."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from archc.api import CompileResult
 from archc.diagnostics import render_one
@@ -30,7 +31,8 @@ def junit_xml(results: list[CompileResult], strict: bool) -> str:
         for key, a in assertion_spans.items():
             target = f"{a.target}." if a.target else ""
             name = f"{r.path}:{a.span.line}: {target}{a.quantity} {a.op} {a.text}"
-            network = r.network.name if r.network else "spec"
+            # an invalid spec has no network: its file's stem is what its name defaults to
+            network = r.network.name if r.network else Path(r.path).stem
             acase = ET.SubElement(suite, "testcase", classname=f"archc.expect.{network}", name=name)
             tests += 1
             failed = [d for d in r.diagnostics if d.span and (d.span.line, d.span.column) == key]
