@@ -13,6 +13,7 @@ from archc.tensors import tensor_specs  # noqa: E402
 from archc.weights import WeightsError, make_weights  # noqa: E402
 
 SPEC = "input 16x16x3\nconv1: conv K=64 F=5\nbn: batchnorm\nfc1: fc 300\nfc2: fc 10 bias=false\n"
+TINY = "input 4x4x2\nconv K=3 F=3\nbatchnorm\nfc 5\n"  # 131 numbers: chunks of one stay quick
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +142,15 @@ def test_an_unreadable_checkpoint_never_advises_running_its_code(net, tmp_path: 
     with pytest.raises(WeightsError) as info:
         make_weights(net, tmp_path / "w.pt")
     assert "weights_only` set to `False" not in str(info.value)
+
+
+@pytest.mark.parametrize(("spec_text", "chunk"), [(TINY, 1), (TINY, 7), (SPEC, 10_000), (SPEC, 1 << 20)])
+def test_streamed_chunks_equal_one_draw(spec_text: str, chunk: int) -> None:
+    """The streaming path (a reused buffer) gives exactly the in-memory values, whatever the chunk."""
+    from archc.weights import generate_chunks
+
+    specs = tensor_specs(archc.loads(spec_text))
+    whole = {s.name: next(c).copy() for s, c in generate_chunks(specs, "random", 3, chunk=None)}
+    for spec, chunks in generate_chunks(specs, "random", 3, chunk=chunk):
+        streamed = np.concatenate([c.copy() for c in chunks])  # each chunk is valid until the next
+        np.testing.assert_array_equal(streamed, whole[spec.name])
