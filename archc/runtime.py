@@ -13,6 +13,8 @@ file, from its Conv and Gemm nodes after shape inference).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import tempfile
 import time
@@ -101,11 +103,28 @@ def onnx_macs(model: onnx.ModelProto) -> int | None:
     return total
 
 
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* pip packages, where they are installed.
+
+    onnxruntime-gpu finds them on the library path only; `pip install
+    'onnxruntime-gpu[cuda,cudnn]'` puts them in site-packages instead, and
+    `preload_dlls` (onnxruntime 1.21+) loads them from there. Best effort: where
+    they are elsewhere, the provider still finds them the usual way.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+        preload()
+
+
 def choose_providers(requested: str) -> tuple[list[str], str | None]:
     """Providers to ask onnxruntime for, and a note when auto falls back to CPU."""
     available = ort.get_available_providers()
     if requested == "cpu":
         return [CPU], None
+    if CUDA in available:
+        _preload_cuda_libraries()
     if requested == "cuda":
         if CUDA not in available:
             raise RunError(
