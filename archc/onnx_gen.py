@@ -43,12 +43,13 @@ from archc.registry import resolve_window
 from archc.tensors import tensor_specs
 from archc.weights import GENERATED, generate_chunks, iter_weights
 
-# The newest opset that onnxruntime 1.32 (what we test with) runs for every op we
-# emit -- also the newest that onnx 1.23 knows; tests/test_onnx_gen.py runs a
-# model with every kind at this opset. With an older onnx installed, the default
-# drops to the newest that onnx knows. Pick an older one with `opset=` /
-# `--opset` for older runtimes; older releases stop at older opsets.
-DEFAULT_OPSET = 28
+# The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
+# the one that brings Gelu. A newer default would shut out runtimes still in
+# use: on an H200, onnxruntime-gpu 1.31.1 (the newest GPU wheel) refused
+# opset 28's IR version 14 ("max supported IR version: 13"). Opset 20 needs IR
+# 9. `--opset` picks another, up to the newest the installed onnx knows;
+# tests/test_onnx_gen.py runs a model with every kind at each opset from 13.
+DEFAULT_OPSET = 20
 # Softmax over axis 1 alone needs 13 (before it, Softmax flattened everything from
 # the axis on); Clip's min/max as inputs needs 11.
 MIN_OPSET = 13
