@@ -68,7 +68,7 @@ def main() -> int:
             )
         try:
             r = benchmark(prepared, batch=3, provider="cuda", warmup=1, repeat=1, check=True)
-            print(f"{stem:20} check: CUDA output vs PyTorch (CPU) max relative error {r.max_rel_error:.2e}", flush=True)
+            print(f"{stem:20} check on {r.provider} ({r.note}): max relative error vs PyTorch {r.max_rel_error:.2e}", flush=True)
             runs.append({"spec": stem, "check_provider": r.provider, "max_rel_error": r.max_rel_error})
         except (RunError, ImportError) as exc:
             print(f"{stem:20} check failed to run: {exc}", flush=True)
