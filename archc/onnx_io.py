@@ -34,7 +34,7 @@ from typing import IO, Any
 import onnx
 from google.protobuf.message import Message
 
-from archc.files import atomic_path
+from archc.files import atomic_path, reserve
 
 # Protobuf's hard limit is 2 GiB per message; stay clear of it, as onnx's own savers advise.
 EXTERNAL_THRESHOLD = 1_800_000_000
@@ -152,9 +152,12 @@ def write_streamed(
         if external:
             tmp_data = stack.enter_context(atomic_path(path.with_name(location)))
             data_file = stack.enter_context(tmp_data.open("wb"))
+        if data_file is not None:
+            reserve(data_file, offset)
         with tmp_model.open("wb") as f:
-            f.write(model_rest.SerializeToString())
-            f.write(_key(_GRAPH) + _varint(graph_len) + graph_bytes)
+            head = model_rest.SerializeToString() + _key(_GRAPH) + _varint(graph_len)
+            reserve(f, len(head) + graph_len)
+            f.write(head + graph_bytes)
             for (header, inline), size, t in zip(pieces, sizes, tensors, strict=True):
                 f.write(_key(_INITIALIZER) + _varint(size) + header)
                 if t.nbytes == 0:
