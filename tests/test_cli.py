@@ -350,3 +350,11 @@ def test_receptive_field_of_a_flat_network_is_none(capsys: pytest.CaptureFixture
     spec = write(tmp_path / "flat.arch", "input 64\nfc 10\n")
     code, out, err = run(capsys, "summary", "--rf", str(spec))
     assert code == 0 and "RF" not in out and "input is flat" in err
+
+
+def test_summary_json_of_an_invalid_spec_is_still_one_object(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = write(tmp_path / "bad.arch", BAD)
+    code, out, err = run(capsys, "summary", "--json", str(spec))
+    data = json.loads(out)
+    assert code == 1 and data["valid"] is False and "bad.arch:2:1" in err
+    assert [(d["code"], d["line"], d["column"]) for d in data["diagnostics"]] == [("E100", 2, 1)]

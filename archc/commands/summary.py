@@ -12,7 +12,8 @@ import argparse
 import json
 import sys
 
-from archc.commands.common import load_or_report, use_color
+from archc.api import compile_file
+from archc.commands.common import report, use_color
 from archc.text_table import fixed_width
 
 
@@ -30,8 +31,15 @@ def _mib(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    net = load_or_report(args.spec)
+    result = compile_file(args.spec)
+    report(result)
+    net = result.network
     if net is None:
+        if args.json:  # still one JSON object on stdout, for tools that parse it
+            from archc.commands.check import diag_json
+
+            diagnostics = [diag_json(d) for d in result.diagnostics]
+            print(json.dumps({"path": args.spec, "valid": False, "diagnostics": diagnostics}, indent=2))
         return 1
     from archc.summary import activation_bytes, attr_text, rows, summary_json
 
