@@ -11,7 +11,7 @@ and applied in `archc.naming`; expressions are evaluated by `archc.evaluate`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from archc import naming
@@ -421,16 +421,10 @@ def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
     calls name blocks statically, elaboration cannot recurse once this passes.
     """
 
-    def calls(stmts: Sequence[S.Stmt]) -> Iterator[S.LayerStmt]:
-        for st in stmts:
-            if isinstance(st, S.LayerStmt) and st.kind in blocks:
-                yield st
-            for attr in ("body", "shortcut", "branches"):
-                inner = getattr(st, attr, None)
-                if isinstance(inner, tuple):
-                    yield from calls(inner)
-
-    callees = {name: list(calls(block.body)) for name, block in blocks.items()}
+    callees = {
+        name: [st for st in S.walk(block.body) if isinstance(st, S.LayerStmt) and st.kind in blocks]
+        for name, block in blocks.items()
+    }
     diags: list[Diagnostic] = []
     on_path: dict[str, int] = {}  # block -> its index in `path`
     done: set[str] = set()

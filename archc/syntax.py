@@ -14,6 +14,7 @@ compare equal: compare types too where it matters.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from archc.ir import Span
@@ -161,6 +162,27 @@ class Expect(NamedTuple):
 Stmt = (
     NetworkDecl | InputDecl | LayerStmt | BlockDef | Repeat | Residual | Shortcut | Concat | Branch | Expect
 )
+
+
+def walk(stmts: Sequence[Stmt]) -> Iterator[Stmt]:
+    """Every statement of `stmts` and of the bodies written inside them, in source order.
+
+    A residual's body comes before its shortcut. Called blocks are not entered
+    (a call is one statement); a block definition's body is. Iterative, so
+    deeply nested bodies cannot exhaust the stack.
+    """
+    stack: list[Iterator[Stmt]] = [iter(stmts)]
+    while stack:
+        st = next(stack[-1], None)
+        if st is None:
+            stack.pop()
+            continue
+        yield st
+        if isinstance(st, Residual) and st.shortcut:
+            stack.append(iter(st.shortcut))
+        inner = st.branches if isinstance(st, Concat) else getattr(st, "body", None)
+        if inner:
+            stack.append(iter(inner))
 
 
 class Program(NamedTuple):

@@ -399,20 +399,12 @@ def generate_source(net: Network) -> str:
 
 def _check_names(net: Network) -> None:
     """Labels the language allows but a module attribute cannot take (`forward`, `class`): E113."""
-    diags, seen = [], set()
-    todo: list[Any] = list(net.program.statements)
-    while todo:
-        st = todo.pop()
+    diags = []
+    for st in S.walk(net.program.statements):  # source order: the diagnostics come sorted
         label = getattr(st, "label", None)
-        if label is not None and naming.reserved_in_torch(label.name) and label.span not in seen:
-            seen.add(label.span)
+        if label is not None and naming.reserved_in_torch(label.name):
             diags.append(naming.torch_name_diagnostic(label.name, label.span, error=True))
-        for attr in ("body", "shortcut", "branches"):
-            inner = getattr(st, attr, None)
-            if isinstance(inner, tuple):
-                todo.extend(inner)
     if diags:
-        diags.sort(key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
         raise SpecError(diags, render(diags, net.path, net.text))
 
 

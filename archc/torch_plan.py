@@ -89,21 +89,14 @@ def _refs(stmts: Sequence[Any]) -> list[str]:
         elif isinstance(e, S.Neg):
             expr(e.operand)
 
-    def walk(items: Sequence[Any]) -> None:
-        for st in items:
-            if isinstance(st, S.LayerStmt):
-                for e in st.positional:
-                    expr(e)
-                for kw in st.keywords:
-                    expr(kw.value)
-            elif isinstance(st, S.Repeat):
-                expr(st.times)
-            for attr in ("body", "shortcut", "branches"):
-                inner = getattr(st, attr, None)
-                if isinstance(inner, tuple):
-                    walk(inner)
-
-    walk(stmts)
+    for st in S.walk(stmts):
+        if isinstance(st, S.LayerStmt):
+            for e in st.positional:
+                expr(e)
+            for kw in st.keywords:
+                expr(kw.value)
+        elif isinstance(st, S.Repeat):
+            expr(st.times)
     return list(out)
 
 
