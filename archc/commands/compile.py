@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--to", choices=sorted(set(TARGETS.values())), help="target (default: from OUT's suffix)")
     p.add_argument("--weights", default=None, metavar="random|zeros|FILE", help="ONNX weights (default random)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for random weights (default 0)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest supported)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20: the newest every supported onnxruntime runs)")
     p.set_defaults(run=run)
 
 
@@ -43,16 +43,16 @@ def run(args: argparse.Namespace) -> int:
     target = target_of(out, args.to)
     if target == "torch" and (args.weights is not None or args.opset is not None):
         raise ArchError("--weights and --opset apply to --to onnx; PyTorch source carries no weights")
-    from archc.files import refuse_overwriting, write_atomic
-
-    refuse_overwriting(out, args.spec, *([args.weights] if args.weights not in (None, "random", "zeros") else []))
     if args.weights == "":
         raise ArchError("--weights needs random, zeros or a file (.pt, .pth, .safetensors)")
+    from archc.files import refuse_overwriting, write_atomic
+
+    weights_file = [args.weights] if args.weights not in (None, "random", "zeros") else []
+    refuse_overwriting(out, args.spec, *weights_file)
     net = load_or_report(args.spec)
     if net is None:
         return 1
     if target == "torch":
-
         try:
             from archc.torch_gen import generate_source
         except ModuleNotFoundError as e:

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the input and random weights (default 0)")
     p.add_argument("--weights", default="random", metavar="random|zeros|FILE", help="weights for a spec")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset for a spec (default: the newest)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset for a spec (default 20)")
     p.add_argument("--check", action="store_true", help="compare with the PyTorch module (spec only)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)
