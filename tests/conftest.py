@@ -54,3 +54,19 @@ def golden(request: pytest.FixtureRequest):
 
 def all_specs() -> list[Path]:
     return sorted(SPECS.rglob("*.arch"))
+
+
+def onnx_text(model) -> str:  # type: ignore[no-untyped-def]
+    """onnx.printer text without the weight values (28M numbers), then each initializer's type."""
+    import onnx
+    import onnx.numpy_helper
+
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.initializer[:]
+    lines = [onnx.printer.to_text(bare), "", "initializers:"]
+    for t in model.graph.initializer:
+        values = onnx.numpy_helper.to_array(t)
+        data = f" = {values.tolist()}" if values.size <= 4 else ""
+        lines.append(f"  float[{','.join(map(str, t.dims))}] {t.name}{data}")
+    return "\n".join(lines) + "\n"

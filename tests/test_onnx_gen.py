@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx")
 np = pytest.importorskip("numpy")
 ort = pytest.importorskip("onnxruntime")
 
-from conftest import GOLDEN, SPECS, all_specs  # noqa: E402
+from conftest import GOLDEN, SPECS, all_specs, onnx_text  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskips, so a missing onnx skips instead of failing
 from archc.diagnostics import SpecError  # noqa: E402
@@ -216,22 +216,9 @@ def test_a_layer_named_output_keeps_the_graph_output_unique() -> None:
 
 
 # --- golden, determinism, files -----------------------------------------------------
-def _text(model) -> str:
-    """onnx.printer text without the weight values (28M numbers), then each initializer's type."""
-    bare = onnx.ModelProto()
-    bare.CopyFrom(model)
-    del bare.graph.initializer[:]
-    lines = [onnx.printer.to_text(bare), "", "initializers:"]
-    for t in model.graph.initializer:
-        values = onnx.numpy_helper.to_array(t)
-        data = f" = {values.tolist()}" if values.size <= 4 else ""
-        lines.append(f"  float[{','.join(map(str, t.dims))}] {t.name}{data}")
-    return "\n".join(lines) + "\n"
-
-
 def test_golden_alexnet_lecture(golden) -> None:
     model = build_model(archc.load(SPECS / "alexnet_lecture.arch"), weights="zeros")
-    golden(GOLDEN / "alexnet_lecture.onnx.txt", _text(model))
+    golden(GOLDEN / "alexnet_lecture.onnx.txt", onnx_text(model))
 
 
 def test_output_is_deterministic(tmp_path: Path) -> None:
