@@ -13,12 +13,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from archc import syntax as S
 from archc.analysis import Analysis, LayerFacts, analyze
 from archc.diagnostics import Diagnostic, SpecError, error, render
-from archc.elaborate import elaborate
+from archc.frontend import syntax as S
+from archc.frontend.elaborate import elaborate
+from archc.frontend.parser import parse
 from archc.ir import Assertion, Graph, Span
-from archc.parser import parse
 
 if TYPE_CHECKING:  # the generators import torch / onnx; never on the path of `check`
     import onnx
@@ -120,7 +120,7 @@ class Network:
 
     def to_torch(self) -> torch.nn.Module:
         """A live `torch.nn.Module`, built from the same source the generator emits."""
-        from archc.torch_gen import build_module
+        from archc.backends.torch.generate import build_module
 
         return build_module(self)
 
@@ -128,7 +128,7 @@ class Network:
         self, path: str | Path | None = None, weights: Any = "random", seed: int = 0, opset: int | None = None
     ) -> onnx.ModelProto:
         """Build the ONNX model (and write it atomically when `path` is given)."""
-        from archc.onnx_gen import build_model, save_model
+        from archc.backends.onnx.generate import build_model, save_model
 
         model = build_model(self, weights=weights, seed=seed, opset=opset)
         if path is not None:

@@ -101,8 +101,8 @@ def bench_throughput(tmp: Path, repeat: int) -> None:
     import torch
 
     import archc
-    from archc.runtime import Prepared, make_session
-    from archc.weights import make_weights
+    from archc.backends.onnx.runtime import Prepared, make_session
+    from archc.backends.weights import make_weights
 
     net = archc.load(ALEXNET)
     weights = make_weights(net, seed=0)

@@ -30,7 +30,7 @@ def main() -> int:
     import onnxruntime as ort
 
     import archc
-    from archc.runtime import Prepared, RunError, benchmark
+    from archc.backends.onnx.runtime import Prepared, RunError, benchmark
 
     try:
         gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()

@@ -12,8 +12,8 @@ onnx = pytest.importorskip("onnx")
 from conftest import SPECS  # noqa: E402
 
 import archc  # noqa: E402
+from archc.backends.weights import make_weights  # noqa: E402
 from archc.cli import main  # noqa: E402
-from archc.weights import make_weights  # noqa: E402
 
 LENET = str(SPECS / "lenet5.arch")
 
@@ -93,10 +93,10 @@ def test_weights_with_torch_target_is_an_error(tmp_path: Path, capsys) -> None:
 
 
 def test_compile_torch_source(tmp_path: Path) -> None:
-    pytest.importorskip("archc.torch_gen")
+    pytest.importorskip("archc.backends.torch.generate")
     out = tmp_path / "lenet.py"
     assert main(["compile", LENET, "-o", str(out)]) == 0
-    from archc.torch_gen import generate_source
+    from archc.backends.torch.generate import generate_source
 
     assert out.read_text() == generate_source(archc.load(LENET))
     compile(out.read_text(), str(out), "exec")

@@ -72,7 +72,7 @@ def _codes_in_core() -> set[str]:
 # are written by the tests below, E140 needs a monkeypatched limit
 # (test_elaborate.py), E142 some 10,000 nested levels (too slow for a golden case),
 # E199 is unreachable (an internal guard).
-# E113 is written in archc.naming but raised by the PyTorch back-end (tests/test_torch_gen.py)
+# E113 is written in archc.frontend.naming but raised by the PyTorch back-end (tests/test_torch_gen.py)
 NOT_GOLDEN = {"E113", "E140", "E142", "E199", "E400", "E402", "E403", "E404"}
 
 
@@ -190,7 +190,7 @@ def test_width_only_uneven_warning_names_the_width() -> None:
 def test_explain_says_why_ceil_mode_dropped_a_window() -> None:
     """5 + 2*1 padded, F=3 S=3: ceil gives 3 windows, but the third would start in the padding."""
     from archc.ir import Shape
-    from archc.registry import window_explain
+    from archc.kinds import window_explain
 
     attrs = {"F": (3, 3), "S": (3, 3), "P": (1, 1), "D": (1, 1), "ceil": True}
     lines = window_explain(attrs, [Shape.hwc(5, 5, 4)], Shape.hwc(2, 2, 4), "maxpool")

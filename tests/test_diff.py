@@ -10,7 +10,7 @@ from conftest import SPECS
 
 import archc
 from archc.cli import main
-from archc.diff import ADDED, CHANGED, REMOVED, SAME, diff, plain_text
+from archc.tools.diff import ADDED, CHANGED, REMOVED, SAME, diff, plain_text
 
 ALEXNET = SPECS / "alexnet_lecture.arch"
 ZFNET = SPECS / "zfnet_lecture.arch"  # the lecture AlexNet with conv1 F=7

@@ -16,16 +16,16 @@ np = pytest.importorskip("numpy")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
-pytest.importorskip("archc.torch_gen")
+pytest.importorskip("archc.backends.torch.generate")
 
 from conftest import all_specs  # noqa: E402
 from test_onnx_gen import EVERY_KIND  # noqa: E402
 
 import archc  # noqa: E402
-from archc.onnx_gen import build_model  # noqa: E402
-from archc.runtime import CHECK_TOLERANCE  # noqa: E402
-from archc.tensors import Role, tensor_specs  # noqa: E402
-from archc.weights import make_weights  # noqa: E402
+from archc.backends.onnx.generate import build_model  # noqa: E402
+from archc.backends.onnx.runtime import CHECK_TOLERANCE  # noqa: E402
+from archc.backends.weights import make_weights  # noqa: E402
+from archc.kinds.tensors import Role, tensor_specs  # noqa: E402
 
 BATCH = 3
 

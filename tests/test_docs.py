@@ -6,7 +6,7 @@ import re
 
 from conftest import ROOT
 
-from archc.registry import KINDS
+from archc.kinds import KINDS
 
 
 def test_every_kind_is_in_the_language_reference() -> None:

@@ -6,7 +6,7 @@ import pytest
 from conftest import BASIC_BLOCK
 
 import archc
-import archc.elaborate as E
+import archc.frontend.elaborate as E
 from archc.api import compile_text
 from archc.ir import verify
 

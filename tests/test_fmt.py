@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from archc.api import compile_text
 from archc.cli import main
-from archc.fmt import FormatError, format_text
+from archc.tools.fmt import FormatError, format_text
 
 ERROR_SPECS = sorted((ROOT / "tests" / "errors").glob("*.arch"))
 
@@ -396,20 +396,20 @@ def test_syntax_error_leaves_file_alone(tmp_path: Path, capsys: pytest.CaptureFi
 def test_a_failure_on_one_file_is_reported_and_the_others_still_formatted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import archc.fmt
+    import archc.tools.fmt
 
     braced, broken, messy = tmp_path / "a.arch", tmp_path / "b.arch", tmp_path / "c.arch"
     braced.write_text("input 8x8x3\nrepeat 2\n{ # x\nrelu }\n")  # crashed fmt once (KeyError)
     broken.write_text("input 4\nfc 5 # boom\n")
     messy.write_text(MESSY)
-    real = archc.fmt.format_text
+    real = archc.tools.fmt.format_text
 
     def format_text(text: str) -> str:  # a formatter bug that shows on one file only
         if "boom" in text:
             raise KeyError(4)
         return real(text)
 
-    monkeypatch.setattr(archc.fmt, "format_text", format_text)
+    monkeypatch.setattr(archc.tools.fmt, "format_text", format_text)
     monkeypatch.delenv("ARCHC_DEBUG", raising=False)
     assert main(["fmt", str(braced), str(broken), str(messy)]) == 1
     err = capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Property tests: random valid stacks compile with consistent totals; garbage never crashes.
 
 The shape oracle here is written from LANGUAGE.md's formula, independently of
-`archc.registry`, so a regression in either shows up as a disagreement.
+`archc.kinds`, so a regression in either shows up as a disagreement.
 """
 
 from __future__ import annotations

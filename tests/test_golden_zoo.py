@@ -7,13 +7,11 @@ regenerating one of these files is a change of behaviour and needs a reason.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import GOLDEN, SPECS, onnx_text
 
 import archc
 from archc.cli import main
-from conftest import GOLDEN, SPECS, onnx_text
 
 ZOO = ("resnet18", "googlenet", "squeezenet1_0", "mobilenet_v2", "densenet121")
 CLI_VIEWS = {
@@ -41,7 +39,7 @@ def test_cli_views(stem: str, view: str, golden, capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize("stem", ZOO)
 def test_torch_source(stem: str, golden) -> None:
     pytest.importorskip("torch")
-    from archc.torch_gen import generate_source
+    from archc.backends.torch.generate import generate_source
 
     golden(GOLDEN / "zoo" / f"{stem}.py", generate_source(archc.load(SPECS / f"{stem}.arch")))
 
@@ -49,7 +47,7 @@ def test_torch_source(stem: str, golden) -> None:
 @pytest.mark.parametrize("stem", ZOO)
 def test_onnx_text(stem: str, golden) -> None:
     pytest.importorskip("onnx")
-    from archc.onnx_gen import build_model
+    from archc.backends.onnx.generate import build_model
 
     model = build_model(archc.load(SPECS / f"{stem}.arch"), weights="zeros")
     golden(GOLDEN / "zoo" / f"{stem}.onnx.txt", onnx_text(model))

@@ -1,6 +1,6 @@
 """Every lexical and syntactic form of LANGUAGE.md parses, into the syntax tree it means.
 
-These tests look at `archc.syntax` nodes (what was written), not at shapes:
+These tests look at `archc.frontend.syntax` nodes (what was written), not at shapes:
 `test_elaborate.py` and `test_shapes.py` cover what the forms mean.
 """
 
@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from archc import parser as P
-from archc import syntax as S
 from archc.api import compile_text
-from archc.parser import parse, parse_number
+from archc.frontend import parser as P
+from archc.frontend import syntax as S
+from archc.frontend.parser import parse, parse_number
 
 
 def prog(text: str) -> S.Program:

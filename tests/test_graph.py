@@ -12,7 +12,7 @@ from conftest import SPECS
 
 import archc
 from archc.cli import main
-from archc.graph import quote, to_dot
+from archc.tools.graph import quote, to_dot
 
 HAS_DOT = shutil.which("dot") is not None
 

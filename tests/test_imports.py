@@ -32,7 +32,7 @@ def test_check_imports_no_heavy_modules() -> None:
     names = imported_modules("check", "specs/alexnet_lecture.arch")
     heavy = sorted(n for n in names if n.split(".")[0] in HEAVY)
     assert heavy == []
-    assert "archc.parser" in names and "lark" in names
+    assert "archc.frontend.parser" in names and "lark" in names
 
 
 def test_summary_imports_no_heavy_modules() -> None:

@@ -13,9 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import GOLDEN, SPECS, all_specs, onnx_text  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskips, so a missing onnx skips instead of failing
-from archc.diagnostics import SpecError  # noqa: E402
-from archc.ir import INPUT  # noqa: E402
-from archc.onnx_gen import (  # noqa: E402
+from archc.backends.onnx.generate import (  # noqa: E402
     DEFAULT_OPSET,
     HANDLERS,
     KIND_MIN_OPSET,
@@ -25,8 +23,10 @@ from archc.onnx_gen import (  # noqa: E402
     save_model,
     write_model,
 )
-from archc.registry import KINDS  # noqa: E402
-from archc.tensors import Role, tensor_specs  # noqa: E402
+from archc.diagnostics import SpecError  # noqa: E402
+from archc.ir import INPUT  # noqa: E402
+from archc.kinds import KINDS  # noqa: E402
+from archc.kinds.tensors import Role, tensor_specs  # noqa: E402
 
 # Every kind, every merge, P=same, ceil, groups, dilation, no-bias, a vanishing dropout.
 EVERY_KIND = """\

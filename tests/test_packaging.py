@@ -22,7 +22,7 @@ def test_wheel_ships_the_grammar(tmp_path: Path) -> None:
         pytest.skip(f"cannot build a wheel here (needs hatchling from the registry): {build.stderr[-300:]}")
     (wheel,) = tmp_path.glob("archc-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        shipped = zf.read("archc/grammar/arch.lark").decode("utf-8")
+        shipped = zf.read("archc/frontend/arch.lark").decode("utf-8")
         names = zf.namelist()
-    assert shipped == (ROOT / "grammar" / "arch.lark").read_text(encoding="utf-8")
+    assert shipped == (ROOT / "archc" / "frontend" / "arch.lark").read_text(encoding="utf-8")
     assert "archc/cli.py" in names and not any(n.startswith("tests/") for n in names)

@@ -14,9 +14,9 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import SPECS  # noqa: E402
 
 import archc  # noqa: E402
+from archc.backends.onnx.generate import build_model  # noqa: E402
+from archc.backends.onnx.runtime import CPU, CUDA, Prepared, RunError, benchmark, onnx_macs  # noqa: E402
 from archc.cli import main  # noqa: E402
-from archc.onnx_gen import build_model  # noqa: E402
-from archc.runtime import CPU, CUDA, Prepared, RunError, benchmark, onnx_macs  # noqa: E402
 
 ALEXNET = str(SPECS / "alexnet_lecture.arch")
 HAS_CUDA = CUDA in ort.get_available_providers()
@@ -98,7 +98,7 @@ def test_onnx_macs_unknown_without_shapes() -> None:
 
 def test_check_compares_with_pytorch(capsys) -> None:
     pytest.importorskip("torch")
-    pytest.importorskip("archc.torch_gen")
+    pytest.importorskip("archc.backends.torch.generate")
     code, r = _json(capsys, str(SPECS / "lenet5.arch"), "--check", "--repeat", "1", "--batch", "3")
     assert code == 0 and r["check_passed"] is True and r["max_rel_error"] < 1e-5
 

@@ -9,8 +9,8 @@ import pytest
 np = pytest.importorskip("numpy")
 
 import archc  # noqa: E402
-from archc.tensors import tensor_specs  # noqa: E402
-from archc.weights import WeightsError, make_weights  # noqa: E402
+from archc.backends.weights import WeightsError, make_weights  # noqa: E402
+from archc.kinds.tensors import tensor_specs  # noqa: E402
 
 SPEC = "input 16x16x3\nconv1: conv K=64 F=5\nbn: batchnorm\nfc1: fc 300\nfc2: fc 10 bias=false\n"
 TINY = "input 4x4x2\nconv K=3 F=3\nbatchnorm\nfc 5\n"  # 131 numbers: chunks of one stay quick
@@ -128,8 +128,8 @@ def test_missing_file_and_bad_type(net, tmp_path: Path) -> None:
 
 
 def test_a_wrapped_state_dict_gets_a_hint_to_strip_its_prefix(net) -> None:
-    from archc.tensors import tensor_specs
-    from archc.weights import validate
+    from archc.backends.weights import validate
+    from archc.kinds.tensors import tensor_specs
 
     given = {f"module.{k}": v for k, v in make_weights(net).items()}
     with pytest.raises(WeightsError, match=r"every key starts with 'module\.'"):
@@ -147,7 +147,7 @@ def test_an_unreadable_checkpoint_never_advises_running_its_code(net, tmp_path: 
 @pytest.mark.parametrize(("spec_text", "chunk"), [(TINY, 1), (TINY, 7), (SPEC, 10_000), (SPEC, 1 << 20)])
 def test_streamed_chunks_equal_one_draw(spec_text: str, chunk: int) -> None:
     """The streaming path (a reused buffer) gives exactly the in-memory values, whatever the chunk."""
-    from archc.weights import generate_chunks
+    from archc.backends.weights import generate_chunks
 
     specs = tensor_specs(archc.loads(spec_text))
     whole = {s.name: next(c).copy() for s, c in generate_chunks(specs, "random", 3, chunk=None)}

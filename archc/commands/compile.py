@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if target == "torch":
         try:
-            from archc.torch_gen import generate_source
+            from archc.backends.torch.generate import generate_source
         except ModuleNotFoundError as e:
             raise ArchError(f"the PyTorch generator is not available ({e.name} is missing)") from e
         write_atomic(out, generate_source(net).encode("utf-8"))
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from archc.commands.deps import require
 
     require("compile --to onnx", "onnx", "numpy")
-    from archc.onnx_gen import default_opset, write_model
+    from archc.backends.onnx.generate import default_opset, write_model
 
     written = write_model(net, out, weights=args.weights or "random", seed=args.seed, opset=args.opset)
     size = sum(p.stat().st_size for p in written)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     net_b = load_or_report(args.b)  # report both specs' errors, not just the first
     if net_a is None or net_b is None:
         return 1
-    from archc.diff import diff, diff_json, plain_text
+    from archc.tools.diff import diff, diff_json, plain_text
 
     d = diff(net_a, net_b)
     if args.json:
@@ -49,7 +49,7 @@ def _rich(d: object, only_changed: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from archc.diff import HEADER, SAME, Diff, arrow, cells, total_lines
+    from archc.tools.diff import HEADER, SAME, Diff, arrow, cells, total_lines
 
     assert isinstance(d, Diff)
     style = {"changed": "yellow", "added": "green", "removed": "red", SAME: "dim"}

@@ -1,4 +1,4 @@
-"""`archc fmt [--check] PATH...`: rewrite specs in the canonical layout (see `archc.fmt`).
+"""`archc fmt [--check] PATH...`: rewrite specs in the canonical layout (see `archc.tools.fmt`).
 
 Files are rewritten atomically, only when they change. With `--check`, nothing
 is written: the files that would change are named and the exit status is 1.
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from archc.commands.check import collect
     from archc.commands.common import report
     from archc.files import write_atomic
-    from archc.fmt import FormatError, format_text
+    from archc.tools.fmt import FormatError, format_text
 
     files, problems = collect(args.paths)
     for raw, diag in problems:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     net = load_or_report(args.spec)
     if net is None:
         return 1
-    from archc.graph import GraphvizMissing, render, to_dot
+    from archc.tools.graph import GraphvizMissing, render, to_dot
 
     dot = to_dot(net, collapse=args.collapse)
     if fmt == "dot":

@@ -16,7 +16,7 @@ from typing import Any
 
 from archc.commands.common import load_or_report, non_negative_int
 
-PROVIDERS = ("auto", "cuda", "cpu")  # archc.runtime.PROVIDERS, without importing onnxruntime here
+PROVIDERS = ("auto", "cuda", "cpu")  # archc.backends.onnx.runtime.PROVIDERS, without importing onnxruntime here
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from archc.commands.deps import require
 
     require("run", "onnx", "onnxruntime", "numpy")
-    from archc.runtime import Prepared, RunError, benchmark
+    from archc.backends.onnx.runtime import Prepared, RunError, benchmark
 
     source = Path(args.source)
     if source.suffix.lower() == ".onnx":
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tolerance() -> float:
-    from archc.runtime import CHECK_TOLERANCE
+    from archc.backends.onnx.runtime import CHECK_TOLERANCE
 
     return CHECK_TOLERANCE
 

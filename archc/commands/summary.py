@@ -14,7 +14,7 @@ import sys
 
 from archc.api import compile_file
 from archc.commands.common import report, use_color
-from archc.text_table import fixed_width
+from archc.tools.text_table import fixed_width
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,11 +41,11 @@ def run(args: argparse.Namespace) -> int:
             diagnostics = [diag_json(d) for d in result.diagnostics]
             print(json.dumps({"path": args.spec, "valid": False, "diagnostics": diagnostics}, indent=2))
         return 1
-    from archc.summary import activation_bytes, attr_text, rows, summary_json
+    from archc.tools.summary import activation_bytes, attr_text, rows, summary_json
 
     rf = None
     if args.rf:
-        from archc.receptive import receptive_fields
+        from archc.analysis.receptive import receptive_fields
 
         rf = receptive_fields(net)
     if args.json:

@@ -2,7 +2,7 @@
 
 Every node carries the `Span` of the text it came from. The tree is what the
 user wrote, nothing resolved yet: block calls, repeats and expressions are
-elaborated into the layer graph by `archc.elaborate`.
+elaborated into the layer graph by `archc.frontend.elaborate`.
 
 These are typed NamedTuples rather than pydantic models or dataclasses: a
 100,000-line spec makes millions of them, `archc check` must start fast (a

@@ -37,10 +37,10 @@ from typing import Any
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
-from archc import syntax as S
 from archc.diagnostics import ArchError, Diagnostic
-from archc.parser import grammar_text, parse
-from archc.registry import KINDS
+from archc.frontend import syntax as S
+from archc.frontend.parser import grammar_text, parse
+from archc.kinds import KINDS
 
 INDENT = "  "
 _SEPARATORS = ("_NL", "SEMICOLON")

@@ -29,9 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from archc import __version__
 from archc.analysis import LayerFacts
 from archc.api import Network
-from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
-from archc.ir import INPUT, Node
-from archc.onnx_io import (
+from archc.backends.onnx.io import (
     EXTERNAL_THRESHOLD,
     Tensor,
     copy_except,
@@ -39,9 +37,11 @@ from archc.onnx_io import (
     write_model_proto,
     write_streamed,
 )
-from archc.registry import resolve_window
-from archc.tensors import tensor_specs
-from archc.weights import GENERATED, generate_chunks, iter_weights
+from archc.backends.weights import GENERATED, generate_chunks, iter_weights
+from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
+from archc.ir import INPUT, Node
+from archc.kinds import resolve_window
+from archc.kinds.tensors import tensor_specs
 
 # The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
 # the one that brings Gelu. A newer default would shut out runtimes still in
@@ -306,7 +306,7 @@ def lower(net: Network, opset: int | None = None) -> Skeleton:
 
 
 def build_model(net: Network, weights: Any = "random", seed: int = 0, opset: int | None = None) -> onnx.ModelProto:
-    """The whole model in memory, weights included (see `archc.weights.make_weights`)."""
+    """The whole model in memory, weights included (see `archc.backends.weights.make_weights`)."""
     skel = lower(net, opset)
     model = skel.model
     for spec, arr in iter_weights(net, weights, seed):

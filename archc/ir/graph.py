@@ -172,7 +172,7 @@ def verify(graph: Graph) -> Graph:
     inputs, scopes list existing nodes, and the output exists. Returns the
     re-validated graph; raises ValueError (pydantic's ValidationError is one).
     """
-    from archc.registry import KINDS  # the registry imports this module
+    from archc.kinds import KINDS  # the registry imports this module
 
     checked = Graph.model_validate(graph.model_dump())
     seen = {INPUT}

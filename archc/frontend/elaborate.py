@@ -5,7 +5,7 @@ Resolves block calls (keyword arguments, defaults, integer arithmetic),
 layers with dotted hierarchical names, and resolves `expect` targets.
 
 The naming rules (scopes, levels, generated names such as `conv1`) are stated
-and applied in `archc.naming`; expressions are evaluated by `archc.evaluate`.
+and applied in `archc.frontend.naming`; expressions are evaluated by `archc.frontend.evaluate`.
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from archc import naming
-from archc import syntax as S
 from archc.diagnostics import Diagnostic, did_you_mean, did_you_mean_path, error
+from archc.frontend import naming
+from archc.frontend import syntax as S
 
 # Re-exported: the PyTorch back-end and the tests import these from here.
-from archc.evaluate import LITERAL_WORDS as LITERAL_WORDS
-from archc.evaluate import ElaborationError as ElaborationError
-from archc.evaluate import _fail, parameters_used
-from archc.evaluate import evaluate as evaluate
+from archc.frontend.evaluate import LITERAL_WORDS as LITERAL_WORDS
+from archc.frontend.evaluate import ElaborationError as ElaborationError
+from archc.frontend.evaluate import _fail, parameters_used
+from archc.frontend.evaluate import evaluate as evaluate
+from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
+from archc.frontend.naming import _ScopeState
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span
-from archc.naming import RESERVED_NAMES as RESERVED_NAMES
-from archc.naming import _ScopeState
-from archc.registry import KINDS, USER_KINDS, coerce, show_value
+from archc.kinds import KINDS, USER_KINDS, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
 MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
@@ -91,7 +91,7 @@ class _Builder:
         self.torch_warned: set[Span] = set()
         self.names: set[str] = set()
 
-    # names: the rules are archc.naming's; the PyTorch back-end names through these too
+    # names: the rules are archc.frontend.naming's; the PyTorch back-end names through these too
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
         return naming.enter(path, stmts)
 

@@ -1,7 +1,6 @@
-"""Text -> syntax tree (`archc.syntax`), with human syntax errors.
+"""Text -> syntax tree (`archc.frontend.syntax`), with human syntax errors.
 
-The grammar is package data (`grammar/arch.lark`, shipped in the wheel as
-`archc/grammar/arch.lark`), parsed by lark's LALR(1) parser with the
+The grammar is package data (`archc/frontend/arch.lark`, shipped in the wheel), parsed by lark's LALR(1) parser with the
 Transformer run inline, so no parse tree is ever built -- it never leaves
 this module. Syntax errors are labelled from examples, the way lark's `match_examples`
 labels errors in its own grammar (see `_example_states`); after an error the offending line is
@@ -14,15 +13,14 @@ import functools
 import importlib.resources
 import re
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, cast
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import PatternStr
 
-from archc import syntax as S
 from archc.diagnostics import Diagnostic, error
+from archc.frontend import syntax as S
 from archc.ir import Span
 
 MAX_SYNTAX_ERRORS = 20
@@ -30,11 +28,8 @@ _SI = {"K": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9}
 
 
 def grammar_text() -> str:
-    """The grammar: from the installed package, else from the source tree."""
-    packaged = importlib.resources.files("archc").joinpath("grammar/arch.lark")
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / "grammar" / "arch.lark").read_text("utf-8")
+    """The grammar, package data beside this module."""
+    return importlib.resources.files("archc.frontend").joinpath("arch.lark").read_text(encoding="utf-8")
 
 
 def span_of_token(tok: Token) -> Span:
@@ -71,7 +66,7 @@ def parse_dims(text: str) -> tuple[int, ...]:
 
 @v_args(inline=True)
 class _ToSyntax(Transformer[Token, S.Program]):
-    """One method per grammar rule; returns `archc.syntax` nodes."""
+    """One method per grammar rule; returns `archc.frontend.syntax` nodes."""
 
     # expressions
     def number(self, tok: Token) -> S.Number:

@@ -1,4 +1,4 @@
-"""Layer and scope names: the naming rules of the elaborator (`archc.elaborate`).
+"""Layer and scope names: the naming rules of the elaborator (`archc.frontend.elaborate`).
 
 Naming (LANGUAGE.md "A network", "Blocks"):
 - a scope is the top level, a block instance, or one copy of a repeat;
@@ -21,11 +21,11 @@ from __future__ import annotations
 import keyword
 from collections.abc import Iterator, Sequence
 
-from archc import syntax as S
 from archc.diagnostics import Diagnostic
 from archc.diagnostics import error as make_error
 from archc.diagnostics import warning as make_warning
-from archc.evaluate import _fail
+from archc.frontend import syntax as S
+from archc.frontend.evaluate import _fail
 from archc.ir import Span
 
 # nn.Module attributes a layer name must not shadow in generated PyTorch code

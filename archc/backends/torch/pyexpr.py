@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archc import syntax as S
+from archc.frontend import syntax as S
 
 _SAFE_STRING = re.compile(r"[A-Za-z_]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -69,7 +69,7 @@ class NotSymbolic(Exception):
 def from_syntax(expr: S.Expr, names: Mapping[str, str]) -> Sym:
     """A spec expression in terms of Python names (`names`: spec parameter -> Python name).
 
-    >>> from archc.parser import parse
+    >>> from archc.frontend.parser import parse
     >>> prog, _ = parse("fc (SQ+1)//2")
     >>> render(from_syntax(prog.statements[0].positional[0], {"SQ": "sq"}))
     '(sq + 1) // 2'

@@ -23,8 +23,8 @@ from typing import Any
 from archc.analysis import LayerFacts, flat_or_hwc
 from archc.api import Network
 from archc.ir import Node
-from archc.registry import KINDS, show_value
-from archc.text_table import fixed_width
+from archc.kinds import KINDS, show_value
+from archc.tools.text_table import fixed_width
 
 SAME, CHANGED, ADDED, REMOVED = "same", "changed", "added", "removed"
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from archc.api import Network
 from archc.ir import INPUT, Node, Scope, ScopeKind
-from archc.registry import show_value
-from archc.summary import attr_text
+from archc.kinds import show_value
+from archc.tools.summary import attr_text
 
 RENDERED = ("svg", "png", "pdf")  # formats that need Graphviz's `dot`
 INSTALL_HINT = "install Graphviz (apt-get install graphviz, or brew install graphviz) or write DOT with -o NAME.dot"

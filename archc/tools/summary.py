@@ -13,7 +13,7 @@ from typing import Any
 from archc.analysis import flat_or_hwc
 from archc.api import Network
 from archc.ir import Scope, ScopeKind
-from archc.registry import KINDS, show_value
+from archc.kinds import KINDS, show_value
 
 BYTES_PER_FLOAT = 4
 

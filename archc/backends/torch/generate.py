@@ -3,7 +3,7 @@
 One class per block definition used, one per multi-statement repeat body, and
 one for the network, named after the spec's hierarchy so that `state_dict()`
 keys are the IR's dotted names (`layer1.0.conv1.weight`, as in
-`archc.tensors.tensor_specs`). The file imports only torch.
+`archc.kinds.tensors.tensor_specs`). The file imports only torch.
 
 >>> import archc
 >>> net = archc.loads("network Tiny\\ninput 8x8x3\\nconv K=4 F=3\\nrelu\\nfc 10")
@@ -28,8 +28,8 @@ against the IR value by value.
 
 This module writes the classes and the file. Pass 1, which finds every
 instance of every class and plans each class's name and parameters, is
-`archc.torch_plan`; block calls and repeats are written by `archc.torch_calls`,
-and each layer kind by its handler in `archc.torch_layers`.
+`archc.backends.torch.plan`; block calls and repeats are written by `archc.backends.torch.calls`,
+and each layer kind by its handler in `archc.backends.torch.layers`.
 """
 
 from __future__ import annotations
@@ -42,16 +42,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archc import naming, torch_calls
-from archc import pyexpr as E
-from archc import syntax as S
 from archc.api import Network
-from archc.diagnostics import SpecError, render
-from archc.elaborate import _Builder, attach_shortcuts
-from archc.ir import INPUT, Shape
-from archc.registry import KINDS, coerce
-from archc.torch_layers import HANDLERS, KEEP, Rendered, Step
-from archc.torch_plan import (
+from archc.backends.torch import calls as torch_calls
+from archc.backends.torch import pyexpr as E
+from archc.backends.torch.layers import HANDLERS, KEEP, Rendered, Step
+from archc.backends.torch.plan import (
     _ASCII_IDENT,
     _GLOBALS,
     TorchGenError,
@@ -61,6 +56,12 @@ from archc.torch_plan import (
     _Instance,
     _Plan,
 )
+from archc.diagnostics import SpecError, render
+from archc.frontend import naming
+from archc.frontend import syntax as S
+from archc.frontend.elaborate import _Builder, attach_shortcuts
+from archc.ir import INPUT, Shape
+from archc.kinds import KINDS, coerce
 
 if TYPE_CHECKING:
     import torch

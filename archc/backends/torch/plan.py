@@ -1,11 +1,11 @@
-"""Pass 1 of the PyTorch back-end (`archc.torch_gen`): which classes to write, and for what.
+"""Pass 1 of the PyTorch back-end (`archc.backends.torch.generate`): which classes to write, and for what.
 
 The generator first walks the spec as the elaborator did, naming through the
 elaborator's own rules so that every name is the IR's, and records every
 instance of every class it will write: one per call of a block (one per copy
 when the call is a repeat's whole body), and one per copy of a repeat whose
 body is anything else. A class's plan is its Python name and its constructor
-parameters; pass 2 (`_ClassWriter` in `archc.torch_gen`) then writes each
+parameters; pass 2 (`_ClassWriter` in `archc.backends.torch.generate`) then writes each
 class once, with all of its instances alongside.
 """
 
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from archc import pyexpr as E
-from archc import syntax as S
 from archc.api import Network
+from archc.backends.torch import pyexpr as E
 from archc.diagnostics import ArchError
-from archc.elaborate import _Builder, attach_shortcuts
+from archc.frontend import syntax as S
+from archc.frontend.elaborate import _Builder, attach_shortcuts
+from archc.frontend.naming import RESERVED_NAMES
 from archc.ir import Shape
-from archc.naming import RESERVED_NAMES
 
 # names a generated identifier must not take: Python's, and the module's globals
 _GLOBALS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {"torch", "nn", "self", "x", "i"}

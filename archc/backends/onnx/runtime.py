@@ -28,10 +28,10 @@ import onnx
 import onnxruntime as ort
 
 from archc.api import Network
+from archc.backends.onnx.generate import build_model, save_model
+from archc.backends.onnx.io import EXTERNAL_THRESHOLD
+from archc.backends.weights import make_weights
 from archc.diagnostics import ArchError
-from archc.onnx_gen import build_model, save_model
-from archc.onnx_io import EXTERNAL_THRESHOLD
-from archc.weights import make_weights
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDERS = ("auto", "cuda", "cpu")

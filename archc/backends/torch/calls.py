@@ -1,6 +1,6 @@
 """Block calls and repeats in the PyTorch back-end: one generated class constructing another.
 
-`_ClassWriter` (`archc.torch_gen`) hands each block call and repeat of the
+`_ClassWriter` (`archc.backends.torch.generate`) hands each block call and repeat of the
 class it writes to `call` or `repeat` here. A call becomes one attribute,
 `self.layer1 = Basic(64, K=64)`, each argument written by the writer's rule
 (the spec's expression where it gives the IR's value in every instance, else
@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from archc import pyexpr as E
-from archc import syntax as S
-from archc.elaborate import call_arguments
-from archc.torch_layers import Step
-from archc.torch_plan import _Class, _sole_call
+from archc.backends.torch import pyexpr as E
+from archc.backends.torch.layers import Step
+from archc.backends.torch.plan import _Class, _sole_call
+from archc.frontend import syntax as S
+from archc.frontend.elaborate import call_arguments
 
 if TYPE_CHECKING:
-    from archc.torch_gen import _ClassWriter
+    from archc.backends.torch.generate import _ClassWriter
 
 _COMPRESS_AFTER = 4  # a repeat of more identical copies is written as a generator
 

@@ -1,6 +1,6 @@
 """Expressions over block parameters -> values, and the error every elaboration step raises.
 
-The elaborator (`archc.elaborate`) evaluates layer keys, block arguments and
+The elaborator (`archc.frontend.elaborate`) evaluates layer keys, block arguments and
 defaults, and repeat counts here: integer arithmetic (`+ - * //`, unary `-`)
 over numbers, shapes such as `3x3`, and the words `true`, `false` and `same`.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from archc import syntax as S
 from archc.diagnostics import Diagnostic, did_you_mean, error
+from archc.frontend import syntax as S
 from archc.ir import Span
 
 
@@ -18,8 +18,8 @@ class ElaborationError(Exception):
     """One elaboration error, carried as its diagnostic.
 
     It lives here, in the module the elaborator's other modules build on, so
-    that evaluating (here), naming (`archc.naming`) and building
-    (`archc.elaborate`) raise one error, which the elaborator collects.
+    that evaluating (here), naming (`archc.frontend.naming`) and building
+    (`archc.frontend.elaborate`) raise one error, which the elaborator collects.
     """
 
     def __init__(self, diag: Diagnostic) -> None:
@@ -44,7 +44,7 @@ LITERAL_WORDS: dict[str, Any] = {
 def parameters_used(expr: S.Expr, env: dict[str, Any]) -> str | None:
     """`E=0.5`: the block parameters an expression read, for a hint on a bad value.
 
-    >>> from archc.parser import parse
+    >>> from archc.frontend.parser import parse
     >>> prog, _ = parse("conv K=E*4+SQ F=1")
     >>> parameters_used(prog.statements[0].keywords[0].value, {"E": 0.5, "SQ": 2, "X": 1})
     'E=0.5, SQ=2'
@@ -65,7 +65,7 @@ def parameters_used(expr: S.Expr, env: dict[str, Any]) -> str | None:
 def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
     """Evaluate an expression over block parameters. Never `eval`.
 
-    >>> from archc.parser import parse
+    >>> from archc.frontend.parser import parse
     >>> prog, _ = parse("fc (SQ+1)//2*4")
     >>> evaluate(prog.statements[0].positional[0], {"SQ": 16})
     32

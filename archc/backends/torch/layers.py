@@ -6,7 +6,7 @@ layer statement across every instance of its block) and returns the steps of
 text: the spec's expression when it holds for every instance (`K * 4`), a
 literal when all instances agree, else a constructor argument of the class.
 
->>> sorted(HANDLERS) == sorted(__import__("archc.registry").registry.KINDS)
+>>> sorted(HANDLERS) == sorted(__import__("archc.kinds").registry.KINDS)
 True
 """
 
@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from archc import pyexpr as E
+from archc.backends.torch import pyexpr as E
 from archc.ir import Shape
-from archc.registry import resolve_window
+from archc.kinds import resolve_window
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from archc.diagnostics import Diagnostic, error, warning
 from archc.ir import INPUT, Assertion, Graph, Layout, Node, Shape
-from archc.registry import KINDS, ShapeError, uneven_division
+from archc.kinds import KINDS, ShapeError, uneven_division
 
 
 class LayerFacts(BaseModel):

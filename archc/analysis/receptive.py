@@ -22,7 +22,7 @@ from typing import Any
 
 from archc.api import Network
 from archc.ir import INPUT
-from archc.registry import resolve_window
+from archc.kinds import resolve_window
 
 Field = tuple[tuple[int, int], tuple[int, int], tuple[float, float]]  # rf, jump, start
 

@@ -3,7 +3,7 @@
 Each `LayerKind` knows its keys (with types and defaults), its shape rule, its
 weight/bias/MAC counts, how to explain them the way the lecture does, and its
 documentation. Adding a kind means: an entry here, a handler in each back-end
-(`archc.torch_gen`, `archc.onnx_gen`), and nothing else (the parser reads any
+(`archc.backends.torch.generate`, `archc.backends.onnx.generate`), and nothing else (the parser reads any
 name as a kind). `tests/test_registry.py` asserts every back-end has a handler
 for every kind.
 
