@@ -19,6 +19,7 @@ from archc.frontend import syntax as S
 from archc.frontend.elaborate import elaborate
 from archc.frontend.parser import parse
 from archc.ir import Assertion, Graph, Span
+from archc.kinds import KINDS, per_dimension_attrs
 
 if TYPE_CHECKING:  # the generators import torch / onnx; never on the path of `check`
     import onnx
@@ -137,7 +138,9 @@ class Network:
 
 
 def _layer(attrs: dict[str, Any], f: LayerFacts) -> Layer:
-    return Layer(f.name, f.kind, f.output.dims, f.params, f.weights, f.biases, f.macs, dict(attrs))
+    # window keys as the layer uses them, one value per spatial dim: F=3 on an image is (3, 3)
+    attrs = per_dimension_attrs(KINDS[f.kind], attrs, f.inputs[0].layout.spatial_rank)
+    return Layer(f.name, f.kind, f.output.dims, f.params, f.weights, f.biases, f.macs, attrs)
 
 
 def _network_name(filename: str) -> str:

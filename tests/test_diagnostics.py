@@ -190,10 +190,11 @@ def test_width_only_uneven_warning_names_the_width() -> None:
 def test_explain_says_why_ceil_mode_dropped_a_window() -> None:
     """5 + 2*1 padded, F=3 S=3: ceil gives 3 windows, but the third would start in the padding."""
     from archc.ir import Shape
-    from archc.kinds import window_explain
+    from archc.kinds import KINDS, resolve_window, window_explain
 
     attrs = {"F": (3, 3), "S": (3, 3), "P": (1, 1), "D": (1, 1), "ceil": True}
-    lines = window_explain(attrs, [Shape.hwc(5, 5, 4)], Shape.hwc(2, 2, 4), "maxpool")
+    shape = Shape.hwc(5, 5, 4)
+    lines = window_explain(resolve_window(attrs, shape, KINDS["maxpool"]), shape)
     assert lines == [
         "(5 - 3 + 2*1)/3 + 1 = 2.33333 -> 3 (ceil) -> 2 (the last window would start in the padding, so it is dropped)"
     ]

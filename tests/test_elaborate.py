@@ -8,7 +8,7 @@ from conftest import BASIC_BLOCK
 import archc
 import archc.frontend.elaborate as E
 from archc.api import compile_text
-from archc.ir import verify
+from archc.kinds import verify
 
 
 def net(text: str) -> archc.Network:
@@ -149,7 +149,8 @@ def test_block_defined_after_use() -> None:
 def test_defaults_and_keyword_arguments() -> None:
     text = "input 8x8x3\nblock B(K, S=1, E=K*2) { conv K=E F=1 S=S }\n"
     n = net(text + "a: B K=4\nb: B K=4 S=2 E=5")
-    a, b = n.graph.node("a.conv1"), n.graph.node("b.conv1")
+    layers = {layer.name: layer for layer in n.layers}  # window keys per spatial dim, as the layer uses them
+    a, b = layers["a.conv1"], layers["b.conv1"]
     assert (a.attrs["K"], a.attrs["S"]) == (8, (1, 1))
     assert (b.attrs["K"], b.attrs["S"]) == (5, (2, 2))
     scope = {s.path: s for s in n.graph.scopes}

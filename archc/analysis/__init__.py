@@ -25,9 +25,6 @@ from archc.analysis.analyze import (
     check_assertions as check_assertions,
 )
 from archc.analysis.analyze import (
-    flat_or_hwc as flat_or_hwc,
-)
-from archc.analysis.analyze import (
     fmt_int as fmt_int,
 )
 from archc.analysis.analyze import (

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from archc.diagnostics import Diagnostic, error, warning
-from archc.ir import INPUT, Assertion, Graph, Layout, Node, Shape
-from archc.kinds import KINDS, ShapeError, uneven_division
+from archc.ir import INPUT, Assertion, Graph, Node, Shape, written_layout
+from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, apply, uneven_division
 
 
 class LayerFacts(BaseModel):
@@ -24,6 +25,7 @@ class LayerFacts(BaseModel):
     kind: str
     inputs: tuple[Shape, ...]
     output: Shape
+    window: Window | None  # the resolved geometry of a conv/pool window, per spatial dim
     weights: int
     biases: int
     macs: int
@@ -31,6 +33,14 @@ class LayerFacts(BaseModel):
     @property
     def params(self) -> int:
         return self.weights + self.biases
+
+    @property
+    def counts(self) -> Counts:
+        return Counts(self.weights, self.biases, self.macs)
+
+    def applied(self, attrs: dict[str, Any]) -> Applied:
+        """The layer as its kind's rules read it (tensors, MACs, explanations), given its node's attributes."""
+        return Applied(attrs, self.inputs, self.output, self.window)
 
 
 class Totals(BaseModel):
@@ -121,19 +131,20 @@ def infer_shapes(state: _State) -> None:
         in_shapes = [s for s in ins if s is not None]
         kind = KINDS[node.kind]
         try:
-            out = kind.infer(node.attrs, in_shapes)
+            out, window = apply(kind, node.attrs, in_shapes)
         except ShapeError as exc:
             state.diags.append(
                 error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), exc.hint)  # type: ignore[arg-type]
             )
             continue
-        counts = kind.counts(node.attrs, in_shapes, out)
+        counts = kind.counts(Applied(node.attrs, in_shapes, out, window))
         shapes[node.name] = out
         state.facts[node.name] = LayerFacts.model_construct(
             name=node.name,
             kind=node.kind,
             inputs=tuple(in_shapes),
             output=out,
+            window=window,
             weights=counts.weights,
             biases=counts.biases,
             macs=counts.macs,
@@ -143,10 +154,10 @@ def infer_shapes(state: _State) -> None:
 def warn_uneven(state: _State) -> None:
     """LANGUAGE.md "Warnings": a conv/pool window that silently crops its input."""
     for node in state.graph.nodes:
-        if node.kind not in ("conv", "maxpool", "avgpool") or node.name not in state.facts:
+        facts = state.facts.get(node.name)
+        if facts is None or facts.window is None:
             continue
-        shape = state.facts[node.name].inputs[0]
-        found = uneven_division(node.attrs, shape, node.kind)
+        found = uneven_division(node.attrs, facts.window, facts.inputs[0])
         if found is not None:
             state.diags.append(
                 warning("W001", f"{node.name}: {found.message}", node.span, found.hint)
@@ -222,7 +233,9 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
     """None if the assertion holds, else an error naming expected and actual."""
     if a.quantity == "output":
         actual_shape = analysis.output_of(a.target)
-        if tuple(actual_shape.dims) == a.expected:
+        expected = a.expected
+        assert isinstance(expected, tuple)
+        if written_layout(expected) is actual_shape.layout and actual_shape.dims == expected:
             return None
         who = a.target or "the network"
         hint = _derivation_hint(analysis, a.target)
@@ -249,10 +262,10 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
     elif a.op == "=" and a.tolerance is None:
         hint = f"the exact value is {actual:_}"
     join = analysis.facts.get(a.target)
-    if join is not None and join.kind in ("add", "concat"):
-        what = "residual's sum" if join.kind == "add" else "concatenation"
+    merge = KINDS[join.kind].traits.merge if join is not None else None
+    if merge is not None:
         hint = (
-            f"'{a.target}' names the {what} alone, which has no {a.quantity}; to total a residual or "
+            f"'{a.target}' names the {merge.noun} alone, which has no {a.quantity}; to total a residual or "
             "concat with its branches, make it a block and name the call (`fire2: Fire SQ=16 E=64`)"
         )
     elif a.quantity == "params" and totals.biases and _holds(a, totals.weights)[0]:
@@ -306,14 +319,9 @@ def _derivation_hint(analysis: Analysis, target: str) -> str | None:
             return None
         how = _derivation_hint(analysis, last) or "`archc summary --explain` derives each shape"
         return f"its last layer, {last}, outputs {analysis.facts[last].output.text()}: {how}"
-    if facts is None or facts.kind not in ("conv", "maxpool", "avgpool"):
+    if facts is None or facts.window is None:
         return None
-    node = analysis.graph.node(target)
-    lines = KINDS[facts.kind].explain(node.attrs, list(facts.inputs), facts.output)
-    shape_lines = [ln for ln in lines if "= " in ln and "/" in ln]
+    layer = facts.applied(analysis.graph.node(target).attrs)
+    lines = KINDS[facts.kind].explain(layer, facts.counts)
+    shape_lines = [line.text for line in lines if line.topic is Topic.SHAPE]
     return "; ".join(shape_lines) if shape_lines else None
-
-
-def flat_or_hwc(shape: Shape) -> list[int]:
-    """A shape as the JSON output lists it: [H, W, C] or [N]."""
-    return list(shape.dims) if shape.layout is not Layout.FLAT else [shape.dims[0]]

@@ -1,9 +1,9 @@
 """Receptive fields: for every layer, the input window one output position sees.
 
-For each node, along H and W: `rf` (window size in input pixels), `jump`
-(input pixels between neighbouring outputs: the effective stride) and `start`
-(centre of the first output's window, in input pixels, the first pixel's
-centre being 0.5). The standard recurrence, for a window of effective size
+For each node, along each spatial dim (H and W of an image): `rf` (window
+size in input pixels), `jump` (input pixels between neighbouring outputs: the
+effective stride) and `start` (centre of the first output's window, in input
+pixels, the first pixel's centre being 0.5). The standard recurrence, for a window of effective size
 k = D*(F-1)+1, stride s and leading padding p:
 
     rf' = rf + (k-1)*jump     jump' = jump*s     start' = start + ((k-1)/2 - p)*jump
@@ -18,13 +18,15 @@ flat input has no spatial field: no layer gets one.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from archc.analysis.analyze import LayerFacts
 from archc.api import Network
 from archc.ir import INPUT
-from archc.kinds import resolve_window
+from archc.kinds import KINDS, WindowKind
 
-Field = tuple[tuple[int, int], tuple[int, int], tuple[float, float]]  # rf, jump, start
+Field = tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]]  # rf, jump, start; one entry per spatial dim
 
 
 def receptive_fields(net: Network) -> dict[str, dict[str, Any]]:
@@ -32,34 +34,36 @@ def receptive_fields(net: Network) -> dict[str, dict[str, Any]]:
     shape = net.graph.input_shape
     if not shape.is_spatial:
         return {}
-    full = (shape.dims[0], shape.dims[1])
-    fields: dict[str, Field] = {INPUT: ((1, 1), (1, 1), (0.5, 0.5))}
+    full = shape.spatial
+    rank = len(full)
+    fields: dict[str, Field] = {INPUT: ((1,) * rank, (1,) * rank, (0.5,) * rank)}
     out: dict[str, dict[str, Any]] = {}
     for node in net.graph.nodes:
         ins = [fields[i] for i in node.inputs if i in fields]
-        rf, jump, start = max(ins, key=lambda f: f[0][0] * f[0][1])
+        rf, jump, start = max(ins, key=lambda f: math.prod(f[0]))
         facts = net.analysis.facts[node.name]
-        if node.kind in ("conv", "maxpool", "avgpool", "adaptiveavgpool"):
-            new = [_window(node.kind, node.attrs, facts, axis, rf[axis], jump[axis], start[axis]) for axis in (0, 1)]
-            rf = (new[0][0], new[1][0])
-            jump = (new[0][1], new[1][1])
-            start = (new[0][2], new[1][2])
-        elif node.kind in ("fc", "flatten", "globalavgpool") and facts.inputs[0].is_spatial:
-            rf = (max(rf[0], full[0]), max(rf[1], full[1]))
-            jump, start = full, (full[0] / 2, full[1] / 2)
+        traits = KINDS[node.kind].traits
+        if facts.window is not None or traits.window is WindowKind.ADAPTIVE:
+            new = [_window(facts, axis, rf[axis], jump[axis], start[axis]) for axis in range(rank)]
+            rf = tuple(r for r, _, _ in new)
+            jump = tuple(j for _, j, _ in new)
+            start = tuple(s for _, _, s in new)
+        elif traits.mixes_positions and facts.inputs[0].is_spatial:
+            rf = tuple(max(r, n) for r, n in zip(rf, full, strict=True))
+            jump, start = full, tuple(n / 2 for n in full)
         fields[node.name] = (rf, jump, start)
         out[node.name] = {"rf": list(rf), "jump": list(jump), "start": list(start)}
     return out
 
 
-def _window(kind: str, attrs: Any, facts: Any, axis: int, rf: int, jump: int, start: float) -> tuple[int, int, float]:
+def _window(facts: LayerFacts, axis: int, rf: int, jump: int, start: float) -> tuple[int, int, float]:
     """One axis of the recurrence for a windowed layer: (rf, jump, start) after it."""
-    if kind == "adaptiveavgpool":
-        n, o = facts.inputs[0].dims[axis], facts.output.dims[axis]
+    win = facts.window
+    if win is None:  # adaptive pooling: its windows follow from the input and output sizes
+        n, o = facts.inputs[0].spatial[axis], facts.output.spatial[axis]
         k = max(-(-(i + 1) * n // o) - i * n // o for i in range(o))  # the largest bin
         stride, pad = max(1, round(n / o)), 0
     else:
-        win = resolve_window(attrs, facts.inputs[0], kind, kind != "conv")
         k = win.dilation[axis] * (win.kernel[axis] - 1) + 1
-        stride, pad = win.stride[axis], win.pads[axis]
+        stride, pad = win.stride[axis], win.begin[axis]
     return rf + (k - 1) * jump, jump * stride, start + ((k - 1) / 2 - pad) * jump

@@ -25,7 +25,7 @@ from archc.frontend.evaluate import _fail, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import _ScopeState
-from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span
+from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.kinds import KINDS, USER_KINDS, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
@@ -572,7 +572,8 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         )
     else:
         dims = input_decl.shape.dims
-        if len(dims) not in (1, 3) or any(d <= 0 for d in dims):
+        layout = written_layout(dims)
+        if layout is None or any(d <= 0 for d in dims):
             diags.append(
                 error(
                     "E119",
@@ -582,7 +583,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
                 )
             )
         else:
-            input_shape = Shape.from_dims(dims)
+            input_shape = Shape.of(layout, dims)
 
     diags.extend(_block_cycles(blocks))
     builder = _Builder(blocks)

@@ -13,9 +13,6 @@ from archc.ir.graph import (
     Graph as Graph,
 )
 from archc.ir.graph import (
-    Layout as Layout,
-)
-from archc.ir.graph import (
     Node as Node,
 )
 from archc.ir.graph import (
@@ -32,4 +29,16 @@ from archc.ir.graph import (
 )
 from archc.ir.graph import (
     verify as verify,
+)
+from archc.ir.layout import (
+    Layout as Layout,
+)
+from archc.ir.layout import (
+    Physical as Physical,
+)
+from archc.ir.layout import (
+    written_layout as written_layout,
+)
+from archc.ir.layout import (
+    written_spatial_ranks as written_spatial_ranks,
 )

@@ -5,8 +5,8 @@ user asked for (kind, attributes, inputs, source span); facts derived from
 them -- shapes, parameter counts, MACs -- live in `archc.analysis.Analysis`,
 never in the nodes.
 
-Shapes are general tuples with a stated layout, so that sequence (`TxD`) and
-1-D/3-D layouts can arrive later without a redesign.
+Shapes are general tuples with a stated layout (`archc.ir.layout`): the front
+end says which, nothing guesses it from the number of dimensions.
 
 The front end builds these models with `model_construct` from values it has
 already checked, and their schemas are built lazily (`defer_build`): pydantic
@@ -17,10 +17,13 @@ validation and the structural checks; the tests run it over every spec.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
+
+from archc.ir.layout import Layout
 
 INPUT = "input"  # the name of the graph's input; a keyword, so never a layer name
 
@@ -43,38 +46,41 @@ class Span(NamedTuple):
     end_column: int
 
 
-class Layout(StrEnum):
-    HWC = "HWC"  # spatial, channels last as on the slides (generated code uses NCHW)
-    FLAT = "N"  # a flat feature vector
-
-
 class Shape(Frozen):
-    """A per-sample shape (batch excluded) in a stated layout.
+    """A per-sample shape (batch excluded) in a stated layout; dims in the written order.
 
     >>> Shape.hwc(55, 55, 96).text()
     '55x55x96'
     >>> Shape.flat(4096).text()
     '4096'
+    >>> Shape.hwc(7, 7, 512).resized((1, 1)).nchw()
+    (512, 1, 1)
     """
 
     dims: tuple[int, ...]
     layout: Layout
 
     @classmethod
+    def of(cls, layout: Layout, dims: tuple[int, ...]) -> Shape:
+        return cls.model_construct(dims=dims, layout=layout)
+
+    @classmethod
     def hwc(cls, h: int, w: int, c: int) -> Shape:
-        return cls.model_construct(dims=(h, w, c), layout=Layout.HWC)
+        return cls.model_construct(dims=(h, w, c), layout=Layout.IMAGE)
 
     @classmethod
     def flat(cls, n: int) -> Shape:
         return cls.model_construct(dims=(n,), layout=Layout.FLAT)
 
-    @classmethod
-    def from_dims(cls, dims: tuple[int, ...]) -> Shape:
-        return cls.flat(dims[0]) if len(dims) == 1 else cls.model_construct(dims=dims, layout=Layout.HWC)
-
     @property
     def is_spatial(self) -> bool:
-        return self.layout is Layout.HWC
+        """Whether a window can slide over it (it has positions and features)."""
+        return self.layout.spatial_rank > 0
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """The sizes along the spatial axes, in order: (H, W) of an image; () when flat."""
+        return self.dims[: self.layout.spatial_rank]
 
     @property
     def channels(self) -> int:
@@ -87,15 +93,16 @@ class Shape(Frozen):
             n *= d
         return n
 
+    def resized(self, spatial: tuple[int, ...], channels: int | None = None) -> Shape:
+        """The same layout with new spatial sizes (and channels): what a window makes of it."""
+        return Shape.of(self.layout, (*spatial, self.channels if channels is None else channels))
+
     def text(self) -> str:
-        return "x".join(str(d) for d in self.dims)
+        return self.layout.text(self.dims)
 
     def nchw(self) -> tuple[int, ...]:
-        """The per-sample shape in generated code's order: (C, H, W) or (N,)."""
-        if self.is_spatial:
-            h, w, c = self.dims
-            return (c, h, w)
-        return self.dims
+        """The per-sample shape as generated code holds it, channels first: (C, H, W) or (N,)."""
+        return tuple(self.dims[i] for i in self.layout.physical_order())
 
 
 class Node(Frozen):
@@ -164,17 +171,20 @@ class Graph(Frozen):
         raise KeyError(name)
 
 
-def verify(graph: Graph) -> Graph:
+def verify(graph: Graph, arities: Mapping[str, int]) -> Graph:
     """Validate a graph fully: pydantic's validation of every model, then structure.
 
     Structure: names are unique, every input is produced earlier (the node
-    order is topological), kinds are registered with the right number of
-    inputs, scopes list existing nodes, and the output exists. Returns the
+    order is topological), every kind is one of `arities` (kind -> inputs
+    it takes, 0 for one or more; `archc.kinds.verify` passes the registry's)
+    with that many inputs, the input shape has its layout's dimensions,
+    scopes list existing nodes, and the output exists. Returns the
     re-validated graph; raises ValueError (pydantic's ValidationError is one).
     """
-    from archc.kinds import KINDS  # the registry imports this module
-
     checked = Graph.model_validate(graph.model_dump())
+    shape = checked.input_shape
+    if len(shape.dims) != len(shape.layout.axes):
+        raise ValueError(f"input {shape.dims} does not have the {len(shape.layout.axes)} dims of {shape.layout}")
     seen = {INPUT}
     for node in checked.nodes:
         if node.name in seen:
@@ -182,10 +192,10 @@ def verify(graph: Graph) -> Graph:
         missing = [i for i in node.inputs if i not in seen]
         if missing:
             raise ValueError(f"{node.name} reads {missing} before they are produced")
-        kind = KINDS.get(node.kind)
-        if kind is None:
+        arity = arities.get(node.kind)
+        if arity is None:
             raise ValueError(f"{node.name} has unknown kind {node.kind}")
-        if (kind.arity and len(node.inputs) != kind.arity) or not node.inputs:
+        if (arity and len(node.inputs) != arity) or not node.inputs:
             raise ValueError(f"{node.name} ({node.kind}) has {len(node.inputs)} inputs")
         seen.add(node.name)
     for scope in checked.scopes:

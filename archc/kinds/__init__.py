@@ -1,68 +1,81 @@
-"""The registry of layer kinds: keys, shape rules, counts, explanations, tensors."""
+"""The layer kinds: one `KINDS` table, filled by one module per family.
 
-from archc.kinds.registry import (
-    KINDS as KINDS,
-)
-from archc.kinds.registry import (
-    REQUIRED as REQUIRED,
-)
-from archc.kinds.registry import (
-    USER_KINDS as USER_KINDS,
-)
-from archc.kinds.registry import (
-    Attrs as Attrs,
-)
-from archc.kinds.registry import (
-    CountFn as CountFn,
-)
-from archc.kinds.registry import (
-    Counts as Counts,
-)
-from archc.kinds.registry import (
-    ExplainFn as ExplainFn,
-)
-from archc.kinds.registry import (
-    InferFn as InferFn,
-)
-from archc.kinds.registry import (
-    Key as Key,
-)
-from archc.kinds.registry import (
-    KeyType as KeyType,
-)
-from archc.kinds.registry import (
-    LayerKind as LayerKind,
-)
-from archc.kinds.registry import (
-    Pair as Pair,
-)
-from archc.kinds.registry import (
-    ShapeError as ShapeError,
-)
-from archc.kinds.registry import (
-    Uneven as Uneven,
-)
-from archc.kinds.registry import (
-    Window as Window,
-)
-from archc.kinds.registry import (
-    coerce as coerce,
-)
-from archc.kinds.registry import (
-    resolve_window as resolve_window,
-)
-from archc.kinds.registry import (
-    same_pads as same_pads,
-)
-from archc.kinds.registry import (
-    show_value as show_value,
-)
-from archc.kinds.registry import (
-    uneven_division as uneven_division,
-)
-from archc.kinds.registry import (
-    window_explain as window_explain,
-)
-from archc.kinds.registry import (
-    window_out as window_out,
-)
+`windows` (conv and pooling), `dense` (fc, flatten), `norms`, `activations`
+(element-wise kinds as table rows) and `merges` (residual add, concat);
+`kind` holds what they share. `apply` is how the analysis applies a kind to
+its inputs; `tensors` lists a network's tensors from the kinds' declarations.
+
+Adding a kind: a `LayerKind` in its family's module, one handler per back-end
+(`archc.backends.torch.layers`, `archc.backends.onnx.generate`; an element-wise
+row needs none), a row in docs/language.md. `tests/test_kinds.py` fails until
+each is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from archc.ir import Graph, Layout, Shape
+from archc.ir import verify as verify_structure
+from archc.kinds import activations, dense, merges, norms, windows
+from archc.kinds.kind import REQUIRED as REQUIRED
+from archc.kinds.kind import Applied as Applied
+from archc.kinds.kind import Attrs as Attrs
+from archc.kinds.kind import Counts as Counts
+from archc.kinds.kind import Elementwise as Elementwise
+from archc.kinds.kind import Family as Family
+from archc.kinds.kind import Key as Key
+from archc.kinds.kind import KeyType as KeyType
+from archc.kinds.kind import LayerKind as LayerKind
+from archc.kinds.kind import Line as Line
+from archc.kinds.kind import ShapeError as ShapeError
+from archc.kinds.kind import Topic as Topic
+from archc.kinds.kind import Traits as Traits
+from archc.kinds.kind import Window as Window
+from archc.kinds.kind import WindowKind as WindowKind
+from archc.kinds.kind import coerce as coerce
+from archc.kinds.kind import per_dimension as per_dimension
+from archc.kinds.kind import per_dimension_attrs as per_dimension_attrs
+from archc.kinds.kind import same_value as same_value
+from archc.kinds.kind import show_value as show_value
+from archc.kinds.windows import Uneven as Uneven
+from archc.kinds.windows import resolve_window as resolve_window
+from archc.kinds.windows import uneven_division as uneven_division
+from archc.kinds.windows import window_explain as window_explain
+
+KINDS: dict[str, LayerKind] = {
+    k.name: k for family in (windows, dense, norms, activations, merges) for k in family.KINDS
+}
+
+USER_KINDS = tuple(name for name, k in KINDS.items() if k.user)
+
+_WINDOWED = (WindowKind.CONV, WindowKind.POOL)
+
+
+def apply(kind: LayerKind, attrs: Attrs, ins: Sequence[Shape]) -> tuple[Shape, Window | None]:
+    """The output shape of a layer, and its window when it has one; raises ShapeError.
+
+    In order: the input's layout, the kind's own preconditions, the window, the shape rule.
+    """
+    for shape in ins:
+        if shape.layout not in kind.traits.layouts:
+            raise _wrong_layout(kind, shape)
+    kind.check(attrs, ins)
+    window = windows.resolve_window(attrs, ins[0], kind) if kind.traits.window in _WINDOWED else None
+    return kind.infer(attrs, ins, window), window
+
+
+def _wrong_layout(kind: LayerKind, shape: Shape) -> ShapeError:
+    accepted = sorted(kind.traits.layouts, key=list(Layout).index)
+    forms = " or ".join(layout.value for layout in accepted)
+    spatial = all(layout.spatial_rank for layout in accepted)
+    needs = f"a spatial input ({forms})" if spatial else f"an input of {forms}"
+    hint = "put it before the first fc/flatten" if spatial and shape.layout is Layout.FLAT else None
+    return ShapeError(
+        f"{kind.name} needs {needs}, but its input is the {shape.layout.noun} {shape.text()}", hint=hint
+    )
+
+
+def verify(graph: Graph) -> Graph:
+    """`archc.ir.verify` with the registry's kinds and arities: the full IR check the tests run."""
+    return verify_structure(graph, {name: k.arity for name, k in KINDS.items()})

@@ -1,8 +1,9 @@
-"""The learnable tensors (and buffers) a network has, derived from the IR alone.
+"""The learnable tensors (and buffers) a network has, as its kinds declare them.
 
 One list serves every back-end: the PyTorch generator's `state_dict` keys, the
 ONNX generator's initializer names, and the weight loader's validation all
-come from `tensor_specs`, so they cannot drift apart.
+come from `tensor_specs`, so they cannot drift apart. The analysis counts
+weights and biases from the same declarations (`LayerKind.counts`).
 
 Shapes are PyTorch's: conv weight `[K, C/G, Fh, Fw]`, fc weight `[N, in]`
 (inputs in C,H,W order), batchnorm `weight`/`bias`/`running_mean`/
@@ -14,25 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from archc.api import Network
+from archc.kinds import KINDS
+from archc.kinds.kind import Applied
+from archc.kinds.kind import Init as Init
+from archc.kinds.kind import Role as Role
 
-
-class Role(StrEnum):
-    WEIGHT = "weight"  # learnable, counted in weights
-    BIAS = "bias"  # learnable, counted in biases
-    BUFFER = "buffer"  # state, not a parameter (batchnorm running statistics)
-
-
-class Init(StrEnum):
-    """PyTorch's default initialisation for each tensor."""
-
-    KAIMING_UNIFORM = "kaiming_uniform"  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): kaiming_uniform_(a=sqrt(5))
-    FAN_IN_UNIFORM = "fan_in_uniform"  # the same bound, for conv/fc biases
-    ONES = "ones"
-    ZEROS = "zeros"
-
+if TYPE_CHECKING:
+    from archc.api import Network
 
 IGNORED_KEYS_SUFFIXES = (".num_batches_tracked",)
 
@@ -67,27 +58,10 @@ def tensor_specs(net: Network) -> list[TensorSpec]:
     specs: list[TensorSpec] = []
     for node in net.graph.nodes:
         facts = net.analysis.facts[node.name]
-        a = node.attrs
-        if node.kind == "conv":
-            c = facts.inputs[0].channels
-            fh, fw = a["F"]
-            fan_in = (c // a["G"]) * fh * fw
-            specs.append(
-                TensorSpec(f"{node.name}.weight", node.name, (a["K"], c // a["G"], fh, fw), Role.WEIGHT, Init.KAIMING_UNIFORM, fan_in)
-            )
-            if a["bias"]:
-                specs.append(TensorSpec(f"{node.name}.bias", node.name, (a["K"],), Role.BIAS, Init.FAN_IN_UNIFORM, fan_in))
-        elif node.kind == "fc":
-            n_in = facts.inputs[0].numel
-            specs.append(TensorSpec(f"{node.name}.weight", node.name, (a["N"], n_in), Role.WEIGHT, Init.KAIMING_UNIFORM, n_in))
-            if a["bias"]:
-                specs.append(TensorSpec(f"{node.name}.bias", node.name, (a["N"],), Role.BIAS, Init.FAN_IN_UNIFORM, n_in))
-        elif node.kind == "batchnorm":
-            c = facts.inputs[0].channels
-            specs += [
-                TensorSpec(f"{node.name}.weight", node.name, (c,), Role.WEIGHT, Init.ONES, 0),
-                TensorSpec(f"{node.name}.bias", node.name, (c,), Role.BIAS, Init.ZEROS, 0),
-                TensorSpec(f"{node.name}.running_mean", node.name, (c,), Role.BUFFER, Init.ZEROS, 0),
-                TensorSpec(f"{node.name}.running_var", node.name, (c,), Role.BUFFER, Init.ONES, 0),
-            ]
+        layer = Applied(node.attrs, facts.inputs, facts.output, facts.window)
+        for t in KINDS[node.kind].tensors(layer):
+            if t.alias is None:  # a tied tensor is its owner's, listed (and stored) once
+                specs.append(
+                    TensorSpec(f"{node.name}.{t.name}", node.name, t.shape, t.role, t.init, t.fan_in)
+                )
     return specs

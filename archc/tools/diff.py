@@ -20,10 +20,10 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from archc.analysis import LayerFacts, flat_or_hwc
+from archc.analysis import LayerFacts
 from archc.api import Network
 from archc.ir import Node
-from archc.kinds import KINDS, show_value
+from archc.kinds import KINDS, same_value, show_value
 from archc.tools.text_table import fixed_width
 
 SAME, CHANGED, ADDED, REMOVED = "same", "changed", "added", "removed"
@@ -77,7 +77,7 @@ def _attr_changes(na: Node, nb: Node) -> list[tuple[str, str, str]]:
     out = []
     for key in keys:
         va, vb = na.attrs.get(key), nb.attrs.get(key)
-        if va != vb:
+        if not same_value(va, vb):  # `F=3` and `F=3x3` are the same window
             out.append((key, "-" if va is None else show_value(va), "-" if vb is None else show_value(vb)))
     return out
 
@@ -142,8 +142,8 @@ def _side(net: Network) -> dict[str, Any]:
     return {
         "path": net.path,
         "network": net.name,
-        "input": flat_or_hwc(net.graph.input_shape),
-        "output": flat_or_hwc(net.analysis.output_shape),
+        "input": list(net.graph.input_shape.dims),
+        "output": list(net.analysis.output_shape.dims),
         "layers": len(net.graph.nodes),
     }
 

@@ -26,24 +26,19 @@ from dataclasses import dataclass, field
 
 from archc.api import Network
 from archc.ir import INPUT, Node, Scope, ScopeKind
-from archc.kinds import show_value
+from archc.kinds import KINDS, Family, show_value
 from archc.tools.summary import attr_text
 
 RENDERED = ("svg", "png", "pdf")  # formats that need Graphviz's `dot`
 INSTALL_HINT = "install Graphviz (apt-get install graphviz, or brew install graphviz) or write DOT with -o NAME.dot"
 
-# fill colours by kind: convolutions blue, pooling green, fc orange, normalisation yellow
+# fill colours by family: convolutions blue, pooling green, fc orange, normalisation yellow
 _FILL = {
-    "conv": "#cfe2f3",
-    "maxpool": "#d9ead3",
-    "avgpool": "#d9ead3",
-    "adaptiveavgpool": "#d9ead3",
-    "globalavgpool": "#d9ead3",
-    "fc": "#fce5cd",
-    "batchnorm": "#fff2cc",
-    "lrn": "#fff2cc",
-    "add": "#ead1dc",
-    "concat": "#ead1dc",
+    Family.CONV: "#cfe2f3",
+    Family.POOL: "#d9ead3",
+    Family.DENSE: "#fce5cd",
+    Family.NORM: "#fff2cc",
+    Family.MERGE: "#ead1dc",
 }
 _CLUSTER_FILL = ("#f7f7f7", "#ececec")  # alternate by depth so nested clusters stand apart
 
@@ -99,14 +94,15 @@ def _parents(scopes: list[Scope]) -> dict[str, str]:
 
 def _node_stmt(net: Network, node: Node) -> str:
     facts = net.analysis.facts[node.name]
-    if node.kind in ("add", "concat"):
-        label = _html([("b", "+" if node.kind == "add" else "concat"), ("small", facts.output.text())])
-        return f'{quote(node.name)} [label={label}, shape=ellipse, fillcolor="{_FILL[node.kind]}", tooltip={quote(node.name)}]'
+    traits = KINDS[node.kind].traits
+    fill = _FILL.get(traits.family, "#ffffff")
+    if traits.merge is not None:
+        label = _html([("b", traits.merge.symbol), ("small", facts.output.text())])
+        return f'{quote(node.name)} [label={label}, shape=ellipse, fillcolor="{fill}", tooltip={quote(node.name)}]'
     kind = f"{node.kind} {attr_text(node.kind, node.attrs)}".strip()
     lines = [("b", node.name), ("", kind), ("small", facts.output.text())]
     if facts.params:
         lines[-1] = ("small", f"{facts.output.text()}  ·  {facts.params:,} params")
-    fill = _FILL.get(node.kind, "#ffffff")
     return f'{quote(node.name)} [label={_html(lines)}, fillcolor="{fill}"]'
 
 

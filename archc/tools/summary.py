@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from archc.analysis import flat_or_hwc
 from archc.api import Network
 from archc.ir import Scope, ScopeKind
-from archc.kinds import KINDS, show_value
+from archc.kinds import KINDS, per_dimension_attrs, show_value
 
 BYTES_PER_FLOAT = 4
 
@@ -56,7 +55,7 @@ def attr_text(kind: str, attrs: dict[str, Any]) -> str:
     parts = []
     for key in spec.keys:
         value = attrs.get(key.name)
-        if value is None or (not key.required and value == key.default):
+        if value is None or key.is_default(value):
             continue
         parts.append(f"{key.name}={show_value(value)}")
     return " ".join(parts)
@@ -91,7 +90,7 @@ def rows(net: Network, explain: bool = False, extra: dict[str, dict[str, str]] |
         facts = analysis.facts[node.name]
         lines: tuple[str, ...] = ()
         if explain:
-            lines = tuple(KINDS[node.kind].explain(node.attrs, list(facts.inputs), facts.output))
+            lines = tuple(line.text for line in KINDS[node.kind].explain(facts.applied(node.attrs), facts.counts))
         out.append(
             Row(
                 depth=len(chain),
@@ -114,16 +113,17 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> d
     layers = []
     for node in net.graph.nodes:
         f = analysis.facts[node.name]
+        attrs = per_dimension_attrs(KINDS[node.kind], node.attrs, f.inputs[0].layout.spatial_rank)
         entry: dict[str, Any] = {
             "name": node.name,
             "kind": node.kind,
             "inputs": list(node.inputs),
-            "output": flat_or_hwc(f.output),
+            "output": list(f.output.dims),
             "params": f.params,
             "weights": f.weights,
             "biases": f.biases,
             "macs": f.macs,
-            "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in node.attrs.items()},
+            "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()},
         }
         if rf and node.name in rf:
             entry["receptive_field"] = rf[node.name]
@@ -137,7 +137,7 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> d
                 "kind": str(scope.kind),
                 "block": scope.block,
                 "args": scope.args,
-                "output": flat_or_hwc(analysis.shape_of(scope.output)),
+                "output": list(analysis.shape_of(scope.output).dims),
                 "params": t.params,
                 "weights": t.weights,
                 "biases": t.biases,
@@ -146,8 +146,8 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> d
         )
     return {
         "network": net.name,
-        "input": flat_or_hwc(net.graph.input_shape),
-        "output": flat_or_hwc(analysis.output_shape),
+        "input": list(net.graph.input_shape.dims),
+        "output": list(analysis.output_shape.dims),
         "params": totals.params,
         "weights": totals.weights,
         "biases": totals.biases,

@@ -12,7 +12,8 @@ them; helper nodes and constants use names with a `/`, which no layer can have.
 >>> [(n.name, n.op_type) for n in model.graph.node]
 [('conv1', 'Conv'), ('relu1', 'Relu'), ('fc1/Flatten', 'Flatten'), ('fc1', 'Gemm')]
 
-Adding a kind: one handler in `HANDLERS` (tests assert every registry kind has one).
+Adding a kind: one handler in `HANDLERS` (tests assert every registry kind has
+one); an element-wise kind needs none, `_elementwise` reads its row.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from archc.backends.onnx.io import (
 from archc.backends.weights import GENERATED, generate_chunks, iter_weights
 from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
 from archc.ir import INPUT, Node
-from archc.kinds import resolve_window
+from archc.kinds import KINDS
+from archc.kinds.dense import flattens
 from archc.kinds.tensors import tensor_specs
 
 # The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
@@ -54,7 +56,11 @@ DEFAULT_OPSET = 20
 # the axis on); Clip's min/max as inputs needs 11.
 MIN_OPSET = 13
 # Kinds whose ONNX op is newer than MIN_OPSET: (opset, why).
-KIND_MIN_OPSET = {"gelu": (20, "ONNX added Gelu in opset 20")}
+KIND_MIN_OPSET = {
+    name: kind.elementwise.onnx_opset
+    for name, kind in KINDS.items()
+    if kind.elementwise is not None and kind.elementwise.onnx_opset is not None
+}
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
 OUTPUT = "output"
 
@@ -108,46 +114,60 @@ def _simple(op: str, **fixed: Any) -> Handler:
     return handler
 
 
-def _vanish(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-    return ctx.inputs(node)[0]  # dropout at inference: the layer's value is its input's
+def _elementwise(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """Any element-wise kind, from its row: its op, attributes and constant inputs."""
+    row = KINDS[node.kind].elementwise
+    assert row is not None
+    if row.onnx is None:
+        return ctx.inputs(node)[0]  # the identity at inference: the layer's value is its input's
+    ins = [*ctx.inputs(node), *(ctx.constant(f"/const/{name}", value) for name, value in row.onnx_constants)]
+    attrs = {attr: node.attrs[key] for key, _, _, attr in row.args if attr is not None}
+    if row.over_features:
+        attrs["axis"] = facts.inputs[0].layout.channel_axis()
+    return ctx.emit(row.onnx, ins, node.name, **attrs)
+
+
+def _window_attrs(facts: LayerFacts) -> dict[str, Any]:
+    win = facts.window
+    assert win is not None  # resolved by the analysis for every conv and pooling layer
+    return {"kernel_shape": list(win.kernel), "strides": list(win.stride), "pads": list(win.pads)}
 
 
 def _conv(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     a = node.attrs
-    win = resolve_window(a, facts.inputs[0], "conv", pool=False)
+    assert facts.window is not None
     ins = [*ctx.inputs(node), f"{node.name}.weight"] + ([f"{node.name}.bias"] if a["bias"] else [])
-    return ctx.emit(
-        "Conv", ins, node.name,
-        kernel_shape=list(win.kernel), strides=list(win.stride), pads=list(win.pads),
-        dilations=list(win.dilation), group=a["G"],
-    )  # fmt: skip
+    dilations = list(facts.window.dilation)
+    return ctx.emit("Conv", ins, node.name, **_window_attrs(facts), dilations=dilations, group=a["G"])
 
 
 def _pool(op: str, **fixed: Any) -> Handler:
     def handler(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-        win = resolve_window(node.attrs, facts.inputs[0], node.kind, pool=True)
-        return ctx.emit(
-            op, ctx.inputs(node), node.name,
-            kernel_shape=list(win.kernel), strides=list(win.stride), pads=list(win.pads),
-            ceil_mode=int(win.ceil), **fixed,
-        )  # fmt: skip
+        assert facts.window is not None
+        ceil_mode = int(facts.window.ceil)
+        return ctx.emit(op, ctx.inputs(node), node.name, **_window_attrs(facts), ceil_mode=ceil_mode, **fixed)
 
     return handler
 
 
 def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-    (h, w, _), (oh, ow, _) = facts.inputs[0].dims, facts.output.dims
+    sizes, outs = facts.inputs[0].spatial, facts.output.spatial
     (x,) = ctx.inputs(node)
-    if (h, w) == (oh, ow):
+    if sizes == outs:
         return x  # nothing to pool
-    if h % oh == 0 and w % ow == 0:
-        k = [h // oh, w // ow]  # equal windows: one AveragePool is exactly PyTorch's adaptive pool
+    if all(n % o == 0 for n, o in zip(sizes, outs, strict=True)):
+        k = [n // o for n, o in zip(sizes, outs, strict=True)]  # equal windows: one AveragePool is exactly PyTorch's
         return ctx.emit("AveragePool", [x], node.name, kernel_shape=k, strides=k)
     # Uneven windows (13x13 -> 6x6): ONNX has no adaptive pooling, but PyTorch's
     # windows are fixed by the sizes, and a mean over a rectangle is a mean over
-    # its columns, then over its rows: x @ Cols^T, then Rows @ that.
-    cols = ctx.constant(f"/const/{node.name}/cols", _adaptive_matrix(w, ow).T.copy())
-    rows = ctx.constant(f"/const/{node.name}/rows", _adaptive_matrix(h, oh))
+    # its columns, then over its rows: x @ Cols^T, then Rows @ that. (MatMul
+    # reaches the last two axes: an image's, or a sequence's one.)
+    last, *before = reversed(range(len(sizes)))
+    cols = ctx.constant(f"/const/{node.name}/cols", _adaptive_matrix(sizes[last], outs[last]).T.copy())
+    if not before:
+        return ctx.emit("MatMul", [x, cols], node.name)
+    (axis,) = before
+    rows = ctx.constant(f"/const/{node.name}/rows", _adaptive_matrix(sizes[axis], outs[axis]))
     x = ctx.emit("MatMul", [x, cols], f"{node.name}/cols")  # [b, C, H, ow]
     return ctx.emit("MatMul", [rows, x], node.name)  # [b, C, oh, ow]
 
@@ -163,7 +183,7 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 
 def _fc(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     (x,) = ctx.inputs(node)
-    if facts.inputs[0].is_spatial:  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
+    if flattens(facts.inputs[0]):  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
         x = ctx.emit("Flatten", [x], f"{node.name}/Flatten", axis=1)
     ins = [x, f"{node.name}.weight"] + ([f"{node.name}.bias"] if node.attrs["bias"] else [])
     return ctx.emit("Gemm", ins, node.name, transB=1)  # weight is [N, in], as nn.Linear stores it
@@ -185,12 +205,16 @@ def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     # the mean of x^2 over channels [c - size//2, c + (size-1)//2] (zeros past the
     # ends), then x / (k + alpha * mean)^beta.
     p = node.name
-    pads = np.array([0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0], np.int64)
-    axis = ctx.constant("/const/axis1", np.array([1], np.int64))
+    channels = facts.inputs[0].layout.channel_axis()
+    rest = [0] * facts.inputs[0].layout.spatial_rank
+    # [b, 1, C, H, W]: the channels move one axis on, and pool as a spatial axis
+    pads = np.array([0, 0, size // 2, *rest, 0, 0, (size - 1) // 2, *rest], np.int64)
+    axis = ctx.constant(f"/const/axis{channels}", np.array([channels], np.int64))
     sq = ctx.emit("Mul", [x, x], f"{p}/square")
-    sq = ctx.emit("Unsqueeze", [sq, axis], f"{p}/unsqueeze")  # [b, 1, C, H, W]: pool over C
+    sq = ctx.emit("Unsqueeze", [sq, axis], f"{p}/unsqueeze")
     sq = ctx.emit("Pad", [sq, ctx.constant(f"/const/{p}/pads", pads)], f"{p}/pad")
-    mean = ctx.emit("AveragePool", [sq], f"{p}/mean", kernel_shape=[size, 1, 1], strides=[1, 1, 1])
+    ones = [1] * len(rest)
+    mean = ctx.emit("AveragePool", [sq], f"{p}/mean", kernel_shape=[size, *ones], strides=[1, *ones])
     mean = ctx.emit("Squeeze", [mean, axis], f"{p}/squeeze")
     scaled = ctx.emit("Mul", [mean, ctx.constant(f"/const/{p}/alpha", alpha)], f"{p}/alpha")
     base = ctx.emit("Add", [scaled, ctx.constant(f"/const/{p}/k", k)], f"{p}/k")
@@ -198,13 +222,8 @@ def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("Div", [x, div], p)
 
 
-def _relu6(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-    lo, hi = ctx.constant("/const/zero", 0.0), ctx.constant("/const/six", 6.0)
-    return ctx.emit("Clip", [*ctx.inputs(node), lo, hi], node.name)
-
-
-def _leakyrelu(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-    return ctx.emit("LeakyRelu", ctx.inputs(node), node.name, alpha=float(node.attrs["slope"]))
+def _concat(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    return ctx.emit("Concat", ctx.inputs(node), node.name, axis=facts.output.layout.channel_axis())
 
 
 HANDLERS: dict[str, Handler] = {
@@ -218,17 +237,9 @@ HANDLERS: dict[str, Handler] = {
     "flatten": _simple("Flatten", axis=1),
     "batchnorm": _batchnorm,
     "lrn": _lrn,
-    "dropout": _vanish,
-    "relu": _simple("Relu"),
-    "relu6": _relu6,
-    "sigmoid": _simple("Sigmoid"),
-    "tanh": _simple("Tanh"),
-    "gelu": _simple("Gelu"),  # approximate="none": the exact erf form, as nn.GELU()
-    "softmax": _simple("Softmax", axis=1),  # over the channels (the features, when flat)
-    "identity": _simple("Identity"),
-    "leakyrelu": _leakyrelu,
     "add": _simple("Add"),
-    "concat": _simple("Concat", axis=1),
+    "concat": _concat,
+    **{name: _elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }
 
 

@@ -61,7 +61,7 @@ from archc.frontend import naming
 from archc.frontend import syntax as S
 from archc.frontend.elaborate import _Builder, attach_shortcuts
 from archc.ir import INPUT, Shape
-from archc.kinds import KINDS, coerce
+from archc.kinds import KINDS, Window, coerce, per_dimension
 
 if TYPE_CHECKING:
     import torch
@@ -157,7 +157,9 @@ class _Ctx:
         self.kind = kind
         self.name = local
         facts = [w.gen.facts[n] for n in nodes]
-        self.ins: Sequence[Shape] = [f.inputs[0] for f in facts] if kind not in ("add", "concat") else []
+        self.ins: Sequence[Shape] = [f.inputs[0] for f in facts] if KINDS[kind].traits.merge is None else []
+        self.outs: Sequence[Shape] = [f.output for f in facts]
+        self.windows: Sequence[Window | None] = [f.window for f in facts]
         self.attrs: Sequence[dict[str, Any]] = [w.gen.nodes[n].attrs for n in nodes] if st is not None else []
         self.operands: Sequence[str] = []
         self.channels: E.Sym | None = w.chan
@@ -181,8 +183,12 @@ class _Ctx:
             sym = E.Const(spec.default) if expr is None else E.from_syntax(expr, self.w.names)
         except E.NotSymbolic:
             sym = None
-        values = [a[key] for a in self.attrs]
-        return self.w.check(sym, values, f"{self.name}_{key}", lambda v: coerce(spec, v), compact=True)
+        # per-dimension keys compare per dim: `F=K` with K=3 gives (3, 3) on an image, as the IR's F=3x3
+        rank = self.ins[0].layout.spatial_rank
+        values = [per_dimension(spec, a[key], rank) for a in self.attrs]
+        return self.w.check(
+            sym, values, f"{self.name}_{key}", lambda v: per_dimension(spec, coerce(spec, v), rank), compact=True
+        )
 
     def in_channels(self) -> Rendered:
         return self.w.check(self.channels, [s.channels for s in self.ins], f"{self.name}_in_channels")

@@ -6,7 +6,11 @@ layer statement across every instance of its block) and returns the steps of
 text: the spec's expression when it holds for every instance (`K * 4`), a
 literal when all instances agree, else a constructor argument of the class.
 
->>> sorted(HANDLERS) == sorted(__import__("archc.kinds").registry.KINDS)
+Element-wise kinds have one handler, `elementwise`, that reads the kind's
+row (`archc.kinds.activations`): its `nn` module and the keys it passes on.
+
+>>> from archc.kinds import KINDS
+>>> sorted(HANDLERS) == sorted(KINDS)
 True
 """
 
@@ -18,7 +22,8 @@ from typing import Any, Protocol
 
 from archc.backends.torch import pyexpr as E
 from archc.ir import Shape
-from archc.kinds import resolve_window
+from archc.kinds import KINDS, Window
+from archc.kinds.dense import flattens
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class LayerCtx(Protocol):
     name: str  # the attribute name: the layer's name in its scope
     kind: str
     ins: Sequence[Shape]  # the input shape, one per instance
+    outs: Sequence[Shape]  # the output shape, one per instance
+    windows: Sequence[Window | None]  # the resolved window (conv, pooling), one per instance
     attrs: Sequence[dict[str, Any]]  # the IR attributes, one per instance
     operands: Sequence[str]  # forward variables of a merge's inputs (add, concat)
     channels: E.Sym | None  # the input channels as an expression, when known
@@ -82,6 +89,20 @@ def _module(ctx: LayerCtx, text: str, channels: Any = KEEP) -> Emitted:
 
 
 # --- windows ----------------------------------------------------------------------------
+def _nd(ctx: LayerCtx, cls: str) -> str:
+    """`nn.Conv{}d` for the input's spatial rank: nn.Conv2d on an image."""
+    return cls.format(ctx.ins[0].layout.spatial_rank)
+
+
+def _per_dim(ctx: LayerCtx, value: int) -> tuple[int, ...]:
+    return (value,) * ctx.ins[0].layout.spatial_rank
+
+
+def _torch_pads(win: Window) -> tuple[int, ...]:
+    """F.pad's order: the last dim first, begin then end of each (left, right, top, bottom)."""
+    return tuple(p for begin, end in reversed(list(zip(win.begin, win.end, strict=True))) for p in (begin, end))
+
+
 def _padding(ctx: LayerCtx, pool: bool, pad_value: str) -> tuple[list[Step], str | None]:
     """The `padding=` keyword, and a padding module first when the pads are uneven.
 
@@ -91,20 +112,22 @@ def _padding(ctx: LayerCtx, pool: bool, pad_value: str) -> tuple[list[Step], str
     a -inf pad before a max pool) comes first -- torch's own uneven "same"
     would copy the input with a warning each call.
     """
-    wins = [resolve_window(a, s, ctx.kind, pool) for a, s in zip(ctx.attrs, ctx.ins, strict=True)]
+    wins = [w for w in ctx.windows if w is not None]
     same = [a["P"] == "same" for a in ctx.attrs]
     if not any(same):
-        return [], _kw(ctx.key("P"), (0, 0))
-    even = all(w.pads[0] == w.pads[2] and w.pads[1] == w.pads[3] for w in wins)
-    if not pool and all(same) and even and all(w.stride == (1, 1) for w in wins):
+        return [], _kw(ctx.key("P"), _per_dim(ctx, 0))
+    even = all(w.begin == w.end for w in wins)
+    if not pool and all(same) and even and all(set(w.stride) == {1} for w in wins):
         return [], ctx.key("P").text
     if even:
-        pads = ctx.check(None, [(w.pads[0], w.pads[1]) for w in wins], f"{ctx.name}_padding")
-        return [], _kw(pads, (0, 0))
-    # F.pad order: left, right, top, bottom
-    sides = ctx.check(None, [(w.pads[1], w.pads[3], w.pads[0], w.pads[2]) for w in wins], f"{ctx.name}_pad")
+        pads = ctx.check(None, [w.begin for w in wins], f"{ctx.name}_padding")
+        return [], _kw(pads, _per_dim(ctx, 0))
+    sides = ctx.check(None, [_torch_pads(w) for w in wins], f"{ctx.name}_pad")
     pad = ctx.attr(f"{ctx.name}_pad")
-    module = ctor("nn.ZeroPad2d", sides.text) if pad_value == "0" else ctor("nn.ConstantPad2d", sides.text, pad_value)
+    if pad_value == "0":
+        module = ctor(_nd(ctx, "nn.ZeroPad{}d"), sides.text)
+    else:
+        module = ctor(_nd(ctx, "nn.ConstantPad{}d"), sides.text, pad_value)
     return [Step(pad, module)], None
 
 
@@ -112,13 +135,13 @@ def conv(ctx: LayerCtx) -> Emitted:
     pre, padding = _padding(ctx, pool=False, pad_value="0")
     k = ctx.key("K")
     text = ctor(
-        "nn.Conv2d",
+        _nd(ctx, "nn.Conv{}d"),
         ctx.in_channels().text,
         k.text,
         kernel_size=ctx.key("F").text,
-        stride=_kw(ctx.key("S"), (1, 1)),
+        stride=_kw(ctx.key("S"), _per_dim(ctx, 1)),
         padding=padding,
-        dilation=_kw(ctx.key("D"), (1, 1)),
+        dilation=_kw(ctx.key("D"), _per_dim(ctx, 1)),
         groups=_kw(ctx.key("G"), 1),
         bias=_kw(ctx.key("bias"), True),
     )
@@ -130,7 +153,7 @@ def _pool(cls: str, pad_value: str) -> Callable[[LayerCtx], Emitted]:
         pre, padding = _padding(ctx, pool=True, pad_value=pad_value)
         stride = None if all(a["S"] is None for a in ctx.attrs) else ctx.key("S").text
         text = ctor(
-            cls,
+            _nd(ctx, cls),
             kernel_size=ctx.key("F").text,
             stride=stride,
             padding=padding,
@@ -142,11 +165,11 @@ def _pool(cls: str, pad_value: str) -> Callable[[LayerCtx], Emitted]:
 
 
 def adaptiveavgpool(ctx: LayerCtx) -> Emitted:
-    return _module(ctx, ctor("nn.AdaptiveAvgPool2d", ctx.key("size").text))
+    return _module(ctx, ctor(_nd(ctx, "nn.AdaptiveAvgPool{}d"), ctx.key("size").text))
 
 
 def globalavgpool(ctx: LayerCtx) -> Emitted:
-    return _module(ctx, "nn.AdaptiveAvgPool2d(1)")
+    return _module(ctx, ctor(_nd(ctx, "nn.AdaptiveAvgPool{}d"), "1"))
 
 
 # --- fully connected ---------------------------------------------------------------------
@@ -155,20 +178,23 @@ def _flat_features(ctx: LayerCtx) -> tuple[E.Sym | None, list[int]]:
     values = [s.numel for s in ctx.ins]
     if ctx.channels is None:
         return None, values
-    if all(not s.is_spatial for s in ctx.ins):
+    if not any(flattens(s) for s in ctx.ins):
         return ctx.channels, values
-    hw = {s.dims[:2] for s in ctx.ins if s.is_spatial}
-    if len(hw) != 1:
+    sizes = {s.spatial for s in ctx.ins if flattens(s)}
+    if len(sizes) != 1:
         return None, values
-    h, w = hw.pop()
-    if (h, w) == (1, 1):
+    spatial = sizes.pop()
+    if all(n == 1 for n in spatial):
         return ctx.channels, values
-    return E.Bin("*", E.Bin("*", ctx.channels, E.Const(h)), E.Const(w)), values
+    sym = ctx.channels
+    for n in spatial:
+        sym = E.Bin("*", sym, E.Const(n))
+    return sym, values
 
 
 def fc(ctx: LayerCtx) -> Emitted:
     steps = []
-    if any(s.is_spatial for s in ctx.ins):
+    if any(flattens(s) for s in ctx.ins):
         # torch.flatten(x, 1) is a no-op on an already flat [batch, N]
         steps.append(Step(None, call="torch.flatten({x}, 1)"))
     sym, values = _flat_features(ctx)
@@ -185,14 +211,13 @@ def flatten(ctx: LayerCtx) -> Emitted:
 
 # --- normalisation and the rest ------------------------------------------------------------
 def batchnorm(ctx: LayerCtx) -> Emitted:
-    spatial = [s.is_spatial for s in ctx.ins]
     c = ctx.in_channels().text
     eps = _kw(ctx.key("eps"), 1e-5)
-    if all(spatial) or not any(spatial):
-        cls = "nn.BatchNorm2d" if all(spatial) else "nn.BatchNorm1d"
-        return _module(ctx, ctor(cls, c, eps=eps))
+    classes = {f"nn.BatchNorm{max(s.layout.spatial_rank, 1)}d" for s in ctx.ins}  # a flat input: BatchNorm1d
+    if len(classes) == 1:
+        return _module(ctx, ctor(classes.pop(), c, eps=eps))
     # one block used on both spatial and flat inputs: the caller says which
-    which = ctx.check(None, spatial, f"{ctx.name}_spatial")
+    which = ctx.check(None, [s.is_spatial for s in ctx.ins], f"{ctx.name}_spatial")
     return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
 
 
@@ -207,17 +232,23 @@ def lrn(ctx: LayerCtx) -> Emitted:
     return _module(ctx, text)
 
 
-def dropout(ctx: LayerCtx) -> Emitted:
-    return _module(ctx, ctor("nn.Dropout", p=ctx.key("p").text))
+def _feature_axis(ctx: LayerCtx, shapes: Sequence[Shape]) -> str:
+    """The axis of the channels (the features, when flat) in the generated code: 1."""
+    return ctx.check(None, [s.layout.channel_axis() for s in shapes], f"{ctx.name}_dim").text
 
 
-def leakyrelu(ctx: LayerCtx) -> Emitted:
-    return _module(ctx, ctor("nn.LeakyReLU", negative_slope=_kw(ctx.key("slope"), 0.01)))
-
-
-def _stateless(text: str) -> Callable[[LayerCtx], Emitted]:
+def elementwise(ctx: LayerCtx) -> Emitted:
+    """Any element-wise kind, from its row: `nn.LeakyReLU(negative_slope=0.2)`."""
+    row = KINDS[ctx.kind].elementwise
+    assert row is not None
+    keywords: dict[str, str | None] = {}
+    for key, keyword, default, _ in row.args:
+        value = ctx.key(key)
+        keywords[keyword] = value.text if default is None else _kw(value, default)
+    if row.over_features:
+        keywords["dim"] = _feature_axis(ctx, ctx.ins)
     # not inplace=True: a residual's shortcut or a sibling branch may still read the input
-    return lambda ctx: _module(ctx, text)
+    return _module(ctx, ctor(row.torch, **keywords))
 
 
 def add(ctx: LayerCtx) -> Emitted:
@@ -225,28 +256,20 @@ def add(ctx: LayerCtx) -> Emitted:
 
 
 def concat(ctx: LayerCtx) -> Emitted:
-    return Emitted([Step(None, call=f"torch.cat([{', '.join(ctx.operands)}], dim=1)")])
+    return Emitted([Step(None, call=f"torch.cat([{', '.join(ctx.operands)}], dim={_feature_axis(ctx, ctx.outs)})")])
 
 
 HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
     "conv": conv,
-    "maxpool": _pool("nn.MaxPool2d", 'float("-inf")'),
-    "avgpool": _pool("nn.AvgPool2d", "0"),  # count_include_pad: padding counts as zeros
+    "maxpool": _pool("nn.MaxPool{}d", 'float("-inf")'),
+    "avgpool": _pool("nn.AvgPool{}d", "0"),  # count_include_pad: padding counts as zeros
     "adaptiveavgpool": adaptiveavgpool,
     "globalavgpool": globalavgpool,
     "fc": fc,
     "flatten": flatten,
     "batchnorm": batchnorm,
     "lrn": lrn,
-    "dropout": dropout,
-    "relu": _stateless("nn.ReLU()"),
-    "relu6": _stateless("nn.ReLU6()"),
-    "sigmoid": _stateless("nn.Sigmoid()"),
-    "tanh": _stateless("nn.Tanh()"),
-    "gelu": _stateless("nn.GELU()"),
-    "softmax": _stateless("nn.Softmax(dim=1)"),
-    "identity": _stateless("nn.Identity()"),
-    "leakyrelu": leakyrelu,
     "add": add,
     "concat": concat,
+    **{name: elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }

@@ -1,0 +1,323 @@
+"""Kinds with a window over the spatial dims: conv, maxpool, avgpool, adaptive and global pooling.
+
+The window keys keep what was written (`F=3`, `F=3x5`) until the input is
+known; `resolve_window` then gives the geometry once, for as many spatial
+dims as the input has, and the analysis stores it in the layer's facts
+(`LayerFacts.window`), where explanations, warnings, receptive fields and the
+back-ends read it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from archc.ir import Shape
+from archc.kinds.kind import (
+    SPATIAL,
+    Applied,
+    Attrs,
+    Counts,
+    Family,
+    InferFn,
+    Init,
+    Key,
+    KeyType,
+    LayerKind,
+    Line,
+    Role,
+    ShapeError,
+    Tensor,
+    Topic,
+    Traits,
+    Window,
+    WindowKind,
+    per_dimension,
+    per_position,
+    show_value,
+)
+
+# How messages name one line of an input along each spatial axis, and its size.
+_UNITS = {"D": "frame", "H": "row", "W": "column", "L": "position"}
+_SIZES = {"D": "depth", "H": "height", "W": "width", "L": "length"}
+
+
+class Uneven(NamedTuple):
+    """An uneven window division (LANGUAGE.md "Warnings")."""
+
+    message: str
+    hint: str
+    key: str
+
+
+# --- arithmetic -------------------------------------------------------------------------
+def window_out(n: int, f: int, s: int, pad_begin: int, pad_end: int, d: int, ceil: bool) -> int:
+    """Output length of a conv/pool window along one dim, as PyTorch computes it.
+
+    >>> window_out(227, 11, 4, 0, 0, 1, False)
+    55
+    >>> window_out(56, 3, 2, 0, 0, 1, True)   # ceil: the last window starts inside
+    28
+    """
+    span = n + pad_begin + pad_end - d * (f - 1) - 1
+    if not ceil:
+        return max(span // s + 1, 0)
+    # Rounding up, a window larger than the input still gives one output when it
+    # starts inside (1x1 input, F=1x2 S=2 ceil: 1x1), as PyTorch and onnxruntime
+    # compute; this returned 0 (an error) for every span < 0 before.
+    out = -(-span // s) + 1
+    # PyTorch: the last window must start inside the input or its left padding.
+    if (out - 1) * s >= n + pad_begin:
+        out -= 1
+    return max(out, 0)
+
+
+def same_pads(n: int, f: int, s: int, d: int) -> tuple[int, int]:
+    """TensorFlow-style 'same' padding: output ceil(n/s); extra padding at the end."""
+    out = -(-n // s)
+    total = max((out - 1) * s + d * (f - 1) + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
+def _x(values: Sequence[int]) -> str:
+    return "x".join(str(v) for v in values)
+
+
+def sizes(kind: str, key: Key, value: Any, shape: Shape) -> tuple[int, ...]:
+    """A per-dimension key's value for `shape`'s spatial dims; a count that does not fit is an error."""
+    rank = shape.layout.spatial_rank
+    got: tuple[int, ...] = per_dimension(key, value, rank)
+    if len(got) != rank:
+        raise ShapeError(
+            f"{kind} {key.name}={show_value(value)} gives {len(got)} sizes, but the {shape.layout.noun} "
+            f"{shape.text()} has {rank} spatial dimension{'s' if rank != 1 else ''} ({shape.layout.spatial_axes})",
+            key=key.name,
+            hint=f"write one size for every dimension ({key.name}=3), or one per dimension "
+            f"({key.name}={_x([3] * rank)})",
+        )
+    return got
+
+
+def resolve_window(attrs: Attrs, shape: Shape, kind: LayerKind) -> Window:
+    """The geometry of a conv/pool window on `shape`: kernel, stride, dilation, pads, output sizes."""
+    name = kind.name
+    keys = {k.name: k for k in kind.keys}
+    n = shape.spatial
+    f = sizes(name, keys["F"], attrs["F"], shape)
+    s = f if attrs.get("S") is None else sizes(name, keys["S"], attrs["S"], shape)
+    d = sizes(name, keys["D"], attrs["D"], shape) if "D" in keys else (1,) * len(n)
+    ceil = bool(attrs.get("ceil", False))
+    if attrs["P"] == "same":
+        same = [same_pads(*args) for args in zip(n, f, s, d, strict=True)]
+        begin, end = tuple(b for b, _ in same), tuple(e for _, e in same)
+    else:
+        begin = end = sizes(name, keys["P"], attrs["P"], shape)
+        if kind.traits.window is WindowKind.POOL and any(2 * p > k for p, k in zip(begin, f, strict=True)):
+            raise ShapeError(
+                f"{name} padding P={show_value(begin)} is more than half the window F={show_value(f)}",
+                key="P",
+                hint="pooling padding may be at most F/2 (PyTorch and ONNX runtimes require it)",
+            )
+    out = tuple(window_out(n[i], f[i], s[i], begin[i], end[i], d[i], ceil) for i in range(len(n)))
+    if any(o < 1 for o in out):
+        extent = [di * (fi - 1) + 1 for fi, di in zip(f, d, strict=True)]
+        raise ShapeError(
+            f"{name} output would be {_x(out)}: the {_x(extent)} window does not fit "
+            f"the {_x(n)} input with padding {_x(begin)}",
+            key="F",
+            hint="use a smaller F, more padding P, or a larger input",
+        )
+    return Window(f, s, d, begin, end, ceil, out)
+
+
+# --- explanations and warnings -------------------------------------------------------------
+def window_explain(win: Window, shape: Shape) -> list[str]:
+    """`(227 - 11 + 2*0)/4 + 1 = 55` for each spatial dim (once when all agree)."""
+    lines = []
+    for axis, (label, n) in enumerate(zip(shape.layout.spatial_axes, shape.spatial, strict=True)):
+        f, s, d = win.kernel[axis], win.stride[axis], win.dilation[axis]
+        begin, end = win.begin[axis], win.end[axis]
+        fexpr = str(f) if d == 1 else f"({d}*({f}-1)+1)"  # the dilated window's extent
+        pad = f"2*{begin}" if begin == end else f"{begin}+{end}"
+        num = n - (d * (f - 1) + 1) + begin + end
+        exact = num / s + 1
+        shown = f"{exact:g}"
+        result = win.out[axis]
+        rounded = -int(-num // s) + 1 if win.ceil else num // s + 1
+        tail = f"{shown}" if exact == result else f"{shown} -> {rounded} ({'ceil' if win.ceil else 'floor'})"
+        if rounded != result:  # PyTorch's ceil rule: no window may start in the right padding
+            tail += f" -> {result} (the last window would start in the padding, so it is dropped)"
+        lines.append((label, f"({n} - {fexpr} + {pad})/{s} + 1 = {tail}"))
+    if all(body == lines[0][1] for _, body in lines):
+        return [lines[0][1]]
+    return [f"{label}: {body}" for label, body in lines]
+
+
+def uneven_division(attrs: Attrs, win: Window, shape: Shape) -> Uneven | None:
+    """The warning for an input that the window silently crops, or None."""
+    if win.ceil or attrs.get("P") == "same":
+        return None
+    square = len(set(shape.spatial)) == 1
+    for axis, (side, n) in enumerate(zip(shape.layout.spatial_axes, shape.spatial, strict=True)):
+        f, s, d = win.kernel[axis], win.stride[axis], win.dilation[axis]
+        p = win.begin[axis]
+        eff = d * (f - 1) + 1
+        rem = (n + 2 * p - eff) % s
+        if rem == 0:
+            continue
+        pexpr = f"2*{p}"
+        # The caller prefixes the layer's name; the kind here made it read
+        # "conv1: conv: ...". Along W the cropped lines are columns, not rows.
+        unit = _UNITS[side]
+        cropped = f"last {unit} of the input is" if rem == 1 else f"last {rem} {unit}s of the input are"
+        # (zoo) The `rem` unread lines are the end of the *padded* input: when
+        # they fit in the P lines of padding (ResNet's 3x3/2 P=1 on 56), no
+        # input is lost and "of the input" would be false.
+        lost = rem - p
+        if lost <= 0:
+            cropped = f"last {unit} of padding is" if rem == 1 else f"last {rem} {unit}s of padding are"
+        elif p > 0:
+            cropped = f"last {unit} of the input is" if lost == 1 else f"last {lost} {unit}s of the input are"
+        tail = "never read (no input is lost)" if lost <= 0 else "never read"
+        message = (
+            f"({n} - {eff} + {pexpr})/{s} = {(n + 2 * p - eff) / s:g} is not a whole number "
+            f"along {side}; the {cropped} {tail}"
+        )
+        size = "an input" if square else f"an input {_SIZES[side]}"
+        fixes = [f"{size} of {n - rem} or {n + s - rem}"]
+        for extra in range(1, s + 1):
+            if (n + 2 * (p + extra) - eff) % s == 0:
+                fixes.append(f"padding P={p + extra}")
+                break
+        return Uneven(message, f"{' or '.join(fixes)} divides evenly", "F")
+    return None
+
+
+# --- kinds ---------------------------------------------------------------------------------
+def _groups_divide(attrs: Attrs, ins: Sequence[Shape]) -> None:
+    c, g, k = ins[0].channels, attrs["G"], attrs["K"]
+    if c % g or k % g:
+        raise ShapeError(
+            f"groups G={g} must divide both the input channels ({c}) and K ({k})",
+            key="G",
+            hint=f"divisors of both: {', '.join(str(x) for x in range(1, min(c, k) + 1) if c % x == 0 and k % x == 0)}",
+        )
+
+
+def _window_shape(channels_from_key: str | None) -> InferFn:
+    """The output of a window: its sizes, and K channels (conv) or the input's (pooling)."""
+
+    def infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
+        assert window is not None  # resolved for every windowed kind
+        return ins[0].resized(window.out, attrs[channels_from_key] if channels_from_key else None)
+
+    return infer
+
+
+def _conv_tensors(layer: Applied) -> tuple[Tensor, ...]:
+    assert layer.window is not None
+    a = layer.attrs
+    per_group = layer.ins[0].channels // a["G"]
+    fan_in = per_group * math.prod(layer.window.kernel)
+    weight = Tensor(
+        "weight", (a["K"], per_group, *layer.window.kernel), Role.WEIGHT, Init.KAIMING_UNIFORM, fan_in
+    )
+    if not a["bias"]:
+        return (weight,)
+    return weight, Tensor("bias", (a["K"],), Role.BIAS, Init.FAN_IN_UNIFORM, fan_in)
+
+
+def _conv_explain(layer: Applied, counts: Counts) -> list[Line]:
+    assert layer.window is not None
+    a = layer.attrs
+    c, k, g = layer.ins[0].channels, a["K"], a["G"]
+    window = "*".join(str(f) for f in layer.window.kernel)
+    cin = f"{c}" if g == 1 else f"({c}/{g})"
+    lines = [Line(Topic.SHAPE, text) for text in window_explain(layer.window, layer.ins[0])]
+    bias = f" + {counts.biases:,} biases" if a["bias"] else " (no bias)"
+    lines.append(Line(Topic.PARAMS, f"({window}*{cin})*{k} = {counts.weights:,} weights{bias}"))
+    outputs = "*".join(str(n) for n in layer.out.spatial)
+    lines.append(Line(Topic.MACS, f"{outputs}*{k} outputs * ({window}*{cin}) = {counts.macs:,} MACs"))
+    return lines
+
+
+def _pool_explain(layer: Applied, counts: Counts) -> list[Line]:
+    assert layer.window is not None
+    lines = [Line(Topic.SHAPE, text) for text in window_explain(layer.window, layer.ins[0])]
+    return [*lines, Line(Topic.PARAMS, "no parameters")]
+
+
+def _adaptive_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
+    return ins[0].resized(sizes("adaptiveavgpool", _ADAPTIVE_SIZE, attrs["size"], ins[0]))
+
+
+def _global_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
+    return ins[0].resized((1,) * ins[0].layout.spatial_rank)
+
+
+_POOL_KEYS = (
+    Key("F", KeyType.SIZES, doc="window size, n or HxW"),
+    Key("S", KeyType.SIZES, None, doc="stride; defaults to F for pooling"),
+    Key("P", KeyType.PAD, 0, doc="zero padding on each side, or same"),
+    Key("ceil", KeyType.BOOL, False, doc="round the output size up"),
+)
+_ADAPTIVE_SIZE = Key("size", KeyType.SIZES, doc="output size, n or HxW")
+_POOL = Traits(Family.POOL, SPATIAL, WindowKind.POOL)
+
+KINDS = (
+    LayerKind(
+        "conv",
+        "2-D convolution: K filters of FxF, stride S, padding P, dilation D, groups G.",
+        _window_shape("K"),
+        Traits(Family.CONV, SPATIAL, WindowKind.CONV),
+        example="conv K=8 F=3 S=2 P=1 D=1 G=2 bias=false",
+        keys=(
+            Key("K", KeyType.POS_INT, doc="number of filters (output channels)"),
+            Key("F", KeyType.SIZES, doc="filter size, n or HxW"),
+            Key("S", KeyType.SIZES, 1, doc="stride"),
+            Key("P", KeyType.PAD, 0, doc="zero padding on each side, or same"),
+            Key("D", KeyType.SIZES, 1, doc="dilation"),
+            Key("G", KeyType.POS_INT, 1, doc="groups"),
+            Key("bias", KeyType.BOOL, True, doc="learn a bias per filter"),
+        ),
+        check=_groups_divide,
+        tensors=_conv_tensors,
+        macs=per_position,
+        explain=_conv_explain,
+    ),
+    LayerKind(
+        "maxpool",
+        "Max pooling over FxF windows (stride S, default F).",
+        _window_shape(None),
+        _POOL,
+        example="maxpool F=3 S=2 P=1 ceil=true",
+        keys=_POOL_KEYS,
+        explain=_pool_explain,
+    ),
+    LayerKind(
+        "avgpool",
+        "Average pooling over FxF windows (stride S, default F); padding counts as zeros.",
+        _window_shape(None),
+        _POOL,
+        example="avgpool F=2",
+        keys=_POOL_KEYS,
+        explain=_pool_explain,
+    ),
+    LayerKind(
+        "adaptiveavgpool",
+        "Average pooling to a fixed n x n (or HxW) output.",
+        _adaptive_infer,
+        Traits(Family.POOL, SPATIAL, WindowKind.ADAPTIVE),
+        example="adaptiveavgpool 3x2",
+        keys=(_ADAPTIVE_SIZE,),
+        positional="size",
+    ),
+    LayerKind(
+        "globalavgpool",
+        "Average over all of H and W: 1x1xC.",
+        _global_infer,
+        Traits(Family.POOL, SPATIAL, mixes_positions=True),
+        example="globalavgpool",
+    ),
+)
