@@ -25,6 +25,7 @@ from archc.kinds.kind import Counts as Counts
 from archc.kinds.kind import Elementwise as Elementwise
 from archc.kinds.kind import Family as Family
 from archc.kinds.kind import Key as Key
+from archc.kinds.kind import KeyArg as KeyArg
 from archc.kinds.kind import KeyType as KeyType
 from archc.kinds.kind import LayerKind as LayerKind
 from archc.kinds.kind import Line as Line

@@ -12,6 +12,7 @@ from archc.kinds.kind import (
     Elementwise,
     Family,
     Key,
+    KeyArg,
     KeyType,
     LayerKind,
     Traits,
@@ -25,7 +26,7 @@ _ROWS: tuple[tuple[str, str, Elementwise, tuple[Key, ...], str | None, str], ...
     (
         "dropout",
         "Dropout with probability p; the identity at inference.",
-        Elementwise("nn.Dropout", None, args=(("p", "p", None, None),)),
+        Elementwise("nn.Dropout", None, args=(KeyArg("p", "p"),)),
         (Key("p", KeyType.PROB, 0.5, doc="drop probability"),),
         "p",
         "dropout 0.3",
@@ -62,7 +63,7 @@ _ROWS: tuple[tuple[str, str, Elementwise, tuple[Key, ...], str | None, str], ...
     (
         "leakyrelu",
         "max(x, 0) + slope * min(x, 0)",
-        Elementwise("nn.LeakyReLU", "LeakyRelu", args=(("slope", "negative_slope", 0.01, "alpha"),)),
+        Elementwise("nn.LeakyReLU", "LeakyRelu", args=(KeyArg("slope", "negative_slope", 0.01, "alpha"),)),
         (Key("slope", KeyType.FLOAT, 0.01, doc="negative slope"),),
         None,
         "leakyrelu slope=0.2",

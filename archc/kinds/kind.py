@@ -178,16 +178,21 @@ class Traits(NamedTuple):
     mixes_positions: bool = False  # each output sees every position of a spatial input (receptive fields)
 
 
-class Elementwise(NamedTuple):
-    """An element-wise kind's lowering, as data: each back-end has one handler that reads it.
+class KeyArg(NamedTuple):
+    """A key an element-wise kind passes on to its PyTorch module and ONNX op."""
 
-    `args` pass keys on: (key, PyTorch keyword, PyTorch's default or None to
-    always write it, ONNX attribute or None when ONNX has none).
-    """
+    key: str
+    torch: str  # the module's keyword: `negative_slope`
+    torch_default: Any = None  # left out when the value is this; None: always written
+    onnx: str | None = None  # the op's attribute (`alpha`); None when the op has none
+
+
+class Elementwise(NamedTuple):
+    """An element-wise kind's lowering, as data: each back-end has one handler that reads it."""
 
     torch: str  # the nn module: "nn.ReLU"
     onnx: str | None  # the ONNX op; None: the identity at inference, no node (dropout)
-    args: tuple[tuple[str, str, Any, str | None], ...] = ()
+    args: tuple[KeyArg, ...] = ()
     over_features: bool = False  # acts along the feature axis: PyTorch `dim=`, ONNX `axis=`
     onnx_constants: tuple[tuple[str, float], ...] = ()  # extra inputs, named `/const/<name>` (Clip's bounds)
     onnx_opset: tuple[int, str] | None = None  # the opset that brought the op, and a sentence why

@@ -90,7 +90,7 @@ def sizes(kind: str, key: Key, value: Any, shape: Shape) -> tuple[int, ...]:
     got: tuple[int, ...] = per_dimension(key, value, rank)
     if len(got) != rank:
         raise ShapeError(
-            f"{kind} {key.name}={show_value(value)} gives {len(got)} sizes, but the {shape.layout.noun} "
+            f"{kind} {key.name}={_x(got)} gives {len(got)} sizes, but the {shape.layout.noun} "
             f"{shape.text()} has {rank} spatial dimension{'s' if rank != 1 else ''} ({shape.layout.spatial_axes})",
             key=key.name,
             hint=f"write one size for every dimension ({key.name}=3), or one per dimension "

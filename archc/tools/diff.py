@@ -73,7 +73,7 @@ class Diff:
 def _attr_changes(na: Node, nb: Node) -> list[tuple[str, str, str]]:
     if na.kind != nb.kind:
         return []  # the kind column says it; other keys do not compare
-    keys = [k.name for k in KINDS[na.kind].keys] if na.kind in KINDS else sorted(set(na.attrs) | set(nb.attrs))
+    keys = [k.name for k in KINDS[na.kind].keys]
     out = []
     for key in keys:
         va, vb = na.attrs.get(key), nb.attrs.get(key)

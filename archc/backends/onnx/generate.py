@@ -121,7 +121,7 @@ def _elementwise(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     if row.onnx is None:
         return ctx.inputs(node)[0]  # the identity at inference: the layer's value is its input's
     ins = [*ctx.inputs(node), *(ctx.constant(f"/const/{name}", value) for name, value in row.onnx_constants)]
-    attrs = {attr: node.attrs[key] for key, _, _, attr in row.args if attr is not None}
+    attrs = {arg.onnx: node.attrs[arg.key] for arg in row.args if arg.onnx is not None}
     if row.over_features:
         attrs["axis"] = facts.inputs[0].layout.channel_axis()
     return ctx.emit(row.onnx, ins, node.name, **attrs)

@@ -242,9 +242,9 @@ def elementwise(ctx: LayerCtx) -> Emitted:
     row = KINDS[ctx.kind].elementwise
     assert row is not None
     keywords: dict[str, str | None] = {}
-    for key, keyword, default, _ in row.args:
-        value = ctx.key(key)
-        keywords[keyword] = value.text if default is None else _kw(value, default)
+    for arg in row.args:
+        value = ctx.key(arg.key)
+        keywords[arg.torch] = value.text if arg.torch_default is None else _kw(value, arg.torch_default)
     if row.over_features:
         keywords["dim"] = _feature_axis(ctx, ctx.ins)
     # not inplace=True: a residual's shortcut or a sibling branch may still read the input
