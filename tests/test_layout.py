@@ -11,6 +11,8 @@ import pytest
 import archc
 from archc.ir import Layout, Physical, Shape, written_layout, written_spatial_ranks
 from archc.kinds import KINDS, Key, KeyType, ShapeError, coerce, per_dimension, resolve_window, window_explain
+from archc.tools.diff import diff
+from archc.tools.summary import attr_text, summary_json
 
 
 def test_each_layout_knows_its_axes_and_physical_order() -> None:
@@ -61,6 +63,20 @@ def test_window_keys_keep_what_was_written_until_the_input_is_known() -> None:
     assert per_dimension(f, 3, 3) == (3, 3, 3) and per_dimension(f, (3, 5), 2) == (3, 5)
     with pytest.raises(ValueError, match="F must be a positive integer or HxW, not 3x3x3"):
         coerce(f, (3, 3, 3))  # no written layout has three spatial dims yet
+
+
+def test_a_window_written_either_way_is_the_same_layer() -> None:
+    one, each = (
+        archc.loads("input 9x9x3\nc: conv K=4 F=3 S=1x1\n"),
+        archc.loads("input 9x9x3\nc: conv K=4 F=3x3\n"),
+    )
+    assert diff(one, each).identical
+    assert summary_json(one)["layers"] == summary_json(each)["layers"]
+    assert (
+        attr_text("conv", one.graph.node("c").attrs)
+        == attr_text("conv", each.graph.node("c").attrs)
+        == "K=4 F=3"
+    )
 
 
 def test_a_window_resolves_for_any_spatial_rank() -> None:

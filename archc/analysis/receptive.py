@@ -3,8 +3,8 @@
 For each node, along each spatial dim (H and W of an image): `rf` (window
 size in input pixels), `jump` (input pixels between neighbouring outputs: the
 effective stride) and `start` (centre of the first output's window, in input
-pixels, the first pixel's centre being 0.5). The standard recurrence, for a window of effective size
-k = D*(F-1)+1, stride s and leading padding p:
+pixels, the first pixel's centre being 0.5). The standard recurrence, for a
+window of effective size k = D*(F-1)+1, stride s and leading padding p:
 
     rf' = rf + (k-1)*jump     jump' = jump*s     start' = start + ((k-1)/2 - p)*jump
 

@@ -183,7 +183,7 @@ class _Ctx:
             sym = E.Const(spec.default) if expr is None else E.from_syntax(expr, self.w.names)
         except E.NotSymbolic:
             sym = None
-        # per-dimension keys compare per dim: `F=K` with K=3 gives (3, 3) on an image, as the IR's F=3x3
+        # window keys compare per dim: `F=K` with K=3, and `F=3x3`, are both (3, 3) on an image
         rank = self.ins[0].layout.spatial_rank
         values = [per_dimension(spec, a[key], rank) for a in self.attrs]
         return self.w.check(

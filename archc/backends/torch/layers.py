@@ -113,6 +113,7 @@ def _padding(ctx: LayerCtx, pool: bool, pad_value: str) -> tuple[list[Step], str
     would copy the input with a warning each call.
     """
     wins = [w for w in ctx.windows if w is not None]
+    assert len(wins) == len(ctx.windows)  # the analysis resolves every conv and pooling window
     same = [a["P"] == "same" for a in ctx.attrs]
     if not any(same):
         return [], _kw(ctx.key("P"), _per_dim(ctx, 0))
