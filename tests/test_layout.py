@@ -46,8 +46,8 @@ def test_shapes_carry_their_layout() -> None:
 def test_the_number_of_dims_written_says_the_layout() -> None:
     assert written_layout((227, 227, 3)) is Layout.IMAGE
     assert written_layout((4096,)) is Layout.FLAT
-    assert written_layout((16, 768)) is None  # a sequence: contract v2
-    assert written_spatial_ranks() == {2}
+    assert written_layout((16, 768)) is Layout.SEQUENCE  # contract v2
+    assert written_spatial_ranks() == {1, 2}
     net = archc.loads("input 8x8x3\nfc 10\n")
     assert net.graph.input_shape.layout is Layout.IMAGE and net.analysis.output_shape.layout is Layout.FLAT
 

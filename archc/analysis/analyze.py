@@ -13,8 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from archc.analysis import orders as sequence_orders
 from archc.diagnostics import Diagnostic, error, warning
-from archc.ir import INPUT, Assertion, Graph, Node, Shape, written_layout
+from archc.ir import INPUT, Assertion, Graph, Node, Physical, Shape, written_layout
 from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, apply, uneven_division
 
 
@@ -64,10 +65,30 @@ class Analysis(BaseModel):
     graph: Graph
     facts: dict[str, LayerFacts]
     totals: Totals
+    orders: dict[str, Physical]  # how generated code holds each sequence value (`archc.analysis.orders`)
 
     @property
     def output_shape(self) -> Shape:
         return self.shape_of(self.graph.output)
+
+    def order_of(self, name: str) -> Physical:
+        """How generated code holds a value: a sequence's order; channels first for everything else."""
+        return self.orders.get(name, Physical.CHANNELS_FIRST)
+
+    def physical(self, name: str) -> tuple[int, ...]:
+        """A value's per-sample dims as generated code holds them: (C, H, W) of an image, (L, C) of a
+        sequence held channels last."""
+        shape = self.shape_of(name)
+        return tuple(shape.dims[i] for i in shape.layout.physical_order(self.order_of(name)))
+
+    def reads(self, node: Node) -> Physical:
+        """The order in which a layer reads its sequence inputs."""
+        return sequence_orders.reads(node, self.orders)
+
+    def transposed(self, node: Node) -> tuple[bool, ...]:
+        """For each input of a layer: whether it is a sequence held the other way (a transpose first)."""
+        wanted = self.reads(node)
+        return tuple(i in self.orders and self.orders[i] is not wanted for i in node.inputs)
 
     def shape_of(self, name: str) -> Shape:
         if name == INPUT:
@@ -138,6 +159,12 @@ def infer_shapes(state: _State) -> None:
             )
             continue
         counts = kind.counts(Applied(node.attrs, in_shapes, out, window))
+        tie = node.attrs.get("tie")
+        if tie is not None and tie in state.facts:
+            problem = _tie_problem(node, Applied(node.attrs, in_shapes, out, window), state.facts[tie], state.graph)
+            if problem is not None:
+                state.diags.append(problem)
+                continue
         shapes[node.name] = out
         state.facts[node.name] = LayerFacts.model_construct(
             name=node.name,
@@ -149,6 +176,30 @@ def infer_shapes(state: _State) -> None:
             biases=counts.biases,
             macs=counts.macs,
         )
+
+
+def _tie_problem(node: Node, layer: Applied, owner: LayerFacts, graph: Graph) -> Diagnostic | None:
+    """LANGUAGE.md "Tying": the owner's weight must be `N x C` for an input of C features."""
+    kind = KINDS[node.kind]
+    tied = next(t for t in kind.tensors(layer) if t.alias is not None)
+    owner_node = graph.node(owner.name)
+    owned = next(
+        t for t in KINDS[owner.kind].tensors(owner.applied(owner_node.attrs)) if f"{owner.name}.{t.name}" == tied.alias
+    )
+    if owned.shape == tied.shape:
+        return None
+    have = "x".join(map(str, owned.shape))
+    need = "x".join(map(str, tied.shape))
+    hint = f"{node.name} needs N={owned.shape[0]} outputs" if owned.shape[1:] == tied.shape[1:] else None
+    if hint is None and owner.kind == "embedding":
+        hint = f"an fc tied to an embedding of V={owned.shape[0]}, D={owned.shape[1]} reads D features and gives V"
+    return error(
+        "E200",
+        f"{node.name}: tie={owner.name} shares a weight of {have} ({owner.name}.weight), "
+        f"but this {node.kind} needs {need} (N x C for an input of {layer.ins[0].text()})",
+        node.key_spans.get("tie", node.span),
+        hint,
+    )
 
 
 def warn_uneven(state: _State) -> None:
@@ -167,8 +218,13 @@ def warn_uneven(state: _State) -> None:
 def build(state: _State) -> None:
     if any(d.is_error for d in state.diags):
         return
+    shapes = {name: f.output for name, f in state.facts.items()}
+    shapes[INPUT] = state.graph.input_shape
     state.analysis = Analysis.model_construct(
-        graph=state.graph, facts=state.facts, totals=_sum(list(state.facts.values()))
+        graph=state.graph,
+        facts=state.facts,
+        totals=_sum(list(state.facts.values())),
+        orders=sequence_orders.assign(state.graph, shapes),
     )
 
 

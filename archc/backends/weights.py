@@ -25,7 +25,7 @@ import numpy as np
 
 from archc.api import Network
 from archc.diagnostics import ArchError
-from archc.kinds.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs
+from archc.kinds.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs, tied_keys
 
 GENERATED = ("random", "zeros")
 MAX_LISTED = 10  # per category in a mismatch message, then "... and N more"
@@ -98,6 +98,8 @@ def generate_chunks(
                 out.fill(0)
             elif spec.init is Init.ONES:
                 out.fill(1)
+            elif spec.init is Init.NORMAL:  # N(0, 1), drawn in float32: nn.Embedding's table
+                rng.standard_normal(out=out, dtype=np.float32)
             else:  # U(-b, b), drawn in float32 and scaled in place: PyTorch's default init
                 rng.random(out=out, dtype=np.float32)
                 out *= np.float32(2 * spec.bound)
@@ -174,7 +176,9 @@ def _as_array(value: Any) -> np.ndarray | None:
 def validate(net: Network, specs: list[TensorSpec], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The given tensors as float32 arrays, or one `WeightsError` listing every mismatch."""
     by_name = {s.name: s for s in specs}
-    keys = [str(k) for k in given if not str(k).endswith(IGNORED_KEYS_SUFFIXES)]
+    # A tied weight is in a PyTorch state_dict under both names: the owner's is the one kept.
+    tied = tied_keys(net)
+    keys = [str(k) for k in given if not str(k).endswith(IGNORED_KEYS_SUFFIXES) and str(k) not in tied]
     missing = [s for s in specs if s.name not in given]
     unexpected = sorted(k for k in keys if k not in by_name)
     wrong: list[str] = []

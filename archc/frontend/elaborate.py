@@ -25,10 +25,12 @@ from archc.frontend.evaluate import _fail, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import _ScopeState
-from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
-from archc.kinds import KINDS, USER_KINDS, coerce, show_value
+from archc.ir import INPUT, Assertion, Graph, Layout, Node, Scope, ScopeKind, Shape, Span, written_layout
+from archc.ir.layout import WRITTEN
+from archc.kinds import KINDS, USER_KINDS, KeyType, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
+TIE_OWNERS = ("embedding", "fc")  # the kinds whose weight `fc ... tie=NAME` may share
 MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
 DEEPEST_NESTING = 10_000  # block calls / repeats / residuals inside each other
 
@@ -90,6 +92,7 @@ class _Builder:
         self.diags: list[Diagnostic] = []
         self.torch_warned: set[Span] = set()
         self.names: set[str] = set()
+        self.by_name: dict[str, Node] = {}
 
     # names: the rules are archc.frontend.naming's; the PyTorch back-end names through these too
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
@@ -102,6 +105,38 @@ class _Builder:
             self.diags.append(naming.torch_name_diagnostic(label.name, label.span, error=False))
         return name
 
+    def tied_owner(self, st: S.LayerStmt, key: str, expr: S.Expr, scope: _ScopeState) -> str:
+        """`tie=wte`: the dotted name of the embedding or fc whose weight is shared (LANGUAGE.md
+        "Tying": written earlier, in the same scope or an enclosing one). A tie to a tied fc
+        names the weight's owner."""
+        if not isinstance(expr, S.Ref):
+            raise _fail("E121", f"{key} takes the name of an earlier layer", expr.span, f"e.g. {key}=wte")
+        parts = scope.path.split(".") if scope.path else []
+        for depth in range(len(parts), -1, -1):
+            name = ".".join([*parts[:depth], expr.name])
+            owner = self.by_name.get(name)
+            if owner is None:
+                continue
+            if owner.kind not in TIE_OWNERS:
+                article = "an" if owner.kind[0] in "aeiou" else "a"
+                raise _fail(
+                    "E121",
+                    f"{key}={expr.name} names {article} {owner.kind} layer; a tied {st.kind} shares the "
+                    f"weight of an {' or '.join(TIE_OWNERS)}",
+                    expr.span,
+                )
+            tied: str | None = owner.attrs.get("tie")
+            return tied if tied is not None else name
+        visible = {
+            n.rsplit(".", 1)[-1]
+            for n in self.by_name
+            if n.rpartition(".")[0] in {".".join(parts[:d]) for d in range(len(parts) + 1)}
+        }
+        hint = did_you_mean(expr.name, visible) or (
+            f"a tie names an {' or '.join(TIE_OWNERS)} written before it, in its scope or an enclosing one"
+        )
+        raise _fail("E121", f"{key}={expr.name}: no layer of that name before this one", expr.span, hint)
+
     def emit(self, node: Node) -> str:
         if len(self.nodes) >= MAX_NODES:
             raise _fail(
@@ -112,6 +147,7 @@ class _Builder:
             )
         self.nodes.append(node)
         self.names.add(node.name)
+        self.by_name[node.name] = node
         return node.name
 
     # statements
@@ -234,6 +270,9 @@ class _Builder:
                 values[key.name] = key.default
                 continue
             expr, span = attrs[key.name]
+            if key.type is KeyType.NAME:
+                values[key.name] = self.tied_owner(st, key.name, expr, scope)
+                continue
             try:
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
@@ -572,14 +611,21 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         )
     else:
         dims = input_decl.shape.dims
-        layout = written_layout(dims)
+        tokens = input_decl.unit is not None  # the parser admits only `tokens` there
+        layout = Layout.TOKENS if tokens and len(dims) == 1 else None if tokens else written_layout(dims)
         if layout is None or any(d <= 0 for d in dims):
+            written = sorted({lay.value for lay in WRITTEN.values()}, key=len)
+            forms = f"{', '.join(written[:-1])} or {written[-1]}"
+            if tokens:
+                message = f"token ids take one positive length, `input T tokens`, not {shape_text(dims)} tokens"
+            else:
+                message = f"input must be {forms} (or `T tokens`) with positive sizes, not {shape_text(dims)}"
             diags.append(
                 error(
                     "E119",
-                    f"input must be HxWxC or N with positive sizes, not {'x'.join(str(d) for d in dims)}",
+                    message,
                     input_decl.shape.span,
-                    "e.g. input 227x227x3",
+                    "e.g. input 1024 tokens" if tokens else "e.g. input 227x227x3",
                 )
             )
         else:

@@ -19,7 +19,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import PatternStr
 
-from archc.diagnostics import Diagnostic, error
+from archc.diagnostics import Diagnostic, did_you_mean, error
 from archc.frontend import syntax as S
 from archc.ir import Span
 
@@ -145,8 +145,9 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def network_decl(self, name: Token) -> S.NetworkDecl:
         return S.NetworkDecl(str(name), span_of_token(name))
 
-    def input_decl(self, kw: Token, shape: S.ShapeLit) -> S.InputDecl:
-        return S.InputDecl(shape, span_of_token(kw))
+    def input_decl(self, kw: Token, shape: S.ShapeLit, unit: Token | None = None) -> S.InputDecl:
+        word = None if unit is None else S.Label(str(unit), span_of_token(unit))
+        return S.InputDecl(shape, span_of_token(kw), word)
 
     def layer(self, *children: Any) -> S.LayerStmt:
         label, rest = _take_label(children)
@@ -527,6 +528,30 @@ def _blank_line(text: str, line: int) -> str | None:
     return "\n".join(lines)
 
 
+TOKENS_WORD = "tokens"  # `input 1024 tokens`: the one word an input's size may take
+
+
+def _input_words(program: S.Program) -> list[Diagnostic]:
+    """`input 3 relu` reads as an input with the word `relu`: only `tokens` may follow a size."""
+    diags = []
+    for st in S.walk(program.statements):
+        if not isinstance(st, S.InputDecl) or st.unit is None or st.unit.name == TOKENS_WORD:
+            continue
+        if did_you_mean(st.unit.name, [TOKENS_WORD]):
+            diags.append(
+                error(
+                    "E001",
+                    f"unknown word '{st.unit.name}' after the input's size",
+                    st.unit.span,
+                    "token ids are declared `input 1024 tokens`",
+                )
+            )
+        else:
+            label = "two statements on one line: separate them with a newline or ';'"
+            diags.append(error("E001", f"{label} (found '{st.unit.name}')", st.unit.span, _HINTS[label]))
+    return diags
+
+
 def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
     """Parse a whole file; on syntax errors, return None and every error found.
 
@@ -550,4 +575,5 @@ def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
                 return None, diags
             current = blanked
             continue
+        diags.extend(_input_words(program))
         return (None, diags) if diags else (program, diags)

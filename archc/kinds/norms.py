@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from archc.ir import Physical
 from archc.kinds.kind import (
     FLAT_OR_SPATIAL,
     SPATIAL,
@@ -41,7 +42,7 @@ KINDS = (
         "batchnorm",
         "Batch normalisation (inference form): 2C parameters, running statistics are buffers.",
         same_shape,
-        Traits(Family.NORM, FLAT_OR_SPATIAL),
+        Traits(Family.NORM, FLAT_OR_SPATIAL, sequence=Physical.CHANNELS_FIRST),  # BatchNorm1d: batch x C x L
         example="batchnorm eps=1e-3",
         keys=(Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),),
         tensors=_bn_tensors,

@@ -65,3 +65,24 @@ def tensor_specs(net: Network) -> list[TensorSpec]:
                     TensorSpec(f"{node.name}.{t.name}", node.name, t.shape, t.role, t.init, t.fan_in)
                 )
     return specs
+
+
+def tied_keys(net: Network) -> dict[str, str]:
+    """The state_dict keys of tied tensors, and the key of the tensor each shares.
+
+    PyTorch's `state_dict()` lists a tied weight under both names (`parameters()`
+    once); archc stores and counts it once, at its owner. Loading a state_dict
+    into the generated module needs both keys.
+
+    >>> import archc
+    >>> net = archc.loads("input 4 tokens\\nwte: embedding V=10 D=8\\nhead: fc 10 bias=false tie=wte")
+    >>> tied_keys(net)
+    {'head.weight': 'wte.weight'}
+    """
+    out: dict[str, str] = {}
+    for node in net.graph.nodes:
+        facts = net.analysis.facts[node.name]
+        for t in KINDS[node.kind].tensors(Applied(node.attrs, facts.inputs, facts.output, facts.window)):
+            if t.alias is not None:
+                out[f"{node.name}.{t.name}"] = t.alias
+    return out

@@ -242,7 +242,8 @@ class _Printer:
         self.emit(indent, f"network {st.children[1]}", _first_line(st))
 
     def input_decl(self, st: Tree[Token], indent: int) -> None:
-        self.emit(indent, f"input {_text(st.children[1])}", _first_line(st))
+        unit = "".join(f" {c}" for c in st.children[2:])  # `tokens` in `input 1024 tokens`
+        self.emit(indent, f"input {_text(st.children[1])}{unit}", _first_line(st))
 
     def expect_stmt(self, st: Tree[Token], indent: int) -> None:
         parts = [_text(c) for c in st.children[:4]]

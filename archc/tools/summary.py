@@ -123,7 +123,8 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> d
             "weights": f.weights,
             "biases": f.biases,
             "macs": f.macs,
-            "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()},
+            # a key whose default is "none" (`tie`, a pool's `S`) and that was not written is left out
+            "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items() if v is not None},
         }
         if rf and node.name in rf:
             entry["receptive_field"] = rf[node.name]

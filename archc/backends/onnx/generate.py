@@ -1,7 +1,9 @@
 """The ONNX back-end: the IR lowered to an ONNX graph with `onnx.helper`, never through torch.
 
-The graph takes `input` (float32 NCHW `[batch, C, H, W]`, or `[batch, N]` when
-flat) and gives `output`, with a dynamic batch dimension named "batch". Node
+The graph takes `input` (float32 NCHW `[batch, C, H, W]`, `[batch, N]` when
+flat, `[batch, L, C]` or `[batch, C, L]` for a sequence as `archc.analysis.orders`
+holds it; int64 `[batch, T]` for token ids) and gives `output`, with a dynamic
+batch dimension named "batch". Node
 names are the dotted layer names; initializer names are `tensor_specs` names,
 i.e. the PyTorch state_dict keys. Values are named after the layer that makes
 them; helper nodes and constants use names with a `/`, which no layer can have.
@@ -40,9 +42,10 @@ from archc.backends.onnx.io import (
 )
 from archc.backends.weights import GENERATED, generate_chunks, iter_weights
 from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
-from archc.ir import INPUT, Node
+from archc.ir import INPUT, Layout, Node
 from archc.kinds import KINDS
 from archc.kinds.dense import flattens
+from archc.kinds.sequence import kv_heads, kv_width, select_index
 from archc.kinds.tensors import tensor_specs
 
 # The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
@@ -81,7 +84,19 @@ class Lowering:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
     def inputs(self, node: Node) -> list[str]:
-        return [self.values[i] for i in node.inputs]
+        """The values a layer reads: a sequence held the other way is transposed first."""
+        flags = self.net.analysis.transposed(node)
+        return [
+            self.transposed(self.values[i]) if flag else self.values[i]
+            for i, flag in zip(node.inputs, flags, strict=True)
+        ]
+
+    def transposed(self, value: str) -> str:
+        """A sequence as the other order holds it (`[batch, C, L]` <-> `[batch, L, C]`), made once."""
+        name = f"{value}/transposed"
+        if not any(name in n.output for n in self.nodes):
+            self.emit("Transpose", [value], name, perm=[0, 2, 1])
+        return name
 
     def emit(self, op: str, inputs: list[str], name: str, output: str | None = None, **attrs: Any) -> str:
         """Add one node; its output value is named `output` (default: the node's name).
@@ -104,6 +119,21 @@ class Lowering:
         return name
 
 
+    def ints(self, name: str, values: list[int]) -> str:
+        """An int64 constant (shapes, axes, indices), named `/const/<name>`."""
+        return self.constant(f"/const/{name}", np.array(values, np.int64))
+
+    def weight_t(self, tensor: str) -> str:
+        """`tensor` transposed ([N, C] -> [C, N], nn.Linear's weight as MatMul takes it), made once.
+
+        onnxruntime folds it into a constant when the session starts, so the file holds one copy.
+        """
+        name = f"{tensor}/T"
+        if not any(name in n.output for n in self.nodes):
+            self.emit("Transpose", [tensor], name, perm=[1, 0])
+        return name
+
+
 Handler = Callable[[Lowering, Node, LayerFacts], str]
 
 
@@ -123,7 +153,7 @@ def _elementwise(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     ins = [*ctx.inputs(node), *(ctx.constant(f"/const/{name}", value) for name, value in row.onnx_constants)]
     attrs = {arg.onnx: node.attrs[arg.key] for arg in row.args if arg.onnx is not None}
     if row.over_features:
-        attrs["axis"] = facts.inputs[0].layout.channel_axis()
+        attrs["axis"] = facts.inputs[0].layout.channel_axis(ctx.net.analysis.reads(node))
     return ctx.emit(row.onnx, ins, node.name, **attrs)
 
 
@@ -183,9 +213,16 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 
 def _fc(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     (x,) = ctx.inputs(node)
+    tie = node.attrs.get("tie")
+    weight = f"{tie if tie is not None else node.name}.weight"  # a tied weight is stored once, at its owner
+    if facts.inputs[0].layout is Layout.SEQUENCE:  # [batch, L, C] @ [C, N] at every position
+        if not node.attrs["bias"]:
+            return ctx.emit("MatMul", [x, ctx.weight_t(weight)], node.name)
+        y = ctx.emit("MatMul", [x, ctx.weight_t(weight)], f"{node.name}/MatMul")
+        return ctx.emit("Add", [y, f"{node.name}.bias"], node.name)
     if flattens(facts.inputs[0]):  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
         x = ctx.emit("Flatten", [x], f"{node.name}/Flatten", axis=1)
-    ins = [x, f"{node.name}.weight"] + ([f"{node.name}.bias"] if node.attrs["bias"] else [])
+    ins = [x, weight] + ([f"{node.name}.bias"] if node.attrs["bias"] else [])
     return ctx.emit("Gemm", ins, node.name, transB=1)  # weight is [N, in], as nn.Linear stores it
 
 
@@ -223,7 +260,167 @@ def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
 
 
 def _concat(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-    return ctx.emit("Concat", ctx.inputs(node), node.name, axis=facts.output.layout.channel_axis())
+    axis = facts.output.layout.channel_axis(ctx.net.analysis.order_of(node.name))
+    return ctx.emit("Concat", ctx.inputs(node), node.name, axis=axis)
+
+
+# --- sequences (held [batch, L, C]) -------------------------------------------------------------
+def _embedding(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (ids,) = ctx.inputs(node)  # int64 [batch, T]
+    return ctx.emit("Gather", [f"{node.name}.weight", ids], node.name, axis=0)
+
+
+def _posembed(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    length = facts.inputs[0].dims[0]
+    table = f"{node.name}.weight"
+    if node.attrs["T"] not in (None, length):  # the first L rows of T
+        table = ctx.emit(
+            "Slice",
+            [table, ctx.ints("zero", [0]), ctx.ints(f"{node.name}/rows", [length]), ctx.ints("zero", [0])],
+            f"{node.name}/rows",
+        )
+    return ctx.emit("Add", [x, table], node.name)
+
+
+def _batch_of(ctx: Lowering, x: str) -> str:
+    """The batch size of `x`, as a 1-element int64 tensor (for Expand)."""
+    shape = ctx.emit("Shape", [x], f"{x}/Shape")
+    one = ctx.ints("one", [1])
+    return ctx.emit("Slice", [shape, ctx.ints("zero", [0]), one], f"{x}/batch")
+
+
+def _clstoken(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    size = ctx.emit("Concat", [_batch_of(ctx, x), ctx.ints("one_one", [1, 1])], f"{node.name}/size", axis=0)
+    token = ctx.emit("Expand", [f"{node.name}.weight", size], f"{node.name}/expand")  # [batch, 1, C]
+    return ctx.emit("Concat", [token, x], node.name, axis=1)
+
+
+def _reduce_mean_last(ctx: Lowering, x: str, name: str) -> str:
+    """The mean over the last axis, kept: ReduceMean's axes became an input in opset 18."""
+    if ctx.opset >= 18:
+        return ctx.emit("ReduceMean", [x, ctx.ints("last", [-1])], name, keepdims=1)
+    return ctx.emit("ReduceMean", [x], name, axes=[-1], keepdims=1)
+
+
+def _rmsnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """x / sqrt(mean(x^2) + eps) * scale, written out (RMSNormalization came in opset 23) in the
+    form onnxruntime fuses into SimplifiedLayerNormalization."""
+    (x,) = ctx.inputs(node)
+    p = node.name
+    square = ctx.emit("Pow", [x, ctx.constant("/const/two", 2.0)], f"{p}/square")
+    mean = _reduce_mean_last(ctx, square, f"{p}/mean")
+    shifted = ctx.emit("Add", [mean, ctx.constant(f"/const/{p}/eps", float(node.attrs["eps"]))], f"{p}/eps")
+    root = ctx.emit("Sqrt", [shifted], f"{p}/sqrt")
+    normed = ctx.emit("Div", [x, root], f"{p}/normalized")
+    return ctx.emit("Mul", [normed, f"{p}.weight"], p)
+
+
+def _rotary_tables(length: int, width: int, base: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the angles p * base**(-2i/width), [L, width], as the PyTorch helper computes them."""
+    exponents = np.arange(0, width, 2, dtype=np.float64) / width
+    inv_freq = (base**-exponents).astype(np.float32)
+    angles = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
+    angles = np.concatenate([angles, angles], axis=1)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def _rotate(ctx: Lowering, x: str, name: str, tables: tuple[str, str], width: int) -> str:
+    """x * cos + rotate_half(x) * sin on [batch, heads, L, width]; rotate_half(x) = [-x2, x1]."""
+    cos, sin = tables
+    half = ctx.ints(f"halves{width}", [width // 2, width // 2])
+    first = f"{name}/x1"
+    second = f"{name}/x2"
+    ctx.nodes.append(helper.make_node("Split", [x, half], [first, second], name=f"{name}/split", axis=-1))
+    negated = ctx.emit("Neg", [second], f"{name}/neg")
+    rotated = ctx.emit("Concat", [negated, first], f"{name}/rotate_half", axis=-1)
+    turned = ctx.emit("Mul", [rotated, sin], f"{name}/sin")
+    kept = ctx.emit("Mul", [x, cos], f"{name}/cos")
+    return ctx.emit("Add", [kept, turned], name)
+
+
+def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """Multi-head self-attention in standard operators.
+
+    One MatMul for q, k and v (their transposed weights concatenated: onnxruntime folds that
+    into one constant when the session starts), heads split by Reshape and Transpose, scores
+    scaled after the MatMul (onnxruntime fuses the scale into it), a constant additive causal
+    mask, Softmax over the last axis, the weighted sum, heads joined and the output projection.
+    """
+    (x,) = ctx.inputs(node)
+    a, p = node.attrs, node.name
+    length, c = facts.inputs[0].dims
+    heads, kv = a["heads"], kv_heads(a)
+    width, e = c // heads, kv_width(a, c)
+    projections = ("q", "k", "v")
+    weight = ctx.emit("Concat", [ctx.weight_t(f"{p}.{n}.weight") for n in projections], f"{p}/qkv_weight", axis=1)
+    qkv = ctx.emit("MatMul", [x, weight], f"{p}/qkv_matmul")
+    if a["bias"]:
+        bias = ctx.emit("Concat", [f"{p}.{n}.bias" for n in projections], f"{p}/qkv_bias", axis=0)
+        qkv = ctx.emit("Add", [qkv, bias], f"{p}/qkv")
+    outs = [f"{p}/{n}" for n in projections]
+    ctx.nodes.append(
+        helper.make_node("Split", [qkv, ctx.ints(f"{p}/split", [c, e, e])], outs, name=f"{p}/split", axis=2)
+    )
+    q, k, v = (
+        ctx.emit("Reshape", [t, ctx.ints(f"heads{n}x{width}", [0, length, n, width])], f"{t}/heads")
+        for t, n in zip(outs, (heads, kv, kv), strict=True)
+    )
+    q = ctx.emit("Transpose", [q], f"{p}/q_t", perm=[0, 2, 1, 3])  # [batch, heads, L, width]
+    v = ctx.emit("Transpose", [v], f"{p}/v_t", perm=[0, 2, 1, 3])
+    if a["rope"]:
+        cos, sin = _rotary_tables(length, width, float(a["rope_base"]))
+        tables = (
+            ctx.constant(f"/const/rope{length}x{width}b{a['rope_base']:g}/cos", cos),
+            ctx.constant(f"/const/rope{length}x{width}b{a['rope_base']:g}/sin", sin),
+        )
+        q = _rotate(ctx, q, f"{p}/q_rope", tables, width)
+        k = ctx.emit("Transpose", [k], f"{p}/k_t", perm=[0, 2, 1, 3])
+        k = _rotate(ctx, k, f"{p}/k_rope", tables, width)
+        k = ctx.emit("Transpose", [k], f"{p}/k_tt", perm=[0, 1, 3, 2])  # [batch, kv, width, L]
+    else:
+        k = ctx.emit("Transpose", [k], f"{p}/k_t", perm=[0, 2, 3, 1])  # [batch, kv, width, L]
+    if kv != heads:  # each key/value head serves heads/kv query heads, as repeat_interleave gives them
+        group = heads // kv
+        k, v = (
+            _repeat_heads(ctx, t, f"{p}/{n}_groups", kv, group, dims)
+            for t, n, dims in ((k, "k", [width, length]), (v, "v", [length, width]))
+        )
+    scores = ctx.emit("MatMul", [q, k], f"{p}/scores")
+    scores = ctx.emit("Mul", [scores, ctx.constant(f"/const/scale{width}", 1.0 / float(np.sqrt(width)))], f"{p}/scaled")
+    if a["causal"]:
+        mask = np.triu(np.full((length, length), -np.inf, np.float32), k=1)
+        scores = ctx.emit("Add", [scores, ctx.constant(f"/const/causal{length}", mask)], f"{p}/masked")
+    probs = ctx.emit("Softmax", [scores], f"{p}/softmax", axis=-1)
+    y = ctx.emit("MatMul", [probs, v], f"{p}/weighted")  # [batch, heads, L, width]
+    y = ctx.emit("Transpose", [y], f"{p}/joined", perm=[0, 2, 1, 3])
+    y = ctx.emit("Reshape", [y, ctx.ints(f"seq{length}x{c}", [0, length, c])], f"{p}/heads_joined")
+    if not a["bias"]:
+        return ctx.emit("MatMul", [y, ctx.weight_t(f"{p}.o.weight")], p)
+    y = ctx.emit("MatMul", [y, ctx.weight_t(f"{p}.o.weight")], f"{p}/o")
+    return ctx.emit("Add", [y, f"{p}.o.bias"], p)
+
+
+def _repeat_heads(ctx: Lowering, x: str, name: str, kv: int, group: int, dims: list[int]) -> str:
+    """[batch, kv, a, b] -> [batch, kv*group, a, b], each head repeated `group` times in a row."""
+    x = ctx.emit("Unsqueeze", [x, ctx.ints("axis2", [2])], f"{name}/unsqueeze")  # [batch, kv, 1, a, b]
+    shape = ctx.ints(f"{name}/expand", [1, 1, group, 1, 1])
+    x = ctx.emit("Expand", [x, shape], f"{name}/expand")
+    return ctx.emit("Reshape", [x, ctx.ints(f"{name}/shape", [0, kv * group, *dims])], name)
+
+
+def _tokens(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)  # [batch, C, H, W] -> [batch, C, H*W] -> [batch, H*W, C]
+    flat = ctx.emit("Reshape", [x, ctx.ints(f"{node.name}/shape", [0, facts.inputs[0].channels, -1])], f"{node.name}/flat")
+    return ctx.emit("Transpose", [flat], node.name, perm=[0, 2, 1])
+
+
+def _select(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    index = select_index(node.attrs, facts.inputs[0].dims[0])
+    position = ctx.constant(f"/const/{node.name}/index", np.array(index, np.int64))  # a scalar: the axis goes
+    return ctx.emit("Gather", [x, position], node.name, axis=1)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -239,6 +436,13 @@ HANDLERS: dict[str, Handler] = {
     "lrn": _lrn,
     "add": _simple("Add"),
     "concat": _concat,
+    "embedding": _embedding,
+    "posembed": _posembed,
+    "clstoken": _clstoken,
+    "rmsnorm": _rmsnorm,
+    "attention": _attention,
+    "tokens": _tokens,
+    "select": _select,
     **{name: _elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }
 
@@ -276,8 +480,9 @@ def _raise(net: Network, diags: list[Diagnostic]) -> None:
         raise SpecError(diags, render(diags, net.path, net.text))
 
 
-def _io(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shape])
+def _io(name: str, shape: tuple[int, ...], ids: bool = False) -> onnx.ValueInfoProto:
+    """A graph input or output: float32, or int64 for token ids, with the dynamic batch first."""
+    return helper.make_tensor_value_info(name, TensorProto.INT64 if ids else TensorProto.FLOAT, [BATCH, *shape])
 
 
 @dataclass(frozen=True)
@@ -306,8 +511,8 @@ def lower(net: Network, opset: int | None = None) -> Skeleton:
     graph = helper.make_graph(
         ctx.nodes,
         net.name,
-        [_io(INPUT, net.graph.input_shape.nchw())],
-        [_io(OUTPUT, net.analysis.output_shape.nchw())],
+        [_io(INPUT, net.analysis.physical(INPUT), ids=net.graph.input_shape.layout is Layout.TOKENS)],
+        [_io(OUTPUT, net.analysis.physical(net.graph.output))],
     )
     opsets = [helper.make_opsetid("", ctx.opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="archc", producer_version=__version__)

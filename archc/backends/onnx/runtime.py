@@ -32,6 +32,7 @@ from archc.backends.onnx.generate import build_model, save_model
 from archc.backends.onnx.io import EXTERNAL_THRESHOLD
 from archc.backends.weights import make_weights
 from archc.diagnostics import ArchError
+from archc.kinds.tensors import tied_keys
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDERS = ("auto", "cuda", "cpu")
@@ -53,18 +54,20 @@ class Prepared:
     weights: dict[str, np.ndarray] | None = None  # what the ONNX model holds, for --check
     opset: int | None = None
     keep: Any = None  # a TemporaryDirectory holding an external-data model, alive while needed
+    vocabulary: int | None = None  # token ids are drawn below this (the smallest table they index)
 
     @classmethod
     def from_network(cls, net: Network, weights: Any = "random", seed: int = 0, opset: int | None = None) -> Prepared:
         arrays = make_weights(net, weights, seed)
         model = build_model(net, weights=arrays, seed=seed, opset=opset)
         used_opset = model.opset_import[0].version
+        vocabulary = onnx_vocabulary(model)
         if sum(a.nbytes for a in arrays.values()) <= EXTERNAL_THRESHOLD:
-            return cls(model.SerializeToString(), net.name, net.macs, net, arrays, used_opset)
+            return cls(model.SerializeToString(), net.name, net.macs, net, arrays, used_opset, vocabulary=vocabulary)
         keep = tempfile.TemporaryDirectory(prefix="archc-run-")  # protobuf caps in-memory models at 2 GiB
         path = Path(keep.name) / f"{net.name}.onnx"
         save_model(model, path)
-        return cls(str(path), net.name, net.macs, net, arrays, used_opset, keep)
+        return cls(str(path), net.name, net.macs, net, arrays, used_opset, keep, vocabulary)
 
     @classmethod
     def from_file(cls, path: Path) -> Prepared:
@@ -73,7 +76,19 @@ class Prepared:
         except Exception as e:
             raise RunError(f"{path}: not a readable ONNX model: {e}") from e
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset)
+        return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset, vocabulary=onnx_vocabulary(model))
+
+
+def onnx_vocabulary(model: onnx.ModelProto) -> int | None:
+    """The rows of the smallest table that a Gather indexes with the graph's input (token ids), if any."""
+    names = {i.name for i in model.graph.input}
+    tables = {t.name: t.dims[0] for t in model.graph.initializer if t.dims}
+    rows = [
+        tables[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "Gather" and len(n.input) == 2 and n.input[1] in names and n.input[0] in tables
+    ]
+    return min(rows) if rows else None
 
 
 def onnx_macs(model: onnx.ModelProto) -> int | None:
@@ -156,22 +171,32 @@ def make_session(model: bytes | str, providers: list[str], full_float32: bool = 
         raise RunError(f"onnxruntime could not load the model: {e}") from e
 
 
-def make_input(session: ort.InferenceSession, batch: int, seed: int) -> tuple[str, np.ndarray]:
-    """Seeded standard-normal input for the session's single input; symbolic dim 0 becomes `batch`."""
+def make_input(
+    session: ort.InferenceSession, batch: int, seed: int, vocabulary: int | None = None
+) -> tuple[str, np.ndarray]:
+    """Seeded input for the session's single input; symbolic dim 0 becomes `batch`.
+
+    Standard-normal floats, or for int64 token ids, ids drawn uniformly below `vocabulary`.
+    """
     inputs = session.get_inputs()
     if len(inputs) != 1:
         names = ", ".join(repr(i.name) for i in inputs)
         raise RunError(f"the model takes {len(inputs)} inputs ({names}); archc run feeds models of one input")
     (inp,) = inputs
-    if inp.type != "tensor(float)":
-        raise RunError(f"input {inp.name!r} is {inp.type}; archc run feeds float32 only")
+    ids = inp.type == "tensor(int64)"
+    if inp.type != "tensor(float)" and not (ids and vocabulary):
+        raise RunError(f"input {inp.name!r} is {inp.type}; archc run feeds float32, and int64 token ids to an embedding")
     dims = list(inp.shape)
     if isinstance(dims[0], int) and dims[0] != batch:
         raise RunError(f"the model's batch dimension is fixed at {dims[0]}; use --batch {dims[0]}")
     dims[0] = batch
     if not all(isinstance(d, int) for d in dims):
         raise RunError(f"input {inp.name!r} has symbolic dimensions {inp.shape} other than the batch")
-    return inp.name, np.random.default_rng(seed).standard_normal(dims, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    if ids:
+        assert vocabulary is not None
+        return inp.name, rng.integers(0, vocabulary, dims, dtype=np.int64)
+    return inp.name, rng.standard_normal(dims, dtype=np.float32)
 
 
 @dataclass
@@ -233,7 +258,7 @@ def benchmark(
         if provider == "cuda":
             raise RunError("the CUDA provider is installed but failed to start (is a GPU visible?)")
         note = "the CUDA provider failed to start; fell back to CPU"
-    name, x = make_input(session, batch, seed)
+    name, x = make_input(session, batch, seed, prepared.vocabulary)
     output = session.run(None, {name: x})[0]
     step = _timer(session, name, x, actual[0] == CUDA)
     for _ in range(warmup):
@@ -279,7 +304,9 @@ def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
         raise RunError("--check needs PyTorch (pip install torch)") from e
     module = prepared.net.to_torch()
     try:
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in prepared.weights.items()}, strict=True)
+        state = {k: torch.from_numpy(v) for k, v in prepared.weights.items()}
+        state.update({alias: state[owner] for alias, owner in tied_keys(prepared.net).items()})
+        module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise RunError(f"the PyTorch module does not accept the ONNX model's weights: {e}") from e
     module.eval()

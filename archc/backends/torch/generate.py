@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 from archc.api import Network
 from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
+from archc.backends.torch.helpers import Feature
+from archc.backends.torch.helpers import source as helper_source
 from archc.backends.torch.layers import HANDLERS, KEEP, Rendered, Step
 from archc.backends.torch.plan import (
     _ASCII_IDENT,
@@ -60,7 +62,7 @@ from archc.diagnostics import SpecError, render
 from archc.frontend import naming
 from archc.frontend import syntax as S
 from archc.frontend.elaborate import _Builder, attach_shortcuts
-from archc.ir import INPUT, Shape
+from archc.ir import INPUT, Physical, Shape
 from archc.kinds import KINDS, Window, coerce, per_dimension
 
 if TYPE_CHECKING:
@@ -99,6 +101,7 @@ class _Generator(_Plan):
         super().__init__(net)
         self.classes: dict[Any, _Class] = {}
         self.order: list[_Class] = []
+        self.helpers: set[Feature] = set()  # helper classes the layers asked for
 
     # --- pass 2: classes -----------------------------------------------------------------------
     def block_class(self, block: str) -> _Class:
@@ -125,16 +128,27 @@ class _Generator(_Plan):
         self.collect(self.body, top, {}, INPUT)
         self.builder = _Builder(self.blocks)  # fresh counters for pass 2
         cls = _Class(self.class_name(net.name), [])
-        inp, out = net.graph.input_shape, self.analysis.output_shape
-        doc = (
-            f"{net.name}: input [batch, {', '.join(map(str, inp.nchw()))}] ({inp.text()}), "
-            f"output [batch, {', '.join(map(str, out.nchw()))}]."
-        )
+        inp = net.graph.input_shape
+        physical_in = ", ".join(map(str, self.analysis.physical(INPUT)))
+        physical_out = ", ".join(map(str, self.analysis.physical(net.graph.output)))
+        ids = " token ids" if inp.layout.feature_axis is None else ""
+        doc = f"{net.name}: input [batch, {physical_in}]{ids} ({inp.text()}), output [batch, {physical_out}]."
         if not _ASCII_IDENT.fullmatch(net.name):
             doc = doc.replace(net.name, cls.name, 1)
         _ClassWriter(self, cls, self.body, [_Instance("", {}, INPUT)], doc, network=True).write()
-        source = "\n\n".join([self.header(cls.name), *(c.source for c in self.order)])
+        helpers = [helper_source(self.helpers)] if self.helpers else []
+        source = "\n\n".join([self.header(cls.name), *helpers, *(c.source for c in self.order)])
         return source, cls.name
+
+    def ties(self) -> list[str]:
+        """`self.lm_head.weight = self.wte.weight`: weight tying, written where both layers are seen."""
+        lines = []
+        for node in self.net.graph.nodes:
+            owner = node.attrs.get("tie")
+            if owner is not None:
+                tied = f"self.{_attribute_path(node.name)}.weight = self.{_attribute_path(owner)}.weight"
+                lines.append(f"{tied}  # tied: one tensor")
+        return lines
 
     def header(self, name: str) -> str:
         origin = Path(self.net.path).name
@@ -163,6 +177,7 @@ class _Ctx:
         self.attrs: Sequence[dict[str, Any]] = [w.gen.nodes[n].attrs for n in nodes] if st is not None else []
         self.operands: Sequence[str] = []
         self.channels: E.Sym | None = w.chan
+        self.orders: Sequence[Physical] = [w.gen.analysis.reads(w.gen.nodes[n]) for n in nodes]
 
     def written(self, key: str) -> S.Expr | None:
         assert self.st is not None
@@ -321,10 +336,23 @@ class _ClassWriter:
     def nodes(self, local: str) -> list[str]:
         return [_full(i.path, local) for i in self.insts]
 
+    def transposed(self, nodes: list[str]) -> tuple[bool, ...]:
+        """For each input of a layer: whether it is a sequence to transpose first (`archc.analysis.orders`)."""
+        flags = {self.gen.analysis.transposed(self.gen.nodes[n]) for n in nodes}
+        if len(flags) > 1:
+            raise TorchGenError(
+                f"{self.cls.name}: a sequence reaches '{nodes[0].rsplit('.', 1)[-1]}' held batch x C x L in one "
+                "use of the class and batch x L x C in another; write the block twice"
+            )
+        return flags.pop()
+
     def layer(self, st: S.LayerStmt, scope: Any, src: str, dst: str) -> str:
         local = self.gen.builder.name(scope, st.label, st.kind, st.span)
         nodes = self.nodes(local)
         emitted = HANDLERS[st.kind](_Ctx(self, st, st.kind, local, nodes))
+        self.gen.helpers |= emitted.helpers
+        if any(self.transposed(nodes)):  # a sequence from a convolution to a sequence layer, or back
+            emitted.steps.insert(0, Step(None, call="{x}.transpose(1, 2)"))
         out = self.steps(emitted.steps, src, dst)
         self.cur = nodes
         if emitted.channels is not KEEP:
@@ -343,7 +371,7 @@ class _ClassWriter:
         short = self.seq(st.shortcut, scope, keep, self.local("shortcut")) if st.shortcut else keep
         local = self.gen.builder.name(scope, st.label, "residual", st.span)
         ctx = _Ctx(self, None, "add", local, self.nodes(local))
-        ctx.operands = [body, short]
+        ctx.operands = _transposing([body, short], self.transposed(self.nodes(local)))
         out = self.steps(HANDLERS["add"](ctx).steps, src, dst)
         self.cur = self.nodes(local)
         self.chan = body_chan if body_chan is not None else self.chan
@@ -359,7 +387,7 @@ class _ClassWriter:
             chans.append(self.chan)
         local = self.gen.builder.name(scope, st.label, "concat", st.span)
         ctx = _Ctx(self, None, "concat", local, self.nodes(local))
-        ctx.operands = outs
+        ctx.operands = _transposing(outs, self.transposed(self.nodes(local)))
         out = self.steps(HANDLERS["concat"](ctx).steps, src, dst)
         self.cur = self.nodes(local)
         self.chan = None if any(c is None for c in chans) else E.add([c for c in chans if c is not None])
@@ -391,12 +419,25 @@ class _ClassWriter:
         if len(head) > 100:
             head = "    def __init__(\n" + "".join(f"        {s},\n" for s in sig) + "    ) -> None:"
         lines.append(head)
-        for line in [*pre, "super().__init__()", *map(_wrap, self.init)]:
+        ties = self.gen.ties() if self.is_network else []
+        for line in [*pre, "super().__init__()", *map(_wrap, self.init), *ties]:
             lines.append("        " + line.replace("\n", "\n        "))
         lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
         lines += [f"        {line}" for line in [*self.fwd, f"return {out}"]]
         self.cls.source = "\n".join(lines) + "\n"
         self.gen.order.append(self.cls)
+
+
+def _transposing(operands: list[str], flags: Sequence[bool]) -> list[str]:
+    return [f"{op}.transpose(1, 2)" if flag else op for op, flag in zip(operands, flags, strict=True)]
+
+
+def _attribute_path(name: str) -> str:
+    """A dotted layer name as Python attribute access: `h.0.fc` -> `h[0].fc` (repeat copies are indexed)."""
+    out = ""
+    for part in name.split("."):
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out.lstrip(".")
 
 
 def generate_source(net: Network) -> str:

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from archc.backends.torch import pyexpr as E
-from archc.ir import Shape
+from archc.backends.torch.helpers import Feature
+from archc.ir import Physical, Shape
 from archc.kinds import KINDS, Window
-from archc.kinds.dense import flattens
+from archc.kinds.dense import fc_inputs, flattens
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ KEEP: Any = object()  # the layer keeps its input's channel count
 class Emitted:
     steps: list[Step]
     channels: Any = KEEP  # an E.Sym, None (unknown), or KEEP
+    helpers: frozenset[Feature] = frozenset()  # helper classes the file must define (`helpers.source`)
 
 
 class LayerCtx(Protocol):
@@ -67,6 +69,7 @@ class LayerCtx(Protocol):
     attrs: Sequence[dict[str, Any]]  # the IR attributes, one per instance
     operands: Sequence[str]  # forward variables of a merge's inputs (add, concat)
     channels: E.Sym | None  # the input channels as an expression, when known
+    orders: Sequence[Physical]  # the order it reads a sequence in (batch x L x C or x C x L), per instance
 
     def key(self, key: str) -> Rendered: ...
     def in_channels(self) -> Rendered: ...
@@ -174,14 +177,18 @@ def globalavgpool(ctx: LayerCtx) -> Emitted:
 
 
 # --- fully connected ---------------------------------------------------------------------
-def _flat_features(ctx: LayerCtx) -> tuple[E.Sym | None, list[int]]:
-    """The flattened input size as `C * H * W` (torchvision's `256 * 6 * 6`), when H, W agree."""
-    values = [s.numel for s in ctx.ins]
+def _flat_features(ctx: LayerCtx, per_position: bool = True) -> tuple[E.Sym | None, list[int]]:
+    """The flattened input size as `C * H * W` (torchvision's `256 * 6 * 6`), when H, W agree.
+
+    With `per_position`, a sequence is not flattened: fc reads its C features at each position.
+    """
+    values = [fc_inputs(s) if per_position else s.numel for s in ctx.ins]
     if ctx.channels is None:
         return None, values
-    if not any(flattens(s) for s in ctx.ins):
+    flat = [s for s in ctx.ins if flattens(s) or (not per_position and s.is_spatial)]
+    if not flat:
         return ctx.channels, values
-    sizes = {s.spatial for s in ctx.ins if flattens(s)}
+    sizes = {s.spatial for s in flat}
     if len(sizes) != 1:
         return None, values
     spatial = sizes.pop()
@@ -194,6 +201,8 @@ def _flat_features(ctx: LayerCtx) -> tuple[E.Sym | None, list[int]]:
 
 
 def fc(ctx: LayerCtx) -> Emitted:
+    """nn.Linear; on a sequence it acts on every position. A tied weight is assigned by the
+    network class (`self.lm_head.weight = self.wte.weight`), which sees both layers."""
     steps = []
     if any(flattens(s) for s in ctx.ins):
         # torch.flatten(x, 1) is a no-op on an already flat [batch, N]
@@ -206,7 +215,7 @@ def fc(ctx: LayerCtx) -> Emitted:
 
 
 def flatten(ctx: LayerCtx) -> Emitted:
-    sym, _ = _flat_features(ctx)
+    sym, _ = _flat_features(ctx, per_position=False)
     return _module(ctx, "nn.Flatten()", sym)
 
 
@@ -234,8 +243,10 @@ def lrn(ctx: LayerCtx) -> Emitted:
 
 
 def _feature_axis(ctx: LayerCtx, shapes: Sequence[Shape]) -> str:
-    """The axis of the channels (the features, when flat) in the generated code: 1."""
-    return ctx.check(None, [s.layout.channel_axis() for s in shapes], f"{ctx.name}_dim").text
+    """The axis of the channels (the features, when flat) in the generated code: 1 (2 for a
+    sequence held batch x L x C)."""
+    axes = [s.layout.channel_axis(order) for s, order in zip(shapes, ctx.orders, strict=True)]
+    return ctx.check(None, axes, f"{ctx.name}_dim").text
 
 
 def elementwise(ctx: LayerCtx) -> Emitted:
@@ -250,6 +261,62 @@ def elementwise(ctx: LayerCtx) -> Emitted:
         keywords["dim"] = _feature_axis(ctx, ctx.ins)
     # not inplace=True: a residual's shortcut or a sibling branch may still read the input
     return _module(ctx, ctor(row.torch, **keywords))
+
+
+# --- sequences -----------------------------------------------------------------------------
+def embedding(ctx: LayerCtx) -> Emitted:
+    d = ctx.key("D")
+    return _module(ctx, ctor("nn.Embedding", ctx.key("V").text, d.text), d.sym)
+
+
+def posembed(ctx: LayerCtx) -> Emitted:
+    rows = ctx.check(None, [a["T"] or s.dims[0] for a, s in zip(ctx.attrs, ctx.ins, strict=True)], f"{ctx.name}_T")
+    text = ctor("PositionalEmbedding", rows.text, ctx.in_channels().text)
+    return Emitted([Step(ctx.name, text)], helpers=frozenset({Feature.POSITIONS}))
+
+
+def clstoken(ctx: LayerCtx) -> Emitted:
+    text = ctor("ClassToken", ctx.in_channels().text)
+    return Emitted([Step(ctx.name, text)], helpers=frozenset({Feature.CLASS_TOKEN}))
+
+
+def rmsnorm(ctx: LayerCtx) -> Emitted:
+    # always eps=: nn.RMSNorm's default is the dtype's machine epsilon, not the spec's 1e-6
+    return _module(ctx, ctor("nn.RMSNorm", ctx.in_channels().text, eps=ctx.key("eps").text))
+
+
+def attention(ctx: LayerCtx) -> Emitted:
+    features = {Feature.ATTENTION}
+    kv = None
+    if any(a["kv"] is not None for a in ctx.attrs):
+        kv = ctx.key("kv").text
+        features.add(Feature.GROUPED)
+    rope = rope_base = None
+    if any(a["rope"] for a in ctx.attrs):
+        rope = _kw(ctx.key("rope"), False)
+        rope_base = _kw(ctx.key("rope_base"), 10000.0)
+        features.add(Feature.ROTARY)
+    text = ctor(
+        "Attention",
+        ctx.in_channels().text,
+        ctx.key("heads").text,
+        kv_heads=kv,
+        causal=_kw(ctx.key("causal"), False),
+        rope=rope,
+        rope_base=rope_base,
+        bias=_kw(ctx.key("bias"), True),
+    )
+    return Emitted([Step(ctx.name, text)], helpers=frozenset(features))
+
+
+def tokens(ctx: LayerCtx) -> Emitted:
+    # [batch, C, H, W] -> [batch, H*W, C]: positions in row-major order, as ViT flattens patches
+    return Emitted([Step(None, call="{x}.flatten(2).transpose(1, 2)")])
+
+
+def select(ctx: LayerCtx) -> Emitted:
+    index = ctx.check(None, [a["index"] for a in ctx.attrs], f"{ctx.name}_index")
+    return Emitted([Step(None, call=f"{{x}}[:, {index.text}]")])  # a negative index counts from the end
 
 
 def add(ctx: LayerCtx) -> Emitted:
@@ -272,5 +339,12 @@ HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
     "lrn": lrn,
     "add": add,
     "concat": concat,
+    "embedding": embedding,
+    "posembed": posembed,
+    "clstoken": clstoken,
+    "rmsnorm": rmsnorm,
+    "attention": attention,
+    "tokens": tokens,
+    "select": select,
     **{name: elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }

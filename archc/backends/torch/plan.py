@@ -21,6 +21,7 @@ from typing import Any
 
 from archc.api import Network
 from archc.backends.torch import pyexpr as E
+from archc.backends.torch.helpers import NAMES as HELPER_NAMES
 from archc.diagnostics import ArchError
 from archc.frontend import syntax as S
 from archc.frontend.elaborate import _Builder, attach_shortcuts
@@ -144,7 +145,7 @@ class _Plan:
         name = re.sub(r"[^A-Za-z0-9_]", "_", wanted) or "Network"
         if name[0].isdigit():
             name = f"Net_{name}"
-        while name in _GLOBALS or name in self.class_names:
+        while name in _GLOBALS or name in self.class_names or name in HELPER_NAMES:
             name += "_"
         self.class_names.add(name)
         return name
