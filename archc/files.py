@@ -147,7 +147,7 @@ def refuse_overwriting(output: Path | str, *inputs: Path | str) -> None:
             )
 
 
-def _destination(target: Path) -> Path:
+def destination(target: Path) -> Path:
     """The file to write: the target, or what its symbolic link points to."""
     if target.is_symlink():
         target = Path(os.path.realpath(target))
@@ -167,7 +167,7 @@ def check_output(output: Path | str, *inputs: Path | str) -> Path:
     not build a tree of folders (at `/` too) on a typo.
     """
     refuse_overwriting(output, *inputs)
-    target = _destination(Path(output))
+    target = destination(Path(output))
     if not target.parent.is_dir():
         raise OutputError(
             f"cannot write {shown(str(output))}: the directory {shown(str(target.parent))} does not exist; "
@@ -228,8 +228,9 @@ def _temporary_pattern(target: Path) -> re.Pattern[str]:
     return re.compile(re.escape(f".{target.name}.") + r"[a-z0-9_]{8}\.tmp")
 
 
-def remove_stale(folder: Path, pattern: re.Pattern[str]) -> None:
-    """Remove files of `folder` named by `pattern` that no running process holds (left by a kill).
+def remove_stale(folder: Path, pattern: re.Pattern[str], unused: Callable[[str], bool] = lambda name: True) -> None:
+    """Remove files of `folder` named by `pattern` that no running process holds (left by a kill)
+    and that `unused(name)`, asked once the file is locked, confirms nothing needs.
 
     Best effort: a file that cannot be opened, locked or removed stays.
     """
@@ -243,7 +244,7 @@ def remove_stale(folder: Path, pattern: re.Pattern[str]) -> None:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
             try:
                 same = os.fstat(fd).st_ino == os.lstat(path).st_ino
-                if same and stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd):
+                if same and stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd) and unused(name):
                     path.unlink()
             finally:
                 os.close(fd)
@@ -256,19 +257,24 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def file_mode(target: Path) -> int:
+    """The mode to give what replaces `target`: the one it has, else a new file's."""
+    return stat.S_IMODE(target.stat().st_mode) if target.exists() else _new_file_mode()
+
+
+def is_device(target: Path) -> bool:
+    """An existing target that is no regular file (`/dev/null`, a pipe): written in place."""
+    return target.exists() and not stat.S_ISREG(target.stat().st_mode)
+
+
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's directory; rename it over the target on success."""
-    target = _destination(Path(target))
-    if target.exists() and not stat.S_ISREG(target.stat().st_mode):
-        try:  # a device or a pipe: there is nothing to rename over, write into it
-            yield target
-        except OSError as exc:
-            raise OutputError(f"cannot write {shown(str(target))}: {_why(exc)}") from exc
-        return
+def temporary_beside(target: Path) -> Iterator[Path]:
+    """A new, locked temporary file in `target`'s directory, removed at the end unless renamed.
+
+    Temporaries of the same target left by a killed run are removed first.
+    """
     import tempfile  # not on the path of `archc check`, which only reads
 
-    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else _new_file_mode()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(target.parent, _temporary_pattern(target))
@@ -280,17 +286,33 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         with _sigterm_unwinds():
             yield tmp_path
-            os.chmod(tmp_path, mode)
-            os.replace(tmp_path, target)
-    except OSError as exc:
-        # Only failures of this file (a full disk, say); others keep their own message.
-        if exc.filename not in (None, str(tmp_path), str(target)):
-            raise
-        raise OutputError(f"cannot write {shown(str(target))}: {_why(exc)}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; rename it over the target on success."""
+    target = destination(Path(target))
+    if is_device(target):
+        try:  # a device or a pipe: there is nothing to rename over, write into it
+            yield target
+        except OSError as exc:
+            raise OutputError(f"cannot write {shown(str(target))}: {_why(exc)}") from exc
+        return
+    mode = file_mode(target)
+    with temporary_beside(target) as tmp_path:
+        try:
+            yield tmp_path
+            os.chmod(tmp_path, mode)
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            # Only failures of this file (a full disk, say); others keep their own message.
+            if exc.filename not in (None, str(tmp_path), str(target)):
+                raise
+            raise OutputError(f"cannot write {shown(str(target))}: {_why(exc)}") from exc
 
 
 def reserve(f: IO[bytes], size: int) -> None:
