@@ -23,7 +23,6 @@ import contextlib
 import errno
 import os
 import re
-import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -181,7 +180,7 @@ class Terminated(SystemExit):
     """SIGTERM while an output was being written: unwinds like an error, so the temporary is removed."""
 
     def __init__(self) -> None:
-        super().__init__(128 + signal.SIGTERM)
+        super().__init__(128 + 15)  # the shell's status for a process that SIGTERM ended
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -196,6 +195,8 @@ def _sigterm_unwinds() -> Iterator[None]:
     thread (the only one that may set a handler); SIGINT already raises
     KeyboardInterrupt.
     """
+    import signal  # only where something is written
+
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return

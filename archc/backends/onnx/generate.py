@@ -43,7 +43,7 @@ from archc.ir import INPUT, Node
 from archc.kinds import resolve_window
 from archc.kinds.tensors import tensor_specs
 
-# The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
+# The newest opset that every onnxruntime the extras allow (>= 1.24.3) runs, and
 # the one that brings Gelu. A newer default would shut out runtimes still in
 # use: on an H200, onnxruntime-gpu 1.31.1 (the newest GPU wheel) refused
 # opset 28's IR version 14 ("max supported IR version: 13"). Opset 20 needs IR
@@ -56,6 +56,7 @@ MIN_OPSET = 13
 # Kinds whose ONNX op is newer than MIN_OPSET: (opset, why).
 KIND_MIN_OPSET = {"gelu": (20, "ONNX added Gelu in opset 20")}
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
+MAX_CONSTANT_BYTES = 64 << 20  # constants a lowering may add for one layer (uneven adaptive pooling)
 OUTPUT = "output"
 
 
@@ -146,6 +147,16 @@ def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     # Uneven windows (13x13 -> 6x6): ONNX has no adaptive pooling, but PyTorch's
     # windows are fixed by the sizes, and a mean over a rectangle is a mean over
     # its columns, then over its rows: x @ Cols^T, then Rows @ that.
+    size = 4 * (ow * w + oh * h)
+    if size > MAX_CONSTANT_BYTES:  # 40 bytes of spec must not become an 800 MB file
+        ctx.diagnostics.append(error(
+            "E603",
+            f"{node.name}: adaptiveavgpool from {h}x{w} to {oh}x{ow} has uneven windows, which ONNX needs as "
+            f"averaging matrices of {size:,} bytes (more than {MAX_CONSTANT_BYTES:,})",
+            node.span,
+            f"an output size that divides {h}x{w} becomes one AveragePool, with no constants",
+        ))  # fmt: skip
+        return x
     cols = ctx.constant(f"/const/{node.name}/cols", _adaptive_matrix(w, ow).T.copy())
     rows = ctx.constant(f"/const/{node.name}/rows", _adaptive_matrix(h, oh))
     x = ctx.emit("MatMul", [x, cols], f"{node.name}/cols")  # [b, C, H, ow]

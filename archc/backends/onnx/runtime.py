@@ -18,7 +18,7 @@ import io
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from archc.api import Network
 from archc.backends.onnx.generate import build_model, save_model
 from archc.backends.onnx.io import EXTERNAL_THRESHOLD
 from archc.backends.weights import make_weights
-from archc.diagnostics import ArchError
+from archc.diagnostics import ArchError, shown
+from archc.limits import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, check_size
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDERS = ("auto", "cuda", "cpu")
@@ -53,9 +54,21 @@ class Prepared:
     weights: dict[str, np.ndarray] | None = None  # what the ONNX model holds, for --check
     opset: int | None = None
     keep: Any = None  # a TemporaryDirectory holding an external-data model, alive while needed
+    onnx_model: onnx.ModelProto | None = None  # an .onnx file's graph (no external data), for size checks
 
     @classmethod
-    def from_network(cls, net: Network, weights: Any = "random", seed: int = 0, opset: int | None = None) -> Prepared:
+    def from_network(
+        cls,
+        net: Network,
+        weights: Any = "random",
+        seed: int = 0,
+        opset: int | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
+    ) -> Prepared:
+        from archc.kinds.tensors import tensor_specs
+
+        # before a weight is made: a 45-byte spec can ask for terabytes
+        check_size(f"{net.name}'s weights", 4 * sum(s.numel for s in tensor_specs(net)), max_size)
         arrays = make_weights(net, weights, seed)
         model = build_model(net, weights=arrays, seed=seed, opset=opset)
         used_opset = model.opset_import[0].version
@@ -67,13 +80,86 @@ class Prepared:
         return cls(str(path), net.name, net.macs, net, arrays, used_opset, keep)
 
     @classmethod
-    def from_file(cls, path: Path) -> Prepared:
+    def from_file(cls, path: Path, max_size: int = DEFAULT_MAX_SIZE) -> Prepared:
+        """An `.onnx` file, validated before onnxruntime sees it (see `validate_model`)."""
+        where = shown(str(path))
+        check_size(f"{where}: the model file", path.stat().st_size, max_size)
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:
-            raise RunError(f"{path}: not a readable ONNX model: {e}") from e
+            raise RunError(f"{where}: not a readable ONNX model: {_first_line(e)}") from e
+        validate_model(model, path, max_size)
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset)
+        return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset, onnx_model=model)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return shown((lines[0] if lines else type(e).__name__)[:300])
+
+
+def _tensor_bytes(dims: Iterable[int], elem_type: int) -> int:
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+    except Exception:  # noqa: BLE001 - a type numpy has no name for (strings, 4-bit): count a byte
+        itemsize = 1
+    return math.prod(dims) * itemsize
+
+
+def validate_model(model: onnx.ModelProto, path: Path, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    """Refuse an untrusted model before a session is made from it.
+
+    onnxruntime trusts its input: a Conv with one input raised IndexError, a
+    declared `[batch, 100000, 100000, 100]` MemoryError, and some shapes kill
+    the process. So: the ONNX checker, strict shape inference, one float input
+    of known rank with no negative dimension, tensor outputs, and initializers
+    whose declared sizes fit `max_size`.
+    """
+    where = shown(str(path))
+    try:
+        onnx.checker.check_model(model)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:
+        raise RunError(f"{where}: not a valid ONNX model: {_first_line(e)}") from e
+    graph = model.graph
+    initialized = {t.name for t in graph.initializer}
+    for inp in graph.input:
+        if inp.name in initialized:
+            continue
+        t = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type") or not t.HasField("shape") or not t.shape.dim:
+            raise RunError(f"{where}: input {shown(inp.name)} has no tensor shape; archc run feeds tensors of known rank")
+        negative = [d.dim_value for d in t.shape.dim if d.HasField("dim_value") and d.dim_value < 0]
+        if negative:
+            raise RunError(f"{where}: input {shown(inp.name)} has a negative dimension ({negative[0]})")
+    for out in graph.output:
+        if not out.type.HasField("tensor_type"):
+            raise RunError(f"{where}: output {shown(out.name)} is not a tensor; archc run reads tensor outputs")
+    declared = 0
+    for t in graph.initializer:
+        if any(d < 0 for d in t.dims):
+            raise RunError(f"{where}: initializer {shown(t.name)} has a negative dimension")
+        declared += _tensor_bytes(t.dims, t.data_type)
+    check_size(f"{where}: the model's initializers", declared, max_size)
+
+
+def check_input_size(prepared: Prepared, batch: int, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    """Refuse a batch whose input, or any value of known shape, would not fit `max_size`."""
+    model = prepared.onnx_model
+    if model is None:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - validated already; sizes then stay unknown
+        return
+    g = inferred.graph
+    for v in [*g.input, *g.value_info, *g.output]:
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if dims and dims[0] is None:
+            dims[0] = batch
+        if dims and all(d is not None for d in dims):
+            check_size(f"{prepared.name}: value {shown(v.name)} at batch {batch}", _tensor_bytes(dims, t.elem_type), max_size)  # type: ignore[arg-type]
 
 
 def onnx_macs(model: onnx.ModelProto) -> int | None:
@@ -166,6 +252,8 @@ def make_input(session: ort.InferenceSession, batch: int, seed: int) -> tuple[st
     if inp.type != "tensor(float)":
         raise RunError(f"input {inp.name!r} is {inp.type}; archc run feeds float32 only")
     dims = list(inp.shape)
+    if not dims:
+        raise RunError(f"input {inp.name!r} has no shape; archc run feeds tensors of known rank")
     if isinstance(dims[0], int) and dims[0] != batch:
         raise RunError(f"the model's batch dimension is fixed at {dims[0]}; use --batch {dims[0]}")
     dims[0] = batch
@@ -193,7 +281,67 @@ class Report:
     max_rel_error: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as JSON values: a float that is not finite (an error of inf) becomes null."""
+        return {k: _finite(v) for k, v in asdict(self).items()}
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def run_isolated(
+    prepared: Prepared, where: str, timeout: float = DEFAULT_TIMEOUT, **options: Any
+) -> Report:
+    """`benchmark(prepared, **options)` in a child process, stopped after `timeout` seconds.
+
+    An untrusted model can hang onnxruntime (a Loop of 2^62 trips) or kill it
+    (SIGFPE in a kernel): either way the child goes, and archc reports a
+    located error instead of hanging or dying. The child is forked, so it
+    shares the prepared model without copying it; only the report comes back.
+    """
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            outcome: tuple[str, Any] = ("ok", benchmark(prepared, **options))
+        except ArchError as e:
+            outcome = ("error", str(e))
+        except BaseException as e:  # noqa: BLE001 - reported by the parent, which decides
+            outcome = ("error", f"onnxruntime failed: {type(e).__name__}: {_first_line(e)}")
+        send.send(outcome)
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    send.close()
+    try:
+        if not receive.poll(timeout):
+            raise RunError(
+                f"{where}: the model did not finish within {timeout:g} s (--timeout); stopped it"
+            )
+        try:
+            kind, value = receive.recv()
+        except EOFError:  # the child died without a word: a crash inside onnxruntime
+            process.join(5)
+            code = process.exitcode
+            how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
+            raise RunError(f"{where}: onnxruntime crashed ({how}) while running the model") from None
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        receive.close()
+    if kind == "error":
+        raise RunError(f"{where}: {value}")
+    assert isinstance(value, Report)
+    return value
 
 
 def _timer(session: ort.InferenceSession, name: str, x: np.ndarray, on_gpu: bool) -> Callable[[], object]:
@@ -235,6 +383,8 @@ def benchmark(
         note = "the CUDA provider failed to start; fell back to CPU"
     name, x = make_input(session, batch, seed)
     output = session.run(None, {name: x})[0]
+    if not isinstance(output, np.ndarray):
+        raise RunError(f"the model's first output is a {type(output).__name__}, not a tensor")
     step = _timer(session, name, x, actual[0] == CUDA)
     for _ in range(warmup):
         step()
@@ -243,7 +393,7 @@ def benchmark(
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    p50, p90 = (float(v) for v in np.percentile(times, [50, 90]))
+    p50, p90 = (max(float(v), 1e-9) for v in np.percentile(times, [50, 90]))  # a clock tick of 0 divides nothing
     macs = prepared.macs_per_image
     report = Report(
         network=prepared.name,
@@ -287,5 +437,7 @@ def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
         expected = module(torch.from_numpy(x)).numpy()
     if expected.shape != output.shape:
         raise RunError(f"PyTorch gives shape {list(expected.shape)}, onnxruntime {list(output.shape)}")
+    if not (np.isfinite(output).all() and np.isfinite(expected).all()):
+        return math.inf  # NaN or infinity anywhere fails the check, whatever the other side says
     scale = max(float(np.abs(expected).max()), float(np.finfo(np.float32).tiny))
     return float(np.abs(output - expected).max()) / scale
