@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if net is None:
             return 1
         prepared = Prepared.from_network(net, args.weights, args.seed, args.opset, args.max_size)
-    check_input_size(prepared, args.batch, args.max_size)
+    check_input_size(prepared, args.batch, shown(str(source)), args.max_size)
     report = run_isolated(
         prepared, shown(str(source)), args.timeout,
         batch=args.batch, provider=args.provider, warmup=args.warmup, repeat=args.repeat, seed=args.seed, check=args.check,
@@ -108,7 +108,7 @@ def _text(r: Any, source: str) -> str:
     lat = r.latency_ms
     shape = "x".join(str(d) for d in r.output_shape)
     lines = [
-        f"{r.network} ({source}), batch {r.batch}" + (f", opset {r.opset}" if r.opset else ""),
+        f"{shown(r.network)} ({shown(source)}), batch {r.batch}" + (f", opset {r.opset}" if r.opset else ""),
         f"provider    {r.provider}" + (f"  ({r.note})" if r.note else ""),
         f"output      {shape}  (batch first{'; NCHW' if len(r.output_shape) == 4 else ''})",
         f"latency     p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "

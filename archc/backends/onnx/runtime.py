@@ -116,11 +116,6 @@ def validate_model(model: onnx.ModelProto, path: Path, max_size: int = DEFAULT_M
     whose declared sizes fit `max_size`.
     """
     where = shown(str(path))
-    try:
-        onnx.checker.check_model(model)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except Exception as e:
-        raise RunError(f"{where}: not a valid ONNX model: {_first_line(e)}") from e
     graph = model.graph
     initialized = {t.name for t in graph.initializer}
     for inp in graph.input:
@@ -128,23 +123,30 @@ def validate_model(model: onnx.ModelProto, path: Path, max_size: int = DEFAULT_M
             continue
         t = inp.type.tensor_type
         if not inp.type.HasField("tensor_type") or not t.HasField("shape") or not t.shape.dim:
-            raise RunError(f"{where}: input {shown(inp.name)} has no tensor shape; archc run feeds tensors of known rank")
+            raise RunError(f"{where}: input {inp.name!r} has no tensor shape; archc run feeds tensors of known rank")
         negative = [d.dim_value for d in t.shape.dim if d.HasField("dim_value") and d.dim_value < 0]
         if negative:
-            raise RunError(f"{where}: input {shown(inp.name)} has a negative dimension ({negative[0]})")
+            raise RunError(f"{where}: input {inp.name!r} has a negative dimension ({negative[0]})")
     for out in graph.output:
         if not out.type.HasField("tensor_type"):
-            raise RunError(f"{where}: output {shown(out.name)} is not a tensor; archc run reads tensor outputs")
+            raise RunError(f"{where}: output {out.name!r} is not a tensor; archc run reads tensor outputs")
     declared = 0
     for t in graph.initializer:
         if any(d < 0 for d in t.dims):
-            raise RunError(f"{where}: initializer {shown(t.name)} has a negative dimension")
+            raise RunError(f"{where}: initializer {t.name!r} has a negative dimension")
         declared += _tensor_bytes(t.dims, t.data_type)
     check_size(f"{where}: the model's initializers", declared, max_size)
+    try:
+        onnx.checker.check_model(model)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:
+        raise RunError(f"{where}: not a valid ONNX model: {_first_line(e)}") from e
 
 
-def check_input_size(prepared: Prepared, batch: int, max_size: int = DEFAULT_MAX_SIZE) -> None:
-    """Refuse a batch whose input, or any value of known shape, would not fit `max_size`."""
+def check_input_size(prepared: Prepared, batch: int, where: str, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    """Refuse a batch whose input, or any value of known shape, would not fit `max_size`.
+
+    `where` names the model in the message (its file)."""
     model = prepared.onnx_model
     if model is None:
         return
@@ -159,7 +161,7 @@ def check_input_size(prepared: Prepared, batch: int, max_size: int = DEFAULT_MAX
         if dims and dims[0] is None:
             dims[0] = batch
         if dims and all(d is not None for d in dims):
-            check_size(f"{prepared.name}: value {shown(v.name)} at batch {batch}", _tensor_bytes(dims, t.elem_type), max_size)  # type: ignore[arg-type]
+            check_size(f"{where}: value {v.name!r} at batch {batch}", _tensor_bytes(dims, t.elem_type), max_size)  # type: ignore[arg-type]
 
 
 def onnx_macs(model: onnx.ModelProto) -> int | None:
@@ -232,7 +234,9 @@ def make_session(model: bytes | str, providers: list[str], full_float32: bool = 
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: we report provider fallbacks ourselves
+    # fatal only: errors come back as exceptions, which archc reports escaped (onnxruntime's
+    # own log would print an untrusted model's names raw); provider fallbacks we report ourselves
+    opts.log_severity_level = 4
     chosen: list[str | tuple[str, dict[str, str]]] = [
         (p, {"use_tf32": "0"}) if p == CUDA and full_float32 else p for p in providers
     ]
