@@ -259,7 +259,7 @@ def test_an_onnxruntime_crash_is_a_located_error(capsys, tmp_path: Path, monkeyp
     """SIGFPE inside onnxruntime (a squeezenet whose input height was edited to 5) killed archc."""
     import archc.backends.onnx.runtime as runtime
 
-    monkeypatch.setattr(runtime, "benchmark", lambda *a, **k: os.kill(os.getpid(), signal.SIGFPE))
+    monkeypatch.setattr(runtime, "measure", lambda *a, **k: os.kill(os.getpid(), signal.SIGFPE))
     path = tmp_path / "m.onnx"
     archc.loads(TINY).to_onnx(path)
     code, _, err = run(capsys, "run", str(path), "--repeat", "1")
@@ -283,7 +283,7 @@ def test_check_fails_on_nan_and_json_stays_json(capsys, tmp_path: Path) -> None:
 def test_check_on_an_onnx_file_is_refused_before_running(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import archc.backends.onnx.runtime as runtime
 
-    monkeypatch.setattr(runtime, "benchmark", lambda *a, **k: pytest.fail("benchmarked before refusing"))
+    monkeypatch.setattr(runtime, "measure", lambda *a, **k: pytest.fail("benchmarked before refusing"))
     path = tmp_path / "m.onnx"
     archc.loads(TINY).to_onnx(path)
     code, _, err = run(capsys, "run", str(path), "--check")

@@ -300,13 +300,18 @@ def _finite(value: Any) -> Any:
 def run_isolated(
     prepared: Prepared, where: str, timeout: float = DEFAULT_TIMEOUT, **options: Any
 ) -> Report:
-    """`benchmark(prepared, **options)` in a child process, stopped after `timeout` seconds.
+    """`benchmark(prepared, **options)` with onnxruntime in a child process, stopped after `timeout` seconds.
 
     An untrusted model can hang onnxruntime (a Loop of 2^62 trips) or kill it
     (SIGFPE in a kernel): either way the child goes, and archc reports a
-    located error instead of hanging or dying. The child is forked, so it
-    shares the prepared model without copying it; only the report comes back.
+    located error instead of hanging or dying. The child is forked (so it
+    shares the prepared model without copying it, and must be the first to
+    start CUDA, which the CLI's process never does); the report comes back, and
+    for `check` the input and output, which the PyTorch module (trusted code,
+    and one whose thread pool a forked child could inherit locked) then runs
+    on here.
     """
+    check = bool(options.get("check"))
     import multiprocessing
     import signal
 
@@ -314,8 +319,12 @@ def run_isolated(
     receive, send = context.Pipe(duplex=False)
 
     def child() -> None:
+        import faulthandler
+
+        faulthandler.disable()  # a crash is the parent's to report, in one line
         try:
-            outcome: tuple[str, Any] = ("ok", benchmark(prepared, **options))
+            report, x, output = measure(prepared, **options)
+            outcome: tuple[str, Any] = ("ok", (report, x, output) if check else (report, None, None))
         except ArchError as e:
             outcome = ("error", str(e))
         except BaseException as e:  # noqa: BLE001 - reported by the parent, which decides
@@ -344,8 +353,11 @@ def run_isolated(
         receive.close()
     if kind == "error":
         raise RunError(f"{where}: {value}")
-    assert isinstance(value, Report)
-    return value
+    report, x, output = value
+    if check:
+        report.max_rel_error = torch_error(prepared, x, output)
+    assert isinstance(report, Report)
+    return report
 
 
 def _timer(session: ort.InferenceSession, name: str, x: np.ndarray, on_gpu: bool) -> Callable[[], object]:
@@ -373,6 +385,25 @@ def benchmark(
 
     With `check`, also run the PyTorch module at the same weights on the same
     input and record the max relative error (see `torch_error`).
+    """
+    report, x, output = measure(prepared, batch, provider, warmup, repeat, seed, check)
+    if check:
+        report.max_rel_error = torch_error(prepared, x, output)
+    return report
+
+
+def measure(
+    prepared: Prepared,
+    batch: int = 1,
+    provider: str = "auto",
+    warmup: int = 3,
+    repeat: int = 20,
+    seed: int = 0,
+    check: bool = False,
+) -> tuple[Report, np.ndarray, np.ndarray]:
+    """`benchmark` on onnxruntime alone: the report (no error yet), the input and the first output.
+
+    `check` only turns TF32 off, so that the output can be compared with PyTorch's.
     """
     if batch < 1 or warmup < 0 or repeat < 1:
         raise RunError("--batch and --repeat must be at least 1, --warmup at least 0")
@@ -415,9 +446,7 @@ def benchmark(
         gflops=2 * macs * batch / p50 / 1e9 if macs is not None else None,
         opset=prepared.opset,
     )
-    if check:
-        report.max_rel_error = torch_error(prepared, x, output)
-    return report
+    return report, x, output
 
 
 def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
