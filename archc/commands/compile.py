@@ -4,7 +4,8 @@ The target comes from OUT's suffix unless `--to` says. ONNX models carry
 weights: `random` (PyTorch's default init, seeded), `zeros`, or a `.pt`/`.pth`/
 `.safetensors` state_dict, checked against the spec. Output is written
 atomically (an external-data file too, for models over 1.8 GB); nothing is
-written when anything fails.
+written when anything fails. A model over `--max-size`, or over the free
+space where it goes, is refused before a byte is written.
 """
 
 from __future__ import annotations

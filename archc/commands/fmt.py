@@ -4,7 +4,9 @@ Files are rewritten atomically, only when they change. With `--check`, nothing
 is written: the files that would change are named and the exit status is 1.
 A file that does not parse is reported and left alone (exit 1), and so is one
 the formatter fails on (a bug in archc: the message names the file); the other
-files are still formatted. Directories are searched for *.arch files.
+files are still formatted. Directories are searched for *.arch files, never
+following a link out of the directory (see `archc.files`); a rewritten file
+keeps its mode.
 """
 
 from __future__ import annotations
