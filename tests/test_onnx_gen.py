@@ -35,6 +35,7 @@ network Every
 input 20x20x4
 conv1: conv K=8 F=3 P=same D=2
 batchnorm
+layernorm eps=1e-6
 lrn size=3
 relu6
 maxpool F=3 S=2 ceil=true
@@ -52,6 +53,7 @@ adaptiveavgpool 5
 globalavgpool
 flatten
 fc 10 bias=false
+layernorm bias=false
 softmax
 """
 
@@ -282,3 +284,26 @@ def test_network_to_onnx_facade(tmp_path: Path) -> None:
     net = archc.loads("input 4\nfc1: fc 3")
     model = net.to_onnx(tmp_path / "m.onnx", weights="zeros")
     assert onnx.load(str(tmp_path / "m.onnx")) == model
+
+
+# --- layernorm ----------------------------------------------------------------------
+@pytest.mark.parametrize("bias", [True, False])
+def test_layernorm_over_channels_first_and_written_out_below_opset_17(bias: bool) -> None:
+    """LayerNormalization on the last axis (transposed there from axis 1), and the same in plain ops at 13-16."""
+    net = archc.loads(f"input 3x5x4\nln: layernorm eps=1e-3 bias={str(bias).lower()}\n")
+    rng = np.random.default_rng(0)
+    weights = {"ln.weight": rng.standard_normal(4, dtype=np.float32)}
+    if bias:
+        weights["ln.bias"] = rng.standard_normal(4, dtype=np.float32)
+    x = rng.standard_normal((2, 4, 3, 5), dtype=np.float32)
+    mean = x.mean(axis=1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+    expected = (x - mean) / np.sqrt(var + 1e-3) * weights["ln.weight"][:, None, None]
+    if bias:
+        expected += weights["ln.bias"][:, None, None]
+    new, old = build_model(net, weights=weights), build_model(net, weights=weights, opset=16)
+    assert [n.op_type for n in new.graph.node] == ["Transpose", "LayerNormalization", "Transpose"]
+    assert "LayerNormalization" not in {n.op_type for n in old.graph.node}
+    for model in (new, old):
+        _check_against_ir(net, model)
+        np.testing.assert_allclose(_run(model, x), expected, rtol=1e-4, atol=1e-5)

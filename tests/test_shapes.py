@@ -67,6 +67,10 @@ ROWS: list[Row] = [
     ("8x8x16", "batchnorm", "8x8x16", 32, 0),
     ("8x8x16", "batchnorm eps=1e-3", "8x8x16", 32, 0),
     ("64", "batchnorm", "64", 128, 0),
+    # layernorm: C scales + C shifts over the channels at every position
+    ("8x8x16", "layernorm", "8x8x16", 32, 0),
+    ("8x8x16", "layernorm eps=1e-6 bias=false", "8x8x16", 16, 0),
+    ("64", "layernorm", "64", 128, 0),
     ("8x8x16", "lrn size=5 alpha=1e-4 beta=0.75 k=2", "8x8x16", 0, 0),
     ("8x8x16", "dropout", "8x8x16", 0, 0),
     ("10", "dropout 0.3", "10", 0, 0),
@@ -210,7 +214,7 @@ def test_totals_equal_the_sum_of_layers(spec: Path) -> None:
     for x in layers:
         if x.kind not in ("conv", "fc"):
             assert x.macs == 0, x
-        if x.kind not in ("conv", "fc", "batchnorm"):
+        if x.kind not in ("conv", "fc", "batchnorm", "layernorm"):
             assert x.params == 0, x
 
 

@@ -207,6 +207,49 @@ def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("BatchNormalization", ins, p, epsilon=float(node.attrs["eps"]))
 
 
+LAYERNORM_OPSET = 17  # ONNX added LayerNormalization in opset 17
+
+
+def _layernorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """LayerNormalization over the channels: on the last axis, transposed there and back when the
+    channels are on axis 1 (images, volumes); written out in plain ops below opset 17."""
+    p, shape = node.name, facts.inputs[0]
+    (x,) = ctx.inputs(node)
+    eps = float(node.attrs["eps"])
+    bias = [f"{p}.bias"] if node.attrs["bias"] else []
+    rank = 1 + len(shape.nchw())
+    axis = shape.layout.channel_axis()
+    if ctx.opset < LAYERNORM_OPSET:
+        return _layernorm_written_out(ctx, node, x, axis, rank, eps)
+    if axis == rank - 1:
+        return ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], p, axis=-1, epsilon=eps)
+    last = [i for i in range(rank) if i != axis] + [axis]
+    back = [last.index(i) for i in range(rank)]
+    x = ctx.emit("Transpose", [x], f"{p}/to_last", perm=last)
+    x = ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], f"{p}/norm", axis=-1, epsilon=eps)
+    return ctx.emit("Transpose", [x], p, perm=back)
+
+
+def _layernorm_written_out(ctx: Lowering, node: Node, x: str, axis: int, rank: int, eps: float) -> str:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the channel axis, in place (opsets 13-16)."""
+    p = node.name
+    mean = ctx.emit("ReduceMean", [x], f"{p}/mean", axes=[axis], keepdims=1)
+    centred = ctx.emit("Sub", [x, mean], f"{p}/centred")
+    var = ctx.emit("ReduceMean", [ctx.emit("Mul", [centred, centred], f"{p}/square")], f"{p}/var", axes=[axis], keepdims=1)
+    std = ctx.emit("Sqrt", [ctx.emit("Add", [var, ctx.constant(f"/const/{p}/eps", eps)], f"{p}/var_eps")], f"{p}/std")
+    y = ctx.emit("Div", [centred, std], f"{p}/normed")
+    after = rank - 1 - axis  # the [C] parameters broadcast as [C, 1, ...] over the axes after the channels
+    shaped = ctx.constant(f"/const/shape{after}", np.array([-1] + [1] * after, np.int64))
+
+    def per_channel(name: str) -> str:
+        return ctx.emit("Reshape", [name, shaped], f"{p}/{name.rsplit('.', 1)[1]}_shaped") if after else name
+
+    y = ctx.emit("Mul", [y, per_channel(f"{p}.weight")], f"{p}/scaled" if node.attrs["bias"] else p)
+    if node.attrs["bias"]:
+        y = ctx.emit("Add", [y, per_channel(f"{p}.bias")], p)
+    return y
+
+
 def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     a = node.attrs
     size, alpha, beta, k = a["size"], float(a["alpha"]), float(a["beta"]), float(a["k"])
@@ -248,6 +291,7 @@ HANDLERS: dict[str, Handler] = {
     "fc": _fc,
     "flatten": _simple("Flatten", axis=1),
     "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
     "lrn": _lrn,
     "add": _simple("Add"),
     "concat": _concat,

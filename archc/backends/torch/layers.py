@@ -222,6 +222,32 @@ def batchnorm(ctx: LayerCtx) -> Emitted:
     return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
 
 
+def _channels_last(shape: Shape) -> bool:
+    """Whether generated code holds the channels on the last axis (flat features), not on axis 1."""
+    return shape.layout.channel_axis() == len(shape.nchw())
+
+
+def layernorm(ctx: LayerCtx) -> Emitted:
+    """nn.LayerNorm over the last axis: a channels-first tensor moves its channels there and back."""
+    text = ctor(
+        "nn.LayerNorm",
+        ctx.in_channels().text,
+        eps=_kw(ctx.key("eps"), 1e-5),
+        bias=_kw(ctx.key("bias"), True),
+    )
+    if all(_channels_last(s) for s in ctx.ins):
+        return _module(ctx, text)
+    # [batch, C, ...] -> [batch, ..., C] and back (a no-op on a flat [batch, C]): as torchvision's
+    # ConvNeXt permutes around its LayerNorm
+    axis = _feature_axis(ctx, ctx.ins)
+    steps = [
+        Step(None, call=f"{{x}}.movedim({axis}, -1)"),
+        Step(ctx.name, text),
+        Step(None, call=f"{{x}}.movedim(-1, {axis})"),
+    ]
+    return Emitted(steps)
+
+
 def lrn(ctx: LayerCtx) -> Emitted:
     text = ctor(
         "nn.LocalResponseNorm",
@@ -269,6 +295,7 @@ HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
     "fc": fc,
     "flatten": flatten,
     "batchnorm": batchnorm,
+    "layernorm": layernorm,
     "lrn": lrn,
     "add": add,
     "concat": concat,
