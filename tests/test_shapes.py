@@ -125,6 +125,39 @@ def test_concat_of_flat_vectors() -> None:
     assert n.output_shape == (7,)
 
 
+def test_add_and_multiply_broadcast_per_channel_branches() -> None:
+    """Equal shapes, or a branch at 1x1xC or flat C scaling every position (squeeze-and-excitation)."""
+    n = archc.loads(
+        "input 8x8x16\nse: multiply {\n branch { identity }\n"
+        " branch { globalavgpool; conv K=4 F=1; relu; conv K=16 F=1; sigmoid }\n} -> 8x8x16\n"
+        "s: add { branch { relu } branch { globalavgpool; flatten } } -> 8x8x16\n"
+        "one: add { branch { globalavgpool } branch { globalavgpool; flatten } } -> 1x1x16\n"
+        "flat: multiply { branch { flatten } branch { flatten } }\n",
+        "t.arch",
+    )
+    kinds = {layer.name: (layer.kind, layer.output, layer.params, layer.macs) for layer in n.layers}
+    assert kinds["se"] == ("multiply", (8, 8, 16), 0, 0) and kinds["s"] == ("add", (8, 8, 16), 0, 0)
+    assert kinds["one"][1] == (1, 1, 16) and kinds["flat"][1] == (16,)
+    assert n.params == (16 * 4 + 4) + (4 * 16 + 16)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("branch { conv K=8 F=1 } branch { identity }", "branch 1 ends at 8x8x8 but branch 2 at 8x8x4"),
+        ("branch { identity } branch { globalavgpool; conv K=8 F=1 }", "branch 1 ends at 8x8x4 but branch 2 at 1x1x8"),
+        ("branch { identity } branch { maxpool F=2 }", "branch 1 ends at 8x8x4 but branch 2 at 4x4x4"),
+        ("branch { identity } branch { fc 5 }", "branch 1 ends at 8x8x4 but branch 2 at 5"),
+    ],
+)
+def test_elementwise_merge_shape_errors(body: str, words: str) -> None:
+    for op in ("add", "multiply"):
+        r = compile_text(f"input 8x8x4\nm: {op} {{ {body} }}\n", "t.arch")
+        (d,) = r.errors
+        assert d.code == "E200" and words in d.message and d.span is not None and d.span.line == 2, r.render()
+        assert d.hint is not None and "1x1x" in d.hint
+
+
 def test_residual_keeps_the_shape() -> None:
     n = archc.loads("input 8x8x4\nresidual { conv K=4 F=3 P=1; relu }", "t.arch")
     assert n.output_shape == (8, 8, 4) and n.layers[-1].kind == "add" and n.layers[-1].macs == 0

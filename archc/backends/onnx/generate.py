@@ -277,6 +277,29 @@ def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("Div", [x, div], p)
 
 
+def _elementwise_merge(op: str) -> Handler:
+    """Add or Mul over the branches, in order; ONNX broadcasts a `[batch, C, 1, 1]` branch itself,
+    and a flat `[batch, C]` one is unsqueezed to that first (its trailing axis would meet W, not C)."""
+
+    def handler(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+        out = facts.output
+        values = []
+        for i, (value, shape) in enumerate(zip(ctx.inputs(node), facts.inputs, strict=True)):
+            if out.is_spatial and not shape.is_spatial:
+                rank, channels = 1 + len(out.nchw()), out.layout.channel_axis()
+                axes = np.array([a for a in range(rank) if a not in (0, channels)], np.int64)
+                name = ctx.constant(f"/const/axes{'_'.join(map(str, axes))}", axes)
+                value = ctx.emit("Unsqueeze", [value, name], f"{node.name}/branch{i + 1}")
+            values.append(value)
+        acc = values[0]
+        for k, value in enumerate(values[1:], start=2):
+            last = k == len(values)
+            acc = ctx.emit(op, [acc, value], node.name if last else f"{node.name}/{op.lower()}{k - 1}")
+        return acc
+
+    return handler
+
+
 def _concat(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("Concat", ctx.inputs(node), node.name, axis=facts.output.layout.channel_axis())
 
@@ -293,7 +316,8 @@ HANDLERS: dict[str, Handler] = {
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
     "lrn": _lrn,
-    "add": _simple("Add"),
+    "add": _elementwise_merge("Add"),
+    "multiply": _elementwise_merge("Mul"),
     "concat": _concat,
     **{name: _elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }
