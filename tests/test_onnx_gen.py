@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ network Every
 input 20x20x4
 conv1: conv K=8 F=3 P=same D=2
 batchnorm
+layernorm eps=1e-6
 lrn size=3
 relu6
 maxpool F=3 S=2 ceil=true
@@ -46,11 +48,14 @@ tanh
 identity
 res: residual { conv K=8 F=3 P=1 bias=false; batchnorm }
 relu
+se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; relu; conv K=8 F=1; sigmoid } }
+shift: add { branch { relu } branch { globalavgpool; flatten } branch { conv K=8 F=1 } }
 cat: concat { branch { conv K=4 F=1 } branch { conv K=4 F=3 P=1; dropout 0.3 } }
 adaptiveavgpool 5
 globalavgpool
 flatten
 fc 10 bias=false
+layernorm bias=false
 softmax
 """
 
@@ -327,9 +332,16 @@ def test_external_data_past_the_threshold(tmp_path: Path) -> None:
     before = model.SerializeToString()
     path = tmp_path / "big.onnx"
     written = save_model(model, path, threshold=1000)
-    assert written == [path, tmp_path / "big.onnx.data"]
+    # issue 12, item 7: the data is named after its content, so model and data are replaced as a pair
+    assert written[0] == path and written[1].parent == tmp_path
+    assert re.fullmatch(r"big\.onnx\.[0-9a-f]{16}\.data", written[1].name)
     assert model.SerializeToString() == before  # the model in memory is untouched
-    assert path.stat().st_size < 5000 < written[1].stat().st_size
+    # every tensor past 1000 bytes lives in the data file, the others in the model
+    bare = onnx.load(str(path), load_external_data=False)
+    for t in bare.graph.initializer:
+        external = t.data_location == onnx.TensorProto.EXTERNAL
+        assert external == (4 * int(np.prod(t.dims)) > 1000), t.name
+    assert written[1].stat().st_size >= sum(4 * int(np.prod(t.dims)) for t in bare.graph.initializer if t.data_location)
     onnx.checker.check_model(str(path), full_check=True)
     loaded = onnx.load(str(path))  # reads the external data back
     for a, b in zip(loaded.graph.initializer, model.graph.initializer, strict=True):
@@ -360,3 +372,26 @@ def test_network_to_onnx_facade(tmp_path: Path) -> None:
     net = archc.loads("input 4\nfc1: fc 3")
     model = net.to_onnx(tmp_path / "m.onnx", weights="zeros")
     assert onnx.load(str(tmp_path / "m.onnx")) == model
+
+
+# --- layernorm ----------------------------------------------------------------------
+@pytest.mark.parametrize("bias", [True, False])
+def test_layernorm_over_channels_first_and_written_out_below_opset_17(bias: bool) -> None:
+    """LayerNormalization on the last axis (transposed there from axis 1), and the same in plain ops at 13-16."""
+    net = archc.loads(f"input 3x5x4\nln: layernorm eps=1e-3 bias={str(bias).lower()}\n")
+    rng = np.random.default_rng(0)
+    weights = {"ln.weight": rng.standard_normal(4, dtype=np.float32)}
+    if bias:
+        weights["ln.bias"] = rng.standard_normal(4, dtype=np.float32)
+    x = rng.standard_normal((2, 4, 3, 5), dtype=np.float32)
+    mean = x.mean(axis=1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+    expected = (x - mean) / np.sqrt(var + 1e-3) * weights["ln.weight"][:, None, None]
+    if bias:
+        expected += weights["ln.bias"][:, None, None]
+    new, old = build_model(net, weights=weights), build_model(net, weights=weights, opset=16)
+    assert [n.op_type for n in new.graph.node] == ["Transpose", "LayerNormalization", "Transpose"]
+    assert "LayerNormalization" not in {n.op_type for n in old.graph.node}
+    for model in (new, old):
+        _check_against_ir(net, model)
+        np.testing.assert_allclose(_run(model, x), expected, rtol=1e-4, atol=1e-5)

@@ -1,7 +1,7 @@
 """Syntax tree -> layer graph (`archc.ir.Graph`).
 
 Resolves block calls (keyword arguments, defaults, integer arithmetic),
-`repeat`, `residual`/`shortcut` and `concat`/`branch` into a DAG of built-in
+`repeat`, `residual`/`shortcut` and `concat`/`add`/`multiply` with their `branch`es into a DAG of built-in
 layers with dotted hierarchical names, and resolves `expect` targets.
 
 The naming rules (scopes, levels, generated names such as `conv1`) are stated
@@ -200,7 +200,7 @@ class _Builder:
         if isinstance(st, S.Concat):
             return self.concat(st, scope, env, current)
         if isinstance(st, S.Branch):
-            raise _fail("E131", "'branch' belongs inside concat { ... }", st.span)
+            raise _fail("E131", "'branch' belongs inside concat, add or multiply { ... }", st.span)
         if isinstance(st, S.BlockDef):
             raise _fail("E132", "blocks are defined at the top level", st.span)
         if isinstance(st, (S.InputDecl, S.NetworkDecl)):
@@ -428,19 +428,20 @@ class _Builder:
                 span = getattr(item, "span", st.span)
                 raise _fail(
                     "E131",
-                    "concat { ... } holds only branch { ... } bodies",
+                    f"{st.op} {{ ... }} holds only branch {{ ... }} bodies",
                     span,
-                    "wrap the layers: concat { branch { conv K=64 F=1 } branch { ... } }",
+                    f"wrap the layers: {st.op} {{ branch {{ conv K=64 F=1 }} branch {{ ... }} }}",
                 )
             outs.append(self.run(item.body, scope, env, current))
         if not outs:
-            raise _fail("E131", "concat needs at least one branch", st.span)
-        name = self.name(scope, st.label, "concat", st.span)
+            raise _fail("E131", f"{st.op} needs at least one branch", st.span)
+        name = self.name(scope, st.label, st.op, st.span)
         out = self.emit(
             Node.model_construct(
                 name=name,
-                kind="concat",
-                attrs={},
+                kind=st.op,
+                # a written `add` broadcasts per-channel branches; a residual's sum (also `add`) does not
+                attrs={"broadcast": True} if st.op == "add" else {},
                 inputs=tuple(outs),
                 span=st.span,
                 scope=scope.path,

@@ -172,6 +172,8 @@ class Merge(NamedTuple):
 SPATIAL = frozenset({Layout.IMAGE})
 FLAT_OR_SPATIAL = frozenset({Layout.FLAT, Layout.SEQUENCE, Layout.IMAGE})
 SEQUENCE = frozenset({Layout.SEQUENCE})
+# every layout with a feature axis (not token ids): channels at every position, or flat features
+ANY_FEATURES = frozenset({Layout.FLAT, Layout.SEQUENCE, Layout.IMAGE, Layout.VOLUME})
 
 
 class Traits(NamedTuple):

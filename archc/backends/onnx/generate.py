@@ -48,7 +48,7 @@ from archc.kinds.dense import flattens
 from archc.kinds.sequence import kv_heads, kv_width, select_index
 from archc.kinds.tensors import tensor_specs
 
-# The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
+# The newest opset that every onnxruntime the extras allow (>= 1.24.3) runs, and
 # the one that brings Gelu. A newer default would shut out runtimes still in
 # use: on an H200, onnxruntime-gpu 1.31.1 (the newest GPU wheel) refused
 # opset 28's IR version 14 ("max supported IR version: 13"). Opset 20 needs IR
@@ -65,6 +65,7 @@ KIND_MIN_OPSET = {
     if kind.elementwise is not None and kind.elementwise.onnx_opset is not None
 }
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
+MAX_CONSTANT_BYTES = 64 << 20  # constants a lowering may add for one layer (uneven adaptive pooling)
 OUTPUT = "output"
 
 
@@ -192,6 +193,17 @@ def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     # windows are fixed by the sizes, and a mean over a rectangle is a mean over
     # its columns, then over its rows: x @ Cols^T, then Rows @ that. (MatMul
     # reaches the last two axes: an image's, or a sequence's one.)
+    size = 4 * sum(n * o for n, o in zip(sizes, outs, strict=True))
+    if size > MAX_CONSTANT_BYTES:  # 40 bytes of spec must not become an 800 MB file
+        shown = "x".join(map(str, sizes)), "x".join(map(str, outs))
+        ctx.diagnostics.append(error(
+            "E603",
+            f"{node.name}: adaptiveavgpool from {shown[0]} to {shown[1]} has uneven windows, which ONNX needs as "
+            f"averaging matrices of {size:,} bytes (more than {MAX_CONSTANT_BYTES:,})",
+            node.span,
+            f"an output size that divides {shown[0]} becomes one AveragePool, with no constants",
+        ))  # fmt: skip
+        return x
     last, *before = reversed(range(len(sizes)))
     cols = ctx.constant(f"/const/{node.name}/cols", _adaptive_matrix(sizes[last], outs[last]).T.copy())
     if not before:
@@ -232,6 +244,49 @@ def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("BatchNormalization", ins, p, epsilon=float(node.attrs["eps"]))
 
 
+LAYERNORM_OPSET = 17  # ONNX added LayerNormalization in opset 17
+
+
+def _layernorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """LayerNormalization over the channels: on the last axis, transposed there and back when the
+    channels are on axis 1 (images, volumes); written out in plain ops below opset 17."""
+    p, shape = node.name, facts.inputs[0]
+    (x,) = ctx.inputs(node)
+    eps = float(node.attrs["eps"])
+    bias = [f"{p}.bias"] if node.attrs["bias"] else []
+    rank = 1 + len(shape.dims)
+    axis = shape.layout.channel_axis(ctx.net.analysis.reads(node))
+    if ctx.opset < LAYERNORM_OPSET:
+        return _layernorm_written_out(ctx, node, x, axis, rank, eps)
+    if axis == rank - 1:
+        return ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], p, axis=-1, epsilon=eps)
+    last = [i for i in range(rank) if i != axis] + [axis]
+    back = [last.index(i) for i in range(rank)]
+    x = ctx.emit("Transpose", [x], f"{p}/to_last", perm=last)
+    x = ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], f"{p}/norm", axis=-1, epsilon=eps)
+    return ctx.emit("Transpose", [x], p, perm=back)
+
+
+def _layernorm_written_out(ctx: Lowering, node: Node, x: str, axis: int, rank: int, eps: float) -> str:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the channel axis, in place (opsets 13-16)."""
+    p = node.name
+    mean = ctx.emit("ReduceMean", [x], f"{p}/mean", axes=[axis], keepdims=1)
+    centred = ctx.emit("Sub", [x, mean], f"{p}/centred")
+    var = ctx.emit("ReduceMean", [ctx.emit("Mul", [centred, centred], f"{p}/square")], f"{p}/var", axes=[axis], keepdims=1)
+    std = ctx.emit("Sqrt", [ctx.emit("Add", [var, ctx.constant(f"/const/{p}/eps", eps)], f"{p}/var_eps")], f"{p}/std")
+    y = ctx.emit("Div", [centred, std], f"{p}/normed")
+    after = rank - 1 - axis  # the [C] parameters broadcast as [C, 1, ...] over the axes after the channels
+    shaped = ctx.constant(f"/const/shape{after}", np.array([-1] + [1] * after, np.int64))
+
+    def per_channel(name: str) -> str:
+        return ctx.emit("Reshape", [name, shaped], f"{p}/{name.rsplit('.', 1)[1]}_shaped") if after else name
+
+    y = ctx.emit("Mul", [y, per_channel(f"{p}.weight")], f"{p}/scaled" if node.attrs["bias"] else p)
+    if node.attrs["bias"]:
+        y = ctx.emit("Add", [y, per_channel(f"{p}.bias")], p)
+    return y
+
+
 def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     a = node.attrs
     size, alpha, beta, k = a["size"], float(a["alpha"]), float(a["beta"]), float(a["k"])
@@ -257,6 +312,29 @@ def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     base = ctx.emit("Add", [scaled, ctx.constant(f"/const/{p}/k", k)], f"{p}/k")
     div = ctx.emit("Pow", [base, ctx.constant(f"/const/{p}/beta", beta)], f"{p}/beta")
     return ctx.emit("Div", [x, div], p)
+
+
+def _elementwise_merge(op: str) -> Handler:
+    """Add or Mul over the branches, in order; ONNX broadcasts a `[batch, C, 1, 1]` branch itself,
+    and a flat `[batch, C]` one is unsqueezed to that first (its trailing axis would meet W, not C)."""
+
+    def handler(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+        out = facts.output
+        values = []
+        for i, (value, shape) in enumerate(zip(ctx.inputs(node), facts.inputs, strict=True)):
+            if out.is_spatial and not shape.is_spatial:
+                rank, channels = 1 + len(out.dims), out.layout.channel_axis(ctx.net.analysis.reads(node))
+                axes = np.array([a for a in range(rank) if a not in (0, channels)], np.int64)
+                name = ctx.constant(f"/const/axes{'_'.join(map(str, axes))}", axes)
+                value = ctx.emit("Unsqueeze", [value, name], f"{node.name}/branch{i + 1}")
+            values.append(value)
+        acc = values[0]
+        for k, value in enumerate(values[1:], start=2):
+            last = k == len(values)
+            acc = ctx.emit(op, [acc, value], node.name if last else f"{node.name}/{op.lower()}{k - 1}")
+        return acc
+
+    return handler
 
 
 def _concat(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
@@ -433,8 +511,10 @@ HANDLERS: dict[str, Handler] = {
     "fc": _fc,
     "flatten": _simple("Flatten", axis=1),
     "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
     "lrn": _lrn,
-    "add": _simple("Add"),
+    "add": _elementwise_merge("Add"),
+    "multiply": _elementwise_merge("Mul"),
     "concat": _concat,
     "embedding": _embedding,
     "posembed": _posembed,

@@ -172,6 +172,7 @@ class _Ctx:
         self.name = local
         facts = [w.gen.facts[n] for n in nodes]
         self.ins: Sequence[Shape] = [f.inputs[0] for f in facts] if KINDS[kind].traits.merge is None else []
+        self.branches: Sequence[Sequence[Shape]] = [f.inputs for f in facts]
         self.outs: Sequence[Shape] = [f.output for f in facts]
         self.windows: Sequence[Window | None] = [f.window for f in facts]
         self.attrs: Sequence[dict[str, Any]] = [w.gen.nodes[n].attrs for n in nodes] if st is not None else []
@@ -330,7 +331,7 @@ class _ClassWriter:
             elif isinstance(st, S.Residual):
                 src = self.residual(st, scope, src, dst)
             elif isinstance(st, S.Concat):
-                src = self.concat(st, scope, src, dst)
+                src = self.merge(st, scope, src, dst)
         return src
 
     def nodes(self, local: str) -> list[str]:
@@ -377,7 +378,8 @@ class _ClassWriter:
         self.chan = body_chan if body_chan is not None else self.chan
         return out
 
-    def concat(self, st: S.Concat, scope: Any, src: str, dst: str) -> str:
+    def merge(self, st: S.Concat, scope: Any, src: str, dst: str) -> str:
+        """concat, add or multiply: each branch from the same input, then the merge of their outputs."""
         start, chan = self.cur, self.chan
         outs, chans = [], []
         for br in st.branches:
@@ -385,12 +387,15 @@ class _ClassWriter:
             self.cur, self.chan = start, chan
             outs.append(self.seq(br.body, scope, src, self.local("branch")))
             chans.append(self.chan)
-        local = self.gen.builder.name(scope, st.label, "concat", st.span)
-        ctx = _Ctx(self, None, "concat", local, self.nodes(local))
+        local = self.gen.builder.name(scope, st.label, st.op, st.span)
+        ctx = _Ctx(self, None, st.op, local, self.nodes(local))
         ctx.operands = _transposing(outs, self.transposed(self.nodes(local)))
-        out = self.steps(HANDLERS["concat"](ctx).steps, src, dst)
+        out = self.steps(HANDLERS[st.op](ctx).steps, src, dst)
         self.cur = self.nodes(local)
-        self.chan = None if any(c is None for c in chans) else E.add([c for c in chans if c is not None])
+        if st.op == "concat":
+            self.chan = None if any(c is None for c in chans) else E.add([c for c in chans if c is not None])
+        else:  # an elementwise merge keeps the channels every branch ends with
+            self.chan = next((c for c in chans if c is not None), None)
         return out
 
     # --- assembly --------------------------------------------------------------------------------

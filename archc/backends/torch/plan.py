@@ -188,7 +188,7 @@ class _Plan:
                 for br in st.branches:
                     assert isinstance(br, S.Branch)  # the elaborator admits nothing else
                     self.collect(br.body, scope, env, current)
-                current = self.node_name(self.builder.name(scope, st.label, "concat", st.span))
+                current = self.node_name(self.builder.name(scope, st.label, st.op, st.span))
         return current
 
     def enter_block(self, block: str, path: str, current: str) -> str:
