@@ -43,6 +43,11 @@ ZOO: dict[str, tuple[int, float | None, str]] = {
     "squeezenet1_1": (1_235_496, 0.349, "torchvision squeezenet1_1"),
     "mobilenet_v2": (3_504_872, 0.301, "torchvision mobilenet_v2"),
     "densenet121": (7_978_856, 2.834, "torchvision densenet121"),
+    # torchvision's ViT GFLOPS count the patch projection, the attention projections, QK^T and
+    # AV (2*L*L*C), the MLPs and the head: the contract's MACs
+    "vit_b_16": (86_567_656, 17.56, "torchvision vit_b_16"),
+    "vit_b_32": (88_224_232, 4.41, "torchvision vit_b_32"),
+    "vit_l_16": (304_326_632, 61.55, "torchvision vit_l_16"),
 }
 
 # torchvision builder and keyword arguments for the specs that mirror one

@@ -127,13 +127,16 @@ class _Builder:
                 )
             tied: str | None = owner.attrs.get("tie")
             return tied if tied is not None else name
-        visible = {
-            n.rsplit(".", 1)[-1]
-            for n in self.by_name
-            if n.rpartition(".")[0] in {".".join(parts[:d]) for d in range(len(parts) + 1)}
-        }
-        hint = did_you_mean(expr.name, visible) or (
-            f"a tie names an {' or '.join(TIE_OWNERS)} written before it, in its scope or an enclosing one"
+        scopes = {".".join(parts[:d]) for d in range(len(parts) + 1)}
+        owners = [
+            name.rsplit(".", 1)[-1]
+            for name, node in self.by_name.items()
+            if node.kind in TIE_OWNERS and name.rpartition(".")[0] in scopes
+        ]
+        hint = did_you_mean(expr.name, owners) or (
+            f"the {' and '.join(TIE_OWNERS)} layers before it here: {', '.join(owners)}"
+            if owners
+            else f"a tie names an {' or '.join(TIE_OWNERS)} written before it, in its scope or an enclosing one"
         )
         raise _fail("E121", f"{key}={expr.name}: no layer of that name before this one", expr.span, hint)
 
