@@ -302,6 +302,28 @@ def test_a_layer_named_output_keeps_the_graph_output_unique() -> None:
 
 
 # --- golden, determinism, files -----------------------------------------------------
+SMALL_TRANSFORMER = """\
+network SmallTransformer
+input 8 tokens
+wte: embedding V=32 D=16
+wpe: posembed
+block Block(D, H) {
+  residual { ln_1: layernorm; attn: attention H causal=true }
+  residual { ln_2: layernorm; fc D*2; gelu; fc D }
+}
+h: repeat 2 { Block D=16 H=2 }
+ln_f: layernorm
+head: fc 32 bias=false tie=wte
+"""
+
+
+def test_golden_small_transformer(golden) -> None:  # type: ignore[no-untyped-def]
+    """A GPT-style decoder as ONNX text: int64 ids, Gather, LayerNormalization, the attention's
+    MatMuls and constant causal mask, and the tied head reading wte.weight (stored once)."""
+    model = build_model(archc.loads(SMALL_TRANSFORMER), weights="zeros")
+    golden(GOLDEN / "small_transformer.onnx.txt", onnx_text(model))
+
+
 def test_golden_alexnet_lecture(golden) -> None:
     model = build_model(archc.load(SPECS / "alexnet_lecture.arch"), weights="zeros")
     golden(GOLDEN / "alexnet_lecture.onnx.txt", onnx_text(model))

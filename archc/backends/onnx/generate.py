@@ -45,7 +45,7 @@ from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
 from archc.ir import INPUT, Layout, Node
 from archc.kinds import KINDS
 from archc.kinds.dense import flattens
-from archc.kinds.sequence import kv_heads, kv_width, select_index
+from archc.kinds.sequence import kv_heads, select_index
 from archc.kinds.tensors import tensor_specs
 
 # The newest opset that every onnxruntime the extras allow (>= 1.24.3) runs, and
@@ -421,26 +421,20 @@ def _rotate(ctx: Lowering, x: str, name: str, tables: tuple[str, str], width: in
 def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     """Multi-head self-attention in standard operators.
 
-    One MatMul for q, k and v (their transposed weights concatenated: onnxruntime folds that
-    into one constant when the session starts), heads split by Reshape and Transpose, scores
-    scaled after the MatMul (onnxruntime fuses the scale into it), a constant additive causal
+    A MatMul for each of q, k and v (nn.Linear's weights, transposed: onnxruntime folds that
+    into a constant when the session starts), heads split by Reshape and Transpose, scores
+    scaled after their MatMul (onnxruntime fuses the scale into it), a constant additive causal
     mask, Softmax over the last axis, the weighted sum, heads joined and the output projection.
     """
     (x,) = ctx.inputs(node)
     a, p = node.attrs, node.name
     length, c = facts.inputs[0].dims
     heads, kv = a["heads"], kv_heads(a)
-    width, e = c // heads, kv_width(a, c)
-    projections = ("q", "k", "v")
-    weight = ctx.emit("Concat", [ctx.weight_t(f"{p}.{n}.weight") for n in projections], f"{p}/qkv_weight", axis=1)
-    qkv = ctx.emit("MatMul", [x, weight], f"{p}/qkv_matmul")
-    if a["bias"]:
-        bias = ctx.emit("Concat", [f"{p}.{n}.bias" for n in projections], f"{p}/qkv_bias", axis=0)
-        qkv = ctx.emit("Add", [qkv, bias], f"{p}/qkv")
-    outs = [f"{p}/{n}" for n in projections]
-    ctx.nodes.append(
-        helper.make_node("Split", [qkv, ctx.ints(f"{p}/split", [c, e, e])], outs, name=f"{p}/split", axis=2)
-    )
+    width = c // heads
+    outs = []
+    for n in ("q", "k", "v"):  # three MatMuls, as three nn.Linear: no copy to split one result apart
+        y = ctx.emit("MatMul", [x, ctx.weight_t(f"{p}.{n}.weight")], f"{p}/{n}_matmul")
+        outs.append(ctx.emit("Add", [y, f"{p}.{n}.bias"], f"{p}/{n}") if a["bias"] else y)
     q, k, v = (
         ctx.emit("Reshape", [t, ctx.ints(f"heads{n}x{width}", [0, length, n, width])], f"{t}/heads")
         for t, n in zip(outs, (heads, kv, kv), strict=True)
