@@ -98,7 +98,8 @@ def test_compile_torch_source(tmp_path: Path) -> None:
     assert main(["compile", LENET, "-o", str(out)]) == 0
     from archc.backends.torch.generate import generate_source
 
-    assert out.read_text() == generate_source(archc.load(LENET))
+    net = archc.load(LENET)
+    assert out.read_text() == generate_source(net.analysis, net.path)
     compile(out.read_text(), str(out), "exec")
 
 

@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if target == "torch":
         try:
-            from archc.backends.torch.generate import generate_source
+            source = net.torch_source()
         except ModuleNotFoundError as e:
             raise ArchError(f"the PyTorch generator is not available ({e.name} is missing)") from e
-        write_atomic(out, generate_source(net).encode("utf-8"))
+        write_atomic(out, source.encode("utf-8"))
         print(f"wrote {out} ({net.name}, PyTorch source, {net.params:,} params)")
         return 0
     from archc.commands.deps import require
