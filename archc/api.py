@@ -139,7 +139,7 @@ class Network:
         from archc.backends.onnx.generate import build_model, save_model
 
         with self.rendering():
-            model = build_model(self, weights=weights, seed=seed, opset=opset)
+            model = build_model(self.analysis, weights=weights, seed=seed, opset=opset)
         if path is not None:
             save_model(model, Path(path))
         return model

@@ -26,7 +26,7 @@ def test_compile_onnx_from_the_suffix(tmp_path: Path, capsys) -> None:
     onnx.checker.check_model(model, full_check=True)
     net = archc.load(LENET)
     got = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    assert all(np.array_equal(got[k], v) for k, v in make_weights(net, seed=4).items())
+    assert all(np.array_equal(got[k], v) for k, v in make_weights(net.analysis, seed=4).items())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx"]  # no temporary left
 
 
@@ -41,7 +41,7 @@ def test_compile_zeros_and_opset(tmp_path: Path) -> None:
 def test_compile_with_a_weights_file(tmp_path: Path) -> None:
     st = pytest.importorskip("safetensors.numpy")
     net = archc.load(LENET)
-    w = make_weights(net, seed=9)
+    w = make_weights(net.analysis, seed=9)
     st.save_file(w, str(tmp_path / "w.safetensors"))
     out = tmp_path / "m.onnx"
     assert main(["compile", LENET, "-o", str(out), "--weights", str(tmp_path / "w.safetensors")]) == 0

@@ -50,7 +50,7 @@ def test_onnx_text(stem: str, golden) -> None:
     pytest.importorskip("onnx")
     from archc.backends.onnx.generate import build_model
 
-    model = build_model(archc.load(SPECS / f"{stem}.arch"), weights="zeros")
+    model = build_model(archc.load(SPECS / f"{stem}.arch").analysis, weights="zeros")
     golden(GOLDEN / "zoo" / f"{stem}.onnx.txt", onnx_text(model))
 
 

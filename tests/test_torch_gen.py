@@ -28,7 +28,7 @@ def _sd_shapes(module: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 def _check_against_ir(net: archc.Network, module: torch.nn.Module) -> None:
     assert sum(p.numel() for p in module.parameters()) == net.params
-    assert _sd_shapes(module) == [(t.name, t.shape) for t in tensor_specs(net)]
+    assert _sd_shapes(module) == [(t.name, t.shape) for t in tensor_specs(net.analysis)]
 
 
 @pytest.mark.parametrize("path", all_specs(), ids=lambda p: p.stem)

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     require("compile --to onnx", "onnx", "numpy")
     from archc.backends.onnx.generate import default_opset, write_model
 
-    written = write_model(net, out, weights=args.weights or "random", seed=args.seed, opset=args.opset)
+    with net.rendering():
+        written = write_model(net.analysis, out, weights=args.weights or "random", seed=args.seed, opset=args.opset)
     size = sum(p.stat().st_size for p in written)
     extra = f" + external data {written[1].name}" if len(written) > 1 else ""
     print(

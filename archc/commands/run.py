@@ -38,22 +38,26 @@ def run(args: argparse.Namespace) -> int:
     from archc.commands.deps import require
 
     require("run", "onnx", "onnxruntime", "numpy")
-    from archc.backends.onnx.runtime import Prepared, RunError, benchmark
+    from archc.backends.onnx.runtime import Prepared, Report, RunError, benchmark
 
     source = Path(args.source)
+
+    def run_it(prepared: Prepared) -> Report:
+        return benchmark(prepared, args.batch, args.provider, args.warmup, args.repeat, args.seed, args.check)
+
     if source.suffix.lower() == ".onnx":
         given = [opt for opt, on in (("--weights", args.weights != "random"), ("--opset", args.opset is not None)) if on]
         if given:
             raise RunError(f"{' and '.join(given)} apply to a .arch spec; {source.name} is a model with its own weights and opset")
         if not source.is_file():
             raise RunError(f"{source}: no such file")
-        prepared = Prepared.from_file(source)
+        report = run_it(Prepared.from_file(source))
     else:
         net = load_or_report(args.source)
         if net is None:
             return 1
-        prepared = Prepared.from_network(net, args.weights, args.seed, args.opset)
-    report = benchmark(prepared, args.batch, args.provider, args.warmup, args.repeat, args.seed, args.check)
+        with net.rendering():  # what ONNX's opset or PyTorch's names (--check) cannot take, shown in the spec
+            report = run_it(Prepared.from_analysis(net.analysis, args.weights, args.seed, args.opset))
     failed = report.max_rel_error is not None and report.max_rel_error > _tolerance()
     if args.json:
         data = report.as_json()

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from archc.api import Network
+from archc.analysis import Analysis
 
 
 class Role(StrEnum):
@@ -56,17 +56,17 @@ class TensorSpec:
         return 1.0 / math.sqrt(self.fan_in) if self.fan_in > 0 else 0.0
 
 
-def tensor_specs(net: Network) -> list[TensorSpec]:
-    """Every tensor of the network in forward order.
+def tensor_specs(analysis: Analysis) -> list[TensorSpec]:
+    """Every tensor of the analysed network in forward order.
 
     >>> import archc
     >>> net = archc.loads("input 8x8x3\\nconv1: conv K=4 F=3\\nbatchnorm\\nfc 2")
-    >>> [(t.name, t.shape) for t in tensor_specs(net)][:3]
+    >>> [(t.name, t.shape) for t in tensor_specs(net.analysis)][:3]
     [('conv1.weight', (4, 3, 3, 3)), ('conv1.bias', (4,)), ('batchnorm1.weight', (4,))]
     """
     specs: list[TensorSpec] = []
-    for node in net.graph.nodes:
-        facts = net.analysis.facts[node.name]
+    for node in analysis.graph.nodes:
+        facts = analysis.facts[node.name]
         a = node.attrs
         if node.kind == "conv":
             c = facts.inputs[0].channels
