@@ -14,9 +14,7 @@ from conftest import GOLDEN, SPECS, all_specs, onnx_text  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskips, so a missing onnx skips instead of failing
 from archc.backends.onnx.generate import (  # noqa: E402
-    DEFAULT_OPSET,
     HANDLERS,
-    KIND_MIN_OPSET,
     OnnxError,
     build_model,
     lower,
@@ -24,6 +22,7 @@ from archc.backends.onnx.generate import (  # noqa: E402
     write_model,
 )
 from archc.backends.onnx.lowering import Lowering, Value  # noqa: E402
+from archc.backends.onnx.opsets import DECOMPOSITIONS, DEFAULT_OPSET, NEWER_OPS  # noqa: E402
 from archc.backends.weights import make_weights  # noqa: E402
 from archc.diagnostics import SpecError  # noqa: E402
 from archc.ir import INPUT  # noqa: E402
@@ -142,14 +141,35 @@ def test_dropout_at_the_end_renames_the_previous_value_output() -> None:
     assert [(n.name, list(n.output)) for n in model.graph.node] == [("fc1", ["output"])]
 
 
-def test_gelu_needs_opset_20_with_a_located_error() -> None:
+def test_an_op_newer_than_the_opset_without_a_decomposition_is_a_located_error(monkeypatch) -> None:
+    monkeypatch.delitem(DECOMPOSITIONS, "Gelu")  # as an op with no decomposition would be
     net = archc.loads("input 4x4x2\nconv K=2 F=1\ng: gelu\n", filename="g.arch")
     with pytest.raises(SpecError) as info:
         net.to_onnx(opset=19)
     text = str(info.value)
     assert "g.arch:3:4: error[E602]" in text and "opset 20" in text and "--opset 20" in text
-    assert KIND_MIN_OPSET["gelu"][0] == 20
+    assert NEWER_OPS["Gelu"][0] == 20
     build_model(net.analysis, opset=20)  # and 20 is enough
+
+
+@pytest.mark.parametrize("opset", [13, 19, 20])
+def test_gelu_at_each_side_of_its_opset_matches_pytorch(opset: int) -> None:
+    """Gelu came in opset 20; before it, the same function is written with Erf."""
+    torch = pytest.importorskip("torch")
+    from archc.backends.torch.generate import build_module
+
+    net = archc.loads("input 5x5x3\nconv K=4 F=3\ng: gelu\nfc 3\n")
+    weights = make_weights(net.analysis, seed=7)
+    model = build_model(net.analysis, weights=weights, opset=opset)
+    _check_against_ir(net, model)
+    ops = {n.op_type for n in model.graph.node}
+    assert ("Gelu" in ops, "Erf" in ops) == ((True, False) if opset >= 20 else (False, True))
+    module = build_module(net.analysis).eval()
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    x = np.random.default_rng(opset).standard_normal((2, 3, 5, 5), dtype=np.float32) * 3
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_run(model, x), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("opset", [12, 10_000])

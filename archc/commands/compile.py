@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from archc.commands.deps import require
 
     require("compile --to onnx", "onnx", "numpy")
-    from archc.backends.onnx.generate import default_opset, write_model
+    from archc.backends.onnx.generate import write_model
+    from archc.backends.onnx.opsets import default_opset
 
     with net.rendering():
         written = write_model(net.analysis, out, weights=args.weights or "random", seed=args.seed, opset=args.opset)

@@ -12,9 +12,11 @@ them; helper nodes and constants use names with a `/`, which no layer can have.
 >>> [(n.name, n.op_type) for n in model.graph.node]
 [('conv1', 'Conv'), ('relu1', 'Relu'), ('fc1/Flatten', 'Flatten'), ('fc1', 'Gemm')]
 
-Each value knows the axis order it is held in; a handler reads its inputs in
-ONNX's own order for their shapes unless it asks otherwise, and a Transpose
-appears only where two orders meet (`archc.backends.onnx.lowering`).
+Handlers emit the op they mean; an op newer than the opset asked for is
+written out in older ops (`archc.backends.onnx.opsets`). Each value knows
+the axis order it is held in; a handler reads its inputs in ONNX's own order
+for their shapes unless it asks otherwise, and a Transpose appears only where
+two orders meet (`archc.backends.onnx.lowering`).
 
 Adding a kind: one handler in `HANDLERS` (tests assert every registry kind has one).
 A handler returns its output value, in ONNX's own order for the output's
@@ -44,24 +46,13 @@ from archc.backends.onnx.io import (
 )
 from archc.backends.onnx.lowering import OUTPUT, Lowering, Value, onnx_order
 from archc.backends.onnx.lowering import OnnxError as OnnxError  # raised here, and part of this API
+from archc.backends.onnx.opsets import checked_opset, rewrites
 from archc.backends.weights import GENERATED, generate_chunks, iter_weights
-from archc.diagnostics import TargetError, error
+from archc.diagnostics import TargetError
 from archc.ir import INPUT, Node
 from archc.kinds import resolve_window
 from archc.kinds.tensors import tensor_specs
 
-# The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
-# the one that brings Gelu. A newer default would shut out runtimes still in
-# use: on an H200, onnxruntime-gpu 1.31.1 (the newest GPU wheel) refused
-# opset 28's IR version 14 ("max supported IR version: 13"). Opset 20 needs IR
-# 9. `--opset` picks another, up to the newest the installed onnx knows;
-# tests/test_onnx_gen.py runs a model with every kind at each opset from 13.
-DEFAULT_OPSET = 20
-# Softmax over axis 1 alone needs 13 (before it, Softmax flattened everything from
-# the axis on); Clip's min/max as inputs needs 11.
-MIN_OPSET = 13
-# Kinds whose ONNX op is newer than MIN_OPSET: (opset, why).
-KIND_MIN_OPSET = {"gelu": (20, "ONNX added Gelu in opset 20")}
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
 
 
@@ -199,35 +190,6 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def default_opset() -> int:
-    """DEFAULT_OPSET, or the newest the installed onnx knows when that is older."""
-    return min(DEFAULT_OPSET, onnx.defs.onnx_opset_version())
-
-
-def _opset(analysis: Analysis, opset: int | None) -> int:
-    newest = onnx.defs.onnx_opset_version()
-    opset = default_opset() if opset is None else opset
-    if not MIN_OPSET <= opset <= newest:
-        raise OnnxError(
-            f"opset {opset} is out of range: archc writes opsets {MIN_OPSET} to {newest} "
-            f"(the newest the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
-        )
-    diags = [
-        error(
-            "E602",
-            f"{node.name}: {node.kind} needs ONNX opset {KIND_MIN_OPSET[node.kind][0]} or newer "
-            f"({KIND_MIN_OPSET[node.kind][1]}), but opset {opset} was asked for",
-            node.span,
-            f"use --opset {KIND_MIN_OPSET[node.kind][0]} or newer (the default is {DEFAULT_OPSET})",
-        )
-        for node in analysis.graph.nodes
-        if node.kind in KIND_MIN_OPSET and opset < KIND_MIN_OPSET[node.kind][0]
-    ]
-    if diags:
-        raise TargetError(diags)
-    return opset
-
-
 def _io(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shape])
 
@@ -244,7 +206,8 @@ class Skeleton:
 def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
     """Lower the IR to ONNX nodes; raises `TargetError` (diagnostics) for what the opset cannot express."""
     graph_ir = analysis.graph
-    ctx = Lowering(analysis, _opset(analysis, opset), {})
+    opset = checked_opset(opset)
+    ctx = Lowering(analysis, opset, rewrites(opset))
     for node in graph_ir.nodes:
         ctx.node = node
         facts = analysis.facts[node.name]
