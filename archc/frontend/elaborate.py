@@ -18,7 +18,7 @@ from archc.diagnostics import Diagnostic, did_you_mean, did_you_mean_path, error
 from archc.frontend import naming
 from archc.frontend import syntax as S
 
-# Re-exported: the PyTorch back-end and the tests import these from here.
+# Re-exported: the tests import these from here.
 from archc.frontend.evaluate import LITERAL_WORDS as LITERAL_WORDS
 from archc.frontend.evaluate import ElaborationError as ElaborationError
 from archc.frontend.evaluate import _fail, as_written, parameters_used
@@ -123,10 +123,10 @@ class _Builder:
         self.diags: list[Diagnostic] = []
         self.torch_warned: set[Span] = set()
         self.names: set[str] = set()
-        # What each statement wrote, recorded once however many instances it has (by id:
-        # the syntax tree outlives elaboration, and its tuples compare by value).
-        self.written: dict[int, dict[str, Expr]] = {}
-        self.reads: dict[int, tuple[str, ...]] = {}
+        # What each statement wrote, converted once however many instances it has (keyed
+        # by id: the syntax tree outlives elaboration, and its tuples compare by value).
+        self.exprs_of: dict[int, dict[str, Expr]] = {}
+        self.reads_of: dict[int, tuple[str, ...]] = {}
 
     # names: the rules are archc.frontend.naming's
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
@@ -293,9 +293,9 @@ class _Builder:
                     hint += f" (default {key.name}={show_value(key.default)})"
                 raise _fail("E103", str(exc), span, hint) from exc
         name = written or self.name(scope, st.label, st.kind, st.span)
-        exprs = self.written.get(id(st))
+        exprs = self.exprs_of.get(id(st))
         if exprs is None:
-            exprs = self.written[id(st)] = {key: as_written(expr) for key, (expr, _) in attrs.items()}
+            exprs = self.exprs_of[id(st)] = {key: as_written(expr) for key, (expr, _) in attrs.items()}
         out = self.emit(
             Node.model_construct(
                 name=name,
@@ -315,8 +315,8 @@ class _Builder:
     def bind(self, block: S.BlockDef, st: S.LayerStmt, env: dict[str, Any]) -> dict[str, Any]:
         """Evaluate a call's arguments against the block's parameters."""
         written = call_arguments(block, st)
-        if id(st) not in self.written:
-            self.written[id(st)] = {name: as_written(value) for name, value in written.items()}
+        if id(st) not in self.exprs_of:
+            self.exprs_of[id(st)] = {name: as_written(value) for name, value in written.items()}
         given = {name: evaluate(value, env) for name, value in written.items()}
         args: dict[str, Any] = {}
         for p in block.params:
@@ -367,7 +367,7 @@ class _Builder:
                     output=out,
                     span=st.span if st.label is None else st.label.span,
                     label=st.label.span if st.label is not None else None,
-                    arg_exprs=self.written[id(st)],
+                    arg_exprs=self.exprs_of[id(st)],
                     steps=tuple(body),
                     reads=(),
                 )
@@ -390,9 +390,9 @@ class _Builder:
             raise _fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
         path = self.name(scope, st.label, "repeat", st.span)
         steps.append(local_name(path))
-        if id(st) not in self.written:
-            self.written[id(st)] = {"count": as_written(st.times)}
-            self.reads[id(st)] = names_read(st.body)
+        if id(st) not in self.exprs_of:
+            self.exprs_of[id(st)] = {"count": as_written(st.times)}
+            self.reads_of[id(st)] = names_read(st.body)
         first = len(self.nodes)
         body = attach_shortcuts(st.body, [])
         sole_call = (
@@ -415,7 +415,7 @@ class _Builder:
                 try:
                     block_name = call.kind
                     args = self.bind(self.blocks[call.kind], call, env)
-                    arg_exprs = self.written[id(call)]
+                    arg_exprs = self.exprs_of[id(call)]
                     current = self.call(call, scope, env, current, copy_steps, inline_into=copy)
                 except ElaborationError as exc:
                     self.diags.append(exc.diag)
@@ -452,9 +452,9 @@ class _Builder:
                 output=current,
                 span=st.span,
                 label=st.label.span if st.label is not None else None,
-                arg_exprs=self.written[id(st)],
+                arg_exprs=self.exprs_of[id(st)],
                 steps=(),
-                reads=self.reads[id(st)],
+                reads=self.reads_of[id(st)],
             )
         )
         self._arrow(path, st.arrow)

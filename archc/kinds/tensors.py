@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from archc.analysis import Analysis
+if TYPE_CHECKING:  # the analysis builds on the kinds; only the type points back
+    from archc.analysis import Analysis
 
 
 class Role(StrEnum):

@@ -102,7 +102,7 @@ def repeat(w: ClassWriter, local: str, src: str, dst: str) -> str:
     # A copy is an instance of a block when the repeat's body is one call of it
     # (its arguments as written are then the copy's), else of the body's own class.
     first = next(gen.scopes[f"{r.path}.0"] for r in repeats if r.args["count"])
-    sole: Mapping[str, Expr] | None = first.arg_exprs if first.block is not None else None
+    written: Mapping[str, Expr] | None = first.arg_exprs if first.block is not None else None
     if first.block is not None:
         cls = gen.block_class(first.block)
     else:
@@ -125,22 +125,22 @@ def repeat(w: ClassWriter, local: str, src: str, dst: str) -> str:
         except E.NotSymbolic:
             symbolic = False
     if all(n == counts[0] for n in counts) and not symbolic:
-        text = _explicit_copies(w, cls, copies, counts[0], sole, local)
+        text = _explicit_copies(w, cls, copies, counts[0], written, local)
     else:
-        text = _copies_loop(w, repeats[0].arg_exprs["count"], cls, copies, counts, sole, local)
+        text = _copies_loop(w, repeats[0].arg_exprs["count"], cls, copies, counts, written, local)
     out = w.steps([Step(local, text)], src, dst)
     w.cur = [gen.scopes[p].output for p in paths]
     return out
 
 
 def _explicit_copies(
-    w: ClassWriter, cls: ClassPlan, copies: list[list[tuple[str, str]]], n: int, sole: Mapping[str, Expr] | None, local: str
+    w: ClassWriter, cls: ClassPlan, copies: list[list[tuple[str, str]]], n: int, written: Mapping[str, Expr] | None, local: str
 ) -> str:
     items = []
     for k in range(n):
         paths = [row[k][0] for row in copies]
         inputs = [row[k][1] for row in copies]
-        text, w.chan = _construct(w, cls, _call_args(w, cls, paths, inputs, sole), w.chan, f"{local}_{k}")
+        text, w.chan = _construct(w, cls, _call_args(w, cls, paths, inputs, written), w.chan, f"{local}_{k}")
         items.append(text)
     if n > _COMPRESS_AFTER and all(t == items[1] for t in items[2:]):
         return f"nn.Sequential({items[0]}, *({items[1]} for _ in range({n - 1})))"
@@ -153,7 +153,7 @@ def _copies_loop(
     cls: ClassPlan,
     copies: list[list[tuple[str, str]]],
     counts: list[int],
-    sole: Mapping[str, Expr] | None,
+    written: Mapping[str, Expr] | None,
     local: str,
 ) -> str:
     """`nn.Sequential(*[Basic(K, K=K) for i in range(N)])`: the count differs between instances."""
@@ -163,7 +163,7 @@ def _copies_loop(
         count_sym = None
     count = w.check(count_sym, counts, f"{local}_count")
     # per_copy[i][k]: the call_args of copy k in instance i
-    per_copy = [[_call_args(w, cls, [path], [inp], sole) for path, inp in row] for row in copies]
+    per_copy = [[_call_args(w, cls, [path], [inp], written) for path, inp in row] for row in copies]
     shape = next(row[0] for row in per_copy if row)  # some instance has a copy, or counts agree
     rendered: dict[str, tuple[str, E.Sym | None]] = {}
     for j, (kw, sym, _) in enumerate(shape):
