@@ -31,13 +31,13 @@ BATCH = 3
 
 
 def _compare(net) -> None:
-    weights = make_weights(net, "random", seed=11)
-    model = build_model(net, weights=weights)
+    weights = make_weights(net.analysis, "random", seed=11)
+    model = build_model(net.analysis, weights=weights)
     module = net.to_torch()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     module.eval()
 
-    buffers = sum(s.numel for s in tensor_specs(net) if s.role is Role.BUFFER)
+    buffers = sum(s.numel for s in tensor_specs(net.analysis) if s.role is Role.BUFFER)
     onnx_elements = sum(int(np.prod(t.dims)) for t in model.graph.initializer if not t.name.startswith("/"))
     assert net.params == sum(p.numel() for p in module.parameters()) == onnx_elements - buffers
 
