@@ -22,10 +22,10 @@ from conftest import all_specs  # noqa: E402
 from test_onnx_gen import EVERY_KIND  # noqa: E402
 
 import archc  # noqa: E402
+from archc.analysis.tensors import Role, tensor_specs  # noqa: E402
 from archc.backends.onnx.generate import build_model  # noqa: E402
 from archc.backends.onnx.runtime import CHECK_TOLERANCE  # noqa: E402
 from archc.backends.weights import make_weights  # noqa: E402
-from archc.kinds.tensors import Role, tensor_specs  # noqa: E402
 
 BATCH = 3
 

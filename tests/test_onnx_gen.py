@@ -14,6 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import GOLDEN, SPECS, all_specs, onnx_text  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskips, so a missing onnx skips instead of failing
+from archc.analysis.tensors import Role, tensor_specs  # noqa: E402
 from archc.backends.onnx.generate import (  # noqa: E402
     HANDLERS,
     OnnxError,
@@ -28,7 +29,6 @@ from archc.backends.weights import make_weights  # noqa: E402
 from archc.diagnostics import SpecError  # noqa: E402
 from archc.ir import INPUT  # noqa: E402
 from archc.kinds import KINDS  # noqa: E402
-from archc.kinds.tensors import Role, tensor_specs  # noqa: E402
 
 # Every kind, every merge, P=same, ceil, groups, dilation, no-bias, a vanishing dropout.
 EVERY_KIND = """\

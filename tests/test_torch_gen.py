@@ -14,10 +14,10 @@ F = torch.nn.functional
 from conftest import BASIC_BLOCK, GOLDEN, all_specs  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskip
+from archc.analysis.tensors import tensor_specs  # noqa: E402
 from archc.backends.torch.generate import HANDLERS, build_module, generate_source  # noqa: E402
 from archc.frontend.elaborate import RESERVED_NAMES  # noqa: E402
 from archc.kinds import KINDS  # noqa: E402
-from archc.kinds.tensors import tensor_specs  # noqa: E402
 
 
 def _sd_shapes(module: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:

@@ -9,8 +9,8 @@ import pytest
 np = pytest.importorskip("numpy")
 
 import archc  # noqa: E402
+from archc.analysis.tensors import tensor_specs  # noqa: E402
 from archc.backends.weights import WeightsError, make_weights  # noqa: E402
-from archc.kinds.tensors import tensor_specs  # noqa: E402
 
 SPEC = "input 16x16x3\nconv1: conv K=64 F=5\nbn: batchnorm\nfc1: fc 300\nfc2: fc 10 bias=false\n"
 TINY = "input 4x4x2\nconv K=3 F=3\nbatchnorm\nfc 5\n"  # 131 numbers: chunks of one stay quick
@@ -128,8 +128,8 @@ def test_missing_file_and_bad_type(net, tmp_path: Path) -> None:
 
 
 def test_a_wrapped_state_dict_gets_a_hint_to_strip_its_prefix(net) -> None:
+    from archc.analysis.tensors import tensor_specs
     from archc.backends.weights import validate
-    from archc.kinds.tensors import tensor_specs
 
     given = {f"module.{k}": v for k, v in make_weights(net.analysis).items()}
     with pytest.raises(WeightsError, match=r"every key starts with 'module\.'"):

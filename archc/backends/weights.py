@@ -1,6 +1,6 @@
 """Weights for a network: PyTorch's default initialisation, zeros, or loaded and validated.
 
-Every tensor comes from `archc.kinds.tensors.tensor_specs`, so the keys here are the
+Every tensor comes from `archc.analysis.tensors.tensor_specs`, so the keys here are the
 PyTorch state_dict keys and the ONNX initializer names.
 
 >>> import archc
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from archc.analysis import Analysis
+from archc.analysis.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs
 from archc.diagnostics import ArchError, shown
-from archc.kinds.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs
 
 GENERATED = ("random", "zeros")
 MAX_LISTED = 10  # per category in a mismatch message, then "... and N more"

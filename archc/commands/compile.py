@@ -99,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
 
 def model_bytes(net: Network) -> int:
     """The bytes of float32 tensors an ONNX model of `net` carries (its constants aside)."""
-    from archc.kinds.tensors import tensor_specs
+    from archc.analysis.tensors import tensor_specs
 
     return 4 * sum(spec.numel for spec in tensor_specs(net.analysis))

@@ -35,8 +35,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from archc import __version__
 from archc.analysis import Analysis, LayerFacts
+from archc.analysis.tensors import tensor_specs
 from archc.backends.onnx.io import (
     EXTERNAL_THRESHOLD,
     Tensor,
@@ -53,7 +53,7 @@ from archc.diagnostics import TargetError, error
 from archc.ir import INPUT, Node
 from archc.kinds import KINDS
 from archc.kinds.dense import flattens
-from archc.kinds.tensors import tensor_specs
+from archc.version import __version__
 
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
 MAX_CONSTANT_BYTES = 64 << 20  # constants a lowering may add for one layer (uneven adaptive pooling)

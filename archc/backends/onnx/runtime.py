@@ -66,7 +66,7 @@ class Prepared:
         max_size: int = DEFAULT_MAX_SIZE,
     ) -> Prepared:
         """A spec's network, lowered with these weights (raises `TargetError` for what ONNX cannot express)."""
-        from archc.kinds.tensors import tensor_specs
+        from archc.analysis.tensors import tensor_specs
 
         # before a weight is made: a 45-byte spec can ask for terabytes
         check_size(f"{analysis.graph.network}'s weights", 4 * sum(s.numel for s in tensor_specs(analysis)), max_size)

@@ -3,7 +3,7 @@
 One class per block definition used, one per multi-statement repeat body, and
 one for the network, named after the spec's hierarchy so that `state_dict()`
 keys are the IR's dotted names (`layer1.0.conv1.weight`, as in
-`archc.kinds.tensors.tensor_specs`). The file imports only torch.
+`archc.analysis.tensors.tensor_specs`). The file imports only torch.
 
 >>> import archc
 >>> net = archc.loads("network Tiny\\ninput 8x8x3\\nconv K=4 F=3\\nrelu\\nfc 10")

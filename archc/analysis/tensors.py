@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from archc.analysis.analyze import Analysis
 from archc.kinds import KINDS
 from archc.kinds.kind import Applied
 from archc.kinds.kind import Init as Init
 from archc.kinds.kind import Role as Role
-
-if TYPE_CHECKING:  # the analysis builds on the kinds; only the type points back
-    from archc.analysis import Analysis
-
 
 IGNORED_KEYS_SUFFIXES = (".num_batches_tracked",)
 
