@@ -49,13 +49,22 @@ class Totals(BaseModel):
 
 
 class Analysis(BaseModel):
-    """Everything derived from a graph. `facts` is keyed by node name, in forward order."""
+    """Everything derived from a graph. `facts` is keyed by node name, in forward order.
+
+    Of an incomplete graph, or after shape errors, `facts` holds every node whose
+    inputs are known and whose shape rule held, and `totals` sums those.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     graph: Graph
     facts: dict[str, LayerFacts]
     totals: Totals
+
+    @property
+    def complete(self) -> bool:
+        """Whether every node of a complete graph has its facts."""
+        return self.graph.complete and len(self.facts) == len(self.graph.nodes)
 
     @property
     def output_shape(self) -> Shape:
@@ -172,15 +181,14 @@ def warn_uneven(state: _State) -> None:
 
 
 def build(state: _State) -> None:
-    if any(d.is_error for d in state.diags):
-        return
     state.analysis = Analysis.model_construct(
         graph=state.graph, facts=state.facts, totals=_sum(list(state.facts.values()))
     )
 
 
 def check_assertions(state: _State) -> None:
-    if state.analysis is None:
+    """Only of a complete analysis: a shape error makes the checks of what depends on it moot."""
+    if state.analysis is None or not state.analysis.complete or any(d.is_error for d in state.diags):
         return
     for a in state.graph.assertions:
         diag = check_assertion(a, state.analysis)
@@ -191,11 +199,12 @@ def check_assertions(state: _State) -> None:
 PASSES: tuple[Callable[[_State], None], ...] = (infer_shapes, warn_uneven, build, check_assertions)
 
 
-def analyze(graph: Graph) -> tuple[Analysis | None, list[Diagnostic]]:
-    """Run every pass; return the analysis (None if a shape failed) and the diagnostics."""
+def analyze(graph: Graph) -> tuple[Analysis, list[Diagnostic]]:
+    """Run every pass; return the analysis (see `Analysis.complete`) and the diagnostics."""
     state = _State(graph)
     for run in PASSES:
         run(state)
+    assert state.analysis is not None  # `build` made it
     return state.analysis, state.diags
 
 

@@ -157,6 +157,9 @@ class Graph(Frozen):
     scopes: tuple[Scope, ...]
     assertions: tuple[Assertion, ...]
     output: str  # name of the node producing the network output
+    # False when the spec had errors: then the graph holds what could be elaborated, and
+    # nodes after a failed statement read an input that no node produces.
+    complete: bool = True
 
     # Lookups by name, built once on first use. Cached properties, not fields:
     # they stay out of the IR's JSON and out of validation.
@@ -208,6 +211,8 @@ def verify(graph: Graph) -> Graph:
     from archc.kinds import KINDS  # the registry imports this module
 
     checked = Graph.model_validate(graph.model_dump())
+    if not checked.complete:
+        raise ValueError("the graph is incomplete: its spec has errors")
     seen = {INPUT}
     for node in checked.nodes:
         if node.name in seen:
