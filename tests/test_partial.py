@@ -63,6 +63,14 @@ def test_where_recovery_gives_up_the_statements_before_are_kept() -> None:
     assert (rest.line, rest.column, rest.end_line, rest.end_column) == (3, 1, 6, 6)
 
 
+def test_where_recovery_gives_up_inside_a_body_the_rest_is_in_that_body() -> None:
+    text = "input 8x8x3\nblock B {\n  relu\n  repeat 2 { conv K=\n  relu\n}\nB\n"
+    program, _ = syntax_tree(text)
+    _, block = program.statements
+    assert isinstance(block, S.BlockDef) and kinds(block.body) == ["LayerStmt", "ErrorStmt"]
+    assert block.body[1].span.line == 4 and block.body[1].span.end_line == 7
+
+
 def test_an_unclosed_brace_keeps_its_body() -> None:
     program, diags = syntax_tree("input 8x8x3\nr: repeat 2 {\n  conv K=4 F=1\n  relu\n")
     assert [d.code for d in diags] == ["E002"]

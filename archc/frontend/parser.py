@@ -617,7 +617,7 @@ def syntax_tree(text: str) -> tuple[S.Program, list[Diagnostic]]:
 
 def _salvage(text: str, cut: int | None) -> tuple[S.Program, int | None]:
     """The statements before line `cut` (all of them for None), with the bodies they leave
-    open closed at the end; and the first line left unparsed (None if none is).
+    open closed below the end of the text; and the first line left unparsed (None if none is).
 
     A kept text that ends in a head waiting for its `{` on a later line (`repeat 2`)
     does not parse even so: it is cut again before that head.
@@ -627,10 +627,14 @@ def _salvage(text: str, cut: int | None) -> tuple[S.Program, int | None]:
     unparsed = cut
     for _ in range(3):
         kept = "\n".join(lines[:keep])
+        # the closing braces go below the end of the text, so that what was cut off is inside them
+        closed = kept + "\n" * (len(lines) - keep + 1) + "}" * len(_open_braces(kept))
         try:
-            return cast(S.Program, _parser().parse(kept + "\n" + "}" * len(_open_braces(kept)))), unparsed
+            return cast(S.Program, _parser().parse(closed)), unparsed
         except UnexpectedInput:
             keep = _last_code_line(lines[:keep]) - 1
+            if keep < 0:
+                break
             unparsed = keep + 1
     return S.Program(()), 1
 
