@@ -197,6 +197,8 @@ def _compile_text(text: str, filename: str) -> CompileResult:
         )
         return CompileResult(filename, text, None, (diag,))
     program, diags = syntax_tree(text)
+    # `diags` stop at the first stage that failed, as `archc check` always reported them;
+    # the later stages still run, on what the earlier ones built, their findings kept apart.
     parsed = not diags
     partial: list[Diagnostic] = []
     graph, more = elaborate(program, _network_name(filename))

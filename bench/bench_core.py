@@ -1,7 +1,8 @@
 """Benchmarks of the compiler core (issue: the compiler core), side by side in one run.
 
-    python bench/bench_core.py            # about a minute on 2 cores
-    python bench/bench_core.py --quick    # fewer repetitions, no 100k specs
+    python bench/bench_core.py                   # about 4 minutes on 2 cores
+    python bench/bench_core.py --quick           # fewer repetitions, no 100k specs
+    python bench/bench_core.py --only-commands   # part 4 alone
 
 1. Start-up: whole-process wall time of `archc check specs/alexnet_lecture.arch`
    against `python -c "import lark, pydantic"` (target: at most 2x), and, for
