@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -144,8 +145,13 @@ def floor(runs: int) -> float:
     return wall([PY, "-c", "import lark, pydantic"], runs)
 
 
-def timed(cmd: list[str], limit: float) -> float | str:
-    """Whole-process wall time of one run, or why there is none."""
+def timed(cmd: list[str], limit: float) -> tuple[float, float] | str:
+    """Whole-process wall time and CPU time (user + system) of one run, or why there are none.
+
+    The CPU time is what the process itself used: on a shared machine it varies far
+    less than the wall time, which waits while other tenants run.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     try:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, timeout=limit)
@@ -153,7 +159,9 @@ def timed(cmd: list[str], limit: float) -> float | str:
         return f"> {limit:.0f}"
     except subprocess.CalledProcessError as exc:
         return f"exit {exc.returncode}"
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 COMMANDS = (("check", ["check"]), ("summary", ["summary"]), ("summary --json", ["summary", "--json"]))
@@ -167,8 +175,11 @@ def commands(quick: bool, limit: float) -> None:
     sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
     base = floor(9)
     print(f"4. whole process, one run each (limit {limit:.0f} s); start-up floor (import lark, pydantic) {base:.3f} s")
-    head = "".join(f" {name + ' s':>15} {'us/layer':>9}" for name, _ in COMMANDS)
-    print(f"   {'spec':22} {'layers':>8}{head}")
+    print("   wall s, CPU s (user + system), and us/layer: wall time above the floor per layer")
+    head = "".join(f" {name:>26}" for name, _ in COMMANDS)
+    units = "".join(f" {'wall s':>8} {'CPU s':>7} {'us/layer':>9}" for _ in COMMANDS)
+    print(f"   {'':22} {'':>8}{head}")
+    print(f"   {'spec':22} {'layers':>8}{units}")
     for fn in ("flat_spec", "blocks_spec"):
         for n in sizes:
             text = getattr(gen_specs, fn)(n)
@@ -180,9 +191,10 @@ def commands(quick: bool, limit: float) -> None:
                 for _, args in COMMANDS:
                     t = timed([archc, *args, str(spec)], limit)
                     if isinstance(t, str):
-                        cells.append(f" {t:>15} {'':>9}")
+                        cells.append(f" {t:>8} {'':>7} {'':>9}")
                     else:
-                        cells.append(f" {t:15.2f} {(t - base) / layers * 1e6:9.1f}")
+                        wall, cpu = t
+                        cells.append(f" {wall:8.2f} {cpu:7.2f} {(wall - base) / layers * 1e6:9.1f}")
             label = f"{fn}({n:,})"
             print(f"   {label:22} {layers:8,}{''.join(cells)}")
 
