@@ -26,14 +26,15 @@ INDENT = "  "
 def indented(value: Any) -> str:
     """`value` as `json.dumps(value, indent=2)` writes it."""
     out: list[str] = []
-    _write(value, out, "\n")
+    _write(value, out, "\n", {})
     return "".join(out)
 
 
-def _write(value: Any, out: list[str], newline: str) -> None:
-    scalar = _scalar(value)
-    if scalar is not None:
-        out.append(scalar)
+def _write(value: Any, out: list[str], newline: str, keys: dict[str, str]) -> None:
+    """Append `value` at the indentation `newline` ends with; `keys` caches encoded str keys."""
+    scalar = _SCALARS.get(type(value))
+    if scalar is not None:  # the exact types of nearly every value: one lookup, no tests
+        out.append(scalar(value))
     elif isinstance(value, (list, tuple)):
         if not value:
             out.append("[]")
@@ -45,7 +46,7 @@ def _write(value: Any, out: list[str], newline: str) -> None:
         separator = "[" + inner
         for item in value:
             out.append(separator)
-            _write(item, out, inner)
+            _write(item, out, inner, keys)
             separator = "," + inner
         out.append(newline + "]")
     elif isinstance(value, dict):
@@ -55,16 +56,24 @@ def _write(value: Any, out: list[str], newline: str) -> None:
         inner = newline + INDENT
         separator = "{" + inner
         for key, item in value.items():
-            text = _SCALARS[type(item)](item) if type(item) in _SCALARS else None
-            if text is not None:  # most values: no call to _write
-                out.append(f"{separator}{_key(key)}: {text}")
+            name = keys.get(key) if type(key) is str else None
+            if name is None:
+                name = _key(key)
+                if type(key) is str:
+                    keys[key] = name
+            scalar = _SCALARS.get(type(item))
+            if scalar is not None:
+                out.append(f"{separator}{name}: {scalar(item)}")
             else:
-                out.append(f"{separator}{_key(key)}: ")
-                _write(item, out, inner)
+                out.append(f"{separator}{name}: ")
+                _write(item, out, inner, keys)
             separator = "," + inner
         out.append(newline + "}")
     else:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        text = _scalar(value)  # a subclass of str, int or float (an IntEnum, say)
+        if text is None:
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        out.append(text)
 
 
 def _scalar(value: Any) -> str | None:
@@ -103,7 +112,7 @@ def _key(key: Any) -> str:
 
 # The exact types most values have, and their text: one dict lookup instead of a chain of
 # isinstance tests (subclasses, such as an IntEnum, take the general path of `_scalar`).
-_SCALARS: dict[type, Callable[[Any], str | None]] = {
+_SCALARS: dict[type, Callable[[Any], str]] = {
     str: encode_basestring_ascii,
     int: int.__repr__,
     bool: lambda b: "true" if b else "false",
