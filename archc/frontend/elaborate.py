@@ -30,6 +30,9 @@ from archc.ir.written import Block, BlockParam, Expr, Merge, Step
 from archc.kinds import KINDS, USER_KINDS, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
+# What a statement that failed to elaborate outputs: never a node's name, so the nodes
+# after it read an input nobody produces, and the analysis leaves them without facts.
+FAILED = "?"
 MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
 DEEPEST_NESTING = 10_000  # block calls / repeats / residuals inside each other
 
@@ -42,7 +45,7 @@ def attach_shortcuts(stmts: Sequence[S.Stmt], diags: list[Diagnostic]) -> list[S
         if isinstance(st, S.Shortcut):
             prev = out[-1] if out else None
             if isinstance(prev, S.Residual) and prev.shortcut is None and prev.arrow is None:
-                out[-1] = prev._replace(shortcut=st.body)
+                out[-1] = prev._replace(shortcut=st.body, shortcut_keyword=st.span, shortcut_braces=st.braces)
             else:
                 diags.append(
                     error(
@@ -127,6 +130,7 @@ class _Builder:
         # by id: the syntax tree outlives elaboration, and its tuples compare by value).
         self.exprs_of: dict[int, dict[str, Expr]] = {}
         self.reads_of: dict[int, tuple[str, ...]] = {}
+        self.holes = False  # an error node of the syntax tree was met: the graph lacks what it said
 
     # names: the rules are archc.frontend.naming's
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
@@ -160,12 +164,21 @@ class _Builder:
         current: str,
         steps: list[Step],
     ) -> str:
-        """Elaborate a statement list from `current`, recording each step; return the node of its output."""
+        """Elaborate a statement list from `current`, recording each step; return the node of its output.
+
+        A statement that fails (or did not parse) outputs `FAILED`: what follows it
+        is still elaborated, for its names and its errors, but reads no known input.
+        """
         for st in attach_shortcuts(stmts, self.diags):
+            if isinstance(st, S.ErrorStmt):
+                self.holes = True
+                current = FAILED
+                continue
             try:
                 current = self.statement(st, scope, env, current, steps)
             except ElaborationError as exc:
                 self.diags.append(exc.diag)
+                current = FAILED
         return current
 
     def statement(
@@ -421,7 +434,7 @@ class _Builder:
                     current = self.call(call, scope, env, current, copy_steps, inline_into=copy)
                 except ElaborationError as exc:
                     self.diags.append(exc.diag)
-                    return current
+                    return FAILED
             else:
                 before = len(self.diags)
                 current = self.run(st.body, copy, env, current, copy_steps)
@@ -602,7 +615,12 @@ def _resolve_expect(
 
 
 def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list[Diagnostic]]:
-    """Elaborate a parsed file into a graph; on errors return None and all of them."""
+    """Elaborate a syntax tree into a graph, and return every error found.
+
+    After errors (or in a tree with error nodes) the graph holds the nodes that
+    could be built and is marked incomplete (`Graph.complete`); it is None only
+    when the spec gives no usable input, from which every shape would start.
+    """
     diags: list[Diagnostic] = []
     blocks: dict[str, S.BlockDef] = {}
     network = default_name
@@ -729,7 +747,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         diags.append(
             error("E141", "the network has no layers", input_decl.span, "add layers after the input, e.g. fc 10")
         )
-    if any(d.is_error for d in diags) or input_shape is None or input_decl is None:
+    if input_shape is None or input_decl is None:
         return None, diags
     graph = Graph.model_construct(
         network=network,
@@ -741,6 +759,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         output=output,
         blocks={name: _block(block) for name, block in blocks.items()},
         steps=tuple(steps),
+        complete=not builder.holes and not any(d.is_error for d in diags),
     )
     return graph, diags
 
