@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import gc
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from archc.analysis import Analysis, LayerFacts, analyze
-from archc.diagnostics import Diagnostic, SpecError, error, render
+from archc.diagnostics import Diagnostic, SpecError, TargetError, error, render
 from archc.frontend import syntax as S
 from archc.frontend.elaborate import elaborate
-from archc.frontend.parser import parse
+from archc.frontend.parser import syntax_tree
 from archc.ir import Assertion, Graph, Span
 from archc.kinds import KINDS, per_dimension_attrs
 
@@ -40,11 +42,26 @@ class Layer(NamedTuple):
 
 
 class CompileResult(NamedTuple):
+    """What compiling a spec gave: the network if it is valid, and whatever could be
+    known of it if not, so that an editor can show the shapes above a mistake.
+
+    `diagnostics` are what `archc check` reports: those of each stage up to the
+    first that failed (parse, elaborate, analyse). The stages after it still ran,
+    on partial results: the syntax tree with error nodes (`program`), the graph of
+    what could be elaborated (`graph`, `graph.complete` False) and the facts of
+    every node whose inputs are known (`analysis`). What they found is in
+    `partial_diagnostics` (some of it may only follow from the earlier errors).
+    """
+
     path: str
     text: str
     network: Network | None
     diagnostics: tuple[Diagnostic, ...]
     assertions: tuple[Assertion, ...] = ()  # known once the spec elaborated
+    program: S.Program | None = None
+    graph: Graph | None = None  # None when the spec has no usable input
+    analysis: Analysis | None = None
+    partial_diagnostics: tuple[Diagnostic, ...] = ()
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -59,18 +76,14 @@ class CompileResult(NamedTuple):
 
 
 class Network:
-    """An analysed network: totals, shapes, per-layer facts, and the generators."""
+    """An analysed network: totals, shapes, per-layer facts, and the generators.
 
-    def __init__(
-        self,
-        analysis: Analysis,
-        path: str,
-        text: str,
-        warnings: tuple[Diagnostic, ...],
-        program: S.Program,
-    ):
+    The back-ends take `analysis`; what they cannot write they report as
+    diagnostics, which the methods here render against the spec.
+    """
+
+    def __init__(self, analysis: Analysis, path: str, text: str, warnings: tuple[Diagnostic, ...]):
         self.analysis = analysis
-        self.program = program  # the syntax tree: block definitions for the PyTorch generator
         self.graph: Graph = analysis.graph
         self.path = path
         self.text = text
@@ -82,11 +95,6 @@ class Network:
     @property
     def name(self) -> str:
         return self.graph.network
-
-    @property
-    def blocks(self) -> dict[str, S.BlockDef]:
-        """The block definitions, by name."""
-        return {st.name: st for st in self.program.statements if isinstance(st, S.BlockDef)}
 
     @property
     def params(self) -> int:
@@ -119,11 +127,27 @@ class Network:
     def _pairs(self) -> list[tuple[Any, LayerFacts]]:
         return [(n, self.analysis.facts[n.name]) for n in self.graph.nodes]
 
+    @contextmanager
+    def rendering(self) -> Iterator[None]:
+        """Run a back-end: the diagnostics it reports become a `SpecError` rendered against this spec."""
+        try:
+            yield
+        except TargetError as exc:
+            raise SpecError(exc.diagnostics, render(exc.diagnostics, self.path, self.text)) from None
+
+    def torch_source(self) -> str:
+        """Standalone PyTorch source for the network (what `archc compile -o net.py` writes)."""
+        from archc.backends.torch.generate import generate_source
+
+        with self.rendering():
+            return generate_source(self.analysis, self.path)
+
     def to_torch(self) -> torch.nn.Module:
         """A live `torch.nn.Module`, built from the same source the generator emits."""
         from archc.backends.torch.generate import build_module
 
-        return build_module(self)
+        with self.rendering():
+            return build_module(self.analysis)
 
     def to_onnx(
         self, path: str | Path | None = None, weights: Any = "random", seed: int = 0, opset: int | None = None
@@ -131,7 +155,8 @@ class Network:
         """Build the ONNX model (and write it atomically when `path` is given)."""
         from archc.backends.onnx.generate import build_model, save_model
 
-        model = build_model(self, weights=weights, seed=seed, opset=opset)
+        with self.rendering():
+            model = build_model(self.analysis, weights=weights, seed=seed, opset=opset)
         if path is not None:
             save_model(model, Path(path))
         return model
@@ -148,18 +173,35 @@ def _network_name(filename: str) -> str:
     return re.sub(r"\W", "_", stem) or "network"
 
 
-def compile_text(text: str, filename: str = "<string>") -> CompileResult:
-    """Parse, elaborate and analyse source text; never raises on a bad spec."""
-    # The front end allocates millions of small objects and frees none of them
-    # until the end: the cyclic GC's repeated full passes would make big specs
-    # quadratic (100k layers: 9 s with it, far less without).
-    gc_was_enabled = gc.isenabled()
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many objects that form no cycles.
+
+    The front end allocates millions of small objects and frees none of them
+    until the end, and a summary of a big spec makes one dict per layer: the
+    cyclic GC's repeated passes over everything alive would make big specs
+    quadratic (100k layers: 9 s with it, far less without). Reference counting
+    still frees what these build and drop.
+
+    What was built is long-lived: it goes straight to the oldest generation
+    (`freeze` then `unfreeze` moves every tracked object there), else the first
+    young collection after the pause would trace all of it (0.5 s for 100k layers).
+    """
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile_text(text, filename)
+        yield
     finally:
-        if gc_was_enabled:
+        gc.freeze()
+        gc.unfreeze()
+        if was_enabled:
             gc.enable()
+
+
+def compile_text(text: str, filename: str = "<string>") -> CompileResult:
+    """Parse, elaborate and analyse source text; never raises on a bad spec."""
+    with gc_paused():
+        return _compile_text(text, filename)
 
 
 def _compile_text(text: str, filename: str) -> CompileResult:
@@ -171,20 +213,26 @@ def _compile_text(text: str, filename: str) -> CompileResult:
             "a spec needs at least `input HxWxC` and one layer",
         )
         return CompileResult(filename, text, None, (diag,))
-    program, diags = parse(text)
-    if program is None:
-        return CompileResult(filename, text, None, tuple(diags))
+    program, diags = syntax_tree(text)
+    # `diags` stop at the first stage that failed, as `archc check` always reported them;
+    # the later stages still run, on what the earlier ones built, their findings kept apart.
+    parsed = not diags
+    partial: list[Diagnostic] = []
     graph, more = elaborate(program, _network_name(filename))
-    diags.extend(more)
-    if graph is None:
-        return CompileResult(filename, text, None, tuple(diags))
-    analysis, more = analyze(graph)
-    diags.extend(more)
-    if analysis is None or any(d.is_error for d in diags):
-        return CompileResult(filename, text, None, tuple(diags), graph.assertions)
+    (diags if parsed else partial).extend(more)
+    elaborated = parsed and graph is not None and graph.complete
+    analysis = None
+    if graph is not None:
+        analysis, more = analyze(graph)
+        (diags if elaborated else partial).extend(more)
+    found = (program, graph, analysis, tuple(partial))
+    if not elaborated or analysis is None or not analysis.complete or any(d.is_error for d in diags):
+        assertions = graph.assertions if elaborated and graph is not None else ()
+        return CompileResult(filename, text, None, tuple(diags), assertions, *found)
+    assert graph is not None
     warnings = tuple(d for d in diags if not d.is_error)
-    network = Network(analysis, filename, text, warnings, program)
-    return CompileResult(filename, text, network, tuple(diags), graph.assertions)
+    network = Network(analysis, filename, text, warnings)
+    return CompileResult(filename, text, network, tuple(diags), graph.assertions, *found)
 
 
 def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:

@@ -68,12 +68,12 @@ def gpt2_at(tokens: int) -> str:
 def _exported(net, weights, path: Path) -> None:  # type: ignore[no-untyped-def]
     import torch
 
+    from archc.analysis.tensors import tied_keys
     from archc.ir import INPUT
-    from archc.kinds.tensors import tied_keys
 
     module = net.to_torch()
     state = {k: torch.from_numpy(v) for k, v in weights.items()}
-    state.update({alias: state[owner] for alias, owner in tied_keys(net).items()})
+    state.update({alias: state[owner] for alias, owner in tied_keys(net.analysis).items()})
     module.load_state_dict(state, strict=True)
     module.eval()
     dims = (1, *net.analysis.physical(INPUT))
@@ -140,8 +140,8 @@ def bench_throughput(tmp: Path, repeat: int) -> None:
         ("GPT-2 small, T=128", archc.loads(gpt2_at(128), "gpt2_small_128.arch")),
         ("ViT-B/16", archc.load(VIT)),
     ):
-        weights = make_weights(net, seed=0)
-        ours = build_model(net, weights=weights).SerializeToString()
+        weights = make_weights(net.analysis, seed=0)
+        ours = build_model(net.analysis, weights=weights).SerializeToString()
         path = tmp / "exported.onnx"
         _exported(net, weights, path)
         x = _input(net, 1)

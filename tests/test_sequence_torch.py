@@ -22,8 +22,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import archc  # noqa: E402
+from archc.analysis.tensors import tensor_specs, tied_keys  # noqa: E402
 from archc.backends.onnx.generate import build_model  # noqa: E402
-from archc.kinds.tensors import tensor_specs, tied_keys  # noqa: E402
 
 nn = torch.nn
 EXAMPLES = settings(max_examples=12, deadline=None, derandomize=True)
@@ -39,13 +39,13 @@ def _close(got: np.ndarray, expected: np.ndarray, what: str) -> None:
 def _both(spec: str, state: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """archc's PyTorch module and onnxruntime on archc's ONNX, both with `state`, on `x`."""
     net = archc.loads(spec)
-    assert sorted(s.name for s in tensor_specs(net)) == sorted(k for k in state if k not in tied_keys(net))
+    assert sorted(s.name for s in tensor_specs(net.analysis)) == sorted(k for k in state if k not in tied_keys(net.analysis))
     module = net.to_torch().eval()
     module.load_state_dict(state, strict=True)
     with torch.no_grad():
         ours = module(x).numpy()
-    weights = {k: v.detach().numpy() for k, v in state.items() if k not in tied_keys(net)}
-    session = ort.InferenceSession(build_model(net, weights=weights).SerializeToString(), providers=["CPUExecutionProvider"])
+    weights = {k: v.detach().numpy() for k, v in state.items() if k not in tied_keys(net.analysis)}
+    session = ort.InferenceSession(build_model(net.analysis, weights=weights).SerializeToString(), providers=["CPUExecutionProvider"])
     return ours, session.run(None, {"input": x.numpy()})[0]
 
 

@@ -12,9 +12,9 @@ import pytest
 
 import archc
 from archc.analysis import orders
+from archc.analysis.tensors import tensor_specs, tied_keys
 from archc.cli import main
 from archc.ir import INPUT, Layout, Physical
-from archc.kinds.tensors import tensor_specs, tied_keys
 from archc.tools.summary import activation_bytes, kv_cache, summary_json
 
 LAST, FIRST = Physical.CHANNELS_LAST, Physical.CHANNELS_FIRST
@@ -44,8 +44,8 @@ def test_a_tied_layer_owns_nothing_and_the_weight_is_counted_once() -> None:
     head = net.analysis.facts["lm_head"]
     assert (head.weights, head.biases, head.macs) == (0, 0, 32 * 16 * 64)
     assert net.analysis.facts["wte"].weights == 64 * 16
-    assert "lm_head.weight" not in {s.name for s in tensor_specs(net)}
-    assert tied_keys(net) == {"lm_head.weight": "wte.weight"}
+    assert "lm_head.weight" not in {s.name for s in tensor_specs(net.analysis)}
+    assert tied_keys(net.analysis) == {"lm_head.weight": "wte.weight"}
     body = 3 * (2 * 16 + 2 * 16 * 16 + 2 * 16 * 8 + 2 * 16 * 32)
     assert net.params == 64 * 16 + body + 16
 

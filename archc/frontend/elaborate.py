@@ -18,19 +18,23 @@ from archc.diagnostics import Diagnostic, did_you_mean, did_you_mean_path, error
 from archc.frontend import naming
 from archc.frontend import syntax as S
 
-# Re-exported: the PyTorch back-end and the tests import these from here.
+# Re-exported: the tests import these from here.
 from archc.frontend.evaluate import LITERAL_WORDS as LITERAL_WORDS
 from archc.frontend.evaluate import ElaborationError as ElaborationError
-from archc.frontend.evaluate import _fail, parameters_used
+from archc.frontend.evaluate import _fail, as_written, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import _ScopeState
 from archc.ir import INPUT, Assertion, Graph, Layout, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.ir.layout import WRITTEN
+from archc.ir.written import Block, BlockParam, Expr, Merge, Step
 from archc.kinds import KINDS, USER_KINDS, KeyType, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
 TIE_OWNERS = ("embedding", "fc")  # the kinds whose weight `fc ... tie=NAME` may share
+# What a statement that failed to elaborate outputs: never a node's name, so the nodes
+# after it read an input nobody produces, and the analysis leaves them without facts.
+FAILED = "?"
 MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
 DEEPEST_NESTING = 10_000  # block calls / repeats / residuals inside each other
 
@@ -43,7 +47,7 @@ def attach_shortcuts(stmts: Sequence[S.Stmt], diags: list[Diagnostic]) -> list[S
         if isinstance(st, S.Shortcut):
             prev = out[-1] if out else None
             if isinstance(prev, S.Residual) and prev.shortcut is None and prev.arrow is None:
-                out[-1] = prev._replace(shortcut=st.body)
+                out[-1] = prev._replace(shortcut=st.body, shortcut_keyword=st.span, shortcut_braces=st.braces)
             else:
                 diags.append(
                     error(
@@ -83,6 +87,38 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
     return given
 
 
+def names_read(stmts: Sequence[S.Stmt]) -> tuple[str, ...]:
+    """Every name a body reads, in order of first use (the free parameters of a repeat's body).
+
+    >>> from archc.frontend.parser import parse
+    >>> prog, _ = parse("repeat N { conv K=K*E F=3; fc M }")
+    >>> names_read(prog.statements[0].body)
+    ('K', 'E', 'M')
+    """
+    out: dict[str, None] = {}
+    for st in S.walk(stmts):
+        exprs: Sequence[S.Expr] = ()
+        if isinstance(st, S.LayerStmt):
+            exprs = (*st.positional, *(kw.value for kw in st.keywords))
+        elif isinstance(st, S.Repeat):
+            exprs = (st.times,)
+        todo = list(reversed(exprs))
+        while todo:
+            e = todo.pop()
+            if isinstance(e, S.Ref):
+                out.setdefault(e.name)
+            elif isinstance(e, S.BinOp):
+                todo += [e.right, e.left]
+            elif isinstance(e, S.Neg):
+                todo.append(e.operand)
+    return tuple(out)
+
+
+def local_name(name: str) -> str:
+    """`layer1.0.conv1` -> `conv1`: a name within its scope."""
+    return name.rpartition(".")[2]
+
+
 class _Builder:
     def __init__(self, blocks: dict[str, S.BlockDef]) -> None:
         self.blocks = blocks
@@ -93,8 +129,13 @@ class _Builder:
         self.torch_warned: set[Span] = set()
         self.names: set[str] = set()
         self.by_name: dict[str, Node] = {}
+        # What each statement wrote, converted once however many instances it has (keyed
+        # by id: the syntax tree outlives elaboration, and its tuples compare by value).
+        self.exprs_of: dict[int, dict[str, Expr]] = {}
+        self.reads_of: dict[int, tuple[str, ...]] = {}
+        self.holes = False  # an error node of the syntax tree was met: the graph lacks what it said
 
-    # names: the rules are archc.frontend.naming's; the PyTorch back-end names through these too
+    # names: the rules are archc.frontend.naming's
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
         return naming.enter(path, stmts)
 
@@ -160,13 +201,23 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
     ) -> str:
-        """Elaborate a statement list from `current`; return the node of its output."""
+        """Elaborate a statement list from `current`, recording each step; return the node of its output.
+
+        A statement that fails (or did not parse) outputs `FAILED`: what follows it
+        is still elaborated, for its names and its errors, but reads no known input.
+        """
         for st in attach_shortcuts(stmts, self.diags):
+            if isinstance(st, S.ErrorStmt):
+                self.holes = True
+                current = FAILED
+                continue
             try:
-                current = self.statement(st, scope, env, current)
+                current = self.statement(st, scope, env, current, steps)
             except ElaborationError as exc:
                 self.diags.append(exc.diag)
+                current = FAILED
         return current
 
     def statement(
@@ -175,17 +226,26 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
     ) -> str:
         if isinstance(st, S.LayerStmt):
             if st.kind in self.blocks:
-                return self.call(st, scope, env, current)
-            return self.layer(st, scope, env, current)
+                out = self.call(st, scope, env, current, steps)
+            else:
+                out = self.layer(st, scope, env, current)
+                steps.append(local_name(out))
+            return out
         if isinstance(st, S.Repeat):
-            return self.repeat(st, scope, env, current)
+            return self.repeat(st, scope, env, current, steps)
         if isinstance(st, S.Residual):
             start = current
-            body_out = self.run(st.body, scope, env, start)
-            short_out = self.run(st.shortcut, scope, env, start) if st.shortcut else start
+            body: list[Step] = []
+            body_out = self.run(st.body, scope, env, start, body)
+            branches = [body]
+            short_out = start
+            if st.shortcut:
+                branches.append([])
+                short_out = self.run(st.shortcut, scope, env, start, branches[1])
             name = self.name(scope, st.label, "residual", st.span)
             out = self.emit(
                 Node.model_construct(
@@ -196,12 +256,17 @@ class _Builder:
                     span=st.span,
                     scope=scope.path,
                     key_spans={},
+                    exprs={},
+                    label=st.label.span if st.label is not None else None,
                 )
+            )
+            steps.append(
+                Merge.model_construct(node=local_name(out), branches=tuple(map(tuple, branches)), residual=True)
             )
             self._arrow(out, st.arrow)
             return out
         if isinstance(st, S.Concat):
-            return self.concat(st, scope, env, current)
+            return self.concat(st, scope, env, current, steps)
         if isinstance(st, S.Branch):
             raise _fail("E131", "'branch' belongs inside concat, add or multiply { ... }", st.span)
         if isinstance(st, S.BlockDef):
@@ -285,6 +350,9 @@ class _Builder:
                     hint += f" (default {key.name}={show_value(key.default)})"
                 raise _fail("E103", str(exc), span, hint) from exc
         name = written or self.name(scope, st.label, st.kind, st.span)
+        exprs = self.exprs_of.get(id(st))
+        if exprs is None:
+            exprs = self.exprs_of[id(st)] = {key: as_written(expr) for key, (expr, _) in attrs.items()}
         out = self.emit(
             Node.model_construct(
                 name=name,
@@ -294,6 +362,8 @@ class _Builder:
                 span=st.span,
                 scope=scope.path,
                 key_spans=key_spans,
+                exprs=exprs,
+                label=st.label.span if st.label is not None else None,
             )
         )
         self._arrow(out, st.arrow)
@@ -301,7 +371,10 @@ class _Builder:
 
     def bind(self, block: S.BlockDef, st: S.LayerStmt, env: dict[str, Any]) -> dict[str, Any]:
         """Evaluate a call's arguments against the block's parameters."""
-        given = {name: evaluate(value, env) for name, value in call_arguments(block, st).items()}
+        written = call_arguments(block, st)
+        if id(st) not in self.exprs_of:
+            self.exprs_of[id(st)] = {name: as_written(value) for name, value in written.items()}
+        given = {name: evaluate(value, env) for name, value in written.items()}
         args: dict[str, Any] = {}
         for p in block.params:
             if p.name in given:
@@ -323,17 +396,23 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
         inline_into: _ScopeState | None = None,
     ) -> str:
+        """A block call: its body elaborated in a scope of its own, or (a repeat's sole
+        statement) into the copy `inline_into`, whose steps are then `steps`."""
         block = self.blocks[st.kind]
         args = self.bind(block, st, env)
         if inline_into is not None:
             inner = inline_into
+            body = steps
         else:
             path = self.name(scope, st.label, block.name.lower(), st.span)
             inner = self.enter(path, block.body)
+            steps.append(local_name(path))
+            body = []
         first = len(self.nodes)
-        out = self.run(block.body, inner, args, current)
+        out = self.run(block.body, inner, args, current, body)
         if inline_into is None:
             self.scopes.append(
                 Scope.model_construct(
@@ -344,6 +423,10 @@ class _Builder:
                     nodes=tuple(n.name for n in self.nodes[first:]),
                     output=out,
                     span=st.span if st.label is None else st.label.span,
+                    label=st.label.span if st.label is not None else None,
+                    arg_exprs=self.exprs_of[id(st)],
+                    steps=tuple(body),
+                    reads=(),
                 )
             )
         # Inlined into a repeat copy (`repeat 2 { Basic K=64 -> 8x8x64 }`) the copy is
@@ -357,11 +440,16 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
     ) -> str:
         count = evaluate(st.times, env)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise _fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
         path = self.name(scope, st.label, "repeat", st.span)
+        steps.append(local_name(path))
+        if id(st) not in self.exprs_of:
+            self.exprs_of[id(st)] = {"count": as_written(st.times)}
+            self.reads_of[id(st)] = names_read(st.body)
         first = len(self.nodes)
         body = attach_shortcuts(st.body, [])
         sole_call = (
@@ -376,19 +464,22 @@ class _Builder:
             copy_first = len(self.nodes)
             block_name = None
             args: dict[str, Any] = {}
+            arg_exprs: dict[str, Expr] = {}
+            copy_steps: list[Step] = []
             if sole_call:
                 call = body[0]
                 assert isinstance(call, S.LayerStmt)
                 try:
                     block_name = call.kind
                     args = self.bind(self.blocks[call.kind], call, env)
-                    current = self.call(call, scope, env, current, inline_into=copy)
+                    arg_exprs = self.exprs_of[id(call)]
+                    current = self.call(call, scope, env, current, copy_steps, inline_into=copy)
                 except ElaborationError as exc:
                     self.diags.append(exc.diag)
-                    return current
+                    return FAILED
             else:
                 before = len(self.diags)
-                current = self.run(st.body, copy, env, current)
+                current = self.run(st.body, copy, env, current, copy_steps)
                 if len(self.diags) > before:
                     # Every later copy would report the same errors again, and a
                     # huge count (or E140, which `run` catches) would never end.
@@ -402,6 +493,10 @@ class _Builder:
                     nodes=tuple(n.name for n in self.nodes[copy_first:]),
                     output=current,
                     span=st.span,
+                    label=None,
+                    arg_exprs=arg_exprs,
+                    steps=tuple(copy_steps),
+                    reads=(),
                 )
             )
         self.scopes.append(
@@ -413,6 +508,10 @@ class _Builder:
                 nodes=tuple(n.name for n in self.nodes[first:]),
                 output=current,
                 span=st.span,
+                label=st.label.span if st.label is not None else None,
+                arg_exprs=self.exprs_of[id(st)],
+                steps=(),
+                reads=self.reads_of[id(st)],
             )
         )
         self._arrow(path, st.arrow)
@@ -424,8 +523,10 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
     ) -> str:
         outs: list[str] = []
+        branches: list[tuple[Step, ...]] = []
         for item in st.branches:
             if not isinstance(item, S.Branch):
                 span = getattr(item, "span", st.span)
@@ -435,7 +536,9 @@ class _Builder:
                     span,
                     f"wrap the layers: {st.op} {{ branch {{ conv K=64 F=1 }} branch {{ ... }} }}",
                 )
-            outs.append(self.run(item.body, scope, env, current))
+            branch: list[Step] = []
+            outs.append(self.run(item.body, scope, env, current, branch))
+            branches.append(tuple(branch))
         if not outs:
             raise _fail("E131", f"{st.op} needs at least one branch", st.span)
         name = self.name(scope, st.label, st.op, st.span)
@@ -449,8 +552,11 @@ class _Builder:
                 span=st.span,
                 scope=scope.path,
                 key_spans={},
+                exprs={},
+                label=st.label.span if st.label is not None else None,
             )
         )
+        steps.append(Merge.model_construct(node=local_name(out), branches=tuple(branches), residual=False))
         self._arrow(out, st.arrow)
         return out
 
@@ -551,7 +657,12 @@ def _resolve_expect(
 
 
 def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list[Diagnostic]]:
-    """Elaborate a parsed file into a graph; on errors return None and all of them."""
+    """Elaborate a syntax tree into a graph, and return every error found.
+
+    After errors (or in a tree with error nodes) the graph holds the nodes that
+    could be built and is marked incomplete (`Graph.complete`); it is None only
+    when the spec gives no usable input, from which every shape would start.
+    """
     diags: list[Diagnostic] = []
     blocks: dict[str, S.BlockDef] = {}
     network = default_name
@@ -639,12 +750,13 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
     builder = _Builder(blocks)
     top = builder.enter("", body)
     output = INPUT
+    steps: list[Step] = []
     if not any(d.code == "E112" for d in diags):
         # Each nested block call costs a few Python frames: allow 1,000s of levels.
         old_limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(old_limit, DEEPEST_NESTING * 8))
         try:
-            output = builder.run(body, top, {}, INPUT)
+            output = builder.run(body, top, {}, INPUT, steps)
         except RecursionError:
             diags.append(
                 error(
@@ -684,7 +796,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         diags.append(
             error("E141", "the network has no layers", input_decl.span, "add layers after the input, e.g. fc 10")
         )
-    if any(d.is_error for d in diags) or input_shape is None or input_decl is None:
+    if input_shape is None or input_decl is None:
         return None, diags
     graph = Graph.model_construct(
         network=network,
@@ -694,8 +806,19 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         scopes=tuple(builder.scopes),
         assertions=tuple(assertions),
         output=output,
+        blocks={name: _block(block) for name, block in blocks.items()},
+        steps=tuple(steps),
+        complete=not builder.holes and not any(d.is_error for d in diags),
     )
     return graph, diags
+
+
+def _block(block: S.BlockDef) -> Block:
+    params = tuple(
+        BlockParam.model_construct(name=p.name, default=None if p.default is None else as_written(p.default))
+        for p in block.params
+    )
+    return Block.model_construct(name=block.name, params=params)
 
 
 def top_span(body: Sequence[S.Stmt]) -> Span | None:

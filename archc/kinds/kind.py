@@ -207,7 +207,6 @@ class Elementwise(NamedTuple):
     args: tuple[KeyArg, ...] = ()
     over_features: bool = False  # acts along the feature axis: PyTorch `dim=`, ONNX `axis=`
     onnx_constants: tuple[tuple[str, float], ...] = ()  # extra inputs, named `/const/<name>` (Clip's bounds)
-    onnx_opset: tuple[int, str] | None = None  # the opset that brought the op, and a sentence why
 
 
 CheckFn = Callable[[Attrs, Sequence[Shape]], None]

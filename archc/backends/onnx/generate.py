@@ -10,18 +10,26 @@ them; helper nodes and constants use names with a `/`, which no layer can have.
 
 >>> import archc
 >>> net = archc.loads("input 8x8x3\\nconv1: conv K=4 F=3 P=same\\nrelu\\nfc 2")
->>> model = build_model(net, weights="zeros")
+>>> model = build_model(net.analysis, weights="zeros")
 >>> [(n.name, n.op_type) for n in model.graph.node]
 [('conv1', 'Conv'), ('relu1', 'Relu'), ('fc1/Flatten', 'Flatten'), ('fc1', 'Gemm')]
 
+Handlers emit the op they mean; an op newer than the opset asked for is
+written out in older ops (`archc.backends.onnx.opsets`). Each value knows
+the axis order it is held in; a handler reads its inputs in ONNX's own order
+for their shapes unless it asks otherwise, and a Transpose appears only where
+two orders meet (`archc.backends.onnx.lowering`).
+
 Adding a kind: one handler in `HANDLERS` (tests assert every registry kind has
 one); an element-wise kind needs none, `_elementwise` reads its row.
+A handler returns its output value, in ONNX's own order for the output's
+shape, or as a `Value` with the order it made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +37,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from archc import __version__
-from archc.analysis import LayerFacts
-from archc.api import Network
+from archc.analysis import Analysis, LayerFacts
+from archc.analysis.tensors import tensor_specs
 from archc.backends.onnx.io import (
     EXTERNAL_THRESHOLD,
     Tensor,
@@ -40,102 +47,22 @@ from archc.backends.onnx.io import (
     write_model_proto,
     write_streamed,
 )
+from archc.backends.onnx.lowering import OUTPUT, Lowering, Value
+from archc.backends.onnx.lowering import OnnxError as OnnxError  # raised here, and part of this API
+from archc.backends.onnx.opsets import checked_opset, rewrites
 from archc.backends.weights import GENERATED, generate_chunks, iter_weights
-from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
+from archc.diagnostics import TargetError, error
 from archc.ir import INPUT, Layout, Node
 from archc.kinds import KINDS
 from archc.kinds.dense import flattens
 from archc.kinds.sequence import kv_heads, select_index
-from archc.kinds.tensors import tensor_specs
+from archc.version import __version__
 
-# The newest opset that every onnxruntime the extras allow (>= 1.24.3) runs, and
-# the one that brings Gelu. A newer default would shut out runtimes still in
-# use: on an H200, onnxruntime-gpu 1.31.1 (the newest GPU wheel) refused
-# opset 28's IR version 14 ("max supported IR version: 13"). Opset 20 needs IR
-# 9. `--opset` picks another, up to the newest the installed onnx knows;
-# tests/test_onnx_gen.py runs a model with every kind at each opset from 13.
-DEFAULT_OPSET = 20
-# Softmax over axis 1 alone needs 13 (before it, Softmax flattened everything from
-# the axis on); Clip's min/max as inputs needs 11.
-MIN_OPSET = 13
-# Kinds whose ONNX op is newer than MIN_OPSET: (opset, why).
-KIND_MIN_OPSET = {
-    name: kind.elementwise.onnx_opset
-    for name, kind in KINDS.items()
-    if kind.elementwise is not None and kind.elementwise.onnx_opset is not None
-}
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
 MAX_CONSTANT_BYTES = 64 << 20  # constants a lowering may add for one layer (uneven adaptive pooling)
-OUTPUT = "output"
 
 
-class OnnxError(ArchError):
-    """The network cannot be written as ONNX with the options given."""
-
-
-@dataclass
-class Lowering:
-    """The state of one lowering: nodes emitted so far and where each layer's value lives."""
-
-    net: Network
-    opset: int
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
-    values: dict[str, str] = field(default_factory=lambda: {INPUT: INPUT})
-    constants: dict[str, TensorProto] = field(default_factory=dict)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-
-    def inputs(self, node: Node) -> list[str]:
-        """The values a layer reads: a sequence held the other way is transposed first."""
-        flags = self.net.analysis.transposed(node)
-        return [
-            self.transposed(self.values[i]) if flag else self.values[i]
-            for i, flag in zip(node.inputs, flags, strict=True)
-        ]
-
-    def transposed(self, value: str) -> str:
-        """A sequence as the other order holds it (`[batch, C, L]` <-> `[batch, L, C]`), made once."""
-        name = f"{value}/transposed"
-        if not any(name in n.output for n in self.nodes):
-            self.emit("Transpose", [value], name, perm=[0, 2, 1])
-        return name
-
-    def emit(self, op: str, inputs: list[str], name: str, output: str | None = None, **attrs: Any) -> str:
-        """Add one node; its output value is named `output` (default: the node's name).
-
-        A layer may be named `output`: its value then gets a `/` name, so that it
-        cannot clash with the graph's own `output` (the final value is renamed so).
-        """
-        out = output or (name if name != OUTPUT else f"{name}/value")
-        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
-        return out
-
-    def constant(self, name: str, value: float | np.ndarray) -> str:
-        """A constant initializer (float32 unless an array says otherwise), made once per name.
-
-        Its name starts with `/`, so it can never be a layer's or a weight's.
-        """
-        if name not in self.constants:
-            array = value if isinstance(value, np.ndarray) else np.array(value, np.float32)
-            self.constants[name] = numpy_helper.from_array(array, name)
-        return name
-
-
-    def ints(self, name: str, values: list[int]) -> str:
-        """An int64 constant (shapes, axes, indices), named `/const/<name>`."""
-        return self.constant(f"/const/{name}", np.array(values, np.int64))
-
-    def weight_t(self, tensor: str) -> str:
-        """`tensor` transposed ([N, C] -> [C, N], nn.Linear's weight as MatMul takes it), made once.
-
-        onnxruntime folds it into a constant when the session starts, so the file holds one copy.
-        """
-        name = f"{tensor}/T"
-        if not any(name in n.output for n in self.nodes):
-            self.emit("Transpose", [tensor], name, perm=[1, 0])
-        return name
-
-
-Handler = Callable[[Lowering, Node, LayerFacts], str]
+Handler = Callable[[Lowering, Node, LayerFacts], str | Value]
 
 
 def _simple(op: str, **fixed: Any) -> Handler:
@@ -154,7 +81,7 @@ def _elementwise(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     ins = [*ctx.inputs(node), *(ctx.constant(f"/const/{name}", value) for name, value in row.onnx_constants)]
     attrs = {arg.onnx: node.attrs[arg.key] for arg in row.args if arg.onnx is not None}
     if row.over_features:
-        attrs["axis"] = facts.inputs[0].layout.channel_axis(ctx.net.analysis.reads(node))
+        attrs["axis"] = facts.inputs[0].layout.channel_axis(ctx.analysis.reads(node))
     return ctx.emit(row.onnx, ins, node.name, **attrs)
 
 
@@ -255,7 +182,7 @@ def _layernorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     eps = float(node.attrs["eps"])
     bias = [f"{p}.bias"] if node.attrs["bias"] else []
     rank = 1 + len(shape.dims)
-    axis = shape.layout.channel_axis(ctx.net.analysis.reads(node))
+    axis = shape.layout.channel_axis(ctx.analysis.reads(node))
     if ctx.opset < LAYERNORM_OPSET:
         return _layernorm_written_out(ctx, node, x, axis, rank, eps)
     if axis == rank - 1:
@@ -323,7 +250,7 @@ def _elementwise_merge(op: str) -> Handler:
         values = []
         for i, (value, shape) in enumerate(zip(ctx.inputs(node), facts.inputs, strict=True)):
             if out.is_spatial and not shape.is_spatial:
-                rank, channels = 1 + len(out.dims), out.layout.channel_axis(ctx.net.analysis.reads(node))
+                rank, channels = 1 + len(out.dims), out.layout.channel_axis(ctx.analysis.reads(node))
                 axes = np.array([a for a in range(rank) if a not in (0, channels)], np.int64)
                 name = ctx.constant(f"/const/axes{'_'.join(map(str, axes))}", axes)
                 value = ctx.emit("Unsqueeze", [value, name], f"{node.name}/branch{i + 1}")
@@ -338,7 +265,7 @@ def _elementwise_merge(op: str) -> Handler:
 
 
 def _concat(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-    axis = facts.output.layout.channel_axis(ctx.net.analysis.order_of(node.name))
+    axis = facts.output.layout.channel_axis(ctx.analysis.order_of(node.name))
     return ctx.emit("Concat", ctx.inputs(node), node.name, axis=axis)
 
 
@@ -521,39 +448,6 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def default_opset() -> int:
-    """DEFAULT_OPSET, or the newest the installed onnx knows when that is older."""
-    return min(DEFAULT_OPSET, onnx.defs.onnx_opset_version())
-
-
-def _opset(net: Network, opset: int | None) -> int:
-    newest = onnx.defs.onnx_opset_version()
-    opset = default_opset() if opset is None else opset
-    if not MIN_OPSET <= opset <= newest:
-        raise OnnxError(
-            f"opset {opset} is out of range: archc writes opsets {MIN_OPSET} to {newest} "
-            f"(the newest the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
-        )
-    diags = [
-        error(
-            "E602",
-            f"{node.name}: {node.kind} needs ONNX opset {KIND_MIN_OPSET[node.kind][0]} or newer "
-            f"({KIND_MIN_OPSET[node.kind][1]}), but opset {opset} was asked for",
-            node.span,
-            f"use --opset {KIND_MIN_OPSET[node.kind][0]} or newer (the default is {DEFAULT_OPSET})",
-        )
-        for node in net.graph.nodes
-        if node.kind in KIND_MIN_OPSET and opset < KIND_MIN_OPSET[node.kind][0]
-    ]
-    _raise(net, diags)
-    return opset
-
-
-def _raise(net: Network, diags: list[Diagnostic]) -> None:
-    if diags:
-        raise SpecError(diags, render(diags, net.path, net.text))
-
-
 def _io(name: str, shape: tuple[int, ...], ids: bool = False) -> onnx.ValueInfoProto:
     """A graph input or output: float32, or int64 for token ids, with the dynamic batch first."""
     return helper.make_tensor_value_info(name, TensorProto.INT64 if ids else TensorProto.FLOAT, [BATCH, *shape])
@@ -568,25 +462,31 @@ class Skeleton:
     values: dict[str, str]  # layer name -> the ONNX value holding its output
 
 
-def lower(net: Network, opset: int | None = None) -> Skeleton:
-    """Lower the IR to ONNX nodes; raises `SpecError` for what ONNX cannot express."""
-    ctx = Lowering(net, _opset(net, opset))
-    for node in net.graph.nodes:
-        ctx.values[node.name] = HANDLERS[node.kind](ctx, node, net.analysis.facts[node.name])
-    _raise(net, ctx.diagnostics)
-    last = ctx.values[net.graph.output]
+def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
+    """Lower the IR to ONNX nodes; raises `TargetError` (diagnostics) for what the opset cannot express."""
+    graph_ir = analysis.graph
+    opset = checked_opset(opset)
+    ctx = Lowering(analysis, opset, rewrites(opset))
+    for node in graph_ir.nodes:
+        ctx.node = node
+        facts = analysis.facts[node.name]
+        made = HANDLERS[node.kind](ctx, node, facts)
+        ctx.values[node.name] = made if isinstance(made, Value) else Value(made, ctx.order_of(node.name))
+    if ctx.diagnostics:
+        raise TargetError(ctx.diagnostics)
+    last = ctx.value(graph_ir.output, ctx.order_of(graph_ir.output))
     if last == INPUT:  # every layer vanished: the output still needs a node of its own
-        ctx.emit("Identity", [INPUT], net.graph.output, output=OUTPUT)
+        ctx.emit("Identity", [INPUT], graph_ir.output, output=OUTPUT)
     else:  # rename the final value to `output` wherever it appears
         for n in ctx.nodes:
             n.output[:] = [OUTPUT if v == last else v for v in n.output]
             n.input[:] = [OUTPUT if v == last else v for v in n.input]
-    values = {k: OUTPUT if v == last else v for k, v in ctx.values.items() if k != INPUT}
+    values = {k: OUTPUT if v.name == last else v.name for k, v in ctx.values.items() if k != INPUT}
     graph = helper.make_graph(
         ctx.nodes,
-        net.name,
-        [_io(INPUT, net.analysis.physical(INPUT), ids=net.graph.input_shape.layout is Layout.TOKENS)],
-        [_io(OUTPUT, net.analysis.physical(net.graph.output))],
+        graph_ir.network,
+        [_io(INPUT, analysis.physical(INPUT), ids=graph_ir.input_shape.layout is Layout.TOKENS)],
+        [_io(OUTPUT, analysis.physical(graph_ir.output))],
     )
     opsets = [helper.make_opsetid("", ctx.opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="archc", producer_version=__version__)
@@ -595,11 +495,13 @@ def lower(net: Network, opset: int | None = None) -> Skeleton:
     return Skeleton(model, list(ctx.constants.values()), values)
 
 
-def build_model(net: Network, weights: Any = "random", seed: int = 0, opset: int | None = None) -> onnx.ModelProto:
+def build_model(
+    analysis: Analysis, weights: Any = "random", seed: int = 0, opset: int | None = None
+) -> onnx.ModelProto:
     """The whole model in memory, weights included (see `archc.backends.weights.make_weights`)."""
-    skel = lower(net, opset)
+    skel = lower(analysis, opset)
     model = skel.model
-    for spec, arr in iter_weights(net, weights, seed):
+    for spec, arr in iter_weights(analysis, weights, seed):
         model.graph.initializer.append(numpy_helper.from_array(arr, spec.name))
     model.graph.initializer.extend(skel.constants)
     return model
@@ -614,7 +516,7 @@ def save_model(model: onnx.ModelProto, path: Path, threshold: int = EXTERNAL_THR
 
 
 def write_model(
-    net: Network,
+    analysis: Analysis,
     path: Path,
     weights: Any = "random",
     seed: int = 0,
@@ -623,15 +525,15 @@ def write_model(
 ) -> list[Path]:
     """`save_model(build_model(...))` holding one weight tensor in memory at a time.
 
-    The same bytes as `save_model(build_model(net, weights, seed, opset), path)`.
+    The same bytes as `save_model(build_model(analysis, weights, seed, opset), path)`.
     Returns the files written: the model, then its external data if any.
     """
-    skel = lower(net, opset)
-    specs = tensor_specs(net)
+    skel = lower(analysis, opset)
+    specs = tensor_specs(analysis)
     if isinstance(weights, str) and weights in GENERATED:
         stream = generate_chunks(specs, weights, seed)  # one 4 MB buffer, reused
     else:  # loaded weights: validated in full before anything is written
-        stream = iter([(spec, iter([arr])) for spec, arr in iter_weights(net, weights, seed)])
+        stream = iter([(spec, iter([arr])) for spec, arr in iter_weights(analysis, weights, seed)])
 
     def next_tensor(name: str) -> Callable[[], Iterable[Any]]:
         def take() -> Iterable[Any]:
