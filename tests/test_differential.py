@@ -18,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 pytest.importorskip("archc.backends.torch.generate")
 
-from conftest import all_specs  # noqa: E402
+from conftest import compiled_specs  # noqa: E402
 from test_onnx_gen import EVERY_KIND, SEQUENCE_SPECS  # noqa: E402
 
 import archc  # noqa: E402
@@ -64,7 +64,7 @@ def _compare(net) -> None:
     assert error <= CHECK_TOLERANCE, f"{net.name}: max relative error {error:.2e}"
 
 
-@pytest.mark.parametrize("spec", all_specs(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec", compiled_specs(), ids=lambda p: p.stem)
 def test_onnxruntime_matches_pytorch(spec: Path) -> None:
     _compare(archc.load(spec))
 

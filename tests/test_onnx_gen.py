@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 np = pytest.importorskip("numpy")
 ort = pytest.importorskip("onnxruntime")
 
-from conftest import GOLDEN, SPECS, all_specs, onnx_text  # noqa: E402
+from conftest import GOLDEN, SPECS, all_specs, compiled_specs, onnx_text  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskips, so a missing onnx skips instead of failing
 from archc.analysis.tensors import Role, tensor_specs  # noqa: E402
@@ -130,7 +130,7 @@ def _check_against_ir(net, model, inferred=None) -> None:
     assert [o.name for o in model.graph.output] == ["output"]
 
 
-@pytest.mark.parametrize("spec", all_specs(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec", compiled_specs(), ids=lambda p: p.stem)
 def test_spec_is_valid_onnx_with_the_irs_shapes(spec: Path, tmp_path: Path) -> None:
     # Written with every tensor in external data (threshold 0), the checker and
     # shape inference read a small file: VGG's 550 MB of weights are checked for

@@ -17,6 +17,7 @@ import archc  # noqa: E402 - after the importorskip
 from archc.analysis.tensors import tensor_specs  # noqa: E402
 from archc.backends.torch.generate import HANDLERS, build_module, generate_source  # noqa: E402
 from archc.frontend.elaborate import RESERVED_NAMES  # noqa: E402
+from archc.ir import INPUT, Layout  # noqa: E402
 from archc.kinds import KINDS  # noqa: E402
 
 
@@ -37,9 +38,10 @@ def test_every_spec_builds_and_matches_the_ir(path: Path) -> None:
     # shapes and counts only: the meta device allocates nothing, so VGG costs no time
     with torch.device("meta"):
         module = build_module(net.analysis)
-        y = module(torch.empty(2, *net.graph.input_shape.nchw()))
+        ids = net.graph.input_shape.layout is Layout.TOKENS
+        y = module(torch.empty(2, *net.analysis.physical(INPUT), dtype=torch.long if ids else torch.float32))
     _check_against_ir(net, module)
-    assert tuple(y.shape) == (2, *net.analysis.output_shape.nchw())
+    assert tuple(y.shape) == (2, *net.analysis.physical(net.graph.output))
     assert module.training  # like torchvision: a fresh module trains
 
 
