@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("archc.backends.torch.generate")
 
 from conftest import all_specs  # noqa: E402
-from test_onnx_gen import EVERY_KIND  # noqa: E402
+from test_onnx_gen import EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D  # noqa: E402
 
 import archc  # noqa: E402
 from archc.backends.onnx.generate import build_model  # noqa: E402
@@ -57,8 +57,9 @@ def test_onnxruntime_matches_pytorch(spec: Path) -> None:
     _compare(archc.load(spec))
 
 
-def test_every_kind_matches_pytorch() -> None:
-    _compare(archc.loads(EVERY_KIND, filename="every.arch"))
+@pytest.mark.parametrize("text", [EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D], ids=["2d", "1d", "3d"])
+def test_every_kind_matches_pytorch(text: str) -> None:
+    _compare(archc.loads(text, filename="every.arch"))
 
 
 @pytest.mark.parametrize(

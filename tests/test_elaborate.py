@@ -362,7 +362,7 @@ def test_block_named_like_a_kind() -> None:
         ("input 3\ninput 3\nfc 2", "E116"),
         ("fc 2\ninput 3", "E117"),
         ("fc 2", "E118"),
-        ("input 3x3x3x3\nrelu", "E119"),
+        ("input 3x3x3x3x3\nrelu", "E119"),
         ("input 0x3x3\nrelu", "E119"),
         ("input 3x3x3", "E141"),
     ],

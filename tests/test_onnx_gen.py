@@ -58,6 +58,46 @@ layernorm bias=false
 softmax
 """
 
+# The same at the other ranks: a 1-D signal (LxC) and a volume (DxHxWxC).
+EVERY_KIND_1D = """\
+network Every1d
+input 64x3
+conv K=8 F=7 S=2 P=same bias=false
+batchnorm
+relu
+maxpool F=3 S=2 P=1
+lrn size=3
+lrn size=2
+avgpool F=3 S=1 P=1 ceil=true
+conv K=8 F=3 P=2 D=2 G=2
+se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; relu; conv K=8 F=1; sigmoid } }
+cat: concat { branch { conv K=4 F=1 } branch { maxpool F=3 S=1 P=1 } }
+adaptiveavgpool 5
+fc 6
+layernorm
+softmax
+flatten
+fc 3
+"""
+
+EVERY_KIND_3D = """\
+network Every3d
+input 6x12x12x3
+conv K=8 F=3x5x5 S=1x2x2 P=1x2x2 bias=false
+batchnorm
+relu
+maxpool F=3 S=2 P=same
+lrn size=3
+lrn size=4
+avgpool F=1x3x3 S=1 P=0x1x1
+se: multiply { branch { identity } branch { globalavgpool; flatten; fc 2; relu; fc 8; sigmoid } }
+res: residual { conv K=8 F=3 P=1 } shortcut { identity }
+layernorm eps=1e-6
+adaptiveavgpool 2x2x3
+globalavgpool
+fc 4
+"""
+
 
 def _run(model, x):
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -127,6 +167,16 @@ def test_every_kind_runs_on_onnxruntime_at_the_default_opset() -> None:
     y = _run(model, np.random.default_rng(0).standard_normal((2, 4, 20, 20), dtype=np.float32))
     assert y.shape == (2, 10)
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)  # softmax rows
+
+
+@pytest.mark.parametrize("text", [EVERY_KIND_1D, EVERY_KIND_3D], ids=["1d", "3d"])
+@pytest.mark.parametrize("opset", [13, DEFAULT_OPSET])
+def test_1d_and_3d_networks_are_valid_with_the_irs_shapes(text: str, opset: int) -> None:
+    net = archc.loads(text)
+    model = build_model(net, seed=1, opset=opset)
+    _check_against_ir(net, model)
+    x = np.random.default_rng(0).standard_normal((2, *net.graph.input_shape.nchw()), dtype=np.float32)
+    assert _run(model, x).shape == (2, *net.analysis.output_shape.nchw())
 
 
 def test_flat_input_and_every_layer_vanishing() -> None:

@@ -2,9 +2,10 @@
 
 Each case writes a one-layer spec, compiles it with archc, and applies the
 torch layer the rule claims to describe to a tensor of the input's size:
-the output shapes (archc's HxWxC against torch's CxHxW) and the parameter
-counts must agree, and where torch refuses the input, archc must refuse the
-spec. About a hundred random examples in all.
+the output shapes (archc's HxWxC against torch's CxHxW, at every rank: 1-D
+signals, images, volumes) and the parameter counts must agree, and where
+torch refuses the input, archc must refuse the spec. A few hundred random
+examples in all.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _torch_out(layer: torch.nn.Module, shape: tuple[int, ...]) -> tuple[int, ...
     except RuntimeError:
         return None
     dims = tuple(y.shape[1:])
-    return (dims[1], dims[2], dims[0]) if len(dims) == 3 else dims
+    return (*dims[1:], dims[0]) if len(dims) >= 2 else dims  # channels first -> archc's channels last
 
 
 def _archc(spec: str) -> archc.Network | None:
@@ -152,3 +153,104 @@ def test_layernorm_over_the_channels(h: int, w: int, c: int, bias: bool, flat: b
         module.load_state_dict({f"layernorm1.{k}": v for k, v in ref.state_dict().items()})
         expected = ref(x) if flat else ref(x.movedim(1, -1)).movedim(-1, 1)
         torch.testing.assert_close(module(x), expected)
+
+
+# --- contract v2: 1-D and 3-D ------------------------------------------------------------------
+def _sizes(draw: st.DrawFn, rank: int, low: int, high: int) -> tuple[int, ...]:
+    a = draw(st.integers(low, high))
+    if draw(st.booleans()):
+        return (a,) * rank
+    return tuple(draw(st.integers(low, high)) for _ in range(rank))
+
+
+def _dims_text(sizes: tuple[int, ...]) -> str:
+    return str(sizes[0]) if len(set(sizes)) == 1 else "x".join(map(str, sizes))
+
+
+def _input_text(spatial: tuple[int, ...], c: int) -> str:
+    return "x".join(map(str, (*spatial, c)))
+
+
+@st.composite
+def nd_conv_cases(draw: st.DrawFn) -> tuple[str, torch.nn.Module, tuple[int, ...]]:
+    rank = draw(st.sampled_from([1, 3]))
+    spatial = tuple(draw(st.integers(1, 12 if rank == 1 else 7)) for _ in range(rank))
+    g = draw(st.sampled_from([1, 1, 2]))
+    c, k = g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3))
+    f, s_, d = _sizes(draw, rank, 1, 4), _sizes(draw, rank, 1, 3), _sizes(draw, rank, 1, 2)
+    p = _sizes(draw, rank, 0, 2)
+    bias = draw(st.booleans())
+    spec = (
+        f"input {_input_text(spatial, c)}\nconv K={k} F={_dims_text(f)} S={_dims_text(s_)} P={_dims_text(p)} "
+        f"D={_dims_text(d)} G={g} bias={str(bias).lower()}"
+    )
+    cls = nn.Conv1d if rank == 1 else nn.Conv3d
+    return spec, cls(c, k, f, s_, p, d, g, bias), (c, *spatial)
+
+
+@EXAMPLES
+@given(nd_conv_cases())
+def test_conv_1d_and_3d(case: tuple[str, torch.nn.Module, tuple[int, ...]]) -> None:
+    _agree(*case)
+
+
+@st.composite
+def nd_pool_cases(draw: st.DrawFn) -> tuple[str, torch.nn.Module, tuple[int, ...]]:
+    rank = draw(st.sampled_from([1, 3]))
+    spatial = tuple(draw(st.integers(1, 12 if rank == 1 else 7)) for _ in range(rank))
+    c = draw(st.integers(1, 3))
+    kind = draw(st.sampled_from(["maxpool", "avgpool"]))
+    f = _sizes(draw, rank, 1, 4)
+    s_ = draw(st.one_of(st.none(), st.just(_sizes(draw, rank, 1, 3))))
+    p = tuple(draw(st.integers(0, fi // 2)) for fi in f)
+    ceil = draw(st.booleans())
+    stride = f"S={_dims_text(s_)} " if s_ is not None else ""
+    spec = f"input {_input_text(spatial, c)}\n{kind} F={_dims_text(f)} {stride}P={_dims_text(p)} ceil={str(ceil).lower()}"
+    cls = {("maxpool", 1): nn.MaxPool1d, ("maxpool", 3): nn.MaxPool3d, ("avgpool", 1): nn.AvgPool1d, ("avgpool", 3): nn.AvgPool3d}
+    return spec, cls[kind, rank](f, s_, p, ceil_mode=ceil), (c, *spatial)
+
+
+@EXAMPLES
+@given(nd_pool_cases())
+def test_pools_1d_and_3d(case: tuple[str, torch.nn.Module, tuple[int, ...]]) -> None:
+    _agree(*case)
+
+
+@EXAMPLES
+@given(st.sampled_from([1, 3]), st.data())
+def test_adaptive_global_batchnorm_flatten_1d_and_3d(rank: int, data: st.DataObject) -> None:
+    spatial = tuple(data.draw(st.integers(1, 9)) for _ in range(rank))
+    c = data.draw(st.integers(1, 4))
+    out = tuple(data.draw(st.integers(1, 5)) for _ in range(rank))
+    inp = _input_text(spatial, c)
+    adaptive, bn = (nn.AdaptiveAvgPool1d, nn.BatchNorm1d) if rank == 1 else (nn.AdaptiveAvgPool3d, nn.BatchNorm3d)
+    _agree(f"input {inp}\nadaptiveavgpool {'x'.join(map(str, out))}", adaptive(out), (c, *spatial))
+    _agree(f"input {inp}\nglobalavgpool", adaptive(1), (c, *spatial))
+    _agree(f"input {inp}\nbatchnorm", bn(c).eval(), (c, *spatial))
+    _agree(f"input {inp}\nflatten", nn.Flatten(), (c, *spatial))
+
+
+class _PerPosition(nn.Module):
+    """nn.Linear on every position of a [batch, C, L] sequence."""
+
+    def __init__(self, linear: torch.nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.transpose(1, 2)).transpose(1, 2)
+
+
+@EXAMPLES
+@given(st.integers(1, 20), st.integers(1, 6), st.integers(1, 9), st.booleans())
+def test_fc_acts_on_every_position_of_a_sequence(length: int, c: int, n: int, bias: bool) -> None:
+    linear = nn.Linear(c, n, bias=bias)
+    spec = f"input {length}x{c}\nfc {n} bias={str(bias).lower()}"
+    _agree(spec, _PerPosition(linear), (c, length))
+    net = archc.loads(spec)
+    assert net.macs == length * c * n
+    module = net.to_torch().eval()
+    module.load_state_dict({f"fc1.{k}": v for k, v in linear.state_dict().items()})
+    x = torch.randn(2, c, length)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), _PerPosition(linear)(x))

@@ -81,6 +81,35 @@ ROWS: list[Row] = [
 ]
 
 
+# contract v2: the same rules on 1-D signals and sequences (LxC) and on volumes (DxHxWxC)
+ROWS += [
+    ("16000x1", "conv K=8 F=80 S=4", "3981x8", 80 * 8 + 8, 3981 * 8 * 80),
+    ("32000x1", "conv K=128 F=80 S=4 P=same", "8000x128", 80 * 128 + 128, 8000 * 128 * 80),
+    ("100x6", "conv K=4 F=3 P=1 D=2 G=2 bias=false", "98x4", 3 * 3 * 4, 98 * 4 * 9),
+    ("100x4", "maxpool F=4", "25x4", 0, 0),
+    ("101x4", "avgpool F=3 S=2 P=1 ceil=true", "51x4", 0, 0),
+    ("100x4", "adaptiveavgpool 7", "7x4", 0, 0),
+    ("31x512", "globalavgpool", "1x512", 0, 0),
+    ("100x8", "batchnorm", "100x8", 16, 0),
+    ("100x8", "fc 3", "100x3", 8 * 3 + 3, 100 * 8 * 3),  # per position: LxC -> LxN
+    ("100x8", "fc 3 bias=false", "100x3", 24, 2400),
+    ("100x8", "flatten", "800", 0, 0),
+    ("16x112x112x3", "conv K=64 F=3x7x7 S=1x2x2 P=1x3x3 bias=false", "16x56x56x64", 3 * 7 * 7 * 3 * 64, 16 * 56 * 56 * 64 * 441),
+    ("8x28x28x64", "conv K=128 F=3 S=2 P=1", "4x14x14x128", 27 * 64 * 128 + 128, 4 * 14 * 14 * 128 * 27 * 64),
+    ("8x28x28x64", "conv K=128 F=1 S=2 G=4", "4x14x14x128", 16 * 128 + 128, 4 * 14 * 14 * 128 * 16),
+    ("5x9x9x2", "maxpool F=3 S=2 P=1", "3x5x5x2", 0, 0),
+    ("5x9x9x2", "avgpool F=1x3x3 S=1x2x2", "5x4x4x2", 0, 0),
+    ("5x9x9x2", "adaptiveavgpool 2x3x3", "2x3x3x2", 0, 0),
+    ("2x7x7x512", "globalavgpool", "1x1x1x512", 0, 0),
+    ("2x7x7x512", "batchnorm", "2x7x7x512", 1024, 0),
+    ("2x3x4x5", "fc 10", "10", 120 * 10 + 10, 1200),  # a volume flattens first
+    ("2x3x4x5", "flatten", "120", 0, 0),
+    ("2x3x4x5", "layernorm", "2x3x4x5", 10, 0),
+    ("7x5", "layernorm", "7x5", 10, 0),
+    *[(inp, k, inp, 0, 0) for inp in ("10x3", "2x3x3x3") for k in ("relu", "sigmoid", "dropout", "softmax", "lrn")],
+]
+
+
 def single(inp: str, layer: str) -> archc.Layer:
     n = archc.loads(f"input {inp}\n{layer}\n", "t.arch")
     (only,) = n.layers
@@ -181,7 +210,11 @@ def test_residual_with_projection() -> None:
         ("8x8x3", "maxpool F=3 P=2", "more than half the window"),
         ("100", "conv K=3 F=3", "needs a spatial input"),
         ("100", "maxpool F=2", "needs a spatial input"),
-        ("100", "globalavgpool", "needs a spatial input"),
+        ("100", "globalavgpool", "needs a spatial input (LxC, HxWxC or DxHxWxC), but its input is the flat vector 100"),
+        ("100x4", "conv K=3 F=3x3", "conv F=3x3 gives 2 sizes, but the sequence 100x4 has 1 spatial dimension (L)"),
+        ("4x8x8x3", "maxpool F=2x2", "maxpool F=2x2 gives 2 sizes, but the volume 4x8x8x3 has 3 spatial dimensions"),
+        ("8x8x3", "adaptiveavgpool 2x2x2", "adaptiveavgpool size=2x2x2 gives 3 sizes, but the image 8x8x3"),
+        ("2x8x8x3", "conv K=8 F=3", "output would be 0x6x6"),
     ],
 )
 def test_shape_errors(inp: str, layer: str, words: str) -> None:

@@ -48,7 +48,8 @@ def receptive_fields(net: Network) -> dict[str, dict[str, Any]]:
             rf = tuple(r for r, _, _ in new)
             jump = tuple(j for _, j, _ in new)
             start = tuple(s for _, _, s in new)
-        elif traits.mixes_positions and facts.inputs[0].is_spatial:
+        elif traits.mixes_positions and facts.inputs[0].is_spatial and facts.output.spatial != facts.inputs[0].spatial:
+            # (fc on a sequence keeps its positions: each output sees its own position only)
             rf = tuple(max(r, n) for r, n in zip(rf, full, strict=True))
             jump, start = full, tuple(n / 2 for n in full)
         fields[node.name] = (rf, jump, start)

@@ -578,9 +578,10 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             diags.append(
                 error(
                     "E119",
-                    f"input must be HxWxC or N with positive sizes, not {'x'.join(str(d) for d in dims)}",
+                    "input must be N, LxC, HxWxC or DxHxWxC with positive sizes, "
+                    f"not {'x'.join(str(d) for d in dims)}",
                     input_decl.shape.span,
-                    "e.g. input 227x227x3",
+                    "e.g. input 227x227x3 (an image), input 16000x1 (a signal), input 16x112x112x3 (a clip)",
                 )
             )
         else:

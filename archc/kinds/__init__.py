@@ -68,7 +68,8 @@ def apply(kind: LayerKind, attrs: Attrs, ins: Sequence[Shape]) -> tuple[Shape, W
 
 def _wrong_layout(kind: LayerKind, shape: Shape) -> ShapeError:
     accepted = sorted(kind.traits.layouts, key=list(Layout).index)
-    forms = " or ".join(layout.value for layout in accepted)
+    names = [layout.value for layout in accepted]
+    forms = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     spatial = all(layout.spatial_rank for layout in accepted)
     needs = f"a spatial input ({forms})" if spatial else f"an input of {forms}"
     hint = "put it before the first fc/flatten" if spatial and shape.layout is Layout.FLAT else None

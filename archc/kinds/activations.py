@@ -8,7 +8,7 @@ keys it takes, the ONNX op and its attributes.
 from __future__ import annotations
 
 from archc.kinds.kind import (
-    FLAT_OR_SPATIAL,
+    ANY_FEATURES,
     Elementwise,
     Family,
     Key,
@@ -19,7 +19,7 @@ from archc.kinds.kind import (
     same_shape,
 )
 
-_TRAITS = Traits(Family.ELEMENTWISE, FLAT_OR_SPATIAL)
+_TRAITS = Traits(Family.ELEMENTWISE, ANY_FEATURES)
 
 # name, doc, lowering, keys, positional key, example
 _ROWS: tuple[tuple[str, str, Elementwise, tuple[Key, ...], str | None, str], ...] = (

@@ -23,7 +23,7 @@ Attrs = dict[str, Any]
 
 
 class KeyType(StrEnum):
-    SIZES = "n or HxW (positive)"  # one size for every spatial dim, or one per dim
+    SIZES = "n or HxW (positive)"  # one size for every spatial dim, or one per dim (L, HxW, DxHxW)
     PAD = "n, HxW or same"
     POS_INT = "positive integer"
     FLOAT = "number"
@@ -164,10 +164,10 @@ class Merge(NamedTuple):
     noun: str  # in messages: "residual's sum"
 
 
-SPATIAL = frozenset({Layout.IMAGE})
-FLAT_OR_SPATIAL = frozenset({Layout.FLAT, Layout.IMAGE})
+# the layouts a window slides over: 1-D signals and sequences, images, volumes
+SPATIAL = frozenset({Layout.SEQUENCE, Layout.IMAGE, Layout.VOLUME})
 # every layout with a feature axis (not token ids): channels at every position, or flat features
-ANY_FEATURES = frozenset({Layout.FLAT, Layout.SEQUENCE, Layout.IMAGE, Layout.VOLUME})
+ANY_FEATURES = frozenset({Layout.FLAT, *SPATIAL})
 
 
 class Traits(NamedTuple):
@@ -297,7 +297,11 @@ def coerce(key: Key, value: Any) -> Any:
         low = 0 if t is KeyType.PAD else 1
         if ok and all(isinstance(v, int) and v >= low for v in sizes):
             return value
-        what = "a non-negative integer, HxW or same" if t is KeyType.PAD else "a positive integer or HxW"
+        what = (
+            "a non-negative integer, one per dimension (HxW, DxHxW) or same"
+            if t is KeyType.PAD
+            else "a positive integer, or one per dimension (HxW, DxHxW)"
+        )
         raise ValueError(f"{key.name} must be {what}, not {_show(value)}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         v = float(value)

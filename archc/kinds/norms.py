@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from archc.kinds.kind import (
     ANY_FEATURES,
-    FLAT_OR_SPATIAL,
     SPATIAL,
     Applied,
     Counts,
@@ -56,7 +55,7 @@ KINDS = (
         "batchnorm",
         "Batch normalisation (inference form): 2C parameters, running statistics are buffers.",
         same_shape,
-        Traits(Family.NORM, FLAT_OR_SPATIAL),
+        Traits(Family.NORM, ANY_FEATURES),
         example="batchnorm eps=1e-3",
         keys=(Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),),
         tensors=_bn_tensors,

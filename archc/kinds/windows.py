@@ -309,7 +309,7 @@ KINDS = (
         "Average pooling to a fixed n x n (or HxW) output.",
         _adaptive_infer,
         Traits(Family.POOL, SPATIAL, WindowKind.ADAPTIVE),
-        example="adaptiveavgpool 3x2",
+        example="adaptiveavgpool 3",
         keys=(_ADAPTIVE_SIZE,),
         positional="size",
     ),

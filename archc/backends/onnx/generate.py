@@ -42,7 +42,7 @@ from archc.backends.weights import GENERATED, generate_chunks, iter_weights
 from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
 from archc.ir import INPUT, Node
 from archc.kinds import KINDS
-from archc.kinds.dense import flattens
+from archc.kinds.dense import flattens, per_position_fc
 from archc.kinds.tensors import tensor_specs
 
 # The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
@@ -159,17 +159,26 @@ def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
         k = [n // o for n, o in zip(sizes, outs, strict=True)]  # equal windows: one AveragePool is exactly PyTorch's
         return ctx.emit("AveragePool", [x], node.name, kernel_shape=k, strides=k)
     # Uneven windows (13x13 -> 6x6): ONNX has no adaptive pooling, but PyTorch's
-    # windows are fixed by the sizes, and a mean over a rectangle is a mean over
-    # its columns, then over its rows: x @ Cols^T, then Rows @ that. (MatMul
-    # reaches the last two axes: an image's, or a sequence's one.)
-    last, *before = reversed(range(len(sizes)))
-    cols = ctx.constant(f"/const/{node.name}/cols", _adaptive_matrix(sizes[last], outs[last]).T.copy())
-    if not before:
-        return ctx.emit("MatMul", [x, cols], node.name)
-    (axis,) = before
-    rows = ctx.constant(f"/const/{node.name}/rows", _adaptive_matrix(sizes[axis], outs[axis]))
-    x = ctx.emit("MatMul", [x, cols], f"{node.name}/cols")  # [b, C, H, ow]
-    return ctx.emit("MatMul", [rows, x], node.name)  # [b, C, oh, ow]
+    # windows are fixed by the sizes, and a mean over a box is a mean along each
+    # of its axes in turn: x @ Cols^T, then Rows @ that. (MatMul reaches the last
+    # two axes: an image's, or a sequence's one.) A volume's frames come first:
+    # [b, C, D, H, W] as [b, C, D, H*W], Frames @ that, and back.
+    p = node.name
+    rank = len(sizes)
+    cols = ctx.constant(f"/const/{p}/cols", _adaptive_matrix(sizes[-1], outs[-1]).T.copy())
+    if rank == 1:
+        return ctx.emit("MatMul", [x, cols], p)
+    c = facts.inputs[0].channels
+    if rank == 3 and sizes[0] != outs[0]:
+        frames = ctx.constant(f"/const/{p}/frames", _adaptive_matrix(sizes[0], outs[0]))
+        flat = ctx.constant(f"/const/{p}/hw", np.array([0, c, sizes[0], sizes[1] * sizes[2]], np.int64))
+        x = ctx.emit("Reshape", [x, flat], f"{p}/hw")
+        x = ctx.emit("MatMul", [frames, x], f"{p}/frames")  # [b, C, od, H*W]
+        volume = ctx.constant(f"/const/{p}/dhw", np.array([0, c, outs[0], sizes[1], sizes[2]], np.int64))
+        x = ctx.emit("Reshape", [x, volume], f"{p}/dhw")
+    rows = ctx.constant(f"/const/{p}/rows", _adaptive_matrix(sizes[-2], outs[-2]))
+    x = ctx.emit("MatMul", [x, cols], f"{p}/cols")  # [b, C, (D,) H, ow]
+    return ctx.emit("MatMul", [rows, x], p)  # [b, C, (D,) oh, ow]
 
 
 def _adaptive_matrix(size: int, out: int) -> np.ndarray:
@@ -183,10 +192,17 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 
 def _fc(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     (x,) = ctx.inputs(node)
-    if flattens(facts.inputs[0]):  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
+    bias = [f"{node.name}.bias"] if node.attrs["bias"] else []
+    shape = facts.inputs[0]
+    if per_position_fc(shape):
+        # every position of a [batch, C, L] sequence: a 1-wide Conv over L with the [N, C] weight
+        # given a window axis ([N, C, 1]; onnxruntime folds the Unsqueeze of an initializer)
+        axes = ctx.constant("/const/axes2", np.array([2], np.int64))
+        weight = ctx.emit("Unsqueeze", [f"{node.name}.weight", axes], f"{node.name}/weight")
+        return ctx.emit("Conv", [x, weight, *bias], node.name, kernel_shape=[1])
+    if flattens(shape):  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
         x = ctx.emit("Flatten", [x], f"{node.name}/Flatten", axis=1)
-    ins = [x, f"{node.name}.weight"] + ([f"{node.name}.bias"] if node.attrs["bias"] else [])
-    return ctx.emit("Gemm", ins, node.name, transB=1)  # weight is [N, in], as nn.Linear stores it
+    return ctx.emit("Gemm", [x, f"{node.name}.weight", *bias], node.name, transB=1)  # weight [N, in], as nn.Linear
 
 
 def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
@@ -242,23 +258,22 @@ def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     a = node.attrs
     size, alpha, beta, k = a["size"], float(a["alpha"]), float(a["beta"]), float(a["k"])
     (x,) = ctx.inputs(node)
-    if size % 2:
+    shape = facts.inputs[0]
+    if size % 2 and shape.layout.spatial_rank == 2:  # onnxruntime's LRN takes NCHW only
         return ctx.emit("LRN", [x], node.name, size=size, alpha=alpha, beta=beta, bias=k)
     # ONNX's LRN takes odd sizes only. PyTorch's LocalResponseNorm, written out:
     # the mean of x^2 over channels [c - size//2, c + (size-1)//2] (zeros past the
-    # ends), then x / (k + alpha * mean)^beta.
+    # ends), then x / (k + alpha * mean)^beta. The positions are one axis
+    # ([b, 1, C, H*W]) so the channels pool as the first of two spatial axes at any rank.
     p = node.name
-    channels = facts.inputs[0].layout.channel_axis()
-    rest = [0] * facts.inputs[0].layout.spatial_rank
-    # [b, 1, C, H, W]: the channels move one axis on, and pool as a spatial axis
-    pads = np.array([0, 0, size // 2, *rest, 0, 0, (size - 1) // 2, *rest], np.int64)
-    axis = ctx.constant(f"/const/axis{channels}", np.array([channels], np.int64))
+    c = shape.channels
+    pads = np.array([0, 0, size // 2, 0, 0, 0, (size - 1) // 2, 0], np.int64)
     sq = ctx.emit("Mul", [x, x], f"{p}/square")
-    sq = ctx.emit("Unsqueeze", [sq, axis], f"{p}/unsqueeze")
+    sq = ctx.emit("Reshape", [sq, ctx.constant(f"/const/lrn{c}", np.array([0, 1, c, -1], np.int64))], f"{p}/positions")
     sq = ctx.emit("Pad", [sq, ctx.constant(f"/const/{p}/pads", pads)], f"{p}/pad")
-    ones = [1] * len(rest)
-    mean = ctx.emit("AveragePool", [sq], f"{p}/mean", kernel_shape=[size, *ones], strides=[1, *ones])
-    mean = ctx.emit("Squeeze", [mean, axis], f"{p}/squeeze")
+    mean = ctx.emit("AveragePool", [sq], f"{p}/mean", kernel_shape=[size, 1], strides=[1, 1])
+    dims = ctx.constant(f"/const/{p}/dims", np.array([0, *shape.nchw()], np.int64))
+    mean = ctx.emit("Reshape", [mean, dims], f"{p}/unflatten")
     scaled = ctx.emit("Mul", [mean, ctx.constant(f"/const/{p}/alpha", alpha)], f"{p}/alpha")
     base = ctx.emit("Add", [scaled, ctx.constant(f"/const/{p}/k", k)], f"{p}/k")
     div = ctx.emit("Pow", [base, ctx.constant(f"/const/{p}/beta", beta)], f"{p}/beta")

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from archc.backends.torch import pyexpr as E
+from archc.backends.torch.plan import TorchGenError
 from archc.ir import Shape
 from archc.kinds import KINDS, Window
-from archc.kinds.dense import flattens
+from archc.kinds.dense import flattens, per_position_fc
 
 
 @dataclass(frozen=True)
@@ -175,14 +176,14 @@ def globalavgpool(ctx: LayerCtx) -> Emitted:
 
 
 # --- fully connected ---------------------------------------------------------------------
-def _flat_features(ctx: LayerCtx) -> tuple[E.Sym | None, list[int]]:
+def _flat_features(ctx: LayerCtx, flattened: Callable[[Shape], bool]) -> tuple[E.Sym | None, list[int]]:
     """The flattened input size as `C * H * W` (torchvision's `256 * 6 * 6`), when H, W agree."""
-    values = [s.numel for s in ctx.ins]
+    values = [s.numel if flattened(s) else s.channels for s in ctx.ins]
     if ctx.channels is None:
         return None, values
-    if not any(flattens(s) for s in ctx.ins):
+    if not any(flattened(s) for s in ctx.ins):
         return ctx.channels, values
-    sizes = {s.spatial for s in ctx.ins if flattens(s)}
+    sizes = {s.spatial for s in ctx.ins if flattened(s)}
     if len(sizes) != 1:
         return None, values
     spatial = sizes.pop()
@@ -196,18 +197,31 @@ def _flat_features(ctx: LayerCtx) -> tuple[E.Sym | None, list[int]]:
 
 def fc(ctx: LayerCtx) -> Emitted:
     steps = []
-    if any(flattens(s) for s in ctx.ins):
+    flat = [flattens(s) for s in ctx.ins]
+    per_position = [per_position_fc(s) for s in ctx.ins]
+    if any(flat) and any(per_position):
+        raise TorchGenError(
+            f"{ctx.name}: one block uses fc on an image (flattened first) and on a sequence (per position); "
+            "write two blocks"
+        )
+    if any(flat):
         # torch.flatten(x, 1) is a no-op on an already flat [batch, N]
         steps.append(Step(None, call="torch.flatten({x}, 1)"))
-    sym, values = _flat_features(ctx)
+    sym, values = _flat_features(ctx, flattens)
     n_in = ctx.check(sym, values, f"{ctx.name}_in_features")
     n = ctx.key("N")
-    steps.append(Step(ctx.name, ctor("nn.Linear", n_in.text, n.text, bias=_kw(ctx.key("bias"), True))))
+    linear = Step(ctx.name, ctor("nn.Linear", n_in.text, n.text, bias=_kw(ctx.key("bias"), True)))
+    if any(per_position) and not all(_channels_last(s) for s in ctx.ins):
+        # nn.Linear acts on the last axis: a [batch, C, L] sequence moves its channels there and back
+        axis = _feature_axis(ctx, ctx.ins)
+        steps += [Step(None, call=f"{{x}}.movedim({axis}, -1)"), linear, Step(None, call=f"{{x}}.movedim(-1, {axis})")]
+    else:
+        steps.append(linear)
     return Emitted(steps, n.sym)
 
 
 def flatten(ctx: LayerCtx) -> Emitted:
-    sym, _ = _flat_features(ctx)
+    sym, _ = _flat_features(ctx, lambda s: s.is_spatial)
     return _module(ctx, "nn.Flatten()", sym)
 
 
@@ -215,12 +229,16 @@ def flatten(ctx: LayerCtx) -> Emitted:
 def batchnorm(ctx: LayerCtx) -> Emitted:
     c = ctx.in_channels().text
     eps = _kw(ctx.key("eps"), 1e-5)
-    classes = {f"nn.BatchNorm{max(s.layout.spatial_rank, 1)}d" for s in ctx.ins}  # a flat input: BatchNorm1d
-    if len(classes) == 1:
-        return _module(ctx, ctor(classes.pop(), c, eps=eps))
-    # one block used on both spatial and flat inputs: the caller says which
-    which = ctx.check(None, [s.is_spatial for s in ctx.ins], f"{ctx.name}_spatial")
-    return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
+    # a flat input or a sequence: BatchNorm1d; an image BatchNorm2d; a volume BatchNorm3d
+    ranks = [max(s.layout.spatial_rank, 1) for s in ctx.ins]
+    if len(set(ranks)) == 1:
+        return _module(ctx, ctor(f"nn.BatchNorm{ranks[0]}d", c, eps=eps))
+    # one block used on inputs of several ranks: the caller says which
+    if set(ranks) == {1, 2}:
+        which = ctx.check(None, [r == 2 for r in ranks], f"{ctx.name}_spatial")
+        return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
+    rank = ctx.check(None, ranks, f"{ctx.name}_rank")
+    return _module(ctx, ctor(f"(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[{rank.text} - 1]", c, eps=eps))
 
 
 def _channels_last(shape: Shape) -> bool:
