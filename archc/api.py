@@ -189,12 +189,16 @@ def _compile_text(text: str, filename: str) -> CompileResult:
 
 def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
     """Read a spec file; unreadable, binary and non-UTF-8 files become diagnostics."""
+    from archc.files import NotASpecFile, read_regular
+
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # a FIFO, a device or a /proc file is refused, never read
     except FileNotFoundError:
         return None, error("E400", "no such file", None, "check the path")
     except IsADirectoryError:
         return None, error("E400", "is a directory, not a .arch file", None, "archc check accepts directories")
+    except NotASpecFile as exc:
+        return None, error("E400", str(exc), None, "archc reads .arch specs from regular files only")
     except OSError as exc:
         return None, error("E400", f"cannot read the file: {exc.strerror}", None)
     if b"\x00" in data:

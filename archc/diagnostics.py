@@ -20,6 +20,19 @@ from archc.ir import Span
 MAX_SHOWN = 50  # past this, "... and N more"
 
 
+def shown(text: str) -> str:
+    """`text` as it may reach a terminal or a log: itself when every character is
+    printable, else Python's repr, whose escapes hide newlines, ESC and the like.
+
+    File names and weight keys come from untrusted input: a name holding ESC
+    would drive the terminal, one holding a newline could forge log lines.
+
+    >>> shown("specs/a.arch"), shown("a\\nb.arch"), shown("\\x1b[2J.arch")
+    ('specs/a.arch', "'a\\\\nb.arch'", "'\\\\x1b[2J.arch'")
+    """
+    return text if text.isprintable() else repr(text)
+
+
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
@@ -114,6 +127,7 @@ class _Style:
 def render_one(diag: Diagnostic, path: str, lines: Sequence[str], color: bool = False) -> str:
     """Render one diagnostic: location, message, the source line, a caret, a hint."""
     st = _Style(color)
+    path = shown(path)
     head = st.severity(diag.severity, f"{diag.severity}[{diag.code}]")
     if diag.span is None:
         out = [f"{st.bold(path)}: {head}: {diag.message}"]

@@ -232,6 +232,7 @@ def test_format_junit_spec_error(capsys: pytest.CaptureFixture[str], tmp_path: P
 @pytest.mark.parametrize("fmt", ["json", "junit"])
 def test_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str) -> None:
     report = tmp_path / "out" / f"report.{fmt}"
+    report.parent.mkdir()  # archc creates no directory for -o (issue 12, item 8)
     code, out, _ = run(capsys, "check", "--format", fmt, "-o", str(report), ALEXNET)
     assert code == 0 and out == ""
     text = report.read_text(encoding="utf-8")

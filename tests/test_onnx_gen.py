@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -300,7 +301,9 @@ def test_external_data_past_the_threshold(tmp_path: Path) -> None:
     before = model.SerializeToString()
     path = tmp_path / "big.onnx"
     written = save_model(model, path, threshold=1000)
-    assert written == [path, tmp_path / "big.onnx.data"]
+    # issue 12, item 7: the data is named after its content, so model and data are replaced as a pair
+    assert written[0] == path and written[1].parent == tmp_path
+    assert re.fullmatch(r"big\.onnx\.[0-9a-f]{16}\.data", written[1].name)
     assert model.SerializeToString() == before  # the model in memory is untouched
     # every tensor past 1000 bytes lives in the data file, the others in the model
     bare = onnx.load(str(path), load_external_data=False)

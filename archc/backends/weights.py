@@ -17,14 +17,15 @@ numpy is imported here at module level: commands import this module inside
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from archc.api import Network
-from archc.diagnostics import ArchError
+from archc.diagnostics import ArchError, shown
 from archc.kinds.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs
 
 GENERATED = ("random", "zeros")
@@ -57,7 +58,7 @@ def iter_weights(net: Network, weights: Any = "random", seed: int = 0) -> Iterat
         yield from _generate(specs, weights, seed)
         return
     if isinstance(weights, (str, Path)):
-        weights = load_file(Path(weights))
+        weights = load_file(Path(weights), specs)
     if not isinstance(weights, Mapping):
         raise WeightsError(
             f"weights must be 'random', 'zeros', a state_dict or a file path, not {type(weights).__name__}"
@@ -108,46 +109,152 @@ def generate_chunks(
         yield spec, chunks(spec)
 
 
-def load_file(path: Path) -> Mapping[str, Any]:
-    """Read a state_dict from `.pt`/`.pth` (torch) or `.safetensors`."""
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
+# One rule for every source (a .pt, a .safetensors, a state_dict in memory): a weight is
+# a dense floating-point tensor of the spec's shape whose values are finite in float32.
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# A weight file may hold at most this many bytes per float32 byte the spec needs (float64
+# files are twice the size), plus SLACK_BYTES of bookkeeping (num_batches_tracked, pickle).
+FILE_FACTOR = 2
+SLACK_BYTES = 1 << 20
+MAX_SAFETENSORS_HEADER = 100 << 20  # the safetensors library's own limit
+_SAFETENSORS_DTYPES = {
+    "F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64",
+    "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64",
+    "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool",
+}  # fmt: skip
+_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "float16": 2, "bfloat16": 2, "int16": 2, "uint16": 2}
+
+
+def _itemsize(dtype: str) -> int:
+    return _ITEMSIZE.get(dtype) or int(dtype[-2:]) // 8
+
+
+def _key(name: object) -> str:
+    """A key as a message shows it: escaped (it comes from the file) and at most 100 characters."""
+    text = str(name)
+    return shown(text[:100] + "..." if len(text) > 100 else text)
+
+
+class Stored:
+    """A tensor a weight file declares, not yet read: its dtype and shape can be checked first."""
+
+    def __init__(self, dtype: str, shape: tuple[int, ...], read: Callable[[], np.ndarray]) -> None:
+        self.dtype, self.shape, self.read = dtype, shape, read
+
+
+def file_budget(specs: list[TensorSpec]) -> int:
+    """The most bytes of tensors a weight file for these specs may declare."""
+    return FILE_FACTOR * 4 * sum(s.numel for s in specs) + SLACK_BYTES
+
+
+def load_file(path: Path, specs: list[TensorSpec] | None = None) -> Mapping[str, Any]:
+    """Read a state_dict from `.pt`/`.pth` (torch) or `.safetensors`.
+
+    Keys, shapes and declared sizes are checked before any tensor is read: a
+    file may declare at most `file_budget(specs)` bytes (a 1 MB zip of zeros
+    that inflates to 1.4 GB is refused from its directory, never inflated).
+    """
+    from archc.files import why_not_a_spec
+
+    problem = why_not_a_spec(path)
+    if problem == "no such file or directory" or (problem is None and path.is_dir()):
+        raise WeightsError(f"{shown(str(path))}: no such weights file")
+    if problem is not None:
+        raise WeightsError(f"{shown(str(path))}: {problem}")
+    budget = file_budget(specs) if specs is not None else None
     suffix = path.suffix.lower()
     try:
         if suffix in (".pt", ".pth"):
-            return _load_torch(path)
+            return _load_torch(path, budget)
         if suffix == ".safetensors":
-            try:
-                from safetensors.numpy import load_file as load_safetensors
-            except ImportError as e:
-                raise WeightsError(
-                    f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)"
-                ) from e
-            return load_safetensors(str(path))
+            return _load_safetensors(path, budget)
     except WeightsError:
         raise
     except Exception as e:
-        raise WeightsError(f"{path}: cannot read weights: {e}") from e
-    raise WeightsError(f"{path}: unknown weights format {suffix or '(no suffix)'}; use .pt, .pth or .safetensors")
+        raise WeightsError(f"{shown(str(path))}: cannot read weights: {e}") from e
+    raise WeightsError(
+        f"{shown(str(path))}: unknown weights format {shown(suffix) or '(no suffix)'}; use .pt, .pth or .safetensors"
+    )
 
 
-def _load_torch(path: Path) -> Mapping[str, Any]:
+def _over_budget(path: Path, declared: int, budget: int | None) -> None:
+    if budget is not None and declared > budget:
+        raise WeightsError(
+            f"{shown(str(path))}: declares {declared:,} bytes of tensors, more than the network's weights "
+            f"can use ({budget:,} bytes at most); refused before reading it"
+        )
+
+
+def _load_safetensors(path: Path, budget: int | None) -> dict[str, Stored]:
+    """The tensors of a .safetensors file, from its header alone; each one is read when asked for.
+
+    The format: an 8-byte little-endian header length, a JSON header
+    `{name: {"dtype", "shape", "data_offsets": [begin, end]}}`, then the data.
+    """
+    import json
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise WeightsError(f"{shown(str(path))}: cannot read weights: too short for a safetensors header")
+        n = int.from_bytes(head, "little")
+        if n > min(MAX_SAFETENSORS_HEADER, size - 8):
+            raise WeightsError(f"{shown(str(path))}: cannot read weights: a header of {n:,} bytes in a {size:,}-byte file")
+        header = json.loads(f.read(n))
+    if not isinstance(header, dict):
+        raise WeightsError(f"{shown(str(path))}: cannot read weights: the header is not a JSON object")
+    base, end_of_file = 8 + n, size - 8 - n
+    tensors: dict[str, Stored] = {}
+    declared = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _SAFETENSORS_DTYPES.get(entry["dtype"], str(entry["dtype"]))
+            shape = tuple(entry["shape"])
+            begin, end = entry["data_offsets"]
+            ok = all(type(d) is int and d >= 0 for d in (*shape, begin, end)) and begin <= end <= end_of_file
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise WeightsError(f"{shown(str(path))}: cannot read weights: the header entry of {_key(name)} is malformed")
+        declared += end - begin
+        _over_budget(path, declared, budget)
+        if dtype in FLOAT_DTYPES and end - begin != math.prod(shape) * _itemsize(dtype):
+            raise WeightsError(
+                f"{shown(str(path))}: cannot read weights: {_key(name)} declares {end - begin:,} bytes "
+                f"for {_dims(shape)} of {dtype}"
+            )
+        tensors[name] = Stored(dtype, shape, _reader(path, base + begin, dtype, shape))
+    return tensors
+
+
+def _reader(path: Path, offset: int, dtype: str, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+    def read() -> np.ndarray:
+        count = math.prod(shape)
+        if dtype == "bfloat16":  # numpy has no bfloat16: its bits are float32's upper half
+            raw = np.fromfile(path, dtype="<u2", count=count, offset=offset)
+            return (raw.astype("<u4") << 16).view("<f4").reshape(shape)
+        return np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=offset).reshape(shape)
+
+    return read
+
+
+def _load_torch(path: Path, budget: int | None) -> Mapping[str, Any]:
     try:
         import torch
     except ImportError as e:
         raise WeightsError(f"{path}: reading .pt/.pth weights needs PyTorch (pip install torch)") from e
+    mmap = _check_torch_archive(path, budget)
     # weights_only: never unpickle arbitrary objects from a file we were handed.
+    # mmap: tensors stay in the file until converted, one at a time.
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
-        # torch's own text suggests weights_only=False, i.e. running the file's code: not here.
-        text = str(e)
-        if "WeightsUnpickler error:" in text:  # the cause, without the advice around it
-            text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
-        cause = (text.strip().splitlines() or [type(e).__name__])[0][:200]
         raise WeightsError(
-            f"{path}: not a readable state_dict ({cause}); archc loads tensors only, never pickled "
-            "objects: save `model.state_dict()` with torch.save, or use .safetensors"
+            f"{shown(str(path))}: not a readable state_dict ({_cause(e)}); archc loads tensors only, never "
+            "pickled objects: save `model.state_dict()` with torch.save, or use .safetensors"
         ) from e
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]  # a training checkpoint that wraps the state_dict
@@ -156,19 +263,94 @@ def _load_torch(path: Path) -> Mapping[str, Any]:
     return obj
 
 
-def _as_array(value: Any) -> np.ndarray | None:
-    if hasattr(value, "detach"):  # a torch tensor; torch is loaded already if we have one
-        value = value.detach().cpu()
-        if not value.is_floating_point():
-            return None
-        value = value.float().numpy()
+def _check_torch_archive(path: Path, budget: int | None) -> bool:
+    """Check a .pt file's declared sizes before torch reads it; True when it can be memory-mapped.
+
+    torch.save writes a zip of uncompressed records. A compressed record is
+    refused outright (torch.save never writes one, and a small one can inflate
+    to gigabytes); the declared sizes of the others must fit the budget. An
+    old-style (non-zip) file holds its tensors as they are: its size is their size.
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        _over_budget(path, path.stat().st_size, budget)
+        return False
+    with zipfile.ZipFile(path) as archive:
+        records = archive.infolist()
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise WeightsError(
+            f"{shown(str(path))}: not a readable state_dict: {_key(packed[0])} is compressed, "
+            "which torch.save never does; refused before inflating it"
+        )
+    _over_budget(path, sum(r.file_size for r in records), budget)
+    return True
+
+
+def _cause(e: Exception) -> str:
+    """torch's reason for refusing a file, without its advice to pass weights_only=False
+    (which would run the file's code: never here)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    reasons = [p for p in paragraphs if "weights_only" not in p and not p.startswith("Check the documentation")]
+    cause = (reasons or [type(e).__name__])[0].splitlines()[0]
+    return shown(cause[:200])
+
+
+def _declared(value: Any) -> tuple[str, tuple[int, ...], Any] | str:
+    """A weight's dtype, shape and value (an array, a torch tensor or `Stored`), read from its
+    header only; or why it is no weight (a sparse or meta tensor, not a tensor at all)."""
+    if isinstance(value, Stored):
+        return value.dtype, value.shape, value
+    if hasattr(value, "detach") and hasattr(value, "layout"):  # a torch tensor; torch is loaded already
+        if str(value.layout) != "torch.strided":
+            return f"a {str(value.layout).removeprefix('torch.')} tensor; save dense tensors"
+        if value.device.type == "meta":
+            return "a meta tensor, which holds no values"
+        return str(value.dtype).removeprefix("torch."), tuple(value.shape), value
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError):
-        return None
-    if arr.dtype.kind not in "fiu":
-        return None
-    return np.ascontiguousarray(arr, dtype=np.float32)
+        return f"not a floating-point tensor ({type(value).__name__})"
+    return arr.dtype.name, arr.shape, arr
+
+
+def _read(value: Any) -> np.ndarray:
+    """A declared weight's values, in its own dtype (bfloat16 as float32)."""
+    if isinstance(value, Stored):
+        return value.read()
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+    return np.asarray(value)
+
+
+def _checked(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray | str:
+    """One weight as a C-contiguous float32 array of `shape`, or why not (naming the key).
+
+    Dtype and shape are checked before a value is read, so a file cannot make
+    archc read more than the spec's own tensors.
+    """
+    key = _key(name)
+    declared = _declared(value)
+    if isinstance(declared, str):
+        return f"{key} is {declared}"
+    dtype, got, value = declared
+    if dtype not in FLOAT_DTYPES:
+        return f"{key} is not a floating-point tensor ({dtype})"
+    if got != shape:
+        return f"{key} is {_dims(got)}, expected {_dims(shape)}"
+    source = _read(value)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.require(source.astype(np.float32, copy=False), requirements="C")
+    if not np.isfinite(arr).all():
+        if np.isfinite(source).all():
+            return f"{key} holds values beyond float32's range (up to {float(np.abs(source).max()):.3g})"
+        return f"{key} holds NaN or infinity"
+    return arr
 
 
 def validate(net: Network, specs: list[TensorSpec], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -176,20 +358,18 @@ def validate(net: Network, specs: list[TensorSpec], given: Mapping[str, Any]) ->
     by_name = {s.name: s for s in specs}
     keys = [str(k) for k in given if not str(k).endswith(IGNORED_KEYS_SUFFIXES)]
     missing = [s for s in specs if s.name not in given]
-    unexpected = sorted(k for k in keys if k not in by_name)
+    unexpected = sorted(_key(k) for k in keys if k not in by_name)
     wrong: list[str] = []
     arrays: dict[str, np.ndarray] = {}
     for name in keys:
         spec = by_name.get(name)
         if spec is None:
             continue
-        arr = _as_array(given[name])
-        if arr is None:
-            wrong.append(f"{name} is not a floating-point tensor")
-        elif tuple(arr.shape) != spec.shape:
-            wrong.append(f"{name} is {_dims(arr.shape)}, expected {_dims(spec.shape)}")
+        checked = _checked(name, given[name], spec.shape)
+        if isinstance(checked, str):
+            wrong.append(checked)
         else:
-            arrays[name] = arr
+            arrays[name] = checked
     if missing or unexpected or wrong:
         parts = [f"the weights do not fit {net.name} ({len(specs)} tensors expected):"]
         parts += _listing("missing", [f"{s.name} {_dims(s.shape)}" for s in missing])

@@ -17,7 +17,7 @@ from typing import Any
 from archc.analysis import si
 from archc.api import CompileResult, compile_file
 from archc.commands.common import use_color
-from archc.diagnostics import Diagnostic, Severity, error, render_one
+from archc.diagnostics import Diagnostic, Severity, error, render_one, shown
 
 FORMATS = ("text", "json", "github", "junit")
 
@@ -37,7 +37,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]:
-    """Spec files under the given paths, and problems with the paths themselves."""
+    """Spec files under the given paths, and problems with the paths themselves.
+
+    A path that is not a spec (a FIFO, a device, a dangling link, a link that
+    leaves a walked directory) is a problem named by its path, never read.
+    """
+    from archc.files import why_not_a_spec
+
     files: list[Path] = []
     problems: list[tuple[str, Diagnostic]] = []
     seen: set[Path] = set()
@@ -52,26 +58,40 @@ def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]
 
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            found = _specs_under(p)
-            if not found:
+        problem = why_not_a_spec(p)
+        if problem is not None:
+            problems.append((raw, error("E400", problem, None)))
+        elif p.is_dir():
+            found, refused = _specs_under(p)
+            if not found and not refused:
                 problems.append((raw, error("E404", "no .arch files in this directory", None)))
             for q in found:
                 add(q)
-        elif p.exists():
-            add(p)
+            problems += [(str(q), error("E400", why, None)) for q, why in refused]
         else:
-            problems.append((raw, error("E400", "no such file or directory", None)))
+            add(p)
     return files, problems
 
 
-def _specs_under(top: Path) -> list[Path]:
-    """`*.arch` files below `top`, linked ones too, skipping hidden folders (.git, .venv)."""
+def _specs_under(top: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """`*.arch` files below `top`, linked ones inside it too, skipping hidden folders (.git, .venv);
+    and the `*.arch` names that are not specs to read, with why (see `archc.files.why_not_a_spec`)."""
+    from archc.files import why_not_a_spec
+
     found: list[Path] = []
+    refused: list[tuple[Path, str]] = []
     for folder, subfolders, names in os.walk(top):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found += [Path(folder, n) for n in names if n.endswith(".arch") and Path(folder, n).is_file()]
-    return sorted(found)
+        for name in names:
+            if not name.endswith(".arch"):
+                continue
+            path = Path(folder, name)
+            why = why_not_a_spec(path, tree=top)
+            if why is None and not path.is_dir():
+                found.append(path)
+            elif why is not None:
+                refused.append((path, why))
+    return sorted(found), sorted(refused)
 
 
 def failed(result: CompileResult, strict: bool) -> bool:
@@ -82,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
     if args.output and fmt not in ("json", "junit"):
         args.parser.error(f"-o writes the json and junit reports; --format {fmt} prints to the terminal")
-    if args.output:
-        from archc.files import refuse_overwriting
-
-        refuse_overwriting(args.output, *args.paths)
     files, problems = collect(args.paths)
+    if args.output:  # before any spec is checked; a spec found in a directory is an input too
+        from archc.files import check_output
+
+        check_output(args.output, *args.paths, *files)
     results = [compile_file(f) for f in files]
     results += [CompileResult(path, "", None, (diag,)) for path, diag in problems]
     bad = sum(failed(r, args.strict) for r in results)
@@ -119,7 +139,7 @@ def print_text(results: list[CompileResult], strict: bool) -> None:
             net = r.network
             tag = "FAIL" if failed(r, strict) else "ok"
             print(
-                f"{tag:4}  {r.path}  {net.name}  {net.params:,} params  {si(net.macs)} MACs"
+                f"{tag:4}  {shown(r.path)}  {net.name}  {net.params:,} params  {si(net.macs)} MACs"
                 + (f"  ({len(r.warnings)} warning{'s' if len(r.warnings) > 1 else ''})" if r.warnings else "")
             )
         if r.diagnostics:
@@ -141,6 +161,8 @@ def count_line(results: list[CompileResult], strict: bool) -> str:
 
 
 def _escape(text: str, prop: bool = False) -> str:
+    """GitHub's escaping of a workflow command's data (and, with `prop`, of a property value):
+    no input can end the line and so start a forged `::add-mask::` or `::error`."""
     out = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     if prop:
         out = out.replace(":", "%3A").replace(",", "%2C")
@@ -152,7 +174,7 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
     for r in results:
         for d in r.diagnostics:
             level = "error" if d.is_error or strict else "warning"
-            loc = f"file={_escape(r.path, True)}"
+            loc = f"file={_escape(shown(r.path), True)}"
             if d.span is not None:
                 loc += f",line={d.span.line},col={d.span.column}"
                 loc += f",endLine={d.span.end_line},endColumn={d.span.end_column}"
@@ -161,7 +183,7 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
             print(f"::{level} {loc},title={_escape(title, True)}::{_escape(body)}")
         if r.network is not None:
             tag = "FAIL" if failed(r, strict) else "ok"
-            print(f"{tag}  {r.path}  {r.network.params:,} params")
+            print(f"{tag}  {_escape(shown(r.path))}  {r.network.params:,} params")
     print(count_line(results, strict))
 
 

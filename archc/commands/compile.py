@@ -4,7 +4,8 @@ The target comes from OUT's suffix unless `--to` says. ONNX models carry
 weights: `random` (PyTorch's default init, seeded), `zeros`, or a `.pt`/`.pth`/
 `.safetensors` state_dict, checked against the spec. Output is written
 atomically (an external-data file too, for models over 1.8 GB); nothing is
-written when anything fails.
+written when anything fails. A model over `--max-size`, or over the free
+space where it goes, is refused before a byte is written.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from archc.api import Network
 from archc.commands.common import load_or_report, non_negative_int
-from archc.diagnostics import ArchError
+from archc.diagnostics import ArchError, shown
+from archc.limits import DEFAULT_MAX_SIZE, parse_size, size_text
 
 TARGETS = {".py": "torch", ".onnx": "onnx"}
 
@@ -26,6 +29,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--weights", default=None, metavar="random|zeros|FILE", help="ONNX weights (default random)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for random weights (default 0)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20: the newest every supported onnxruntime runs)")
+    p.add_argument(
+        "--max-size",
+        type=parse_size,
+        default=DEFAULT_MAX_SIZE,
+        metavar="SIZE",
+        help=f"refuse a model over SIZE (e.g. 500M, 20G; default {size_text(DEFAULT_MAX_SIZE)})",
+    )
     p.set_defaults(run=run)
 
 
@@ -45,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ArchError("--weights and --opset apply to --to onnx; PyTorch source carries no weights")
     if args.weights == "":
         raise ArchError("--weights needs random, zeros or a file (.pt, .pth, .safetensors)")
-    from archc.files import refuse_overwriting, write_atomic
+    from archc.files import check_output, refuse_overwriting, write_atomic
 
     weights_file = [args.weights] if args.weights not in (None, "random", "zeros") else []
     refuse_overwriting(out, args.spec, *weights_file)
@@ -57,19 +67,36 @@ def run(args: argparse.Namespace) -> int:
             from archc.backends.torch.generate import generate_source
         except ModuleNotFoundError as e:
             raise ArchError(f"the PyTorch generator is not available ({e.name} is missing)") from e
+        check_output(out)
         write_atomic(out, generate_source(net).encode("utf-8"))
-        print(f"wrote {out} ({net.name}, PyTorch source, {net.params:,} params)")
+        print(f"wrote {shown(str(out))} ({net.name}, PyTorch source, {net.params:,} params)")
         return 0
     from archc.commands.deps import require
 
     require("compile --to onnx", "onnx", "numpy")
     from archc.backends.onnx.generate import default_opset, write_model
+    from archc.backends.weights import make_weights
+    from archc.limits import check_free_space, check_size
 
-    written = write_model(net, out, weights=args.weights or "random", seed=args.seed, opset=args.opset)
+    # Before a byte is read or written: a 45-byte spec can describe terabytes of weights.
+    nbytes = model_bytes(net)
+    check_size(f"{net.name}'s weights", nbytes, args.max_size)
+    # A weight file is read and checked before the output: its errors come first.
+    weights = make_weights(net, args.weights) if weights_file else args.weights or "random"
+    check_output(out)
+    check_free_space(out, nbytes)
+    written = write_model(net, out, weights=weights, seed=args.seed, opset=args.opset)
     size = sum(p.stat().st_size for p in written)
-    extra = f" + external data {written[1].name}" if len(written) > 1 else ""
+    extra = f" + external data {shown(written[1].name)}" if len(written) > 1 else ""
     print(
-        f"wrote {out}{extra} ({net.name}, ONNX opset {args.opset or default_opset()}, "
+        f"wrote {shown(str(out))}{extra} ({net.name}, ONNX opset {args.opset or default_opset()}, "
         f"{net.params:,} params, {size / 1e6:.1f} MB)"
     )
     return 0
+
+
+def model_bytes(net: Network) -> int:
+    """The bytes of float32 tensors an ONNX model of `net` carries (its constants aside)."""
+    from archc.kinds.tensors import tensor_specs
+
+    return 4 * sum(spec.numel for spec in tensor_specs(net))

@@ -4,7 +4,9 @@ Files are rewritten atomically, only when they change. With `--check`, nothing
 is written: the files that would change are named and the exit status is 1.
 A file that does not parse is reported and left alone (exit 1), and so is one
 the formatter fails on (a bug in archc: the message names the file); the other
-files are still formatted. Directories are searched for *.arch files.
+files are still formatted. Directories are searched for *.arch files, never
+following a link out of the directory (see `archc.files`); a rewritten file
+keeps its mode.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from archc.api import CompileResult, read_source
     from archc.commands.check import collect
     from archc.commands.common import report
-    from archc.files import write_atomic
+    from archc.diagnostics import shown
+    from archc.files import read_regular, write_atomic
     from archc.tools.fmt import FormatError, format_text
 
     files, problems = collect(args.paths)
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     bad = 0  # files that could not be read or parsed
     changed: list[Path] = []
     for path in files:
-        text, problem = read_source(path)
+        text, problem = read_source(path)  # a FIFO or a device is refused here, never read
         if problem is not None or text is None:
             report(CompileResult(str(path), "", None, (problem,) if problem else ()))
             bad += 1
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             if os.environ.get("ARCHC_DEBUG"):
                 raise
             print(
-                f"{path}: internal error in archc fmt: {type(exc).__name__}: {exc}\n"
+                f"{shown(str(path))}: internal error in archc fmt: {type(exc).__name__}: {exc}\n"
                 "  the file is left unchanged; this is a bug in archc: run again with"
                 " ARCHC_DEBUG=1 for the traceback and report it",
                 file=sys.stderr,
@@ -58,14 +61,14 @@ def run(args: argparse.Namespace) -> int:
             bad += 1
             continue
         # Compare bytes, not text: CRLF endings or a BOM also count as a change.
-        if formatted.encode("utf-8") == path.read_bytes():
+        if formatted.encode("utf-8") == read_regular(path):
             continue
         changed.append(path)
         if args.check:
-            print(f"would reformat {path}")
+            print(f"would reformat {shown(str(path))}")
         else:
             write_atomic(path, formatted.encode("utf-8"))
-            print(f"reformatted {path}")
+            print(f"reformatted {shown(str(path))}")
     verb = "would be reformatted" if args.check else "reformatted"
     print(
         f"{len(changed)} file{'s' if len(changed) != 1 else ''} {verb}, "

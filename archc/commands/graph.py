@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from archc.commands.common import load_or_report
+from archc.diagnostics import shown
 
 SUFFIXES = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".pdf": "pdf"}
 
@@ -31,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         suffix = Path(args.output).suffix.lower()
         if suffix not in SUFFIXES:
-            args.parser.error(f"-o {args.output}: the name must end in {', '.join(SUFFIXES)}")
+            args.parser.error(f"-o {shown(args.output)}: the name must end in {', '.join(SUFFIXES)}")
         fmt = SUFFIXES[suffix]
-    from archc.files import refuse_overwriting, write_atomic
+    from archc.files import check_output, write_atomic
 
     if args.output:
-        refuse_overwriting(args.output, args.spec)
+        check_output(args.output, args.spec)
     net = load_or_report(args.spec)
     if net is None:
         return 1
@@ -58,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"archc: error: {exc}", file=sys.stderr)
         return 1
     write_atomic(Path(args.output), data)
-    print(f"wrote {args.output}", file=sys.stderr)
+    print(f"wrote {shown(args.output)}", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@ and one per assertion (`-> shape` and `expect`), which CI systems display."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -44,4 +45,18 @@ def junit_xml(results: list[CompileResult], strict: bool) -> str:
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     ET.indent(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + xml_safe(ET.tostring(suite, encoding="unicode"))
+
+
+# Characters XML 1.0 does not allow anywhere (ElementTree writes them as they are, and
+# the report would not parse): C0 controls but tab, CR, LF; surrogates; U+FFFE, U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """`text` with each character XML 1.0 forbids written as its Python escape (`\\x1b`).
+
+    >>> xml_safe("a\\x1bb\\ud800")
+    'a\\\\x1bb\\\\ud800'
+    """
+    return _NOT_XML.sub(lambda m: repr(m.group())[1:-1], text)

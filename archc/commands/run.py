@@ -4,17 +4,24 @@ A `.arch` spec is compiled in memory (seeded random weights by default); an
 `.onnx` file runs as it is. Prints the provider that actually ran, the output
 shape, latency p50/p90, throughput and achieved GFLOP/s (2 x MACs x batch /
 p50 latency). `--check` also runs the PyTorch module at the same weights and
-fails when the max relative error exceeds 1e-4.
+fails when the max relative error exceeds 1e-4, or either output holds NaN or
+infinity. The model runs in a child process, stopped after `--timeout`
+seconds; an `.onnx` file is validated (ONNX checker, shape inference,
+declared sizes against `--max-size`) before onnxruntime sees it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from archc.commands.common import load_or_report, non_negative_int
+from archc.diagnostics import shown
+from archc.files import why_not_a_spec
+from archc.limits import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, parse_size, size_text
 
 PROVIDERS = ("auto", "cuda", "cpu")  # archc.backends.onnx.runtime.PROVIDERS, without importing onnxruntime here
 
@@ -31,6 +38,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for a spec (default 20)")
     p.add_argument("--check", action="store_true", help="compare with the PyTorch module (spec only)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"stop the model after SECONDS (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--max-size",
+        type=parse_size,
+        default=DEFAULT_MAX_SIZE,
+        metavar="SIZE",
+        help=f"refuse weights, a model or an input over SIZE (e.g. 500M, 20G; default {size_text(DEFAULT_MAX_SIZE)})",
+    )
     p.set_defaults(run=run)
 
 
@@ -38,28 +59,40 @@ def run(args: argparse.Namespace) -> int:
     from archc.commands.deps import require
 
     require("run", "onnx", "onnxruntime", "numpy")
-    from archc.backends.onnx.runtime import Prepared, RunError, benchmark
+    from archc.backends.onnx.runtime import Prepared, RunError, check_input_size, run_isolated
 
+    if args.batch < 1 or args.warmup < 0 or args.repeat < 1:
+        raise RunError("--batch and --repeat must be at least 1, --warmup at least 0")
+    if not args.timeout > 0:
+        raise RunError("--timeout must be more than 0 seconds")
     source = Path(args.source)
     if source.suffix.lower() == ".onnx":
         given = [opt for opt, on in (("--weights", args.weights != "random"), ("--opset", args.opset is not None)) if on]
         if given:
             raise RunError(f"{' and '.join(given)} apply to a .arch spec; {source.name} is a model with its own weights and opset")
-        if not source.is_file():
-            raise RunError(f"{source}: no such file")
-        prepared = Prepared.from_file(source)
+        if args.check:  # before anything runs: an .onnx file has no PyTorch module
+            raise RunError("--check needs a .arch spec: an .onnx file has no PyTorch module to compare with")
+        problem = why_not_a_spec(source)
+        if problem is not None or not source.is_file():
+            raise RunError(f"{shown(str(source))}: {'no such file' if problem in (None, 'no such file or directory') else problem}")
+        prepared = Prepared.from_file(source, args.max_size)
     else:
         net = load_or_report(args.source)
         if net is None:
             return 1
-        prepared = Prepared.from_network(net, args.weights, args.seed, args.opset)
-    report = benchmark(prepared, args.batch, args.provider, args.warmup, args.repeat, args.seed, args.check)
-    failed = report.max_rel_error is not None and report.max_rel_error > _tolerance()
+        prepared = Prepared.from_network(net, args.weights, args.seed, args.opset, args.max_size)
+    check_input_size(prepared, args.batch, shown(str(source)), args.max_size)
+    report = run_isolated(
+        prepared, shown(str(source)), args.timeout,
+        batch=args.batch, provider=args.provider, warmup=args.warmup, repeat=args.repeat, seed=args.seed, check=args.check,
+    )  # fmt: skip
+    # NaN or infinity in either output is an error of inf: it fails, and prints as null in JSON
+    failed = report.max_rel_error is not None and not report.max_rel_error <= _tolerance()
     if args.json:
         data = report.as_json()
         data["source"] = str(source)
         data["check_passed"] = None if report.max_rel_error is None else not failed
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2, allow_nan=False))
     else:
         print(_text(report, str(source)))
     return 1 if failed else 0
@@ -75,7 +108,7 @@ def _text(r: Any, source: str) -> str:
     lat = r.latency_ms
     shape = "x".join(str(d) for d in r.output_shape)
     lines = [
-        f"{r.network} ({source}), batch {r.batch}" + (f", opset {r.opset}" if r.opset else ""),
+        f"{shown(r.network)} ({shown(source)}), batch {r.batch}" + (f", opset {r.opset}" if r.opset else ""),
         f"provider    {r.provider}" + (f"  ({r.note})" if r.note else ""),
         f"output      {shape}  (batch first{'; NCHW' if len(r.output_shape) == 4 else ''})",
         f"latency     p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
@@ -88,7 +121,9 @@ def _text(r: Any, source: str) -> str:
         from archc.analysis import si
 
         lines.append(f"compute     {si(r.macs_per_image)} MACs/image -> {r.gflops:,.1f} GFLOP/s achieved")
-    if r.max_rel_error is not None:
+    if r.max_rel_error is not None and math.isinf(r.max_rel_error):
+        lines.append("check       FAILED: NaN or infinity in the outputs of onnxruntime or PyTorch")
+    elif r.max_rel_error is not None:
         verdict = "ok" if r.max_rel_error <= _tolerance() else "FAILED"
         lines.append(f"check       max relative error vs PyTorch {r.max_rel_error:.2e} ({verdict}, tolerance {_tolerance():g})")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ from archc.kinds import KINDS
 from archc.kinds.dense import flattens, per_position_fc
 from archc.kinds.tensors import tensor_specs
 
-# The newest opset that every onnxruntime the extras allow (>= 1.17) runs, and
+# The newest opset that every onnxruntime the extras allow (>= 1.24.3) runs, and
 # the one that brings Gelu. A newer default would shut out runtimes still in
 # use: on an H200, onnxruntime-gpu 1.31.1 (the newest GPU wheel) refused
 # opset 28's IR version 14 ("max supported IR version: 13"). Opset 20 needs IR
@@ -62,6 +62,7 @@ KIND_MIN_OPSET = {
     if kind.elementwise is not None and kind.elementwise.onnx_opset is not None
 }
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
+MAX_CONSTANT_BYTES = 64 << 20  # constants a lowering may add for one layer (uneven adaptive pooling)
 OUTPUT = "output"
 
 
@@ -163,6 +164,17 @@ def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     # of its axes in turn: x @ Cols^T, then Rows @ that. (MatMul reaches the last
     # two axes: an image's, or a sequence's one.) A volume's frames come first:
     # [b, C, D, H, W] as [b, C, D, H*W], Frames @ that, and back.
+    size = 4 * sum(n * o for n, o in zip(sizes, outs, strict=True))
+    if size > MAX_CONSTANT_BYTES:  # 40 bytes of spec must not become an 800 MB file
+        shown = "x".join(map(str, sizes)), "x".join(map(str, outs))
+        ctx.diagnostics.append(error(
+            "E603",
+            f"{node.name}: adaptiveavgpool from {shown[0]} to {shown[1]} has uneven windows, which ONNX needs as "
+            f"averaging matrices of {size:,} bytes (more than {MAX_CONSTANT_BYTES:,})",
+            node.span,
+            f"an output size that divides {shown[0]} becomes one AveragePool, with no constants",
+        ))  # fmt: skip
+        return x
     p = node.name
     rank = len(sizes)
     cols = ctx.constant(f"/const/{p}/cols", _adaptive_matrix(sizes[-1], outs[-1]).T.copy())

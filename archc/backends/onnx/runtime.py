@@ -18,7 +18,7 @@ import io
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from archc.api import Network
 from archc.backends.onnx.generate import build_model, save_model
 from archc.backends.onnx.io import EXTERNAL_THRESHOLD
 from archc.backends.weights import make_weights
-from archc.diagnostics import ArchError
+from archc.diagnostics import ArchError, shown
+from archc.limits import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, check_size
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDERS = ("auto", "cuda", "cpu")
@@ -53,9 +54,21 @@ class Prepared:
     weights: dict[str, np.ndarray] | None = None  # what the ONNX model holds, for --check
     opset: int | None = None
     keep: Any = None  # a TemporaryDirectory holding an external-data model, alive while needed
+    onnx_model: onnx.ModelProto | None = None  # an .onnx file's graph (no external data), for size checks
 
     @classmethod
-    def from_network(cls, net: Network, weights: Any = "random", seed: int = 0, opset: int | None = None) -> Prepared:
+    def from_network(
+        cls,
+        net: Network,
+        weights: Any = "random",
+        seed: int = 0,
+        opset: int | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
+    ) -> Prepared:
+        from archc.kinds.tensors import tensor_specs
+
+        # before a weight is made: a 45-byte spec can ask for terabytes
+        check_size(f"{net.name}'s weights", 4 * sum(s.numel for s in tensor_specs(net)), max_size)
         arrays = make_weights(net, weights, seed)
         model = build_model(net, weights=arrays, seed=seed, opset=opset)
         used_opset = model.opset_import[0].version
@@ -67,13 +80,88 @@ class Prepared:
         return cls(str(path), net.name, net.macs, net, arrays, used_opset, keep)
 
     @classmethod
-    def from_file(cls, path: Path) -> Prepared:
+    def from_file(cls, path: Path, max_size: int = DEFAULT_MAX_SIZE) -> Prepared:
+        """An `.onnx` file, validated before onnxruntime sees it (see `validate_model`)."""
+        where = shown(str(path))
+        check_size(f"{where}: the model file", path.stat().st_size, max_size)
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:
-            raise RunError(f"{path}: not a readable ONNX model: {e}") from e
+            raise RunError(f"{where}: not a readable ONNX model: {_first_line(e)}") from e
+        validate_model(model, path, max_size)
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset)
+        return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset, onnx_model=model)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return shown((lines[0] if lines else type(e).__name__)[:300])
+
+
+def _tensor_bytes(dims: Iterable[int], elem_type: int) -> int:
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+    except Exception:  # noqa: BLE001 - a type numpy has no name for (strings, 4-bit): count a byte
+        itemsize = 1
+    return math.prod(dims) * itemsize
+
+
+def validate_model(model: onnx.ModelProto, path: Path, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    """Refuse an untrusted model before a session is made from it.
+
+    onnxruntime trusts its input: a Conv with one input raised IndexError, a
+    declared `[batch, 100000, 100000, 100]` MemoryError, and some shapes kill
+    the process. So: the ONNX checker, strict shape inference, one float input
+    of known rank with no negative dimension, tensor outputs, and initializers
+    whose declared sizes fit `max_size`.
+    """
+    where = shown(str(path))
+    graph = model.graph
+    initialized = {t.name for t in graph.initializer}
+    for inp in graph.input:
+        if inp.name in initialized:
+            continue
+        t = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type") or not t.HasField("shape") or not t.shape.dim:
+            raise RunError(f"{where}: input {inp.name!r} has no tensor shape; archc run feeds tensors of known rank")
+        negative = [d.dim_value for d in t.shape.dim if d.HasField("dim_value") and d.dim_value < 0]
+        if negative:
+            raise RunError(f"{where}: input {inp.name!r} has a negative dimension ({negative[0]})")
+    for out in graph.output:
+        if not out.type.HasField("tensor_type"):
+            raise RunError(f"{where}: output {out.name!r} is not a tensor; archc run reads tensor outputs")
+    declared = 0
+    for t in graph.initializer:
+        if any(d < 0 for d in t.dims):
+            raise RunError(f"{where}: initializer {t.name!r} has a negative dimension")
+        declared += _tensor_bytes(t.dims, t.data_type)
+    check_size(f"{where}: the model's initializers", declared, max_size)
+    try:
+        onnx.checker.check_model(model)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:
+        raise RunError(f"{where}: not a valid ONNX model: {_first_line(e)}") from e
+
+
+def check_input_size(prepared: Prepared, batch: int, where: str, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    """Refuse a batch whose input, or any value of known shape, would not fit `max_size`.
+
+    `where` names the model in the message (its file)."""
+    model = prepared.onnx_model
+    if model is None:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - validated already; sizes then stay unknown
+        return
+    g = inferred.graph
+    for v in [*g.input, *g.value_info, *g.output]:
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if dims and dims[0] is None:
+            dims[0] = batch
+        if dims and all(d is not None for d in dims):
+            check_size(f"{where}: value {v.name!r} at batch {batch}", _tensor_bytes(dims, t.elem_type), max_size)  # type: ignore[arg-type]
 
 
 def onnx_macs(model: onnx.ModelProto) -> int | None:
@@ -146,7 +234,9 @@ def make_session(model: bytes | str, providers: list[str], full_float32: bool = 
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: we report provider fallbacks ourselves
+    # fatal only: errors come back as exceptions, which archc reports escaped (onnxruntime's
+    # own log would print an untrusted model's names raw); provider fallbacks we report ourselves
+    opts.log_severity_level = 4
     chosen: list[str | tuple[str, dict[str, str]]] = [
         (p, {"use_tf32": "0"}) if p == CUDA and full_float32 else p for p in providers
     ]
@@ -166,6 +256,8 @@ def make_input(session: ort.InferenceSession, batch: int, seed: int) -> tuple[st
     if inp.type != "tensor(float)":
         raise RunError(f"input {inp.name!r} is {inp.type}; archc run feeds float32 only")
     dims = list(inp.shape)
+    if not dims:
+        raise RunError(f"input {inp.name!r} has no shape; archc run feeds tensors of known rank")
     if isinstance(dims[0], int) and dims[0] != batch:
         raise RunError(f"the model's batch dimension is fixed at {dims[0]}; use --batch {dims[0]}")
     dims[0] = batch
@@ -193,7 +285,79 @@ class Report:
     max_rel_error: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as JSON values: a float that is not finite (an error of inf) becomes null."""
+        return {k: _finite(v) for k, v in asdict(self).items()}
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def run_isolated(
+    prepared: Prepared, where: str, timeout: float = DEFAULT_TIMEOUT, **options: Any
+) -> Report:
+    """`benchmark(prepared, **options)` with onnxruntime in a child process, stopped after `timeout` seconds.
+
+    An untrusted model can hang onnxruntime (a Loop of 2^62 trips) or kill it
+    (SIGFPE in a kernel): either way the child goes, and archc reports a
+    located error instead of hanging or dying. The child is forked (so it
+    shares the prepared model without copying it, and must be the first to
+    start CUDA, which the CLI's process never does); the report comes back, and
+    for `check` the input and output, which the PyTorch module (trusted code,
+    and one whose thread pool a forked child could inherit locked) then runs
+    on here.
+    """
+    check = bool(options.get("check"))
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child() -> None:
+        import faulthandler
+
+        faulthandler.disable()  # a crash is the parent's to report, in one line
+        try:
+            report, x, output = measure(prepared, **options)
+            outcome: tuple[str, Any] = ("ok", (report, x, output) if check else (report, None, None))
+        except ArchError as e:
+            outcome = ("error", str(e))
+        except BaseException as e:  # noqa: BLE001 - reported by the parent, which decides
+            outcome = ("error", f"onnxruntime failed: {type(e).__name__}: {_first_line(e)}")
+        send.send(outcome)
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    send.close()
+    try:
+        if not receive.poll(timeout):
+            raise RunError(
+                f"{where}: the model did not finish within {timeout:g} s (--timeout); stopped it"
+            )
+        try:
+            kind, value = receive.recv()
+        except EOFError:  # the child died without a word: a crash inside onnxruntime
+            process.join(5)
+            code = process.exitcode
+            how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
+            raise RunError(f"{where}: onnxruntime crashed ({how}) while running the model") from None
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        receive.close()
+    if kind == "error":
+        raise RunError(f"{where}: {value}")
+    report, x, output = value
+    if check:
+        report.max_rel_error = torch_error(prepared, x, output)
+    assert isinstance(report, Report)
+    return report
 
 
 def _timer(session: ort.InferenceSession, name: str, x: np.ndarray, on_gpu: bool) -> Callable[[], object]:
@@ -222,6 +386,25 @@ def benchmark(
     With `check`, also run the PyTorch module at the same weights on the same
     input and record the max relative error (see `torch_error`).
     """
+    report, x, output = measure(prepared, batch, provider, warmup, repeat, seed, check)
+    if check:
+        report.max_rel_error = torch_error(prepared, x, output)
+    return report
+
+
+def measure(
+    prepared: Prepared,
+    batch: int = 1,
+    provider: str = "auto",
+    warmup: int = 3,
+    repeat: int = 20,
+    seed: int = 0,
+    check: bool = False,
+) -> tuple[Report, np.ndarray, np.ndarray]:
+    """`benchmark` on onnxruntime alone: the report (no error yet), the input and the first output.
+
+    `check` only turns TF32 off, so that the output can be compared with PyTorch's.
+    """
     if batch < 1 or warmup < 0 or repeat < 1:
         raise RunError("--batch and --repeat must be at least 1, --warmup at least 0")
     providers, note = choose_providers(provider)
@@ -235,6 +418,8 @@ def benchmark(
         note = "the CUDA provider failed to start; fell back to CPU"
     name, x = make_input(session, batch, seed)
     output = session.run(None, {name: x})[0]
+    if not isinstance(output, np.ndarray):
+        raise RunError(f"the model's first output is a {type(output).__name__}, not a tensor")
     step = _timer(session, name, x, actual[0] == CUDA)
     for _ in range(warmup):
         step()
@@ -243,7 +428,7 @@ def benchmark(
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    p50, p90 = (float(v) for v in np.percentile(times, [50, 90]))
+    p50, p90 = (max(float(v), 1e-9) for v in np.percentile(times, [50, 90]))  # a clock tick of 0 divides nothing
     macs = prepared.macs_per_image
     report = Report(
         network=prepared.name,
@@ -261,9 +446,7 @@ def benchmark(
         gflops=2 * macs * batch / p50 / 1e9 if macs is not None else None,
         opset=prepared.opset,
     )
-    if check:
-        report.max_rel_error = torch_error(prepared, x, output)
-    return report
+    return report, x, output
 
 
 def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
@@ -287,5 +470,7 @@ def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
         expected = module(torch.from_numpy(x)).numpy()
     if expected.shape != output.shape:
         raise RunError(f"PyTorch gives shape {list(expected.shape)}, onnxruntime {list(output.shape)}")
+    if not (np.isfinite(output).all() and np.isfinite(expected).all()):
+        return math.inf  # NaN or infinity anywhere fails the check, whatever the other side says
     scale = max(float(np.abs(expected).max()), float(np.finfo(np.float32).tiny))
     return float(np.abs(output - expected).max()) / scale
