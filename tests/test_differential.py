@@ -78,6 +78,16 @@ def test_every_kind_matches_pytorch(text: str) -> None:
         "adaptiveavgpool 3",  # 10 -> 3: uneven, overlapping windows (MatMul lowering)
         "adaptiveavgpool 6x4",
         "adaptiveavgpool 7x10",  # rows uneven, columns unchanged
+        "convtranspose K=4 F=3 S=2 P=1 O=1",
+        "convtranspose K=6 F=2x4 S=3x2 P=0x1 O=2x1 D=1x2 G=3 bias=false",
+        "upsample 3 mode=linear",
+        "upsample 2x3",
+        "crop 7x8",  # odd excess: the extra row and column are cut at the end
+        "crop 6",
+        "gelu approx=tanh",
+        "hardswish",
+        "hardsigmoid",
+        "silu",
     ],
 )
 def test_window_edge_cases_match_pytorch(layer: str) -> None:

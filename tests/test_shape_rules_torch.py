@@ -254,3 +254,107 @@ def test_fc_acts_on_every_position_of_a_sequence(length: int, c: int, n: int, bi
     x = torch.randn(2, c, length)
     with torch.no_grad():
         torch.testing.assert_close(module(x), _PerPosition(linear)(x))
+
+
+@st.composite
+def convtranspose_cases(draw: st.DrawFn) -> tuple[str, torch.nn.Module, tuple[int, ...]]:
+    rank = draw(st.sampled_from([1, 2, 3]))
+    spatial = tuple(draw(st.integers(1, 9 if rank < 3 else 5)) for _ in range(rank))
+    g = draw(st.sampled_from([1, 1, 2, 3]))
+    c, k = g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3))
+    f, s_, d = _sizes(draw, rank, 1, 4), _sizes(draw, rank, 1, 3), _sizes(draw, rank, 1, 2)
+    p = _sizes(draw, rank, 0, 2)
+    o = tuple(draw(st.integers(0, max(si, di) - 1)) for si, di in zip(s_, d, strict=True))  # O < S or O < D
+    bias = draw(st.booleans())
+    spec = (
+        f"input {_input_text(spatial, c)}\nconvtranspose K={k} F={_dims_text(f)} S={_dims_text(s_)} "
+        f"P={_dims_text(p)} O={_dims_text(o)} D={_dims_text(d)} G={g} bias={str(bias).lower()}"
+    )
+    cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[rank]
+    return spec, cls(c, k, f, s_, p, o, g, bias, d), (c, *spatial)
+
+
+@EXAMPLES
+@given(convtranspose_cases())
+def test_convtranspose_shape_params_macs_and_values(case: tuple[str, torch.nn.Module, tuple[int, ...]]) -> None:
+    """Output padding, dilation and groups at every rank; MACs = input positions * F*C*(K/G)."""
+    spec, layer, chw = case
+    _agree(spec, layer, chw)
+    net = _archc(spec)
+    if net is None:
+        return
+    assert net.macs == math.prod(chw[1:]) * layer.weight.numel()
+    module = net.to_torch().eval()
+    module.load_state_dict({f"convtranspose1.{k}": v for k, v in layer.state_dict().items()})
+    x = torch.randn(2, *chw)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), layer(x))
+
+
+@EXAMPLES
+@given(st.sampled_from([1, 2, 3]), st.sampled_from(["nearest", "linear"]), st.data())
+def test_upsample_both_modes_against_nn_upsample(rank: int, mode: str, data: st.DataObject) -> None:
+    spatial = tuple(data.draw(st.integers(1, 7)) for _ in range(rank))
+    factor = _sizes(data.draw, rank, 1, 3)
+    c = data.draw(st.integers(1, 3))
+    torch_mode = mode if mode == "nearest" else {1: "linear", 2: "bilinear", 3: "trilinear"}[rank]
+    corners = None if mode == "nearest" else False
+    layer = nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode=torch_mode, align_corners=corners)
+    spec = f"input {_input_text(spatial, c)}\nupsample {_dims_text(factor)} mode={mode}"
+    _agree(spec, layer, (c, *spatial))
+    x = torch.randn(2, c, *spatial)
+    with torch.no_grad():
+        torch.testing.assert_close(archc.loads(spec).to_torch()(x), layer(x))
+
+
+@EXAMPLES
+@given(st.sampled_from([1, 2, 3]), st.data())
+def test_crop_centred_with_the_odd_row_cut_at_the_end(rank: int, data: st.DataObject) -> None:
+    """An even excess cuts half at each end; an odd one cuts the extra row (column, frame) at the end."""
+    spatial = tuple(data.draw(st.integers(1, 9)) for _ in range(rank))
+    keep = tuple(data.draw(st.integers(1, n)) for n in spatial)
+    c = data.draw(st.integers(1, 3))
+    net = archc.loads(f"input {_input_text(spatial, c)}\ncrop {_dims_text(keep)}")
+    assert net.output_shape == (*keep, c) and net.params == 0
+    x = torch.randn(2, c, *spatial)
+    index = (slice(None), slice(None), *(slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(spatial, keep, strict=True)))
+    with torch.no_grad():
+        torch.testing.assert_close(net.to_torch()(x), x[index])
+    too_big = tuple(n + 1 for n in spatial)
+    assert _archc(f"input {_input_text(spatial, c)}\ncrop {_dims_text(too_big)}") is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "module"),
+    [
+        ("silu", nn.SiLU()),
+        ("hardswish", nn.Hardswish()),
+        ("hardsigmoid", nn.Hardsigmoid()),
+        ("gelu approx=tanh", nn.GELU(approximate="tanh")),
+        ("gelu", nn.GELU()),
+        ("droppath 0.3", nn.Identity()),  # the identity in eval mode
+    ],
+)
+def test_new_activations_are_pytorchs(spec: str, module: torch.nn.Module) -> None:
+    net = archc.loads(f"input 5x6x3\n{spec}")
+    x = torch.linspace(-6, 6, 2 * 3 * 5 * 6).reshape(2, 3, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(net.to_torch().eval()(x), module(x))
+
+
+def test_droppath_drops_whole_samples_in_training() -> None:
+    torch.manual_seed(0)
+    module = archc.loads("input 4x4x2\ndroppath 0.5").to_torch().train()
+    y = module(torch.ones(64, 2, 4, 4))
+    per_sample = {float(v) for v in y.reshape(64, -1).unique(dim=0).flatten()}
+    assert per_sample <= {0.0, 2.0} and per_sample == {0.0, 2.0}  # dropped, or kept and scaled by 1/(1-p)
+
+
+def test_layerscale_is_a_parameter_shaped_to_broadcast() -> None:
+    net = archc.loads("input 3x4x4x8\nls: layerscale init=0.25\nglobalavgpool\nflatten\nls2: layerscale")
+    module = net.to_torch()
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    assert shapes == {"ls": (8, 1, 1, 1), "ls2": (8,)} and net.params == 16
+    assert torch.all(module.ls == 0.25) and torch.all(module.ls2 == 1e-6)
+    x = torch.randn(2, 8, 3, 4, 4)
+    torch.testing.assert_close(module(x), x.mean(dim=(2, 3, 4)) * 0.25 * 1e-6)

@@ -110,6 +110,31 @@ ROWS += [
 ]
 
 
+# contract v2's new kinds: (n-1)*S - 2P + D(F-1) + O + 1; F*C*(K/G) weights; MACs = input positions * weights
+ROWS += [
+    ("28x28x1024", "convtranspose K=512 F=2 S=2", "56x56x512", 4 * 1024 * 512 + 512, 28 * 28 * 4 * 1024 * 512),
+    ("7x7x8", "convtranspose K=4 F=3 S=2 P=1 O=1", "14x14x4", 9 * 8 * 4 + 4, 49 * 9 * 8 * 4),
+    ("7x7x8", "convtranspose K=4 F=3 S=2 P=1", "13x13x4", 9 * 8 * 4 + 4, 49 * 9 * 8 * 4),
+    ("5x5x6", "convtranspose K=4 F=3 D=2 G=2 bias=false", "9x9x4", 9 * 6 * 2, 25 * 9 * 6 * 2),
+    ("5x6x4", "convtranspose K=2 F=2x3 S=1x2 P=0x1", "6x11x2", 6 * 4 * 2 + 2, 30 * 6 * 4 * 2),
+    ("10x3", "convtranspose K=3 F=4 S=3 O=2", "33x3", 4 * 3 * 3 + 3, 10 * 36),
+    ("2x7x7x4", "convtranspose K=4 F=3 S=2 P=1 O=1", "4x14x14x4", 27 * 16 + 4, 98 * 27 * 16),
+    ("7x7x8", "upsample 2", "14x14x8", 0, 0),
+    ("7x7x8", "upsample 2 mode=linear", "14x14x8", 0, 0),
+    ("7x7x8", "upsample 3x1", "21x7x8", 0, 0),
+    ("100x2", "upsample 4 mode=linear", "400x2", 0, 0),
+    ("2x7x7x8", "upsample 1x2x2", "2x14x14x8", 0, 0),
+    ("64x64x512", "crop 56", "56x56x512", 0, 0),
+    ("9x8x2", "crop 4x5", "4x5x2", 0, 0),
+    ("100x2", "crop 99", "99x2", 0, 0),
+    ("4x9x9x2", "crop 2x5x5", "2x5x5x2", 0, 0),
+    ("8x8x16", "layerscale", "8x8x16", 16, 0),
+    ("8x8x16", "layerscale init=0.1", "8x8x16", 16, 0),
+    ("16", "layerscale", "16", 16, 0),
+    *[("8x8x16", k, "8x8x16", 0, 0) for k in ("droppath", "droppath 0.2", "silu", "hardswish", "hardsigmoid", "gelu approx=tanh", "gelu approx=none")],
+]
+
+
 def single(inp: str, layer: str) -> archc.Layer:
     n = archc.loads(f"input {inp}\n{layer}\n", "t.arch")
     (only,) = n.layers
@@ -215,6 +240,13 @@ def test_residual_with_projection() -> None:
         ("4x8x8x3", "maxpool F=2x2", "maxpool F=2x2 gives 2 sizes, but the volume 4x8x8x3 has 3 spatial dimensions"),
         ("8x8x3", "adaptiveavgpool 2x2x2", "adaptiveavgpool size=2x2x2 gives 3 sizes, but the image 8x8x3"),
         ("2x8x8x3", "conv K=8 F=3", "output would be 0x6x6"),
+        ("7x7x8", "convtranspose K=4 F=3 S=2 O=2", "output padding O=2 must be smaller than the stride S=2 or the dilation D=1"),
+        ("2x2x8", "convtranspose K=4 F=1 P=1", "convtranspose output would be 0x0"),
+        ("8x8x6", "convtranspose K=4 F=3 G=4", "must divide both"),
+        ("8x8x3", "crop 9x8", "crop to 9x8 needs an input at least that large, but it is 8x8x3"),
+        ("8x8x3", "upsample 2x2x2", "upsample factor=2x2x2 gives 3 sizes"),
+        ("100", "upsample 2", "upsample needs a spatial input"),
+        ("100", "crop 2", "crop needs a spatial input"),
     ],
 )
 def test_shape_errors(inp: str, layer: str, words: str) -> None:
@@ -278,9 +310,9 @@ def test_totals_equal_the_sum_of_layers(spec: Path) -> None:
     assert n.macs == sum(x.macs for x in layers)
     assert n.output_shape == layers[-1].output or n.graph.output != layers[-1].name
     for x in layers:
-        if x.kind not in ("conv", "fc"):
+        if x.kind not in ("conv", "convtranspose", "fc"):
             assert x.macs == 0, x
-        if x.kind not in ("conv", "fc", "batchnorm", "layernorm"):
+        if x.kind not in ("conv", "convtranspose", "fc", "batchnorm", "layernorm", "layerscale"):
             assert x.params == 0, x
 
 

@@ -26,7 +26,7 @@ from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import _ScopeState
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
-from archc.kinds import KINDS, USER_KINDS, coerce, show_value
+from archc.kinds import KINDS, USER_KINDS, KeyType, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
 MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
@@ -235,6 +235,9 @@ class _Builder:
                 continue
             expr, span = attrs[key.name]
             try:
+                if key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
+                    values[key.name] = coerce(key, expr.name)  # `mode=cubic`: say which words it takes
+                    continue
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
                 used = parameters_used(expr, env)

@@ -43,6 +43,7 @@ from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
 from archc.ir import INPUT, Node
 from archc.kinds import KINDS
 from archc.kinds.dense import flattens, per_position_fc
+from archc.kinds.resampling import crop_offsets
 from archc.kinds.tensors import tensor_specs
 
 # The newest opset that every onnxruntime the extras allow (>= 1.24.3) runs, and
@@ -80,6 +81,7 @@ class Lowering:
     values: dict[str, str] = field(default_factory=lambda: {INPUT: INPUT})
     constants: dict[str, TensorProto] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    declared: dict[str, tuple[int, ...]] = field(default_factory=dict)  # value -> per-sample shape, stated
 
     def inputs(self, node: Node) -> list[str]:
         return [self.values[i] for i in node.inputs]
@@ -123,8 +125,12 @@ def _elementwise(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
         return ctx.inputs(node)[0]  # the identity at inference: the layer's value is its input's
     ins = [*ctx.inputs(node), *(ctx.constant(f"/const/{name}", value) for name, value in row.onnx_constants)]
     attrs = {arg.onnx: node.attrs[arg.key] for arg in row.args if arg.onnx is not None}
+    attrs.update(row.onnx_attrs)
     if row.over_features:
         attrs["axis"] = facts.inputs[0].layout.channel_axis()
+    if row.onnx_gate:  # x * op(x)
+        gate = ctx.emit(row.onnx, ins, f"{node.name}/{row.onnx.lower()}", **attrs)
+        return ctx.emit("Mul", [ins[0], gate], node.name)
     return ctx.emit(row.onnx, ins, node.name, **attrs)
 
 
@@ -140,6 +146,69 @@ def _conv(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     ins = [*ctx.inputs(node), f"{node.name}.weight"] + ([f"{node.name}.bias"] if a["bias"] else [])
     dilations = list(facts.window.dilation)
     return ctx.emit("Conv", ins, node.name, **_window_attrs(facts), dilations=dilations, group=a["G"])
+
+
+def _convtranspose(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    a, win = node.attrs, facts.window
+    assert win is not None  # resolved by the analysis
+    ins = [*ctx.inputs(node), f"{node.name}.weight"] + ([f"{node.name}.bias"] if a["bias"] else [])
+    return ctx.emit(
+        "ConvTranspose",
+        ins,
+        node.name,
+        kernel_shape=list(win.kernel),
+        strides=list(win.stride),
+        pads=list(win.pads),
+        output_padding=list(win.output_padding),
+        dilations=list(win.dilation),
+        group=a["G"],
+    )
+
+
+def _upsample(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """Resize by the factors: PyTorch's nearest picks floor(out / f) (ONNX: asymmetric, floor);
+    its linear without aligned corners is ONNX's half_pixel."""
+    (x,) = ctx.inputs(node)
+    shape, out = facts.inputs[0], facts.output
+    factors = [o / n for n, o in zip(shape.spatial, out.spatial, strict=True)]
+    scales = ctx.constant(f"/const/{node.name}/scales", np.array([1.0, 1.0, *factors], np.float32))
+    if node.attrs["mode"] == "nearest":
+        how = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    else:
+        how = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    out_value = ctx.emit("Resize", [x, "", scales], node.name, **how)
+    # ONNX's shape inference scales the batch too (by 1.0) and loses its name: state the shape
+    ctx.declared[out_value] = out.nchw()
+    return out_value
+
+
+def _crop(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    shape = facts.inputs[0]
+    begin, _ = crop_offsets(node.attrs, shape)
+    if facts.output == shape:
+        return x  # nothing to cut
+    first = 1 + len(shape.nchw()) - shape.layout.spatial_rank  # the spatial axes are the last ones
+    axes = list(range(first, first + shape.layout.spatial_rank))
+    ends = [b + n for b, n in zip(begin, facts.output.spatial, strict=True)]
+    p = node.name
+    ins = [
+        x,
+        ctx.constant(f"/const/{p}/starts", np.array(begin, np.int64)),
+        ctx.constant(f"/const/{p}/ends", np.array(ends, np.int64)),
+        ctx.constant(f"/const/{p}/axes", np.array(axes, np.int64)),
+    ]
+    return ctx.emit("Slice", ins, p)
+
+
+def _layerscale(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    # the initializer is named after the layer (its state_dict key): the node's value takes another name
+    return ctx.emit("Mul", [*ctx.inputs(node), node.name], node.name, output=f"{node.name}/scaled")
+
+
+def _identity(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """A layer that is the identity at inference (droppath): its value is its input's, no node."""
+    return ctx.inputs(node)[0]
 
 
 def _pool(op: str, **fixed: Any) -> Handler:
@@ -324,12 +393,17 @@ HANDLERS: dict[str, Handler] = {
     "maxpool": _pool("MaxPool"),
     # count_include_pad=1: PyTorch's AvgPool2d divides by the whole window, padding included.
     "avgpool": _pool("AveragePool", count_include_pad=1),
+    "convtranspose": _convtranspose,
+    "upsample": _upsample,
+    "crop": _crop,
     "adaptiveavgpool": _adaptive,
     "globalavgpool": _simple("GlobalAveragePool"),
     "fc": _fc,
     "flatten": _simple("Flatten", axis=1),
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
+    "layerscale": _layerscale,
+    "droppath": _identity,
     "lrn": _lrn,
     "add": _elementwise_merge("Add"),
     "multiply": _elementwise_merge("Mul"),
@@ -398,11 +472,13 @@ def lower(net: Network, opset: int | None = None) -> Skeleton:
             n.output[:] = [OUTPUT if v == last else v for v in n.output]
             n.input[:] = [OUTPUT if v == last else v for v in n.input]
     values = {k: OUTPUT if v == last else v for k, v in ctx.values.items() if k != INPUT}
+    declared = [_io(OUTPUT if v == last else v, shape) for v, shape in ctx.declared.items() if v != last]
     graph = helper.make_graph(
         ctx.nodes,
         net.name,
         [_io(INPUT, net.graph.input_shape.nchw())],
         [_io(OUTPUT, net.analysis.output_shape.nchw())],
+        value_info=declared,
     )
     opsets = [helper.make_opsetid("", ctx.opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="archc", producer_version=__version__)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from archc.api import Network
 from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
-from archc.backends.torch.layers import HANDLERS, KEEP, Rendered, Step
+from archc.backends.torch.layers import HANDLERS, HELPERS, KEEP, Rendered, Step
 from archc.backends.torch.plan import (
     _ASCII_IDENT,
     _GLOBALS,
@@ -99,6 +99,7 @@ class _Generator(_Plan):
         super().__init__(net)
         self.classes: dict[Any, _Class] = {}
         self.order: list[_Class] = []
+        self.helpers: set[str] = set()  # small module classes the layers need (HELPERS), written once
 
     # --- pass 2: classes -----------------------------------------------------------------------
     def block_class(self, block: str) -> _Class:
@@ -133,7 +134,8 @@ class _Generator(_Plan):
         if not _ASCII_IDENT.fullmatch(net.name):
             doc = doc.replace(net.name, cls.name, 1)
         _ClassWriter(self, cls, self.body, [_Instance("", {}, INPUT)], doc, network=True).write()
-        source = "\n\n".join([self.header(cls.name), *(c.source for c in self.order)])
+        helpers = [HELPERS[name] for name in sorted(self.helpers)]
+        source = "\n\n".join([self.header(cls.name), *helpers, *(c.source for c in self.order)])
         return source, cls.name
 
     def header(self, name: str) -> str:
@@ -295,13 +297,15 @@ class _ClassWriter:
             )
         return local
 
-    def steps(self, steps: list[Step], src: str, dst: str) -> str:
+    def steps(self, steps: list[Step], src: str, dst: str, helpers: tuple[str, ...] = ()) -> str:
+        self.gen.helpers.update(helpers)
         for step in steps:
             if step.attr is None:
                 self.fwd.append(f"{dst} = {step.call.replace('{x}', src)}")
             else:
                 self.init.append(f"self.{self.attribute(step.attr)} = {step.ctor}")
-                self.fwd.append(f"{dst} = self.{step.attr}({src})")
+                call = step.call or "{self}({x})"
+                self.fwd.append(f"{dst} = {call.replace('{self}', f'self.{step.attr}').replace('{x}', src)}")
             src = dst
         return src
 
@@ -326,7 +330,7 @@ class _ClassWriter:
         local = self.gen.builder.name(scope, st.label, st.kind, st.span)
         nodes = self.nodes(local)
         emitted = HANDLERS[st.kind](_Ctx(self, st, st.kind, local, nodes))
-        out = self.steps(emitted.steps, src, dst)
+        out = self.steps(emitted.steps, src, dst, emitted.helpers)
         self.cur = nodes
         if emitted.channels is not KEEP:
             self.chan = emitted.channels

@@ -43,7 +43,9 @@ class Rendered:
 @dataclass(frozen=True)
 class Step:
     """`self.<attr> = <ctor>` in __init__ and `y = self.<attr>(x)` in forward;
-    or, with no attr, `y = <call>` where `{x}` stands for the input."""
+    or, with no attr, `y = <call>` where `{x}` stands for the input. With both,
+    forward is `y = <call>` where `{self}` stands for `self.<attr>`: a parameter,
+    `x * self.layer_scale`."""
 
     attr: str | None
     ctor: str | None = None
@@ -57,6 +59,7 @@ KEEP: Any = object()  # the layer keeps its input's channel count
 class Emitted:
     steps: list[Step]
     channels: Any = KEEP  # an E.Sym, None (unknown), or KEEP
+    helpers: tuple[str, ...] = ()  # classes of HELPERS the steps construct, written once into the file
 
 
 class LayerCtx(Protocol):
@@ -151,6 +154,23 @@ def conv(ctx: LayerCtx) -> Emitted:
     return Emitted([*pre, Step(ctx.name, text)], k.sym)
 
 
+def convtranspose(ctx: LayerCtx) -> Emitted:
+    k = ctx.key("K")
+    text = ctor(
+        _nd(ctx, "nn.ConvTranspose{}d"),
+        ctx.in_channels().text,
+        k.text,
+        kernel_size=ctx.key("F").text,
+        stride=_kw(ctx.key("S"), _per_dim(ctx, 1)),
+        padding=_kw(ctx.key("P"), _per_dim(ctx, 0)),
+        output_padding=_kw(ctx.key("O"), _per_dim(ctx, 0)),
+        groups=_kw(ctx.key("G"), 1),
+        bias=_kw(ctx.key("bias"), True),
+        dilation=_kw(ctx.key("D"), _per_dim(ctx, 1)),
+    )
+    return Emitted([Step(ctx.name, text)], k.sym)
+
+
 def _pool(cls: str, pad_value: str) -> Callable[[LayerCtx], Emitted]:
     def handler(ctx: LayerCtx) -> Emitted:
         pre, padding = _padding(ctx, pool=True, pad_value=pad_value)
@@ -173,6 +193,37 @@ def adaptiveavgpool(ctx: LayerCtx) -> Emitted:
 
 def globalavgpool(ctx: LayerCtx) -> Emitted:
     return _module(ctx, ctor(_nd(ctx, "nn.AdaptiveAvgPool{}d"), "1"))
+
+
+# --- resampling ----------------------------------------------------------------------------
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def upsample(ctx: LayerCtx) -> Emitted:
+    """nn.Upsample: `linear` is PyTorch's bi-/trilinear by rank, corners not aligned."""
+    modes = {
+        _LINEAR[s.layout.spatial_rank] if a["mode"] == "linear" else "nearest"
+        for s, a in zip(ctx.ins, ctx.attrs, strict=True)
+    }
+    if len(modes) != 1:
+        raise TorchGenError(f"{ctx.name}: one block upsamples in several modes or ranks; write two blocks")
+    mode = modes.pop()
+    linear = mode != "nearest"
+    text = ctor(
+        "nn.Upsample",
+        scale_factor=ctx.key("factor").text,
+        mode=f'"{mode}"' if linear else None,
+        align_corners="False" if linear else None,
+    )
+    return _module(ctx, text)
+
+
+def crop(ctx: LayerCtx) -> Emitted:
+    sizes = [tuple(o.spatial) for o in ctx.outs]
+    # one tuple per instance (a U-Net's up block crops each skip to its own size): a tuple, never `101`
+    same = all(v == sizes[0] for v in sizes)
+    text = E.literal(sizes[0], compact=False) if same else ctx.check(None, sizes, f"{ctx.name}_size").text
+    return Emitted([Step(ctx.name, ctor("CenterCrop", text))], helpers=("CenterCrop",))
 
 
 # --- fully connected ---------------------------------------------------------------------
@@ -267,6 +318,22 @@ def layernorm(ctx: LayerCtx) -> Emitted:
     return Emitted(steps)
 
 
+def layerscale(ctx: LayerCtx) -> Emitted:
+    """A parameter of the module, shaped to broadcast: `x * self.layer_scale`, as torchvision's ConvNeXt."""
+    c = ctx.in_channels().text
+    ones = {len(s.nchw()) - s.layout.channel_axis() for s in ctx.ins}  # [C, 1, 1] on a [batch, C, H, W] image
+    if len(ones) != 1:
+        raise TorchGenError(f"{ctx.name}: one block scales inputs of several ranks; write two blocks")
+    n = ones.pop()
+    shape = f"({c},)" if n == 0 else f"({c}, {', '.join(['1'] * n)})"
+    init = ctx.key("init").text
+    return Emitted([Step(ctx.name, f"nn.Parameter(torch.full({shape}, {init}))", call="{x} * {self}")])
+
+
+def droppath(ctx: LayerCtx) -> Emitted:
+    return Emitted([Step(ctx.name, ctor("DropPath", ctx.key("p").text))], helpers=("DropPath",))
+
+
 def lrn(ctx: LayerCtx) -> Emitted:
     text = ctor(
         "nn.LocalResponseNorm",
@@ -281,6 +348,37 @@ def lrn(ctx: LayerCtx) -> Emitted:
 def _feature_axis(ctx: LayerCtx, shapes: Sequence[Shape]) -> str:
     """The axis of the channels (the features, when flat) in the generated code: 1."""
     return ctx.check(None, [s.layout.channel_axis() for s in shapes], f"{ctx.name}_dim").text
+
+
+# Small modules the generated file defines when a layer needs one (torch has none).
+HELPERS: dict[str, str] = {
+    "CenterCrop": '''class CenterCrop(nn.Module):
+    """The centred window of `size` over the last dims; an odd excess cuts its extra row at the end."""
+
+    def __init__(self, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for axis, n in enumerate(self.size, start=x.dim() - len(self.size)):
+            x = x.narrow(axis, (x.shape[axis] - n) // 2, n)
+        return x
+''',
+    "DropPath": '''class DropPath(nn.Module):
+    """Stochastic depth: in training, each sample is dropped whole with probability p
+    (the others scaled by 1/(1-p)); the identity in eval mode."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+''',
+}
 
 
 def elementwise(ctx: LayerCtx) -> Emitted:
@@ -338,12 +436,17 @@ HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
     "conv": conv,
     "maxpool": _pool("nn.MaxPool{}d", 'float("-inf")'),
     "avgpool": _pool("nn.AvgPool{}d", "0"),  # count_include_pad: padding counts as zeros
+    "convtranspose": convtranspose,
+    "upsample": upsample,
+    "crop": crop,
     "adaptiveavgpool": adaptiveavgpool,
     "globalavgpool": globalavgpool,
     "fc": fc,
     "flatten": flatten,
     "batchnorm": batchnorm,
     "layernorm": layernorm,
+    "layerscale": layerscale,
+    "droppath": droppath,
     "lrn": lrn,
     "add": add,
     "multiply": multiply,
