@@ -160,7 +160,8 @@ def warn_uneven(state: _State) -> None:
         facts = state.facts.get(node.name)
         if facts is None or facts.window is None or KINDS[node.kind].traits.window not in _SLIDING:
             continue
-        found = uneven_division(node.attrs, facts.window, facts.inputs[0])
+        pool = KINDS[node.kind].traits.window is WindowKind.POOL
+        found = uneven_division(node.attrs, facts.window, facts.inputs[0], pool)
         if found is not None:
             state.diags.append(
                 warning("W001", f"{node.name}: {found.message}", node.span, found.hint)
