@@ -3,6 +3,9 @@
 Same weights, same fresh random input at batch 3: outputs agree within 1e-4
 relative to the output's scale, and the parameter counts of the IR, of
 `sum(p.numel())` and of the ONNX initializers (less batchnorm buffers) agree.
+The tensors PyTorch initialises to constants (batchnorm's scale, shift and
+running statistics, layernorm's, layer scales) are drawn at random here, so
+that no normalisation is the identity and no block is scaled to nothing.
 """
 
 from __future__ import annotations
@@ -25,13 +28,26 @@ import archc  # noqa: E402
 from archc.backends.onnx.generate import build_model  # noqa: E402
 from archc.backends.onnx.runtime import CHECK_TOLERANCE  # noqa: E402
 from archc.backends.weights import make_weights  # noqa: E402
-from archc.kinds.tensors import Role, tensor_specs  # noqa: E402
+from archc.kinds.tensors import Init, Role, tensor_specs  # noqa: E402
 
 BATCH = 3
 
 
-def _compare(net) -> None:
+def _random_weights(net) -> dict:
+    """PyTorch's init, with every constant-initialised tensor redrawn: running variances, scales and
+    layer scales in [0.5, 1.5], running means and shifts around 0."""
     weights = make_weights(net, "random", seed=11)
+    rng = np.random.default_rng(12)
+    for spec in tensor_specs(net):
+        if spec.init in (Init.ONES, Init.CONSTANT):
+            weights[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
+        elif spec.init is Init.ZEROS:
+            weights[spec.name] = rng.normal(0.0, 0.2, spec.shape).astype(np.float32)
+    return weights
+
+
+def _compare(net) -> None:
+    weights = _random_weights(net)
     model = build_model(net, weights=weights)
     module = net.to_torch()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
