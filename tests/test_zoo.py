@@ -248,3 +248,33 @@ def test_m5_is_a_1d_network_of_table_1() -> None:
     sizes = [layer.output for layer in net.layers if layer.kind in ("conv", "maxpool")]
     assert sizes == [(8000, 128), (2000, 128), (2000, 128), (500, 128), (500, 256), (125, 256), (125, 512), (31, 512)]
     assert M5_PARAMS // 10_000 == 55  # table 1 prints 0.5M: 0.55M, truncated
+
+
+@pytest.mark.parametrize("stem", sorted(TORCHVISION))
+def test_outputs_match_torchvision_with_its_weights(stem: str) -> None:
+    """torchvision's tensors, loaded in order into the generated module, give torchvision's outputs
+    (eval mode; batchnorm statistics and layer scales drawn at random so none is the identity)."""
+    torch = pytest.importorskip("torch")
+    reference = _torchvision_model(stem).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.normal_(0, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.2)
+            if isinstance(getattr(module, "layer_scale", None), torch.nn.Parameter):
+                module.layer_scale.uniform_(0.5, 1.5)
+    net = load(stem)
+    ours = net.to_torch().eval()
+    target = ours.state_dict()
+    # the generated module registers its tensors in torchvision's order (a layer_scale before its block too)
+    assert len(target) == len(reference.state_dict())
+    ours.load_state_dict(
+        {k: v.reshape(target[k].shape) for k, v in zip(target, reference.state_dict().values(), strict=True)}
+    )
+    x = torch.randn(1, *net.graph.input_shape.nchw())
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert float((got - expected).abs().max() / expected.abs().max()) < 1e-4
