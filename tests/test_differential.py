@@ -25,10 +25,14 @@ from conftest import all_specs  # noqa: E402
 from test_onnx_gen import EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D  # noqa: E402
 
 import archc  # noqa: E402
+from archc.analysis.tensors import (  # noqa: E402
+    Init,
+    Role,
+    tensor_specs,
+)
 from archc.backends.onnx.generate import build_model  # noqa: E402
 from archc.backends.onnx.runtime import CHECK_TOLERANCE  # noqa: E402
 from archc.backends.weights import make_weights  # noqa: E402
-from archc.kinds.tensors import Init, Role, tensor_specs  # noqa: E402
 
 BATCH = 3
 
@@ -36,9 +40,9 @@ BATCH = 3
 def _random_weights(net) -> dict:
     """PyTorch's init, with every constant-initialised tensor redrawn: running variances, scales and
     layer scales in [0.5, 1.5], running means and shifts around 0."""
-    weights = make_weights(net, "random", seed=11)
+    weights = make_weights(net.analysis, "random", seed=11)
     rng = np.random.default_rng(12)
-    for spec in tensor_specs(net):
+    for spec in tensor_specs(net.analysis):
         if spec.init in (Init.ONES, Init.CONSTANT):
             weights[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
         elif spec.init is Init.ZEROS:
@@ -48,12 +52,12 @@ def _random_weights(net) -> dict:
 
 def _compare(net) -> None:
     weights = _random_weights(net)
-    model = build_model(net, weights=weights)
+    model = build_model(net.analysis, weights=weights)
     module = net.to_torch()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     module.eval()
 
-    buffers = sum(s.numel for s in tensor_specs(net) if s.role is Role.BUFFER)
+    buffers = sum(s.numel for s in tensor_specs(net.analysis) if s.role is Role.BUFFER)
     onnx_elements = sum(int(np.prod(t.dims)) for t in model.graph.initializer if not t.name.startswith("/"))
     assert net.params == sum(p.numel() for p in module.parameters()) == onnx_elements - buffers
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.kinds.tensors import tensor_specs
+from archc.analysis.tensors import tensor_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -196,7 +196,7 @@ def _torchvision_model(stem: str):
 def _layer_state_shapes(net: archc.Network) -> list[tuple[int, ...]]:
     """The state_dict shapes a PyTorch model of `net` has, from archc's tensor declarations alone (NCHW)."""
     shapes: list[tuple[int, ...]] = []
-    for spec in tensor_specs(net):
+    for spec in tensor_specs(net.analysis):
         shapes.append(spec.shape)
         if spec.name.endswith(".running_var"):
             shapes.append(())  # PyTorch's batchnorm also counts its batches

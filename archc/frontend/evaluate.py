@@ -13,6 +13,7 @@ from typing import Any
 from archc.diagnostics import Diagnostic, did_you_mean, error
 from archc.frontend import syntax as S
 from archc.ir import Span
+from archc.ir.written import Arith, Expr, Name, Negate
 from archc.kinds import CHOICE_WORDS
 
 
@@ -116,3 +117,20 @@ def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
 def _need_number(value: Any, expr: S.Expr) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
+
+
+def as_written(expr: S.Expr) -> Expr:
+    """The expression as the IR records it: what was written, without its spans.
+
+    >>> from archc.frontend.parser import parse
+    >>> prog, _ = parse("conv K=E*4 F=3x3")
+    >>> [as_written(kw.value) for kw in prog.statements[0].keywords]
+    [Arith(op='*', left=Name(name='E'), right=4), (3, 3)]
+    """
+    if isinstance(expr, (S.Number, S.Dims)):
+        return expr.value
+    if isinstance(expr, S.Ref):
+        return Name.model_construct(name=expr.name)
+    if isinstance(expr, S.Neg):
+        return Negate.model_construct(operand=as_written(expr.operand))
+    return Arith.model_construct(op=expr.op, left=as_written(expr.left), right=as_written(expr.right))

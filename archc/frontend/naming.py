@@ -12,9 +12,9 @@ Naming (LANGUAGE.md "A network", "Blocks"):
   `multiply1` (or their label).
 
 A scope's names are given out here (`enter`, then `claim` for each name); the
-elaborator (`_Builder.enter` / `_Builder.name`) decides where levels begin.
-The PyTorch back-end names through the same builder methods, so that its
-attributes are the IR's names.
+elaborator (`_Builder.enter` / `_Builder.name`) decides where levels begin,
+and records each scope's body in these names (`archc.ir.Scope.steps`), so
+that back-ends never name anything again.
 """
 
 from __future__ import annotations

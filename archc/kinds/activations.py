@@ -50,7 +50,6 @@ _ROWS: tuple[tuple[str, str, Elementwise, tuple[Key, ...], str | None, str], ...
             "nn.GELU",
             "Gelu",
             args=(KeyArg("approx", "approximate", "none", "approximate"),),
-            onnx_opset=(20, "ONNX added Gelu in opset 20"),
         ),
         (Key("approx", KeyType.CHOICE, "none", doc="none (erf) or tanh", choices=("none", "tanh")),),
         None,

@@ -212,7 +212,6 @@ class Elementwise(NamedTuple):
     args: tuple[KeyArg, ...] = ()
     over_features: bool = False  # acts along the feature axis: PyTorch `dim=`, ONNX `axis=`
     onnx_constants: tuple[tuple[str, float], ...] = ()  # extra inputs, named `/const/<name>` (Clip's bounds)
-    onnx_opset: tuple[int, str] | None = None  # the opset that brought the op, and a sentence why
     onnx_attrs: tuple[tuple[str, Any], ...] = ()  # fixed attributes (HardSigmoid's alpha=1/6, PyTorch's)
     onnx_gate: bool = False  # the op gates its input: x * op(x) (SiLU = x * Sigmoid(x))
 
