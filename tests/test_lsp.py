@@ -257,3 +257,45 @@ async def test_formatting_and_code_actions(client: LanguageClient) -> None:
     from archc.tools.fmt import format_text
 
     assert edits[0].new_text == format_text(fixed) != fixed
+
+
+RESIDUAL = """input 32x32x16
+c: conv K=16 F=3 S=3
+residual {
+  conv K=32 F=3 P=1
+}
+"""
+
+
+@pytest.mark.asyncio
+async def test_quick_fixes_from_hints_add_a_shortcut_and_padding(client: LanguageClient) -> None:
+    uri = "file:///work/residual.arch"
+    diags = await open_doc(client, RESIDUAL, uri)
+    ident = T.TextDocumentIdentifier(uri=uri)
+    by_code = {d.code: d for d in diags}
+    assert {"E200", "W001"} <= set(by_code)
+
+    async def fixes(d: T.Diagnostic) -> dict[str, T.TextEdit]:
+        actions = await client.text_document_code_action_async(
+            T.CodeActionParams(
+                text_document=ident, range=d.range, context=T.CodeActionContext(diagnostics=[d])
+            )
+        )
+        assert actions is not None
+        out = {}
+        for a in actions:
+            assert isinstance(a, T.CodeAction) and a.edit is not None and a.edit.changes is not None
+            out[a.title] = a.edit.changes[uri][0]
+        return out
+
+    shortcut = (await fixes(by_code["E200"]))["Add `shortcut { conv K=32 F=1 }`"]
+    assert (
+        shortcut.range.start == T.Position(line=4, character=1)
+        and shortcut.new_text == " shortcut { conv K=32 F=1 }"
+    )
+    padding = (await fixes(by_code["W001"]))["Pad with P=2"]  # (32 + 2*2 - 3)/3 + 1 = 12, even
+    assert padding.new_text == " P=2" and padding.range.start == T.Position(
+        line=1, character=len("c: conv K=16 F=3 S=3")
+    )
+    fixed = "input 32x32x16\nc: conv K=16 F=3 S=3 P=2\nresidual {\n  conv K=32 F=3 P=1\n} shortcut { conv K=32 F=1 }\n"
+    assert await change(client, fixed, 2, uri) == []

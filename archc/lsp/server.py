@@ -438,7 +438,66 @@ def code_actions(ls: ArchServer, params: T.CodeActionParams) -> list[T.CodeActio
                         edit=_edit(uri, rng(d.span), actual.group(1)),
                     )
                 )
+    for d in doc.diagnostics:
+        if d.span is None or not d.hint or not _overlaps(rng(d.span), params.range):
+            continue
+        for title, where, text in _hint_fixes(doc, d):
+            actions.append(
+                T.CodeAction(
+                    title=title,
+                    kind=T.CodeActionKind.QuickFix,
+                    diagnostics=[to_lsp(d, doc)],
+                    edit=_edit(uri, where, text),
+                )
+            )
     return actions
+
+
+_SHORTCUT = re.compile(r"e\.g\. (shortcut \{.*\})")
+_PADDING = re.compile(r"padding P=(\d+)")
+_INPUT = re.compile(r"an input of (\d+) or (\d+)")
+
+
+def _stmt_with_span(doc: Document, span: Span) -> S.Stmt | None:
+    for loc in doc.statements:
+        label = getattr(loc.stmt, "label", None)
+        if loc.stmt.span == span or (isinstance(label, S.Label) and label.span == span):
+            return loc.stmt
+    return None
+
+
+def _hint_fixes(doc: Document, d: Diagnostic) -> list[tuple[str, T.Range, str]]:
+    """The fixes a hint spells out: E200's shortcut, W001's padding or input size."""
+    assert d.span is not None and d.hint is not None
+    st = _stmt_with_span(doc, d.span)
+    fixes: list[tuple[str, T.Range, str]] = []
+    if d.code == "E200" and isinstance(st, S.Residual) and st.shortcut is None:
+        m = _SHORTCUT.search(d.hint)
+        if m is not None:
+            at = rng(st.braces.close).end
+            fixes.append((f"Add `{m.group(1)}`", T.Range(start=at, end=at), " " + m.group(1)))
+    if d.code == "W001" and isinstance(st, S.LayerStmt):
+        m = _PADDING.search(d.hint)
+        if m is not None:
+            written = next((kw for kw in st.keywords if kw.key == "P"), None)
+            if written is not None:
+                fixes.append((f"Pad with P={m.group(1)}", rng(written.value.span), m.group(1)))
+            else:
+                last = max(
+                    [kw.value.span for kw in st.keywords] + [e.span for e in st.positional] + [st.span]
+                )
+                at = rng(last).end
+                fixes.append((f"Pad with P={m.group(1)}", T.Range(start=at, end=at), f" P={m.group(1)}"))
+        m = _INPUT.search(d.hint)
+        nodes = doc.layer_nodes(st)
+        decl = next((loc.stmt for loc in doc.statements if isinstance(loc.stmt, S.InputDecl)), None)
+        if m is not None and decl is not None and len(nodes) == 1 and nodes[0].inputs == ("input",):
+            dims = decl.shape.dims
+            if len(dims) >= 2:
+                for size in m.groups():
+                    shape = "x".join([size] * (len(dims) - 1) + [str(dims[-1])])
+                    fixes.append((f"Make the input {shape}", rng(decl.shape.span), shape))
+    return fixes
 
 
 def _edit(uri: str, where: T.Range, text: str) -> T.WorkspaceEdit:
