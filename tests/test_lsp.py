@@ -299,3 +299,14 @@ async def test_quick_fixes_from_hints_add_a_shortcut_and_padding(client: Languag
     )
     fixed = "input 32x32x16\nc: conv K=16 F=3 S=3 P=2\nresidual {\n  conv K=32 F=3 P=1\n} shortcut { conv K=32 F=1 }\n"
     assert await change(client, fixed, 2, uri) == []
+
+
+@pytest.mark.asyncio
+async def test_an_error_inside_a_block_lists_its_call_sites(client: LanguageClient) -> None:
+    text = "input 32x32x16\nblock U(K) {\n  conv K=K F=40\n}\nu1: U K=8\nu2: U K=8\n"
+    uri = "file:///work/inblock.arch"
+    (diag,) = [d for d in await open_doc(client, text, uri) if d.code == "E200"]
+    assert diag.range.start.line == 2
+    assert diag.related_information is not None
+    assert sorted(r.location.range.start.line for r in diag.related_information) == [4, 5]
+    assert diag.code_description is None or diag.code_description.href.endswith("#errors")
