@@ -215,6 +215,11 @@ async def test_definition_references_and_symbols_of_blocks(client: LanguageClien
         T.InlayHintParams(text_document=ident, range=whole(BLOCKS))
     )
     assert hints is not None and {h.position.line: h.label for h in hints}[5] == "32x32x16 · 2,320 params"
+    hover = await client.text_document_hover_async(
+        T.HoverParams(text_document=ident, position=T.Position(line=1, character=7))
+    )
+    assert hover is not None and isinstance(hover.contents, T.MarkupContent)
+    assert "`Unit(K)`" in hover.contents.value and hover.contents.value.count("params 2,320") == 2
     symbols = await client.text_document_document_symbol_async(T.DocumentSymbolParams(text_document=ident))
     assert symbols is not None and [s.name for s in symbols] == ["Unit(K)", "u1", "u2"]  # type: ignore[union-attr]
 

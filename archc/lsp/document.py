@@ -237,13 +237,24 @@ class Document:
             lines.append("not elaborated (an earlier error, or a block that is never called)")
         return "\n\n".join(lines)
 
-    def hover_call(self, st: S.LayerStmt) -> str | None:
+    def hover_block(self, name: str) -> str | None:
+        """A block's signature and the totals of each of its calls."""
+        calls = [
+            loc.stmt for loc in self.statements if isinstance(loc.stmt, S.LayerStmt) and loc.stmt.kind == name
+        ]
+        text = self.hover_call(calls[0], calls[1:]) if calls else None
+        if text is None and name in self.blocks:
+            return f"**block** `{self.signature(self.blocks[name])}` · never called"
+        return text
+
+    def hover_call(self, st: S.LayerStmt, more: Sequence[S.LayerStmt] = ()) -> str | None:
         block = self.blocks.get(st.kind)
         if block is None:
             return None
         lines = [f"**block** `{self.signature(block)}`"]
         analysis = self.result.analysis
-        for scope in self.scopes(st)[:8]:
+        scopes = [scope for call in (st, *more) for scope in self.scopes(call)]
+        for scope in scopes[:8]:
             if analysis is None or scope.output not in analysis.facts:
                 lines.append(f"`{scope.path}`: shape unknown")
                 continue
@@ -252,6 +263,8 @@ class Document:
                 f"`{scope.path}` → **{analysis.facts[scope.output].output.text()}** · "
                 f"params {fmt_int(t.params)} · MACs {fmt_int(t.macs)}"
             )
+        if len(scopes) > 8:
+            lines.append(f"... and {len(scopes) - 8} more calls")
         return "\n\n".join(lines)
 
     @staticmethod

@@ -171,13 +171,13 @@ def hover(ls: ArchServer, params: T.HoverParams) -> T.Hover | None:
             layer = doc.hover_layer(st)
             text = "\n\n---\n\n".join(t for t in (about_key, layer) if t) or None
         elif word in doc.blocks:
-            text = doc.hover_call(st) if st.kind == word else f"**block** `{doc.signature(doc.blocks[word])}`"
+            text = doc.hover_call(st) if st.kind == word else doc.hover_block(word)
         else:
             text = doc.hover_layer(st)
     elif isinstance(st, S.Expect):
         text = doc.hover_expect(st)
     elif isinstance(st, S.BlockDef) and word == st.name:
-        text = f"**block** `{doc.signature(st)}` · called {len(doc.block_references(st.name))} times"
+        text = doc.hover_block(st.name)
     elif isinstance(st, S.Repeat | S.Residual | S.Concat):
         hint = doc.layer_hint(st)
         text = f"**{type(st).__name__.lower()}** → {hint}" if hint else None
