@@ -108,4 +108,4 @@ def test_explain_lines_derive_attention_and_tied_counts() -> None:
     lm = archc.loads(TINY_LM)
     head = lm.analysis.facts["lm_head"]
     text = [line.text for line in KINDS["fc"].explain(head.applied(lm.graph.node("lm_head").attrs), head.counts)]
-    assert "(16)*64 = 1,024 weights tied to wte (counted there) (no bias)" in text
+    assert "16*64 = 1,024 weights tied to wte (counted there) (no bias)" in text

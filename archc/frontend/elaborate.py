@@ -19,12 +19,11 @@ from archc.frontend import naming
 from archc.frontend import syntax as S
 
 # Re-exported: the tests import these from here.
-from archc.frontend.evaluate import LITERAL_WORDS as LITERAL_WORDS
 from archc.frontend.evaluate import ElaborationError as ElaborationError
-from archc.frontend.evaluate import _fail, as_written, parameters_used
+from archc.frontend.evaluate import as_written, fail, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
-from archc.frontend.naming import _ScopeState
+from archc.frontend.naming import ScopeState
 from archc.ir import INPUT, Assertion, Graph, Layout, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.ir.layout import WRITTEN
 from archc.ir.written import Block, BlockParam, Expr, Merge, Step
@@ -69,7 +68,7 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
     if len(st.positional) > len(block.params):
         extra = st.positional[len(block.params)]
         names = ", ".join(params) or "none"
-        raise _fail(
+        raise fail(
             "E105",
             f"block {block.name} takes {len(params)} argument{'s' if len(params) != 1 else ''}, "
             f"but {len(st.positional)} were given",
@@ -80,9 +79,9 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
     for kw in st.keywords:
         if kw.key not in params:
             hint = did_you_mean(kw.key, list(params)) or f"parameters of {block.name}: {', '.join(params) or 'none'}"
-            raise _fail("E106", f"block {block.name} has no parameter '{kw.key}'", kw.span, hint)
+            raise fail("E106", f"block {block.name} has no parameter '{kw.key}'", kw.span, hint)
         if kw.key in given:
-            raise _fail("E102", f"{kw.key} is given twice", kw.span)
+            raise fail("E102", f"{kw.key} is given twice", kw.span)
         given[kw.key] = kw.value
     return given
 
@@ -136,22 +135,22 @@ class _Builder:
         self.holes = False  # an error node of the syntax tree was met: the graph lacks what it said
 
     # names: the rules are archc.frontend.naming's
-    def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
+    def enter(self, path: str, stmts: Sequence[S.Stmt]) -> ScopeState:
         return naming.enter(path, stmts)
 
-    def name(self, scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
+    def name(self, scope: ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
         name = naming.claim(scope, label, prefix, span)
         if label is not None and naming.reserved_in_torch(label.name) and label.span not in self.torch_warned:
             self.torch_warned.add(label.span)  # once per written name, not once per instance
             self.diags.append(naming.torch_name_diagnostic(label.name, label.span, error=False))
         return name
 
-    def tied_owner(self, st: S.LayerStmt, key: str, expr: S.Expr, scope: _ScopeState) -> str:
+    def tied_owner(self, st: S.LayerStmt, key: str, expr: S.Expr, scope: ScopeState) -> str:
         """`tie=wte`: the dotted name of the embedding or fc whose weight is shared (LANGUAGE.md
         "Tying": written earlier, in the same scope or an enclosing one). A tie to a tied fc
         names the weight's owner."""
         if not isinstance(expr, S.Ref):
-            raise _fail("E121", f"{key} takes the name of an earlier layer", expr.span, f"e.g. {key}=wte")
+            raise fail("E121", f"{key} takes the name of an earlier layer", expr.span, f"e.g. {key}=wte")
         parts = scope.path.split(".") if scope.path else []
         for depth in range(len(parts), -1, -1):
             name = ".".join([*parts[:depth], expr.name])
@@ -160,7 +159,7 @@ class _Builder:
                 continue
             if owner.kind not in TIE_OWNERS:
                 article = "an" if owner.kind[0] in "aeiou" else "a"
-                raise _fail(
+                raise fail(
                     "E121",
                     f"{key}={expr.name} names {article} {owner.kind} layer; a tied {st.kind} shares the "
                     f"weight of an {' or '.join(TIE_OWNERS)}",
@@ -179,11 +178,11 @@ class _Builder:
             if owners
             else f"a tie names an {' or '.join(TIE_OWNERS)} written before it, in its scope or an enclosing one"
         )
-        raise _fail("E121", f"{key}={expr.name}: no layer of that name before this one", expr.span, hint)
+        raise fail("E121", f"{key}={expr.name}: no layer of that name before this one", expr.span, hint)
 
     def emit(self, node: Node) -> str:
         if len(self.nodes) >= MAX_NODES:
-            raise _fail(
+            raise fail(
                 "E140",
                 f"the network has more than {MAX_NODES:,} layers",
                 node.span,
@@ -198,7 +197,7 @@ class _Builder:
     def run(
         self,
         stmts: Sequence[S.Stmt],
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
@@ -223,7 +222,7 @@ class _Builder:
     def statement(
         self,
         st: S.Stmt,
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
@@ -268,26 +267,26 @@ class _Builder:
         if isinstance(st, S.Concat):
             return self.concat(st, scope, env, current, steps)
         if isinstance(st, S.Branch):
-            raise _fail("E131", "'branch' belongs inside concat, add or multiply { ... }", st.span)
+            raise fail("E131", "'branch' belongs inside concat, add or multiply { ... }", st.span)
         if isinstance(st, S.BlockDef):
-            raise _fail("E132", "blocks are defined at the top level", st.span)
+            raise fail("E132", "blocks are defined at the top level", st.span)
         if isinstance(st, (S.InputDecl, S.NetworkDecl)):
             what = "input" if isinstance(st, S.InputDecl) else "network"
-            raise _fail("E133", f"'{what}' belongs at the top level, not inside a body", st.span)
+            raise fail("E133", f"'{what}' belongs at the top level, not inside a body", st.span)
         if isinstance(st, S.Expect):
-            raise _fail(
+            raise fail(
                 "E134",
                 "'expect' belongs at the top level",
                 st.span,
                 "name the block call and expect on it there: expect layer1.params = ...",
             )
-        raise _fail("E199", f"unexpected statement {type(st).__name__}", None)  # pragma: no cover
+        raise fail("E199", f"unexpected statement {type(st).__name__}", None)  # pragma: no cover
 
     def _arrow(self, target: str, arrow: S.ShapeLit | None) -> None:
         if arrow is not None:
             self.arrows.append((target, arrow))
 
-    def layer(self, st: S.LayerStmt, scope: _ScopeState, env: dict[str, Any], current: str) -> str:
+    def layer(self, st: S.LayerStmt, scope: ScopeState, env: dict[str, Any], current: str) -> str:
         # Claim a written name first: when this line has another error, a second
         # `name:` in the scope is still reported as a duplicate.
         written = self.name(scope, st.label, st.kind, st.span) if st.label is not None else None
@@ -298,14 +297,14 @@ class _Builder:
                 f"built-in kinds: {', '.join(USER_KINDS)}"
                 + (f"; blocks: {', '.join(self.blocks)}" if self.blocks else "")
             )
-            raise _fail("E100", f"unknown layer kind '{st.kind}'", st.span, hint)
+            raise fail("E100", f"unknown layer kind '{st.kind}'", st.span, hint)
         attrs: dict[str, Any] = {}
         key_spans: dict[str, Span] = {}
         if len(st.positional) > 1:
-            raise _fail("E103", f"{st.kind} takes at most one positional value", st.positional[1].span)
+            raise fail("E103", f"{st.kind} takes at most one positional value", st.positional[1].span)
         if st.positional:
             if kind.positional is None:
-                raise _fail(
+                raise fail(
                     "E103",
                     f"{st.kind} takes no positional value",
                     st.positional[0].span,
@@ -320,16 +319,16 @@ class _Builder:
                 hint = did_you_mean(kw.key, names) or (
                     f"keys of {st.kind}: {', '.join(names)}" if names else f"{st.kind} takes no keys"
                 )
-                raise _fail("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint)
+                raise fail("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint)
             if kw.key in attrs:
-                raise _fail("E102", f"{kw.key} is given twice", kw.span)
+                raise fail("E102", f"{kw.key} is given twice", kw.span)
             key_spans[kw.key] = kw.span
             attrs[kw.key] = (kw.value, kw.value.span)
         values: dict[str, Any] = {}
         for key in kind.keys:
             if key.name not in attrs:
                 if key.required:
-                    raise _fail(
+                    raise fail(
                         "E104",
                         f"{st.kind} needs {key.name}, the {key.doc}",  # was "K (number of filters (output channels))"
                         st.span,
@@ -342,13 +341,16 @@ class _Builder:
                 values[key.name] = self.tied_owner(st, key.name, expr, scope)
                 continue
             try:
+                if key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
+                    values[key.name] = coerce(key, expr.name)  # `mode=cubic`: say which words it takes
+                    continue
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
                 used = parameters_used(expr, env)
                 hint = f"computed with {used} from the block call" if used else f"{key.name} is the {key.doc}"
                 if not used and not key.required:
                     hint += f" (default {key.name}={show_value(key.default)})"
-                raise _fail("E103", str(exc), span, hint) from exc
+                raise fail("E103", str(exc), span, hint) from exc
         name = written or self.name(scope, st.label, st.kind, st.span)
         exprs = self.exprs_of.get(id(st))
         if exprs is None:
@@ -382,7 +384,7 @@ class _Builder:
             elif p.default is not None:
                 args[p.name] = evaluate(p.default, args)
             else:
-                raise _fail(
+                raise fail(
                     "E107",
                     f"block {block.name} needs {p.name}",
                     st.span,
@@ -393,11 +395,11 @@ class _Builder:
     def call(
         self,
         st: S.LayerStmt,
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
-        inline_into: _ScopeState | None = None,
+        inline_into: ScopeState | None = None,
     ) -> str:
         """A block call: its body elaborated in a scope of its own, or (a repeat's sole
         statement) into the copy `inline_into`, whose steps are then `steps`."""
@@ -437,14 +439,14 @@ class _Builder:
     def repeat(
         self,
         st: S.Repeat,
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
     ) -> str:
         count = evaluate(st.times, env)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise _fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
+            raise fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
         path = self.name(scope, st.label, "repeat", st.span)
         steps.append(local_name(path))
         if id(st) not in self.exprs_of:
@@ -520,7 +522,7 @@ class _Builder:
     def concat(
         self,
         st: S.Concat,
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
@@ -530,7 +532,7 @@ class _Builder:
         for item in st.branches:
             if not isinstance(item, S.Branch):
                 span = getattr(item, "span", st.span)
-                raise _fail(
+                raise fail(
                     "E131",
                     f"{st.op} {{ ... }} holds only branch {{ ... }} bodies",
                     span,
@@ -540,7 +542,7 @@ class _Builder:
             outs.append(self.run(item.body, scope, env, current, branch))
             branches.append(tuple(branch))
         if not outs:
-            raise _fail("E131", f"{st.op} needs at least one branch", st.span)
+            raise fail("E131", f"{st.op} needs at least one branch", st.span)
         name = self.name(scope, st.label, st.op, st.span)
         out = self.emit(
             Node.model_construct(
@@ -612,35 +614,35 @@ def _resolve_expect(
 ) -> Assertion:
     if st.quantity not in QUANTITIES:
         hint = did_you_mean(st.quantity, QUANTITIES) or f"quantities: {', '.join(QUANTITIES)}"
-        raise _fail("E150", f"unknown quantity '{st.quantity}'", st.span, hint)
+        raise fail("E150", f"unknown quantity '{st.quantity}'", st.span, hint)
     target = ".".join(st.path)
     if target and target not in builder.names and target not in scope_paths:
         known = sorted(builder.names | scope_paths)
         hint = did_you_mean_path(target, known) or "expect names a layer, a block call or a repeat (copy)"
-        raise _fail("E151", f"no layer or block instance named '{target}'", st.span, hint)
+        raise fail("E151", f"no layer or block instance named '{target}'", st.span, hint)
     expected: float | tuple[int, ...]
     if st.quantity == "output":
         if st.op != "=":
-            raise _fail("E152", "an output shape can only be compared with =", st.span)
+            raise fail("E152", "an output shape can only be compared with =", st.span)
         if st.tolerance is not None:
-            raise _fail("E152", "an output shape takes no tolerance", st.value_span)
+            raise fail("E152", "an output shape takes no tolerance", st.value_span)
         if isinstance(st.value, S.Dims):
             expected = st.value.value
         elif isinstance(st.value.value, int):
             expected = (st.value.value,)
         else:
-            raise _fail("E152", f"'{st.value.text}' is not a shape", st.value_span, "e.g. 55x55x96 or 4096")
+            raise fail("E152", f"'{st.value.text}' is not a shape", st.value_span, "e.g. 55x55x96 or 4096")
         text = "x".join(str(d) for d in expected)
     else:
         if isinstance(st.value, S.Dims):
-            raise _fail(
+            raise fail(
                 "E152",
                 f"{st.quantity} is a number, not a shape",
                 st.value_span,
                 "e.g. expect params = 28_823_912",
             )
         if st.tolerance is not None and st.op != "=":
-            raise _fail("E152", "a tolerance goes with =, not with a budget", st.value_span)
+            raise fail("E152", "a tolerance goes with =, not with a budget", st.value_span)
         expected = st.value.value
         text = st.value.text
     return Assertion.model_construct(
@@ -740,7 +742,9 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
                     "E119",
                     message,
                     input_decl.shape.span,
-                    "e.g. input 1024 tokens" if tokens else "e.g. input 227x227x3",
+                    "e.g. input 1024 tokens"
+                    if tokens
+                    else "e.g. input 227x227x3 (an image), input 16000x1 (a signal), input 16x112x112x3 (a clip)",
                 )
             )
         else:

@@ -1,11 +1,11 @@
 """Dense kinds: fc (fully connected) and flatten.
 
-On an image, both flatten first, channels outermost (C,H,W order), as a
-PyTorch network flattens an NCHW tensor: `flattens` says when, and the
-back-ends ask it too. On a sequence `LxC`, fc acts on every position
-(`LxN`), as nn.Linear does on `batch x L x C`; `flatten` still flattens,
-channels outermost. `fc N tie=NAME` shares the weight of an earlier
-embedding or fc (weight tying): it owns none of it (`Tensor.alias`).
+On an image or a volume, both flatten first, channels outermost (C,H,W
+order), as a PyTorch network flattens an NCHW tensor: `flattens` says when,
+and the back-ends ask it too. On a sequence (`LxC`) fc acts on every
+position (`LxC` -> `LxN`), as `nn.Linear` does on a sequence's last axis;
+flatten turns any layout into `N`. `fc N tie=NAME` shares the weight of an
+earlier embedding or fc (weight tying): it owns none of it (`Tensor.alias`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from archc.ir import Layout, Physical, Shape
 from archc.kinds.kind import (
-    FLAT_OR_SPATIAL,
+    ANY_FEATURES,
     Applied,
     Attrs,
     Counts,
@@ -34,17 +34,22 @@ from archc.kinds.kind import (
 
 
 def flattens(shape: Shape) -> bool:
-    """Whether fc lays this input out flat first (an image: C*H*W features; a sequence: no, per position)."""
-    return shape.is_spatial and shape.layout is not Layout.SEQUENCE
+    """Whether fc lays this input out flat first (an image: C*H*W features); a sequence it applies per position."""
+    return shape.is_spatial and not per_position_fc(shape)
+
+
+def per_position_fc(shape: Shape) -> bool:
+    """Whether fc acts on every position of this input (a sequence, `LxC` -> `LxN`)."""
+    return shape.layout is Layout.SEQUENCE
 
 
 def fc_inputs(shape: Shape) -> int:
-    """The features an fc reads at once: C of a sequence (per position), else all of them."""
-    return shape.channels if shape.layout is Layout.SEQUENCE else shape.numel
+    """The features one application of fc reads: C per position of a sequence, else all of them."""
+    return shape.channels if per_position_fc(shape) else shape.numel
 
 
 def _fc_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
-    if ins[0].layout is Layout.SEQUENCE:
+    if per_position_fc(ins[0]):
         return ins[0].resized(ins[0].spatial, attrs["N"])
     return Shape.flat(attrs["N"])
 
@@ -66,24 +71,25 @@ def _fc_macs(layer: Applied, weights: int) -> int:
 
 
 def _fc_explain(layer: Applied, counts: Counts) -> list[Line]:
-    shape, n = layer.ins[0], layer.attrs["N"]
-    per_position = shape.layout is Layout.SEQUENCE
-    n_in = str(shape.channels) if per_position else "*".join(str(d) for d in shape.dims)
+    shape = layer.ins[0]
+    n = layer.attrs["N"]
+    n_in = "*".join(str(d) for d in shape.dims)
     bias = f" + {counts.biases:,} biases" if layer.attrs["bias"] else " (no bias)"
     lines = []
     if flattens(shape):
         order = shape.layout.flat_order()
         lines.append(Line(Topic.SHAPE, f"flatten {shape.text()} -> {shape.numel:,} inputs ({order} order)"))
-    if per_position:
-        lines.append(Line(Topic.SHAPE, f"on each of the {shape.dims[0]:,} positions: {shape.channels} -> {n}"))
     tie = layer.attrs.get("tie")
-    if tie is not None:
-        size = math.prod((n, fc_inputs(shape)))
-        lines.append(Line(Topic.PARAMS, f"({n_in})*{n} = {size:,} weights tied to {tie} (counted there){bias}"))
-    else:
-        lines.append(Line(Topic.PARAMS, f"({n_in})*{n} = {counts.weights:,} weights{bias}"))
-    macs = f"{shape.dims[0]}*{n_in}*{n} = " if per_position else ""
-    lines.append(Line(Topic.MACS, f"{macs}{counts.macs:,} MACs"))
+    if per_position_fc(shape):
+        (length,) = shape.spatial
+        weights = f"{shape.channels * n:,} weights tied to {tie} (counted there)" if tie else f"{counts.weights:,} weights"
+        lines.append(Line(Topic.SHAPE, f"at each of the {length:,} positions: {shape.channels} -> {n} features"))
+        lines.append(Line(Topic.PARAMS, f"{shape.channels}*{n} = {weights}{bias}"))
+        lines.append(Line(Topic.MACS, f"{length:,} positions * {shape.channels}*{n} = {counts.macs:,} MACs"))
+        return lines
+    weights = f"{shape.numel * n:,} weights tied to {tie} (counted there)" if tie else f"{counts.weights:,} weights"
+    lines.append(Line(Topic.PARAMS, f"({n_in})*{n} = {weights}{bias}"))
+    lines.append(Line(Topic.MACS, f"{counts.macs:,} MACs"))
     return lines
 
 
@@ -94,9 +100,10 @@ def _flatten_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) ->
 KINDS = (
     LayerKind(
         "fc",
-        "Fully connected layer with N outputs; flattens a spatial input first (C,H,W order).",
+        "Fully connected layer with N outputs; flattens an image or volume first (C,H,W order); "
+        "on a sequence LxC it acts on every position (LxN).",
         _fc_infer,
-        Traits(Family.DENSE, FLAT_OR_SPATIAL, mixes_positions=True, sequence=Physical.CHANNELS_LAST),
+        Traits(Family.DENSE, ANY_FEATURES, mixes_positions=True, sequence=Physical.CHANNELS_LAST),
         example="fc 10 bias=false",
         keys=(
             Key("N", KeyType.POS_INT, doc="number of outputs"),
@@ -110,10 +117,10 @@ KINDS = (
     ),
     LayerKind(
         "flatten",
-        "Flattens HxWxC to H*W*C (C,H,W order).",
+        "Flattens any layout to N, channels outermost: HxWxC to H*W*C (C,H,W order).",
         _flatten_infer,
         # channels outermost: a sequence is flattened from batch x C x L
-        Traits(Family.RESHAPE, FLAT_OR_SPATIAL, mixes_positions=True, sequence=Physical.CHANNELS_FIRST),
+        Traits(Family.RESHAPE, ANY_FEATURES, mixes_positions=True, sequence=Physical.CHANNELS_FIRST),
         example="flatten",
     ),
 )

@@ -311,7 +311,7 @@ KINDS = (
         "Multi-head self-attention over the positions (kv heads, causal mask, rotary positions).",
         same_shape,
         Traits(Family.ATTENTION, SEQUENCE, mixes_positions=True, sequence=LAST),
-        example="attention 4 kv=2 causal=true rope=true bias=false",
+        example="attention 2 kv=1 causal=true rope=true bias=false",
         keys=(
             Key("heads", KeyType.POS_INT, doc="query heads (each of width C/heads)"),
             Key("kv", KeyType.POS_INT, None, doc="key/value heads (default: heads; fewer: grouped-query)"),

@@ -58,6 +58,11 @@ def onnx_order(shape: Shape, order: Physical = Physical.CHANNELS_FIRST) -> str:
     return "N" + "".join(layout.axes[i] for i in layout.physical_order(order))
 
 
+def channels_last_order(shape: Shape) -> str:
+    """The same axes with the channels last (`NHWC`): where LayerNormalization normalises."""
+    return "N" + shape.layout.spatial_axes + "C"
+
+
 @dataclass(frozen=True)
 class Value:
     """An ONNX value and the order of its axes (`NCHW`: batch, channels, height, width)."""
@@ -87,6 +92,7 @@ class Lowering:
     transposed: dict[tuple[str, str], str] = field(default_factory=dict)  # (value, order) -> its Transpose
     constants: dict[str, TensorProto] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    declared: dict[str, tuple[int, ...]] = field(default_factory=dict)  # value -> per-sample shape, stated
 
     def __post_init__(self) -> None:
         self.values[INPUT] = Value(INPUT, self.order_of(INPUT))

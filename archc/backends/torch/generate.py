@@ -52,7 +52,7 @@ from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
 from archc.backends.torch.helpers import Feature
 from archc.backends.torch.helpers import source as helper_source
-from archc.backends.torch.layers import HANDLERS, KEEP, Rendered, Step
+from archc.backends.torch.layers import HANDLERS, HELPERS, KEEP, Rendered, Step
 from archc.backends.torch.plan import (
     ASCII_IDENT,
     GLOBALS,
@@ -106,7 +106,7 @@ class _Generator(Plan):
         self.spec_path = spec_path
         self.classes: dict[str, ClassPlan] = {}
         self.order: list[ClassPlan] = []
-        self.helpers: set[Feature] = set()  # helper classes the layers asked for
+        self.helpers: set[str] = set()  # small module classes the layers need (HELPERS), written once
 
     # --- pass 2: classes -----------------------------------------------------------------------
     def block_class(self, block: str) -> ClassPlan:
@@ -143,7 +143,10 @@ class _Generator(Plan):
         if not ASCII_IDENT.fullmatch(graph.network):
             doc = doc.replace(graph.network, cls.name, 1)
         ClassWriter(self, cls, "", graph.steps, [Instance("", {}, INPUT)], doc, network=True).write()
-        helpers = [helper_source(self.helpers)] if self.helpers else []
+        helpers = [HELPERS[name] for name in sorted(self.helpers) if name in HELPERS]
+        features = {Feature(name) for name in self.helpers if name not in HELPERS}
+        if features:  # the sequence helpers, written with the features the spec uses
+            helpers.append(helper_source(features))
         source = "\n\n".join([self.header(cls.name), *helpers, *(c.source for c in self.order)])
         return source, cls.name
 
@@ -313,13 +316,15 @@ class ClassWriter:
             )
         return local
 
-    def steps(self, steps: list[Step], src: str, dst: str) -> str:
+    def steps(self, steps: list[Step], src: str, dst: str, helpers: tuple[str, ...] = ()) -> str:
+        self.gen.helpers.update(helpers)
         for step in steps:
             if step.attr is None:
                 self.fwd.append(f"{dst} = {step.call.replace('{x}', src)}")
             else:
                 self.init.append(f"self.{self.attribute(step.attr)} = {step.ctor}")
-                self.fwd.append(f"{dst} = self.{step.attr}({src})")
+                call = step.call or "{self}({x})"
+                self.fwd.append(f"{dst} = {call.replace('{self}', f'self.{step.attr}').replace('{x}', src)}")
             src = dst
         return src
 
@@ -355,10 +360,9 @@ class ClassWriter:
         nodes = self.nodes(local)
         node = self.gen.nodes[nodes[0]]
         emitted = HANDLERS[node.kind](_Ctx(self, node.exprs, node.kind, local, nodes))
-        self.gen.helpers |= emitted.helpers
         if any(self.transposed(nodes)):  # a sequence from a convolution to a sequence layer, or back
             emitted.steps.insert(0, Step(None, call="{x}.transpose(1, 2)"))
-        out = self.steps(emitted.steps, src, dst)
+        out = self.steps(emitted.steps, src, dst, emitted.helpers)
         self.cur = nodes
         if emitted.channels is not KEEP:
             self.chan = emitted.channels

@@ -6,7 +6,8 @@ positions, so the generated file defines them, after its imports and before
 the spec's classes. Each is written with only the features the spec uses:
 GPT-2's `Attention` carries no rotary or grouped-query code.
 
-Handlers ask for them by feature (`Feature`); `source` writes the classes.
+Handlers ask for them by feature (`Feature`, in `Emitted.helpers` beside the
+names of `archc.backends.torch.layers.HELPERS`); `source` writes the classes.
 Their names are reserved (`NAMES`): a block named `Attention` becomes class
 `Attention_`.
 
@@ -23,11 +24,13 @@ from enum import StrEnum
 
 
 class Feature(StrEnum):
-    POSITIONS = "positions"  # PositionalEmbedding
-    CLASS_TOKEN = "class token"  # ClassToken
-    ATTENTION = "attention"  # Attention
-    GROUPED = "grouped-query attention"  # Attention with kv_heads
-    ROTARY = "rotary"  # RotaryEmbedding, and Attention with rope
+    """What a layer asks of the file (`Emitted.helpers`): a class, or a feature of `Attention`."""
+
+    POSITIONS = "PositionalEmbedding"
+    CLASS_TOKEN = "ClassToken"
+    ATTENTION = "Attention"
+    GROUPED = "Attention with kv_heads"
+    ROTARY = "RotaryEmbedding"  # and Attention with rope
 
 
 NAMES = ("PositionalEmbedding", "ClassToken", "Attention", "RotaryEmbedding")

@@ -22,9 +22,11 @@ from typing import Any, Protocol
 
 from archc.backends.torch import pyexpr as E
 from archc.backends.torch.helpers import Feature
+from archc.backends.torch.plan import TorchGenError
 from archc.ir import Physical, Shape
 from archc.kinds import KINDS, Window
-from archc.kinds.dense import fc_inputs, flattens
+from archc.kinds.dense import flattens, per_position_fc
+from archc.kinds.norms import layerscale_shape
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ class Rendered:
 @dataclass(frozen=True)
 class Step:
     """`self.<attr> = <ctor>` in __init__ and `y = self.<attr>(x)` in forward;
-    or, with no attr, `y = <call>` where `{x}` stands for the input."""
+    or, with no attr, `y = <call>` where `{x}` stands for the input. With both,
+    forward is `y = <call>` where `{self}` stands for `self.<attr>`: a parameter,
+    `x * self.layer_scale`."""
 
     attr: str | None
     ctor: str | None = None
@@ -57,7 +61,7 @@ KEEP: Any = object()  # the layer keeps its input's channel count
 class Emitted:
     steps: list[Step]
     channels: Any = KEEP  # an E.Sym, None (unknown), or KEEP
-    helpers: frozenset[Feature] = frozenset()  # helper classes the file must define (`helpers.source`)
+    helpers: tuple[str, ...] = ()  # classes of HELPERS the steps construct, written once into the file
 
 
 class LayerCtx(Protocol):
@@ -153,6 +157,23 @@ def conv(ctx: LayerCtx) -> Emitted:
     return Emitted([*pre, Step(ctx.name, text)], k.sym)
 
 
+def convtranspose(ctx: LayerCtx) -> Emitted:
+    k = ctx.key("K")
+    text = ctor(
+        _nd(ctx, "nn.ConvTranspose{}d"),
+        ctx.in_channels().text,
+        k.text,
+        kernel_size=ctx.key("F").text,
+        stride=_kw(ctx.key("S"), _per_dim(ctx, 1)),
+        padding=_kw(ctx.key("P"), _per_dim(ctx, 0)),
+        output_padding=_kw(ctx.key("O"), _per_dim(ctx, 0)),
+        groups=_kw(ctx.key("G"), 1),
+        bias=_kw(ctx.key("bias"), True),
+        dilation=_kw(ctx.key("D"), _per_dim(ctx, 1)),
+    )
+    return Emitted([Step(ctx.name, text)], k.sym)
+
+
 def _pool(cls: str, pad_value: str) -> Callable[[LayerCtx], Emitted]:
     def handler(ctx: LayerCtx) -> Emitted:
         pre, padding = _padding(ctx, pool=True, pad_value=pad_value)
@@ -177,19 +198,46 @@ def globalavgpool(ctx: LayerCtx) -> Emitted:
     return _module(ctx, ctor(_nd(ctx, "nn.AdaptiveAvgPool{}d"), "1"))
 
 
-# --- fully connected ---------------------------------------------------------------------
-def _flat_features(ctx: LayerCtx, per_position: bool = True) -> tuple[E.Sym | None, list[int]]:
-    """The flattened input size as `C * H * W` (torchvision's `256 * 6 * 6`), when H, W agree.
+# --- resampling ----------------------------------------------------------------------------
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
-    With `per_position`, a sequence is not flattened: fc reads its C features at each position.
-    """
-    values = [fc_inputs(s) if per_position else s.numel for s in ctx.ins]
+
+def upsample(ctx: LayerCtx) -> Emitted:
+    """nn.Upsample: `linear` is PyTorch's bi-/trilinear by rank, corners not aligned."""
+    modes = {
+        _LINEAR[s.layout.spatial_rank] if a["mode"] == "linear" else "nearest"
+        for s, a in zip(ctx.ins, ctx.attrs, strict=True)
+    }
+    if len(modes) != 1:
+        raise TorchGenError(f"{ctx.name}: one block upsamples in several modes or ranks; write two blocks")
+    mode = modes.pop()
+    linear = mode != "nearest"
+    text = ctor(
+        "nn.Upsample",
+        scale_factor=ctx.key("factor").text,
+        mode=f'"{mode}"' if linear else None,
+        align_corners="False" if linear else None,
+    )
+    return _module(ctx, text)
+
+
+def crop(ctx: LayerCtx) -> Emitted:
+    sizes = [tuple(o.spatial) for o in ctx.outs]
+    # one tuple per instance (a U-Net's up block crops each skip to its own size): a tuple, never `101`
+    same = all(v == sizes[0] for v in sizes)
+    text = E.literal(sizes[0], compact=False) if same else ctx.check(None, sizes, f"{ctx.name}_size").text
+    return Emitted([Step(ctx.name, ctor("CenterCrop", text))], helpers=("CenterCrop",))
+
+
+# --- fully connected ---------------------------------------------------------------------
+def _flat_features(ctx: LayerCtx, flattened: Callable[[Shape], bool]) -> tuple[E.Sym | None, list[int]]:
+    """The flattened input size as `C * H * W` (torchvision's `256 * 6 * 6`), when H, W agree."""
+    values = [s.numel if flattened(s) else s.channels for s in ctx.ins]
     if ctx.channels is None:
         return None, values
-    flat = [s for s in ctx.ins if flattens(s) or (not per_position and s.is_spatial)]
-    if not flat:
+    if not any(flattened(s) for s in ctx.ins):
         return ctx.channels, values
-    sizes = {s.spatial for s in flat}
+    sizes = {s.spatial for s in ctx.ins if flattened(s)}
     if len(sizes) != 1:
         return None, values
     spatial = sizes.pop()
@@ -205,18 +253,26 @@ def fc(ctx: LayerCtx) -> Emitted:
     """nn.Linear; on a sequence it acts on every position. A tied weight is assigned by the
     network class (`self.lm_head.weight = self.wte.weight`), which sees both layers."""
     steps = []
-    if any(flattens(s) for s in ctx.ins):
+    flat = [flattens(s) for s in ctx.ins]
+    per_position = [per_position_fc(s) for s in ctx.ins]
+    if any(flat) and any(per_position):
+        raise TorchGenError(
+            f"{ctx.name}: one block uses fc on an image (flattened first) and on a sequence (per position); "
+            "write two blocks"
+        )
+    if any(flat):
         # torch.flatten(x, 1) is a no-op on an already flat [batch, N]
         steps.append(Step(None, call="torch.flatten({x}, 1)"))
-    sym, values = _flat_features(ctx)
+    sym, values = _flat_features(ctx, flattens)
     n_in = ctx.check(sym, values, f"{ctx.name}_in_features")
     n = ctx.key("N")
+    # nn.Linear acts on the last axis: a sequence reaches it held [batch, L, C] (`Traits.sequence`)
     steps.append(Step(ctx.name, ctor("nn.Linear", n_in.text, n.text, bias=_kw(ctx.key("bias"), True))))
     return Emitted(steps, n.sym)
 
 
 def flatten(ctx: LayerCtx) -> Emitted:
-    sym, _ = _flat_features(ctx, per_position=False)
+    sym, _ = _flat_features(ctx, lambda s: s.is_spatial)
     return _module(ctx, "nn.Flatten()", sym)
 
 
@@ -224,12 +280,16 @@ def flatten(ctx: LayerCtx) -> Emitted:
 def batchnorm(ctx: LayerCtx) -> Emitted:
     c = ctx.in_channels().text
     eps = _kw(ctx.key("eps"), 1e-5)
-    classes = {f"nn.BatchNorm{max(s.layout.spatial_rank, 1)}d" for s in ctx.ins}  # a flat input: BatchNorm1d
-    if len(classes) == 1:
-        return _module(ctx, ctor(classes.pop(), c, eps=eps))
-    # one block used on both spatial and flat inputs: the caller says which
-    which = ctx.check(None, [s.is_spatial for s in ctx.ins], f"{ctx.name}_spatial")
-    return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
+    # a flat input or a sequence: BatchNorm1d; an image BatchNorm2d; a volume BatchNorm3d
+    ranks = [max(s.layout.spatial_rank, 1) for s in ctx.ins]
+    if len(set(ranks)) == 1:
+        return _module(ctx, ctor(f"nn.BatchNorm{ranks[0]}d", c, eps=eps))
+    # one block used on inputs of several ranks: the caller says which
+    if set(ranks) == {1, 2}:
+        which = ctx.check(None, [r == 2 for r in ranks], f"{ctx.name}_spatial")
+        return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
+    rank = ctx.check(None, ranks, f"{ctx.name}_rank")
+    return _module(ctx, ctor(f"(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[{rank.text} - 1]", c, eps=eps))
 
 
 def _channels_last(shape: Shape, order: Physical) -> bool:
@@ -259,6 +319,22 @@ def layernorm(ctx: LayerCtx) -> Emitted:
     return Emitted(steps)
 
 
+def layerscale(ctx: LayerCtx) -> Emitted:
+    """A parameter of the module, shaped to broadcast: `x * self.layer_scale`, as torchvision's ConvNeXt."""
+    c = ctx.in_channels().text
+    ones = {len(layerscale_shape(s)) - 1 for s in ctx.ins}  # [C, 1, 1] on a [batch, C, H, W] image
+    if len(ones) != 1:
+        raise TorchGenError(f"{ctx.name}: one block scales inputs of several ranks; write two blocks")
+    n = ones.pop()
+    shape = f"({c},)" if n == 0 else f"({c}, {', '.join(['1'] * n)})"
+    init = ctx.key("init").text
+    return Emitted([Step(ctx.name, f"nn.Parameter(torch.full({shape}, {init}))", call="{x} * {self}")])
+
+
+def droppath(ctx: LayerCtx) -> Emitted:
+    return Emitted([Step(ctx.name, ctor("DropPath", ctx.key("p").text))], helpers=("DropPath",))
+
+
 def lrn(ctx: LayerCtx) -> Emitted:
     text = ctor(
         "nn.LocalResponseNorm",
@@ -275,6 +351,37 @@ def _feature_axis(ctx: LayerCtx, shapes: Sequence[Shape]) -> str:
     sequence held batch x L x C)."""
     axes = [s.layout.channel_axis(order) for s, order in zip(shapes, ctx.orders, strict=True)]
     return ctx.check(None, axes, f"{ctx.name}_dim").text
+
+
+# Small modules the generated file defines when a layer needs one (torch has none).
+HELPERS: dict[str, str] = {
+    "CenterCrop": '''class CenterCrop(nn.Module):
+    """The centred window of `size` over the last dims; an odd excess cuts its extra row at the end."""
+
+    def __init__(self, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for axis, n in enumerate(self.size, start=x.dim() - len(self.size)):
+            x = x.narrow(axis, (x.shape[axis] - n) // 2, n)
+        return x
+''',
+    "DropPath": '''class DropPath(nn.Module):
+    """Stochastic depth: in training, each sample is dropped whole with probability p
+    (the others scaled by 1/(1-p)); the identity in eval mode."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+''',
+}
 
 
 def elementwise(ctx: LayerCtx) -> Emitted:
@@ -300,12 +407,12 @@ def embedding(ctx: LayerCtx) -> Emitted:
 def posembed(ctx: LayerCtx) -> Emitted:
     rows = ctx.check(None, [a["T"] or s.dims[0] for a, s in zip(ctx.attrs, ctx.ins, strict=True)], f"{ctx.name}_T")
     text = ctor("PositionalEmbedding", rows.text, ctx.in_channels().text)
-    return Emitted([Step(ctx.name, text)], helpers=frozenset({Feature.POSITIONS}))
+    return Emitted([Step(ctx.name, text)], helpers=(Feature.POSITIONS,))
 
 
 def clstoken(ctx: LayerCtx) -> Emitted:
     text = ctor("ClassToken", ctx.in_channels().text)
-    return Emitted([Step(ctx.name, text)], helpers=frozenset({Feature.CLASS_TOKEN}))
+    return Emitted([Step(ctx.name, text)], helpers=(Feature.CLASS_TOKEN,))
 
 
 def rmsnorm(ctx: LayerCtx) -> Emitted:
@@ -334,7 +441,7 @@ def attention(ctx: LayerCtx) -> Emitted:
         rope_base=rope_base,
         bias=_kw(ctx.key("bias"), True),
     )
-    return Emitted([Step(ctx.name, text)], helpers=frozenset(features))
+    return Emitted([Step(ctx.name, text)], helpers=tuple(sorted(features)))
 
 
 def tokens(ctx: LayerCtx) -> Emitted:
@@ -389,12 +496,17 @@ HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
     "conv": conv,
     "maxpool": _pool("nn.MaxPool{}d", 'float("-inf")'),
     "avgpool": _pool("nn.AvgPool{}d", "0"),  # count_include_pad: padding counts as zeros
+    "convtranspose": convtranspose,
+    "upsample": upsample,
+    "crop": crop,
     "adaptiveavgpool": adaptiveavgpool,
     "globalavgpool": globalavgpool,
     "fc": fc,
     "flatten": flatten,
     "batchnorm": batchnorm,
     "layernorm": layernorm,
+    "layerscale": layerscale,
+    "droppath": droppath,
     "lrn": lrn,
     "add": add,
     "multiply": multiply,
