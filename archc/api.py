@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from archc.analysis import Analysis, LayerFacts, analyze
 from archc.diagnostics import Diagnostic, SpecError, TargetError, error, render
+from archc.frontend import syntax as S
 from archc.frontend.elaborate import elaborate
-from archc.frontend.parser import parse
+from archc.frontend.parser import syntax_tree
 from archc.ir import Assertion, Graph, Span
 from archc.kinds import KINDS, per_dimension_attrs
 
@@ -41,11 +42,26 @@ class Layer(NamedTuple):
 
 
 class CompileResult(NamedTuple):
+    """What compiling a spec gave: the network if it is valid, and whatever could be
+    known of it if not, so that an editor can show the shapes above a mistake.
+
+    `diagnostics` are what `archc check` reports: those of each stage up to the
+    first that failed (parse, elaborate, analyse). The stages after it still ran,
+    on partial results: the syntax tree with error nodes (`program`), the graph of
+    what could be elaborated (`graph`, `graph.complete` False) and the facts of
+    every node whose inputs are known (`analysis`). What they found is in
+    `partial_diagnostics` (some of it may only follow from the earlier errors).
+    """
+
     path: str
     text: str
     network: Network | None
     diagnostics: tuple[Diagnostic, ...]
     assertions: tuple[Assertion, ...] = ()  # known once the spec elaborated
+    program: S.Program | None = None
+    graph: Graph | None = None  # None when the spec has no usable input
+    analysis: Analysis | None = None
+    partial_diagnostics: tuple[Diagnostic, ...] = ()
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -157,6 +173,31 @@ def _network_name(filename: str) -> str:
     return re.sub(r"\W", "_", stem) or "network"
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many objects that form no cycles.
+
+    The front end allocates millions of small objects and frees none of them
+    until the end, and a summary of a big spec makes one dict per layer: the
+    cyclic GC's repeated passes over everything alive would make big specs
+    quadratic (100k layers: 9 s with it, far less without). Reference counting
+    still frees what these build and drop.
+
+    What was built is long-lived: it goes straight to the oldest generation
+    (`freeze` then `unfreeze` moves every tracked object there), else the first
+    young collection after the pause would trace all of it (0.5 s for 100k layers).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+
+
 WARNING_CODES = ("W001", "W002")  # what `--ignore` and `# archc: ignore[...]` may name
 # `# archc: ignore[W001]` (or `ignore[W001, W002]`) in a line's comment silences those warnings there
 _IGNORE_COMMENT = re.compile(r"archc:\s*ignore\[\s*([A-Za-z0-9_]+(?:\s*,\s*[A-Za-z0-9_]+)*)\s*\]")
@@ -196,16 +237,8 @@ def compile_text(text: str, filename: str = "<string>", ignore: frozenset[str] =
 
     Warnings whose code is in `ignore`, or that a `# archc: ignore[CODE]` comment on their line names, are dropped.
     """
-    # The front end allocates millions of small objects and frees none of them
-    # until the end: the cyclic GC's repeated full passes would make big specs
-    # quadratic (100k layers: 9 s with it, far less without).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _compile_text(text, filename, ignore)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _compile_text(text: str, filename: str, ignore: frozenset[str] = frozenset()) -> CompileResult:
@@ -217,21 +250,27 @@ def _compile_text(text: str, filename: str, ignore: frozenset[str] = frozenset()
             "a spec needs at least `input HxWxC` and one layer",
         )
         return CompileResult(filename, text, None, (diag,))
-    program, diags = parse(text)
-    if program is None:
-        return CompileResult(filename, text, None, tuple(diags))
+    program, diags = syntax_tree(text)
+    # `diags` stop at the first stage that failed, as `archc check` always reported them;
+    # the later stages still run, on what the earlier ones built, their findings kept apart.
+    parsed = not diags
+    partial: list[Diagnostic] = []
     graph, more = elaborate(program, _network_name(filename))
-    diags.extend(more)
-    if graph is None:
-        return CompileResult(filename, text, None, tuple(_unignored(diags, text, ignore)))
-    analysis, more = analyze(graph)
-    diags.extend(more)
-    diags = _unignored(diags, text, ignore)
-    if analysis is None or any(d.is_error for d in diags):
-        return CompileResult(filename, text, None, tuple(diags), graph.assertions)
+    (diags if parsed else partial).extend(more)
+    elaborated = parsed and graph is not None and graph.complete
+    analysis = None
+    if graph is not None:
+        analysis, more = analyze(graph)
+        (diags if elaborated else partial).extend(more)
+    diags, partial = _unignored(diags, text, ignore), _unignored(partial, text, ignore)
+    found = (program, graph, analysis, tuple(partial))
+    if not elaborated or analysis is None or not analysis.complete or any(d.is_error for d in diags):
+        assertions = graph.assertions if elaborated and graph is not None else ()
+        return CompileResult(filename, text, None, tuple(diags), assertions, *found)
+    assert graph is not None
     warnings = tuple(d for d in diags if not d.is_error)
     network = Network(analysis, filename, text, warnings)
-    return CompileResult(filename, text, network, tuple(diags), graph.assertions)
+    return CompileResult(filename, text, network, tuple(diags), graph.assertions, *found)
 
 
 def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:

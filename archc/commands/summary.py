@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from archc.api import compile_file
+from archc.api import Network, compile_file, gc_paused
 from archc.commands.common import report, use_color
 from archc.tools.text_table import fixed_width
 
@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
             diagnostics = [diag_json(d) for d in result.diagnostics]
             print(json.dumps({"path": args.spec, "valid": False, "diagnostics": diagnostics}, indent=2))
         return 1
+    with gc_paused():  # one dict or row per layer, and no cycles among them
+        return _print(args, net)
+
+
+def _print(args: argparse.Namespace, net: Network) -> int:
     from archc.tools.summary import activation_bytes, attr_text, rows, summary_json
 
     rf = None
@@ -49,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
         rf = receptive_fields(net.analysis)
     if args.json:
-        print(json.dumps(summary_json(net, rf), indent=2))
+        from archc.tools.json_text import indented
+
+        print(indented(summary_json(net, rf)))
         return 0
 
     from archc.analysis import si

@@ -30,7 +30,7 @@ class ElaborationError(Exception):
         self.diag = diag
 
 
-def _fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
+def fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
     return ElaborationError(error(code, message, span, hint))
 
 
@@ -88,7 +88,7 @@ def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
         hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
         where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
         where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
-        raise _fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
+        raise fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
     if isinstance(expr, S.Neg):
         v = evaluate(expr.operand, env)
         _need_number(v, expr.operand)
@@ -105,18 +105,18 @@ def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
         return left * right
     if expr.op == "//":
         if not (isinstance(left, int) and isinstance(right, int)):
-            raise _fail("E120", "// takes integers", expr.span)
+            raise fail("E120", "// takes integers", expr.span)
         if right == 0:
-            raise _fail("E120", "division by zero", expr.right.span)
+            raise fail("E120", "division by zero", expr.right.span)
         return left // right
-    raise _fail(
+    raise fail(
         "E120", "'/' is not integer division", expr.span, "write // for integer division: K=(SQ+1)//2"
     )
 
 
 def _need_number(value: Any, expr: S.Expr) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
+        raise fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
 
 
 def as_written(expr: S.Expr) -> Expr:

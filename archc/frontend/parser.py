@@ -2,9 +2,12 @@
 
 The grammar is package data (`archc/frontend/arch.lark`, shipped in the wheel), parsed by lark's LALR(1) parser with the
 Transformer run inline, so no parse tree is ever built -- it never leaves
-this module. Syntax errors are labelled from examples, the way lark's `match_examples`
+this module. The one parse serves the elaborator and `archc fmt` alike: the
+syntax tree keeps what printing the file again needs (texts as written,
+parentheses, braces, comments). Syntax errors are labelled from examples, the way lark's `match_examples`
 labels errors in its own grammar (see `_example_states`); after an error the offending line is
-blanked and the file re-parsed, so independent syntax errors are all reported.
+blanked and the file re-parsed, so independent syntax errors are all reported, and the
+blanked lines become error nodes of the tree (`syntax_tree`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import functools
 import importlib.resources
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
@@ -73,7 +76,10 @@ class _ToSyntax(Transformer[Token, S.Program]):
         return S.Number(parse_number(str(tok)), str(tok), span_of_token(tok))
 
     def dims(self, tok: Token) -> S.Dims:
-        return S.Dims(parse_dims(str(tok)), span_of_token(tok))
+        return S.Dims(parse_dims(str(tok)), str(tok), span_of_token(tok))
+
+    def paren(self, expr: S.Expr) -> S.Expr:
+        return expr._replace(parens=expr.parens + 1)
 
     def ref(self, tok: Token) -> S.Ref:
         return S.Ref(str(tok), span_of_token(tok))
@@ -112,7 +118,7 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def shape(self, tok: Token) -> S.ShapeLit:
         text = str(tok)
         dims = parse_dims(text) if tok.type == "DIMS" else (parse_number(text),)
-        return S.ShapeLit(tuple(d if isinstance(d, int) else -1 for d in dims), span_of_token(tok))
+        return S.ShapeLit(tuple(d if isinstance(d, int) else -1 for d in dims), text, span_of_token(tok))
 
     def arrow(self, shape: S.ShapeLit) -> S.ShapeLit:
         return shape
@@ -123,8 +129,8 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def keyword(self, key: Token, _eq: Token, expr: S.Expr) -> S.KeyArg:
         return S.KeyArg(str(key), expr, span_of_token(key))
 
-    def body(self, *items: S.Stmt) -> tuple[S.Stmt, ...]:
-        return items
+    def body(self, opening: Token, *rest: Any) -> _Body:
+        return _Body(rest[:-1], S.Braces(span_of_token(opening), span_of_token(rest[-1])))
 
     def param(self, name: Token, _eq: Token | None = None, default: S.Expr | None = None) -> S.Param:
         return S.Param(str(name), default, span_of_token(name))
@@ -132,11 +138,11 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def block_params(self, *params: S.Param | None) -> tuple[S.Param, ...]:
         return tuple(p for p in params if p is not None)
 
-    def shortcut_clause(self, _kw: Token, body: tuple[S.Stmt, ...]) -> tuple[str, tuple[S.Stmt, ...]]:
-        return ("shortcut", body)
+    def shortcut_clause(self, kw: Token, body: _Body) -> _Clause:
+        return _Clause(span_of_token(kw), body)
 
-    def tolerance(self, _pm: Token, num: Token, pct: Token | None = None) -> tuple[float, bool]:
-        return (float(parse_number(str(num))), pct is not None)
+    def tolerance(self, pm: Token, num: Token, pct: Token | None = None) -> _Tolerance:
+        return _Tolerance(float(parse_number(str(num))), pct is not None, str(pm), str(num))
 
     # statements
     def start(self, *items: S.Stmt) -> S.Program:
@@ -159,46 +165,58 @@ class _ToSyntax(Transformer[Token, S.Program]):
 
     def block_def(self, name: Token, *rest: Any) -> S.BlockDef:
         params: tuple[S.Param, ...] = rest[0] if len(rest) == 2 else ()
-        return S.BlockDef(str(name), params, rest[-1], span_of_token(name))
+        body: _Body = rest[-1]
+        return S.BlockDef(str(name), params, body.statements, span_of_token(name), body.braces)
 
     def repeat(self, *children: Any) -> S.Repeat:
         label, (kw, count, body, *arrow) = _take_label(children)
-        return S.Repeat(label, count, body, arrow[0] if arrow else None, _stmt_span(kw, label))
+        return S.Repeat(
+            label, count, body.statements, arrow[0] if arrow else None, _stmt_span(kw, label), body.braces
+        )
 
     repeat_arrow = repeat
 
     def residual(self, *children: Any) -> S.Residual:
         label, (kw, body, *extras) = _take_label(children)
-        shortcut = None
+        clause: _Clause | None = None
         arrow = None
         for extra in extras:
             if isinstance(extra, S.ShapeLit):
                 arrow = extra
             else:
-                shortcut = extra[1]
-        return S.Residual(label, body, shortcut, arrow, _stmt_span(kw, label))
+                clause = extra
+        return S.Residual(
+            label,
+            body.statements,
+            clause.body.statements if clause else None,
+            arrow,
+            _stmt_span(kw, label),
+            body.braces,
+            clause.keyword if clause else None,
+            clause.body.braces if clause else None,
+        )
 
     residual_arrow = residual
 
-    def shortcut(self, kw: Token, body: tuple[S.Stmt, ...]) -> S.Shortcut:
-        return S.Shortcut(body, span_of_token(kw))
+    def shortcut(self, kw: Token, body: _Body) -> S.Shortcut:
+        return S.Shortcut(body.statements, span_of_token(kw), body.braces)
 
     def merge(self, *children: Any) -> S.Concat:
         label, (kw, body, *arrow) = _take_label(children)
-        return S.Concat(label, body, arrow[0] if arrow else None, _stmt_span(kw, label), str(kw))
+        return S.Concat(
+            label, body.statements, arrow[0] if arrow else None, _stmt_span(kw, label), body.braces, str(kw)
+        )
 
     merge_arrow = merge
 
-    def branch(self, kw: Token, body: tuple[S.Stmt, ...]) -> S.Branch:
-        return S.Branch(body, span_of_token(kw))
+    def branch(self, kw: Token, body: _Body) -> S.Branch:
+        return S.Branch(body.statements, span_of_token(kw), body.braces)
 
-    def expect_stmt(
-        self, target: Token, cmp: Token, value: Token, tol: tuple[float, bool] | None = None
-    ) -> S.Expect:
+    def expect_stmt(self, target: Token, cmp: Token, value: Token, tol: _Tolerance | None = None) -> S.Expect:
         parts = str(target).split(".")
         v: S.Number | S.Dims
         if value.type == "DIMS":
-            v = S.Dims(parse_dims(str(value)), span_of_token(value))
+            v = S.Dims(parse_dims(str(value)), str(value), span_of_token(value))
         else:
             v = S.Number(parse_number(str(value)), str(value), span_of_token(value))
         op = "=" if str(cmp) == "==" else str(cmp)
@@ -207,11 +225,33 @@ class _ToSyntax(Transformer[Token, S.Program]):
             parts[-1],
             op,
             v,
-            tol[0] if tol else None,
-            tol[1] if tol else False,
+            tol.value if tol else None,
+            tol.percent if tol else False,
             span_of_token(target),
             span_of_token(value),
+            str(cmp),
+            tol.sign if tol else None,
+            tol.text if tol else None,
         )
+
+
+class _Body(NamedTuple):
+    statements: tuple[S.Stmt, ...]
+    braces: S.Braces
+
+
+class _Clause(NamedTuple):
+    """`shortcut { ... }` right after a residual's body."""
+
+    keyword: Span
+    body: _Body
+
+
+class _Tolerance(NamedTuple):
+    value: float
+    percent: bool
+    sign: str  # as written
+    text: str  # the number as written
 
 
 def _take_label(children: Any) -> tuple[S.Label | None, list[Any]]:
@@ -340,7 +380,8 @@ def _describe_token(tok: Token) -> str:
     return f"'{tok}'"
 
 
-def _unclosed_brace(text: str) -> Span | None:
+def _open_braces(text: str) -> list[tuple[int, int]]:
+    """Line and column of each `{` that no `}` closes, outermost first (comments skipped)."""
     stack: list[tuple[int, int]] = []
     for lineno, text_line in enumerate(text.splitlines(), start=1):
         for col, ch in enumerate(text_line.split("#", 1)[0], start=1):
@@ -348,6 +389,11 @@ def _unclosed_brace(text: str) -> Span | None:
                 stack.append((lineno, col))
             elif ch == "}" and stack:
                 stack.pop()
+    return stack
+
+
+def _unclosed_brace(text: str) -> Span | None:
+    stack = _open_braces(text)
     if not stack:
         return None
     line, col = stack[-1]
@@ -531,27 +577,165 @@ def _blank_line(text: str, line: int) -> str | None:
     return "\n".join(lines)
 
 
-def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
-    """Parse a whole file; on syntax errors, return None and every error found.
+def syntax_tree(text: str) -> tuple[S.Program, list[Diagnostic]]:
+    """The syntax tree of any text, and its syntax errors (the same ones `parse` gives).
 
-    >>> prog, errs = parse("input 227x227x3\\nconv K=96 F=11 S=4\\n")
-    >>> [type(s).__name__ for s in prog.statements], errs
-    (['InputDecl', 'LayerStmt'], [])
+    A statement that failed to parse is an `ErrorStmt` where it stood, in the
+    body around it, so that everything else in the file is still there:
+
+    >>> prog, errs = syntax_tree("input 8x8x3\\nconv K=\\nrelu\\n")
+    >>> [type(s).__name__ for s in prog.statements], [e.code for e in errs]
+    (['InputDecl', 'ErrorStmt', 'LayerStmt'], ['E001'])
+
+    Where recovery gives up (on a line that opens or closes a body, an unclosed
+    `{`, too many errors), the tree keeps the statements before the error, the
+    bodies they leave open closed where the text ends, and one error node from
+    there to the end.
     """
     diags: list[Diagnostic] = []
+    lines = text.split("\n")
+    errors: list[S.ErrorStmt] = []
     current = text
     while True:
         try:
             # the inline transformer (`_ToSyntax`) turns the tree into a Program; lark types it as a Tree
             program = cast(S.Program, _parser().parse(current))
+            break
         except UnexpectedInput as exc:
             diag = _syntax_diagnostic(exc, current)
             diags.append(diag)
-            if diag.code == "E002" or len(diags) >= MAX_SYNTAX_ERRORS or diag.span is None:
-                return None, diags
-            blanked = _blank_line(current, diag.span.line)
+            blanked = None
+            if diag.code != "E002" and len(diags) < MAX_SYNTAX_ERRORS and diag.span is not None:
+                blanked = _blank_line(current, diag.span.line)
             if blanked is None or blanked == current:
-                return None, diags
+                cut = diag.span.line if diag.code != "E002" and diag.span is not None else None
+                program, unparsed = _salvage(current, cut)
+                if unparsed is not None:
+                    errors.append(S.ErrorStmt(_code_span(lines, unparsed, _last_code_line(lines))))
+                break
+            assert diag.span is not None
+            errors.append(S.ErrorStmt(_code_span(lines, diag.span.line, diag.span.line)))
             current = blanked
-            continue
-        return (None, diags) if diags else (program, diags)
+    return S.Program(_with_errors(program.statements, errors), _comments(text)), diags
+
+
+def _salvage(text: str, cut: int | None) -> tuple[S.Program, int | None]:
+    """The statements before line `cut` (all of them for None), with the bodies they leave
+    open closed below the end of the text; and the first line left unparsed (None if none is).
+
+    A kept text that ends in a head waiting for its `{` on a later line (`repeat 2`)
+    does not parse even so: it is cut again before that head.
+    """
+    lines = text.split("\n")
+    keep = len(lines) if cut is None else cut - 1
+    unparsed = cut
+    for _ in range(3):
+        kept = "\n".join(lines[:keep])
+        # the closing braces go below the end of the text, so that what was cut off is inside them
+        closed = kept + "\n" * (len(lines) - keep + 1) + "}" * len(_open_braces(kept))
+        try:
+            return cast(S.Program, _parser().parse(closed)), unparsed
+        except UnexpectedInput:
+            keep = _last_code_line(lines[:keep]) - 1
+            if keep < 0:
+                break
+            unparsed = keep + 1
+    return S.Program(()), 1
+
+
+def _last_code_line(lines: list[str]) -> int:
+    """The number of the last line with code on it (0 if none has)."""
+    for i in range(len(lines), 0, -1):
+        if lines[i - 1].split("#", 1)[0].strip():
+            return i
+    return 0
+
+
+def _code_span(lines: list[str], first: int, last: int) -> Span:
+    """From the first character of code on line `first` to the end of the code on line `last`."""
+    head = lines[first - 1] if 1 <= first <= len(lines) else ""
+    tail = lines[last - 1].split("#", 1)[0].rstrip() if 1 <= last <= len(lines) else ""
+    column = len(head) - len(head.lstrip()) + 1
+    end_line, end_column = (last, len(tail) + 1) if last >= first and tail else (first, column)
+    return Span(line=first, column=column, end_line=end_line, end_column=end_column)
+
+
+def _with_errors(stmts: tuple[S.Stmt, ...], errors: list[S.ErrorStmt]) -> tuple[S.Stmt, ...]:
+    """`stmts` with each error node where its line is: in the innermost body around it."""
+    if not errors:
+        return stmts
+    pending = sorted(errors, key=lambda e: e.span.line)
+    out: list[S.Stmt] = []
+    for st in stmts:
+        inside = [e for e in pending if _in_body(st, e.span.line)]
+        if inside:
+            st = _with_errors_inside(st, inside)
+            pending = [e for e in pending if e not in inside]
+        while pending and pending[0].span.line < st.span.line:
+            out.append(pending.pop(0))
+        out.append(st)
+    return (*out, *pending)
+
+
+def _braces(st: S.Stmt) -> list[S.Braces]:
+    """Where the bodies of a statement stand."""
+    if isinstance(st, S.Residual) and st.shortcut_braces is not None:
+        return [st.braces, st.shortcut_braces]
+    if isinstance(st, (S.BlockDef, S.Repeat, S.Residual, S.Shortcut, S.Concat, S.Branch)):
+        return [st.braces]
+    return []
+
+
+def _in_body(st: S.Stmt, line: int) -> bool:
+    return any(braces.open.line < line < braces.close.line for braces in _braces(st))
+
+
+def _with_errors_inside(st: S.Stmt, errors: list[S.ErrorStmt]) -> S.Stmt:
+    def place(stmts: tuple[S.Stmt, ...], braces: S.Braces) -> tuple[S.Stmt, ...]:
+        return _with_errors(stmts, [e for e in errors if braces.open.line < e.span.line < braces.close.line])
+
+    if isinstance(st, S.Residual):
+        shortcut = st.shortcut
+        if shortcut is not None and st.shortcut_braces is not None:
+            shortcut = place(shortcut, st.shortcut_braces)
+        return st._replace(body=place(st.body, st.braces), shortcut=shortcut)
+    if isinstance(st, S.Concat):
+        return st._replace(branches=place(st.branches, st.braces))
+    if isinstance(st, S.BlockDef):
+        return st._replace(body=place(st.body, st.braces))
+    if isinstance(st, S.Repeat):
+        return st._replace(body=place(st.body, st.braces))
+    if isinstance(st, S.Shortcut):
+        return st._replace(body=place(st.body, st.braces))
+    if isinstance(st, S.Branch):
+        return st._replace(body=place(st.body, st.braces))
+    return st
+
+
+_COMMENT = re.compile(r"#[^\n]*")  # the grammar's COMMENT: the language has no strings to hide a '#'
+
+
+def _comments(text: str) -> tuple[S.Comment, ...]:
+    found = []
+    line, line_start, pos = 1, 0, 0
+    for m in _COMMENT.finditer(text):
+        newlines = text.count("\n", pos, m.start())
+        if newlines:
+            line += newlines
+            line_start = text.rfind("\n", pos, m.start()) + 1
+        pos = m.start()
+        column = pos - line_start + 1
+        found.append(S.Comment(m.group(), Span(line, column, line, column + len(m.group()))))
+    return tuple(found)
+
+
+def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
+    """Parse a whole file; on syntax errors, return None and every error found
+    (`syntax_tree` keeps what parsed).
+
+    >>> prog, errs = parse("input 227x227x3\\nconv K=96 F=11 S=4\\n")
+    >>> [type(s).__name__ for s in prog.statements], errs
+    (['InputDecl', 'LayerStmt'], [])
+    """
+    program, diags = syntax_tree(text)
+    return (None, diags) if diags else (program, diags)
