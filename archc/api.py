@@ -198,13 +198,50 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def compile_text(text: str, filename: str = "<string>") -> CompileResult:
-    """Parse, elaborate and analyse source text; never raises on a bad spec."""
+WARNING_CODES = ("W001", "W002")  # what `--ignore` and `# archc: ignore[...]` may name
+# `# archc: ignore[W001]` (or `ignore[W001, W002]`) in a line's comment silences those warnings there
+_IGNORE_COMMENT = re.compile(r"archc:\s*ignore\[\s*([A-Za-z0-9_]+(?:\s*,\s*[A-Za-z0-9_]+)*)\s*\]")
+
+
+def ignored_on_lines(text: str) -> dict[int, frozenset[str]]:
+    """The warning codes each line's comment silences: `{3: {"W001"}}` for `conv ...  # archc: ignore[W001]`.
+
+    >>> ignored_on_lines("input 8x8x3\\nconv K=4 F=2 S=2  # crops on purpose; archc: ignore[W001]\\n")
+    {2: frozenset({'W001'})}
+    """
+    found: dict[int, frozenset[str]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        _, hash_, comment = line.partition("#")  # the language has no strings: the first # starts the comment
+        if hash_:
+            codes = [c.strip() for m in _IGNORE_COMMENT.finditer(comment) for c in m.group(1).split(",")]
+            if codes:
+                found[number] = frozenset(codes)
+    return found
+
+
+def _unignored(diags: list[Diagnostic], text: str, ignore: frozenset[str]) -> list[Diagnostic]:
+    """The diagnostics less the warnings a run (`--ignore W001`) or their line's comment silences."""
+    if not any(not d.is_error for d in diags):
+        return diags
+    lines = ignored_on_lines(text) if "ignore" in text else {}
+    return [
+        d
+        for d in diags
+        if d.is_error
+        or (d.code not in ignore and (d.span is None or d.code not in lines.get(d.span.line, ())))
+    ]
+
+
+def compile_text(text: str, filename: str = "<string>", ignore: frozenset[str] = frozenset()) -> CompileResult:
+    """Parse, elaborate and analyse source text; never raises on a bad spec.
+
+    Warnings whose code is in `ignore`, or that a `# archc: ignore[CODE]` comment on their line names, are dropped.
+    """
     with gc_paused():
-        return _compile_text(text, filename)
+        return _compile_text(text, filename, ignore)
 
 
-def _compile_text(text: str, filename: str) -> CompileResult:
+def _compile_text(text: str, filename: str, ignore: frozenset[str] = frozenset()) -> CompileResult:
     if not text.strip():
         diag = error(
             "E401",
@@ -225,6 +262,7 @@ def _compile_text(text: str, filename: str) -> CompileResult:
     if graph is not None:
         analysis, more = analyze(graph)
         (diags if elaborated else partial).extend(more)
+    diags, partial = _unignored(diags, text, ignore), _unignored(partial, text, ignore)
     found = (program, graph, analysis, tuple(partial))
     if not elaborated or analysis is None or not analysis.complete or any(d.is_error for d in diags):
         assertions = graph.assertions if elaborated and graph is not None else ()
@@ -292,7 +330,8 @@ def _shown_text(path: Path, upto_line: int) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
 
 
-def compile_file(path: str | Path) -> CompileResult:
+def compile_file(path: str | Path, ignore: frozenset[str] = frozenset()) -> CompileResult:
+    """`compile_text` of a file; unreadable, binary and non-UTF-8 files are diagnostics too."""
     p = Path(path)
     text, problem = read_source(p)
     if problem is not None:
@@ -301,7 +340,7 @@ def compile_file(path: str | Path) -> CompileResult:
         shown = _shown_text(p, problem.span.line) if problem.span is not None else ""
         return CompileResult(str(path), shown, None, (problem,))
     assert text is not None
-    return compile_text(text, str(path))
+    return compile_text(text, str(path), ignore)
 
 
 def _raise_if_invalid(result: CompileResult) -> Network:

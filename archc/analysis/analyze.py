@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from archc.diagnostics import Diagnostic, error, warning
 from archc.ir import INPUT, Assertion, Graph, Node, Shape, written_layout
-from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, apply, uneven_division
+from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, WindowKind, apply, uneven_division
 
 
 class LayerFacts(BaseModel):
@@ -178,13 +178,17 @@ def infer_shapes(state: _State) -> None:
         )
 
 
+_SLIDING = (WindowKind.CONV, WindowKind.POOL)  # windows that slide over their input (not a transposed one)
+
+
 def warn_uneven(state: _State) -> None:
     """LANGUAGE.md "Warnings": a conv/pool window that silently crops its input."""
     for node in state.graph.nodes:
         facts = state.facts.get(node.name)
-        if facts is None or facts.window is None:
+        if facts is None or facts.window is None or KINDS[node.kind].traits.window not in _SLIDING:
             continue
-        found = uneven_division(node.attrs, facts.window, facts.inputs[0])
+        pool = KINDS[node.kind].traits.window is WindowKind.POOL
+        found = uneven_division(node.attrs, facts.window, facts.inputs[0], pool)
         if found is not None:
             state.diags.append(
                 warning("W001", f"{node.name}: {found.message}", node.span, found.hint)

@@ -67,9 +67,9 @@ def _print(args: argparse.Namespace, net: Network) -> int:
     if rf:
         extra = {
             name: {
-                "rf": f"{v['rf'][0]}x{v['rf'][1]}",
-                "jump": f"{v['jump'][0]}x{v['jump'][1]}",
-                "start": f"{v['start'][0]:g},{v['start'][1]:g}",
+                "rf": "x".join(f"{r:g}" for r in v["rf"]),
+                "jump": "x".join(f"{j:g}" for j in v["jump"]),
+                "start": ",".join(f"{s:g}" for s in v["start"]),
             }
             for name, v in rf.items()
         }

@@ -26,7 +26,7 @@ from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import ScopeState
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.ir.written import Block, BlockParam, Expr, Merge, Step
-from archc.kinds import KINDS, USER_KINDS, coerce, show_value
+from archc.kinds import KINDS, USER_KINDS, KeyType, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
 # What a statement that failed to elaborate outputs: never a node's name, so the nodes
@@ -299,6 +299,9 @@ class _Builder:
                 continue
             expr, span = attrs[key.name]
             try:
+                if key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
+                    values[key.name] = coerce(key, expr.name)  # `mode=cubic`: say which words it takes
+                    continue
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
                 used = parameters_used(expr, env)
@@ -688,9 +691,10 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             diags.append(
                 error(
                     "E119",
-                    f"input must be HxWxC or N with positive sizes, not {'x'.join(str(d) for d in dims)}",
+                    "input must be N, LxC, HxWxC or DxHxWxC with positive sizes, "
+                    f"not {'x'.join(str(d) for d in dims)}",
                     input_decl.shape.span,
-                    "e.g. input 227x227x3",
+                    "e.g. input 227x227x3 (an image), input 16000x1 (a signal), input 16x112x112x3 (a clip)",
                 )
             )
         else:

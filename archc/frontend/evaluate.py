@@ -2,7 +2,8 @@
 
 The elaborator (`archc.frontend.elaborate`) evaluates layer keys, block arguments and
 defaults, and repeat counts here: integer arithmetic (`+ - * //`, unary `-`)
-over numbers, shapes such as `3x3`, and the words `true`, `false` and `same`.
+over numbers, shapes such as `3x3`, the words `true`, `false` and `same`, and
+the words of keys that take one (`nearest`, `linear`, `none`, `tanh`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from archc.diagnostics import Diagnostic, did_you_mean, error
 from archc.frontend import syntax as S
 from archc.ir import Span
 from archc.ir.written import Arith, Expr, Name, Negate
+from archc.kinds import CHOICE_WORDS
 
 
 class ElaborationError(Exception):
@@ -39,6 +41,8 @@ LITERAL_WORDS: dict[str, Any] = {
     "True": True,
     "False": False,
     "same": "same",
+    # the words of keys that take one (`mode=nearest`, `approx=tanh`): the key checks which it takes
+    **{word: word for word in sorted(CHOICE_WORDS)},
 }
 
 
@@ -81,9 +85,9 @@ def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
         if expr.name in LITERAL_WORDS:
             return LITERAL_WORDS[expr.name]
         # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
-        hint = did_you_mean(expr.name, [*env, "same", "true", "false"])
+        hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
         where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
-        where += "; values are numbers, shapes such as 3x3, true, false or same"
+        where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
         raise fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
     if isinstance(expr, S.Neg):
         v = evaluate(expr.operand, env)

@@ -154,44 +154,79 @@ def window_explain(win: Window, shape: Shape) -> list[str]:
     return [f"{label}: {body}" for label, body in lines]
 
 
-def uneven_division(attrs: Attrs, win: Window, shape: Shape) -> Uneven | None:
-    """The warning for an input that the window silently crops, or None."""
+def uneven_division(attrs: Attrs, win: Window, shape: Shape, pool: bool = False) -> Uneven | None:
+    """The warning for a window that stops short of its input's end (LANGUAGE.md "Warnings"), or None.
+
+    Along each spatial axis, windows that cover the input without gaps (the
+    effective window `D(F-1)+1` at least the stride) leave the last
+    `(n + 2P - D(F-1) - 1) mod S` lines of the padded input unread; the
+    warning is for those past the end padding: lines of the input itself.
+    Every affected side is named; the hint gives input sizes that divide
+    evenly and, when one exists, a padding valid for this layer (a pool's at
+    most F/2 along each axis), spelled per axis where the axes differ.
+
+    >>> from archc.ir import Shape
+    >>> w = Window((11, 11), (4, 4), (1, 1), (0, 0), (0, 0), False, (54, 54))
+    >>> uneven_division({"P": 0}, w, Shape.hwc(224, 224, 3)).message
+    '(224 - 11 + 2*0)/4 = 53.25 is not a whole number along H and W; the last row and the last column of the input are never read'
+    """
     if win.ceil or attrs.get("P") == "same":
         return None
-    square = len(set(shape.spatial)) == 1
-    for axis, (side, n) in enumerate(zip(shape.layout.spatial_axes, shape.spatial, strict=True)):
-        f, s, d = win.kernel[axis], win.stride[axis], win.dilation[axis]
-        p = win.begin[axis]
-        eff = d * (f - 1) + 1
-        rem = (n + 2 * p - eff) % s
-        if rem == 0:
-            continue
-        pexpr = f"2*{p}"
-        # The caller prefixes the layer's name; the kind here made it read
-        # "conv1: conv: ...". Along W the cropped lines are columns, not rows.
-        unit = _UNITS[side]
-        cropped = f"last {unit} of the input is" if rem == 1 else f"last {rem} {unit}s of the input are"
-        # (zoo) The `rem` unread lines are the end of the *padded* input: when
-        # they fit in the P lines of padding (ResNet's 3x3/2 P=1 on 56), no
-        # input is lost and "of the input" would be false.
-        lost = rem - p
-        if lost <= 0:
-            cropped = f"last {unit} of padding is" if rem == 1 else f"last {rem} {unit}s of padding are"
-        elif p > 0:
-            cropped = f"last {unit} of the input is" if lost == 1 else f"last {lost} {unit}s of the input are"
-        tail = "never read (no input is lost)" if lost <= 0 else "never read"
-        message = (
-            f"({n} - {eff} + {pexpr})/{s} = {(n + 2 * p - eff) / s:g} is not a whole number "
-            f"along {side}; the {cropped} {tail}"
-        )
-        size = "an input" if square else f"an input {_SIZES[side]}"
-        fixes = [f"{size} of {n - rem} or {n + s - rem}"]
-        for extra in range(1, s + 1):
-            if (n + 2 * (p + extra) - eff) % s == 0:
-                fixes.append(f"padding P={p + extra}")
-                break
-        return Uneven(message, f"{' or '.join(fixes)} divides evenly", "F")
-    return None
+    axes = shape.layout.spatial_axes
+    lost: dict[int, int] = {}  # axis -> lines of the input never read
+    rems: dict[int, int] = {}
+    for axis in range(len(axes)):
+        n, s = shape.spatial[axis], win.stride[axis]
+        eff = win.dilation[axis] * (win.kernel[axis] - 1) + 1
+        if eff < s:
+            continue  # gaps between the windows by design (a 1x1 stride-2 projection)
+        rem = (n + win.begin[axis] + win.end[axis] - eff) % s
+        if rem > win.end[axis]:  # not only padding goes unread
+            lost[axis], rems[axis] = rem - win.end[axis], rem
+    if not lost:
+        return None
+    divisions = {axis: _division(win, shape, axis) for axis in lost}
+    sides = " and ".join(axes[a] for a in lost)
+    if len(set(divisions.values())) == 1:
+        what = f"{next(iter(divisions.values()))} is not a whole number along {sides}"
+    else:
+        what = " and ".join(f"{d} along {axes[a]}" for a, d in divisions.items()) + " are not whole numbers"
+    pieces = [
+        f"last {_UNITS[axes[a]]}" if k == 1 else f"last {k} {_UNITS[axes[a]]}s" for a, k in lost.items()
+    ]
+    verb = "is" if len(pieces) == 1 and lost[next(iter(lost))] == 1 else "are"
+    message = f"{what}; the {' and the '.join(pieces)} of the input {verb} never read"
+    return Uneven(message, f"{' or '.join(_fixes(win, shape, rems, pool))} divides evenly", "F")
+
+
+def _division(win: Window, shape: Shape, axis: int) -> str:
+    n, s = shape.spatial[axis], win.stride[axis]
+    eff = win.dilation[axis] * (win.kernel[axis] - 1) + 1
+    begin, end = win.begin[axis], win.end[axis]
+    pad = f"2*{begin}" if begin == end else f"{begin}+{end}"
+    return f"({n} - {eff} + {pad})/{s} = {(n + begin + end - eff) / s:g}"
+
+
+def _fixes(win: Window, shape: Shape, rems: dict[int, int], pool: bool) -> list[str]:
+    """Input sizes that divide evenly along the affected axes, and the nearest valid padding that does."""
+    n = shape.spatial
+    low = tuple(n[a] - rems[a] if a in rems else n[a] for a in range(len(n)))
+    high = tuple(n[a] + win.stride[a] - rems[a] if a in rems else n[a] for a in range(len(n)))
+    if len(rems) == 1 and len(set(n)) > 1:  # one side of a non-square input: name that side
+        (axis,) = rems
+        fixes = [f"an input {_SIZES[shape.layout.spatial_axes[axis]]} of {low[axis]} or {high[axis]}"]
+    else:
+        fixes = [f"an input of {_x(low)} or {_x(high)}"]
+    pads = list(win.begin)
+    for axis in rems:
+        eff = win.dilation[axis] * (win.kernel[axis] - 1) + 1
+        s, most = win.stride[axis], (win.kernel[axis] // 2 if pool else n[axis] + eff)
+        valid = [p for p in range(most + 1) if (n[axis] + 2 * p - eff) % s == 0]
+        if not valid:
+            return fixes  # no padding divides evenly along this axis (2P cannot change its parity)
+        pads[axis] = min(valid, key=lambda p: (abs(p - win.begin[axis]), p))
+    fixes.append(f"padding P={show_value(tuple(pads))}")
+    return fixes
 
 
 # --- kinds ---------------------------------------------------------------------------------
@@ -309,7 +344,7 @@ KINDS = (
         "Average pooling to a fixed n x n (or HxW) output.",
         _adaptive_infer,
         Traits(Family.POOL, SPATIAL, WindowKind.ADAPTIVE),
-        example="adaptiveavgpool 3x2",
+        example="adaptiveavgpool 3",
         keys=(_ADAPTIVE_SIZE,),
         positional="size",
     ),

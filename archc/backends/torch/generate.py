@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from archc.analysis import Analysis
 from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
-from archc.backends.torch.layers import HANDLERS, KEEP, Rendered, Step
+from archc.backends.torch.layers import HANDLERS, HELPERS, KEEP, Rendered, Step
 from archc.backends.torch.plan import (
     ASCII_IDENT,
     GLOBALS,
@@ -104,6 +104,7 @@ class _Generator(Plan):
         self.spec_path = spec_path
         self.classes: dict[str, ClassPlan] = {}
         self.order: list[ClassPlan] = []
+        self.helpers: set[str] = set()  # small module classes the layers need (HELPERS), written once
 
     # --- pass 2: classes -----------------------------------------------------------------------
     def block_class(self, block: str) -> ClassPlan:
@@ -140,7 +141,8 @@ class _Generator(Plan):
         if not ASCII_IDENT.fullmatch(graph.network):
             doc = doc.replace(graph.network, cls.name, 1)
         ClassWriter(self, cls, "", graph.steps, [Instance("", {}, INPUT)], doc, network=True).write()
-        source = "\n\n".join([self.header(cls.name), *(c.source for c in self.order)])
+        helpers = [HELPERS[name] for name in sorted(self.helpers)]
+        source = "\n\n".join([self.header(cls.name), *helpers, *(c.source for c in self.order)])
         return source, cls.name
 
     def header(self, name: str) -> str:
@@ -298,13 +300,15 @@ class ClassWriter:
             )
         return local
 
-    def steps(self, steps: list[Step], src: str, dst: str) -> str:
+    def steps(self, steps: list[Step], src: str, dst: str, helpers: tuple[str, ...] = ()) -> str:
+        self.gen.helpers.update(helpers)
         for step in steps:
             if step.attr is None:
                 self.fwd.append(f"{dst} = {step.call.replace('{x}', src)}")
             else:
                 self.init.append(f"self.{self.attribute(step.attr)} = {step.ctor}")
-                self.fwd.append(f"{dst} = self.{step.attr}({src})")
+                call = step.call or "{self}({x})"
+                self.fwd.append(f"{dst} = {call.replace('{self}', f'self.{step.attr}').replace('{x}', src)}")
             src = dst
         return src
 
@@ -330,7 +334,7 @@ class ClassWriter:
         nodes = self.nodes(local)
         node = self.gen.nodes[nodes[0]]
         emitted = HANDLERS[node.kind](_Ctx(self, node.exprs, node.kind, local, nodes))
-        out = self.steps(emitted.steps, src, dst)
+        out = self.steps(emitted.steps, src, dst, emitted.helpers)
         self.cur = nodes
         if emitted.channels is not KEEP:
             self.chan = emitted.channels
