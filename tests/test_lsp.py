@@ -112,7 +112,21 @@ async def test_hover_layer_key_and_expect(client: LanguageClient) -> None:
 async def test_typing_a_wrong_filter_size_underlines_it_with_the_derivation(client: LanguageClient) -> None:
     await open_doc(client, ALEXNET)
     bad = re.sub(r"(conv1: conv K=96 )F=11", r"\1F=12", ALEXNET)
-    diags = await change(client, bad, 2)
+    # as VS Code sends it: an incremental change of the one character typed
+    at = pos(ALEXNET, "conv1: conv K=96 F=11", len("conv1: conv K=96 F=1"))
+    client.text_document_did_change(
+        T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri=URI, version=2),
+            content_changes=[
+                T.TextDocumentContentChangePartial(
+                    range=T.Range(start=at, end=T.Position(line=at.line, character=at.character + 1)),
+                    text="2",
+                )
+            ],
+        )
+    )
+    await client.wait_for_notification(T.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    diags = list(client.diagnostics[URI])
     e202 = [d for d in diags if d.code == "E202"]
     assert e202 and e202[0].range.start.line == pos(bad, "conv1:").line
     assert "conv1 outputs 54x54x96, but the spec says 55x55x96" in e202[0].message
