@@ -316,8 +316,29 @@ async def test_quick_fixes_from_hints_add_a_shortcut_and_padding(client: Languag
     assert padding.new_text == " P=2" and padding.range.start == T.Position(
         line=1, character=len("c: conv K=16 F=3 S=3")
     )
+    resize = (await fixes(by_code["W001"]))["Make the input 30x30x16"]  # (30 - 3)/3 + 1 = 10, even
+    assert resize.new_text == "30x30x16" and resize.range.start == T.Position(line=0, character=6)
     fixed = "input 32x32x16\nc: conv K=16 F=3 S=3 P=2\nresidual {\n  conv K=32 F=3 P=1\n} shortcut { conv K=32 F=1 }\n"
     assert await change(client, fixed, 2, uri) == []
+
+
+@pytest.mark.asyncio
+async def test_w001_fixes_spell_padding_and_sizes_per_side(client: LanguageClient) -> None:
+    """maxpool F=1x4 on width 122: the padding that fits is P=0x1, the input sizes change the width alone."""
+    uri = "file:///work/w001.arch"
+    (diag,) = [d for d in await open_doc(client, "input 5x122x2\nmaxpool F=1x4\n", uri) if d.code == "W001"]
+    actions = await client.text_document_code_action_async(
+        T.CodeActionParams(
+            text_document=T.TextDocumentIdentifier(uri=uri), range=diag.range, context=T.CodeActionContext(diagnostics=[diag])
+        )
+    )
+    assert actions is not None
+    edits = {
+        a.title: a.edit.changes[uri][0].new_text
+        for a in actions
+        if isinstance(a, T.CodeAction) and a.edit and a.edit.changes and not a.title.startswith("Insert")
+    }
+    assert edits == {"Pad with P=0x1": " P=0x1", "Make the input 5x120x2": "5x120x2", "Make the input 5x124x2": "5x124x2"}
 
 
 @pytest.mark.asyncio
