@@ -55,8 +55,8 @@ droppath 0.2
 up: convtranspose K=8 F=3 S=2 P=1 O=1 G=2
 upsample 2 mode=linear
 upsample 1x2
-crop 17x34
-maxpool F=2
+crop 17x34 -> 17x34x8
+maxpool F=1x2
 res: residual { conv K=8 F=3 P=1 bias=false; batchnorm }
 relu
 se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; relu; conv K=8 F=1; sigmoid } }

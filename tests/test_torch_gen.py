@@ -430,3 +430,26 @@ def test_empty_repeats(text: str) -> None:
     module = build_module(net.analysis)
     _check_against_ir(net, module)
     assert tuple(module(torch.randn(2, 2, 4, 4)).shape) == (2, 3)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter: dynamo's needs onnxscript
+def test_generated_modules_export_with_torch_onnx(tmp_path: Path) -> None:
+    """Users export the generated module themselves: the v2 layers (channels moved around layernorm and
+    fc per position, layer scales, crops, up-convolutions, SE) go through torch.onnx.export and agree."""
+    ort = pytest.importorskip("onnxruntime")
+    spec = (
+        "input 12x12x4\nconv K=8 F=3 P=1\nlayernorm eps=1e-6\nls: layerscale init=0.5\n"
+        "se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; silu; conv K=8 F=1; hardsigmoid } }\n"
+        "convtranspose K=4 F=2 S=2\nupsample 2 mode=linear\ncrop 45\ndroppath 0.1\nhardswish\nglobalavgpool\nflatten\n"
+    )
+    for text in (spec, "input 20x3\nconv K=4 F=3\nfc 6\nlayernorm\ngelu approx=tanh\nflatten\nfc 2\n"):
+        net = archc.loads(text)
+        module = net.to_torch().eval()
+        x = torch.randn(2, *net.graph.input_shape.nchw())
+        path = tmp_path / "exported.onnx"
+        torch.onnx.export(
+            module, (x,), str(path), dynamo=False, opset_version=20, input_names=["input"], output_names=["output"]
+        )
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(got), module(x), rtol=1e-4, atol=1e-5)

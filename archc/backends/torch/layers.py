@@ -308,15 +308,26 @@ def layernorm(ctx: LayerCtx) -> Emitted:
     )
     if all(_channels_last(s, order) for s, order in zip(ctx.ins, ctx.orders, strict=True)):
         return _module(ctx, text)
-    # [batch, C, ...] -> [batch, ..., C] and back (a no-op on a flat [batch, C]): as torchvision's
-    # ConvNeXt permutes around its LayerNorm
+    # [batch, C, ...] -> [batch, ..., C] and back, as torchvision's ConvNeXt permutes around its LayerNorm
+    to_last, back = _channels_last_calls(ctx)
+    return Emitted([Step(None, call=to_last), Step(ctx.name, text), Step(None, call=back)])
+
+
+def _channels_last_calls(ctx: LayerCtx) -> tuple[str, str]:
+    """`x.permute(0, 2, 3, 1)` and `x.permute(0, 3, 1, 2)` around a layer that reads the channels last.
+
+    permute, as torchvision writes it, exports to ONNX everywhere (torch's TorchScript exporter
+    writes `movedim(-1, 1)` as an invalid Transpose). A block used at several ranks (a flat input
+    among them, where moving is a no-op) moves with `movedim` instead.
+    """
+    ranks = {1 + len(s.nchw()) for s in ctx.ins}
+    if len(ranks) == 1:
+        rank = ranks.pop()
+        to_last = (0, *range(2, rank), 1)
+        back = (0, rank - 1, *range(1, rank - 1))
+        return f"{{x}}.permute{to_last}", f"{{x}}.permute{back}"
     axis = _feature_axis(ctx, ctx.ins)
-    steps = [
-        Step(None, call=f"{{x}}.movedim({axis}, -1)"),
-        Step(ctx.name, text),
-        Step(None, call=f"{{x}}.movedim(-1, {axis})"),
-    ]
-    return Emitted(steps)
+    return f"{{x}}.movedim({axis}, -1)", f"{{x}}.movedim(-1, {axis})"
 
 
 def layerscale(ctx: LayerCtx) -> Emitted:
