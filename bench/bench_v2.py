@@ -11,9 +11,11 @@
    and r3d_18 against `torch.onnx.export` of the module archc generates for
    the same spec, at the same weights, batch 1 and 8, on sessions made once
    and run in alternating rounds (target: archc / torch at least 1.0x each).
-   This machine is shared: per-run times vary by 10-20% with other tenants'
-   load, so both the median and the best run are given; the script also says
-   whether onnxruntime's optimised graphs of the two have the same ops.
+   This machine is shared: wall times vary by 10-50% with other tenants'
+   load, so the median and the best run are given, and the CPU time
+   onnxruntime's threads spent (process time, which another tenant's load
+   does not add to; idle threads do not spin). The script also says whether
+   onnxruntime's optimised graphs of the two have the same ops.
    Both graphs are written at archc's default opset (20); the exporter is
    torch's TorchScript one (`dynamo=False`: the dynamo exporter needs
    onnxscript, which this environment lacks).
@@ -89,10 +91,11 @@ def _export(module, shape: tuple[int, ...], path: Path) -> None:
     )
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
+def _timed(fn: Any) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (this process's threads: onnxruntime's pool) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _ops_after_optimisation(model: bytes | str, tmp: Path, label: str) -> dict[str, int]:
@@ -133,10 +136,15 @@ def bench_throughput(tmp: Path, budget: float) -> None:
 
     print(f"2. onnxruntime on CPU ({os.cpu_count()} cores): archc's graph vs torch.onnx.export of the generated")
     print("   module, same weights. The two run in alternating rounds (which goes first alternates too),")
-    print(f"   about {budget:.0f} s of runs per row; per-run time, median and best; ratio = torch / archc time")
-    print(f"   {'spec':16} {'batch':>5} {'runs':>5} {'archc ms':>17} {'torch ms':>17} {'img/s':>7} {'ratio':>12}")
-    print(f"   {'':16} {'':5} {'':5} {'median':>8} {'best':>8} {'median':>8} {'best':>8} {'':>7} {'median':>6}{'best':>6}")
-    ratios: list[tuple[float, float]] = []
+    print(f"   about {budget:.0f} s of runs per row. Per run: wall time (median and best) and the CPU time")
+    print("   onnxruntime's threads spent (median; other tenants' load does not count in it).")
+    print("   ratio = torch's time / archc's: above 1.0, archc's graph is the faster")
+    print(
+        f"   {'spec':16} {'batch':>5} {'runs':>4} {'archc wall ms':>15} {'torch wall ms':>15} {'CPU ms':>15}"
+        f" {'img/s':>6} {'ratio wall':>11} {'CPU':>5}"
+    )
+    print(f"   {'':27} {'median':>7} {'best':>7} {'median':>7} {'best':>7} {'archc':>7} {'torch':>7} {'':6} {'med':>5} {'best':>5}")
+    ratios: list[tuple[float, float, float]] = []
     for stem in THROUGHPUT:
         net = archc.load(SPECS / f"{stem}.arch")
         shape = net.graph.input_shape.nchw()
@@ -156,27 +164,31 @@ def bench_throughput(tmp: Path, budget: float) -> None:
         same = _ops_after_optimisation(models["archc"], tmp, "a") == _ops_after_optimisation(models["torch"], tmp, "t")
         for batch in (1, 8):
             x = np.random.default_rng(1).standard_normal((batch, *shape), dtype=np.float32)
-            single = min(_timed(lambda s=s, x=x: s.run(None, {"input": x})) for s in sessions.values())  # warm-up
+            single = min(_timed(lambda s=s, x=x: s.run(None, {"input": x}))[0] for s in sessions.values())  # warm-up
             rounds = max(3, min(40, int(budget / (2 * single))))
-            times: dict[str, list[float]] = {label: [] for label in sessions}
+            wall: dict[str, list[float]] = {label: [] for label in sessions}
+            cpu: dict[str, list[float]] = {label: [] for label in sessions}
             order = list(sessions)
             for _ in range(rounds):
                 for label in order:
-                    times[label].append(_timed(lambda sess=sessions[label], x=x: sess.run(None, {"input": x})))
+                    w, c = _timed(lambda sess=sessions[label], x=x: sess.run(None, {"input": x}))
+                    wall[label].append(w)
+                    cpu[label].append(c)
                 order.reverse()
-            a, t = times["archc"], times["torch"]
-            ratio = (statistics.median(t) / statistics.median(a), min(t) / min(a))
+            med = {label: statistics.median(ts) for label, ts in wall.items()}
+            best = {label: min(ts) for label, ts in wall.items()}
+            cpu_med = {label: statistics.median(ts) for label, ts in cpu.items()}
+            ratio = (med["torch"] / med["archc"], best["torch"] / best["archc"], cpu_med["torch"] / cpu_med["archc"])
             ratios.append(ratio)
             print(
-                f"   {stem:16} {batch:5} {rounds:5} {statistics.median(a) * 1e3:8.1f} {min(a) * 1e3:8.1f}"
-                f" {statistics.median(t) * 1e3:8.1f} {min(t) * 1e3:8.1f} {batch / min(a):7.1f} {ratio[0]:5.2f}x{ratio[1]:5.2f}x"
+                f"   {stem:16} {batch:5} {rounds:4} {med['archc'] * 1e3:7.1f} {best['archc'] * 1e3:7.1f}"
+                f" {med['torch'] * 1e3:7.1f} {best['torch'] * 1e3:7.1f} {cpu_med['archc'] * 1e3:7.1f}"
+                f" {cpu_med['torch'] * 1e3:7.1f} {batch / best['archc']:6.1f} {ratio[0]:4.2f}x {ratio[1]:4.2f}x {ratio[2]:4.2f}x"
             )
         print(f"   {'':16} outputs agree to {err:.1e}; after onnxruntime's optimisations the two graphs have "
               f"{'the same' if same else 'different'} ops")
-    low = min(min(pair) for pair in ratios)
-    print(f"   lowest ratio: median {min(r[0] for r in ratios):.2f}x, best {min(r[1] for r in ratios):.2f}x "
-          f"(target >= 1.0x each; {low:.2f}x over both)")
-
+    for i, what in enumerate(("median wall", "best wall", "median CPU")):
+        print(f"   lowest ratio, {what}: {min(r[i] for r in ratios):.2f}x (target >= 1.0x each)")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
