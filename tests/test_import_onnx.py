@@ -229,8 +229,9 @@ def test_pytorch_export_round_trip(name: str, exporter: str, tmp_path: Path) -> 
     module = _randomised(cls)
     path = tmp_path / f"{name}.onnx"
     _export(module, shape, path, exporter)
-    net, spec = _round_trip(path, shape)
-    assert net.params == sum(p.numel() for p in module.parameters()) or exporter == "torchscript"
+    net, _ = _round_trip(path, shape)
+    # batchnorm folded into the convolutions (as both exporters may) leaves fewer parameters, never more
+    assert net.params <= sum(p.numel() for p in module.parameters())
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -243,7 +244,7 @@ def test_resnet_like_is_blocks_and_stages(tmp_path: Path) -> None:
     assert imported.weights is not None
     assert "layer1.rest.0.conv1.weight" in imported.weights and "conv1.weight" in imported.weights
     spec = finish(imported)
-    assert len([ln for ln in spec.splitlines() if ln.startswith("block ")]) == 3  # stage, first, rest
+    assert len([ln for ln in spec.splitlines() if ln.startswith("block ")]) == 4  # the stage, its first block, the shortcut, the other blocks
     assert spec.count("repeat") == 1
     body = spec.split("\n\n")[1]
     assert [ln.split(":")[0] for ln in body.splitlines() if ln.startswith("layer")] == ["layer1", "layer2", "layer3"]
