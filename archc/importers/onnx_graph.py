@@ -230,7 +230,7 @@ class GraphView:
             opsets = [onnx.helper.make_opsetid(o.domain, o.version) for o in self.model.opset_import]
             model = onnx.helper.make_model(one, opset_imports=opsets)
             feeds = {i: v for i, v in zip(node.input, ins, strict=True) if i and v is not None}
-            outs = ReferenceEvaluator(model).run(None, feeds)
+            outs: list[Any] = list(ReferenceEvaluator(model).run(None, feeds))  # one array per output
         except Exception:  # noqa: BLE001 - not evaluable here: the caller treats it as unknown
             return None
         return np.asarray(outs[list(node.output).index(value)])
