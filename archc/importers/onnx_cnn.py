@@ -75,11 +75,10 @@ def conv(view: GraphView, node: onnx.NodeProto) -> Match | None:
     dilations = list(attr(node, "dilations", [1] * rank))
     group = attr(node, "group", 1)
     pad = _padding(node, rank, kernel, strides, dilations, view.shape(node.input[0]))
-    parts = [f"conv K={w.shape[0]} F={sizes(kernel)}"]
-    parts += [f"S={sizes(strides)}"] if set(strides) != {1} else []
-    parts += [f"P={pad}"] if pad != "0" else []
+    # S, P and G always: the block maker unifies blocks that differ in them and drops them where default
+    parts = [f"conv K={w.shape[0]} F={sizes(kernel)} S={sizes(strides)} P={pad}"]
     parts += [f"D={sizes(dilations)}"] if set(dilations) != {1} else []
-    parts += [f"G={group}"] if group != 1 else []
+    parts += [f"G={group}"]
     parts += ["bias=false"] if bias is None else []
     weights = {"weight": w} | ({"bias": bias} if bias is not None else {})
     return _one(view, node, " ".join(parts), layer_name(view, node, node.input[1]), **weights)

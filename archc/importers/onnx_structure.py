@@ -289,6 +289,12 @@ def _leaves(body: list[Leaf | Merge]) -> list[Leaf]:
 class Slot:
     index: int  # into the template's values
     key: str  # the key it sets (names a parameter)
+    default: int | None = None  # the key's default: a literal default is not written
+
+
+# keys the CNN matchers always write, so that blocks differing in a stride are one block
+# with a parameter; where the value is the default in every call, it is left out again
+DEFAULTS = {"S": 1, "P": 0, "G": 1, "D": 1, "O": 0}
 
 
 @dataclass(frozen=True)
@@ -305,9 +311,9 @@ class Template:
     lines: list[tuple[int, list[Part]]] = field(default_factory=list)
     values: list[int] = field(default_factory=list)
 
-    def slot(self, value: int, key: str) -> Slot:
+    def slot(self, value: int, key: str, default: int | None = None) -> Slot:
         self.values.append(value)
-        return Slot(len(self.values) - 1, key)
+        return Slot(len(self.values) - 1, key, default)
 
     def call(self, scope: ScopeE) -> Call:
         assert scope.template is not None
@@ -405,10 +411,13 @@ def _prepare(entries: list[Entry]) -> list[Entry]:
             out.append(e)
         k += len(run)
     numbered = [e for e in out if isinstance(e, ScopeE | RepeatE) and e.name.isdigit()]
-    if len(numbered) == 2 and isinstance(numbered[1], RepeatE) and numbered[0].name == "0" and numbered[1].name == "1":
-        numbered[0].name, numbered[1].name = "first", "rest"
-    for e in out:
-        if isinstance(e, ScopeE | RepeatE) and e.name not in ("first", "rest"):
+    if len(numbered) == len(out) == 2 and [e.name for e in numbered] == ["0", "1"]:
+        # torchvision's stages: a first block that changes the shape, then copies of another
+        numbered[0].name = "first"
+        numbered[1] = out[1] = numbered[1] if isinstance(numbered[1], RepeatE) else RepeatE("1", [numbered[1]])  # type: ignore[list-item]
+        numbered[1].name = "rest"
+    for e in [*_walk_scopes(out), *(e for e in out if isinstance(e, RepeatE))]:
+        if e.name not in ("first", "rest"):
             e.name = _name(e.name)
     return out
 
@@ -491,7 +500,8 @@ def _statement(stmt: str, t: Template) -> list[Part]:
         parts.append(" ")
         if eq:
             parts.append(f"{key}=")
-        parts.append(t.slot(int(value), key) if _INT.fullmatch(value) else value)
+        default = DEFAULTS.get(key) if words[0] in ("conv", "convtranspose") else None
+        parts.append(t.slot(int(value), key, default) if _INT.fullmatch(value) else value)
     return parts
 
 
@@ -572,8 +582,11 @@ def _parameterise(b: Block, blocks: dict[tuple[Any, ...], Block]) -> None:
         b.exprs.append(expr)
 
 
+CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})  # classes that say nothing of a block
+
+
 def _block_name(b: Block, classes: dict[Path, str], used: set[str]) -> str:
-    found = [classes.get(s.path) for s in b.instances]
+    found = [c for c in (classes.get(s.path) for s in b.instances) if c not in CONTAINERS]
     name = next((c for c in found if c), None)
     if name is None:
         leaf = b.instances[0].path[-1] if b.instances[0].path else "block"
@@ -601,10 +614,14 @@ def _render_block(b: Block, blocks: dict[tuple[Any, ...], Block]) -> str:
 
 
 def _line(indent: int, parts: list[Part], value: Any, blocks: dict[tuple[Any, ...], Block], t: Template) -> str:
-    out = []
+    out: list[str] = []
     for p in parts:
         if isinstance(p, Slot):
-            out.append(value(p))
+            text = value(p)
+            if p.default is not None and text == str(p.default) and len(out) >= 2 and out[-1].endswith("="):
+                del out[-2:]  # " S=" of a stride that is 1 in every call
+                continue
+            out.append(text)
         elif isinstance(p, Call):
             assert p.scope.template is not None
             child = blocks[p.scope.template.key()]
