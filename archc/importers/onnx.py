@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from archc.importers.common import ImportFailure, Imported
+from archc.importers.common import Imported, ImportFailure
 from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
@@ -51,7 +51,7 @@ def _matchers() -> tuple[Matcher, ...]:
     """The sequence matchers (attention, layer norm, ...) first: their patterns start with ops
     the CNN matchers would take alone (a MatMul, a Mul)."""
     try:
-        from archc.importers.onnx_sequence import MATCHERS as SEQUENCE_MATCHERS
+        from archc.importers.onnx_sequence import MATCHERS as SEQUENCE_MATCHERS  # type: ignore[import-untyped,unused-ignore]
     except ImportError:  # the sequence patterns are an optional module until they land
         return CNN_MATCHERS
     return (*SEQUENCE_MATCHERS, *CNN_MATCHERS)
@@ -119,7 +119,7 @@ def _match(view: GraphView, path: Path) -> list[Leaf | Join]:
             continue
         raise _fail(
             view, path, node, "no archc layer matches this node",
-            "archc imports the operators docs/import.md lists; export the model with them, or write this part by hand",
+            "archc imports the operators docs/import-onnx.md lists; write this part of the spec by hand",
         )
     for item in items:
         if isinstance(item, Join):
@@ -144,7 +144,7 @@ def _channel_concat(view: GraphView, node: onnx.NodeProto) -> bool:
     shape = view.shape(node.output[0])
     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
     rank = len(shape) if shape else 0
-    return rank >= 2 and (axis if axis >= 0 else axis + rank) == 1 or (rank == 3 and axis in (2, -1))
+    return (rank >= 2 and (axis if axis >= 0 else axis + rank) == 1) or (rank == 3 and axis in (2, -1))
 
 
 def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, dict[str, np.ndarray]]:

@@ -172,7 +172,8 @@ def _clip_bounds(view: GraphView, node: onnx.NodeProto) -> tuple[float | None, f
             if value is None:
                 raise Refused("its bounds are computed from the input")
             return float(value)
-        return attr(node, key)
+        found = attr(node, key)
+        return None if found is None else float(found)
 
     low, high = bound(1, "min"), bound(2, "max")
     return low, (None if high is not None and math.isinf(high) else high)

@@ -114,7 +114,7 @@ def load(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> Loaded:
         loaded = _parse(mapped, path)
     except OnnxImportError:
         raise
-    except Exception as e:  # noqa: BLE001 - protobuf and our walk fail in many ways on a bad file
+    except Exception as e:
         raise OnnxImportError(f"{where}: not a readable ONNX model: {_first_line(e)}") from e
     declared = sum(math.prod(s) * 4 for s in loaded.shapes.values())
     check_size(f"{where}: the model's weights", declared, max_size)

@@ -278,7 +278,8 @@ class GraphView:
         name = node.name
         if name.startswith("/"):
             pieces = [p for p in name.split("/") if p][:-1]  # the last is the op ("Conv", "Conv_1")
-            parts, previous = [], ""
+            parts: list[str] = []
+            previous = ""
             for piece in pieces:
                 # TorchScript writes an indexed child under its container's own name
                 # ("/features/features.1/conv/conv.0/Conv"): keep the new part only

@@ -119,11 +119,12 @@ def sequence(view: GraphView, items: list[Leaf | Join], start: str, end: str) ->
                 raise StructureError(
                     "its inputs do not all branch from one value (archc writes merges of branches "
                     "that start together)", join.node)
-            join = _first_common(nexts, reach, order, items)
-            if not isinstance(join, Join) or value in join.inputs and join.inputs.count(value) > 1:
+            common = _first_common(nexts, reach, order, items)
+            if not isinstance(common, Join) or common.inputs.count(value) > 1:
                 raise StructureError(
                     f"the {len(nexts)} readers of {value!r} do not meet again in one Add, Mul or Concat",
                     view.producer(value))
+            join = common
             branches: dict[str, list[Leaf | Merge]] = {}
             for reader in nexts:
                 if reader is join:
@@ -391,34 +392,35 @@ def _scope_layers(entries: list[Entry]) -> list[LayerE]:
 def _prepare(entries: list[Entry]) -> list[Entry]:
     """Bottom-up: children's templates, repeats of numbered children, names of numbered children."""
     _layer_names(entries)
-    for e in _walk_scopes(entries):
-        e.entries = _prepare(e.entries)
-        e.template = _template(e.entries)
+    for scope in _walk_scopes(entries):
+        scope.entries = _prepare(scope.entries)
+        scope.template = _template(scope.entries)
     out: list[Entry] = []
     k = 0
     while k < len(entries):
         e = entries[k]
-        run = [e]
+        run: list[ScopeE] = []
         if isinstance(e, ScopeE) and e.name.isdigit():
+            run = [e]
             while k + len(run) < len(entries):
                 nxt = entries[k + len(run)]
                 if not (isinstance(nxt, ScopeE) and nxt.name.isdigit() and _same(nxt, e)):
                     break
                 run.append(nxt)
-        if len(run) > 1:
-            out.append(RepeatE(e.name, run))  # type: ignore[arg-type]
-        else:
-            out.append(e)
-        k += len(run)
+        out.append(RepeatE(run[0].name, run) if len(run) > 1 else e)
+        k += max(len(run), 1)
     numbered = [e for e in out if isinstance(e, ScopeE | RepeatE) and e.name.isdigit()]
     if len(numbered) == len(out) == 2 and [e.name for e in numbered] == ["0", "1"]:
         # torchvision's stages: a first block that changes the shape, then copies of another
         numbered[0].name = "first"
-        numbered[1] = out[1] = numbered[1] if isinstance(numbered[1], RepeatE) else RepeatE("1", [numbered[1]])  # type: ignore[list-item]
-        numbered[1].name = "rest"
-    for e in [*_walk_scopes(out), *(e for e in out if isinstance(e, RepeatE))]:
-        if e.name not in ("first", "rest"):
-            e.name = _name(e.name)
+        second = numbered[1]
+        rest = second if isinstance(second, RepeatE) else RepeatE("1", [second])
+        rest.name = "rest"
+        out[1] = rest
+    named: list[ScopeE | RepeatE] = [*_walk_scopes(out), *(r for r in out if isinstance(r, RepeatE))]
+    for n in named:
+        if n.name not in ("first", "rest"):
+            n.name = _name(n.name)
     return out
 
 
