@@ -182,11 +182,52 @@ class EfficientNetLike(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class DenseLayer(nn.Module):  # torchvision's _DenseLayer: batchnorm-relu-conv twice on the concatenation so far
+    def __init__(self, c: int, growth: int) -> None:
+        super().__init__()
+        self.norm1, self.relu1 = nn.BatchNorm2d(c), nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(c, 2 * growth, 1, bias=False)
+        self.norm2, self.relu2 = nn.BatchNorm2d(2 * growth), nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(2 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat(features, 1)
+        return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+
+class DenseBlock(nn.ModuleDict):  # torchvision's _DenseBlock: every layer reads all the features before it
+    def __init__(self, n: int, c: int, growth: int) -> None:
+        super().__init__()
+        for i in range(n):
+            self.add_module(f"denselayer{i + 1}", DenseLayer(c + i * growth, growth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class DenseNetLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.block1 = DenseBlock(3, 8, 4)
+        self.pool = nn.AvgPool2d(2)
+        self.block2 = DenseBlock(2, 20, 4)
+        self.fc = nn.Linear(28, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(self.pool(self.block1(self.conv0(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 MODULES = {
     "resnet_like": (ResNetLike, (3, 64, 64)),
     "mobilenet_v2_like": (MobileNetV2Like, (3, 32, 32)),
     "se_net": (SENet, (3, 16, 16)),
     "efficientnet_like": (EfficientNetLike, (3, 32, 32)),
+    "densenet_like": (DenseNetLike, (3, 16, 16)),
 }
 
 
@@ -244,10 +285,40 @@ def test_resnet_like_is_blocks_and_stages(tmp_path: Path) -> None:
     assert imported.weights is not None
     assert "layer1.rest.0.conv1.weight" in imported.weights and "conv1.weight" in imported.weights
     spec = finish(imported)
-    assert len([ln for ln in spec.splitlines() if ln.startswith("block ")]) == 4  # the stage, its first block, the shortcut, the other blocks
+    # the stage, its first block and the other blocks; the one-conv shortcut is that conv, not a block
+    assert len([ln for ln in spec.splitlines() if ln.startswith("block ")]) == 3
+    assert "} shortcut { downsample: conv K=K*4 F=1 S=S }" in spec
+    assert "relu: relu" not in spec and "\nrelu\n" in spec  # a name that only repeats the kind is left out
     assert spec.count("repeat") == 1
     calls = [ln.split()[:2] for ln in spec.splitlines() if ln.startswith("layer")]
     assert calls == [["layer1:", "Layer"], ["layer2:", "Layer"], ["layer3:", "Layer"]]
+    # a stage counts all its blocks, as torchvision does: the first, then N-1 copies of the other
+    assert "layer1: Layer K=4 N=3\n" in spec and "rest: repeat N-1 {" in spec
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_imported_spec_reads_as_written(tmp_path: Path) -> None:
+    """No `Sequential` index as a name (`_0`), no argument equal to its default (`S=1 P=0 G=1`),
+    a padding of half the window as `P=F//2`, a module of one layer as that layer."""
+    import re
+
+    path = tmp_path / "mobilenet_v2_like.onnx"
+    _export(_randomised(MobileNetV2Like), (3, 32, 32), path, "torchscript")
+    spec = finish(import_onnx(path))
+    assert not re.search(r"(^|\s)_\d+:", spec, re.M), spec
+    assert "block ConvReLU6(K, F, S=1, G=1) {\n  conv: conv K=K F=F S=S P=F//2 G=G\n  relu6\n}" in spec
+    assert "conv_relu6_1: ConvReLU6 K=8 F=3 S=2\n" in spec and "conv_relu6_2: ConvReLU6 K=32 F=1\n" in spec
+    assert "classifier: fc 10\n" in spec
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_densenet_running_concat(tmp_path: Path) -> None:
+    """Each dense layer reads every feature map before it: a concat of what came before and the layer."""
+    path = tmp_path / "densenet_like.onnx"
+    _export(_randomised(DenseNetLike), (3, 16, 16), path, "torchscript")
+    _, spec = _round_trip(path, (3, 16, 16))
+    assert spec.count("concat {") == 5 and spec.count("branch { identity }") == 5
+    assert "branch { denselayer3: " in spec
 
 
 # --- archc's own ONNX of the zoo's specs --------------------------------------------------------
@@ -282,7 +353,25 @@ def test_unsupported_node_is_named(tmp_path: Path) -> None:
     with pytest.raises(ImportFailure) as e:
         import_onnx(path)
     text = str(e.value)
-    assert "'/odd/Erf' (Erf)" in text and "[1, 3, 4, 4]" in text
+    assert "'/odd/Erf' (Erf)" in text and "[N, 3, 4, 4]" in text
+
+
+def test_castlike_of_a_constant_is_a_constant(tmp_path: Path) -> None:
+    """`dynamo=True, optimize=False` casts each constant like the input (CastLike): still a constant."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Constant", [], ["lo"], value_float=0.0),
+        helper.make_node("Constant", [], ["hi"], value_float=6.0),
+        helper.make_node("CastLike", ["lo", "x"], ["lo_c"]),
+        helper.make_node("CastLike", ["hi", "x"], ["hi_c"]),
+        helper.make_node("Clip", ["x", "lo_c", "hi_c"], ["y"], name="/act/Clip"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4, 4])])
+    path = tmp_path / "clip.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert import_onnx(path).text.strip().splitlines()[-1] == "act: relu6"
 
 
 def test_asymmetric_padding_is_refused(tmp_path: Path) -> None:
@@ -300,3 +389,4 @@ def test_asymmetric_padding_is_refused(tmp_path: Path) -> None:
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(ImportFailure, match="asymmetric padding"):
         import_onnx(path)
+

@@ -112,6 +112,9 @@ def _match(view: GraphView, path: Path) -> list[Leaf | Join]:
                 items.append(Leaf(match, resolve(match.input), index, node))
             continue
         dynamic = [resolve(i) for i in node.input if i and not view.is_static(i)]
+        if node.op_type == "Concat" and len(node.input) == 1 and dynamic:  # torch.cat of one tensor
+            alias[node.output[0]] = dynamic[0]
+            continue
         if node.op_type in MERGE_OPS and len(dynamic) >= 2 and len(dynamic) == len([i for i in node.input if i]):
             if node.op_type == "Concat" and not _channel_concat(view, node):
                 raise _fail(view, path, node, "a concatenation along an axis other than the channels")
@@ -124,8 +127,23 @@ def _match(view: GraphView, path: Path) -> list[Leaf | Join]:
     for item in items:
         if isinstance(item, Join):
             item.inputs = [resolve(i) for i in item.inputs]
+    _running_concats(items)
     view.outputs = [resolve(o) for o in view.outputs]
     return items
+
+
+def _running_concats(items: list[Leaf | Join]) -> None:
+    """DenseNet's running concatenation: `cat(x, y1, ..., yk)` where `cat(x, y1, ..., yk-1)` is
+    also computed is that concatenation and `yk`, so each layer's step is one
+    `concat { branch { identity } branch { layer } }` of what came before (the same channels in
+    the same order)."""
+    concats = {tuple(j.inputs): j for j in items if isinstance(j, Join) and j.node.op_type == "Concat"}
+    for join in concats.values():
+        for k in range(len(join.inputs) - 1, 1, -1):
+            prefix = concats.get(tuple(join.inputs[:k]))
+            if prefix is not None and prefix is not join and prefix.index < join.index:
+                join.inputs = [prefix.output, *join.inputs[k:]]
+                break
 
 
 def _check_closed(view: GraphView, path: Path, match: Match, node: onnx.NodeProto) -> None:

@@ -127,10 +127,12 @@ class GraphView:
     def _infer(self, model: onnx.ModelProto) -> None:
         fixed = onnx.ModelProto()
         fixed.CopyFrom(model)
+        self.batch_free = False  # whether the batch was left open (`dynamic_axes`): messages then say N
         for inp in fixed.graph.input:
             dims = inp.type.tensor_type.shape.dim
             if dims and not dims[0].HasField("dim_value"):
                 dims[0].dim_value = 1  # batch 1: every shape concrete
+                self.batch_free = True
         try:
             inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
         except Exception:  # noqa: BLE001 - an inference failure leaves shapes unknown; matchers say so
@@ -177,6 +179,8 @@ class GraphView:
             return False
         if node.op_type in STATIC_OPS:
             return True
+        if node.op_type == "CastLike":  # its second input gives a type only (dynamo=True, optimize=False)
+            return self.is_static(node.input[0])
         return all(self.is_static(i) for i in node.input)
 
     def static_value(self, value: str) -> np.ndarray | None:
@@ -212,6 +216,9 @@ class GraphView:
         if node.op_type == "Size":
             shape = self.shape(node.input[0])
             return None if shape is None else np.array(math.prod(shape), np.int64)
+        if node.op_type == "CastLike":
+            x, to = self.static_value(node.input[0]), self.types.get(node.input[1])
+            return None if x is None or not to else x.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
         ins = [self.static_value(i) if i else None for i in node.input]
         if any(v is None and i for v, i in zip(ins, node.input, strict=True)):
             return None
@@ -308,9 +315,15 @@ class GraphView:
         }
 
     def describe(self, node: onnx.NodeProto) -> str:
-        """A node for an error message: name, op type, input and output shapes."""
+        """A node for an error message: name, op type, input and output shapes; the batch of a
+        computed value is `N` where the model leaves it open (`[N, 64, 56, 56]`), as the user wrote it."""
+        def text(v: str) -> str:
+            shape = self.shape(v)
+            batch = self.batch_free and shape is not None and len(shape) > 0 and shape[0] == 1 and not self.is_static(v)
+            return _shape_text(shape, "N" if batch else None)
+
         def shapes(values: Iterator[str] | list[str]) -> str:
-            return ", ".join(_shape_text(self.shape(v)) for v in values if v)
+            return ", ".join(text(v) for v in values if v)
 
         return (
             f"node {node.name or '(unnamed)'!r} ({node.op_type}), inputs [{shapes(list(node.input))}] "
@@ -349,5 +362,10 @@ def _listing(text: str) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | tuple) else []
 
 
-def _shape_text(shape: tuple[int, ...] | None) -> str:
-    return "?" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+def _shape_text(shape: tuple[int, ...] | None, batch: str | None = None) -> str:
+    if shape is None:
+        return "?"
+    dims = [str(d) for d in shape]
+    if batch is not None:
+        dims[0] = batch
+    return "[" + ", ".join(dims) + "]"

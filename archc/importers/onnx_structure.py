@@ -291,6 +291,7 @@ class Slot:
     index: int  # into the template's values
     key: str  # the key it sets (names a parameter)
     default: int | None = None  # the key's default: a literal default is not written
+    less: int = 0  # written as `N-1`: the count of a stage's other blocks, N being all of them
 
 
 # keys the CNN matchers always write, so that blocks differing in a stride are one block
@@ -304,17 +305,24 @@ class Call:
     offset: int  # where its values start in the caller's
 
 
-Part = str | Slot | Call
+@dataclass(frozen=True, eq=False)
+class Label:
+    """`name: ` of a block call or repeat; a `Sequential` index gets its name once blocks have theirs."""
+    entry: ScopeE | RepeatE
+
+
+Part = str | Slot | Call | Label
 
 
 @dataclass(eq=False)
 class Template:
     lines: list[tuple[int, list[Part]]] = field(default_factory=list)
     values: list[int] = field(default_factory=list)
+    cached: tuple[Any, ...] | None = None  # the key, fixed once taken: index names come later
 
-    def slot(self, value: int, key: str, default: int | None = None) -> Slot:
+    def slot(self, value: int, key: str, default: int | None = None, less: int = 0) -> Slot:
         self.values.append(value)
-        return Slot(len(self.values) - 1, key, default)
+        return Slot(len(self.values) - 1, key, default, less)
 
     def call(self, scope: ScopeE) -> Call:
         assert scope.template is not None
@@ -323,12 +331,19 @@ class Template:
         return c
 
     def key(self) -> tuple[Any, ...]:
+        if self.cached is None:
+            self.cached = self._key()
+        return self.cached
+
+    def _key(self) -> tuple[Any, ...]:
         def part(p: Part) -> Any:
             if isinstance(p, Slot):
-                return ("#", p.key)
+                return ("#", p.key, p.less)
             if isinstance(p, Call):
                 assert p.scope.template is not None
                 return ("call", p.scope.template.key())
+            if isinstance(p, Label):
+                return ("label", "#" if p.entry.name.isdigit() else p.entry.name)
             return p
 
         return tuple((indent, tuple(part(p) for p in parts)) for indent, parts in self.lines)
@@ -347,9 +362,14 @@ def _name(text: str) -> str:
 
 
 def _layer_names(entries: list[Entry]) -> None:
-    """Names unique in the scope: a paramless layer's repeated name is dropped, a layer with
-    weights and no name is named by its kind (`conv1`), as the compiler would."""
+    """Names unique in the scope: a paramless layer's repeated name, a name that only repeats its
+    kind (`relu: relu`) and a `Sequential` index are dropped; a layer with weights and no name is
+    named by its kind (`conv`, or `conv1`, `conv2` where there are several), as a person would."""
     layers = _scope_layers(entries)
+    for e in layers:
+        kind = e.leaf.match.statement.split()[0]
+        if e.name is not None and (e.name.isdigit() or (e.name == kind and not e.leaf.match.weights)):
+            e.name = None
     counts: dict[str, int] = {}
     for e in layers:
         if e.name is not None:
@@ -361,13 +381,25 @@ def _layer_names(entries: list[Entry]) -> None:
         if e.name is not None and not e.leaf.match.weights and counts[_BASE.sub("", e.name)] > 1:
             e.name = None
     seen: set[str] = set()
+    unnamed = [_short(e) for e in layers if e.name is None and e.leaf.match.weights]
     for e in layers:
         if e.name is not None and e.name in seen:
             e.name = _fresh(e.name, taken)
         if e.name is None and e.leaf.match.weights:
-            e.name = _fresh(e.leaf.match.statement.split()[0], taken, start=1)
+            kind = _short(e)
+            if unnamed.count(kind) == 1 and kind not in taken:
+                e.name = kind
+                taken.add(kind)
+            else:
+                e.name = _fresh(kind, taken, start=1)
         if e.name is not None:
             seen.add(e.name)
+
+
+def _short(e: LayerE) -> str:
+    """The name a layer with weights gets from its kind: `conv`, `bn`, `fc`, ..."""
+    kind = e.leaf.match.statement.split()[0]
+    return {"batchnorm": "bn", "layernorm": "ln", "convtranspose": "deconv"}.get(kind, kind)
 
 
 def _fresh(base: str, taken: set[str], start: int = 2) -> str:
@@ -389,11 +421,26 @@ def _scope_layers(entries: list[Entry]) -> list[LayerE]:
     return out
 
 
+def _inline(entries: list[Entry]) -> list[Entry]:
+    """A module holding one layer is that layer under the module's name (`classifier: fc 10`,
+    `downsample: conv ...`), not a block of one line."""
+    out: list[Entry] = []
+    for e in entries:
+        if isinstance(e, ScopeE) and len(e.entries) == 1 and isinstance(e.entries[0], LayerE):
+            e = LayerE(e.entries[0].leaf, e.name)
+        elif isinstance(e, MergeE):
+            e.branches = [_inline(b) for b in e.branches]
+        out.append(e)
+    return out
+
+
 def _prepare(entries: list[Entry]) -> list[Entry]:
     """Bottom-up: children's templates, repeats of numbered children, names of numbered children."""
-    _layer_names(entries)
     for scope in _walk_scopes(entries):
         scope.entries = _prepare(scope.entries)
+    entries = _inline(entries)
+    _layer_names(entries)
+    for scope in _walk_scopes(entries):
         scope.template = _template(scope.entries)
     out: list[Entry] = []
     k = 0
@@ -419,7 +466,7 @@ def _prepare(entries: list[Entry]) -> list[Entry]:
         out[1] = rest
     named: list[ScopeE | RepeatE] = [*_walk_scopes(out), *(r for r in out if isinstance(r, RepeatE))]
     for n in named:
-        if n.name not in ("first", "rest"):
+        if n.name not in ("first", "rest") and not n.name.isdigit():  # indices: named by `_index_names`
             n.name = _name(n.name)
     return out
 
@@ -479,15 +526,17 @@ def _lines(entries: list[Entry], t: Template, indent: int) -> None:
         elif isinstance(e, ScopeE):
             whole = _whole_repeat(e)
             if whole is not None:
-                _repeat(whole, t, indent)
+                _repeat(whole, t, indent, Label(e))
             else:
-                t.lines.append((indent, [f"{e.name}: ", t.call(e)]))
+                t.lines.append((indent, [Label(e), t.call(e)]))
         else:
-            _repeat(e, t, indent)
+            _repeat(e, t, indent, Label(e))
 
 
-def _repeat(e: RepeatE, t: Template, indent: int) -> None:
-    t.lines.append((indent, [f"{e.name}: repeat ", t.slot(len(e.copies), "N"), " {"]))
+def _repeat(e: RepeatE, t: Template, indent: int, label: Label) -> None:
+    # a stage's `rest` after its `first`: `repeat N-1` with N the stage's blocks, as torchvision counts them
+    less = 1 if e.name == "rest" else 0
+    t.lines.append((indent, [label, "repeat ", t.slot(len(e.copies) + less, "N", less=less), " {"]))
     t.lines.append((indent + 1, [t.call(e.copies[0])]))
     t.lines.append((indent, ["}"]))
 
@@ -514,6 +563,8 @@ class Block:
     instances: list[ScopeE]
     exprs: list[str | None] = field(default_factory=list)  # per slot: None when literal
     params: list[tuple[str, int]] = field(default_factory=list)  # name, defining slot
+    defaults: dict[str, int] = field(default_factory=dict)  # a parameter's default: S=1, as conv's
+    base: str = ""  # the name before a number made it unique (`Bottleneck` for `Bottleneck2`)
 
 
 def render(entries: list[Entry], classes: dict[Path, str], header: list[str]) -> tuple[str, list[tuple[str, LayerE]]]:
@@ -541,24 +592,82 @@ def render(entries: list[Entry], classes: dict[Path, str], header: list[str]) ->
     used: set[str] = set()
     for b in order:
         _parameterise(b, blocks)
-        b.name = _block_name(b, classes, used)
+        b.name, b.base = _block_name(b, classes, used)
+    _index_names(entries, blocks)
     text = [_render_block(b, blocks) for b in order]
     body = [_line(indent, parts, lambda s: str(root.values[s.index]), blocks, root) for indent, parts in root.lines]
     spec = "\n".join([*header, *body, "", *text]) + "\n"
     return spec, _weights(entries, ())
 
 
+def _index_names(entries: list[Entry], blocks: dict[tuple[Any, ...], Block]) -> None:
+    """`Sequential` indices as names a person would write: the block called, in snake case
+    (`features.1` calling `InvertedResidual` -> `inverted_residual`, or `inverted_residual1`,
+    `inverted_residual2`, ... where several siblings call one block), as archc names cannot be digits."""
+    siblings: list[Entry] = []
+
+    def gather(es: list[Entry]) -> None:
+        for e in es:
+            siblings.append(e)
+            if isinstance(e, MergeE):
+                for b in e.branches:
+                    gather(b)
+
+    gather(entries)
+
+    def block_of(e: ScopeE | RepeatE) -> str:
+        scope = e if isinstance(e, ScopeE) else e.copies[0]
+        whole = _whole_repeat(scope) if isinstance(e, ScopeE) else None
+        if whole is not None:
+            scope = whole.copies[0]
+        assert scope.template is not None
+        return _snake(blocks[scope.template.key()].base)
+
+    numbered = [e for e in siblings if isinstance(e, ScopeE | RepeatE) and e.name.isdigit()]
+    taken = {e.name for e in siblings if isinstance(e, LayerE | ScopeE | RepeatE) and e.name and not e.name.isdigit()}
+    bases = [block_of(e) for e in numbered]
+    for n, base in zip(numbered, bases, strict=True):
+        if bases.count(base) == 1 and base not in taken:
+            n.name = base
+            taken.add(base)
+        else:
+            n.name = _fresh(base + "_" if base[-1].isdigit() else base, taken, start=1)  # conv_relu6_1
+    for s in siblings:
+        if isinstance(s, ScopeE):
+            whole = _whole_repeat(s)
+            for copy in whole.copies if whole is not None else [s]:
+                _index_names(copy.entries, blocks)
+        elif isinstance(s, RepeatE):
+            for copy in s.copies:
+                _index_names(copy.entries, blocks)
+
+
+def _snake(name: str) -> str:
+    """`InvertedResidual` -> `inverted_residual`, `SEBlock` -> `se_block`, `ConvBNReLU6` ->
+    `conv_bn_relu6` (a keyword gets `_`)."""
+    for kind, word in KIND_WORDS.items():
+        name = name.replace(word, kind.capitalize()) if len(word) > 2 and word != kind.capitalize() else name
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", name) or ["block"]
+    return _name("_".join(w.lower() for w in words))
+
+
 def _parameterise(b: Block, blocks: dict[tuple[Any, ...], Block]) -> None:
     columns = list(zip(*(s.template.values for s in b.instances if s.template is not None), strict=True))
     keys: dict[int, str] = {}
+    defaults: dict[int, int] = {}
     for _, parts in b.template.lines:
         for p in parts:
             if isinstance(p, Slot):
                 keys[p.index] = p.key
+                if p.default is not None:
+                    defaults[p.index] = p.default
             elif isinstance(p, Call):
                 assert p.scope.template is not None
-                for pname, k in blocks[p.scope.template.key()].params:
+                child = blocks[p.scope.template.key()]
+                for pname, k in child.params:
                     keys[p.offset + k] = pname.rstrip("0123456789") or pname
+                    if pname in child.defaults:
+                        defaults[p.offset + k] = child.defaults[pname]
     names: set[str] = set()
     for j, column in enumerate(columns):
         if len(set(column)) == 1:
@@ -573,6 +682,8 @@ def _parameterise(b: Block, blocks: dict[tuple[Any, ...], Block]) -> None:
                 expr = f"{pname}*{column[0] // other[0]}"
             elif all(c and o % c == 0 for c, o in zip(column, other, strict=True)) and len({o // c for c, o in zip(column, other, strict=True)}) == 1:
                 expr = f"{pname}//{other[0] // column[0]}"
+            elif any(column) and (d := _divisor(column, other)) is not None:
+                expr = f"{pname}//{d}"  # a padding of half the window: P=F//2
             if expr is not None:
                 break
         if expr is None:
@@ -581,15 +692,40 @@ def _parameterise(b: Block, blocks: dict[tuple[Any, ...], Block]) -> None:
             expr = base if base not in names else _fresh(base, names)
             names.add(expr)
             b.params.append((expr, j))
+            if j in defaults:
+                b.defaults[expr] = defaults[j]
         b.exprs.append(expr)
+
+
+def _divisor(column: tuple[int, ...], other: tuple[int, ...]) -> int | None:
+    """d such that every value is the other's value // d (P = F//2 for windows 3, 5 and 1)."""
+    c, o = next((c, o) for c, o in zip(column, other, strict=True) if c)
+    return next((d for d in range(2, o // c + 1) if all(c == o // d for c, o in zip(column, other, strict=True))), None)
+
+
+KIND_WORDS = {"conv": "Conv", "batchnorm": "BN", "relu": "ReLU", "relu6": "ReLU6", "silu": "SiLU", "fc": "FC",
+              "hardswish": "Hardswish", "sigmoid": "Sigmoid", "maxpool": "MaxPool", "avgpool": "AvgPool"}
+
+
+def _kinds_name(t: Template) -> str | None:
+    """A block of a few layers and no structure named by its kinds, as torchvision's
+    `Conv2dNormActivation` is written `ConvBNReLU6` (where the exporter gave no class name)."""
+    kinds: list[str] = []
+    for _, parts in t.lines:
+        words = [p for p in parts if isinstance(p, str) and not p.endswith(": ") and p.strip()]
+        if not words or not re.fullmatch(r"[a-z][a-z0-9]*", words[0]) or words[0] not in KIND_WORDS:
+            return None
+        if words[0] not in kinds:
+            kinds.append(words[0])
+    return "".join(KIND_WORDS[k] for k in kinds) if 1 < len(kinds) <= 3 else None
 
 
 CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})  # classes that say nothing of a block
 
 
-def _block_name(b: Block, classes: dict[Path, str], used: set[str]) -> str:
+def _block_name(b: Block, classes: dict[Path, str], used: set[str]) -> tuple[str, str]:
     found = [c for c in (classes.get(s.path) for s in b.instances) if c not in CONTAINERS]
-    name = next((c for c in found if c), None)
+    name = next((c for c in found if c), None) or _kinds_name(b.template)
     if name is None:
         leaf = b.instances[0].path[-1] if b.instances[0].path else "block"
         if leaf.isdigit() and len(b.instances[0].path) > 1:
@@ -598,10 +734,11 @@ def _block_name(b: Block, classes: dict[Path, str], used: set[str]) -> str:
     name = re.sub(r"\W", "", name) or "Block"
     if name[0].isdigit():
         name = "B" + name
+    base = name
     if name in used:
         name = _fresh(name, used)
     used.add(name)
-    return name
+    return name, base
 
 
 def _render_block(b: Block, blocks: dict[tuple[Any, ...], Block]) -> str:
@@ -609,7 +746,9 @@ def _render_block(b: Block, blocks: dict[tuple[Any, ...], Block]) -> str:
         expr = b.exprs[s.index]
         return expr if expr is not None else str(b.template.values[s.index])
 
-    params = ", ".join(n for n, _ in b.params)
+    # parameters with defaults last, as a person writes `block B(K, F, S=1)`
+    ordered = sorted(b.params, key=lambda p: p[0] in b.defaults)
+    params = ", ".join(n if n not in b.defaults else f"{n}={b.defaults[n]}" for n, _ in ordered)
     head = f"block {b.name}({params}) {{" if params else f"block {b.name} {{"
     lines = [_line(indent + 1, parts, value, blocks, b.template) for indent, parts in b.template.lines]
     return "\n".join([head, *lines, "}", ""])
@@ -620,14 +759,19 @@ def _line(indent: int, parts: list[Part], value: Any, blocks: dict[tuple[Any, ..
     for p in parts:
         if isinstance(p, Slot):
             text = value(p)
+            if p.less:
+                text = str(int(text) - p.less) if text.isdigit() else f"{text}-{p.less}"
             if p.default is not None and text == str(p.default) and len(out) >= 2 and out[-1].endswith("="):
                 del out[-2:]  # " S=" of a stride that is 1 in every call
                 continue
             out.append(text)
+        elif isinstance(p, Label):
+            out.append(f"{p.entry.name}: ")
         elif isinstance(p, Call):
             assert p.scope.template is not None
             child = blocks[p.scope.template.key()]
-            args = [f"{n}={value(Slot(p.offset + j, n))}" for n, j in child.params]
+            args = [f"{n}={v}" for n, j in child.params
+                    if (v := value(Slot(p.offset + j, n))) != str(child.defaults.get(n))]
             out.append(" ".join([child.name, *args]))
         else:
             out.append(p)
