@@ -91,16 +91,17 @@ def build(name: str) -> Any:
 def export(model: Any, shape: tuple[int, ...], path: Path, exporter: str) -> None:
     import torch
 
+    batch = 2 if exporter.startswith("dynamo") else 1  # torch.export specialises a dimension of 1
     if len(shape) == 1:
-        x = torch.randint(0, 50257, (1, *shape))
+        x = torch.randint(0, 50257, (batch, *shape))
     else:
-        x = torch.randn(1, *shape)
+        x = torch.randn(batch, *shape)
     if exporter.startswith("dynamo"):
-        batch = torch.export.Dim("batch", min=1, max=64)
+        dim = torch.export.Dim("batch", min=1, max=64)
         name = next(iter(inspect.signature(model.forward).parameters))
         # its optimiser folds batchnorm into the convolutions; optimize=False keeps it
         torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["input"], output_names=["output"],
-                          dynamic_shapes={name: {0: batch}}, verbose=False, optimize=exporter != "dynamo-bn")
+                          dynamic_shapes={name: {0: dim}}, verbose=False, optimize=exporter != "dynamo-bn")
     else:
         training = torch.onnx.TrainingMode.PRESERVE if exporter == "torchscript-bn" else torch.onnx.TrainingMode.EVAL
         torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"], output_names=["output"],

@@ -8,6 +8,7 @@ onnxruntime the outputs of the original model within 1e-4 relative error.
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -354,6 +355,48 @@ def test_unsupported_node_is_named(tmp_path: Path) -> None:
         import_onnx(path)
     text = str(e.value)
     assert "'/odd/Erf' (Erf)" in text and "[N, 3, 4, 4]" in text
+
+
+class CountedStack(nn.Module):  # torchvision's ViT names its layers encoder_layer_0, encoder_layer_1, ...
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.layers = nn.Sequential(OrderedDict(
+            (f"unit_{i}", nn.Sequential(OrderedDict(conv=nn.Conv2d(8, 8, 3, padding=1), act=nn.ReLU()))) for i in range(3)))
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_counted_children_are_a_repeat(tmp_path: Path) -> None:
+    path = tmp_path / "counted.onnx"
+    _export(_randomised(CountedStack), (3, 8, 8), path, "torchscript")
+    _, spec = _round_trip(path, (3, 8, 8))
+    assert "layers: repeat 3 { " in spec and "unit_" not in spec
+
+
+def test_a_shape_read_inside_a_match_is_no_use(tmp_path: Path) -> None:
+    """MatMul + Add is one fc even where a Shape reads the MatMul's output (the TorchScript exporter
+    reads shapes so inside torchvision's attention): a Shape computes nothing to lose."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "fc.weight_t"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "fc.bias")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "fc.weight_t"], ["m"], name="/fc/MatMul"),
+        helper.make_node("Add", ["m", "fc.bias"], ["a"], name="/fc/Add"),
+        helper.make_node("Shape", ["m"], ["s"], name="/Shape"),
+        helper.make_node("Reshape", ["a", "s"], ["y"], name="/Reshape"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], inits)
+    path = tmp_path / "fc.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    net, spec = _round_trip(path, (8,))
+    assert "fc: fc 4" in spec and net.params == 36
 
 
 def test_castlike_of_a_constant_is_a_constant(tmp_path: Path) -> None:

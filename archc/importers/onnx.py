@@ -153,7 +153,10 @@ def _check_closed(view: GraphView, path: Path, match: Match, node: onnx.NodeProt
         for o in inner.output:
             if not o or o == match.output:
                 continue
-            outside = [c for c in view.consumers(o) if view.key(c) not in match.nodes]
+            # a Shape of it is no computation to lose (the TorchScript exporter reads the shape of
+            # torchvision's attention output for the Reshape after it)
+            outside = [c for c in view.consumers(o)
+                       if view.key(c) not in match.nodes and not all(view.is_static(x) for x in c.output if x)]
             if outside or o in view.outputs:
                 raise _fail(view, path, node, f"it reads as '{match.statement}', but {o!r} is also used elsewhere")
 

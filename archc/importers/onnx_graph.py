@@ -162,8 +162,9 @@ class GraphView:
         return self._consumers.get(value, [])
 
     def only_consumer(self, value: str) -> onnx.NodeProto | None:
-        """The one node reading `value`, or None when several (or none, or a graph output) do."""
-        found = self.consumers(value)
+        """The one node reading `value`, or None when several (or none, or a graph output) do; a node
+        that reads only its shape (Shape, and what computes from shapes alone) does not count."""
+        found = [c for c in self.consumers(value) if not all(self.is_static(o) for o in c.output if o)]
         return found[0] if len(found) == 1 and value not in self.outputs else None
 
     def is_initializer(self, value: str) -> bool:

@@ -434,14 +434,16 @@ def _inline(entries: list[Entry]) -> list[Entry]:
     return out
 
 
-def _prepare(entries: list[Entry]) -> list[Entry]:
+def _prepare(entries: list[Entry], nested: bool = False) -> list[Entry]:
     """Bottom-up: children's templates, repeats of numbered children, names of numbered children."""
     for scope in _walk_scopes(entries):
-        scope.entries = _prepare(scope.entries)
+        scope.entries = _prepare(scope.entries, nested=True)
     entries = _inline(entries)
     _layer_names(entries)
     for scope in _walk_scopes(entries):
         scope.template = _template(scope.entries)
+    if nested and _counted(entries):
+        return [RepeatE("0", entries)]  # type: ignore[arg-type]  # checked: all ScopeE
     out: list[Entry] = []
     k = 0
     while k < len(entries):
@@ -469,6 +471,21 @@ def _prepare(entries: list[Entry]) -> list[Entry]:
         if n.name not in ("first", "rest") and not n.name.isdigit():  # indices: named by `_index_names`
             n.name = _name(n.name)
     return out
+
+
+def _counted(entries: list[Entry]) -> bool:
+    """Whether a module's children are all one call named by a counter (torchvision's ViT:
+    `encoder_layer_0` ... `encoder_layer_11`): the module is then a repeat, as a person writes it."""
+    if len(entries) < 2 or not all(isinstance(e, ScopeE) for e in entries):
+        return False
+    found = [re.fullmatch(r"(\w*?[A-Za-z_])(\d+)", e.name) for e in entries if isinstance(e, ScopeE)]
+    if not all(found):
+        return False
+    prefixes = {m.group(1) for m in found if m}
+    numbers = [int(m.group(2)) for m in found if m]
+    scopes = [e for e in entries if isinstance(e, ScopeE)]
+    return (len(prefixes) == 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+            and all(_same(e, scopes[0]) for e in scopes))
 
 
 def _walk_scopes(entries: list[Entry]) -> list[ScopeE]:
