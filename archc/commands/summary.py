@@ -72,8 +72,8 @@ def _size(n: int) -> str:
 def _input_form(parser: argparse.ArgumentParser, text: str) -> str:
     """The `--input` value, checked as an `input` line alone; a usage error (exit 2) if it is not one."""
     shape = " ".join(text.split())
-    probe = compile_text(f"input {shape}\nidentity\n", "--input")
-    if "\n" in text or probe.network is None:
+    probe = compile_text(f"input {shape}\n", "--input")  # an input alone: only "no layers" (E141) is expected
+    if "\n" in text or any(d.is_error and d.code != "E141" for d in probe.diagnostics):
         parser.error(
             f"--input {text!r}: not an input size; write it as `input` does: "
             "224x224x3 (HxWxC), 16000x1 (LxC), 16x112x112x3 (DxHxWxC), 784 (N) or '1024 tokens'"
@@ -219,8 +219,8 @@ def _print(args: argparse.Namespace, net: Network, at: AtInput | None) -> int:
     ]
     if n_held:
         footer.append(
-            f"Buffers:     {_with_si(n_held)} ({', '.join(buffer_names(net))} of {len(held)} "
-            f"layer{'s' if len(held) > 1 else ''}): state, not trained, not in Params; "
+            f"Buffers:     {_with_si(n_held)}: {', '.join(buffer_names(net))} of {len(held)} "
+            f"layer{'s' if len(held) > 1 else ''}; state, not trained, not in Params; "
             f"{_size(n_held * DTYPES[args.dtype])} ({args.dtype})"
         )
     footer += [
@@ -255,7 +255,7 @@ def _print(args: argparse.Namespace, net: Network, at: AtInput | None) -> int:
         print(f"**{title}**\n")
         print("\n".join(markdown_table(headers, table, right)))
         print()
-        print("\n".join(f"- {line.strip()}" for line in footer))
+        print("\n".join("- " + " ".join(line.split()) for line in footer))  # no column to align in Markdown
         if derivations:
             print("\n**Derivations**\n\n```text")
             print("\n".join(derivations))

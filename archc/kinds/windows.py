@@ -291,9 +291,11 @@ def _adaptive_explain(layer: Applied, counts: Counts) -> list[Line]:
     """PyTorch's split: output i averages input rows floor(i*n/out) to ceil((i+1)*n/out)."""
     lines = []
     shape = layer.ins[0]
+    if all(out == 1 for out in layer.out.spatial):
+        return _global_explain(layer, counts)
     for label, n, out in zip(shape.layout.spatial_axes, shape.spatial, layer.out.spatial, strict=True):
         if n % out == 0:
-            body = f"{n}/{out}: {out} windows of {n // out}, stride {n // out}"
+            body = f"{n}/{out}: {out} window{'s' if out > 1 else ''} of {n // out}, stride {n // out}"
         else:
             widths = [-(-(i + 1) * n // out) - i * n // out for i in range(out)]
             body = (

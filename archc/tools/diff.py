@@ -22,7 +22,7 @@ and its changed arguments (`N 3 -> 18`).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -99,18 +99,18 @@ def _row(na: Node | None, fa: LayerFacts | None, nb: Node | None, fb: LayerFacts
     changes = _attr_changes(na, nb) if na is not None and nb is not None else []
     kind = (na.kind if na else None, nb.kind if nb else None)
     output = (fa.output.text() if fa else None, fb.output.text() if fb else None)
-    counts = {k: pair(k) for k in ("weights", "biases", "params", "macs")}
+    counts = _counts(pair)
     names = (na.name if na else None, nb.name if nb else None)
     if na is None:
         status = ADDED
     elif nb is None:
         status = REMOVED
-    elif changes or kind[0] != kind[1] or output[0] != output[1] or any(p.diff for p in counts.values()):
+    elif changes or kind[0] != kind[1] or output[0] != output[1] or any(p.diff for p in counts):
         status = CHANGED
     else:
         status = SAME
     name = names[1] or names[0] or ""
-    return Row(name, status, kind, changes, output, **counts, names=names, depth=depth)
+    return Row(name, status, kind, changes, output, *counts, names=names, depth=depth)
 
 
 def _value_key(value: Any) -> str:
@@ -232,8 +232,13 @@ def _group_row(d_a: Network, d_b: Network, sa: str | None, sb: str | None, depth
     if changes:  # the changes column shows the arguments
         kind = (_block_word(xa) if xa else None, _block_word(xb) if xb else None)
     status = ADDED if xa is None else REMOVED if xb is None else CHANGED if changes else SAME
-    counts = {k: pair(k) for k in ("weights", "biases", "params", "macs")}
-    return Row(sb or sa or "", status, kind, changes, output, **counts, names=(sa, sb), depth=depth, group=True)
+    name = sb or sa or ""
+    return Row(name, status, kind, changes, output, *_counts(pair), names=(sa, sb), depth=depth, group=True)
+
+
+def _counts(pair: Callable[[str], Pair]) -> tuple[Pair, Pair, Pair, Pair]:
+    """Weights, biases, params and MACs, in Row's order."""
+    return pair("weights"), pair("biases"), pair("params"), pair("macs")
 
 
 def _block_word(scope: Scope) -> str:
@@ -251,6 +256,7 @@ def diff(a: Network, b: Network) -> Diff:
     rows: list[Row] = []
     open_groups: list[tuple[str | None, str | None]] = []
     for na, nb in pairs:
+        groups: list[tuple[str | None, str | None]]
         if nb is not None:
             groups = [(b_to_a.get(sb), sb) for sb in _chain(b.graph, nb.scope)]
         else:

@@ -350,9 +350,9 @@ def markdown_table(headers: list[str], table: list[tuple[bool, list[str]]], righ
 
 
 def csv_text(headers: list[str], records: list[list[Any]]) -> str:
-    """RFC 4180 CSV (`\\r\\n` line ends, as the csv module writes and spreadsheets read)."""
+    """CSV as the csv module writes it (quoted where needed), one record a line, `\\n` line ends."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(headers)
     writer.writerows(records)
     return buf.getvalue()
