@@ -191,7 +191,10 @@ def test_explain_merges_and_pools(capsys: pytest.CaptureFixture[str]) -> None:
 
     lines = explain_lines(net, "adaptiveavgpool1")
     # PyTorch's windows for 7 into 3: [0, 3), [2, 5), [4, 7): 3 wide each
-    assert lines[0] == ("shape", "7 into 3: window i covers floor(i*7/3) to ceil((i+1)*7/3), 3 to 3 wide, overlapping")
+    assert lines[0] == ("shape", "7 into 3: window i covers floor(i*7/3) to ceil((i+1)*7/3), 3 wide, overlapping")
+    lines = explain_lines(archc.loads("input 5x5x2\nadaptiveavgpool 3\n", "b.arch"), "adaptiveavgpool1")
+    # 5 into 3: [0, 2), [1, 4), [3, 5): 2, 3 and 2 wide
+    assert lines[0] == ("shape", "5 into 3: window i covers floor(i*5/3) to ceil((i+1)*5/3), 2 to 3 wide, overlapping")
 
 
 def test_explain_in_json(capsys: pytest.CaptureFixture[str]) -> None:

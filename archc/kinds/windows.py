@@ -300,7 +300,7 @@ def _adaptive_explain(layer: Applied, counts: Counts) -> list[Line]:
             widths = [-(-(i + 1) * n // out) - i * n // out for i in range(out)]
             body = (
                 f"{n} into {out}: window i covers floor(i*{n}/{out}) to ceil((i+1)*{n}/{out}), "
-                f"{min(widths)} to {max(widths)} wide, overlapping"
+                f"{min(widths) if min(widths) == max(widths) else f'{min(widths)} to {max(widths)}'} wide, overlapping"
             )
         lines.append((label, body))
     if all(body == lines[0][1] for _, body in lines):
