@@ -84,15 +84,14 @@ def _input_form(parser: argparse.ArgumentParser, text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     shape = _input_form(args.parser, args.input) if args.input else None
     result = compile_file(args.spec)
-    report(result)
     net = result.network
     at = None
     if net is not None and shape is not None:
         from archc.tools.summary import at_input
 
-        at = at_input(result, shape)
+        at = at_input(result, shape)  # its warnings are the ones at the new size: the spec's own are not shown
         result, net = at.result, at.network
-        report(result)
+    report(result)
     if net is None:
         if args.json:  # still one JSON object on stdout, for tools that parse it
             from archc.commands.check import diag_json
@@ -343,7 +342,7 @@ def _print_rich(title: str, headers: list[str], table: list[tuple[bool, list[str
         file=sys.stdout,
         force_terminal=color,
         no_color=not color,
-        width=max(needed, asked or 0),  # wider than asked rather than a number cut
+        width=max(needed, asked or 0, len(title)),  # wider than asked rather than a number cut
         highlight=False,
     )
     grid = Table(title=title, title_justify="left")
