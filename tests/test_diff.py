@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,13 @@ def test_block_groups_with_subtotals_and_changed_arguments(tmp_path: Path, golde
     block = next(b for b in doc["blocks"] if b["name"] == "layer1")
     assert block["changes"] == [{"key": "N", "a": "3", "b": "5"}] and block["params"]["diff"] == 2 * per_copy
     assert all(not layer["name"].startswith("layer1.repeat1.") or layer["depth"] == 3 for layer in doc["layers"])
+
+
+def test_on_a_narrow_terminal_no_count_is_cut(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("rich")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["diff", str(SPECS / "resnet50.arch"), str(SPECS / "resnet101.arch"), "--changed"]) == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "…" not in out
+    assert "7,098,368 -> 26,090,496 (+18,992,128)" in out  # layer3's params, N 6 -> 23

@@ -13,7 +13,7 @@ from conftest import GOLDEN, SPECS
 
 import archc
 from archc.cli import main
-from archc.commands.summary import column_widths
+from archc.tools.text_table import column_widths
 
 NUMBER = re.compile(r"\d[\d,]*\d|\d")
 

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from archc.api import CompileResult, Network, compile_file, compile_text, gc_paused
 from archc.commands.common import report, use_color
-from archc.tools.text_table import fixed_width
+from archc.tools.text_table import BORDERS, column_widths, fixed_width, table_width
 
 if TYPE_CHECKING:
     from archc.tools.summary import AtInput
@@ -289,43 +287,6 @@ def _checks_json(at: AtInput) -> list[dict[str, Any]]:
 
 
 FLEXIBLE = (0, 1)  # the layer and kind columns: they wrap; numbers and shapes never do
-MIN_FLEXIBLE = 12  # narrower, a wrapped name is more lines than text
-BORDERS = 3  # rich's "│ " ... " │" per column, plus one
-
-
-def table_width(stream: IO[str]) -> int | None:
-    """The columns to fit: COLUMNS when set, else a terminal's width; None (full width) off a terminal."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    if hasattr(stream, "isatty") and stream.isatty():
-        return shutil.get_terminal_size().columns
-    return None
-
-
-def column_widths(natural: list[int], width: int | None) -> list[int]:
-    """Each column's width: its natural width, or the layer and kind columns narrowed (the wider first)
-    until the table fits `width`; never below MIN_FLEXIBLE, never a number narrowed.
-
-    >>> column_widths([30, 20, 10, 8], None), column_widths([30, 20, 10, 8], 60)
-    ([30, 20, 10, 8], [18, 17, 10, 8])
-    >>> column_widths([30, 20, 10, 8], 20)  # too narrow: the minimum, wider than asked
-    [12, 12, 10, 8]
-    """
-    overhead = BORDERS * len(natural) + 1
-    if width is None or sum(natural) + overhead <= width:
-        return natural
-    fixed = sum(w for i, w in enumerate(natural) if i not in FLEXIBLE)
-    room = width - overhead - fixed
-    flex = {i: natural[i] for i in FLEXIBLE}
-    floor = {i: min(natural[i], MIN_FLEXIBLE) for i in FLEXIBLE}
-    # lower the widest flexible column one step at a time: an even narrowing, as a reader wants
-    while sum(flex.values()) > room:
-        widest = max(flex, key=lambda i: (flex[i] - floor[i], -i))
-        if flex[widest] <= floor[widest]:
-            break
-        flex[widest] -= 1
-    return [flex.get(i, w) for i, w in enumerate(natural)]
 
 
 def _print_rich(title: str, headers: list[str], table: list[tuple[bool, list[str]]], footer: list[str]) -> None:
@@ -335,7 +296,7 @@ def _print_rich(title: str, headers: list[str], table: list[tuple[bool, list[str
 
     natural = [max(len(r[i]) for r in [headers, *(cells for _, cells in table)]) for i in range(len(headers))]
     asked = table_width(sys.stdout)
-    widths = column_widths(natural, asked)
+    widths = column_widths(natural, asked, FLEXIBLE)
     needed = sum(widths) + BORDERS * len(widths) + 1
     color = use_color(sys.stdout)
     console = Console(

@@ -3,7 +3,9 @@
     >>> import archc
     >>> net = archc.loads("input 8x8x3\\nc1: conv K=4 F=3\\nrelu", "tiny.arch")
     >>> dot = to_dot(net)
-    >>> '"c1" [' in dot and '"input" -> "c1"' in dot and '"c1" -> "relu1"' in dot
+    >>> '"c1" [' in dot and '"input" -> "c1"' in dot and 'conv K=4 F=3 + relu' in dot
+    True
+    >>> '"c1" -> "relu1"' in to_dot(net, fold=False)
     True
 
 One box per layer, top to bottom (`rankdir="LR"`: left to right): its name,

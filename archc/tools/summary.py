@@ -335,7 +335,7 @@ def markdown_table(headers: list[str], table: list[tuple[bool, list[str]]], righ
     """A GitHub-flavoured Markdown table; group rows (block instances, repeats) in bold.
 
     >>> markdown_table(["Layer", "Params"], [(True, ["b", "10"]), (False, ["b.c|d", "10"])], {1})
-    ['| Layer | Params |', '| :--- | ---: |', '| **b** | **10** |', '| b.c\\|d | 10 |']
+    ['| Layer | Params |', '| :--- | ---: |', '| **b** | **10** |', '| b.c\\\\|d | 10 |']
     """
 
     def cell(text: str, bold: bool) -> str:
