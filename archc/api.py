@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from archc.analysis import Analysis, LayerFacts, analyze
-from archc.diagnostics import Diagnostic, SpecError, error, render
+from archc.diagnostics import MAX_SHOWN, Diagnostic, SpecError, error, in_order, render
 from archc.frontend import syntax as S
 from archc.frontend.elaborate import elaborate
-from archc.frontend.parser import parse
+from archc.frontend.parser import parse_counted
 from archc.ir import Assertion, Graph, Span
 from archc.kinds import KINDS, per_dimension_attrs
+from archc.limits import DEFAULT_MAX_LAYERS
 
 if TYPE_CHECKING:  # the generators import torch / onnx; never on the path of `check`
     import onnx
@@ -45,6 +46,7 @@ class CompileResult(NamedTuple):
     network: Network | None
     diagnostics: tuple[Diagnostic, ...]
     assertions: tuple[Assertion, ...] = ()  # known once the spec elaborated
+    omitted: int = 0  # diagnostics found past the MAX_SHOWN kept (in source order): "... and N more"
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -55,7 +57,7 @@ class CompileResult(NamedTuple):
         return tuple(d for d in self.diagnostics if not d.is_error)
 
     def render(self, color: bool = False) -> str:
-        return render(self.diagnostics, self.path, self.text, color)
+        return render(self.diagnostics, self.path, self.text, color, self.omitted)
 
 
 class Network:
@@ -148,21 +150,25 @@ def _network_name(filename: str) -> str:
     return re.sub(r"\W", "_", stem) or "network"
 
 
-def compile_text(text: str, filename: str = "<string>") -> CompileResult:
-    """Parse, elaborate and analyse source text; never raises on a bad spec."""
+def compile_text(text: str, filename: str = "<string>", max_layers: int = DEFAULT_MAX_LAYERS) -> CompileResult:
+    """Parse, elaborate and analyse source text; never raises on a bad spec.
+
+    `max_layers`: the most layers the spec may elaborate to (`--max-layers`),
+    counted before a repeat or block call creates them (E140).
+    """
     # The front end allocates millions of small objects and frees none of them
     # until the end: the cyclic GC's repeated full passes would make big specs
     # quadratic (100k layers: 9 s with it, far less without).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile_text(text, filename)
+        return _compile_text(text, filename, max_layers)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _compile_text(text: str, filename: str) -> CompileResult:
+def _compile_text(text: str, filename: str, max_layers: int) -> CompileResult:
     if not text.strip():
         diag = error(
             "E401",
@@ -171,20 +177,40 @@ def _compile_text(text: str, filename: str) -> CompileResult:
             "a spec needs at least `input HxWxC` and one layer",
         )
         return CompileResult(filename, text, None, (diag,))
-    program, diags = parse(text)
+    program, diags, omitted = parse_counted(text)
     if program is None:
-        return CompileResult(filename, text, None, tuple(diags))
-    graph, more = elaborate(program, _network_name(filename))
+        return _result(filename, text, None, diags, (), omitted)
+    graph, more = elaborate(program, _network_name(filename), max_layers)
     diags.extend(more)
     if graph is None:
-        return CompileResult(filename, text, None, tuple(diags))
+        return _result(filename, text, None, diags, (), omitted)
     analysis, more = analyze(graph)
     diags.extend(more)
     if analysis is None or any(d.is_error for d in diags):
-        return CompileResult(filename, text, None, tuple(diags), graph.assertions)
-    warnings = tuple(d for d in diags if not d.is_error)
+        return _result(filename, text, None, diags, graph.assertions, omitted)
+    warnings = tuple(d for d in in_order(diags)[:MAX_SHOWN] if not d.is_error)
     network = Network(analysis, filename, text, warnings, program)
-    return CompileResult(filename, text, network, tuple(diags), graph.assertions)
+    return _result(filename, text, network, diags, graph.assertions, omitted)
+
+
+def _result(
+    path: str,
+    text: str,
+    network: Network | None,
+    diags: list[Diagnostic],
+    assertions: tuple[Assertion, ...],
+    omitted: int,
+) -> CompileResult:
+    """A result keeping at most MAX_SHOWN diagnostics per file, the first in source order; the rest counted.
+
+    Every output (text, JSON, GitHub annotations, JUnit) shows what is kept and
+    "... and N more": a spec with 100,000 bad lines makes a report of 50.
+    """
+    if len(diags) > MAX_SHOWN:
+        first = {id(d) for d in in_order(diags)[:MAX_SHOWN]}
+        omitted += len(diags) - MAX_SHOWN
+        diags = [d for d in diags if id(d) in first]  # in the order found, as when none is dropped
+    return CompileResult(path, text, network, tuple(diags), assertions, omitted)
 
 
 def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
@@ -244,7 +270,7 @@ def _shown_text(path: Path, upto_line: int) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
 
 
-def compile_file(path: str | Path) -> CompileResult:
+def compile_file(path: str | Path, max_layers: int = DEFAULT_MAX_LAYERS) -> CompileResult:
     p = Path(path)
     text, problem = read_source(p)
     if problem is not None:
@@ -253,7 +279,7 @@ def compile_file(path: str | Path) -> CompileResult:
         shown = _shown_text(p, problem.span.line) if problem.span is not None else ""
         return CompileResult(str(path), shown, None, (problem,))
     assert text is not None
-    return compile_text(text, str(path))
+    return compile_text(text, str(path), max_layers)
 
 
 def _raise_if_invalid(result: CompileResult) -> Network:
@@ -262,11 +288,11 @@ def _raise_if_invalid(result: CompileResult) -> Network:
     return result.network
 
 
-def load(path: str | Path) -> Network:
+def load(path: str | Path, max_layers: int = DEFAULT_MAX_LAYERS) -> Network:
     """Load and check a `.arch` file; raises `SpecError` with rendered diagnostics."""
-    return _raise_if_invalid(compile_file(path))
+    return _raise_if_invalid(compile_file(path, max_layers))
 
 
-def loads(text: str, filename: str = "<string>") -> Network:
+def loads(text: str, filename: str = "<string>", max_layers: int = DEFAULT_MAX_LAYERS) -> Network:
     """Load and check spec text; `filename` names it in messages (and names the network)."""
-    return _raise_if_invalid(compile_text(text, filename))
+    return _raise_if_invalid(compile_text(text, filename, max_layers))

@@ -11,15 +11,12 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from archc.diagnostics import Diagnostic, error, warning
-from archc.ir import INPUT, Assertion, Graph, Node, Shape, written_layout
+from archc.ir import INPUT, Assertion, Frozen, Graph, Node, Shape, written_layout
 from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, apply, uneven_division
 
 
-class LayerFacts(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LayerFacts(Frozen):
 
     name: str
     kind: str
@@ -43,8 +40,7 @@ class LayerFacts(BaseModel):
         return Applied(attrs, self.inputs, self.output, self.window)
 
 
-class Totals(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class Totals(Frozen):
 
     weights: int = 0
     biases: int = 0
@@ -56,10 +52,8 @@ class Totals(BaseModel):
         return self.weights + self.biases
 
 
-class Analysis(BaseModel):
+class Analysis(Frozen):
     """Everything derived from a graph. `facts` is keyed by node name, in forward order."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     graph: Graph
     facts: dict[str, LayerFacts]
@@ -80,20 +74,20 @@ class Analysis(BaseModel):
             return self.totals
         if target in self.facts:
             return _sum([self.facts[target]])
-        for scope in self.graph.scopes:
-            if scope.path == target:
-                return _sum([self.facts[n] for n in scope.nodes])
-        raise KeyError(target)
+        scope = self.graph.scope(target)
+        if scope is None:
+            raise KeyError(target)
+        return _sum([self.facts[n] for n in scope.nodes])
 
     def output_of(self, target: str) -> Shape:
         if not target:
             return self.output_shape
         if target in self.facts:
             return self.facts[target].output
-        for scope in self.graph.scopes:
-            if scope.path == target:
-                return self.shape_of(scope.output)
-        raise KeyError(target)
+        scope = self.graph.scope(target)
+        if scope is None:
+            raise KeyError(target)
+        return self.shape_of(scope.output)
 
 
 def _sum(facts: list[LayerFacts]) -> Totals:
@@ -314,7 +308,8 @@ def _round_like(actual: int, text: str) -> str:
 def _derivation_hint(analysis: Analysis, target: str) -> str | None:
     facts = analysis.facts.get(target)
     if facts is None and target:  # a block call or repeat: say which layer ends it
-        last = next((sc.output for sc in analysis.graph.scopes if sc.path == target), None)
+        scope = analysis.graph.scope(target)
+        last = scope.output if scope is not None else None
         if last is None or last not in analysis.facts:
             return None
         how = _derivation_hint(analysis, last) or "`archc summary --explain` derives each shape"

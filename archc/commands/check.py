@@ -16,7 +16,7 @@ from typing import Any
 
 from archc.analysis import si
 from archc.api import CompileResult, compile_file
-from archc.commands.common import use_color
+from archc.commands.common import add_max_layers, use_color
 from archc.diagnostics import Diagnostic, Severity, error, render_one, shown
 
 FORMATS = ("text", "json", "github", "junit")
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="output format (default: github under GitHub Actions, else text)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE (json, junit)")
+    add_max_layers(p)
     p.set_defaults(run=run, parser=p)
 
 
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         from archc.files import check_output
 
         check_output(args.output, *args.paths, *files)
-    results = [compile_file(f) for f in files]
+    results = [compile_file(f, args.max_layers) for f in files]
     results += [CompileResult(path, "", None, (diag,)) for path, diag in problems]
     bad = sum(failed(r, args.strict) for r in results)
     if fmt == "json":

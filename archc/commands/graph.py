@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from archc.commands.common import load_or_report
+from archc.commands.common import add_max_layers, load_or_report
 from archc.diagnostics import shown
 
 SUFFIXES = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".pdf": "pdf"}
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("spec", metavar="SPEC", help="a .arch file")
     p.add_argument("-o", "--output", metavar="FILE", help="NAME.dot, .gv, .svg, .png or .pdf (default: DOT on stdout)")
     p.add_argument("--collapse", action="store_true", help="one box per block instance")
+    add_max_layers(p)
     p.set_defaults(run=run, parser=p)
 
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output:
         check_output(args.output, args.spec)
-    net = load_or_report(args.spec)
+    net = load_or_report(args.spec, max_layers=args.max_layers)
     if net is None:
         return 1
     from archc.tools.graph import GraphvizMissing, render, to_dot

@@ -13,7 +13,7 @@ import json
 import sys
 
 from archc.api import compile_file
-from archc.commands.common import report, use_color
+from archc.commands.common import add_max_layers, report, use_color
 from archc.tools.text_table import fixed_width
 
 
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--explain", action="store_true", help="show how each shape and count is derived")
     p.add_argument("--rf", action="store_true", help="add receptive field, jump and start per layer")
+    add_max_layers(p)
     p.set_defaults(run=run)
 
 
@@ -31,7 +32,7 @@ def _mib(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = compile_file(args.spec)
+    result = compile_file(args.spec, args.max_layers)
     report(result)
     net = result.network
     if net is None:

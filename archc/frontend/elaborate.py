@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from archc.diagnostics import Diagnostic, did_you_mean, did_you_mean_path, error
+from archc.diagnostics import Diagnostic, Names, did_you_mean, did_you_mean_path, error
 from archc.frontend import naming
 from archc.frontend import syntax as S
 
@@ -27,10 +27,9 @@ from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import _ScopeState
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.kinds import KINDS, USER_KINDS, coerce, show_value
+from archc.limits import DEFAULT_MAX_LAYERS, MAX_DEPTH
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
-MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
-DEEPEST_NESTING = 10_000  # block calls / repeats / residuals inside each other
 
 
 # --- statement helpers --------------------------------------------------------------------
@@ -81,19 +80,33 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
     return given
 
 
+class _OverBudget(Exception):
+    """E140 was reported: elaboration stops (every later statement would cross the limit too)."""
+
+
 class _Builder:
-    def __init__(self, blocks: dict[str, S.BlockDef]) -> None:
+    def __init__(self, blocks: dict[str, S.BlockDef], max_layers: int = DEFAULT_MAX_LAYERS) -> None:
         self.blocks = blocks
+        self.max_layers = max_layers
+        self.units = 0  # layers made, plus one per repeat copy or block instance that made none
+        self.sizes: dict[tuple[int, tuple[tuple[str, Any], ...]], int] = {}  # `size` of a body in an env
         self.nodes: list[Node] = []
         self.scopes: list[Scope] = []
         self.arrows: list[tuple[str, S.ShapeLit]] = []
         self.diags: list[Diagnostic] = []
         self.torch_warned: set[Span] = set()
         self.names: set[str] = set()
+        self.counted = self.errors = 0  # of `diags`, for `error_count`
+        self.names_index: Names | None = None
+        self.written: dict[int, frozenset[str]] = {}  # names written in a body (by its id), for `enter`
 
     # names: the rules are archc.frontend.naming's; the PyTorch back-end names through these too
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
-        return naming.enter(path, stmts)
+        # the names written in a body are the same in each of its copies: found once
+        written = self.written.get(id(stmts))
+        if written is None:
+            written = self.written[id(stmts)] = naming.written_in(stmts)
+        return naming.enter(path, stmts, written)
 
     def name(self, scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
         name = naming.claim(scope, label, prefix, span)
@@ -102,14 +115,64 @@ class _Builder:
             self.diags.append(naming.torch_name_diagnostic(label.name, label.span, error=False))
         return name
 
-    def emit(self, node: Node) -> str:
-        if len(self.nodes) >= MAX_NODES:
-            raise _fail(
+    # the budget: what a repeat or a call would make is counted before any of it is made
+    def size(self, stmts: Sequence[S.Stmt], env: dict[str, Any]) -> int:
+        """The layers `stmts` make in `env` (a repeat copy or block instance that makes none counts as one).
+
+        Counted without building anything, each body once per environment, so a
+        spec that doubles its layers at each of 22 nested blocks is refused in
+        milliseconds. A value that does not evaluate counts 0: elaboration
+        reports it where it is.
+        """
+        key = (id(stmts), tuple(sorted(env.items())))
+        found = self.sizes.get(key)
+        if found is not None:
+            return found
+        total = 0
+        for st in stmts:
+            if isinstance(st, S.LayerStmt):
+                if st.kind in self.blocks:
+                    try:
+                        args = self.bind(self.blocks[st.kind], st, env)
+                    except ElaborationError:
+                        continue
+                    total += max(1, self.size(self.blocks[st.kind].body, args))
+                else:
+                    total += 1
+            elif isinstance(st, S.Repeat):
+                try:
+                    count = evaluate(st.times, env)
+                except ElaborationError:
+                    continue
+                if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                    total += count * max(1, self.size(st.body, env))
+            elif isinstance(st, S.Residual):
+                total += 1 + self.size(st.body, env) + self.size(st.shortcut or (), env)
+            elif isinstance(st, (S.Concat, S.Branch, S.Shortcut)):
+                total += 1 + self.size(st.branches if isinstance(st, S.Concat) else st.body, env)
+        self.sizes[key] = total
+        return total
+
+    def reserve(self, units: int, span: Span, what: str) -> None:
+        """Refuse, before making them, `units` more layers past `--max-layers` (E140, at the statement)."""
+        if self.units + units > self.max_layers:
+            self.over_budget(span, f"{what} would make {self.units + units:,} layers")
+
+    def over_budget(self, span: Span, why: str) -> NoReturn:
+        self.diags.append(
+            error(
                 "E140",
-                f"the network has more than {MAX_NODES:,} layers",
-                node.span,
-                "check the repeat counts",
+                f"the network has more than {self.max_layers:,} layers: {why}",
+                span,
+                "check the repeat counts; if the network really is this large, raise --max-layers",
             )
+        )
+        raise _OverBudget
+
+    def emit(self, node: Node) -> str:
+        if self.units >= self.max_layers:  # what `reserve` did not foresee still stops at the limit
+            self.over_budget(node.span, f"{node.name} is layer {self.units + 1:,}")
+        self.units += 1
         self.nodes.append(node)
         self.names.add(node.name)
         return node.name
@@ -178,6 +241,19 @@ class _Builder:
                 "name the block call and expect on it there: expect layer1.params = ...",
             )
         raise _fail("E199", f"unexpected statement {type(st).__name__}", None)  # pragma: no cover
+
+    def known(self, scope_paths: set[str]) -> Names:
+        """Every layer and scope name, indexed once for the "did you mean" of failing `expect`s."""
+        if self.names_index is None:
+            self.names_index = Names(self.names | scope_paths)
+        return self.names_index
+
+    def error_count(self) -> int:
+        """Errors reported so far (warnings not counted), in time linear in the diagnostics."""
+        while self.counted < len(self.diags):
+            self.errors += self.diags[self.counted].is_error
+            self.counted += 1
+        return self.errors
 
     def _arrow(self, target: str, arrow: S.ShapeLit | None) -> None:
         if arrow is not None:
@@ -288,10 +364,14 @@ class _Builder:
         if inline_into is not None:
             inner = inline_into
         else:
+            self.reserve(max(1, self.size(block.body, args)), st.span, f"this call of {block.name}")
             path = self.name(scope, st.label, block.name.lower(), st.span)
             inner = self.enter(path, block.body)
         first = len(self.nodes)
+        units = self.units
         out = self.run(block.body, inner, args, current)
+        if inline_into is None and self.units == units:
+            self.units += 1  # an instance without layers costs its scope
         if inline_into is None:
             self.scopes.append(
                 Scope.model_construct(
@@ -322,6 +402,7 @@ class _Builder:
         path = self.name(scope, st.label, "repeat", st.span)
         first = len(self.nodes)
         body = attach_shortcuts(st.body, [])
+        self.reserve(count * max(1, self.size(body, env)), st.span, f"{count:,} copies of this repeat")
         sole_call = (
             len(body) == 1
             and isinstance(body[0], S.LayerStmt)
@@ -332,8 +413,12 @@ class _Builder:
             copy_path = f"{path}.{i}"
             copy = self.enter(copy_path, body if not sole_call else self.blocks[body[0].kind].body)  # type: ignore[union-attr]
             copy_first = len(self.nodes)
+            units = self.units
             block_name = None
             args: dict[str, Any] = {}
+            # Only errors end the copies: a warning (W002 for a layer named `forward`)
+            # once truncated the repeat to one copy, and the network to a third of its params.
+            errors_before = self.error_count()
             if sole_call:
                 call = body[0]
                 assert isinstance(call, S.LayerStmt)
@@ -343,14 +428,13 @@ class _Builder:
                     current = self.call(call, scope, env, current, inline_into=copy)
                 except ElaborationError as exc:
                     self.diags.append(exc.diag)
-                    return current
             else:
-                before = len(self.diags)
                 current = self.run(st.body, copy, env, current)
-                if len(self.diags) > before:
-                    # Every later copy would report the same errors again, and a
-                    # huge count (or E140, which `run` catches) would never end.
-                    return current
+            if self.error_count() > errors_before:
+                # Every later copy would report the same errors again.
+                return current
+            if self.units == units:
+                self.units += 1  # a copy without layers costs its scope
             self.scopes.append(
                 Scope.model_construct(
                     path=copy_path,
@@ -458,6 +542,54 @@ def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
     return diags
 
 
+def _too_deep(blocks: dict[str, S.BlockDef], body: Sequence[S.Stmt]) -> Diagnostic | None:
+    """E142 at the first top-level statement whose bodies and block calls nest past MAX_DEPTH.
+
+    The parser bounds the braces written inside each other; a chain of blocks
+    that call each other nests as deeply without a brace in sight (20,000
+    blocks, each calling the next). Each block's depth is found once, in an
+    iterative walk of the call graph (which has no cycles here).
+    """
+    calls = {name: {st.kind for st in S.walk(b.body) if isinstance(st, S.LayerStmt) and st.kind in blocks} for name, b in blocks.items()}
+    depth: dict[str, int] = {}
+    for root in blocks:
+        todo = [(root, iter(calls[root]))]
+        while todo:
+            name, callees = todo[-1]
+            callee = next(callees, None)
+            if callee is None:
+                depth[name] = _nesting(blocks[name].body, blocks, depth)
+                todo.pop()
+            elif callee not in depth:
+                todo.append((callee, iter(calls[callee])))
+    for st in body:
+        levels = _nesting((st,), blocks, depth)
+        if levels > MAX_DEPTH:
+            return error(
+                "E142",
+                f"nested too deeply: blocks, repeats and bodies inside each other reach {levels:,} levels "
+                f"here, more than {MAX_DEPTH}",
+                st.span,
+                f"a spec nests at most {MAX_DEPTH} levels; a longer sequence is written `repeat N {{ ... }}`",
+            )
+    return None
+
+
+def _nesting(stmts: Sequence[S.Stmt], blocks: dict[str, S.BlockDef], depth: dict[str, int]) -> int:
+    """How deep `stmts` nest: a body is a level, a block call one plus its block's depth."""
+    deepest = 0
+    for st in stmts:
+        if isinstance(st, S.LayerStmt) and st.kind in blocks:
+            deepest = max(deepest, 1 + depth.get(st.kind, 0))
+        elif isinstance(st, (S.Repeat, S.Concat, S.Branch, S.Shortcut, S.Residual, S.BlockDef)):
+            inner = st.branches if isinstance(st, S.Concat) else st.body
+            levels = _nesting(inner, blocks, depth)
+            if isinstance(st, S.Residual) and st.shortcut:
+                levels = max(levels, _nesting(st.shortcut, blocks, depth))
+            deepest = max(deepest, 1 + levels)
+    return deepest
+
+
 def _resolve_expect(
     st: S.Expect, builder: _Builder, scope_paths: set[str]
 ) -> Assertion:
@@ -466,8 +598,7 @@ def _resolve_expect(
         raise _fail("E150", f"unknown quantity '{st.quantity}'", st.span, hint)
     target = ".".join(st.path)
     if target and target not in builder.names and target not in scope_paths:
-        known = sorted(builder.names | scope_paths)
-        hint = did_you_mean_path(target, known) or "expect names a layer, a block call or a repeat (copy)"
+        hint = did_you_mean_path(target, builder.known(scope_paths)) or "expect names a layer, a block call or a repeat (copy)"
         raise _fail("E151", f"no layer or block instance named '{target}'", st.span, hint)
     expected: float | tuple[int, ...]
     if st.quantity == "output":
@@ -507,8 +638,13 @@ def _resolve_expect(
     )
 
 
-def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list[Diagnostic]]:
-    """Elaborate a parsed file into a graph; on errors return None and all of them."""
+def elaborate(
+    program: S.Program, default_name: str, max_layers: int = DEFAULT_MAX_LAYERS
+) -> tuple[Graph | None, list[Diagnostic]]:
+    """Elaborate a parsed file into a graph; on errors return None and all of them.
+
+    `max_layers` (`--max-layers`): E140 at the statement that would make more.
+    """
     diags: list[Diagnostic] = []
     blocks: dict[str, S.BlockDef] = {}
     network = default_name
@@ -586,25 +722,23 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             input_shape = Shape.of(layout, dims)
 
     diags.extend(_block_cycles(blocks))
-    builder = _Builder(blocks)
+    builder = _Builder(blocks, max_layers)
     top = builder.enter("", body)
     output = INPUT
     if not any(d.code == "E112" for d in diags):
-        # Each nested block call costs a few Python frames: allow 1,000s of levels.
-        old_limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(old_limit, DEEPEST_NESTING * 8))
-        try:
-            output = builder.run(body, top, {}, INPUT)
-        except RecursionError:
-            diags.append(
-                error(
-                    "E142",
-                    f"blocks and repeats are nested too deeply (more than about {DEEPEST_NESTING:,} levels)",
-                    top_span(body),
-                )
-            )
-        finally:
-            sys.setrecursionlimit(old_limit)
+        too_deep = _too_deep(blocks, body)
+        if too_deep is not None:
+            diags.append(too_deep)
+        else:
+            # Nesting is at most MAX_DEPTH levels, a few frames each: room enough.
+            old_limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(old_limit, MAX_DEPTH * 20 + 500))
+            try:
+                output = builder.run(body, top, {}, INPUT)
+            except _OverBudget:
+                pass  # E140 is in builder.diags
+            finally:
+                sys.setrecursionlimit(old_limit)
     # A block called twice reports an error in its body once, not once per call.
     diags.extend(dict.fromkeys(builder.diags))
 
@@ -630,7 +764,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         except ElaborationError as exc:
             diags.append(exc.diag)
 
-    if not builder.nodes and input_decl is not None and not diags:
+    if not builder.nodes and input_decl is not None and not any(d.is_error for d in diags):
         diags.append(
             error("E141", "the network has no layers", input_decl.span, "add layers after the input, e.g. fc 10")
         )
@@ -646,10 +780,6 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         output=output,
     )
     return graph, diags
-
-
-def top_span(body: Sequence[S.Stmt]) -> Span | None:
-    return getattr(body[0], "span", None) if body else None
 
 
 def shape_text(dims: tuple[int, ...]) -> str:

@@ -74,7 +74,7 @@ def _written_names(stmts: Sequence[S.Stmt]) -> Iterator[tuple[str, Span]]:
 class _ScopeState:
     """Names of one scope: written ones (known up front), used ones, per-kind counters."""
 
-    def __init__(self, path: str, written: set[str]) -> None:
+    def __init__(self, path: str, written: frozenset[str]) -> None:
         self.path = path
         self.written = written
         self.used: dict[str, Span] = {}
@@ -109,9 +109,15 @@ def torch_name_diagnostic(name: str, span: Span, error: bool) -> Diagnostic:
     )
 
 
-def enter(path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
-    """A new scope at `path` whose body is `stmts` (its written names are known up front)."""
-    return _ScopeState(path, {n for n, _ in _written_names(stmts)})
+def written_in(stmts: Sequence[S.Stmt]) -> frozenset[str]:
+    """The names written in a scope whose body is `stmts`."""
+    return frozenset(n for n, _ in _written_names(stmts))
+
+
+def enter(path: str, stmts: Sequence[S.Stmt], written: frozenset[str] | None = None) -> _ScopeState:
+    """A new scope at `path` whose body is `stmts` (its written names are known up front: `written`
+    when the caller has them already, as for each copy of a repeat)."""
+    return _ScopeState(path, written_in(stmts) if written is None else written)
 
 
 def claim(scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:

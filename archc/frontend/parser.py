@@ -3,8 +3,15 @@
 The grammar is package data (`archc/frontend/arch.lark`, shipped in the wheel), parsed by lark's LALR(1) parser with the
 Transformer run inline, so no parse tree is ever built -- it never leaves
 this module. Syntax errors are labelled from examples, the way lark's `match_examples`
-labels errors in its own grammar (see `_example_states`); after an error the offending line is
-blanked and the file re-parsed, so independent syntax errors are all reported.
+labels errors in its own grammar (see `_example_states`). The parse is one
+pass: after an error the rest of the statement is skipped and the parser's
+stack unwound to where a statement may start (`_Recovery`), so independent
+syntax errors are all reported without parsing the file again.
+
+Limits (`archc.limits`) are enforced here, where the text is read: a number
+is an exact integer or a finite float of at most `MAX_NUMBER` (E121), a size
+written in a shape at most `MAX_DIM`, and braces and parentheses nest at most
+`MAX_DEPTH` deep (E142).
 """
 
 from __future__ import annotations
@@ -12,19 +19,21 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
-from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+import threading
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
 
-from archc.diagnostics import Diagnostic, error
+from archc.diagnostics import MAX_SHOWN, Diagnostic, error, source_lines
 from archc.frontend import syntax as S
 from archc.ir import Span
+from archc.limits import MAX_DEPTH, MAX_DIM, MAX_NUMBER, MIN_MAGNITUDE
 
-MAX_SYNTAX_ERRORS = 20
-_SI = {"K": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9}
+MAX_SYNTAX_ERRORS = MAX_SHOWN  # past this, the parse stops (a file of garbage is not read to its end)
+_SI = {"K": 3, "M": 6, "G": 9}
 
 
 def grammar_text() -> str:
@@ -40,28 +49,111 @@ def span_of_token(tok: Token) -> Span:
     return Span(line=line, column=col, end_line=end_line, end_column=end_col)
 
 
-def parse_number(text: str) -> int | float:
-    """`4_096` -> 4096, `34.8K` -> 34800, `1e-4` -> 0.0001.
+class NumberError(ValueError):
+    """A number the lexer admits but archc cannot represent exactly (too large, too small)."""
 
-    >>> parse_number("27.55M")
-    27550000
+
+_NUMBER_PARTS = re.compile(r"(?P<whole>[0-9]*)(?:\.(?P<frac>[0-9]*))?(?:[eE](?P<exp>[+-]?[0-9]+))?(?P<si>[KMG]?)")
+
+
+def parse_number(text: str) -> int | float:
+    """`4_096` -> 4096, `34.8K` -> 34800, `1e-4` -> 0.0001; NumberError beyond archc's bounds.
+
+    A number is an exact integer or a finite float: at most `MAX_NUMBER` (1e18),
+    and when not 0 at least `MIN_MAGNITUDE` (1e-300). The bounds are checked on
+    the digits as written, before any value is built: `1e999999999K` is refused
+    in microseconds, where building it would take hours.
+
+    >>> parse_number("27.55M"), parse_number("1e-4"), parse_number("0")
+    (27550000, 0.0001, 0)
+    >>> parse_number("1e400K")
+    Traceback (most recent call last):
+    ...
+    archc.frontend.parser.NumberError: 1e400K is more than 1e18
     """
     clean = text.replace("_", "")
-    scale = Decimal(1)
-    if clean and clean[-1] in _SI:
-        scale = _SI[clean[-1]]
-        clean = clean[:-1]
-    try:
-        value = Decimal(clean) * scale
-    except InvalidOperation:  # pragma: no cover - the lexer admits only numbers
-        return float("nan")
-    if value == value.to_integral_value() and (scale != 1 or not any(c in clean for c in ".eE")):
+    m = _NUMBER_PARTS.fullmatch(clean)
+    if m is None:  # pragma: no cover - the lexer admits only numbers
+        raise NumberError(f"{_clipped(text)} is not a number")
+    whole, frac, si = m.group("whole"), m.group("frac") or "", m.group("si")
+    too_large = NumberError(f"{_clipped(text)} is more than 1e18")
+    too_small = NumberError(f"{_clipped(text)} is less than 1e-300 (it would round to 0)")
+    written_as_float = "." in clean or m.group("exp") is not None
+    if not (whole + frac).strip("0"):  # zero, whatever its exponent
+        return 0.0 if written_as_float and not si else 0
+    exp_text = m.group("exp") or "0"
+    if len(exp_text.lstrip("+-").lstrip("0")) > 6:  # beyond 1e999999 either way: no int() of it
+        raise too_small if exp_text.startswith("-") else too_large
+    # the power of ten of the leading digit, as written
+    significant = whole.lstrip("0")
+    lead = len(significant) - 1 if significant else -(len(frac) - len(frac.lstrip("0")) + 1)
+    magnitude = lead + int(exp_text) + _SI.get(si, 0)
+    if magnitude > 18:
+        raise too_large
+    if magnitude < -300:
+        raise too_small
+    value = Decimal(clean[: len(clean) - len(si)]).scaleb(_SI.get(si, 0))
+    if abs(value) > MAX_NUMBER:
+        raise too_large
+    if value == value.to_integral_value() and (si or not written_as_float):
         return int(value)
-    return float(value)
+    as_float = float(value)
+    if value != 0 and abs(as_float) < MIN_MAGNITUDE:
+        raise too_small
+    return as_float
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
-    return tuple(int(p.replace("_", "").strip()) for p in text.replace("×", "x").split("x"))
+    """`227x227x3` -> (227, 227, 3); NumberError for a size over `MAX_DIM` (2^31-1).
+
+    >>> parse_dims("227 x 227 x 3")
+    (227, 227, 3)
+    """
+    parts = [p.replace("_", "").strip() for p in text.replace("×", "x").split("x")]
+    for part in parts:
+        if len(part.lstrip("0")) > 10 or int(part) > MAX_DIM:  # no int() of 4,301 digits
+            raise NumberError(f"a size must be at most 2^31-1 ({MAX_DIM:,}), not {_clipped(part)}")
+    return tuple(int(p) for p in parts)
+
+
+def _clipped(text: str, width: int = 24) -> str:
+    """A long literal, shortened for a message: `99999999999...(4301 digits)`."""
+    return text if len(text) <= width else f"{text[:12]}...({len(text)} characters)"
+
+
+class _Found(threading.local):
+    """Problems the transformer finds while the parse runs (one list per thread)."""
+
+    numbers: list[Diagnostic]
+
+    def __init__(self) -> None:
+        self.numbers = []
+
+
+_FOUND = _Found()
+
+
+def _number_problem(tok: Token, message: str, hint: str | None = None) -> None:
+    _FOUND.numbers.append(error("E121", message, span_of_token(tok), hint))
+
+
+_NUMBER_HINT = "numbers are at most 1e18, and sizes at most 2^31-1 (2,147,483,647)"
+
+
+def _number(tok: Token) -> int | float:
+    try:
+        return parse_number(str(tok))
+    except NumberError as exc:
+        _number_problem(tok, f"number out of range: {exc}", _NUMBER_HINT)
+        return 0
+
+
+def _dims(tok: Token) -> tuple[int, ...]:
+    try:
+        return parse_dims(str(tok))
+    except NumberError as exc:
+        _number_problem(tok, str(exc), _NUMBER_HINT)
+        return (1,) * (str(tok).count("x") + str(tok).count("×") + 1)
 
 
 @v_args(inline=True)
@@ -70,10 +162,10 @@ class _ToSyntax(Transformer[Token, S.Program]):
 
     # expressions
     def number(self, tok: Token) -> S.Number:
-        return S.Number(parse_number(str(tok)), str(tok), span_of_token(tok))
+        return S.Number(_number(tok), str(tok), span_of_token(tok))
 
     def dims(self, tok: Token) -> S.Dims:
-        return S.Dims(parse_dims(str(tok)), span_of_token(tok))
+        return S.Dims(_dims(tok), span_of_token(tok))
 
     def ref(self, tok: Token) -> S.Ref:
         return S.Ref(str(tok), span_of_token(tok))
@@ -110,9 +202,17 @@ class _ToSyntax(Transformer[Token, S.Program]):
         return S.Label(str(tok), span_of_token(tok))
 
     def shape(self, tok: Token) -> S.ShapeLit:
-        text = str(tok)
-        dims = parse_dims(text) if tok.type == "DIMS" else (parse_number(text),)
-        return S.ShapeLit(tuple(d if isinstance(d, int) else -1 for d in dims), span_of_token(tok))
+        if tok.type == "DIMS":
+            return S.ShapeLit(_dims(tok), span_of_token(tok))
+        value = _number(tok)
+        if isinstance(value, float):  # `-> 1e3` said "the spec says -1"
+            whole = f"; write {int(value)}" if value.is_integer() else ""
+            _number_problem(tok, f"a size is a whole number, and {tok} is written as a float", f"sizes are written 1000 or 4K{whole}")
+            value = 1
+        elif value > MAX_DIM:
+            _number_problem(tok, f"a size must be at most 2^31-1 ({MAX_DIM:,}), not {value:,}", _NUMBER_HINT)
+            value = 1
+        return S.ShapeLit((value,), span_of_token(tok))
 
     def arrow(self, shape: S.ShapeLit) -> S.ShapeLit:
         return shape
@@ -136,7 +236,7 @@ class _ToSyntax(Transformer[Token, S.Program]):
         return ("shortcut", body)
 
     def tolerance(self, _pm: Token, num: Token, pct: Token | None = None) -> tuple[float, bool]:
-        return (float(parse_number(str(num))), pct is not None)
+        return (float(_number(num)), pct is not None)
 
     # statements
     def start(self, *items: S.Stmt) -> S.Program:
@@ -198,9 +298,9 @@ class _ToSyntax(Transformer[Token, S.Program]):
         parts = str(target).split(".")
         v: S.Number | S.Dims
         if value.type == "DIMS":
-            v = S.Dims(parse_dims(str(value)), span_of_token(value))
+            v = S.Dims(_dims(value), span_of_token(value))
         else:
-            v = S.Number(parse_number(str(value)), str(value), span_of_token(value))
+            v = S.Number(_number(value), str(value), span_of_token(value))
         op = "=" if str(cmp) == "==" else str(cmp)
         return S.Expect(
             tuple(parts[:-1]),
@@ -340,7 +440,7 @@ def _describe_token(tok: Token) -> str:
 
 def _unclosed_brace(text: str) -> Span | None:
     stack: list[tuple[int, int]] = []
-    for lineno, text_line in enumerate(text.splitlines(), start=1):
+    for lineno, text_line in enumerate(source_lines(text), start=1):
         for col, ch in enumerate(text_line.split("#", 1)[0], start=1):
             if ch == "{":
                 stack.append((lineno, col))
@@ -373,7 +473,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         brace = _unclosed_brace(text)
         if brace is not None:
             return error("E002", "unclosed '{'", brace, "add the matching '}'")
-        lines = text.splitlines() or [""]
+        lines = source_lines(text)
+        if len(lines) > 1 and not lines[-1]:  # a final newline ends the last line, starts none
+            lines.pop()
         last = len(lines)
         span = Span(
             line=last, column=len(lines[-1]) + 1, end_line=last, end_column=len(lines[-1]) + 2
@@ -420,13 +522,14 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
 
 
 _MISSING_VALUE = "missing value after '='"
+_STRAY_BRACE = "'}' without a matching '{'"
 KEYWORDS = ("network", "input", "block", "repeat", "residual", "shortcut", "concat", "branch", "expect")
 
 
 def _keyword_label(text: str, colon: Token) -> Diagnostic | None:
     """`repeat: repeat 2 { ... }`: a keyword used as a name, said plainly."""
     assert colon.line is not None and colon.column is not None
-    before = text.splitlines()[colon.line - 1][: colon.column - 1]
+    before = source_lines(text)[colon.line - 1][: colon.column - 1]
     word = before.split(";")[-1].strip()
     if word not in KEYWORDS:
         return None
@@ -446,7 +549,7 @@ def _missing_value(text: str, span: Span) -> Diagnostic | None:
     Names the key and puts the caret where its value belongs, rather than
     under the '=' of the next key.
     """
-    lines = text.split("\n")
+    lines = source_lines(text)
     if not 1 <= span.line <= len(lines):
         return None
     before = lines[span.line - 1][: span.column - 1]
@@ -512,42 +615,211 @@ def _match_label(exc: UnexpectedInput) -> str | None:
     if state is None or tok is None:
         return None
     exact, by_state = _example_states()
-    return exact.get((state.position, tok.type)) or by_state.get(state.position)
+    label = exact.get((state.position, tok.type)) or by_state.get(state.position)
+    if label == _STRAY_BRACE and tok.type != "RBRACE":
+        return None  # a label about a '}' says nothing of another token in the same state
+    return label
 
 
-def _blank_line(text: str, line: int) -> str | None:
-    """The text with one line blanked, or None if that would unbalance braces."""
-    lines = text.split("\n")
-    if not 1 <= line <= len(lines):
-        return None
-    old = lines[line - 1].split("#", 1)[0]
-    if old.count("{") != old.count("}"):
-        return None
-    lines[line - 1] = ""
-    return "\n".join(lines)
+class _Lexer:
+    """The parse's tokens, one at a time; a character no token matches is handed out as its error."""
+
+    def __init__(self, thread: Any, state: Any) -> None:
+        self.thread = thread
+        self.state = state
+        self.tokens = thread.lex(state)
+        self.last: Token | None = None
+
+    def next(self) -> Token | UnexpectedCharacters | None:
+        """The next token, the error for a character no token matches (then skipped), or None at the end."""
+        try:
+            tok: Token = next(self.tokens)
+        except StopIteration:
+            return None
+        except UnexpectedCharacters as exc:
+            lexer = self.thread.state
+            pos = lexer.line_ctr.char_pos
+            text = getattr(lexer.text, "text", lexer.text)  # lark's TextSlice
+            lexer.line_ctr.feed(text[pos : pos + 1])
+            self.tokens = self.thread.lex(self.state)
+            return exc
+        self.last = tok
+        return tok
+
+    def jump(self) -> None:
+        """Move past characters no token may start with, to the next `;`, brace, comment or line.
+
+        Skipping a line of a megabyte of `@` a character at a time would raise
+        (and catch) a million lexer errors.
+        """
+        lexer = self.thread.state
+        pos = lexer.line_ctr.char_pos
+        text = getattr(lexer.text, "text", lexer.text)
+        found = _RESYNC.search(text, pos)
+        stop = found.start() if found is not None else len(text)
+        if stop > pos:
+            lexer.line_ctr.feed(text[pos:stop])
+            self.tokens = self.thread.lex(self.state)
+
+
+_RESYNC = re.compile(r"[\n;{}#]")
+_OPENERS = ("LBRACE", "LPAR")
+_CLOSERS = ("RBRACE", "RPAR")
+
+
+class _Recovery:
+    """Drives lark's LALR parser token by token: nesting depth, and recovery from errors in one pass.
+
+    After a syntax error the rest of the statement is skipped (to its `;` or
+    newline, over any body it opens), and the parser's stacks are unwound to
+    the nearest state where a statement may begin: every state of a LALR stack
+    is one the parser passed through on the text so far, so the parse goes on
+    as if the broken statement had not been written. A `}` that closes the
+    enclosing body is kept.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        interactive = _parser().parse_interactive(text)
+        self.state = interactive.parser_state
+        self.table = self.state.parse_conf.states
+        self.lexer = _Lexer(interactive.lexer_thread, self.state)
+        self.diags: list[Diagnostic] = []
+        self.depth = 0  # '{' and '(' on the parser's stack
+        self.swallowed_end = False
+
+    def error(self, exc: UnexpectedInput) -> None:
+        """Report a syntax error; past MAX_SYNTAX_ERRORS, stop reading the file (`_Stop`)."""
+        if len(self.diags) >= MAX_SYNTAX_ERRORS:
+            last = self.diags[-1]
+            note = f"archc stops reading a file after {MAX_SYNTAX_ERRORS} syntax errors; there are more"
+            self.diags[-1] = last._replace(notes=(*last.notes, note))
+            raise _Stop
+        self.diags.append(_syntax_diagnostic(exc, self.text))
+
+    def run(self) -> S.Program | None:
+        try:
+            return self.parse()
+        except (_TooDeep, _Stop):
+            return None
+
+    def parse(self) -> S.Program | None:
+        while (item := self.lexer.next()) is not None:
+            if isinstance(item, UnexpectedCharacters):
+                self.error(item)
+                self.skip(None)
+                continue
+            try:
+                self.feed(item)
+            except UnexpectedToken as exc:
+                self.error(exc)
+                self.skip(item)
+        last = self.lexer.last
+        end = Token.new_borrow_pos("$END", "", last) if last is not None else Token("$END", "", 0, 1, 1)
+        try:
+            program: S.Program = self.state.feed_token(end, True)
+        except UnexpectedToken as exc:
+            if not self.swallowed_end:
+                self.error(exc)
+            return None
+        return program
+
+    def feed(self, tok: Token) -> None:
+        self.state.feed_token(tok)
+        if tok.type in _OPENERS:
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                self.diags.append(
+                    error(
+                        "E142",
+                        f"nested too deeply: more than {MAX_DEPTH} levels of braces and parentheses",
+                        span_of_token(tok),
+                        f"a spec nests bodies and parentheses at most {MAX_DEPTH} deep; a longer "
+                        "sequence is written `repeat N { ... }`",
+                    )
+                )
+                raise _TooDeep
+        elif tok.type in _CLOSERS:
+            self.depth -= 1
+
+    def skip(self, bad: Token | None) -> None:
+        """Skip the rest of the statement from `bad`, then unwind the parser to a statement's start."""
+        pending: Token | None = None
+        if bad is not None and bad.type == "RBRACE":
+            pending = bad  # `}` after a broken statement still closes its body
+        else:
+            balance = 0
+            item: Token | UnexpectedCharacters | None = bad
+            while True:
+                if isinstance(item, Token):
+                    if item.type == "LBRACE":
+                        balance += 1
+                    elif item.type == "RBRACE":
+                        if balance == 0:
+                            pending = item
+                            break
+                        balance -= 1
+                    elif item.type in ("_NL", "SEMICOLON") and balance == 0:
+                        break
+                elif item is not None:  # a character no token matches: jump over the rest of them
+                    self.lexer.jump()
+                item = self.lexer.next()
+                if item is None:
+                    # the skipped statement opened a body that never closes: that error
+                    # is the one reported, not a second "unclosed '{'" at the end
+                    self.swallowed_end = balance > 0
+                    break
+        self.unwind()
+        if pending is not None:
+            try:
+                self.feed(pending)
+            except UnexpectedToken:  # a `}` that closes nothing (LALR's merged lookaheads let it reduce first)
+                self.unwind()
+
+    def unwind(self) -> None:
+        """Pop the parser's stacks to the nearest state where a statement may begin."""
+        states, values = self.state.state_stack, self.state.value_stack
+        while len(states) > 1 and "NETWORK" not in self.table[states[-1]]:
+            states.pop()
+            value = values.pop()
+            if isinstance(value, Token) and value.type in _OPENERS:
+                self.depth -= 1
+
+
+class _TooDeep(Exception):
+    """Nesting past MAX_DEPTH: the parse stops (E142 is recorded)."""
+
+
+class _Stop(Exception):
+    """Too many syntax errors: the parse stops (a note on the last says so)."""
+
+
+class Parsed(NamedTuple):
+    program: S.Program | None  # None when there is any error
+    diagnostics: list[Diagnostic]
+    omitted: int  # errors found but not described (numbers out of range, past MAX_SYNTAX_ERRORS)
+
+
+def parse_counted(text: str) -> Parsed:
+    """`parse`, also saying how many errors were found past those described."""
+    _FOUND.numbers = []
+    try:
+        recovery = _Recovery(text)
+        program = recovery.run()
+        numbers = _FOUND.numbers
+    finally:
+        _FOUND.numbers = []
+    diags = recovery.diags + numbers[: max(0, MAX_SYNTAX_ERRORS - len(recovery.diags))]
+    omitted = len(numbers) - (len(diags) - len(recovery.diags))
+    return Parsed(None if diags else program, diags, omitted)
 
 
 def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
-    """Parse a whole file; on syntax errors, return None and every error found.
+    """Parse a whole file; on errors (syntax, numbers, nesting), return None and the errors found.
 
     >>> prog, errs = parse("input 227x227x3\\nconv K=96 F=11 S=4\\n")
     >>> [type(s).__name__ for s in prog.statements], errs
     (['InputDecl', 'LayerStmt'], [])
     """
-    diags: list[Diagnostic] = []
-    current = text
-    while True:
-        try:
-            # the inline transformer (`_ToSyntax`) turns the tree into a Program; lark types it as a Tree
-            program = cast(S.Program, _parser().parse(current))
-        except UnexpectedInput as exc:
-            diag = _syntax_diagnostic(exc, current)
-            diags.append(diag)
-            if diag.code == "E002" or len(diags) >= MAX_SYNTAX_ERRORS or diag.span is None:
-                return None, diags
-            blanked = _blank_line(current, diag.span.line)
-            if blanked is None or blanked == current:
-                return None, diags
-            current = blanked
-            continue
-        return (None, diags) if diags else (program, diags)
+    parsed = parse_counted(text)
+    return parsed.program, parsed.diagnostics

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from archc.ir import Layout, Shape, written_spatial_ranks
+from archc.limits import MAX_DIM
 
 Attrs = dict[str, Any]
 
@@ -284,8 +285,10 @@ def coerce(key: Key, value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"{key.name} takes a {t}, not {_show(value)}")
     if t is KeyType.POS_INT:
-        if isinstance(value, int) and value > 0:
+        if isinstance(value, int) and 0 < value <= MAX_DIM:
             return value
+        if isinstance(value, int) and value > MAX_DIM:
+            raise ValueError(f"{key.name} must be at most 2^31-1 ({MAX_DIM:,}), not {value:,}")
         raise ValueError(f"{key.name} must be a positive integer, not {_show(value)}")
     if t in PER_DIMENSION:
         if t is KeyType.PAD and value == "same":
@@ -294,6 +297,8 @@ def coerce(key: Key, value: Any) -> Any:
         ok = isinstance(value, int) or (isinstance(value, tuple) and len(value) in _WRITTEN_RANKS)
         low = 0 if t is KeyType.PAD else 1
         if ok and all(isinstance(v, int) and v >= low for v in sizes):
+            if any(v > MAX_DIM for v in sizes):
+                raise ValueError(f"{key.name} must be at most 2^31-1 ({MAX_DIM:,}), not {_show(value)}")
             return value
         what = "a non-negative integer, HxW or same" if t is KeyType.PAD else "a positive integer or HxW"
         raise ValueError(f"{key.name} must be {what}, not {_show(value)}")

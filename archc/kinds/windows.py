@@ -186,22 +186,60 @@ def uneven_division(attrs: Attrs, win: Window, shape: Shape) -> Uneven | None:
         )
         size = "an input" if square else f"an input {_SIZES[side]}"
         fixes = [f"{size} of {n - rem} or {n + s - rem}"]
-        for extra in range(1, s + 1):
-            if (n + 2 * (p + extra) - eff) % s == 0:
-                fixes.append(f"padding P={p + extra}")
-                break
+        extra = _padding_to_divide(rem, s)
+        if extra is not None:
+            fixes.append(f"padding P={p + extra}")
         return Uneven(message, f"{' or '.join(fixes)} divides evenly", "F")
     return None
 
 
+def _padding_to_divide(rem: int, s: int) -> int | None:
+    """The least `extra` in 1..s with `(rem + 2*extra) % s == 0`, or None: in O(1), not a loop up to S.
+
+    Adding `extra` rows of padding on both sides adds `2*extra` to the span
+    whose remainder modulo the stride is `rem` (a stride of 10^12 looped for
+    ever). `2x = -rem (mod s)`: solvable for an odd stride, or an even one
+    when `rem` is even.
+
+    >>> [_padding_to_divide(r, 4) for r in (1, 2, 3)], _padding_to_divide(2, 5)
+    ([None, 1, None], 4)
+    """
+    need = (s - rem) % s
+    if s % 2:
+        x = need * ((s + 1) // 2) % s  # (s+1)/2 is the inverse of 2 modulo an odd s
+        return x or s
+    if need % 2:
+        return None
+    half = s // 2
+    return (need // 2) % half or half
+
+
 # --- kinds ---------------------------------------------------------------------------------
+def _common_divisors(a: int, b: int, most: int = 12) -> list[int]:
+    """The first `most` common divisors of a and b, by trial division up to sqrt(gcd), not up to min(a, b).
+
+    >>> _common_divisors(96, 64)
+    [1, 2, 4, 8, 16, 32]
+    """
+    g = math.gcd(a, b)
+    small, large = [], []
+    for x in range(1, math.isqrt(g) + 1):
+        if g % x == 0:
+            small.append(x)
+            if x != g // x:
+                large.append(g // x)
+    return (small + large[::-1])[:most]
+
+
 def _groups_divide(attrs: Attrs, ins: Sequence[Shape]) -> None:
     c, g, k = ins[0].channels, attrs["G"], attrs["K"]
     if c % g or k % g:
+        divisors = _common_divisors(c, k)
+        more = ", ..." if len(divisors) == 12 and divisors[-1] != math.gcd(c, k) else ""
         raise ShapeError(
             f"groups G={g} must divide both the input channels ({c}) and K ({k})",
             key="G",
-            hint=f"divisors of both: {', '.join(str(x) for x in range(1, min(c, k) + 1) if c % x == 0 and k % x == 0)}",
+            hint=f"divisors of both: {', '.join(str(x) for x in divisors)}{more}",
         )
 
 
