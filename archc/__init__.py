@@ -8,6 +8,7 @@
 
 from archc.api import CompileResult, Layer, Network, compile_file, compile_text, load, loads
 from archc.diagnostics import ArchError, Diagnostic, SpecError
+from archc.version import __version__
 
 __all__ = [
     "ArchError",
@@ -16,9 +17,9 @@ __all__ = [
     "Layer",
     "Network",
     "SpecError",
+    "__version__",
     "compile_file",
     "compile_text",
     "load",
     "loads",
 ]
-__version__ = "0.1.0"

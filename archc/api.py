@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import gc
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from archc.analysis import Analysis, LayerFacts, analyze
-from archc.diagnostics import MAX_SHOWN, Diagnostic, SpecError, error, in_order, render
-from archc.frontend import syntax as S
+from archc.diagnostics import MAX_SHOWN, Diagnostic, SpecError, TargetError, error, in_order, render
 from archc.frontend.elaborate import elaborate
 from archc.frontend.parser import parse_counted
 from archc.ir import Assertion, Graph, Span
@@ -61,18 +62,14 @@ class CompileResult(NamedTuple):
 
 
 class Network:
-    """An analysed network: totals, shapes, per-layer facts, and the generators."""
+    """An analysed network: totals, shapes, per-layer facts, and the generators.
 
-    def __init__(
-        self,
-        analysis: Analysis,
-        path: str,
-        text: str,
-        warnings: tuple[Diagnostic, ...],
-        program: S.Program,
-    ):
+    The back-ends take `analysis`; what they cannot write they report as
+    diagnostics, which the methods here render against the spec.
+    """
+
+    def __init__(self, analysis: Analysis, path: str, text: str, warnings: tuple[Diagnostic, ...]):
         self.analysis = analysis
-        self.program = program  # the syntax tree: block definitions for the PyTorch generator
         self.graph: Graph = analysis.graph
         self.path = path
         self.text = text
@@ -84,11 +81,6 @@ class Network:
     @property
     def name(self) -> str:
         return self.graph.network
-
-    @property
-    def blocks(self) -> dict[str, S.BlockDef]:
-        """The block definitions, by name."""
-        return {st.name: st for st in self.program.statements if isinstance(st, S.BlockDef)}
 
     @property
     def params(self) -> int:
@@ -121,11 +113,27 @@ class Network:
     def _pairs(self) -> list[tuple[Any, LayerFacts]]:
         return [(n, self.analysis.facts[n.name]) for n in self.graph.nodes]
 
+    @contextmanager
+    def rendering(self) -> Iterator[None]:
+        """Run a back-end: the diagnostics it reports become a `SpecError` rendered against this spec."""
+        try:
+            yield
+        except TargetError as exc:
+            raise SpecError(exc.diagnostics, render(exc.diagnostics, self.path, self.text)) from None
+
+    def torch_source(self) -> str:
+        """Standalone PyTorch source for the network (what `archc compile -o net.py` writes)."""
+        from archc.backends.torch.generate import generate_source
+
+        with self.rendering():
+            return generate_source(self.analysis, self.path)
+
     def to_torch(self) -> torch.nn.Module:
         """A live `torch.nn.Module`, built from the same source the generator emits."""
         from archc.backends.torch.generate import build_module
 
-        return build_module(self)
+        with self.rendering():
+            return build_module(self.analysis)
 
     def to_onnx(
         self, path: str | Path | None = None, weights: Any = "random", seed: int = 0, opset: int | None = None
@@ -133,7 +141,8 @@ class Network:
         """Build the ONNX model (and write it atomically when `path` is given)."""
         from archc.backends.onnx.generate import build_model, save_model
 
-        model = build_model(self, weights=weights, seed=seed, opset=opset)
+        with self.rendering():
+            model = build_model(self.analysis, weights=weights, seed=seed, opset=opset)
         if path is not None:
             save_model(model, Path(path))
         return model
@@ -188,9 +197,9 @@ def _compile_text(text: str, filename: str, max_layers: int) -> CompileResult:
     diags.extend(more)
     if analysis is None or any(d.is_error for d in diags):
         return _result(filename, text, None, diags, graph.assertions, omitted)
-    warnings = tuple(d for d in in_order(diags)[:MAX_SHOWN] if not d.is_error)
-    network = Network(analysis, filename, text, warnings, program)
-    return _result(filename, text, network, diags, graph.assertions, omitted)
+    result = _result(filename, text, None, diags, graph.assertions, omitted)
+    network = Network(analysis, filename, text, result.warnings)
+    return result._replace(network=network)
 
 
 def _result(

@@ -14,8 +14,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from archc import __version__
 from archc.diagnostics import ArchError, SpecError
+from archc.version import __version__
 
 # name -> one-line help; a command's module is imported only when it runs (start-up time)
 COMMANDS = {

@@ -6,7 +6,9 @@
       hint: (227 + 2*0 - 11)/4 + 1 = 55
 
 Colour only on a terminal. Every failure of the front end is a `Diagnostic`;
-callers get them through `SpecError`, the root of which is `ArchError`.
+callers get them through `SpecError`, the root of which is `ArchError`. A
+back-end reports what it cannot write as diagnostics too, unrendered, in a
+`TargetError`.
 """
 
 from __future__ import annotations
@@ -169,6 +171,18 @@ class SpecError(ArchError):
         super().__init__(rendered)
         self.diagnostics = tuple(diagnostics)
         self.rendered = rendered
+
+
+class TargetError(ArchError):
+    """A valid network that a target cannot express: its diagnostics, not yet rendered.
+
+    A back-end has the analysed graph, not the source text; the API and the
+    CLI render these against the spec (`archc.api.Network.rendering`).
+    """
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        super().__init__("; ".join(f"{d.code}: {d.message}" for d in diagnostics))
+        self.diagnostics = tuple(diagnostics)
 
 
 class _Style:

@@ -105,8 +105,8 @@ def bench_throughput(tmp: Path, repeat: int) -> None:
     from archc.backends.weights import make_weights
 
     net = archc.load(ALEXNET)
-    weights = make_weights(net, seed=0)
-    ours = Prepared.from_network(net, weights=weights)
+    weights = make_weights(net.analysis, seed=0)
+    ours = Prepared.from_analysis(net.analysis, weights=weights)
     module = net.to_torch()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     module.eval()

@@ -47,7 +47,7 @@ def main() -> int:
     runs: list[dict[str, object]] = []
     for stem in SPECS:
         net = archc.load(ROOT / "specs" / f"{stem}.arch")
-        prepared = Prepared.from_network(net)
+        prepared = Prepared.from_analysis(net.analysis)
         for provider, batch, repeat in (("cuda", 1, 100), ("cuda", 32, 50), ("cpu", 1, 10), ("cpu", 32, 3)):
             try:
                 r = benchmark(prepared, batch=batch, provider=provider, warmup=5 if provider == "cuda" else 1, repeat=repeat)

@@ -26,7 +26,7 @@ def test_compile_onnx_from_the_suffix(tmp_path: Path, capsys) -> None:
     onnx.checker.check_model(model, full_check=True)
     net = archc.load(LENET)
     got = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    assert all(np.array_equal(got[k], v) for k, v in make_weights(net, seed=4).items())
+    assert all(np.array_equal(got[k], v) for k, v in make_weights(net.analysis, seed=4).items())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx"]  # no temporary left
 
 
@@ -41,7 +41,7 @@ def test_compile_zeros_and_opset(tmp_path: Path) -> None:
 def test_compile_with_a_weights_file(tmp_path: Path) -> None:
     st = pytest.importorskip("safetensors.numpy")
     net = archc.load(LENET)
-    w = make_weights(net, seed=9)
+    w = make_weights(net.analysis, seed=9)
     st.save_file(w, str(tmp_path / "w.safetensors"))
     out = tmp_path / "m.onnx"
     assert main(["compile", LENET, "-o", str(out), "--weights", str(tmp_path / "w.safetensors")]) == 0
@@ -60,7 +60,10 @@ def test_bad_weights_write_nothing(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_an_existing_file_survives_a_failed_compile(tmp_path: Path) -> None:
+def test_an_existing_file_survives_a_failed_compile(tmp_path: Path, monkeypatch) -> None:
+    from archc.backends.onnx.opsets import DECOMPOSITIONS
+
+    monkeypatch.delitem(DECOMPOSITIONS, "Gelu")  # an op opset 13 lacks, with no way to write it out
     out = tmp_path / "m.onnx"
     out.write_bytes(b"previous")
     bad = tmp_path / "bad.arch"
@@ -98,17 +101,29 @@ def test_compile_torch_source(tmp_path: Path) -> None:
     assert main(["compile", LENET, "-o", str(out)]) == 0
     from archc.backends.torch.generate import generate_source
 
-    assert out.read_text() == generate_source(archc.load(LENET))
+    net = archc.load(LENET)
+    assert out.read_text() == generate_source(net.analysis, net.path)
     compile(out.read_text(), str(out), "exec")
 
 
-def test_gelu_at_an_old_opset_is_a_located_error(tmp_path: Path, capsys) -> None:
+def test_an_op_the_opset_lacks_is_a_located_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    from archc.backends.onnx.opsets import DECOMPOSITIONS
+
+    monkeypatch.delitem(DECOMPOSITIONS, "Gelu")  # an op opset 18 lacks, with no way to write it out
     spec = tmp_path / "g.arch"
     spec.write_text("input 4\nfc 4\ngelu\n")
     assert main(["compile", str(spec), "-o", str(tmp_path / "g.onnx"), "--opset", "18"]) == 1
     err = capsys.readouterr().err
     assert "g.arch:3:1" in err and "opset 20" in err and "Traceback" not in err
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_gelu_at_an_old_opset_is_written_with_erf(tmp_path: Path) -> None:
+    spec = tmp_path / "g.arch"
+    spec.write_text("input 4\nfc 4\ngelu\n")
+    assert main(["compile", str(spec), "-o", str(tmp_path / "g.onnx"), "--opset", "18"]) == 0
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "g.onnx")).graph.node]
+    assert "Erf" in ops and "Gelu" not in ops
 
 
 # --- where output goes: every failure is a one-line error (exit 1), never a traceback ---------

@@ -22,22 +22,22 @@ from conftest import all_specs  # noqa: E402
 from test_onnx_gen import EVERY_KIND  # noqa: E402
 
 import archc  # noqa: E402
+from archc.analysis.tensors import Role, tensor_specs  # noqa: E402
 from archc.backends.onnx.generate import build_model  # noqa: E402
 from archc.backends.onnx.runtime import CHECK_TOLERANCE  # noqa: E402
 from archc.backends.weights import make_weights  # noqa: E402
-from archc.kinds.tensors import Role, tensor_specs  # noqa: E402
 
 BATCH = 3
 
 
 def _compare(net) -> None:
-    weights = make_weights(net, "random", seed=11)
-    model = build_model(net, weights=weights)
+    weights = make_weights(net.analysis, "random", seed=11)
+    model = build_model(net.analysis, weights=weights)
     module = net.to_torch()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     module.eval()
 
-    buffers = sum(s.numel for s in tensor_specs(net) if s.role is Role.BUFFER)
+    buffers = sum(s.numel for s in tensor_specs(net.analysis) if s.role is Role.BUFFER)
     onnx_elements = sum(int(np.prod(t.dims)) for t in model.graph.initializer if not t.name.startswith("/"))
     assert net.params == sum(p.numel() for p in module.parameters()) == onnx_elements - buffers
 

@@ -156,6 +156,14 @@ def test_bodies_of_one_plain_layer_stay_inline_and_their_arrows_align() -> None:
     )
 
 
+def test_add_and_multiply_bodies() -> None:
+    src = "input 4x4x8\nse:multiply{branch{identity}\nbranch{globalavgpool;sigmoid}}->4x4x8\nadd { branch { relu } }\n"
+    assert format_text(src) == (
+        "input 4x4x8\nse: multiply {\n  branch { identity }\n  branch {\n    globalavgpool\n    sigmoid\n  }\n"
+        "} -> 4x4x8\nadd {\n  branch { relu }\n}\n"
+    )
+
+
 def test_crlf_and_semicolons() -> None:
     assert format_text("input 4\r\nfc 3;;relu\r\n") == "input 4\nfc 3\nrelu\n"
 

@@ -41,7 +41,8 @@ def test_torch_source(stem: str, golden) -> None:
     pytest.importorskip("torch")
     from archc.backends.torch.generate import generate_source
 
-    golden(GOLDEN / "zoo" / f"{stem}.py", generate_source(archc.load(SPECS / f"{stem}.arch")))
+    net = archc.load(SPECS / f"{stem}.arch")
+    golden(GOLDEN / "zoo" / f"{stem}.py", generate_source(net.analysis, net.path))
 
 
 @pytest.mark.parametrize("stem", ZOO)
@@ -49,7 +50,7 @@ def test_onnx_text(stem: str, golden) -> None:
     pytest.importorskip("onnx")
     from archc.backends.onnx.generate import build_model
 
-    model = build_model(archc.load(SPECS / f"{stem}.arch"), weights="zeros")
+    model = build_model(archc.load(SPECS / f"{stem}.arch").analysis, weights="zeros")
     golden(GOLDEN / "zoo" / f"{stem}.onnx.txt", onnx_text(model))
 
 

@@ -301,6 +301,22 @@ def test_concat_one_line_and_many() -> None:
         assert all(isinstance(br, S.Branch) for br in st.branches)
 
 
+def test_add_and_multiply_merges_parse_like_concat() -> None:
+    for op in ("add", "multiply"):
+        st = one(f"se: {op} {{ branch {{ identity }} branch {{ globalavgpool; sigmoid }} }} -> 7x7x4")
+        assert isinstance(st, S.Concat) and st.op == op and len(st.branches) == 2
+        assert st.label is not None and st.label.name == "se" and st.arrow is not None
+    assert one("concat { branch { relu } }").op == "concat"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("word", ["add", "multiply"])
+def test_add_and_multiply_are_keywords(word: str) -> None:
+    prog, diags = parse(f"input 4\n{word}: relu\n")
+    assert prog is None and diags[0].message == f"'{word}' is a keyword and cannot name a layer"
+    prog, diags = parse(f"input 4\n{word}\n")
+    assert prog is None and diags[0].message.startswith("missing '{' to open the body")
+
+
 def test_language_md_fire_block_compiles() -> None:
     ok(
         """input 55x55x96

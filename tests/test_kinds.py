@@ -70,7 +70,7 @@ def test_example_line_checks_on_every_layout_the_kind_takes(name: str) -> None:
         assert net.network is not None
         verify(net.network.graph)
         assert name in {n.kind for n in net.network.graph.nodes}
-        assert generate_source(net.network)  # the PyTorch back-end writes it
+        assert generate_source(net.network.analysis)  # the PyTorch back-end writes it
 
 
 @pytest.mark.parametrize("name", KIND_NAMES)
@@ -81,7 +81,7 @@ def test_example_line_lowers_to_onnx(name: str) -> None:
     kind = KINDS[name]
     layout = next(layout for layout in INPUTS if layout in kind.traits.layouts)
     net = archc.loads(f"input {INPUTS[layout]}\n{kind.example}\n")
-    assert build_model(net, weights="zeros").graph.output[0].name == "output"
+    assert build_model(net.analysis, weights="zeros").graph.output[0].name == "output"
 
 
 @pytest.mark.parametrize("name", [n for n in KIND_NAMES if KINDS[n].elementwise is not None])

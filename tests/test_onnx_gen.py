@@ -14,20 +14,21 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import GOLDEN, SPECS, all_specs, onnx_text  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskips, so a missing onnx skips instead of failing
+from archc.analysis.tensors import Role, tensor_specs  # noqa: E402
 from archc.backends.onnx.generate import (  # noqa: E402
-    DEFAULT_OPSET,
     HANDLERS,
-    KIND_MIN_OPSET,
     OnnxError,
     build_model,
     lower,
     save_model,
     write_model,
 )
+from archc.backends.onnx.lowering import Lowering, Value  # noqa: E402
+from archc.backends.onnx.opsets import DECOMPOSITIONS, DEFAULT_OPSET, NEWER_OPS  # noqa: E402
+from archc.backends.weights import make_weights  # noqa: E402
 from archc.diagnostics import SpecError  # noqa: E402
 from archc.ir import INPUT  # noqa: E402
 from archc.kinds import KINDS  # noqa: E402
-from archc.kinds.tensors import Role, tensor_specs  # noqa: E402
 
 # Every kind, every merge, P=same, ceil, groups, dilation, no-bias, a vanishing dropout.
 EVERY_KIND = """\
@@ -35,6 +36,7 @@ network Every
 input 20x20x4
 conv1: conv K=8 F=3 P=same D=2
 batchnorm
+layernorm eps=1e-6
 lrn size=3
 relu6
 maxpool F=3 S=2 ceil=true
@@ -47,11 +49,14 @@ tanh
 identity
 res: residual { conv K=8 F=3 P=1 bias=false; batchnorm }
 relu
+se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; relu; conv K=8 F=1; sigmoid } }
+shift: add { branch { relu } branch { globalavgpool; flatten } branch { conv K=8 F=1 } }
 cat: concat { branch { conv K=4 F=1 } branch { conv K=4 F=3 P=1; dropout 0.3 } }
 adaptiveavgpool 5
 globalavgpool
 flatten
 fc 10 bias=false
+layernorm bias=false
 softmax
 """
 
@@ -80,11 +85,11 @@ def _check_against_ir(net, model, inferred=None) -> None:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     shapes = {v.name: _dims(v) for v in [*inferred.graph.value_info, *inferred.graph.output]}
     shapes[INPUT] = _dims(inferred.graph.input[0])
-    values = lower(net).values
+    values = lower(net.analysis).values
     for node in net.graph.nodes:
         expected = ["batch", *net.analysis.facts[node.name].output.nchw()]
         assert shapes[values[node.name]] == expected, node.name
-    specs = tensor_specs(net)
+    specs = tensor_specs(net.analysis)
     weights = [t for t in model.graph.initializer if not t.name.startswith("/")]
     assert [t.name for t in weights] == [s.name for s in specs]
     assert [tuple(t.dims) for t in weights] == [s.shape for s in specs]
@@ -103,7 +108,7 @@ def test_spec_is_valid_onnx_with_the_irs_shapes(spec: Path, tmp_path: Path) -> N
     # shape inference read a small file: VGG's 550 MB of weights are checked for
     # size and place, not parsed and copied three times.
     net = archc.load(spec)
-    path, data = write_model(net, tmp_path / "m.onnx", weights="zeros", threshold=0)
+    path, data = write_model(net.analysis, tmp_path / "m.onnx", weights="zeros", threshold=0)
     try:
         onnx.checker.check_model(str(path), full_check=True)
         onnx.shape_inference.infer_shapes_path(str(path), str(tmp_path / "inferred.onnx"), strict_mode=True)
@@ -118,7 +123,7 @@ def test_spec_is_valid_onnx_with_the_irs_shapes(spec: Path, tmp_path: Path) -> N
 
 def test_every_kind_runs_on_onnxruntime_at_the_default_opset() -> None:
     net = archc.loads(EVERY_KIND)
-    model = build_model(net, seed=1)
+    model = build_model(net.analysis, seed=1)
     assert model.opset_import[0].version == DEFAULT_OPSET
     _check_against_ir(net, model)
     y = _run(model, np.random.default_rng(0).standard_normal((2, 4, 20, 20), dtype=np.float32))
@@ -128,7 +133,7 @@ def test_every_kind_runs_on_onnxruntime_at_the_default_opset() -> None:
 
 def test_flat_input_and_every_layer_vanishing() -> None:
     net = archc.loads("input 6\ndropout\n")
-    model = build_model(net)
+    model = build_model(net.analysis)
     onnx.checker.check_model(model, full_check=True)
     assert _dims(model.graph.input[0]) == ["batch", 6]
     assert [n.op_type for n in model.graph.node] == ["Identity"]
@@ -137,31 +142,52 @@ def test_flat_input_and_every_layer_vanishing() -> None:
 
 
 def test_dropout_at_the_end_renames_the_previous_value_output() -> None:
-    model = build_model(archc.loads("input 4\nfc1: fc 3\ndropout"))
+    model = build_model(archc.loads("input 4\nfc1: fc 3\ndropout").analysis)
     assert [(n.name, list(n.output)) for n in model.graph.node] == [("fc1", ["output"])]
 
 
-def test_gelu_needs_opset_20_with_a_located_error() -> None:
+def test_an_op_newer_than_the_opset_without_a_decomposition_is_a_located_error(monkeypatch) -> None:
+    monkeypatch.delitem(DECOMPOSITIONS, "Gelu")  # as an op with no decomposition would be
     net = archc.loads("input 4x4x2\nconv K=2 F=1\ng: gelu\n", filename="g.arch")
     with pytest.raises(SpecError) as info:
-        build_model(net, opset=19)
+        net.to_onnx(opset=19)
     text = str(info.value)
     assert "g.arch:3:4: error[E602]" in text and "opset 20" in text and "--opset 20" in text
-    assert KIND_MIN_OPSET["gelu"][0] == 20
-    build_model(net, opset=20)  # and 20 is enough
+    assert NEWER_OPS["Gelu"][0] == 20
+    build_model(net.analysis, opset=20)  # and 20 is enough
+
+
+@pytest.mark.parametrize("opset", [13, 19, 20])
+def test_gelu_at_each_side_of_its_opset_matches_pytorch(opset: int) -> None:
+    """Gelu came in opset 20; before it, the same function is written with Erf."""
+    torch = pytest.importorskip("torch")
+    from archc.backends.torch.generate import build_module
+
+    net = archc.loads("input 5x5x3\nconv K=4 F=3\ng: gelu\nfc 3\n")
+    weights = make_weights(net.analysis, seed=7)
+    model = build_model(net.analysis, weights=weights, opset=opset)
+    _check_against_ir(net, model)
+    ops = {n.op_type for n in model.graph.node}
+    assert ("Gelu" in ops, "Erf" in ops) == ((True, False) if opset >= 20 else (False, True))
+    module = build_module(net.analysis).eval()
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    x = np.random.default_rng(opset).standard_normal((2, 3, 5, 5), dtype=np.float32) * 3
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_run(model, x), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("opset", [12, 10_000])
 def test_opset_out_of_range(opset: int) -> None:
     with pytest.raises(OnnxError, match="out of range"):
-        build_model(archc.loads("input 4\nfc 2"), opset=opset)
+        build_model(archc.loads("input 4\nfc 2").analysis, opset=opset)
 
 
 @pytest.mark.parametrize("opset", [13, 17, 20, 21])
 def test_older_opsets_run(opset: int) -> None:
     text = EVERY_KIND if opset >= 20 else EVERY_KIND.replace("gelu\n", "")
     net = archc.loads(text)
-    model = build_model(net, opset=opset)
+    model = build_model(net.analysis, opset=opset)
     assert model.opset_import[0].version == opset
     assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import))
     assert _run(model, np.ones((1, 4, 20, 20), np.float32)).shape == (1, 10)
@@ -169,24 +195,24 @@ def test_older_opsets_run(opset: int) -> None:
 
 # --- adaptiveavgpool ----------------------------------------------------------------
 def test_adaptive_equal_size_emits_nothing() -> None:
-    model = build_model(archc.loads("input 6x6x2\nconv1: conv K=2 F=1\nadaptiveavgpool 6\nflatten"))
+    model = build_model(archc.loads("input 6x6x2\nconv1: conv K=2 F=1\nadaptiveavgpool 6\nflatten").analysis)
     assert [n.op_type for n in model.graph.node] == ["Conv", "Flatten"]
 
 
 def test_adaptive_divisible_is_one_average_pool() -> None:
     net = archc.loads("input 12x8x2\nadaptiveavgpool 3x2")
-    (node,) = build_model(net).graph.node
+    (node,) = build_model(net.analysis).graph.node
     attrs = {a.name: list(a.ints) for a in node.attribute}
     assert node.op_type == "AveragePool" and attrs["kernel_shape"] == [4, 4] and attrs["strides"] == [4, 4]
     x = np.random.default_rng(0).standard_normal((1, 2, 12, 8), dtype=np.float32)
     expected = x.reshape(1, 2, 3, 4, 2, 4).mean(axis=(3, 5))
-    np.testing.assert_allclose(_run(build_model(net), x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_run(build_model(net.analysis), x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_adaptive_uneven_is_two_matmuls_with_pytorch_windows() -> None:
     """13 -> 6, torchvision AlexNet's case off 224: windows [0,3) [2,5) [4,7) [6,9) [8,11) [10,13)."""
     net = archc.loads("input 13x13x2\npool: adaptiveavgpool 6\n")
-    model = build_model(net)
+    model = build_model(net.analysis)
     assert [n.op_type for n in model.graph.node] == ["MatMul", "MatMul"]
     assert not [t for t in model.graph.initializer if not t.name.startswith("/")]  # no weights added
     x = np.random.default_rng(0).standard_normal((2, 2, 13, 13), dtype=np.float32)
@@ -200,7 +226,7 @@ def test_adaptive_uneven_is_two_matmuls_with_pytorch_windows() -> None:
 def test_even_lrn_is_written_out() -> None:
     """ONNX's LRN takes odd sizes; an even one is PyTorch's formula in plain ops."""
     net = archc.loads("input 3x3x5\nlrn size=2 alpha=1 beta=1 k=1\n")
-    model = build_model(net)
+    model = build_model(net.analysis)
     assert "LRN" not in {n.op_type for n in model.graph.node}
     x = np.random.default_rng(0).standard_normal((1, 5, 3, 3), dtype=np.float32)
     padded = np.concatenate([np.zeros_like(x[:, :1]), x], axis=1) ** 2  # size//2 = 1 channel before
@@ -210,40 +236,70 @@ def test_even_lrn_is_written_out() -> None:
 
 def test_a_layer_named_output_keeps_the_graph_output_unique() -> None:
     net = archc.loads("input 4x4x2\noutput: conv K=2 F=1\nrelu\nfc 3\n")
-    model = build_model(net)
+    model = build_model(net.analysis)
     onnx.checker.check_model(model, full_check=True)
     assert model.graph.node[0].name == "output"
     assert _run(model, np.ones((1, 2, 4, 4), np.float32)).shape == (1, 3)
 
 
+# --- layouts: a Transpose only where two axis orders meet ----------------------------------
+def _relu_channels_last(ctx: Lowering, node, facts) -> Value:
+    """A handler that makes its value channels last, as a layout-changing kind would."""
+    (x,) = ctx.inputs(node)
+    nhwc = ctx.emit("Transpose", [x], f"{node.name}/nhwc", perm=[0, 2, 3, 1])
+    return Value(ctx.emit("Relu", [nhwc], node.name), "NHWC")
+
+
+def test_no_transpose_where_every_value_is_in_onnx_order() -> None:
+    for spec in all_specs():
+        assert "Transpose" not in {n.op_type for n in lower(archc.load(spec).analysis).model.graph.node}
+
+
+def test_a_transpose_where_orders_meet_made_once_for_every_reader(monkeypatch) -> None:
+    text = "input 6x6x2\nconv K=3 F=1\nr: relu\nconcat { branch { conv K=2 F=1 } branch { conv K=4 F=1 } }\nrelu\n"
+    net = archc.loads(text)
+    weights = make_weights(net.analysis, seed=3)
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6), dtype=np.float32)
+    expected = _run(build_model(net.analysis, weights=weights), x)
+    monkeypatch.setitem(HANDLERS, "relu", _relu_channels_last)
+    model = build_model(net.analysis, weights=weights)
+    onnx.checker.check_model(model, full_check=True)
+    ops = [(n.name, n.op_type) for n in model.graph.node]
+    # r is made NHWC; both branches read it NCHW through one Transpose; the last relu's
+    # NHWC value meets the graph's NCHW output, so one more Transpose ends the graph
+    assert [name for name, op in ops if op == "Transpose" and "/to_" in name] == ["r/to_NCHW", "relu1/to_NCHW"]
+    assert model.graph.node[-1].output[0] == "output"
+    np.testing.assert_allclose(_run(model, x), expected, rtol=1e-5, atol=1e-6)
+
+
 # --- golden, determinism, files -----------------------------------------------------
 def test_golden_alexnet_lecture(golden) -> None:
-    model = build_model(archc.load(SPECS / "alexnet_lecture.arch"), weights="zeros")
+    model = build_model(archc.load(SPECS / "alexnet_lecture.arch").analysis, weights="zeros")
     golden(GOLDEN / "alexnet_lecture.onnx.txt", onnx_text(model))
 
 
 def test_output_is_deterministic(tmp_path: Path) -> None:
     net = archc.loads(EVERY_KIND)
-    a, b = build_model(net, seed=3), build_model(net, seed=3)
+    a, b = build_model(net.analysis, seed=3), build_model(net.analysis, seed=3)
     assert a.SerializeToString() == b.SerializeToString()
-    assert build_model(net, seed=4).SerializeToString() != a.SerializeToString()
-    write_model(net, tmp_path / "1.onnx", seed=3)
-    write_model(net, tmp_path / "2.onnx", seed=3)
+    assert build_model(net.analysis, seed=4).SerializeToString() != a.SerializeToString()
+    write_model(net.analysis, tmp_path / "1.onnx", seed=3)
+    write_model(net.analysis, tmp_path / "2.onnx", seed=3)
     assert (tmp_path / "1.onnx").read_bytes() == (tmp_path / "2.onnx").read_bytes()
 
 
 def test_streamed_write_equals_saving_the_built_model(tmp_path: Path) -> None:
     net = archc.loads(EVERY_KIND)
-    model = build_model(net, seed=5)
+    model = build_model(net.analysis, seed=5)
     assert save_model(model, tmp_path / "saved.onnx") == [tmp_path / "saved.onnx"]
-    write_model(net, tmp_path / "streamed.onnx", seed=5)
+    write_model(net.analysis, tmp_path / "streamed.onnx", seed=5)
     assert (tmp_path / "saved.onnx").read_bytes() == (tmp_path / "streamed.onnx").read_bytes()
     assert onnx.load(str(tmp_path / "saved.onnx")) == model
 
 
 def test_external_data_past_the_threshold(tmp_path: Path) -> None:
     net = archc.loads(EVERY_KIND)
-    model = build_model(net, seed=2)
+    model = build_model(net.analysis, seed=2)
     before = model.SerializeToString()
     path = tmp_path / "big.onnx"
     written = save_model(model, path, threshold=1000)
@@ -251,7 +307,12 @@ def test_external_data_past_the_threshold(tmp_path: Path) -> None:
     assert written[0] == path and written[1].parent == tmp_path
     assert re.fullmatch(r"big\.onnx\.[0-9a-f]{16}\.data", written[1].name)
     assert model.SerializeToString() == before  # the model in memory is untouched
-    assert path.stat().st_size < 5000 < written[1].stat().st_size
+    # every tensor past 1000 bytes lives in the data file, the others in the model
+    bare = onnx.load(str(path), load_external_data=False)
+    for t in bare.graph.initializer:
+        external = t.data_location == onnx.TensorProto.EXTERNAL
+        assert external == (4 * int(np.prod(t.dims)) > 1000), t.name
+    assert written[1].stat().st_size >= sum(4 * int(np.prod(t.dims)) for t in bare.graph.initializer if t.data_location)
     onnx.checker.check_model(str(path), full_check=True)
     loaded = onnx.load(str(path))  # reads the external data back
     for a, b in zip(loaded.graph.initializer, model.graph.initializer, strict=True):
@@ -260,21 +321,21 @@ def test_external_data_past_the_threshold(tmp_path: Path) -> None:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(sess.run(None, {"input": x})[0], _run(model, x))
     # streamed from the weights, the same two files
-    write_model(net, tmp_path / "s" / "big.onnx", seed=2, threshold=1000)
+    write_model(net.analysis, tmp_path / "s" / "big.onnx", seed=2, threshold=1000)
     for f in written:
         assert (tmp_path / "s" / f.name).read_bytes() == f.read_bytes()
 
 
 def test_below_the_threshold_no_data_file(tmp_path: Path) -> None:
     path = tmp_path / "m.onnx"
-    assert save_model(build_model(archc.loads(EVERY_KIND)), path) == [path]
+    assert save_model(build_model(archc.loads(EVERY_KIND).analysis), path) == [path]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
 def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     net = archc.loads("input 4\nfc1: fc 3")
     with pytest.raises(Exception, match="do not fit"):
-        write_model(net, tmp_path / "m.onnx", weights={"fc1.weight": np.zeros((3, 4), np.float32)})
+        write_model(net.analysis, tmp_path / "m.onnx", weights={"fc1.weight": np.zeros((3, 4), np.float32)})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -282,3 +343,26 @@ def test_network_to_onnx_facade(tmp_path: Path) -> None:
     net = archc.loads("input 4\nfc1: fc 3")
     model = net.to_onnx(tmp_path / "m.onnx", weights="zeros")
     assert onnx.load(str(tmp_path / "m.onnx")) == model
+
+
+# --- layernorm ----------------------------------------------------------------------
+@pytest.mark.parametrize("bias", [True, False])
+def test_layernorm_over_channels_first_and_written_out_below_opset_17(bias: bool) -> None:
+    """LayerNormalization on the last axis (transposed there from axis 1), and the same in plain ops at 13-16."""
+    net = archc.loads(f"input 3x5x4\nln: layernorm eps=1e-3 bias={str(bias).lower()}\n")
+    rng = np.random.default_rng(0)
+    weights = {"ln.weight": rng.standard_normal(4, dtype=np.float32)}
+    if bias:
+        weights["ln.bias"] = rng.standard_normal(4, dtype=np.float32)
+    x = rng.standard_normal((2, 4, 3, 5), dtype=np.float32)
+    mean = x.mean(axis=1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+    expected = (x - mean) / np.sqrt(var + 1e-3) * weights["ln.weight"][:, None, None]
+    if bias:
+        expected += weights["ln.bias"][:, None, None]
+    new, old = build_model(net.analysis, weights=weights), build_model(net.analysis, weights=weights, opset=16)
+    assert [n.op_type for n in new.graph.node] == ["Transpose", "LayerNormalization", "Transpose"]
+    assert "LayerNormalization" not in {n.op_type for n in old.graph.node}
+    for model in (new, old):
+        _check_against_ir(net, model)
+        np.testing.assert_allclose(_run(model, x), expected, rtol=1e-4, atol=1e-5)

@@ -90,7 +90,7 @@ def test_run_an_onnx_file_computes_macs_from_the_graph(tmp_path: Path, capsys) -
 
 
 def test_onnx_macs_unknown_without_shapes() -> None:
-    model = build_model(archc.loads("input 8x8x3\nconv K=2 F=3\nglobalavgpool\nfc 3"))
+    model = build_model(archc.loads("input 8x8x3\nconv K=2 F=3\nglobalavgpool\nfc 3").analysis)
     assert onnx_macs(model) == 6 * 6 * 2 * 27 + 2 * 3
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "h"  # the conv's output size unknown
     assert onnx_macs(model) is None
@@ -155,7 +155,7 @@ def test_run_an_invalid_spec_prints_diagnostics(tmp_path: Path, capsys) -> None:
 
 
 def test_fixed_batch_model(tmp_path: Path) -> None:
-    model = build_model(archc.loads("input 4\nfc 3"))
+    model = build_model(archc.loads("input 4\nfc 3").analysis)
     for v in (model.graph.input[0], model.graph.output[0]):
         v.type.tensor_type.shape.dim[0].dim_value = 1
     path = tmp_path / "fixed.onnx"

@@ -134,3 +134,21 @@ def test_fc_flattens_a_spatial_input(h: int, w: int, c: int, n: int, bias: bool)
     layer = nn.Sequential(nn.Flatten(), nn.Linear(h * w * c, n, bias=bias))
     _agree(f"input {h}x{w}x{c}\nfc {n} bias={str(bias).lower()}", layer, (c, h, w))
     _agree(f"input {h}x{w}x{c}\nflatten", nn.Flatten(), (c, h, w))
+
+
+@EXAMPLES
+@given(st.integers(1, 8), st.integers(1, 8), st.integers(1, 6), st.booleans(), st.booleans())
+def test_layernorm_over_the_channels(h: int, w: int, c: int, bias: bool, flat: bool) -> None:
+    """nn.LayerNorm(C) over the channels at every position: archc's params, and its generated module's values."""
+    spec = f"input {c if flat else f'{h}x{w}x{c}'}\nlayernorm eps=1e-3 bias={str(bias).lower()}"
+    net = archc.loads(spec)
+    ref = nn.LayerNorm(c, eps=1e-3, bias=bias)
+    assert net.params == sum(p.numel() for p in ref.parameters())
+    x = torch.randn(2, c) if flat else torch.randn(2, c, h, w)
+    module = net.to_torch()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.uniform_(-1, 1)
+        module.load_state_dict({f"layernorm1.{k}": v for k, v in ref.state_dict().items()})
+        expected = ref(x) if flat else ref(x.movedim(1, -1)).movedim(-1, 1)
+        torch.testing.assert_close(module(x), expected)

@@ -67,6 +67,10 @@ ROWS: list[Row] = [
     ("8x8x16", "batchnorm", "8x8x16", 32, 0),
     ("8x8x16", "batchnorm eps=1e-3", "8x8x16", 32, 0),
     ("64", "batchnorm", "64", 128, 0),
+    # layernorm: C scales + C shifts over the channels at every position
+    ("8x8x16", "layernorm", "8x8x16", 32, 0),
+    ("8x8x16", "layernorm eps=1e-6 bias=false", "8x8x16", 16, 0),
+    ("64", "layernorm", "64", 128, 0),
     ("8x8x16", "lrn size=5 alpha=1e-4 beta=0.75 k=2", "8x8x16", 0, 0),
     ("8x8x16", "dropout", "8x8x16", 0, 0),
     ("10", "dropout 0.3", "10", 0, 0),
@@ -119,6 +123,39 @@ def test_concat_adds_channels() -> None:
 def test_concat_of_flat_vectors() -> None:
     n = archc.loads("input 10\nconcat { branch { fc 3 } branch { fc 4 } }", "t.arch")
     assert n.output_shape == (7,)
+
+
+def test_add_and_multiply_broadcast_per_channel_branches() -> None:
+    """Equal shapes, or a branch at 1x1xC or flat C scaling every position (squeeze-and-excitation)."""
+    n = archc.loads(
+        "input 8x8x16\nse: multiply {\n branch { identity }\n"
+        " branch { globalavgpool; conv K=4 F=1; relu; conv K=16 F=1; sigmoid }\n} -> 8x8x16\n"
+        "s: add { branch { relu } branch { globalavgpool; flatten } } -> 8x8x16\n"
+        "one: add { branch { globalavgpool } branch { globalavgpool; flatten } } -> 1x1x16\n"
+        "flat: multiply { branch { flatten } branch { flatten } }\n",
+        "t.arch",
+    )
+    kinds = {layer.name: (layer.kind, layer.output, layer.params, layer.macs) for layer in n.layers}
+    assert kinds["se"] == ("multiply", (8, 8, 16), 0, 0) and kinds["s"] == ("add", (8, 8, 16), 0, 0)
+    assert kinds["one"][1] == (1, 1, 16) and kinds["flat"][1] == (16,)
+    assert n.params == (16 * 4 + 4) + (4 * 16 + 16)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("branch { conv K=8 F=1 } branch { identity }", "branch 1 ends at 8x8x8 but branch 2 at 8x8x4"),
+        ("branch { identity } branch { globalavgpool; conv K=8 F=1 }", "branch 1 ends at 8x8x4 but branch 2 at 1x1x8"),
+        ("branch { identity } branch { maxpool F=2 }", "branch 1 ends at 8x8x4 but branch 2 at 4x4x4"),
+        ("branch { identity } branch { fc 5 }", "branch 1 ends at 8x8x4 but branch 2 at 5"),
+    ],
+)
+def test_elementwise_merge_shape_errors(body: str, words: str) -> None:
+    for op in ("add", "multiply"):
+        r = compile_text(f"input 8x8x4\nm: {op} {{ {body} }}\n", "t.arch")
+        (d,) = r.errors
+        assert d.code == "E200" and words in d.message and d.span is not None and d.span.line == 2, r.render()
+        assert d.hint is not None and "1x1x" in d.hint
 
 
 def test_residual_keeps_the_shape() -> None:
@@ -210,7 +247,7 @@ def test_totals_equal_the_sum_of_layers(spec: Path) -> None:
     for x in layers:
         if x.kind not in ("conv", "fc"):
             assert x.macs == 0, x
-        if x.kind not in ("conv", "fc", "batchnorm"):
+        if x.kind not in ("conv", "fc", "batchnorm", "layernorm"):
             assert x.params == 0, x
 
 

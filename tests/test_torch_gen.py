@@ -14,10 +14,10 @@ F = torch.nn.functional
 from conftest import BASIC_BLOCK, GOLDEN, all_specs  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskip
+from archc.analysis.tensors import tensor_specs  # noqa: E402
 from archc.backends.torch.generate import HANDLERS, build_module, generate_source  # noqa: E402
 from archc.frontend.elaborate import RESERVED_NAMES  # noqa: E402
 from archc.kinds import KINDS  # noqa: E402
-from archc.kinds.tensors import tensor_specs  # noqa: E402
 
 
 def _sd_shapes(module: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
@@ -28,7 +28,7 @@ def _sd_shapes(module: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 def _check_against_ir(net: archc.Network, module: torch.nn.Module) -> None:
     assert sum(p.numel() for p in module.parameters()) == net.params
-    assert _sd_shapes(module) == [(t.name, t.shape) for t in tensor_specs(net)]
+    assert _sd_shapes(module) == [(t.name, t.shape) for t in tensor_specs(net.analysis)]
 
 
 @pytest.mark.parametrize("path", all_specs(), ids=lambda p: p.stem)
@@ -36,7 +36,7 @@ def test_every_spec_builds_and_matches_the_ir(path: Path) -> None:
     net = archc.load(path)
     # shapes and counts only: the meta device allocates nothing, so VGG costs no time
     with torch.device("meta"):
-        module = build_module(net)
+        module = build_module(net.analysis)
         y = module(torch.empty(2, *net.graph.input_shape.nchw()))
     _check_against_ir(net, module)
     assert tuple(y.shape) == (2, *net.analysis.output_shape.nchw())
@@ -45,16 +45,16 @@ def test_every_spec_builds_and_matches_the_ir(path: Path) -> None:
 
 @pytest.mark.parametrize("path", all_specs(), ids=lambda p: p.stem)
 def test_generation_is_deterministic(path: Path) -> None:
-    assert generate_source(archc.load(path)) == generate_source(archc.load(path))
+    assert archc.load(path).torch_source() == archc.load(path).torch_source()
 
 
 def test_alexnet_golden(golden) -> None:
-    source = generate_source(archc.load(Path(__file__).parent.parent / "specs" / "alexnet_lecture.arch"))
+    source = archc.load(Path(__file__).parent.parent / "specs" / "alexnet_lecture.arch").torch_source()
     golden(GOLDEN / "alexnet_lecture.py", source)
 
 
 def test_alexnet_reads_like_torchvision() -> None:
-    source = generate_source(archc.load(Path(__file__).parent.parent / "specs" / "alexnet_lecture.arch"))
+    source = archc.load(Path(__file__).parent.parent / "specs" / "alexnet_lecture.arch").torch_source()
     assert "self.conv1 = nn.Conv2d(3, 96, kernel_size=11, stride=4)\n" in source
     assert "self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2)\n" in source
     assert "self.fc1 = nn.Linear(256 * 2 * 2, 4096)\n" in source
@@ -75,7 +75,7 @@ def test_reserved_names_cover_nn_module() -> None:
 def test_a_layer_named_like_a_module_method_is_a_located_error_here_only() -> None:
     net = archc.loads("input 4x4x3\ncompile: conv K=2 F=1\n", filename="m.arch")  # valid: W002 only
     with pytest.raises(archc.SpecError) as info:
-        generate_source(net)
+        net.torch_source()
     assert "m.arch:2:1: error[E113]: 'compile' cannot be an attribute of the generated PyTorch module" in str(info.value)
 
 
@@ -209,14 +209,14 @@ def _randomise_batchnorm(module: torch.nn.Module) -> None:
 def test_mini_network_matches_the_ir() -> None:
     net = archc.loads(MINI)
     assert net.params == MINI_PARAMS
-    module = build_module(net)
+    module = build_module(net.analysis)
     _check_against_ir(net, module)
     assert tuple(module(torch.randn(2, 3, 16, 16)).shape) == (2, 10)
 
 
 def test_mini_network_matches_hand_written_torch() -> None:
     torch.manual_seed(0)
-    module = build_module(archc.loads(MINI))
+    module = build_module(archc.loads(MINI).analysis)
     _randomise_batchnorm(module)
     reference = _RefMini()
     reference.load_state_dict(module.state_dict())  # strict: the very same keys and shapes
@@ -228,7 +228,7 @@ def test_mini_network_matches_hand_written_torch() -> None:
 
 
 def test_mini_network_source_reads_like_the_spec() -> None:
-    source = generate_source(archc.loads(MINI))
+    source = generate_source(archc.loads(MINI).analysis)
     assert "class Basic(nn.Module):" in source
     assert "def __init__(self, in_channels: int, K: int, S: int = 1) -> None:" in source
     assert "self.conv1 = nn.Conv2d(in_channels, K, kernel_size=3, stride=S, padding=1, bias=False)" in source
@@ -269,11 +269,11 @@ h2: Head N=5
 
 def test_instances_that_differ_get_constructor_arguments() -> None:
     net = archc.loads(VARYING)
-    source = generate_source(net)
+    source = generate_source(net.analysis)
     assert "for _ in range(N)" in source  # the count stays the spec's parameter
     assert "conv1_pad" in source  # 12 -> 6 pads (0, 1), 3 -> 2 pads (1, 1)
     assert "(nn.BatchNorm2d if batchnorm1_spatial else nn.BatchNorm1d)" in source
-    module = build_module(net)
+    module = build_module(net.analysis)
     _check_against_ir(net, module)
     assert tuple(module(torch.randn(2, 4, 12, 12)).shape) == (2, 5)
 
@@ -281,7 +281,7 @@ def test_instances_that_differ_get_constructor_arguments() -> None:
 def test_same_padding_matches_tensorflow_at_every_size() -> None:
     """P=same at stride 2 gives ceil(n/2) at each copy, whatever the parity of n."""
     net = archc.loads("input 13x13x2\nr: repeat 3 { conv K=2 F=3 S=2 P=same bias=false }")
-    module = build_module(net).eval()
+    module = build_module(net.analysis).eval()
     x = torch.randn(1, 2, 13, 13)
     y = x
     for k, n in enumerate((13, 7, 4)):
@@ -320,7 +320,7 @@ KIND_CASES = [
 @pytest.mark.parametrize(("line", "reference"), KIND_CASES, ids=[c[0] for c in KIND_CASES])
 def test_stateless_kind_matches_torch(line: str, reference) -> None:
     net = archc.loads(f"input 8x8x6\nlayer: {line}")
-    module = build_module(net).eval()
+    module = build_module(net.analysis).eval()
     x = torch.randn(2, 6, 8, 8)
     with torch.no_grad():
         y = module(x)
@@ -330,9 +330,9 @@ def test_stateless_kind_matches_torch(line: str, reference) -> None:
 
 def test_flat_input_uses_batchnorm1d() -> None:
     net = archc.loads("input 10\nfc 6\nbatchnorm eps=0.001\nsoftmax")
-    source = generate_source(net)
+    source = generate_source(net.analysis)
     assert "nn.BatchNorm1d(6, eps=0.001)" in source
-    module = build_module(net)
+    module = build_module(net.analysis)
     _check_against_ir(net, module)
     assert tuple(module(torch.randn(3, 10)).shape) == (3, 6)
 
@@ -362,7 +362,7 @@ flex: Flexible N=5
 
 def test_odd_names_compile(tmp_path: Path) -> None:
     net = archc.loads(ODD, filename="3 odd-net.arch")
-    source = generate_source(net)
+    source = generate_source(net.analysis)
     compile(source, "odd.py", "exec")
     assert "class class_(nn.Module):" in source
     assert "in_channels_: int" in source  # a parameter named in_channels does not shadow the input's
@@ -381,17 +381,17 @@ def test_odd_names_compile(tmp_path: Path) -> None:
 
 def test_build_module_is_the_generated_source() -> None:
     net = archc.loads(MINI)
-    module = build_module(net)
+    module = build_module(net.analysis)
     assert type(module).__name__ == "Mini"
-    assert f"class {type(module.layer1[0]).__name__}(nn.Module):" in generate_source(net)
+    assert f"class {type(module.layer1[0]).__name__}(nn.Module):" in generate_source(net.analysis)
 
 
 def test_same_padding_with_an_even_window_pads_at_the_end() -> None:
     """F=2 P=same at stride 1 pads one column after (as the IR and TensorFlow do), explicitly."""
     net = archc.loads("input 5x5x1\nc: conv K=1 F=2 P=same bias=false")
-    source = generate_source(net)
+    source = generate_source(net.analysis)
     assert "nn.ZeroPad2d((0, 1, 0, 1))" in source and 'padding="same"' not in source
-    module = build_module(net).eval()
+    module = build_module(net.analysis).eval()
     x = torch.randn(1, 1, 5, 5)
     with torch.no_grad():
         torch.testing.assert_close(module(x), F.conv2d(F.pad(x, (0, 1, 0, 1)), module.c.weight))
@@ -407,6 +407,6 @@ def test_same_padding_with_an_even_window_pads_at_the_end() -> None:
 )
 def test_empty_repeats(text: str) -> None:
     net = archc.loads(text)
-    module = build_module(net)
+    module = build_module(net.analysis)
     _check_against_ir(net, module)
     assert tuple(module(torch.randn(2, 2, 4, 4)).shape) == (2, 3)

@@ -60,11 +60,11 @@ def test_a_safetensors_header_declaring_gigabytes_is_refused_unread(net, tmp_pat
     blob = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(blob)) + blob)
     with pytest.raises(WeightsError, match="malformed"):  # the data is not there
-        make_weights(net, path)
+        make_weights(net.analysis, path)
     # declared and present, but far more than 3x4 + 3 floats: refused by its declared size
     big = safetensors(tmp_path / "big.safetensors", {"extra": ("F32", [1 << 19], bytes(1 << 21))})
     with pytest.raises(WeightsError, match="declares 2,097,152 bytes of tensors, more than"):
-        make_weights(net, big)
+        make_weights(net.analysis, big)
 
 
 def test_a_zip_bomb_pt_is_refused_before_inflating(net, tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_a_zip_bomb_pt_is_refused_before_inflating(net, tmp_path: Path) -> None:
                 dst.writestr(info, data)
     before = peak_mb()
     with pytest.raises(WeightsError, match="refused before"):
-        make_weights(net, bomb)
+        make_weights(net.analysis, bomb)
     assert peak_mb() - before < 200
 
 
@@ -94,24 +94,24 @@ def test_a_pt_storing_more_than_the_spec_needs_is_refused(net, tmp_path: Path) -
     torch = pytest.importorskip("torch")
     torch.save({"fc1.weight": torch.zeros(3, 4), "fc1.bias": torch.zeros(3), "junk": torch.zeros(1 << 19)}, tmp_path / "w.pt")
     with pytest.raises(WeightsError, match="more than the network's weights can use"):
-        make_weights(net, tmp_path / "w.pt")
+        make_weights(net.analysis, tmp_path / "w.pt")
 
 
 # --- item 19: one rule for every format, each refusal naming the key --------------------------------
 def test_float64_beyond_float32_is_refused_not_inf(net, tmp_path: Path) -> None:
     path = good(tmp_path / "w.safetensors", **{"fc1.bias": ("F64", [3], np.asarray([1e300, 0, 0], "<f8").tobytes())})
     with pytest.raises(WeightsError, match=r"fc1\.bias holds values beyond float32's range \(up to 1e\+300\)"):
-        make_weights(net, path)
-    given = dict(make_weights(net), **{"fc1.bias": np.array([1e300, 0, 0])})
+        make_weights(net.analysis, path)
+    given = dict(make_weights(net.analysis), **{"fc1.bias": np.array([1e300, 0, 0])})
     with pytest.raises(WeightsError, match=r"fc1\.bias holds values beyond float32's range"):
-        make_weights(net, given)
+        make_weights(net.analysis, given)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_nan_and_inf_weights_are_refused(net, tmp_path: Path, bad: float) -> None:
     path = good(tmp_path / "w.safetensors", **{"fc1.weight": ("F32", [3, 4], f32([0.0] * 11 + [bad]))})
     with pytest.raises(WeightsError, match=r"fc1\.weight holds NaN or infinity"):
-        make_weights(net, path)
+        make_weights(net.analysis, path)
 
 
 def test_bfloat16_and_float16_safetensors_are_read(net, tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_bfloat16_and_float16_safetensors_are_read(net, tmp_path: Path) -> None:
     path = good(tmp_path / "w.safetensors", **{
         "fc1.weight": ("BF16", [3, 4], bf16), "fc1.bias": ("F16", [3], np.asarray([1, 2, 3], "<f2").tobytes()),
     })  # fmt: skip
-    w = make_weights(net, path)
+    w = make_weights(net.analysis, path)
     assert w["fc1.weight"].dtype == np.float32 and (w["fc1.weight"] == 0.5).all()
     assert w["fc1.bias"].tolist() == [1, 2, 3]
 
@@ -136,13 +136,13 @@ def test_integer_tensors_are_refused_in_every_format(net, tmp_path: Path, fmt: s
     else:
         source = {"fc1.weight": np.zeros((3, 4), np.float32), "fc1.bias": ints}
     with pytest.raises(WeightsError, match=r"fc1\.bias is not a floating-point tensor \(int64\)"):
-        make_weights(net, source)
+        make_weights(net.analysis, source)
 
 
 def test_a_zero_d_tensor_is_not_shape_1() -> None:
     net = archc.loads("input 1\nfc1: fc 1\n")  # fc1.weight [1, 1], fc1.bias [1]
     with pytest.raises(WeightsError, match=r"fc1\.bias is \[\], expected \[1\]"):
-        make_weights(net, {"fc1.weight": np.zeros((1, 1), np.float32), "fc1.bias": np.float32(3)})
+        make_weights(net.analysis, {"fc1.weight": np.zeros((1, 1), np.float32), "fc1.bias": np.float32(3)})
 
 
 @pytest.mark.parametrize("kind", ["sparse", "meta"])
@@ -151,13 +151,13 @@ def test_sparse_and_meta_tensors_are_refused_by_key(net, tmp_path: Path, kind: s
     weight = torch.zeros(3, 4).to_sparse() if kind == "sparse" else torch.zeros(3, 4, device="meta")
     torch.save({"fc1.weight": weight, "fc1.bias": torch.zeros(3)}, tmp_path / "w.pt")
     with pytest.raises(WeightsError, match=rf"fc1\.weight is a {kind}"):
-        make_weights(net, tmp_path / "w.pt")
+        make_weights(net.analysis, tmp_path / "w.pt")
 
 
 def test_hostile_keys_are_escaped(net) -> None:
-    given = dict(make_weights(net), **{"\x1b[2Jevil\nkey": np.zeros(1, np.float32)})
+    given = dict(make_weights(net.analysis), **{"\x1b[2Jevil\nkey": np.zeros(1, np.float32)})
     with pytest.raises(WeightsError) as info:
-        make_weights(net, given)
+        make_weights(net.analysis, given)
     assert "\x1b" not in str(info.value) and "'\\x1b[2Jevil\\nkey'" in str(info.value)
 
 
@@ -172,7 +172,7 @@ def test_a_pickled_object_is_refused_without_torchs_advice(net, tmp_path: Path) 
 
     torch.save({"fc1.weight": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(WeightsError) as info:
-        make_weights(net, tmp_path / "evil.pt")
+        make_weights(net.analysis, tmp_path / "evil.pt")
     text = str(info.value)
     assert "weights_only" not in text and "Re-running" not in text
     assert "unsupported GLOBAL" in text and "never pickled objects" in text
@@ -183,4 +183,4 @@ def test_a_fifo_as_weights_never_blocks(net, tmp_path: Path) -> None:
 
     os.mkfifo(tmp_path / "w.safetensors")
     with pytest.raises(WeightsError, match="not a regular file"):
-        make_weights(net, tmp_path / "w.safetensors")
+        make_weights(net.analysis, tmp_path / "w.safetensors")

@@ -258,9 +258,11 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
     join = analysis.facts.get(a.target)
     merge = KINDS[join.kind].traits.merge if join is not None else None
     if merge is not None:
+        residual = join is not None and join.kind == "add" and not analysis.graph.node(a.target).attrs.get("broadcast")
+        noun = "residual's sum" if residual else merge.noun
         hint = (
-            f"'{a.target}' names the {merge.noun} alone, which has no {a.quantity}; to total a residual or "
-            "concat with its branches, make it a block and name the call (`fire2: Fire SQ=16 E=64`)"
+            f"'{a.target}' names the {noun} alone, which has no {a.quantity}; to total a residual or "
+            "merge with its branches, make it a block and name the call (`fire2: Fire SQ=16 E=64`)"
         )
     elif a.quantity == "params" and totals.biases and _holds(a, totals.weights)[0]:
         # The lecture's slides count weights only: `expect conv1.params = 34_848`.

@@ -21,27 +21,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from archc.analysis.analyze import LayerFacts
-from archc.api import Network
+from archc.analysis.analyze import Analysis, LayerFacts
 from archc.ir import INPUT
 from archc.kinds import KINDS, WindowKind
 
 Field = tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]]  # rf, jump, start; one entry per spatial dim
 
 
-def receptive_fields(net: Network) -> dict[str, dict[str, Any]]:
+def receptive_fields(analysis: Analysis) -> dict[str, dict[str, Any]]:
     """`{name: {"rf": [h, w], "jump": [h, w], "start": [h, w]}}` for every layer of a spatial network."""
-    shape = net.graph.input_shape
+    shape = analysis.graph.input_shape
     if not shape.is_spatial:
         return {}
     full = shape.spatial
     rank = len(full)
     fields: dict[str, Field] = {INPUT: ((1,) * rank, (1,) * rank, (0.5,) * rank)}
     out: dict[str, dict[str, Any]] = {}
-    for node in net.graph.nodes:
+    for node in analysis.graph.nodes:
         ins = [fields[i] for i in node.inputs if i in fields]
         rf, jump, start = max(ins, key=lambda f: math.prod(f[0]))
-        facts = net.analysis.facts[node.name]
+        facts = analysis.facts[node.name]
         traits = KINDS[node.kind].traits
         if facts.window is not None or traits.window is WindowKind.ADAPTIVE:
             new = [_window(facts, axis, rf[axis], jump[axis], start[axis]) for axis in range(rank)]

@@ -1,11 +1,11 @@
 """Weights for a network: PyTorch's default initialisation, zeros, or loaded and validated.
 
-Every tensor comes from `archc.kinds.tensors.tensor_specs`, so the keys here are the
+Every tensor comes from `archc.analysis.tensors.tensor_specs`, so the keys here are the
 PyTorch state_dict keys and the ONNX initializer names.
 
 >>> import archc
 >>> net = archc.loads("input 8x8x3\\nconv1: conv K=4 F=3\\nfc 2")
->>> w = make_weights(net, "random", seed=0)
+>>> w = make_weights(net.analysis, "random", seed=0)
 >>> sorted(w), w["conv1.weight"].shape, w["conv1.weight"].dtype.name
 (['conv1.bias', 'conv1.weight', 'fc1.bias', 'fc1.weight'], (4, 3, 3, 3), 'float32')
 >>> bool(abs(w["conv1.weight"]).max() <= 1 / 27 ** 0.5)
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from archc.api import Network
+from archc.analysis import Analysis
+from archc.analysis.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs
 from archc.diagnostics import ArchError, shown
-from archc.kinds.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs
 
 GENERATED = ("random", "zeros")
 MAX_LISTED = 10  # per category in a mismatch message, then "... and N more"
@@ -36,24 +36,26 @@ class WeightsError(ArchError):
     """Weights could not be read, or do not fit the network."""
 
 
-def make_weights(net: Network, weights: Any = "random", seed: int = 0) -> dict[str, np.ndarray]:
-    """Every tensor of `net` as a float32 array, keyed by state_dict key.
+def make_weights(analysis: Analysis, weights: Any = "random", seed: int = 0) -> dict[str, np.ndarray]:
+    """Every tensor of the analysed network as a float32 array, keyed by state_dict key.
 
     `weights` is "random" (PyTorch's default init, from numpy's Generator
     seeded with `seed`), "zeros", a mapping of arrays or torch tensors (a
     state_dict), or a path to a `.pt`/`.pth` or `.safetensors` file.
     """
-    return {spec.name: arr for spec, arr in iter_weights(net, weights, seed)}
+    return {spec.name: arr for spec, arr in iter_weights(analysis, weights, seed)}
 
 
-def iter_weights(net: Network, weights: Any = "random", seed: int = 0) -> Iterator[tuple[TensorSpec, np.ndarray]]:
+def iter_weights(
+    analysis: Analysis, weights: Any = "random", seed: int = 0
+) -> Iterator[tuple[TensorSpec, np.ndarray]]:
     """`make_weights` one tensor at a time, in `tensor_specs` order.
 
     Generated weights are made lazily, so a writer that streams them to disk
     holds only one tensor at a time. Loaded weights are validated in full
     before the first one is yielded.
     """
-    specs = tensor_specs(net)
+    specs = tensor_specs(analysis)
     if isinstance(weights, str) and weights in GENERATED:
         yield from _generate(specs, weights, seed)
         return
@@ -63,7 +65,7 @@ def iter_weights(net: Network, weights: Any = "random", seed: int = 0) -> Iterat
         raise WeightsError(
             f"weights must be 'random', 'zeros', a state_dict or a file path, not {type(weights).__name__}"
         )
-    arrays = validate(net, specs, weights)
+    arrays = validate(analysis, specs, weights)
     for spec in specs:
         yield spec, arrays[spec.name]
 
@@ -353,7 +355,7 @@ def _checked(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray | str:
     return arr
 
 
-def validate(net: Network, specs: list[TensorSpec], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def validate(analysis: Analysis, specs: list[TensorSpec], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The given tensors as float32 arrays, or one `WeightsError` listing every mismatch."""
     by_name = {s.name: s for s in specs}
     keys = [str(k) for k in given if not str(k).endswith(IGNORED_KEYS_SUFFIXES)]
@@ -371,7 +373,7 @@ def validate(net: Network, specs: list[TensorSpec], given: Mapping[str, Any]) ->
         else:
             arrays[name] = checked
     if missing or unexpected or wrong:
-        parts = [f"the weights do not fit {net.name} ({len(specs)} tensors expected):"]
+        parts = [f"the weights do not fit {analysis.graph.network} ({len(specs)} tensors expected):"]
         parts += _listing("missing", [f"{s.name} {_dims(s.shape)}" for s in missing])
         parts += _listing("unexpected", unexpected)
         parts += _listing("mis-shaped", wrong)

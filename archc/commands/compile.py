@@ -65,17 +65,18 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if target == "torch":
         try:
-            from archc.backends.torch.generate import generate_source
+            source = net.torch_source()
         except ModuleNotFoundError as e:
             raise ArchError(f"the PyTorch generator is not available ({e.name} is missing)") from e
         check_output(out)
-        write_atomic(out, generate_source(net).encode("utf-8"))
+        write_atomic(out, source.encode("utf-8"))
         print(f"wrote {shown(str(out))} ({net.name}, PyTorch source, {net.params:,} params)")
         return 0
     from archc.commands.deps import require
 
     require("compile --to onnx", "onnx", "numpy")
-    from archc.backends.onnx.generate import default_opset, write_model
+    from archc.backends.onnx.generate import write_model
+    from archc.backends.onnx.opsets import default_opset
     from archc.backends.weights import make_weights
     from archc.limits import check_free_space, check_size
 
@@ -83,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
     nbytes = model_bytes(net)
     check_size(f"{net.name}'s weights", nbytes, args.max_size)
     # A weight file is read and checked before the output: its errors come first.
-    weights = make_weights(net, args.weights) if weights_file else args.weights or "random"
+    weights = make_weights(net.analysis, args.weights) if weights_file else args.weights or "random"
     check_output(out)
     check_free_space(out, nbytes)
-    written = write_model(net, out, weights=weights, seed=args.seed, opset=args.opset)
+    with net.rendering():
+        written = write_model(net.analysis, out, weights=weights, seed=args.seed, opset=args.opset)
     size = sum(p.stat().st_size for p in written)
     extra = f" + external data {shown(written[1].name)}" if len(written) > 1 else ""
     print(
@@ -98,6 +100,6 @@ def run(args: argparse.Namespace) -> int:
 
 def model_bytes(net: Network) -> int:
     """The bytes of float32 tensors an ONNX model of `net` carries (its constants aside)."""
-    from archc.kinds.tensors import tensor_specs
+    from archc.analysis.tensors import tensor_specs
 
-    return 4 * sum(spec.numel for spec in tensor_specs(net))
+    return 4 * sum(spec.numel for spec in tensor_specs(net.analysis))

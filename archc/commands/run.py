@@ -13,6 +13,7 @@ declared sizes against `--max-size`) before onnxruntime sees it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.timeout > 0:
         raise RunError("--timeout must be more than 0 seconds")
     source = Path(args.source)
+    net = None  # a spec's Network, to render what a back-end refuses in it
+
     if source.suffix.lower() == ".onnx":
         given = [opt for opt, on in (("--weights", args.weights != "random"), ("--opset", args.opset is not None)) if on]
         if given:
@@ -81,12 +84,16 @@ def run(args: argparse.Namespace) -> int:
         net = load_or_report(args.source, max_layers=args.max_layers)
         if net is None:
             return 1
-        prepared = Prepared.from_network(net, args.weights, args.seed, args.opset, args.max_size)
+        with net.rendering():  # what ONNX's opset or PyTorch's names (--check) cannot take, shown in the spec
+            prepared = Prepared.from_analysis(net.analysis, args.weights, args.seed, args.opset, args.max_size)
     check_input_size(prepared, args.batch, shown(str(source)), args.max_size)
-    report = run_isolated(
-        prepared, shown(str(source)), args.timeout,
-        batch=args.batch, provider=args.provider, warmup=args.warmup, repeat=args.repeat, seed=args.seed, check=args.check,
-    )  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if net is not None:
+            stack.enter_context(net.rendering())
+        report = run_isolated(
+            prepared, shown(str(source)), args.timeout,
+            batch=args.batch, provider=args.provider, warmup=args.warmup, repeat=args.repeat, seed=args.seed, check=args.check,
+        )  # fmt: skip
     # NaN or infinity in either output is an error of inf: it fails, and prints as null in JSON
     failed = report.max_rel_error is not None and not report.max_rel_error <= _tolerance()
     if args.json:

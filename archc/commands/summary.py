@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rf:
         from archc.analysis.receptive import receptive_fields
 
-        rf = receptive_fields(net)
+        rf = receptive_fields(net.analysis)
     if args.json:
         print(json.dumps(summary_json(net, rf), indent=2))
         return 0

@@ -1,7 +1,7 @@
 """Syntax tree -> layer graph (`archc.ir.Graph`).
 
 Resolves block calls (keyword arguments, defaults, integer arithmetic),
-`repeat`, `residual`/`shortcut` and `concat`/`branch` into a DAG of built-in
+`repeat`, `residual`/`shortcut` and `concat`/`add`/`multiply` with their `branch`es into a DAG of built-in
 layers with dotted hierarchical names, and resolves `expect` targets.
 
 The naming rules (scopes, levels, generated names such as `conv1`) are stated
@@ -18,14 +18,15 @@ from archc.diagnostics import Diagnostic, Names, did_you_mean, did_you_mean_path
 from archc.frontend import naming
 from archc.frontend import syntax as S
 
-# Re-exported: the PyTorch back-end and the tests import these from here.
+# Re-exported: the tests import these from here.
 from archc.frontend.evaluate import LITERAL_WORDS as LITERAL_WORDS
 from archc.frontend.evaluate import ElaborationError as ElaborationError
-from archc.frontend.evaluate import _fail, parameters_used
+from archc.frontend.evaluate import _fail, as_written, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import _ScopeState
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
+from archc.ir.written import Block, BlockParam, Expr, Merge, Step
 from archc.kinds import KINDS, USER_KINDS, coerce, show_value
 from archc.limits import DEFAULT_MAX_LAYERS, MAX_DEPTH
 
@@ -80,6 +81,38 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
     return given
 
 
+def names_read(stmts: Sequence[S.Stmt]) -> tuple[str, ...]:
+    """Every name a body reads, in order of first use (the free parameters of a repeat's body).
+
+    >>> from archc.frontend.parser import parse
+    >>> prog, _ = parse("repeat N { conv K=K*E F=3; fc M }")
+    >>> names_read(prog.statements[0].body)
+    ('K', 'E', 'M')
+    """
+    out: dict[str, None] = {}
+    for st in S.walk(stmts):
+        exprs: Sequence[S.Expr] = ()
+        if isinstance(st, S.LayerStmt):
+            exprs = (*st.positional, *(kw.value for kw in st.keywords))
+        elif isinstance(st, S.Repeat):
+            exprs = (st.times,)
+        todo = list(reversed(exprs))
+        while todo:
+            e = todo.pop()
+            if isinstance(e, S.Ref):
+                out.setdefault(e.name)
+            elif isinstance(e, S.BinOp):
+                todo += [e.right, e.left]
+            elif isinstance(e, S.Neg):
+                todo.append(e.operand)
+    return tuple(out)
+
+
+def local_name(name: str) -> str:
+    """`layer1.0.conv1` -> `conv1`: a name within its scope."""
+    return name.rpartition(".")[2]
+
+
 class _OverBudget(Exception):
     """E140 was reported: elaboration stops (every later statement would cross the limit too)."""
 
@@ -99,8 +132,12 @@ class _Builder:
         self.counted = self.errors = 0  # of `diags`, for `error_count`
         self.names_index: Names | None = None
         self.written: dict[int, frozenset[str]] = {}  # names written in a body (by its id), for `enter`
+        # What each statement wrote, converted once however many instances it has (keyed
+        # by id: the syntax tree outlives elaboration, and its tuples compare by value).
+        self.exprs_of: dict[int, dict[str, Expr]] = {}
+        self.reads_of: dict[int, tuple[str, ...]] = {}
 
-    # names: the rules are archc.frontend.naming's; the PyTorch back-end names through these too
+    # names: the rules are archc.frontend.naming's
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
         # the names written in a body are the same in each of its copies: found once
         written = self.written.get(id(stmts))
@@ -184,11 +221,12 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
     ) -> str:
-        """Elaborate a statement list from `current`; return the node of its output."""
+        """Elaborate a statement list from `current`, recording each step; return the node of its output."""
         for st in attach_shortcuts(stmts, self.diags):
             try:
-                current = self.statement(st, scope, env, current)
+                current = self.statement(st, scope, env, current, steps)
             except ElaborationError as exc:
                 self.diags.append(exc.diag)
         return current
@@ -199,17 +237,26 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
     ) -> str:
         if isinstance(st, S.LayerStmt):
             if st.kind in self.blocks:
-                return self.call(st, scope, env, current)
-            return self.layer(st, scope, env, current)
+                out = self.call(st, scope, env, current, steps)
+            else:
+                out = self.layer(st, scope, env, current)
+                steps.append(local_name(out))
+            return out
         if isinstance(st, S.Repeat):
-            return self.repeat(st, scope, env, current)
+            return self.repeat(st, scope, env, current, steps)
         if isinstance(st, S.Residual):
             start = current
-            body_out = self.run(st.body, scope, env, start)
-            short_out = self.run(st.shortcut, scope, env, start) if st.shortcut else start
+            body: list[Step] = []
+            body_out = self.run(st.body, scope, env, start, body)
+            branches = [body]
+            short_out = start
+            if st.shortcut:
+                branches.append([])
+                short_out = self.run(st.shortcut, scope, env, start, branches[1])
             name = self.name(scope, st.label, "residual", st.span)
             out = self.emit(
                 Node.model_construct(
@@ -220,14 +267,19 @@ class _Builder:
                     span=st.span,
                     scope=scope.path,
                     key_spans={},
+                    exprs={},
+                    label=st.label.span if st.label is not None else None,
                 )
+            )
+            steps.append(
+                Merge.model_construct(node=local_name(out), branches=tuple(map(tuple, branches)), residual=True)
             )
             self._arrow(out, st.arrow)
             return out
         if isinstance(st, S.Concat):
-            return self.concat(st, scope, env, current)
+            return self.concat(st, scope, env, current, steps)
         if isinstance(st, S.Branch):
-            raise _fail("E131", "'branch' belongs inside concat { ... }", st.span)
+            raise _fail("E131", "'branch' belongs inside concat, add or multiply { ... }", st.span)
         if isinstance(st, S.BlockDef):
             raise _fail("E132", "blocks are defined at the top level", st.span)
         if isinstance(st, (S.InputDecl, S.NetworkDecl)):
@@ -319,6 +371,9 @@ class _Builder:
                     hint += f" (default {key.name}={show_value(key.default)})"
                 raise _fail("E103", str(exc), span, hint) from exc
         name = written or self.name(scope, st.label, st.kind, st.span)
+        exprs = self.exprs_of.get(id(st))
+        if exprs is None:
+            exprs = self.exprs_of[id(st)] = {key: as_written(expr) for key, (expr, _) in attrs.items()}
         out = self.emit(
             Node.model_construct(
                 name=name,
@@ -328,6 +383,8 @@ class _Builder:
                 span=st.span,
                 scope=scope.path,
                 key_spans=key_spans,
+                exprs=exprs,
+                label=st.label.span if st.label is not None else None,
             )
         )
         self._arrow(out, st.arrow)
@@ -335,7 +392,10 @@ class _Builder:
 
     def bind(self, block: S.BlockDef, st: S.LayerStmt, env: dict[str, Any]) -> dict[str, Any]:
         """Evaluate a call's arguments against the block's parameters."""
-        given = {name: evaluate(value, env) for name, value in call_arguments(block, st).items()}
+        written = call_arguments(block, st)
+        if id(st) not in self.exprs_of:
+            self.exprs_of[id(st)] = {name: as_written(value) for name, value in written.items()}
+        given = {name: evaluate(value, env) for name, value in written.items()}
         args: dict[str, Any] = {}
         for p in block.params:
             if p.name in given:
@@ -357,19 +417,25 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
         inline_into: _ScopeState | None = None,
     ) -> str:
+        """A block call: its body elaborated in a scope of its own, or (a repeat's sole
+        statement) into the copy `inline_into`, whose steps are then `steps`."""
         block = self.blocks[st.kind]
         args = self.bind(block, st, env)
         if inline_into is not None:
             inner = inline_into
+            body = steps
         else:
             self.reserve(max(1, self.size(block.body, args)), st.span, f"this call of {block.name}")
             path = self.name(scope, st.label, block.name.lower(), st.span)
             inner = self.enter(path, block.body)
+            steps.append(local_name(path))
+            body = []
         first = len(self.nodes)
         units = self.units
-        out = self.run(block.body, inner, args, current)
+        out = self.run(block.body, inner, args, current, body)
         if inline_into is None and self.units == units:
             self.units += 1  # an instance without layers costs its scope
         if inline_into is None:
@@ -382,6 +448,10 @@ class _Builder:
                     nodes=tuple(n.name for n in self.nodes[first:]),
                     output=out,
                     span=st.span if st.label is None else st.label.span,
+                    label=st.label.span if st.label is not None else None,
+                    arg_exprs=self.exprs_of[id(st)],
+                    steps=tuple(body),
+                    reads=(),
                 )
             )
         # Inlined into a repeat copy (`repeat 2 { Basic K=64 -> 8x8x64 }`) the copy is
@@ -395,11 +465,16 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
     ) -> str:
         count = evaluate(st.times, env)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise _fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
         path = self.name(scope, st.label, "repeat", st.span)
+        steps.append(local_name(path))
+        if id(st) not in self.exprs_of:
+            self.exprs_of[id(st)] = {"count": as_written(st.times)}
+            self.reads_of[id(st)] = names_read(st.body)
         first = len(self.nodes)
         body = attach_shortcuts(st.body, [])
         self.reserve(count * max(1, self.size(body, env)), st.span, f"{count:,} copies of this repeat")
@@ -419,17 +494,20 @@ class _Builder:
             # Only errors end the copies: a warning (W002 for a layer named `forward`)
             # once truncated the repeat to one copy, and the network to a third of its params.
             errors_before = self.error_count()
+            arg_exprs: dict[str, Expr] = {}
+            copy_steps: list[Step] = []
             if sole_call:
                 call = body[0]
                 assert isinstance(call, S.LayerStmt)
                 try:
                     block_name = call.kind
                     args = self.bind(self.blocks[call.kind], call, env)
-                    current = self.call(call, scope, env, current, inline_into=copy)
+                    arg_exprs = self.exprs_of[id(call)]
+                    current = self.call(call, scope, env, current, copy_steps, inline_into=copy)
                 except ElaborationError as exc:
                     self.diags.append(exc.diag)
             else:
-                current = self.run(st.body, copy, env, current)
+                current = self.run(st.body, copy, env, current, copy_steps)
             if self.error_count() > errors_before:
                 # Every later copy would report the same errors again.
                 return current
@@ -444,6 +522,10 @@ class _Builder:
                     nodes=tuple(n.name for n in self.nodes[copy_first:]),
                     output=current,
                     span=st.span,
+                    label=None,
+                    arg_exprs=arg_exprs,
+                    steps=tuple(copy_steps),
+                    reads=(),
                 )
             )
         self.scopes.append(
@@ -455,6 +537,10 @@ class _Builder:
                 nodes=tuple(n.name for n in self.nodes[first:]),
                 output=current,
                 span=st.span,
+                label=st.label.span if st.label is not None else None,
+                arg_exprs=self.exprs_of[id(st)],
+                steps=(),
+                reads=self.reads_of[id(st)],
             )
         )
         self._arrow(path, st.arrow)
@@ -466,32 +552,40 @@ class _Builder:
         scope: _ScopeState,
         env: dict[str, Any],
         current: str,
+        steps: list[Step],
     ) -> str:
         outs: list[str] = []
+        branches: list[tuple[Step, ...]] = []
         for item in st.branches:
             if not isinstance(item, S.Branch):
                 span = getattr(item, "span", st.span)
                 raise _fail(
                     "E131",
-                    "concat { ... } holds only branch { ... } bodies",
+                    f"{st.op} {{ ... }} holds only branch {{ ... }} bodies",
                     span,
-                    "wrap the layers: concat { branch { conv K=64 F=1 } branch { ... } }",
+                    f"wrap the layers: {st.op} {{ branch {{ conv K=64 F=1 }} branch {{ ... }} }}",
                 )
-            outs.append(self.run(item.body, scope, env, current))
+            branch: list[Step] = []
+            outs.append(self.run(item.body, scope, env, current, branch))
+            branches.append(tuple(branch))
         if not outs:
-            raise _fail("E131", "concat needs at least one branch", st.span)
-        name = self.name(scope, st.label, "concat", st.span)
+            raise _fail("E131", f"{st.op} needs at least one branch", st.span)
+        name = self.name(scope, st.label, st.op, st.span)
         out = self.emit(
             Node.model_construct(
                 name=name,
-                kind="concat",
-                attrs={},
+                kind=st.op,
+                # a written `add` broadcasts per-channel branches; a residual's sum (also `add`) does not
+                attrs={"broadcast": True} if st.op == "add" else {},
                 inputs=tuple(outs),
                 span=st.span,
                 scope=scope.path,
                 key_spans={},
+                exprs={},
+                label=st.label.span if st.label is not None else None,
             )
         )
+        steps.append(Merge.model_construct(node=local_name(out), branches=tuple(branches), residual=False))
         self._arrow(out, st.arrow)
         return out
 
@@ -725,6 +819,7 @@ def elaborate(
     builder = _Builder(blocks, max_layers)
     top = builder.enter("", body)
     output = INPUT
+    steps: list[Step] = []
     if not any(d.code == "E112" for d in diags):
         too_deep = _too_deep(blocks, body)
         if too_deep is not None:
@@ -734,7 +829,7 @@ def elaborate(
             old_limit = sys.getrecursionlimit()
             sys.setrecursionlimit(max(old_limit, MAX_DEPTH * 20 + 500))
             try:
-                output = builder.run(body, top, {}, INPUT)
+                output = builder.run(body, top, {}, INPUT, steps)
             except _OverBudget:
                 pass  # E140 is in builder.diags
             finally:
@@ -778,8 +873,18 @@ def elaborate(
         scopes=tuple(builder.scopes),
         assertions=tuple(assertions),
         output=output,
+        blocks={name: _block(block) for name, block in blocks.items()},
+        steps=tuple(steps),
     )
     return graph, diags
+
+
+def _block(block: S.BlockDef) -> Block:
+    params = tuple(
+        BlockParam.model_construct(name=p.name, default=None if p.default is None else as_written(p.default))
+        for p in block.params
+    )
+    return Block.model_construct(name=block.name, params=params)
 
 
 def shape_text(dims: tuple[int, ...]) -> str:

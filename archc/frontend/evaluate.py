@@ -13,6 +13,7 @@ from typing import Any
 from archc.diagnostics import Diagnostic, did_you_mean, error
 from archc.frontend import syntax as S
 from archc.ir import Span
+from archc.ir.written import Arith, Expr, Name, Negate
 from archc.limits import MAX_NUMBER
 
 
@@ -152,3 +153,34 @@ def _bounded(value: int | float, expr: S.Expr) -> int | float:
 def _need_number(value: Any, expr: S.Expr) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
+
+
+def as_written(expr: S.Expr) -> Expr:
+    """The expression as the IR records it: what was written, without its spans.
+
+    Iterative, as `evaluate` is: a chain of 100,000 terms must not exhaust the stack.
+
+    >>> from archc.frontend.parser import parse
+    >>> prog, _ = parse("conv K=E*4 F=3x3")
+    >>> [as_written(kw.value) for kw in prog.statements[0].keywords]
+    [Arith(op='*', left=Name(name='E'), right=4), (3, 3)]
+    """
+    todo: list[tuple[S.Expr, bool]] = [(expr, False)]
+    values: list[Expr] = []
+    while todo:
+        e, operands_done = todo.pop()
+        if isinstance(e, (S.Number, S.Dims)):
+            values.append(e.value)
+        elif isinstance(e, S.Ref):
+            values.append(Name.model_construct(name=e.name))
+        elif isinstance(e, S.Neg):
+            if operands_done:
+                values.append(Negate.model_construct(operand=values.pop()))
+            else:
+                todo += [(e, True), (e.operand, False)]
+        elif operands_done:
+            right = values.pop()
+            values.append(Arith.model_construct(op=e.op, left=values.pop(), right=right))
+        else:
+            todo += [(e, True), (e.right, False), (e.left, False)]
+    return values[0]

@@ -7,13 +7,14 @@ Naming (LANGUAGE.md "A network", "Blocks"):
 - named calls and repeats form levels: `layer1.0.conv1`. An unnamed block call
   is a level too, named by its block in lower case (`basic1`), except when it
   is the whole body of a repeat: then the copy is the instance (`layer1.0`);
-- residual, shortcut, concat and branch bodies do not add a level; a residual's
-  sum and a concat are graph nodes named `residual1` / `concat1` (or their label).
+- residual, shortcut, concat/add/multiply and branch bodies do not add a level; a
+  residual's sum and a merge are graph nodes named `residual1` / `concat1` / `add1` /
+  `multiply1` (or their label).
 
 A scope's names are given out here (`enter`, then `claim` for each name); the
-elaborator (`_Builder.enter` / `_Builder.name`) decides where levels begin.
-The PyTorch back-end names through the same builder methods, so that its
-attributes are the IR's names.
+elaborator (`_Builder.enter` / `_Builder.name`) decides where levels begin,
+and records each scope's body in these names (`archc.ir.Scope.steps`), so
+that back-ends never name anything again.
 """
 
 from __future__ import annotations

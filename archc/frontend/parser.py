@@ -283,11 +283,11 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def shortcut(self, kw: Token, body: tuple[S.Stmt, ...]) -> S.Shortcut:
         return S.Shortcut(body, span_of_token(kw))
 
-    def concat(self, *children: Any) -> S.Concat:
+    def merge(self, *children: Any) -> S.Concat:
         label, (kw, body, *arrow) = _take_label(children)
-        return S.Concat(label, body, arrow[0] if arrow else None, _stmt_span(kw, label))
+        return S.Concat(label, body, arrow[0] if arrow else None, _stmt_span(kw, label), str(kw))
 
-    concat_arrow = concat
+    merge_arrow = merge
 
     def branch(self, kw: Token, body: tuple[S.Stmt, ...]) -> S.Branch:
         return S.Branch(body, span_of_token(kw))
@@ -374,6 +374,8 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "residual\n",
         "residual relu\n",
         "concat\n",
+        "add\n",
+        "multiply\n",
         "branch\n",
         "shortcut\n",
         "block B relu\n",
@@ -523,7 +525,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
 
 _MISSING_VALUE = "missing value after '='"
 _STRAY_BRACE = "'}' without a matching '{'"
-KEYWORDS = ("network", "input", "block", "repeat", "residual", "shortcut", "concat", "branch", "expect")
+KEYWORDS = (
+    "network", "input", "block", "repeat", "residual", "shortcut", "concat", "add", "multiply", "branch", "expect"
+)
 
 
 def _keyword_label(text: str, colon: Token) -> Diagnostic | None:

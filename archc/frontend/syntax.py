@@ -135,10 +135,13 @@ class Shortcut(NamedTuple):
 
 
 class Concat(NamedTuple):
+    """A merge of branches: `concat { branch {...} ... }`, or (contract v2) `add` or `multiply`."""
+
     label: Label | None
     branches: tuple[Stmt, ...]
     arrow: ShapeLit | None
     span: Span
+    op: str = "concat"  # the keyword: concat, add or multiply (the kind of the node it makes)
 
 
 class Branch(NamedTuple):

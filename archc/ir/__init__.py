@@ -1,4 +1,4 @@
-"""The IR: the elaborated graph, its shapes and layouts."""
+"""The IR: the elaborated graph, its shapes and layouts, and how it was written."""
 
 from archc.ir.graph import (
     INPUT as INPUT,

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Self
 from pydantic import BaseModel, ConfigDict
 
 from archc.ir.layout import Layout
+from archc.ir.written import Block, Expr, Step
 
 INPUT = "input"  # the name of the graph's input; a keyword, so never a layer name
 
@@ -148,6 +149,8 @@ class Node(Frozen):
     span: Span  # the kind as written (the residual/concat keyword or label for merges)
     scope: str  # the dotted path of the enclosing block instance / repeat copy ("" at top)
     key_spans: dict[str, Span]  # where each written key's name is, for carets
+    exprs: dict[str, Expr] = {}  # each written key as written, in the order written (back-ends reuse it)
+    label: Span | None = None  # where its name was written; None when the name was generated
 
 
 class ScopeKind(StrEnum):
@@ -157,7 +160,12 @@ class ScopeKind(StrEnum):
 
 
 class Scope(Frozen):
-    """A level of the name hierarchy: a block instance, a repeat or a repeat copy."""
+    """A level of the name hierarchy: a block instance, a repeat or a repeat copy.
+
+    Besides its nodes, a scope records how it was written -- the block and the
+    arguments, evaluated and as written, and its body as steps -- so that a
+    back-end can write a block's instances as one class without the syntax tree.
+    """
 
     path: str
     kind: ScopeKind
@@ -166,6 +174,10 @@ class Scope(Frozen):
     nodes: tuple[str, ...]  # every node under this scope, in forward order
     output: str  # the node whose output is the scope's output
     span: Span
+    label: Span | None = None  # where its name was written; None when the name was generated
+    arg_exprs: dict[str, Expr] = {}  # the arguments as written ({"count": ...} for a repeat)
+    steps: tuple[Step, ...] = ()  # its body, in local names (a repeat's body is in its copies)
+    reads: tuple[str, ...] = ()  # the names a repeat's body reads, in order of first use
 
 
 class Assertion(Frozen):
@@ -192,6 +204,8 @@ class Graph(Frozen):
     scopes: tuple[Scope, ...]
     assertions: tuple[Assertion, ...]
     output: str  # name of the node producing the network output
+    blocks: dict[str, Block] = {}  # the block definitions, by name
+    steps: tuple[Step, ...] = ()  # the top-level body, in local names
 
     def node(self, name: str) -> Node:
         return self._nodes_by_name[name]

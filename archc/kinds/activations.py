@@ -46,7 +46,7 @@ _ROWS: tuple[tuple[str, str, Elementwise, tuple[Key, ...], str | None, str], ...
         "gelu",
         "x * Phi(x) (exact, erf form)",
         # ONNX's default approximate="none" is the erf form, as nn.GELU()'s
-        Elementwise("nn.GELU", "Gelu", onnx_opset=(20, "ONNX added Gelu in opset 20")),
+        Elementwise("nn.GELU", "Gelu"),
         (),
         None,
         "gelu",

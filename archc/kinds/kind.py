@@ -167,6 +167,8 @@ class Merge(NamedTuple):
 
 SPATIAL = frozenset({Layout.IMAGE})
 FLAT_OR_SPATIAL = frozenset({Layout.FLAT, Layout.IMAGE})
+# every layout with a feature axis (not token ids): channels at every position, or flat features
+ANY_FEATURES = frozenset({Layout.FLAT, Layout.SEQUENCE, Layout.IMAGE, Layout.VOLUME})
 
 
 class Traits(NamedTuple):
@@ -196,7 +198,6 @@ class Elementwise(NamedTuple):
     args: tuple[KeyArg, ...] = ()
     over_features: bool = False  # acts along the feature axis: PyTorch `dim=`, ONNX `axis=`
     onnx_constants: tuple[tuple[str, float], ...] = ()  # extra inputs, named `/const/<name>` (Clip's bounds)
-    onnx_opset: tuple[int, str] | None = None  # the opset that brought the op, and a sentence why
 
 
 CheckFn = Callable[[Attrs, Sequence[Shape]], None]

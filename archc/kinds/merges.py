@@ -1,16 +1,69 @@
-"""Kinds that join branches: a residual's add and concat. The front end makes them from
-`residual { } shortcut { }` and `concat { branch { } ... }`; they are not written as layers."""
+"""Kinds that join branches: elementwise `add` (also a residual's sum), `multiply`, and `concat`.
+
+The front end makes them from `residual { } shortcut { }`, `concat { branch { } ... }`,
+`add { branch { } ... }` and `multiply { branch { } ... }`; they are not written as layers.
+
+`add` and `multiply` broadcast as the contract says: branches must end at the same
+shape, except that one ending at `1x1xC` (`1xC`, `1x1x1xC`) or at a flat `C` scales or
+shifts every position of the others (squeeze-and-excitation). A residual's sum
+does not broadcast: its body and shortcut must have equal shapes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from archc.ir import Shape
-from archc.kinds.kind import FLAT_OR_SPATIAL, Attrs, Family, LayerKind, Merge, ShapeError, Traits, Window
+from archc.kinds.kind import (
+    ANY_FEATURES,
+    Attrs,
+    Family,
+    Key,
+    KeyType,
+    LayerKind,
+    Merge,
+    ShapeError,
+    Traits,
+    Window,
+)
 from archc.kinds.windows import window_out
 
 
+def pointwise(shape: Shape) -> bool:
+    """A shape that broadcasts over positions: flat `C`, or 1 at every spatial dim (`1x1xC`)."""
+    return all(n == 1 for n in shape.spatial)
+
+
+def broadcast_target(ins: Sequence[Shape]) -> Shape:
+    """The shape an elementwise merge gives: the first branch that is not pointwise
+    (else the first spatial one, `1x1xC` over `C`); raises ShapeError when a branch fits neither rule."""
+    full = [s for s in ins if not pointwise(s)]
+    target = full[0] if full else next((s for s in ins if s.is_spatial), ins[0])
+    for i, s in enumerate(ins, start=1):
+        if s == target:
+            continue
+        fits = pointwise(s) and s.channels == target.channels and (not s.is_spatial or s.layout is target.layout)
+        if not fits:
+            first = ins.index(target) + 1
+            hint = (
+                f"end every branch at {target.text()}, or at {_pointwise_text(target)} or {target.channels} "
+                "to scale every position (as squeeze-and-excitation does)"
+            )
+            raise ShapeError(
+                f"branch {first} ends at {target.text()} but branch {i} at {s.text()}: the shapes of an "
+                "elementwise merge must be equal, or one must be per channel",
+                hint=hint,
+            )
+    return target
+
+
+def _pointwise_text(shape: Shape) -> str:
+    return shape.resized((1,) * shape.layout.spatial_rank).text() if shape.is_spatial else shape.text()
+
+
 def _add_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
+    if attrs.get("broadcast"):
+        return broadcast_target(ins)
     body, shortcut = ins
     if body != shortcut:
         # Suggest the projection that fits when there is one (a 1x1 conv with the
@@ -33,6 +86,10 @@ def _add_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Sha
     return body
 
 
+def _multiply_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
+    return broadcast_target(ins)
+
+
 def _concat_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
     first = ins[0]
     if all(not s.is_spatial for s in ins):
@@ -48,21 +105,40 @@ def _concat_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> 
     return first.resized(first.spatial, sum(s.channels for s in ins))
 
 
+_MERGE_TRAITS = (Family.MERGE, ANY_FEATURES)
+
 KINDS = (
     LayerKind(
         "add",
-        "The sum of a residual's body and shortcut (written `residual {...}`).",
+        "Elementwise sum of branches (written `add { branch {...} ... }`, or a residual's body + shortcut).",
         _add_infer,
-        Traits(Family.MERGE, FLAT_OR_SPATIAL, merge=Merge("+", "residual's sum")),
-        example="residual { relu }",
+        Traits(*_MERGE_TRAITS, merge=Merge("+", "sum")),
+        example="add { branch { relu } branch { identity } }",
+        keys=(
+            Key(
+                "broadcast",
+                KeyType.BOOL,
+                False,
+                doc="per-channel branches scale every position (add { }); a residual's sum has equal shapes",
+            ),
+        ),
         user=False,
-        arity=2,
+        arity=0,
+    ),
+    LayerKind(
+        "multiply",
+        "Elementwise product of branches (written `multiply { branch {...} ... }`): squeeze-and-excitation.",
+        _multiply_infer,
+        Traits(*_MERGE_TRAITS, merge=Merge("×", "product")),
+        example="multiply { branch { identity } branch { sigmoid } }",
+        user=False,
+        arity=0,
     ),
     LayerKind(
         "concat",
         "Channel concatenation of branches (written `concat { branch {...} ... }`).",
         _concat_infer,
-        Traits(Family.MERGE, FLAT_OR_SPATIAL, merge=Merge("concat", "concatenation")),
+        Traits(*_MERGE_TRAITS, merge=Merge("concat", "concatenation")),
         example="concat { branch { relu } branch { identity } }",
         user=False,
         arity=0,

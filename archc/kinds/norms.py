@@ -1,8 +1,9 @@
-"""Normalisation kinds: batchnorm and lrn."""
+"""Normalisation kinds: batchnorm, layernorm and lrn."""
 
 from __future__ import annotations
 
 from archc.kinds.kind import (
+    ANY_FEATURES,
     FLAT_OR_SPATIAL,
     SPATIAL,
     Applied,
@@ -36,6 +37,20 @@ def _bn_explain(layer: Applied, counts: Counts) -> list[Line]:
     return [Line(Topic.PARAMS, f"{c} scales + {c} shifts (running mean and variance are buffers)")]
 
 
+def _ln_tensors(layer: Applied) -> tuple[Tensor, ...]:
+    c = (layer.ins[0].channels,)
+    weight = Tensor("weight", c, Role.WEIGHT, Init.ONES)
+    return (weight, Tensor("bias", c, Role.BIAS, Init.ZEROS)) if layer.attrs["bias"] else (weight,)
+
+
+def _ln_explain(layer: Applied, counts: Counts) -> list[Line]:
+    shape = layer.ins[0]
+    c = shape.channels
+    where = "the features" if not shape.is_spatial else f"the {c} channels at each of {shape.numel // c:,} positions"
+    shifts = f" + {c} shifts" if layer.attrs["bias"] else " (no bias)"
+    return [Line(Topic.PARAMS, f"normalises over {where}: {c} scales{shifts}")]
+
+
 KINDS = (
     LayerKind(
         "batchnorm",
@@ -46,6 +61,19 @@ KINDS = (
         keys=(Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),),
         tensors=_bn_tensors,
         explain=_bn_explain,
+    ),
+    LayerKind(
+        "layernorm",
+        "Layer normalisation over the C channels at every position (any layout): C scales + C shifts.",
+        same_shape,
+        Traits(Family.NORM, ANY_FEATURES),
+        example="layernorm eps=1e-6",
+        keys=(
+            Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),
+            Key("bias", KeyType.BOOL, True, doc="learn a shift per channel"),
+        ),
+        tensors=_ln_tensors,
+        explain=_ln_explain,
     ),
     LayerKind(
         "lrn",

@@ -298,13 +298,13 @@ class _Printer:
 
     residual_arrow = residual
 
-    def concat(self, st: Tree[Token], indent: int) -> None:
-        label, (_kw, body, *arrow) = _label(st.children)
+    def merge(self, st: Tree[Token], indent: int) -> None:
+        label, (kw, body, *arrow) = _label(st.children)
         first = len(self.lines)
-        self.body(f"{label}concat", _first_line(st), body, indent)
+        self.body(f"{label}{kw}", _first_line(st), body, indent)
         self._arrow(arrow, first)
 
-    concat_arrow = concat
+    merge_arrow = merge
 
     def branch(self, st: Tree[Token], indent: int) -> None:
         self.body("branch", _first_line(st), st.children[1], indent)  # type: ignore[arg-type]

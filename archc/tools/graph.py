@@ -8,7 +8,7 @@
 
 One box per layer, top to bottom: its name, kind with the keys that differ
 from their defaults, output shape and parameters. Edges follow the layers'
-inputs, so a residual's shortcut and a concat's branches appear as branches;
+inputs, so a residual's shortcut and the branches of a merge appear as branches;
 the shortcut edge into a residual's add is dashed. Block instances, repeats
 and repeat copies are clusters labelled with the block and its arguments.
 `collapse=True` draws each outermost block instance (or repeat copy) as one box.
@@ -201,8 +201,9 @@ def _edges(net: Network, rep: dict[str, str]) -> list[str]:
             if a == b or (a, b) in seen:
                 continue
             seen.add((a, b))
-            # the second input of a residual's add is its shortcut
-            style = ' [style=dashed, label=" shortcut", fontsize=9, fontcolor="#777777"]' if node.kind == "add" and i == 1 else ""
+            # the second input of a residual's add is its shortcut (a written `add` has branches)
+            shortcut = node.kind == "add" and i == 1 and not node.attrs.get("broadcast")
+            style = ' [style=dashed, label=" shortcut", fontsize=9, fontcolor="#777777"]' if shortcut else ""
             out.append(f"  {quote(a)} -> {quote(b)}{style};")
     return out
 

@@ -8,18 +8,26 @@ them; helper nodes and constants use names with a `/`, which no layer can have.
 
 >>> import archc
 >>> net = archc.loads("input 8x8x3\\nconv1: conv K=4 F=3 P=same\\nrelu\\nfc 2")
->>> model = build_model(net, weights="zeros")
+>>> model = build_model(net.analysis, weights="zeros")
 >>> [(n.name, n.op_type) for n in model.graph.node]
 [('conv1', 'Conv'), ('relu1', 'Relu'), ('fc1/Flatten', 'Flatten'), ('fc1', 'Gemm')]
 
+Handlers emit the op they mean; an op newer than the opset asked for is
+written out in older ops (`archc.backends.onnx.opsets`). Each value knows
+the axis order it is held in; a handler reads its inputs in ONNX's own order
+for their shapes unless it asks otherwise, and a Transpose appears only where
+two orders meet (`archc.backends.onnx.lowering`).
+
 Adding a kind: one handler in `HANDLERS` (tests assert every registry kind has
 one); an element-wise kind needs none, `_elementwise` reads its row.
+A handler returns its output value, in ONNX's own order for the output's
+shape, or as a `Value` with the order it made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +35,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from archc import __version__
-from archc.analysis import LayerFacts
-from archc.api import Network
+from archc.analysis import Analysis, LayerFacts
+from archc.analysis.tensors import tensor_specs
 from archc.backends.onnx.io import (
     EXTERNAL_THRESHOLD,
     Tensor,
@@ -38,74 +45,21 @@ from archc.backends.onnx.io import (
     write_model_proto,
     write_streamed,
 )
+from archc.backends.onnx.lowering import OUTPUT, Lowering, Value, onnx_order
+from archc.backends.onnx.lowering import OnnxError as OnnxError  # raised here, and part of this API
+from archc.backends.onnx.opsets import checked_opset, rewrites
 from archc.backends.weights import GENERATED, generate_chunks, iter_weights
-from archc.diagnostics import ArchError, Diagnostic, SpecError, error, render
+from archc.diagnostics import TargetError, error
 from archc.ir import INPUT, Node
 from archc.kinds import KINDS
 from archc.kinds.dense import flattens
-from archc.kinds.tensors import tensor_specs
+from archc.version import __version__
 
-# The newest opset that every onnxruntime the extras allow (>= 1.24.3) runs, and
-# the one that brings Gelu. A newer default would shut out runtimes still in
-# use: on an H200, onnxruntime-gpu 1.31.1 (the newest GPU wheel) refused
-# opset 28's IR version 14 ("max supported IR version: 13"). Opset 20 needs IR
-# 9. `--opset` picks another, up to the newest the installed onnx knows;
-# tests/test_onnx_gen.py runs a model with every kind at each opset from 13.
-DEFAULT_OPSET = 20
-# Softmax over axis 1 alone needs 13 (before it, Softmax flattened everything from
-# the axis on); Clip's min/max as inputs needs 11.
-MIN_OPSET = 13
-# Kinds whose ONNX op is newer than MIN_OPSET: (opset, why).
-KIND_MIN_OPSET = {
-    name: kind.elementwise.onnx_opset
-    for name, kind in KINDS.items()
-    if kind.elementwise is not None and kind.elementwise.onnx_opset is not None
-}
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
 MAX_CONSTANT_BYTES = 64 << 20  # constants a lowering may add for one layer (uneven adaptive pooling)
-OUTPUT = "output"
 
 
-class OnnxError(ArchError):
-    """The network cannot be written as ONNX with the options given."""
-
-
-@dataclass
-class Lowering:
-    """The state of one lowering: nodes emitted so far and where each layer's value lives."""
-
-    net: Network
-    opset: int
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
-    values: dict[str, str] = field(default_factory=lambda: {INPUT: INPUT})
-    constants: dict[str, TensorProto] = field(default_factory=dict)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-
-    def inputs(self, node: Node) -> list[str]:
-        return [self.values[i] for i in node.inputs]
-
-    def emit(self, op: str, inputs: list[str], name: str, output: str | None = None, **attrs: Any) -> str:
-        """Add one node; its output value is named `output` (default: the node's name).
-
-        A layer may be named `output`: its value then gets a `/` name, so that it
-        cannot clash with the graph's own `output` (the final value is renamed so).
-        """
-        out = output or (name if name != OUTPUT else f"{name}/value")
-        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
-        return out
-
-    def constant(self, name: str, value: float | np.ndarray) -> str:
-        """A constant initializer (float32 unless an array says otherwise), made once per name.
-
-        Its name starts with `/`, so it can never be a layer's or a weight's.
-        """
-        if name not in self.constants:
-            array = value if isinstance(value, np.ndarray) else np.array(value, np.float32)
-            self.constants[name] = numpy_helper.from_array(array, name)
-        return name
-
-
-Handler = Callable[[Lowering, Node, LayerFacts], str]
+Handler = Callable[[Lowering, Node, LayerFacts], str | Value]
 
 
 def _simple(op: str, **fixed: Any) -> Handler:
@@ -207,6 +161,49 @@ def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("BatchNormalization", ins, p, epsilon=float(node.attrs["eps"]))
 
 
+LAYERNORM_OPSET = 17  # ONNX added LayerNormalization in opset 17
+
+
+def _layernorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """LayerNormalization over the channels: on the last axis, transposed there and back when the
+    channels are on axis 1 (images, volumes); written out in plain ops below opset 17."""
+    p, shape = node.name, facts.inputs[0]
+    (x,) = ctx.inputs(node)
+    eps = float(node.attrs["eps"])
+    bias = [f"{p}.bias"] if node.attrs["bias"] else []
+    rank = 1 + len(shape.nchw())
+    axis = shape.layout.channel_axis()
+    if ctx.opset < LAYERNORM_OPSET:
+        return _layernorm_written_out(ctx, node, x, axis, rank, eps)
+    if axis == rank - 1:
+        return ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], p, axis=-1, epsilon=eps)
+    last = [i for i in range(rank) if i != axis] + [axis]
+    back = [last.index(i) for i in range(rank)]
+    x = ctx.emit("Transpose", [x], f"{p}/to_last", perm=last)
+    x = ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], f"{p}/norm", axis=-1, epsilon=eps)
+    return ctx.emit("Transpose", [x], p, perm=back)
+
+
+def _layernorm_written_out(ctx: Lowering, node: Node, x: str, axis: int, rank: int, eps: float) -> str:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the channel axis, in place (opsets 13-16)."""
+    p = node.name
+    mean = ctx.emit("ReduceMean", [x], f"{p}/mean", axes=[axis], keepdims=1)
+    centred = ctx.emit("Sub", [x, mean], f"{p}/centred")
+    var = ctx.emit("ReduceMean", [ctx.emit("Mul", [centred, centred], f"{p}/square")], f"{p}/var", axes=[axis], keepdims=1)
+    std = ctx.emit("Sqrt", [ctx.emit("Add", [var, ctx.constant(f"/const/{p}/eps", eps)], f"{p}/var_eps")], f"{p}/std")
+    y = ctx.emit("Div", [centred, std], f"{p}/normed")
+    after = rank - 1 - axis  # the [C] parameters broadcast as [C, 1, ...] over the axes after the channels
+    shaped = ctx.constant(f"/const/shape{after}", np.array([-1] + [1] * after, np.int64))
+
+    def per_channel(name: str) -> str:
+        return ctx.emit("Reshape", [name, shaped], f"{p}/{name.rsplit('.', 1)[1]}_shaped") if after else name
+
+    y = ctx.emit("Mul", [y, per_channel(f"{p}.weight")], f"{p}/scaled" if node.attrs["bias"] else p)
+    if node.attrs["bias"]:
+        y = ctx.emit("Add", [y, per_channel(f"{p}.bias")], p)
+    return y
+
+
 def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     a = node.attrs
     size, alpha, beta, k = a["size"], float(a["alpha"]), float(a["beta"]), float(a["k"])
@@ -234,6 +231,29 @@ def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("Div", [x, div], p)
 
 
+def _elementwise_merge(op: str) -> Handler:
+    """Add or Mul over the branches, in order; ONNX broadcasts a `[batch, C, 1, 1]` branch itself,
+    and a flat `[batch, C]` one is unsqueezed to that first (its trailing axis would meet W, not C)."""
+
+    def handler(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+        out = facts.output
+        values = []
+        for i, (value, shape) in enumerate(zip(ctx.inputs(node), facts.inputs, strict=True)):
+            if out.is_spatial and not shape.is_spatial:
+                rank, channels = 1 + len(out.nchw()), out.layout.channel_axis()
+                axes = np.array([a for a in range(rank) if a not in (0, channels)], np.int64)
+                name = ctx.constant(f"/const/axes{'_'.join(map(str, axes))}", axes)
+                value = ctx.emit("Unsqueeze", [value, name], f"{node.name}/branch{i + 1}")
+            values.append(value)
+        acc = values[0]
+        for k, value in enumerate(values[1:], start=2):
+            last = k == len(values)
+            acc = ctx.emit(op, [acc, value], node.name if last else f"{node.name}/{op.lower()}{k - 1}")
+        return acc
+
+    return handler
+
+
 def _concat(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("Concat", ctx.inputs(node), node.name, axis=facts.output.layout.channel_axis())
 
@@ -248,44 +268,13 @@ HANDLERS: dict[str, Handler] = {
     "fc": _fc,
     "flatten": _simple("Flatten", axis=1),
     "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
     "lrn": _lrn,
-    "add": _simple("Add"),
+    "add": _elementwise_merge("Add"),
+    "multiply": _elementwise_merge("Mul"),
     "concat": _concat,
     **{name: _elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }
-
-
-def default_opset() -> int:
-    """DEFAULT_OPSET, or the newest the installed onnx knows when that is older."""
-    return min(DEFAULT_OPSET, onnx.defs.onnx_opset_version())
-
-
-def _opset(net: Network, opset: int | None) -> int:
-    newest = onnx.defs.onnx_opset_version()
-    opset = default_opset() if opset is None else opset
-    if not MIN_OPSET <= opset <= newest:
-        raise OnnxError(
-            f"opset {opset} is out of range: archc writes opsets {MIN_OPSET} to {newest} "
-            f"(the newest the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
-        )
-    diags = [
-        error(
-            "E602",
-            f"{node.name}: {node.kind} needs ONNX opset {KIND_MIN_OPSET[node.kind][0]} or newer "
-            f"({KIND_MIN_OPSET[node.kind][1]}), but opset {opset} was asked for",
-            node.span,
-            f"use --opset {KIND_MIN_OPSET[node.kind][0]} or newer (the default is {DEFAULT_OPSET})",
-        )
-        for node in net.graph.nodes
-        if node.kind in KIND_MIN_OPSET and opset < KIND_MIN_OPSET[node.kind][0]
-    ]
-    _raise(net, diags)
-    return opset
-
-
-def _raise(net: Network, diags: list[Diagnostic]) -> None:
-    if diags:
-        raise SpecError(diags, render(diags, net.path, net.text))
 
 
 def _io(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
@@ -301,25 +290,31 @@ class Skeleton:
     values: dict[str, str]  # layer name -> the ONNX value holding its output
 
 
-def lower(net: Network, opset: int | None = None) -> Skeleton:
-    """Lower the IR to ONNX nodes; raises `SpecError` for what ONNX cannot express."""
-    ctx = Lowering(net, _opset(net, opset))
-    for node in net.graph.nodes:
-        ctx.values[node.name] = HANDLERS[node.kind](ctx, node, net.analysis.facts[node.name])
-    _raise(net, ctx.diagnostics)
-    last = ctx.values[net.graph.output]
+def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
+    """Lower the IR to ONNX nodes; raises `TargetError` (diagnostics) for what the opset cannot express."""
+    graph_ir = analysis.graph
+    opset = checked_opset(opset)
+    ctx = Lowering(analysis, opset, rewrites(opset))
+    for node in graph_ir.nodes:
+        ctx.node = node
+        facts = analysis.facts[node.name]
+        made = HANDLERS[node.kind](ctx, node, facts)
+        ctx.values[node.name] = made if isinstance(made, Value) else Value(made, onnx_order(facts.output))
+    if ctx.diagnostics:
+        raise TargetError(ctx.diagnostics)
+    last = ctx.value(graph_ir.output, onnx_order(analysis.output_shape))
     if last == INPUT:  # every layer vanished: the output still needs a node of its own
-        ctx.emit("Identity", [INPUT], net.graph.output, output=OUTPUT)
+        ctx.emit("Identity", [INPUT], graph_ir.output, output=OUTPUT)
     else:  # rename the final value to `output` wherever it appears
         for n in ctx.nodes:
             n.output[:] = [OUTPUT if v == last else v for v in n.output]
             n.input[:] = [OUTPUT if v == last else v for v in n.input]
-    values = {k: OUTPUT if v == last else v for k, v in ctx.values.items() if k != INPUT}
+    values = {k: OUTPUT if v.name == last else v.name for k, v in ctx.values.items() if k != INPUT}
     graph = helper.make_graph(
         ctx.nodes,
-        net.name,
-        [_io(INPUT, net.graph.input_shape.nchw())],
-        [_io(OUTPUT, net.analysis.output_shape.nchw())],
+        graph_ir.network,
+        [_io(INPUT, graph_ir.input_shape.nchw())],
+        [_io(OUTPUT, analysis.output_shape.nchw())],
     )
     opsets = [helper.make_opsetid("", ctx.opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="archc", producer_version=__version__)
@@ -328,11 +323,13 @@ def lower(net: Network, opset: int | None = None) -> Skeleton:
     return Skeleton(model, list(ctx.constants.values()), values)
 
 
-def build_model(net: Network, weights: Any = "random", seed: int = 0, opset: int | None = None) -> onnx.ModelProto:
+def build_model(
+    analysis: Analysis, weights: Any = "random", seed: int = 0, opset: int | None = None
+) -> onnx.ModelProto:
     """The whole model in memory, weights included (see `archc.backends.weights.make_weights`)."""
-    skel = lower(net, opset)
+    skel = lower(analysis, opset)
     model = skel.model
-    for spec, arr in iter_weights(net, weights, seed):
+    for spec, arr in iter_weights(analysis, weights, seed):
         model.graph.initializer.append(numpy_helper.from_array(arr, spec.name))
     model.graph.initializer.extend(skel.constants)
     return model
@@ -347,7 +344,7 @@ def save_model(model: onnx.ModelProto, path: Path, threshold: int = EXTERNAL_THR
 
 
 def write_model(
-    net: Network,
+    analysis: Analysis,
     path: Path,
     weights: Any = "random",
     seed: int = 0,
@@ -356,15 +353,15 @@ def write_model(
 ) -> list[Path]:
     """`save_model(build_model(...))` holding one weight tensor in memory at a time.
 
-    The same bytes as `save_model(build_model(net, weights, seed, opset), path)`.
+    The same bytes as `save_model(build_model(analysis, weights, seed, opset), path)`.
     Returns the files written: the model, then its external data if any.
     """
-    skel = lower(net, opset)
-    specs = tensor_specs(net)
+    skel = lower(analysis, opset)
+    specs = tensor_specs(analysis)
     if isinstance(weights, str) and weights in GENERATED:
         stream = generate_chunks(specs, weights, seed)  # one 4 MB buffer, reused
     else:  # loaded weights: validated in full before anything is written
-        stream = iter([(spec, iter([arr])) for spec, arr in iter_weights(net, weights, seed)])
+        stream = iter([(spec, iter([arr])) for spec, arr in iter_weights(analysis, weights, seed)])
 
     def next_tensor(name: str) -> Callable[[], Iterable[Any]]:
         def take() -> Iterable[Any]:

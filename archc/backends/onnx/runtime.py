@@ -2,7 +2,7 @@
 
 >>> import archc
 >>> net = archc.loads("input 8x8x3\\nconv1: conv K=4 F=3\\nfc 2", filename="tiny.arch")
->>> report = benchmark(Prepared.from_network(net), batch=2, provider="cpu", warmup=1, repeat=3)
+>>> report = benchmark(Prepared.from_analysis(net.analysis), batch=2, provider="cpu", warmup=1, repeat=3)
 >>> report.provider, report.output_shape, report.macs_per_image
 ('CPUExecutionProvider', [2, 2], 4176)
 
@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from archc.api import Network
+from archc.analysis import Analysis
 from archc.backends.onnx.generate import build_model, save_model
 from archc.backends.onnx.io import EXTERNAL_THRESHOLD
 from archc.backends.weights import make_weights
@@ -50,34 +50,36 @@ class Prepared:
     model: bytes | str  # serialised model, or the path of one (external data, .onnx input)
     name: str
     macs_per_image: int | None
-    net: Network | None = None
+    analysis: Analysis | None = None  # the spec's, for --check
     weights: dict[str, np.ndarray] | None = None  # what the ONNX model holds, for --check
     opset: int | None = None
     keep: Any = None  # a TemporaryDirectory holding an external-data model, alive while needed
     onnx_model: onnx.ModelProto | None = None  # an .onnx file's graph (no external data), for size checks
 
     @classmethod
-    def from_network(
+    def from_analysis(
         cls,
-        net: Network,
+        analysis: Analysis,
         weights: Any = "random",
         seed: int = 0,
         opset: int | None = None,
         max_size: int = DEFAULT_MAX_SIZE,
     ) -> Prepared:
-        from archc.kinds.tensors import tensor_specs
+        """A spec's network, lowered with these weights (raises `TargetError` for what ONNX cannot express)."""
+        from archc.analysis.tensors import tensor_specs
 
         # before a weight is made: a 45-byte spec can ask for terabytes
-        check_size(f"{net.name}'s weights", 4 * sum(s.numel for s in tensor_specs(net)), max_size)
-        arrays = make_weights(net, weights, seed)
-        model = build_model(net, weights=arrays, seed=seed, opset=opset)
+        check_size(f"{analysis.graph.network}'s weights", 4 * sum(s.numel for s in tensor_specs(analysis)), max_size)
+        arrays = make_weights(analysis, weights, seed)
+        model = build_model(analysis, weights=arrays, seed=seed, opset=opset)
         used_opset = model.opset_import[0].version
+        name, macs = analysis.graph.network, analysis.totals.macs
         if sum(a.nbytes for a in arrays.values()) <= EXTERNAL_THRESHOLD:
-            return cls(model.SerializeToString(), net.name, net.macs, net, arrays, used_opset)
+            return cls(model.SerializeToString(), name, macs, analysis, arrays, used_opset)
         keep = tempfile.TemporaryDirectory(prefix="archc-run-")  # protobuf caps in-memory models at 2 GiB
-        path = Path(keep.name) / f"{net.name}.onnx"
+        path = Path(keep.name) / f"{name}.onnx"
         save_model(model, path)
-        return cls(str(path), net.name, net.macs, net, arrays, used_opset, keep)
+        return cls(str(path), name, macs, analysis, arrays, used_opset, keep)
 
     @classmethod
     def from_file(cls, path: Path, max_size: int = DEFAULT_MAX_SIZE) -> Prepared:
@@ -454,13 +456,15 @@ def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
 
     (Element-wise relative error is meaningless where outputs cross zero.)
     """
-    if prepared.net is None or prepared.weights is None:
+    if prepared.analysis is None or prepared.weights is None:
         raise RunError("--check needs a .arch spec: an .onnx file has no PyTorch module to compare with")
     try:
         import torch
     except ImportError as e:
         raise RunError("--check needs PyTorch (pip install torch)") from e
-    module = prepared.net.to_torch()
+    from archc.backends.torch.generate import build_module
+
+    module = build_module(prepared.analysis)
     try:
         module.load_state_dict({k: torch.from_numpy(v) for k, v in prepared.weights.items()}, strict=True)
     except RuntimeError as e:

@@ -1,6 +1,6 @@
 """Block calls and repeats in the PyTorch back-end: one generated class constructing another.
 
-`_ClassWriter` (`archc.backends.torch.generate`) hands each block call and repeat of the
+`ClassWriter` (`archc.backends.torch.generate`) hands each block call and repeat of the
 class it writes to `call` or `repeat` here. A call becomes one attribute,
 `self.layer1 = Basic(64, K=64)`, each argument written by the writer's rule
 (the spec's expression where it gives the IR's value in every instance, else
@@ -13,36 +13,38 @@ the block.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from archc.backends.torch import pyexpr as E
 from archc.backends.torch.layers import Step
-from archc.backends.torch.plan import _Class, _sole_call
-from archc.frontend import syntax as S
-from archc.frontend.elaborate import call_arguments
+from archc.backends.torch.plan import ClassPlan
+from archc.ir.written import Expr
 
 if TYPE_CHECKING:
-    from archc.backends.torch.generate import _ClassWriter
+    from archc.backends.torch.generate import ClassWriter
 
 _COMPRESS_AFTER = 4  # a repeat of more identical copies is written as a generator
 
 
 def _call_args(
-    w: _ClassWriter, cls: _Class, paths: list[str], inputs: list[str], call: S.LayerStmt | None
+    w: ClassWriter, cls: ClassPlan, paths: list[str], inputs: list[str], written: Mapping[str, Expr] | None
 ) -> list[tuple[str | None, E.Sym | None, list[Any]]]:
-    """The constructor arguments of a callee: (keyword or None for in_channels, expression, values)."""
+    """The constructor arguments of a callee: (keyword or None for in_channels, expression, values).
+
+    `written` are the block call's arguments as written; None for a repeat body's class.
+    """
     gen = w.gen
     args: list[tuple[str | None, E.Sym | None, list[Any]]] = [
         (None, None, [gen.shape(i).channels for i in inputs])
     ]
-    written = call_arguments(gen.blocks[call.kind], call) if call is not None else {}
     for p in cls.params:
         values = [gen.inst_env[path][p.spec] for path in paths]
-        if call is None:  # a repeat body's class takes the free parameters of its body
+        if written is None:  # a repeat body's class takes the free parameters of its body
             args.append((p.py, E.Var(w.names[p.spec]), values))
         elif p.spec in written:  # else the callee's default gives the value, as it did in the IR
             try:
-                sym: E.Sym | None = E.from_syntax(written[p.spec], w.names)
+                sym: E.Sym | None = E.from_ir(written[p.spec], w.names)
             except E.NotSymbolic:
                 sym = None
             args.append((p.py, sym, values))
@@ -51,7 +53,7 @@ def _call_args(
     return args
 
 
-def _construct(w: _ClassWriter, cls: _Class, args: list[tuple[str | None, E.Sym | None, list[Any]]], in_sym: E.Sym | None, hint: str) -> tuple[str, E.Sym | None]:
+def _construct(w: ClassWriter, cls: ClassPlan, args: list[tuple[str | None, E.Sym | None, list[Any]]], in_sym: E.Sym | None, hint: str) -> tuple[str, E.Sym | None]:
     """`Basic(64, K=64)`, and the callee's output channels in this class's names."""
     parts = []
     mapping: dict[str, E.Sym] = {}
@@ -62,7 +64,7 @@ def _construct(w: _ClassWriter, cls: _Class, args: list[tuple[str | None, E.Sym 
     return f"{cls.name}({', '.join(parts)})", _out_channels(cls, mapping)
 
 
-def _out_channels(cls: _Class, mapping: dict[str, E.Sym]) -> E.Sym | None:
+def _out_channels(cls: ClassPlan, mapping: dict[str, E.Sym]) -> E.Sym | None:
     mapping = dict(mapping)
     for p in cls.params:
         if p.py not in mapping and p.default is not None:
@@ -78,27 +80,33 @@ def _out_channels(cls: _Class, mapping: dict[str, E.Sym]) -> E.Sym | None:
         return None
 
 
-def call(w: _ClassWriter, st: S.LayerStmt, scope: Any, src: str, dst: str) -> str:
+def call(w: ClassWriter, local: str, block: str, src: str, dst: str) -> str:
     """A block call: one attribute, an instance of the block's class."""
-    local = w.gen.builder.name(scope, st.label, st.kind.lower(), st.span)
-    cls = w.gen.block_class(st.kind)
+    cls = w.gen.block_class(block)
     paths = w.nodes(local)
-    text, w.chan = _construct(w, cls, _call_args(w, cls, paths, w.cur, st), w.chan, local)
+    written = w.gen.scopes[paths[0]].arg_exprs
+    text, w.chan = _construct(w, cls, _call_args(w, cls, paths, w.cur, written), w.chan, local)
     out = w.steps([Step(local, text)], src, dst)
     w.cur = [w.gen.scopes[p].output for p in paths]
     return out
 
 
-def repeat(w: _ClassWriter, st: S.Repeat, scope: Any, src: str, dst: str) -> str:
+def repeat(w: ClassWriter, local: str, src: str, dst: str) -> str:
     """A repeat: one attribute, an `nn.Sequential` of its copies."""
     gen = w.gen
-    local = gen.builder.name(scope, st.label, "repeat", st.span)
     paths = w.nodes(local)
-    counts = [gen.scopes[p].args["count"] for p in paths]
+    repeats = [gen.scopes[p] for p in paths]
+    counts = [r.args["count"] for r in repeats]
     if not any(counts):  # no copies anywhere: no class to write (and no instance to write it from)
         return w.steps([Step(local, "nn.Sequential()")], src, dst)
-    sole = _sole_call(st, gen.blocks)
-    cls = gen.block_class(sole.kind) if sole is not None else gen.body_class(st, w, local)
+    # A copy is an instance of a block when the repeat's body is one call of it
+    # (its arguments as written are then the copy's), else of the body's own class.
+    first = next(gen.scopes[f"{r.path}.0"] for r in repeats if r.args["count"])
+    written: Mapping[str, Expr] | None = first.arg_exprs if first.block is not None else None
+    if first.block is not None:
+        cls = gen.block_class(first.block)
+    else:
+        cls = gen.body_class(w, local, repeats[0].reads)
     # copies[i][k]: (path, input node) of copy k in instance i
     copies: list[list[tuple[str, str]]] = []
     for p, n, cur in zip(paths, counts, w.cur, strict=True):
@@ -110,27 +118,29 @@ def repeat(w: _ClassWriter, st: S.Repeat, scope: Any, src: str, dst: str) -> str
     symbolic = False
     if not w.is_network:  # keep `range(N - 1)` when the count is the block's parameter
         try:
-            count_sym = E.from_syntax(st.times, w.names)
+            count_sym = E.from_ir(repeats[0].arg_exprs["count"], w.names)
             symbolic = bool(E.variables(count_sym)) and all(
                 E.same(E.evaluate(count_sym, env), n) for env, n in zip(w.envs, counts, strict=True)
             )
         except E.NotSymbolic:
             symbolic = False
     if all(n == counts[0] for n in counts) and not symbolic:
-        text = _explicit_copies(w, cls, copies, counts[0], sole, local)
+        text = _explicit_copies(w, cls, copies, counts[0], written, local)
     else:
-        text = _copies_loop(w, st, cls, copies, counts, sole, local)
+        text = _copies_loop(w, repeats[0].arg_exprs["count"], cls, copies, counts, written, local)
     out = w.steps([Step(local, text)], src, dst)
     w.cur = [gen.scopes[p].output for p in paths]
     return out
 
 
-def _explicit_copies(w: _ClassWriter, cls: _Class, copies: list[list[tuple[str, str]]], n: int, sole: S.LayerStmt | None, local: str) -> str:
+def _explicit_copies(
+    w: ClassWriter, cls: ClassPlan, copies: list[list[tuple[str, str]]], n: int, written: Mapping[str, Expr] | None, local: str
+) -> str:
     items = []
     for k in range(n):
         paths = [row[k][0] for row in copies]
         inputs = [row[k][1] for row in copies]
-        text, w.chan = _construct(w, cls, _call_args(w, cls, paths, inputs, sole), w.chan, f"{local}_{k}")
+        text, w.chan = _construct(w, cls, _call_args(w, cls, paths, inputs, written), w.chan, f"{local}_{k}")
         items.append(text)
     if n > _COMPRESS_AFTER and all(t == items[1] for t in items[2:]):
         return f"nn.Sequential({items[0]}, *({items[1]} for _ in range({n - 1})))"
@@ -138,22 +148,22 @@ def _explicit_copies(w: _ClassWriter, cls: _Class, copies: list[list[tuple[str, 
 
 
 def _copies_loop(
-    w: _ClassWriter,
-    st: S.Repeat,
-    cls: _Class,
+    w: ClassWriter,
+    times: Expr,
+    cls: ClassPlan,
     copies: list[list[tuple[str, str]]],
     counts: list[int],
-    sole: S.LayerStmt | None,
+    written: Mapping[str, Expr] | None,
     local: str,
 ) -> str:
     """`nn.Sequential(*[Basic(K, K=K) for i in range(N)])`: the count differs between instances."""
     try:
-        count_sym: E.Sym | None = E.from_syntax(st.times, w.names)
+        count_sym: E.Sym | None = E.from_ir(times, w.names)
     except E.NotSymbolic:
         count_sym = None
     count = w.check(count_sym, counts, f"{local}_count")
     # per_copy[i][k]: the call_args of copy k in instance i
-    per_copy = [[_call_args(w, cls, [path], [inp], sole) for path, inp in row] for row in copies]
+    per_copy = [[_call_args(w, cls, [path], [inp], written) for path, inp in row] for row in copies]
     shape = next(row[0] for row in per_copy if row)  # some instance has a copy, or counts agree
     rendered: dict[str, tuple[str, E.Sym | None]] = {}
     for j, (kw, sym, _) in enumerate(shape):
@@ -177,7 +187,7 @@ def _copies_loop(
 
 
 def _loop_arg(
-    w: _ClassWriter, first: E.Sym | None, rest: E.Sym | None, values: list[list[Any]], hint: str
+    w: ClassWriter, first: E.Sym | None, rest: E.Sym | None, values: list[list[Any]], hint: str
 ) -> tuple[str, E.Sym | None]:
     """One argument of copy `i`: one expression for all, `a if i == 0 else b`, or a tuple per copy."""
 

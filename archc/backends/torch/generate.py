@@ -3,11 +3,11 @@
 One class per block definition used, one per multi-statement repeat body, and
 one for the network, named after the spec's hierarchy so that `state_dict()`
 keys are the IR's dotted names (`layer1.0.conv1.weight`, as in
-`archc.kinds.tensors.tensor_specs`). The file imports only torch.
+`archc.analysis.tensors.tensor_specs`). The file imports only torch.
 
 >>> import archc
 >>> net = archc.loads("network Tiny\\ninput 8x8x3\\nconv K=4 F=3\\nrelu\\nfc 10")
->>> print(generate_source(net).split("class Tiny")[1].split("def forward")[0].strip())
+>>> print(generate_source(net.analysis).split("class Tiny")[1].split("def forward")[0].strip())
 (nn.Module):
     \"\"\"Tiny: input [batch, 3, 8, 8] (8x8x3), output [batch, 10].\"\"\"
 <BLANKLINE>
@@ -17,8 +17,9 @@ keys are the IR's dotted names (`layer1.0.conv1.weight`, as in
         self.relu1 = nn.ReLU()
         self.fc1 = nn.Linear(4 * 6 * 6, 10)
 
-How a block becomes a class: the generator walks the block's body once, with
-every instance of the block in the IR alongside. Each constructor value is
+How a block becomes a class: the generator walks the block's body once, as
+the elaborator recorded it (`archc.ir.Scope.steps`), with every instance of
+the block in the IR alongside. Each constructor value is
 written as the spec's expression in the block's parameters (`K * 4`) when
 that expression gives the IR's value in every instance, as a literal when
 all instances agree, and otherwise as an extra constructor argument that
@@ -30,6 +31,10 @@ This module writes the classes and the file. Pass 1, which finds every
 instance of every class and plans each class's name and parameters, is
 `archc.backends.torch.plan`; block calls and repeats are written by `archc.backends.torch.calls`,
 and each layer kind by its handler in `archc.backends.torch.layers`.
+
+Names the spec may use but a module attribute cannot take (`forward`) are
+E113 diagnostics, raised unrendered as a `TargetError` (`problems` lists
+them); `archc.api.Network` renders them against the spec.
 """
 
 from __future__ import annotations
@@ -38,35 +43,34 @@ import keyword
 import linecache
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archc.api import Network
+from archc.analysis import Analysis
 from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
 from archc.backends.torch.layers import HANDLERS, KEEP, Rendered, Step
 from archc.backends.torch.plan import (
-    _ASCII_IDENT,
-    _GLOBALS,
+    ASCII_IDENT,
+    GLOBALS,
+    ClassPlan,
+    Instance,
+    Plan,
     TorchGenError,
-    _annotation,
-    _Class,
-    _full,
-    _Instance,
-    _Plan,
+    annotation,
+    full_name,
 )
-from archc.diagnostics import SpecError, render
-from archc.frontend import naming
-from archc.frontend import syntax as S
-from archc.frontend.elaborate import _Builder, attach_shortcuts
-from archc.ir import INPUT, Shape
+from archc.diagnostics import Diagnostic, TargetError
+from archc.frontend.naming import reserved_in_torch, torch_name_diagnostic
+from archc.ir import INPUT, ScopeKind, Shape, Span
+from archc.ir import written as W
 from archc.kinds import KINDS, Window, coerce, per_dimension
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HANDLERS", "TorchGenError", "build_module", "generate_source"]
+__all__ = ["HANDLERS", "TorchGenError", "build_module", "generate_source", "problems"]
 
 _SAFE_FILENAME = re.compile(r"[A-Za-z0-9_.\- ]+")
 _DEEPEST = 10_000  # nesting levels, as the elaborator allows
@@ -92,52 +96,55 @@ def _wrap(line: str, width: int = 100) -> str:
     return line[: open_at + 1] + "\n" + "".join(f"    {a},\n" for a in args if a) + ")"
 
 
-class _Generator(_Plan):
-    """Walks the spec twice: once to find every instance of every class (`_Plan`), once to write them."""
+class _Generator(Plan):
+    """Walks the IR twice: once to find every instance of every class (`Plan`), once to write them."""
 
-    def __init__(self, net: Network) -> None:
-        super().__init__(net)
-        self.classes: dict[Any, _Class] = {}
-        self.order: list[_Class] = []
+    def __init__(self, analysis: Analysis, spec_path: str) -> None:
+        super().__init__(analysis)
+        self.spec_path = spec_path
+        self.classes: dict[str, ClassPlan] = {}
+        self.order: list[ClassPlan] = []
 
     # --- pass 2: classes -----------------------------------------------------------------------
-    def block_class(self, block: str) -> _Class:
+    def block_class(self, block: str) -> ClassPlan:
         if block not in self.classes:
-            bd = self.blocks[block]
+            params = self.blocks[block].params
             cls = self.block_plan(block)
             self.classes[block] = cls
-            doc = f"`block {block}({', '.join(p.name for p in bd.params)})` of the spec."
-            _ClassWriter(self, cls, bd.body, self.instances[block], doc).write()
+            doc = f"`block {block}({', '.join(p.name for p in params)})` of the spec."
+            insts = self.instances[block]
+            ClassWriter(self, cls, block, self.scopes[insts[0].path].steps, insts, doc).write()
         return self.classes[block]
 
-    def body_class(self, st: S.Repeat, outer: _ClassWriter, local: str) -> _Class:
-        if id(st) not in self.classes:
+    def body_class(self, outer: ClassWriter, local: str, reads: Sequence[str]) -> ClassPlan:
+        """The class of the copies of the repeat `local` in the class `outer` writes."""
+        key = f"{outer.key}/{local}"
+        if key not in self.classes:
             prefix = "" if outer.is_network else outer.cls.name
-            cls = self.body_plan(st, outer.names, prefix, local)
-            self.classes[id(st)] = cls
+            cls = self.body_plan(reads, outer.names, prefix, local)
+            self.classes[key] = cls
             doc = f"One copy of the body of `{local}: repeat`."
-            _ClassWriter(self, cls, st.body, self.instances[id(st)], doc).write()
-        return self.classes[id(st)]
+            insts = self.instances[key]
+            ClassWriter(self, cls, key, self.scopes[insts[0].path].steps, insts, doc).write()
+        return self.classes[key]
 
     def generate(self) -> tuple[str, str]:
-        net = self.net
-        top = self.builder.enter("", self.body)
-        self.collect(self.body, top, {}, INPUT)
-        self.builder = _Builder(self.blocks)  # fresh counters for pass 2
-        cls = _Class(self.class_name(net.name), [])
-        inp, out = net.graph.input_shape, self.analysis.output_shape
+        graph = self.graph
+        self.collect(graph.steps, "", {}, INPUT, "")
+        cls = ClassPlan(self.class_name(graph.network), [])
+        inp, out = graph.input_shape, self.analysis.output_shape
         doc = (
-            f"{net.name}: input [batch, {', '.join(map(str, inp.nchw()))}] ({inp.text()}), "
+            f"{graph.network}: input [batch, {', '.join(map(str, inp.nchw()))}] ({inp.text()}), "
             f"output [batch, {', '.join(map(str, out.nchw()))}]."
         )
-        if not _ASCII_IDENT.fullmatch(net.name):
-            doc = doc.replace(net.name, cls.name, 1)
-        _ClassWriter(self, cls, self.body, [_Instance("", {}, INPUT)], doc, network=True).write()
+        if not ASCII_IDENT.fullmatch(graph.network):
+            doc = doc.replace(graph.network, cls.name, 1)
+        ClassWriter(self, cls, "", graph.steps, [Instance("", {}, INPUT)], doc, network=True).write()
         source = "\n\n".join([self.header(cls.name), *(c.source for c in self.order)])
         return source, cls.name
 
     def header(self, name: str) -> str:
-        origin = Path(self.net.path).name
+        origin = Path(self.spec_path).name
         where = f" from {origin}" if _SAFE_FILENAME.fullmatch(origin) and not origin.startswith("<") else ""
         return (
             f'"""{name}: generated by archc{where}.\n\n'
@@ -149,38 +156,34 @@ class _Generator(_Plan):
 
 
 class _Ctx:
-    """One layer statement across all instances of its class (see torch_layers.LayerCtx)."""
+    """One layer across all instances of its class (see torch_layers.LayerCtx).
 
-    def __init__(self, w: _ClassWriter, st: S.LayerStmt | None, kind: str, local: str, nodes: list[str]) -> None:
+    `exprs` are the keys as the layer's statement wrote them (None for a merge).
+    """
+
+    def __init__(
+        self, w: ClassWriter, exprs: Mapping[str, W.Expr] | None, kind: str, local: str, nodes: list[str]
+    ) -> None:
         self.w = w
-        self.st = st
+        self.exprs = exprs
         self.kind = kind
         self.name = local
         facts = [w.gen.facts[n] for n in nodes]
         self.ins: Sequence[Shape] = [f.inputs[0] for f in facts] if KINDS[kind].traits.merge is None else []
+        self.branches: Sequence[Sequence[Shape]] = [f.inputs for f in facts]
         self.outs: Sequence[Shape] = [f.output for f in facts]
         self.windows: Sequence[Window | None] = [f.window for f in facts]
-        self.attrs: Sequence[dict[str, Any]] = [w.gen.nodes[n].attrs for n in nodes] if st is not None else []
+        self.attrs: Sequence[dict[str, Any]] = [w.gen.nodes[n].attrs for n in nodes] if exprs is not None else []
         self.operands: Sequence[str] = []
         self.channels: E.Sym | None = w.chan
 
-    def written(self, key: str) -> S.Expr | None:
-        assert self.st is not None
-        kind = KINDS[self.kind]
-        if kind.positional == key and self.st.positional:
-            return self.st.positional[0]
-        for kw in self.st.keywords:
-            if kw.key == key:
-                return kw.value
-        return None
-
     def key(self, key: str) -> Rendered:
         spec = KINDS[self.kind].key(key)
-        assert spec is not None
-        expr = self.written(key)
+        assert spec is not None and self.exprs is not None
+        expr = self.exprs.get(key)
         sym: E.Sym | None
         try:
-            sym = E.Const(spec.default) if expr is None else E.from_syntax(expr, self.w.names)
+            sym = E.Const(spec.default) if expr is None else E.from_ir(expr, self.w.names)
         except E.NotSymbolic:
             sym = None
         # window keys compare per dim: `F=K` with K=3, and `F=3x3`, are both (3, 3) on an image
@@ -200,19 +203,20 @@ class _Ctx:
         return self.w.fresh_attr(hint)
 
 
-class _ClassWriter:
-    """Writes one class: walks its body once, all instances in step."""
+class ClassWriter:
+    """Writes one class: walks its body (the steps its instances share) once, all instances in step."""
 
     def __init__(
         self,
         gen: _Generator,
-        cls: _Class,
-        body: Sequence[Any],
-        insts: list[_Instance],
+        cls: ClassPlan,
+        key: str,
+        body: Sequence[W.Step],
+        insts: list[Instance],
         doc: str,
         network: bool = False,
     ) -> None:
-        self.gen, self.cls, self.body, self.insts, self.doc = gen, cls, body, insts, doc
+        self.gen, self.cls, self.key, self.body, self.insts, self.doc = gen, cls, key, body, insts, doc
         self.is_network = network
         self.names = {p.spec: p.py for p in cls.params}  # spec parameter -> Python name
         self.envs: list[dict[str, Any]] = []
@@ -225,13 +229,13 @@ class _ClassWriter:
             cls.values[inst.path] = {}
         self.cur = [inst.input for inst in insts]
         if network:
-            self.chan: E.Sym | None = E.Const(gen.net.graph.input_shape.channels)
+            self.chan: E.Sym | None = E.Const(gen.graph.input_shape.channels)
         else:
             self.chan = E.Var("in_channels")
         self.init: list[str] = []
         self.fwd: list[str] = []
         self.hoisted: list[tuple[str, str]] = []
-        self.params_taken = set(_GLOBALS) | {"in_channels"} | {p.py for p in cls.params}
+        self.params_taken = set(GLOBALS) | {"in_channels"} | {p.py for p in cls.params}
         self.attrs_taken = set().union(*(gen.children[i.path] for i in insts)) if insts else set()
         self.locals: dict[str, int] = {}
 
@@ -267,7 +271,7 @@ class _ClassWriter:
         while name in self.params_taken:
             name += "_"
         self.params_taken.add(name)
-        self.hoisted.append((name, _annotation(values)))
+        self.hoisted.append((name, annotation(values)))
         self.cls.hoisted.append(name)
         for inst, env, v in zip(self.insts, self.envs, values, strict=True):
             self.cls.values[inst.path][name] = v
@@ -288,7 +292,7 @@ class _ClassWriter:
 
     # --- statements ---------------------------------------------------------------------------
     def attribute(self, local: str) -> str:
-        if not _ASCII_IDENT.fullmatch(local) or keyword.iskeyword(local) or local in self.gen.module_attrs:
+        if not ASCII_IDENT.fullmatch(local) or keyword.iskeyword(local) or local in self.gen.module_attrs:
             raise TorchGenError(
                 f"'{local}' cannot be an attribute of a PyTorch module (nn.Module has one of that name); rename it"
             )
@@ -304,78 +308,82 @@ class _ClassWriter:
             src = dst
         return src
 
-    def seq(self, stmts: Sequence[Any], scope: Any, src: str, dst: str) -> str:
-        for st in attach_shortcuts(stmts, []):
-            if isinstance(st, S.LayerStmt) and st.kind in self.gen.blocks:
-                src = torch_calls.call(self, st, scope, src, dst)
-            elif isinstance(st, S.LayerStmt):
-                src = self.layer(st, scope, src, dst)
-            elif isinstance(st, S.Repeat):
-                src = torch_calls.repeat(self, st, scope, src, dst)
-            elif isinstance(st, S.Residual):
-                src = self.residual(st, scope, src, dst)
-            elif isinstance(st, S.Concat):
-                src = self.concat(st, scope, src, dst)
+    def seq(self, steps: Sequence[W.Step], src: str, dst: str) -> str:
+        for step in steps:
+            if isinstance(step, W.Merge):
+                src = self.residual(step, src, dst) if step.residual else self.merge(step, src, dst)
+                continue
+            scope = self.gen.child_scope(self.insts[0].path, step)
+            if scope is None:
+                src = self.layer(step, src, dst)
+            elif scope.kind is ScopeKind.CALL:
+                assert scope.block is not None
+                src = torch_calls.call(self, step, scope.block, src, dst)
+            else:
+                src = torch_calls.repeat(self, step, src, dst)
         return src
 
     def nodes(self, local: str) -> list[str]:
-        return [_full(i.path, local) for i in self.insts]
+        return [full_name(i.path, local) for i in self.insts]
 
-    def layer(self, st: S.LayerStmt, scope: Any, src: str, dst: str) -> str:
-        local = self.gen.builder.name(scope, st.label, st.kind, st.span)
+    def layer(self, local: str, src: str, dst: str) -> str:
         nodes = self.nodes(local)
-        emitted = HANDLERS[st.kind](_Ctx(self, st, st.kind, local, nodes))
+        node = self.gen.nodes[nodes[0]]
+        emitted = HANDLERS[node.kind](_Ctx(self, node.exprs, node.kind, local, nodes))
         out = self.steps(emitted.steps, src, dst)
         self.cur = nodes
         if emitted.channels is not KEEP:
             self.chan = emitted.channels
         return out
 
-    def residual(self, st: S.Residual, scope: Any, src: str, dst: str) -> str:
+    def residual(self, merge: W.Merge, src: str, dst: str) -> str:
         start, chan = self.cur, self.chan
         keep = src
         if src == dst:
             keep = self.local("identity")
             self.fwd.append(f"{keep} = {src}")
-        body = self.seq(st.body, scope, src, dst)
+        body = self.seq(merge.branches[0], src, dst)
         body_chan = self.chan
         self.cur, self.chan = start, chan
-        short = self.seq(st.shortcut, scope, keep, self.local("shortcut")) if st.shortcut else keep
-        local = self.gen.builder.name(scope, st.label, "residual", st.span)
-        ctx = _Ctx(self, None, "add", local, self.nodes(local))
+        short = keep
+        if len(merge.branches) > 1:  # a written shortcut; else the identity
+            short = self.seq(merge.branches[1], keep, self.local("shortcut"))
+        ctx = _Ctx(self, None, "add", merge.node, self.nodes(merge.node))
         ctx.operands = [body, short]
         out = self.steps(HANDLERS["add"](ctx).steps, src, dst)
-        self.cur = self.nodes(local)
+        self.cur = self.nodes(merge.node)
         self.chan = body_chan if body_chan is not None else self.chan
         return out
 
-    def concat(self, st: S.Concat, scope: Any, src: str, dst: str) -> str:
+    def merge(self, merge: W.Merge, src: str, dst: str) -> str:
+        """concat, add or multiply: each branch from the same input, then the merge of their outputs."""
         start, chan = self.cur, self.chan
         outs, chans = [], []
-        for br in st.branches:
-            assert isinstance(br, S.Branch)  # the elaborator admits nothing else
+        for branch in merge.branches:
             self.cur, self.chan = start, chan
-            outs.append(self.seq(br.body, scope, src, self.local("branch")))
+            outs.append(self.seq(branch, src, self.local("branch")))
             chans.append(self.chan)
-        local = self.gen.builder.name(scope, st.label, "concat", st.span)
-        ctx = _Ctx(self, None, "concat", local, self.nodes(local))
+        kind = self.gen.nodes[self.nodes(merge.node)[0]].kind
+        ctx = _Ctx(self, None, kind, merge.node, self.nodes(merge.node))
         ctx.operands = outs
-        out = self.steps(HANDLERS["concat"](ctx).steps, src, dst)
-        self.cur = self.nodes(local)
-        self.chan = None if any(c is None for c in chans) else E.add([c for c in chans if c is not None])
+        out = self.steps(HANDLERS[kind](ctx).steps, src, dst)
+        self.cur = self.nodes(merge.node)
+        if kind == "concat":
+            self.chan = None if any(c is None for c in chans) else E.add([c for c in chans if c is not None])
+        else:  # an elementwise merge keeps the channels every branch ends with
+            self.chan = next((c for c in chans if c is not None), None)
         return out
 
     # --- assembly --------------------------------------------------------------------------------
     def write(self) -> None:
-        scope = self.gen.builder.enter("", attach_shortcuts(self.body, []))
-        out = self.seq(self.body, scope, "x", "x")
+        out = self.seq(self.body, "x", "x")
         self.cls.out = self.chan
         sig = ["self"]
         if not self.is_network:
             sig.append("in_channels: int")
         pre: list[str] = []
         for p in self.cls.params:
-            ann = _annotation([env[p.py] for env in self.envs])
+            ann = annotation([env[p.py] for env in self.envs])
             if p.default is None:
                 sig.append(f"{p.py}: {ann}")
             elif isinstance(p.default, E.Const):
@@ -399,33 +407,45 @@ class _ClassWriter:
         self.gen.order.append(self.cls)
 
 
-def generate_source(net: Network) -> str:
-    """The network as standalone PyTorch source (deterministic: same spec, same text)."""
-    return _generate(net)[0]
+def problems(analysis: Analysis) -> list[Diagnostic]:
+    """Names the spec may use but a module attribute cannot take (`forward`, `class`): E113,
+    once per written name, in source order."""
+    written: dict[Span, str] = {}
+    for name, label in [
+        *((n.name, n.label) for n in analysis.graph.nodes),
+        *((s.path, s.label) for s in analysis.graph.scopes),
+    ]:
+        if label is not None:
+            written.setdefault(label, name.rpartition(".")[2])
+    return [
+        torch_name_diagnostic(local, span, error=True)
+        for span, local in sorted(written.items())
+        if reserved_in_torch(local)
+    ]
 
 
-def _check_names(net: Network) -> None:
-    """Labels the language allows but a module attribute cannot take (`forward`, `class`): E113."""
-    diags = []
-    for st in S.walk(net.program.statements):  # source order: the diagnostics come sorted
-        label = getattr(st, "label", None)
-        if label is not None and naming.reserved_in_torch(label.name):
-            diags.append(naming.torch_name_diagnostic(label.name, label.span, error=True))
+def generate_source(analysis: Analysis, spec_path: str = "") -> str:
+    """The network as standalone PyTorch source (deterministic: same spec, same text).
+
+    `spec_path` is the spec's file, which the header names. Raises `TargetError`
+    with `problems(analysis)` when there are any.
+    """
+    return _generate(analysis, spec_path)[0]
+
+
+def _generate(analysis: Analysis, spec_path: str) -> tuple[str, str]:
+    diags = problems(analysis)
     if diags:
-        raise SpecError(diags, render(diags, net.path, net.text))
-
-
-def _generate(net: Network) -> tuple[str, str]:
-    _check_names(net)
+        raise TargetError(diags)
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old, _DEEPEST * 8))
     try:
-        return _Generator(net).generate()
+        return _Generator(analysis, spec_path).generate()
     finally:
         sys.setrecursionlimit(old)
 
 
-def build_module(net: Network) -> torch.nn.Module:
+def build_module(analysis: Analysis) -> torch.nn.Module:
     """A live module built by executing exactly the source `generate_source` writes.
 
     It is in training mode, as a fresh torchvision model is; call `.eval()`.
@@ -434,7 +454,7 @@ def build_module(net: Network) -> torch.nn.Module:
         import torch  # noqa: F401 - fail here, clearly, when torch is missing
     except ImportError as exc:
         raise TorchGenError("building a PyTorch module needs torch: pip install 'archc[torch]'") from exc
-    source, name = _generate(net)
+    source, name = _generate(analysis, "")
     filename = f"<archc {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks show the code
     namespace: dict[str, Any] = {"__name__": f"archc_generated_{name}"}
@@ -442,5 +462,5 @@ def build_module(net: Network) -> torch.nn.Module:
     try:
         module: torch.nn.Module = namespace[name]()
     except Exception as exc:  # any torch failure becomes one error with context
-        raise TorchGenError(f"PyTorch could not build {net.name}: {exc}") from exc
+        raise TorchGenError(f"PyTorch could not build {analysis.graph.network}: {exc}") from exc
     return module

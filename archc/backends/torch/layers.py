@@ -65,7 +65,8 @@ class LayerCtx(Protocol):
     outs: Sequence[Shape]  # the output shape, one per instance
     windows: Sequence[Window | None]  # the resolved window (conv, pooling), one per instance
     attrs: Sequence[dict[str, Any]]  # the IR attributes, one per instance
-    operands: Sequence[str]  # forward variables of a merge's inputs (add, concat)
+    operands: Sequence[str]  # forward variables of a merge's inputs (add, multiply, concat)
+    branches: Sequence[Sequence[Shape]]  # a merge's input shapes, one tuple per instance
     channels: E.Sym | None  # the input channels as an expression, when known
 
     def key(self, key: str) -> Rendered: ...
@@ -222,6 +223,32 @@ def batchnorm(ctx: LayerCtx) -> Emitted:
     return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
 
 
+def _channels_last(shape: Shape) -> bool:
+    """Whether generated code holds the channels on the last axis (flat features), not on axis 1."""
+    return shape.layout.channel_axis() == len(shape.nchw())
+
+
+def layernorm(ctx: LayerCtx) -> Emitted:
+    """nn.LayerNorm over the last axis: a channels-first tensor moves its channels there and back."""
+    text = ctor(
+        "nn.LayerNorm",
+        ctx.in_channels().text,
+        eps=_kw(ctx.key("eps"), 1e-5),
+        bias=_kw(ctx.key("bias"), True),
+    )
+    if all(_channels_last(s) for s in ctx.ins):
+        return _module(ctx, text)
+    # [batch, C, ...] -> [batch, ..., C] and back (a no-op on a flat [batch, C]): as torchvision's
+    # ConvNeXt permutes around its LayerNorm
+    axis = _feature_axis(ctx, ctx.ins)
+    steps = [
+        Step(None, call=f"{{x}}.movedim({axis}, -1)"),
+        Step(ctx.name, text),
+        Step(None, call=f"{{x}}.movedim(-1, {axis})"),
+    ]
+    return Emitted(steps)
+
+
 def lrn(ctx: LayerCtx) -> Emitted:
     text = ctor(
         "nn.LocalResponseNorm",
@@ -252,8 +279,37 @@ def elementwise(ctx: LayerCtx) -> Emitted:
     return _module(ctx, ctor(row.torch, **keywords))
 
 
+def _broadcast_operands(ctx: LayerCtx) -> list[str]:
+    """The merge's operands, a flat `C` branch indexed to `[batch, C, 1, 1]` where it scales an image.
+
+    A `1x1xC` branch broadcasts in torch as it is; a flat one needs its spatial axes added
+    (`s[:, :, None, None]`), the same way in every instance of the block.
+    """
+    out = []
+    for i, operand in enumerate(ctx.operands):
+        forms = {_broadcast_index(ins[i], ctx.outs[k]) for k, ins in enumerate(ctx.branches)}
+        if len(forms) == 1:
+            out.append(operand + forms.pop())
+        else:  # a block used on flat and spatial inputs alike: reshape to the other operand's rank
+            other = ctx.operands[1 - i] if i == 0 else ctx.operands[0]
+            out.append(f"{operand}.reshape(*{operand}.shape, *[1] * ({other}.dim() - {operand}.dim()))")
+    return out
+
+
+def _broadcast_index(shape: Shape, out: Shape) -> str:
+    """`[:, :, None, None]` for a flat branch merged into an image (channels first); '' when none is needed."""
+    if shape.is_spatial or not out.is_spatial:
+        return ""
+    rank, channels = 1 + len(out.nchw()), out.layout.channel_axis()
+    return "[" + ", ".join(":" if i in (0, channels) else "None" for i in range(rank)) + "]"
+
+
 def add(ctx: LayerCtx) -> Emitted:
-    return Emitted([Step(None, call=" + ".join(ctx.operands))])
+    return Emitted([Step(None, call=" + ".join(_broadcast_operands(ctx)))])
+
+
+def multiply(ctx: LayerCtx) -> Emitted:
+    return Emitted([Step(None, call=" * ".join(_broadcast_operands(ctx)))])
 
 
 def concat(ctx: LayerCtx) -> Emitted:
@@ -269,8 +325,10 @@ HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
     "fc": fc,
     "flatten": flatten,
     "batchnorm": batchnorm,
+    "layernorm": layernorm,
     "lrn": lrn,
     "add": add,
+    "multiply": multiply,
     "concat": concat,
     **{name: elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }

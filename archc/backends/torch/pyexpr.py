@@ -1,11 +1,12 @@
 """Small symbolic expressions for the code generators: spec arithmetic as Python.
 
 A block's `K=E*4` becomes the Python text `E * 4` in the generated class. The
-generator builds these expressions (from the syntax tree, and by substituting
-a call's arguments into a callee's), evaluates them against every concrete
-instance to check them, and renders them. Nothing here is ever `eval`ed; the
-only names are Python identifiers the generator chose, and the only constants
-are ints, floats, bools, `"same"` and tuples of those.
+generator builds these expressions (from the spec's own, as the IR records
+them, and by substituting a call's arguments into a callee's), evaluates
+them against every concrete instance to check them, and renders them.
+Nothing here is ever `eval`ed; the only names are Python identifiers the
+generator chose, and the only constants are ints, floats, bools, `"same"`
+and tuples of those.
 
 >>> e = Bin("//", Bin("+", Var("SQ"), Const(1)), Const(2))
 >>> render(e), evaluate(e, {"SQ": 15})
@@ -22,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archc.frontend import syntax as S
+from archc.ir.written import Expr, Name, Negate
 
 _SAFE_STRING = re.compile(r"[A-Za-z_]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -66,29 +67,28 @@ class NotSymbolic(Exception):
     """The expression cannot be written (or evaluated) as a Python expression here."""
 
 
-def from_syntax(expr: S.Expr, names: Mapping[str, str]) -> Sym:
-    """A spec expression in terms of Python names (`names`: spec parameter -> Python name).
+def from_ir(expr: Expr, names: Mapping[str, str]) -> Sym:
+    """An expression as the spec wrote it, in Python names (`names`: spec parameter -> Python name).
 
-    >>> from archc.frontend.parser import parse
-    >>> prog, _ = parse("fc (SQ+1)//2")
-    >>> render(from_syntax(prog.statements[0].positional[0], {"SQ": "sq"}))
+    >>> from archc.ir.written import Arith, Name
+    >>> render(from_ir(Arith(op="//", left=Arith(op="+", left=Name(name="SQ"), right=1), right=2), {"SQ": "sq"}))
     '(sq + 1) // 2'
     """
-    if isinstance(expr, S.Number):
-        return Const(expr.value)
-    if isinstance(expr, S.Dims):
-        return Const(tuple(expr.value))
-    if isinstance(expr, S.Ref):
+    if isinstance(expr, tuple):
+        return Const(tuple(expr))
+    if isinstance(expr, (int, float)):
+        return Const(expr)
+    if isinstance(expr, Name):
         if expr.name in names:  # a parameter shadows the literal words, as in elaboration
             return Var(names[expr.name])
         if expr.name in LITERAL_WORDS:
             return Const(LITERAL_WORDS[expr.name])
         raise NotSymbolic(f"undefined name {expr.name!r}")
-    if isinstance(expr, S.Neg):
-        return Neg(from_syntax(expr.operand, names))
+    if isinstance(expr, Negate):
+        return Neg(from_ir(expr.operand, names))
     if expr.op not in _OPS:  # '/' is rejected by elaboration; never emit it
         raise NotSymbolic(f"operator {expr.op!r}")
-    return Bin(expr.op, from_syntax(expr.left, names), from_syntax(expr.right, names))
+    return Bin(expr.op, from_ir(expr.left, names), from_ir(expr.right, names))
 
 
 def evaluate(sym: Sym, env: Mapping[str, Any]) -> Any:

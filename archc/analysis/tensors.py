@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from archc.analysis.analyze import Analysis
 from archc.kinds import KINDS
 from archc.kinds.kind import Applied
 from archc.kinds.kind import Init as Init
 from archc.kinds.kind import Role as Role
-
-if TYPE_CHECKING:
-    from archc.api import Network
 
 IGNORED_KEYS_SUFFIXES = (".num_batches_tracked",)
 
@@ -47,17 +44,17 @@ class TensorSpec:
         return 1.0 / math.sqrt(self.fan_in) if self.fan_in > 0 else 0.0
 
 
-def tensor_specs(net: Network) -> list[TensorSpec]:
-    """Every tensor of the network in forward order.
+def tensor_specs(analysis: Analysis) -> list[TensorSpec]:
+    """Every tensor of the analysed network in forward order.
 
     >>> import archc
     >>> net = archc.loads("input 8x8x3\\nconv1: conv K=4 F=3\\nbatchnorm\\nfc 2")
-    >>> [(t.name, t.shape) for t in tensor_specs(net)][:3]
+    >>> [(t.name, t.shape) for t in tensor_specs(net.analysis)][:3]
     [('conv1.weight', (4, 3, 3, 3)), ('conv1.bias', (4,)), ('batchnorm1.weight', (4,))]
     """
     specs: list[TensorSpec] = []
-    for node in net.graph.nodes:
-        facts = net.analysis.facts[node.name]
+    for node in analysis.graph.nodes:
+        facts = analysis.facts[node.name]
         layer = Applied(node.attrs, facts.inputs, facts.output, facts.window)
         for t in KINDS[node.kind].tensors(layer):
             if t.alias is None:  # a tied tensor is its owner's, listed (and stored) once
