@@ -222,12 +222,16 @@ def _result(
     return CompileResult(path, text, network, tuple(diags), assertions, omitted)
 
 
-def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
-    """Read a spec file; unreadable, binary and non-UTF-8 files become diagnostics."""
+def read_source(path: Path, tree: Path | None = None) -> tuple[str | None, Diagnostic | None]:
+    """Read a spec file; unreadable, binary and non-UTF-8 files become diagnostics.
+
+    `tree`: the directory the file was found in, which a symbolic link must not
+    leave (default: the working directory; see `archc.files.read_regular`).
+    """
     from archc.files import NotASpecFile, read_regular
 
     try:
-        data = read_regular(path)  # a FIFO, a device or a /proc file is refused, never read
+        data = read_regular(path, tree)  # a FIFO, a device or a /proc file is refused, never read
     except FileNotFoundError:
         return None, error("E400", "no such file", None, "check the path")
     except IsADirectoryError:
@@ -265,28 +269,16 @@ def _position(data: bytes, offset: int) -> tuple[int, int]:
     return data.count(b"\n", 0, offset) + 1, len(before) + 1
 
 
-def _shown_text(path: Path, upto_line: int) -> str:
-    """A binary or non-UTF-8 file up to its bad line, printable, so the caret has a line.
+def compile_file(path: str | Path, max_layers: int = DEFAULT_MAX_LAYERS, tree: Path | None = None) -> CompileResult:
+    """Read, parse, elaborate and analyse a spec file; never raises on a bad spec.
 
-    Undecodable bytes become U+FFFD and control characters '?', one character
-    each, so the columns from `_position` still point at the bad byte.
+    A file that is not a spec (binary, not UTF-8) is refused by name and
+    position, and none of its lines is quoted: it may be anything a link
+    pointed at. `tree`: see `read_source`.
     """
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    text = b"\n".join(data.split(b"\n")[:upto_line]).decode("utf-8", errors="replace")
-    return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
-
-
-def compile_file(path: str | Path, max_layers: int = DEFAULT_MAX_LAYERS) -> CompileResult:
-    p = Path(path)
-    text, problem = read_source(p)
+    text, problem = read_source(Path(path), tree)
     if problem is not None:
-        # Give the renderer the file's text for a bad byte (E402/E403), so the
-        # error shows the line and a caret; with "" it showed neither.
-        shown = _shown_text(p, problem.span.line) if problem.span is not None else ""
-        return CompileResult(str(path), shown, None, (problem,))
+        return CompileResult(str(path), "", None, (problem,))
     assert text is not None
     return compile_text(text, str(path), max_layers)
 

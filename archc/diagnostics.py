@@ -235,8 +235,10 @@ def render_one(diag: Diagnostic, path: str, lines: Sequence[str], color: bool = 
         sp = diag.span
         out = [f"{st.bold(f'{path}:{sp.line}:{sp.column}')}: {head}: {diag.message}"]
         # An empty file (or a span just past the last line) still gets its caret
-        # line: every located error shows one.
-        if 1 <= sp.line <= max(len(lines), 1):
+        # line: every located error shows one, unless its text is not given (a
+        # binary file is located, never quoted) and the caret would point past it.
+        known = lines[sp.line - 1] if 1 <= sp.line <= len(lines) else ""
+        if 1 <= sp.line <= max(len(lines), 1) and sp.column <= len(known) + 1:
             src = lines[sp.line - 1] if sp.line <= len(lines) else ""
             gutter = str(sp.line)
             pad = " " * len(gutter)

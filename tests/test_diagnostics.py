@@ -114,9 +114,8 @@ def test_binary_file(tmp_path: Path) -> None:
     (d,) = r.errors
     assert (d.code, d.span.line, d.span.column) == ("E402", 2, 3)  # type: ignore[union-attr]
     out = r.render()
-    assert f"{tmp_path / 'weights.arch'}:2:3: error[E402]: this is a binary file, not a .arch spec" in out
-    assert_well_formed(out, r.diagnostics)
-    assert "\x00" not in out
+    # located, but no line of it is quoted: a file that is not a spec may be anything a link named
+    assert out == f"{tmp_path / 'weights.arch'}:2:3: error[E402]: this is a binary file, not a .arch spec\n  hint: archc reads .arch text files"
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:
@@ -125,7 +124,7 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     (d,) = r.errors
     assert (d.code, d.span.line, d.span.column) == ("E403", 2, 10)  # type: ignore[union-attr]
     assert d.message == "the file is not UTF-8 (byte 0xe9)"
-    assert_well_formed(r.render(), r.diagnostics)
+    assert "input 3x3x3" not in r.render() and "relu" not in r.render()
 
 
 def test_utf8_bom_is_accepted(tmp_path: Path) -> None:

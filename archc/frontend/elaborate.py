@@ -27,7 +27,7 @@ from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import _ScopeState
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.ir.written import Block, BlockParam, Expr, Merge, Step
-from archc.kinds import KINDS, USER_KINDS, coerce, show_value
+from archc.kinds import KINDS, USER_KINDS, Key, coerce, show_value
 from archc.limits import DEFAULT_MAX_LAYERS, MAX_DEPTH
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
@@ -113,6 +113,18 @@ def local_name(name: str) -> str:
     return name.rpartition(".")[2]
 
 
+def _what_key(key: Key) -> str:
+    """What a key is, for a message: its doc, or (a key documented by nobody) its type.
+
+    `lrn alpha=x` said "alpha is the " when the doc was empty.
+
+    >>> from archc.kinds import KeyType
+    >>> _what_key(Key("alpha", KeyType.FLOAT, 1e-4)), _what_key(Key("S", KeyType.SIZES, 1, "stride"))
+    ('a number', 'the stride')
+    """
+    return f"the {key.doc}" if key.doc else f"a {key.type}"
+
+
 class _OverBudget(Exception):
     """E140 was reported: elaboration stops (every later statement would cross the limit too)."""
 
@@ -145,11 +157,18 @@ class _Builder:
             written = self.written[id(stmts)] = naming.written_in(stmts)
         return naming.enter(path, stmts, written)
 
-    def name(self, scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
+    def name(
+        self, scope: _ScopeState, label: S.Label | None, prefix: str, span: Span, block: str | None = None
+    ) -> str:
+        """Claim a name in `scope`; `block`: the block an unnamed call is named after."""
         name = naming.claim(scope, label, prefix, span)
         if label is not None and naming.reserved_in_torch(label.name) and label.span not in self.torch_warned:
             self.torch_warned.add(label.span)  # once per written name, not once per instance
             self.diags.append(naming.torch_name_diagnostic(label.name, label.span, error=False))
+        local = name.rpartition(".")[2]
+        if label is None and block is not None and naming.reserved_in_torch(local) and span not in self.torch_warned:
+            self.torch_warned.add(span)  # `__Inner` called unnamed is `__inner1`: mangled in a class
+            self.diags.append(naming.torch_name_diagnostic(local, span, error=False, block=block))
         return name
 
     # the budget: what a repeat or a call would make is counted before any of it is made
@@ -355,7 +374,7 @@ class _Builder:
                 if key.required:
                     raise _fail(
                         "E104",
-                        f"{st.kind} needs {key.name}, the {key.doc}",  # was "K (number of filters (output channels))"
+                        f"{st.kind} needs {key.name}, " + _what_key(key),  # was "K (number of filters (output channels))"
                         st.span,
                         f"e.g. {st.kind} {key.name}=3" if kind.positional != key.name else f"e.g. {st.kind} 4096",
                     )
@@ -366,7 +385,7 @@ class _Builder:
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
                 used = parameters_used(expr, env)
-                hint = f"computed with {used} from the block call" if used else f"{key.name} is the {key.doc}"
+                hint = f"computed with {used} from the block call" if used else f"{key.name} is " + _what_key(key)
                 if not used and not key.required:
                     hint += f" (default {key.name}={show_value(key.default)})"
                 raise _fail("E103", str(exc), span, hint) from exc
@@ -429,7 +448,7 @@ class _Builder:
             body = steps
         else:
             self.reserve(max(1, self.size(block.body, args)), st.span, f"this call of {block.name}")
-            path = self.name(scope, st.label, block.name.lower(), st.span)
+            path = self.name(scope, st.label, block.name.lower(), st.span, block.name)
             inner = self.enter(path, block.body)
             steps.append(local_name(path))
             body = []

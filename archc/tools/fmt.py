@@ -114,9 +114,17 @@ def _parser() -> _Comments:
 
 
 def _tokens(tree: Tree[Token] | Token) -> list[Token]:
-    if isinstance(tree, Token):
-        return [tree]
-    return list(tree.scan_values(lambda v: isinstance(v, Token)))
+    """The tokens under `tree`, in order. Iterative: lark's `scan_values` recurses, and
+    `fc 1+1+...+1` of 100,000 terms is a tree 100,000 deep."""
+    found: list[Token] = []
+    todo: list[Tree[Token] | Token] = [tree]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, Token):
+            found.append(item)
+        else:
+            todo += reversed(item.children)
+    return found
 
 
 def _text(tree: Tree[Token] | Token) -> str:
@@ -436,24 +444,35 @@ def _align_comments(lines: list[_Line]) -> None:
         i = max(j, i + 1)
 
 
-def _skeleton(node: Any) -> Any:
+def _skeleton(node: Any) -> list[Any]:
     """A syntax tree without positions, keys sorted: what formatting must preserve.
 
-    Syntax nodes are NamedTuples (dataclasses are accepted too); positions are
-    every field named `span` or `value_span`.
+    Flat (a pre-order list of node types, field names and values), and built
+    iteratively: comparing nested tuples 100,000 deep (a long `1+1+...`)
+    would exhaust the stack. Syntax nodes are NamedTuples (dataclasses are
+    accepted too); positions are every field named `span` or `value_span`.
     """
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        names = [f.name for f in dataclasses.fields(node)]
-    elif isinstance(node, tuple) and hasattr(type(node), "_fields"):
-        names = list(getattr(type(node), "_fields"))  # noqa: B009 - a NamedTuple's, unknown to mypy here
-    elif isinstance(node, tuple):
-        return tuple(_skeleton(n) for n in node)
-    else:
-        return node
-    fields = {n: _skeleton(getattr(node, n)) for n in names if n not in ("span", "value_span")}
-    if isinstance(node, S.LayerStmt):
-        fields["keywords"] = tuple(sorted(fields["keywords"], key=lambda kw: str(kw[1][0][1])))
-    return (type(node).__name__, tuple(fields.items()))
+    out: list[Any] = []
+    todo: list[Any] = [node]
+    while todo:
+        item = todo.pop()
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            names = [f.name for f in dataclasses.fields(item)]
+        elif isinstance(item, tuple) and hasattr(type(item), "_fields"):
+            names = list(getattr(type(item), "_fields"))  # noqa: B009 - a NamedTuple's, unknown to mypy here
+        elif isinstance(item, tuple):
+            out.append(("(", len(item)))
+            todo += reversed(item)
+            continue
+        else:
+            out.append(item)
+            continue
+        fields = {n: getattr(item, n) for n in names if n not in ("span", "value_span")}
+        if isinstance(item, S.LayerStmt):
+            fields["keywords"] = tuple(sorted(item.keywords, key=lambda kw: kw.key))
+        out.append((type(item).__name__, tuple(fields)))
+        todo += reversed(fields.values())
+    return out
 
 
 def format_text(text: str) -> str:
