@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(run=run)
 
 
+RICH_MAX_ROWS = 2_000  # past this, the plain-text table
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.2f} MiB"
 
@@ -97,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
                 footer += [f"    {line}" for line in row.explain]
     title = f"{net.name}  (input {net.graph.input_shape.text()})"
     try:
+        if len(table) > RICH_MAX_ROWS:  # rich lays a table out at ~2 ms a row: 20,000 rows took 25 s
+            raise ImportError
         _print_rich(title, headers, table, footer)
-    except ImportError:  # the core install has no rich: the same table in plain text
+    except ImportError:  # the core install has no rich (or the table is long): the same table in plain text
         print(title)
         print("\n".join(fixed_width([headers, *(cells for _, cells in table)], right=range(2, len(headers)))))
         print("\n".join(footer))
