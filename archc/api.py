@@ -16,9 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from archc.analysis import Analysis, LayerFacts, analyze
-from archc.diagnostics import MAX_SHOWN, Diagnostic, SpecError, TargetError, error, in_order, render
+from archc.diagnostics import (
+    MAX_SHOWN,
+    Diagnostic,
+    SpecError,
+    TargetError,
+    error,
+    in_order,
+    render,
+    source_lines,
+)
+from archc.frontend import syntax as S
 from archc.frontend.elaborate import elaborate
-from archc.frontend.parser import parse_counted
+from archc.frontend.parser import parse_tree
 from archc.ir import Assertion, Graph, Span
 from archc.kinds import KINDS, per_dimension_attrs
 from archc.limits import DEFAULT_MAX_LAYERS
@@ -42,11 +52,26 @@ class Layer(NamedTuple):
 
 
 class CompileResult(NamedTuple):
+    """What compiling a spec gave: the network if it is valid, and whatever could be
+    known of it if not, so that an editor can show the shapes above a mistake.
+
+    `diagnostics` are what `archc check` reports: those of each stage up to the
+    first that failed (parse, elaborate, analyse). The stages after it still ran,
+    on partial results: the syntax tree with error nodes (`program`), the graph of
+    what could be elaborated (`graph`, `graph.complete` False) and the facts of
+    every node whose inputs are known (`analysis`). What they found is in
+    `partial_diagnostics` (some of it may only follow from the earlier errors).
+    """
+
     path: str
     text: str
     network: Network | None
     diagnostics: tuple[Diagnostic, ...]
     assertions: tuple[Assertion, ...] = ()  # known once the spec elaborated
+    program: S.Program | None = None
+    graph: Graph | None = None  # None when the spec has no usable input
+    analysis: Analysis | None = None
+    partial_diagnostics: tuple[Diagnostic, ...] = ()
     omitted: int = 0  # diagnostics found past the MAX_SHOWN kept (in source order): "... and N more"
 
     @property
@@ -159,25 +184,84 @@ def _network_name(filename: str) -> str:
     return re.sub(r"\W", "_", stem) or "network"
 
 
-def compile_text(text: str, filename: str = "<string>", max_layers: int = DEFAULT_MAX_LAYERS) -> CompileResult:
-    """Parse, elaborate and analyse source text; never raises on a bad spec.
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many objects that form no cycles.
 
-    `max_layers`: the most layers the spec may elaborate to (`--max-layers`),
-    counted before a repeat or block call creates them (E140).
+    The front end allocates millions of small objects and frees none of them
+    until the end, and a summary of a big spec makes one dict per layer: the
+    cyclic GC's repeated passes over everything alive would make big specs
+    quadratic (100k layers: 9 s with it, far less without). Reference counting
+    still frees what these build and drop.
+
+    What was built is long-lived: it goes straight to the oldest generation
+    (`freeze` then `unfreeze` moves every tracked object there), else the first
+    young collection after the pause would trace all of it (0.5 s for 100k layers).
     """
-    # The front end allocates millions of small objects and frees none of them
-    # until the end: the cyclic GC's repeated full passes would make big specs
-    # quadratic (100k layers: 9 s with it, far less without).
-    gc_was_enabled = gc.isenabled()
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile_text(text, filename, max_layers)
+        yield
     finally:
-        if gc_was_enabled:
+        gc.freeze()
+        gc.unfreeze()
+        if was_enabled:
             gc.enable()
 
 
-def _compile_text(text: str, filename: str, max_layers: int) -> CompileResult:
+WARNING_CODES = ("W001", "W002")  # what `--ignore` and `# archc: ignore[...]` may name
+# `# archc: ignore[W001]` (or `ignore[W001, W002]`) in a line's comment silences those warnings there
+_IGNORE_COMMENT = re.compile(r"archc:\s*ignore\[\s*([A-Za-z0-9_]+(?:\s*,\s*[A-Za-z0-9_]+)*)\s*\]")
+
+
+def ignored_on_lines(text: str) -> dict[int, frozenset[str]]:
+    """The warning codes each line's comment silences: `{3: {"W001"}}` for `conv ...  # archc: ignore[W001]`.
+
+    >>> ignored_on_lines("input 8x8x3\\nconv K=4 F=2 S=2  # crops on purpose; archc: ignore[W001]\\n")
+    {2: frozenset({'W001'})}
+    """
+    found: dict[int, frozenset[str]] = {}
+    for number, line in enumerate(source_lines(text), start=1):  # the lines the lexer counts
+        _, hash_, comment = line.partition("#")  # the language has no strings: the first # starts the comment
+        if hash_:
+            codes = [c.strip() for m in _IGNORE_COMMENT.finditer(comment) for c in m.group(1).split(",")]
+            if codes:
+                found[number] = frozenset(codes)
+    return found
+
+
+def _unignored(diags: list[Diagnostic], text: str, ignore: frozenset[str]) -> list[Diagnostic]:
+    """The diagnostics less the warnings a run (`--ignore W001`) or their line's comment silences."""
+    if not any(not d.is_error for d in diags):
+        return diags
+    lines = ignored_on_lines(text) if "ignore" in text else {}
+    return [
+        d
+        for d in diags
+        if d.is_error
+        or (d.code not in ignore and (d.span is None or d.code not in lines.get(d.span.line, ())))
+    ]
+
+
+def compile_text(
+    text: str,
+    filename: str = "<string>",
+    ignore: frozenset[str] = frozenset(),
+    max_layers: int = DEFAULT_MAX_LAYERS,
+) -> CompileResult:
+    """Parse, elaborate and analyse source text; never raises on a bad spec.
+
+    Warnings whose code is in `ignore`, or that a `# archc: ignore[CODE]` comment on their line names, are dropped.
+    `max_layers`: the most layers the spec may elaborate to (`--max-layers`),
+    counted before a repeat or block call makes them (E140).
+    """
+    with gc_paused():
+        return _compile_text(text, filename, ignore, max_layers)
+
+
+def _compile_text(
+    text: str, filename: str, ignore: frozenset[str] = frozenset(), max_layers: int = DEFAULT_MAX_LAYERS
+) -> CompileResult:
     if not text.strip():
         diag = error(
             "E401",
@@ -186,40 +270,41 @@ def _compile_text(text: str, filename: str, max_layers: int) -> CompileResult:
             "a spec needs at least `input HxWxC` and one layer",
         )
         return CompileResult(filename, text, None, (diag,))
-    program, diags, omitted = parse_counted(text)
-    if program is None:
-        return _result(filename, text, None, diags, (), omitted)
+    program, diags, omitted = parse_tree(text)
+    # `diags` stop at the first stage that failed, as `archc check` always reported them;
+    # the later stages still run, on what the earlier ones built, their findings kept apart.
+    parsed = not diags
+    partial: list[Diagnostic] = []
     graph, more = elaborate(program, _network_name(filename), max_layers)
-    diags.extend(more)
-    if graph is None:
-        return _result(filename, text, None, diags, (), omitted)
-    analysis, more = analyze(graph)
-    diags.extend(more)
-    if analysis is None or any(d.is_error for d in diags):
-        return _result(filename, text, None, diags, graph.assertions, omitted)
-    result = _result(filename, text, None, diags, graph.assertions, omitted)
-    network = Network(analysis, filename, text, result.warnings)
-    return result._replace(network=network)
+    (diags if parsed else partial).extend(more)
+    elaborated = parsed and graph is not None and graph.complete
+    analysis = None
+    if graph is not None:
+        analysis, more = analyze(graph)
+        (diags if elaborated else partial).extend(more)
+    diags, partial = _unignored(diags, text, ignore), _unignored(partial, text, ignore)
+    found = (program, graph, analysis, tuple(_capped(partial)[0]))
+    diags, more_omitted = _capped(diags)
+    omitted += more_omitted
+    if not elaborated or analysis is None or not analysis.complete or any(d.is_error for d in diags):
+        assertions = graph.assertions if elaborated and graph is not None else ()
+        return CompileResult(filename, text, None, tuple(diags), assertions, *found, omitted)
+    assert graph is not None
+    warnings = tuple(d for d in diags if not d.is_error)
+    network = Network(analysis, filename, text, warnings)
+    return CompileResult(filename, text, network, tuple(diags), graph.assertions, *found, omitted)
 
 
-def _result(
-    path: str,
-    text: str,
-    network: Network | None,
-    diags: list[Diagnostic],
-    assertions: tuple[Assertion, ...],
-    omitted: int,
-) -> CompileResult:
-    """A result keeping at most MAX_SHOWN diagnostics per file, the first in source order; the rest counted.
+def _capped(diags: list[Diagnostic]) -> tuple[list[Diagnostic], int]:
+    """At most MAX_SHOWN diagnostics, the first in source order (kept in the order found), and how many more.
 
     Every output (text, JSON, GitHub annotations, JUnit) shows what is kept and
     "... and N more": a spec with 100,000 bad lines makes a report of 50.
     """
-    if len(diags) > MAX_SHOWN:
-        first = {id(d) for d in in_order(diags)[:MAX_SHOWN]}
-        omitted += len(diags) - MAX_SHOWN
-        diags = [d for d in diags if id(d) in first]  # in the order found, as when none is dropped
-    return CompileResult(path, text, network, tuple(diags), assertions, omitted)
+    if len(diags) <= MAX_SHOWN:
+        return diags, 0
+    first = {id(d) for d in in_order(diags)[:MAX_SHOWN]}
+    return [d for d in diags if id(d) in first], len(diags) - MAX_SHOWN
 
 
 def read_source(path: Path, tree: Path | None = None) -> tuple[str | None, Diagnostic | None]:
@@ -269,18 +354,22 @@ def _position(data: bytes, offset: int) -> tuple[int, int]:
     return data.count(b"\n", 0, offset) + 1, len(before) + 1
 
 
-def compile_file(path: str | Path, max_layers: int = DEFAULT_MAX_LAYERS, tree: Path | None = None) -> CompileResult:
-    """Read, parse, elaborate and analyse a spec file; never raises on a bad spec.
+def compile_file(
+    path: str | Path,
+    ignore: frozenset[str] = frozenset(),
+    max_layers: int = DEFAULT_MAX_LAYERS,
+    tree: Path | None = None,
+) -> CompileResult:
+    """`compile_text` of a file; unreadable, binary and non-UTF-8 files are diagnostics too.
 
-    A file that is not a spec (binary, not UTF-8) is refused by name and
-    position, and none of its lines is quoted: it may be anything a link
-    pointed at. `tree`: see `read_source`.
+    A file that is not a spec (binary, not UTF-8) is located but none of its
+    lines is quoted: it may be anything a link pointed at. `tree`: see `read_source`.
     """
     text, problem = read_source(Path(path), tree)
     if problem is not None:
         return CompileResult(str(path), "", None, (problem,))
     assert text is not None
-    return compile_text(text, str(path), max_layers)
+    return compile_text(text, str(path), ignore, max_layers)
 
 
 def _raise_if_invalid(result: CompileResult) -> Network:
@@ -291,9 +380,9 @@ def _raise_if_invalid(result: CompileResult) -> Network:
 
 def load(path: str | Path, max_layers: int = DEFAULT_MAX_LAYERS) -> Network:
     """Load and check a `.arch` file; raises `SpecError` with rendered diagnostics."""
-    return _raise_if_invalid(compile_file(path, max_layers))
+    return _raise_if_invalid(compile_file(path, max_layers=max_layers))
 
 
 def loads(text: str, filename: str = "<string>", max_layers: int = DEFAULT_MAX_LAYERS) -> Network:
     """Load and check spec text; `filename` names it in messages (and names the network)."""
-    return _raise_if_invalid(compile_text(text, filename, max_layers))
+    return _raise_if_invalid(compile_text(text, filename, max_layers=max_layers))

@@ -26,6 +26,7 @@ COMMANDS = {
     "diff": "compare two specs layer by layer",
     "fmt": "rewrite specs in the canonical layout",
     "graph": "draw the network (DOT, SVG, PNG)",
+    "lsp": "language server for editors (stdio)",
 }
 
 

@@ -1,7 +1,8 @@
 """Benchmarks of the compiler core (issue: the compiler core), side by side in one run.
 
-    python bench/bench_core.py            # about a minute on 2 cores
-    python bench/bench_core.py --quick    # fewer repetitions, no 100k spec
+    python bench/bench_core.py                   # about 4 minutes on 2 cores
+    python bench/bench_core.py --quick           # fewer repetitions, no 100k specs
+    python bench/bench_core.py --only-commands   # part 4 alone
 
 1. Start-up: whole-process wall time of `archc check specs/alexnet_lecture.arch`
    against `python -c "import lark, pydantic"` (target: at most 2x), and, for
@@ -12,6 +13,13 @@
    specs, 1,000 nested block calls and 1,000 sequential block calls, each in a
    fresh process: time and peak memory (targets: 10k and the nested spec under
    1 s, 100k under 10 s, growth about linear).
+4. The commands as users run them: whole-process wall time of `archc check`,
+   `archc summary` and `archc summary --json` on 1k / 10k / 100k-layer specs,
+   flat and block-heavy (`gen_specs.flat_spec`, `gen_specs.blocks_spec`), in
+   the same run as the start-up floor `python -c "import lark, pydantic"`.
+   us/layer is the time above that floor per layer: flat across sizes when the
+   command is linear. Targets: 100k-layer `check` and `summary --json` under
+   10 s each.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -131,13 +140,84 @@ def scaling(quick: bool) -> None:
         )
 
 
+def floor(runs: int) -> float:
+    """The start-up floor: median whole-process time of `python -c "import lark, pydantic"`."""
+    return wall([PY, "-c", "import lark, pydantic"], runs)
+
+
+def timed(cmd: list[str], limit: float) -> tuple[float, float] | str:
+    """Whole-process wall time and CPU time (user + system) of one run, or why there are none.
+
+    The CPU time is what the process itself used: on a shared machine it varies far
+    less than the wall time, which waits while other tenants run.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    try:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return f"> {limit:.0f}"
+    except subprocess.CalledProcessError as exc:
+        return f"exit {exc.returncode}"
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+COMMANDS = (("check", ["check"]), ("summary", ["summary"]), ("summary --json", ["summary", "--json"]))
+
+
+def commands(quick: bool, limit: float) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gen_specs
+
+    archc = str(Path(PY).parent / "archc")
+    sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
+    base = floor(9)
+    print(f"4. whole process, one run each (limit {limit:.0f} s); start-up floor (import lark, pydantic) {base:.3f} s")
+    print("   wall s, CPU s (user + system), and us/layer: wall time above the floor per layer")
+    head = "".join(f" {name:>26}" for name, _ in COMMANDS)
+    units = "".join(f" {'wall s':>8} {'CPU s':>7} {'us/layer':>9}" for _ in COMMANDS)
+    print(f"   {'':22} {'':>8}{head}")
+    print(f"   {'spec':22} {'layers':>8}{units}")
+    for fn in ("flat_spec", "blocks_spec"):
+        for n in sizes:
+            text = getattr(gen_specs, fn)(n)
+            layers = _layers(text)
+            cells = []
+            with tempfile.TemporaryDirectory() as tmp:
+                spec = Path(tmp, "bench.arch")
+                spec.write_text(text, encoding="utf-8")
+                for _, args in COMMANDS:
+                    t = timed([archc, *args, str(spec)], limit)
+                    if isinstance(t, str):
+                        cells.append(f" {t:>8} {'':>7} {'':>9}")
+                    else:
+                        wall, cpu = t
+                        cells.append(f" {wall:8.2f} {cpu:7.2f} {(wall - base) / layers * 1e6:9.1f}")
+            label = f"{fn}({n:,})"
+            print(f"   {label:22} {layers:8,}{''.join(cells)}")
+
+
+def _layers(text: str) -> int:
+    import archc
+
+    result = archc.compile_text(text, "bench.arch")
+    assert result.network is not None, result.render()[:2000]
+    return len(result.network.graph.nodes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only-commands", action="store_true", help="run part 4 alone")
+    parser.add_argument("--limit", type=float, default=120.0, help="seconds before a command run is cut off")
     args = parser.parse_args()
-    startup(7 if args.quick else 21)
-    imports()
-    scaling(args.quick)
+    if not args.only_commands:
+        startup(7 if args.quick else 21)
+        imports()
+        scaling(args.quick)
+    commands(args.quick, args.limit)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,28 @@ def many_calls_spec(calls: int) -> str:
         f"body: repeat {calls} {{ Basic K=8 }}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def blocks_spec(layers: int) -> str:
+    """About `layers` layers, all inside block calls, repeats, residuals and concats.
+
+    A `Unit` (12 layers) holds a residual and a concat and calls `ConvBN` twice; ten
+    units make one stage, a `repeat`. Every 12 layers open three scopes (the repeat
+    copy that is the unit, two `ConvBN` calls), the shape of a ResNet or Inception
+    spec at scale, where `archc summary` was once quadratic in the number of scopes.
+    """
+    lines = [
+        "network Blocks",
+        "input 16x16x8",
+        "block ConvBN(K) { conv K=K F=3 P=1 bias=false; batchnorm; relu }",
+        "block Unit(K) {",
+        "  residual { ConvBN K=K; conv K=K F=3 P=1 bias=false; batchnorm }",
+        "  relu",
+        "  concat { branch { ConvBN K=K//2 } branch { conv K=K//2 F=1 } }",
+        "}",
+    ]
+    units = max(1, layers // 12)
+    for stage, first in enumerate(range(0, units, 10), start=1):
+        lines.append(f"stage{stage}: repeat {min(10, units - first)} {{ Unit K=8 }}")
+    lines.append("expect output = 16x16x8")
+    return "\n".join(lines) + "\n"

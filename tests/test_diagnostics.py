@@ -98,7 +98,7 @@ def test_warning_alone_compiles() -> None:
     w = r.warnings[0]
     assert [d.code for d in r.warnings] == ["W001", "W001"]  # conv1 at 224, then pool1 at 54
     assert "(224 - 11 + 2*0)/4 = 53.25 is not a whole number" in w.message
-    assert w.hint == "an input of 223 or 227 divides evenly"
+    assert w.hint == "an input of 223x223 or 227x227 divides evenly"
 
 
 # --- bytes that cannot be golden .arch text -----------------------------------------------------

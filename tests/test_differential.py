@@ -3,6 +3,9 @@
 Same weights, same fresh random input at batch 3: outputs agree within 1e-4
 relative to the output's scale, and the parameter counts of the IR, of
 `sum(p.numel())` and of the ONNX initializers (less batchnorm buffers) agree.
+The tensors PyTorch initialises to constants (batchnorm's scale, shift and
+running statistics, layernorm's, layer scales) are drawn at random here, so
+that no normalisation is the identity and no block is scaled to nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("archc.backends.torch.generate")
 
 from conftest import all_specs  # noqa: E402
-from test_onnx_gen import EVERY_KIND  # noqa: E402
+from test_onnx_gen import EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D  # noqa: E402
 
 import archc  # noqa: E402
-from archc.analysis.tensors import Role, tensor_specs  # noqa: E402
+from archc.analysis.tensors import (  # noqa: E402
+    Init,
+    Role,
+    tensor_specs,
+)
 from archc.backends.onnx.generate import build_model  # noqa: E402
 from archc.backends.onnx.runtime import CHECK_TOLERANCE  # noqa: E402
 from archc.backends.weights import make_weights  # noqa: E402
@@ -30,8 +37,21 @@ from archc.backends.weights import make_weights  # noqa: E402
 BATCH = 3
 
 
-def _compare(net) -> None:
+def _random_weights(net) -> dict:
+    """PyTorch's init, with every constant-initialised tensor redrawn: running variances, scales and
+    layer scales in [0.5, 1.5], running means and shifts around 0."""
     weights = make_weights(net.analysis, "random", seed=11)
+    rng = np.random.default_rng(12)
+    for spec in tensor_specs(net.analysis):
+        if spec.init in (Init.ONES, Init.CONSTANT):
+            weights[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
+        elif spec.init is Init.ZEROS:
+            weights[spec.name] = rng.normal(0.0, 0.2, spec.shape).astype(np.float32)
+    return weights
+
+
+def _compare(net) -> None:
+    weights = _random_weights(net)
     model = build_model(net.analysis, weights=weights)
     module = net.to_torch()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
@@ -57,8 +77,9 @@ def test_onnxruntime_matches_pytorch(spec: Path) -> None:
     _compare(archc.load(spec))
 
 
-def test_every_kind_matches_pytorch() -> None:
-    _compare(archc.loads(EVERY_KIND, filename="every.arch"))
+@pytest.mark.parametrize("text", [EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D], ids=["2d", "1d", "3d"])
+def test_every_kind_matches_pytorch(text: str) -> None:
+    _compare(archc.loads(text, filename="every.arch"))
 
 
 @pytest.mark.parametrize(
@@ -77,6 +98,16 @@ def test_every_kind_matches_pytorch() -> None:
         "adaptiveavgpool 3",  # 10 -> 3: uneven, overlapping windows (MatMul lowering)
         "adaptiveavgpool 6x4",
         "adaptiveavgpool 7x10",  # rows uneven, columns unchanged
+        "convtranspose K=4 F=3 S=2 P=1 O=1",
+        "convtranspose K=6 F=2x4 S=3x2 P=0x1 O=2x1 D=1x2 G=3 bias=false",
+        "upsample 3 mode=linear",
+        "upsample 2x3",
+        "crop 7x8",  # odd excess: the extra row and column are cut at the end
+        "crop 6",
+        "gelu approx=tanh",
+        "hardswish",
+        "hardsigmoid",
+        "silu",
     ],
 )
 def test_window_edge_cases_match_pytorch(layer: str) -> None:

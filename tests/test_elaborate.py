@@ -361,7 +361,7 @@ def test_block_named_like_a_kind() -> None:
         ("input 3\ninput 3\nfc 2", "E116"),
         ("fc 2\ninput 3", "E117"),
         ("fc 2", "E118"),
-        ("input 3x3x3x3\nrelu", "E119"),
+        ("input 3x3x3x3x3\nrelu", "E119"),
         ("input 0x3x3\nrelu", "E119"),
         ("input 3x3x3", "E141"),
     ],
@@ -385,3 +385,24 @@ def test_errors_in_every_copy_are_reported_once() -> None:
 def test_independent_errors_are_all_reported() -> None:
     text = "input 8x8x3\nmaxpol F=2\nconv K=3 F=1 bad=1\nc: relu\nc: relu\nexpect paramz = 3\n"
     assert codes(text) == ["E100", "E101", "E111", "E150"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("upsample 2 mode=cubic", "mode takes nearest or linear, not cubic"),
+        ("gelu approx=erf", "approx takes none or tanh, not erf"),
+        ("upsample 2 mode=3", "mode takes nearest or linear, not 3"),
+        ("conv K=nearest F=3", "K must be a positive integer, not nearest"),
+        ("convtranspose K=4 F=3 O=-1", "O must be a non-negative integer"),
+    ],
+)
+def test_key_words_and_offsets_are_checked(line: str, message: str) -> None:
+    (err,) = errors(f"input 8x8x3\n{line}\n")
+    assert err[0] == "E103" and message in err[3] and err[1] == 2
+
+
+def test_a_key_word_may_come_from_a_block_parameter() -> None:
+    r = compile_text("block Up(M) { upsample 2 mode=M }\ninput 4x4x2\nUp linear\nUp M=nearest -> 16x16x2\n", "t.arch")
+    assert not r.errors, r.render()
+    assert [n.attrs["mode"] for n in r.network.graph.nodes] == ["linear", "nearest"]  # type: ignore[union-attr]

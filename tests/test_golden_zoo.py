@@ -13,7 +13,11 @@ from conftest import GOLDEN, SPECS, onnx_text
 import archc
 from archc.cli import main
 
-ZOO = ("resnet18", "googlenet", "squeezenet1_0", "mobilenet_v2", "densenet121")
+ZOO = (
+    "resnet18", "googlenet", "squeezenet1_0", "mobilenet_v2", "densenet121",
+    # contract v2: SE merges and SiLU, layernorm and layer scales, a volume, a 1-D signal, crops and up-convolutions
+    "efficientnet_b0", "convnext_tiny", "r3d_18", "m5", "unet",
+)  # fmt: skip
 CLI_VIEWS = {
     "summary.txt": ["summary"],
     "summary.json": ["summary", "--json"],

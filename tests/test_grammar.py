@@ -481,3 +481,41 @@ def test_comma_grouped_numbers_get_a_hint() -> None:
     (err,) = result.errors
     assert err.span is not None and (err.span.line, err.span.column) == (3, 18)
     assert "'_', not ','" in err.message and err.hint == "write 1_930"
+
+
+# --- lossless: what printing the file again needs (archc fmt prints from this tree) ----------------
+def test_comments_are_kept_with_their_places() -> None:
+    program = prog("# top\ninput 8x8x3  # the input\n\nrelu;relu # two\n")
+    assert [(c.text, c.span.line, c.span.column) for c in program.comments] == [
+        ("# top", 1, 1),
+        ("# the input", 2, 14),
+        ("# two", 4, 11),
+    ]
+
+
+def test_texts_are_kept_as_written() -> None:
+    st = layer("conv K=((4)) F=3 x 3 S=-(1) P=(K+1)//2 -> 4_096")
+    k, f, s, p = (kw.value for kw in st.keywords)
+    assert isinstance(k, S.Number) and (k.value, k.parens) == (4, 2)
+    assert isinstance(f, S.Dims) and f.text == "3 x 3"
+    assert isinstance(s, S.Neg) and s.operand.parens == 1
+    assert isinstance(p, S.BinOp) and p.left.parens == 1 and p.parens == 0
+    assert st.arrow is not None and (st.arrow.text, st.arrow.dims) == ("4_096", (4096,))
+    ex = one("expect conv1.params == 34.8K +- 1.0 %")
+    assert isinstance(ex, S.Expect) and (ex.op, ex.written_op) == ("=", "==")
+    assert (ex.tolerance_sign, ex.tolerance_text, ex.tolerance_is_percent) == ("+-", "1.0", True)
+    (inp,) = stmts("input 227 x 227 x 3")
+    assert isinstance(inp, S.InputDecl) and inp.shape.text == "227 x 227 x 3"
+
+
+def places(braces: S.Braces) -> tuple[int, int, int, int]:
+    return (braces.open.line, braces.open.column, braces.close.line, braces.close.column)
+
+
+def test_braces_are_kept_with_their_places() -> None:
+    text = "residual\n{ relu }  shortcut {\n  identity\n}\n"
+    (res,) = stmts(text)
+    assert isinstance(res, S.Residual)
+    assert places(res.braces) == (2, 1, 2, 8)
+    assert res.shortcut_keyword is not None and res.shortcut_keyword.line == 2
+    assert res.shortcut_braces is not None and places(res.shortcut_braces) == (2, 20, 4, 1)

@@ -32,6 +32,8 @@ def test_check_imports_no_heavy_modules() -> None:
     names = imported_modules("check", "specs/alexnet_lecture.arch")
     heavy = sorted(n for n in names if n.split(".")[0] in HEAVY)
     assert heavy == []
+    # the language server's extra stays out of `check` too
+    assert not any(n.split(".")[0] in ("pygls", "lsprotocol") or n.startswith("archc.lsp") for n in names)
     assert "archc.frontend.parser" in names and "lark" in names
 
 

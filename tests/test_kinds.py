@@ -21,7 +21,7 @@ from archc.kinds.kind import Applied, Init, Role, Tensor
 
 KIND_NAMES = sorted(KINDS)
 # An input of each layout the language can write, for the example lines.
-INPUTS = {Layout.IMAGE: "8x8x4", Layout.FLAT: "16"}
+INPUTS = {Layout.IMAGE: "8x8x4", Layout.FLAT: "16", Layout.SEQUENCE: "16x4", Layout.VOLUME: "4x8x8x4"}
 
 
 def _documented_kinds() -> set[str]:

@@ -1,7 +1,8 @@
 """Layouts in the IR, and windows resolved for the input's spatial rank.
 
-The language writes images and flat vectors today; the IR's layouts and the
-window arithmetic are general, and checked here on the others directly.
+The language writes flat vectors, sequences (`LxC`), images and volumes
+(`DxHxWxC`); the IR's layouts and the window arithmetic are checked here
+directly, and on written specs of every rank.
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ def test_shapes_carry_their_layout() -> None:
 def test_the_number_of_dims_written_says_the_layout() -> None:
     assert written_layout((227, 227, 3)) is Layout.IMAGE
     assert written_layout((4096,)) is Layout.FLAT
-    assert written_layout((16, 768)) is None  # a sequence: contract v2
-    assert written_spatial_ranks() == {2}
+    assert written_layout((16, 768)) is Layout.SEQUENCE  # contract v2
+    assert written_layout((16, 112, 112, 3)) is Layout.VOLUME
+    assert written_layout((1, 2, 3, 4, 5)) is None
+    assert written_spatial_ranks() == {1, 2, 3}
     net = archc.loads("input 8x8x3\nfc 10\n")
     assert net.graph.input_shape.layout is Layout.IMAGE and net.analysis.output_shape.layout is Layout.FLAT
+    for text, layout in (("16000x1", Layout.SEQUENCE), ("16x112x112x3", Layout.VOLUME)):
+        assert archc.loads(f"input {text}\nrelu\n").graph.input_shape.layout is layout
 
 
 def test_window_keys_keep_what_was_written_until_the_input_is_known() -> None:
@@ -61,8 +66,9 @@ def test_window_keys_keep_what_was_written_until_the_input_is_known() -> None:
     assert net.layers[0].attrs["F"] == (3, 3)  # the API spells it per dim
     f = Key("F", KeyType.SIZES)
     assert per_dimension(f, 3, 3) == (3, 3, 3) and per_dimension(f, (3, 5), 2) == (3, 5)
-    with pytest.raises(ValueError, match="F must be a positive integer or HxW, not 3x3x3"):
-        coerce(f, (3, 3, 3))  # no written layout has three spatial dims yet
+    assert coerce(f, (3, 7, 7)) == (3, 7, 7)  # a volume's window: 3 frames by 7x7
+    with pytest.raises(ValueError, match=r"F must be a positive integer, or one per dimension \(HxW, DxHxW\), not 3x3x3x3"):
+        coerce(f, (3, 3, 3, 3))  # no layout has four spatial dims
 
 
 def test_a_window_written_either_way_is_the_same_layer() -> None:

@@ -23,7 +23,7 @@ from archc.backends.onnx.generate import (  # noqa: E402
     save_model,
     write_model,
 )
-from archc.backends.onnx.lowering import Lowering, Value  # noqa: E402
+from archc.backends.onnx.lowering import Lowering, Value, onnx_order  # noqa: E402
 from archc.backends.onnx.opsets import DECOMPOSITIONS, DEFAULT_OPSET, NEWER_OPS  # noqa: E402
 from archc.backends.weights import make_weights  # noqa: E402
 from archc.diagnostics import SpecError  # noqa: E402
@@ -44,9 +44,19 @@ avgpool F=3 S=1 P=1
 conv K=8 F=3 P=1 G=4 bias=false
 leakyrelu slope=0.2
 gelu
+silu
+hardswish
+hardsigmoid
 sigmoid
 tanh
 identity
+ls: layerscale init=0.5
+droppath 0.2
+up: convtranspose K=8 F=3 S=2 P=1 O=1 G=2
+upsample 2 mode=linear
+upsample 1x2
+crop 17x34
+maxpool F=2
 res: residual { conv K=8 F=3 P=1 bias=false; batchnorm }
 relu
 se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; relu; conv K=8 F=1; sigmoid } }
@@ -58,6 +68,65 @@ flatten
 fc 10 bias=false
 layernorm bias=false
 softmax
+"""
+
+# The same at the other ranks: a 1-D signal (LxC) and a volume (DxHxWxC).
+EVERY_KIND_1D = """\
+network Every1d
+input 64x3
+conv K=8 F=7 S=2 P=same bias=false
+batchnorm
+relu
+maxpool F=3 S=2 P=1
+lrn size=3
+lrn size=2
+avgpool F=3 S=1 P=1 ceil=true
+conv K=8 F=3 P=2 D=2 G=2
+gelu approx=tanh
+silu
+hardswish
+hardsigmoid
+convtranspose K=6 F=4 S=3 P=1 O=2 bias=false
+upsample 2 mode=linear
+upsample 3
+crop 201
+layerscale
+droppath
+conv K=8 F=7 S=8
+se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; relu; conv K=8 F=1; sigmoid } }
+cat: concat { branch { conv K=4 F=1 } branch { maxpool F=3 S=1 P=1 } }
+adaptiveavgpool 5
+fc 6
+layernorm
+softmax
+flatten
+fc 3
+"""
+
+EVERY_KIND_3D = """\
+network Every3d
+input 6x12x12x3
+conv K=8 F=3x5x5 S=1x2x2 P=1x2x2 bias=false
+batchnorm
+relu
+maxpool F=3 S=2 P=same
+lrn size=3
+lrn size=4
+avgpool F=1x3x3 S=1 P=0x1x1
+se: multiply { branch { identity } branch { globalavgpool; flatten; fc 2; relu; fc 8; sigmoid } }
+convtranspose K=8 F=2x3x3 S=2 P=0x1x1 O=0x1x1 G=4 D=1x2x1
+upsample 1x2x2 mode=linear
+upsample 2x1x1
+crop 11x15x10
+layerscale init=0.1
+droppath 0.3
+gelu approx=tanh
+hardswish
+res: residual { conv K=8 F=3 P=1 } shortcut { identity }
+layernorm eps=1e-6
+adaptiveavgpool 2x2x3
+globalavgpool
+fc 4
 """
 
 
@@ -85,10 +154,13 @@ def _check_against_ir(net, model, inferred=None) -> None:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     shapes = {v.name: _dims(v) for v in [*inferred.graph.value_info, *inferred.graph.output]}
     shapes[INPUT] = _dims(inferred.graph.input[0])
-    values = lower(net.analysis).values
+    lowered = lower(net.analysis)
     for node in net.graph.nodes:
-        expected = ["batch", *net.analysis.facts[node.name].output.nchw()]
-        assert shapes[values[node.name]] == expected, node.name
+        out = net.analysis.facts[node.name].output
+        # the IR's shape, in the axis order the value is held in (channels last after a layernorm)
+        by_axis = dict(zip(onnx_order(out), ["batch", *out.nchw()], strict=True))
+        expected = [by_axis[axis] for axis in lowered.orders[node.name]]
+        assert shapes[lowered.values[node.name]] == expected, node.name
     specs = tensor_specs(net.analysis)
     weights = [t for t in model.graph.initializer if not t.name.startswith("/")]
     assert [t.name for t in weights] == [s.name for s in specs]
@@ -129,6 +201,18 @@ def test_every_kind_runs_on_onnxruntime_at_the_default_opset() -> None:
     y = _run(model, np.random.default_rng(0).standard_normal((2, 4, 20, 20), dtype=np.float32))
     assert y.shape == (2, 10)
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)  # softmax rows
+
+
+@pytest.mark.parametrize("text", [EVERY_KIND_1D, EVERY_KIND_3D], ids=["1d", "3d"])
+@pytest.mark.parametrize("opset", [13, DEFAULT_OPSET])
+def test_1d_and_3d_networks_are_valid_with_the_irs_shapes(text: str, opset: int) -> None:
+    if opset < 20:  # Gelu came in opset 20
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("gelu"))
+    net = archc.loads(text)
+    model = build_model(net.analysis, seed=1, opset=opset)
+    _check_against_ir(net, model)
+    x = np.random.default_rng(0).standard_normal((2, *net.graph.input_shape.nchw()), dtype=np.float32)
+    assert _run(model, x).shape == (2, *net.analysis.output_shape.nchw())
 
 
 def test_flat_input_and_every_layer_vanishing() -> None:
@@ -252,7 +336,11 @@ def _relu_channels_last(ctx: Lowering, node, facts) -> Value:
 
 def test_no_transpose_where_every_value_is_in_onnx_order() -> None:
     for spec in all_specs():
-        assert "Transpose" not in {n.op_type for n in lower(archc.load(spec).analysis).model.graph.node}
+        net = archc.load(spec)
+        ops = [n.op_type for n in lower(net.analysis).model.graph.node]
+        # layernorm reads an image's channels last: a Transpose to it, and one back for the next reader
+        channels_last = sum(n.kind == "layernorm" and net.analysis.facts[n.name].inputs[0].is_spatial for n in net.graph.nodes)
+        assert ops.count("Transpose") == 2 * channels_last, spec.stem
 
 
 def test_a_transpose_where_orders_meet_made_once_for_every_reader(monkeypatch) -> None:

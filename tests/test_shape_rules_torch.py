@@ -2,9 +2,10 @@
 
 Each case writes a one-layer spec, compiles it with archc, and applies the
 torch layer the rule claims to describe to a tensor of the input's size:
-the output shapes (archc's HxWxC against torch's CxHxW) and the parameter
-counts must agree, and where torch refuses the input, archc must refuse the
-spec. About a hundred random examples in all.
+the output shapes (archc's HxWxC against torch's CxHxW, at every rank: 1-D
+signals, images, volumes) and the parameter counts must agree, and where
+torch refuses the input, archc must refuse the spec. A few hundred random
+examples in all.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _torch_out(layer: torch.nn.Module, shape: tuple[int, ...]) -> tuple[int, ...
     except RuntimeError:
         return None
     dims = tuple(y.shape[1:])
-    return (dims[1], dims[2], dims[0]) if len(dims) == 3 else dims
+    return (*dims[1:], dims[0]) if len(dims) >= 2 else dims  # channels first -> archc's channels last
 
 
 def _archc(spec: str) -> archc.Network | None:
@@ -152,3 +153,208 @@ def test_layernorm_over_the_channels(h: int, w: int, c: int, bias: bool, flat: b
         module.load_state_dict({f"layernorm1.{k}": v for k, v in ref.state_dict().items()})
         expected = ref(x) if flat else ref(x.movedim(1, -1)).movedim(-1, 1)
         torch.testing.assert_close(module(x), expected)
+
+
+# --- contract v2: 1-D and 3-D ------------------------------------------------------------------
+def _sizes(draw: st.DrawFn, rank: int, low: int, high: int) -> tuple[int, ...]:
+    a = draw(st.integers(low, high))
+    if draw(st.booleans()):
+        return (a,) * rank
+    return tuple(draw(st.integers(low, high)) for _ in range(rank))
+
+
+def _dims_text(sizes: tuple[int, ...]) -> str:
+    return str(sizes[0]) if len(set(sizes)) == 1 else "x".join(map(str, sizes))
+
+
+def _input_text(spatial: tuple[int, ...], c: int) -> str:
+    return "x".join(map(str, (*spatial, c)))
+
+
+@st.composite
+def nd_conv_cases(draw: st.DrawFn) -> tuple[str, torch.nn.Module, tuple[int, ...]]:
+    rank = draw(st.sampled_from([1, 3]))
+    spatial = tuple(draw(st.integers(1, 12 if rank == 1 else 7)) for _ in range(rank))
+    g = draw(st.sampled_from([1, 1, 2]))
+    c, k = g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3))
+    f, s_, d = _sizes(draw, rank, 1, 4), _sizes(draw, rank, 1, 3), _sizes(draw, rank, 1, 2)
+    p = _sizes(draw, rank, 0, 2)
+    bias = draw(st.booleans())
+    spec = (
+        f"input {_input_text(spatial, c)}\nconv K={k} F={_dims_text(f)} S={_dims_text(s_)} P={_dims_text(p)} "
+        f"D={_dims_text(d)} G={g} bias={str(bias).lower()}"
+    )
+    cls = nn.Conv1d if rank == 1 else nn.Conv3d
+    return spec, cls(c, k, f, s_, p, d, g, bias), (c, *spatial)
+
+
+@EXAMPLES
+@given(nd_conv_cases())
+def test_conv_1d_and_3d(case: tuple[str, torch.nn.Module, tuple[int, ...]]) -> None:
+    _agree(*case)
+
+
+@st.composite
+def nd_pool_cases(draw: st.DrawFn) -> tuple[str, torch.nn.Module, tuple[int, ...]]:
+    rank = draw(st.sampled_from([1, 3]))
+    spatial = tuple(draw(st.integers(1, 12 if rank == 1 else 7)) for _ in range(rank))
+    c = draw(st.integers(1, 3))
+    kind = draw(st.sampled_from(["maxpool", "avgpool"]))
+    f = _sizes(draw, rank, 1, 4)
+    s_ = draw(st.one_of(st.none(), st.just(_sizes(draw, rank, 1, 3))))
+    p = tuple(draw(st.integers(0, fi // 2)) for fi in f)
+    ceil = draw(st.booleans())
+    stride = f"S={_dims_text(s_)} " if s_ is not None else ""
+    spec = f"input {_input_text(spatial, c)}\n{kind} F={_dims_text(f)} {stride}P={_dims_text(p)} ceil={str(ceil).lower()}"
+    cls = {("maxpool", 1): nn.MaxPool1d, ("maxpool", 3): nn.MaxPool3d, ("avgpool", 1): nn.AvgPool1d, ("avgpool", 3): nn.AvgPool3d}
+    return spec, cls[kind, rank](f, s_, p, ceil_mode=ceil), (c, *spatial)
+
+
+@EXAMPLES
+@given(nd_pool_cases())
+def test_pools_1d_and_3d(case: tuple[str, torch.nn.Module, tuple[int, ...]]) -> None:
+    _agree(*case)
+
+
+@EXAMPLES
+@given(st.sampled_from([1, 3]), st.data())
+def test_adaptive_global_batchnorm_flatten_1d_and_3d(rank: int, data: st.DataObject) -> None:
+    spatial = tuple(data.draw(st.integers(1, 9)) for _ in range(rank))
+    c = data.draw(st.integers(1, 4))
+    out = tuple(data.draw(st.integers(1, 5)) for _ in range(rank))
+    inp = _input_text(spatial, c)
+    adaptive, bn = (nn.AdaptiveAvgPool1d, nn.BatchNorm1d) if rank == 1 else (nn.AdaptiveAvgPool3d, nn.BatchNorm3d)
+    _agree(f"input {inp}\nadaptiveavgpool {'x'.join(map(str, out))}", adaptive(out), (c, *spatial))
+    _agree(f"input {inp}\nglobalavgpool", adaptive(1), (c, *spatial))
+    _agree(f"input {inp}\nbatchnorm", bn(c).eval(), (c, *spatial))
+    _agree(f"input {inp}\nflatten", nn.Flatten(), (c, *spatial))
+
+
+class _PerPosition(nn.Module):
+    """nn.Linear on every position of a [batch, C, L] sequence."""
+
+    def __init__(self, linear: torch.nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.transpose(1, 2)).transpose(1, 2)
+
+
+@EXAMPLES
+@given(st.integers(1, 20), st.integers(1, 6), st.integers(1, 9), st.booleans())
+def test_fc_acts_on_every_position_of_a_sequence(length: int, c: int, n: int, bias: bool) -> None:
+    linear = nn.Linear(c, n, bias=bias)
+    spec = f"input {length}x{c}\nfc {n} bias={str(bias).lower()}"
+    _agree(spec, _PerPosition(linear), (c, length))
+    net = archc.loads(spec)
+    assert net.macs == length * c * n
+    module = net.to_torch().eval()
+    module.load_state_dict({f"fc1.{k}": v for k, v in linear.state_dict().items()})
+    x = torch.randn(2, c, length)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), _PerPosition(linear)(x))
+
+
+@st.composite
+def convtranspose_cases(draw: st.DrawFn) -> tuple[str, torch.nn.Module, tuple[int, ...]]:
+    rank = draw(st.sampled_from([1, 2, 3]))
+    spatial = tuple(draw(st.integers(1, 9 if rank < 3 else 5)) for _ in range(rank))
+    g = draw(st.sampled_from([1, 1, 2, 3]))
+    c, k = g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3))
+    f, s_, d = _sizes(draw, rank, 1, 4), _sizes(draw, rank, 1, 3), _sizes(draw, rank, 1, 2)
+    p = _sizes(draw, rank, 0, 2)
+    o = tuple(draw(st.integers(0, max(si, di) - 1)) for si, di in zip(s_, d, strict=True))  # O < S or O < D
+    bias = draw(st.booleans())
+    spec = (
+        f"input {_input_text(spatial, c)}\nconvtranspose K={k} F={_dims_text(f)} S={_dims_text(s_)} "
+        f"P={_dims_text(p)} O={_dims_text(o)} D={_dims_text(d)} G={g} bias={str(bias).lower()}"
+    )
+    cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[rank]
+    return spec, cls(c, k, f, s_, p, o, g, bias, d), (c, *spatial)
+
+
+@EXAMPLES
+@given(convtranspose_cases())
+def test_convtranspose_shape_params_macs_and_values(case: tuple[str, torch.nn.Module, tuple[int, ...]]) -> None:
+    """Output padding, dilation and groups at every rank; MACs = input positions * F*C*(K/G)."""
+    spec, layer, chw = case
+    _agree(spec, layer, chw)
+    net = _archc(spec)
+    if net is None:
+        return
+    assert net.macs == math.prod(chw[1:]) * layer.weight.numel()
+    module = net.to_torch().eval()
+    module.load_state_dict({f"convtranspose1.{k}": v for k, v in layer.state_dict().items()})
+    x = torch.randn(2, *chw)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), layer(x))
+
+
+@EXAMPLES
+@given(st.sampled_from([1, 2, 3]), st.sampled_from(["nearest", "linear"]), st.data())
+def test_upsample_both_modes_against_nn_upsample(rank: int, mode: str, data: st.DataObject) -> None:
+    spatial = tuple(data.draw(st.integers(1, 7)) for _ in range(rank))
+    factor = _sizes(data.draw, rank, 1, 3)
+    c = data.draw(st.integers(1, 3))
+    torch_mode = mode if mode == "nearest" else {1: "linear", 2: "bilinear", 3: "trilinear"}[rank]
+    corners = None if mode == "nearest" else False
+    layer = nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode=torch_mode, align_corners=corners)
+    spec = f"input {_input_text(spatial, c)}\nupsample {_dims_text(factor)} mode={mode}"
+    _agree(spec, layer, (c, *spatial))
+    x = torch.randn(2, c, *spatial)
+    with torch.no_grad():
+        torch.testing.assert_close(archc.loads(spec).to_torch()(x), layer(x))
+
+
+@EXAMPLES
+@given(st.sampled_from([1, 2, 3]), st.data())
+def test_crop_centred_with_the_odd_row_cut_at_the_end(rank: int, data: st.DataObject) -> None:
+    """An even excess cuts half at each end; an odd one cuts the extra row (column, frame) at the end."""
+    spatial = tuple(data.draw(st.integers(1, 9)) for _ in range(rank))
+    keep = tuple(data.draw(st.integers(1, n)) for n in spatial)
+    c = data.draw(st.integers(1, 3))
+    net = archc.loads(f"input {_input_text(spatial, c)}\ncrop {_dims_text(keep)}")
+    assert net.output_shape == (*keep, c) and net.params == 0
+    x = torch.randn(2, c, *spatial)
+    index = (slice(None), slice(None), *(slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(spatial, keep, strict=True)))
+    with torch.no_grad():
+        torch.testing.assert_close(net.to_torch()(x), x[index])
+    too_big = tuple(n + 1 for n in spatial)
+    assert _archc(f"input {_input_text(spatial, c)}\ncrop {_dims_text(too_big)}") is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "module"),
+    [
+        ("silu", nn.SiLU()),
+        ("hardswish", nn.Hardswish()),
+        ("hardsigmoid", nn.Hardsigmoid()),
+        ("gelu approx=tanh", nn.GELU(approximate="tanh")),
+        ("gelu", nn.GELU()),
+        ("droppath 0.3", nn.Identity()),  # the identity in eval mode
+    ],
+)
+def test_new_activations_are_pytorchs(spec: str, module: torch.nn.Module) -> None:
+    net = archc.loads(f"input 5x6x3\n{spec}")
+    x = torch.linspace(-6, 6, 2 * 3 * 5 * 6).reshape(2, 3, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(net.to_torch().eval()(x), module(x))
+
+
+def test_droppath_drops_whole_samples_in_training() -> None:
+    torch.manual_seed(0)
+    module = archc.loads("input 4x4x2\ndroppath 0.5").to_torch().train()
+    y = module(torch.ones(64, 2, 4, 4))
+    per_sample = {float(v) for v in y.reshape(64, -1).unique(dim=0).flatten()}
+    assert per_sample <= {0.0, 2.0} and per_sample == {0.0, 2.0}  # dropped, or kept and scaled by 1/(1-p)
+
+
+def test_layerscale_is_a_parameter_shaped_to_broadcast() -> None:
+    net = archc.loads("input 3x4x4x8\nls: layerscale init=0.25\nglobalavgpool\nflatten\nls2: layerscale")
+    module = net.to_torch()
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    assert shapes == {"ls": (8, 1, 1, 1), "ls2": (8,)} and net.params == 16
+    assert torch.all(module.ls == 0.25) and torch.all(module.ls2 == 1e-6)
+    x = torch.randn(2, 8, 3, 4, 4)
+    torch.testing.assert_close(module(x), x.mean(dim=(2, 3, 4)) * 0.25 * 1e-6)

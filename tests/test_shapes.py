@@ -81,6 +81,60 @@ ROWS: list[Row] = [
 ]
 
 
+# contract v2: the same rules on 1-D signals and sequences (LxC) and on volumes (DxHxWxC)
+ROWS += [
+    ("16000x1", "conv K=8 F=80 S=4", "3981x8", 80 * 8 + 8, 3981 * 8 * 80),
+    ("32000x1", "conv K=128 F=80 S=4 P=same", "8000x128", 80 * 128 + 128, 8000 * 128 * 80),
+    ("100x6", "conv K=4 F=3 P=1 D=2 G=2 bias=false", "98x4", 3 * 3 * 4, 98 * 4 * 9),
+    ("100x4", "maxpool F=4", "25x4", 0, 0),
+    ("101x4", "avgpool F=3 S=2 P=1 ceil=true", "51x4", 0, 0),
+    ("100x4", "adaptiveavgpool 7", "7x4", 0, 0),
+    ("31x512", "globalavgpool", "1x512", 0, 0),
+    ("100x8", "batchnorm", "100x8", 16, 0),
+    ("100x8", "fc 3", "100x3", 8 * 3 + 3, 100 * 8 * 3),  # per position: LxC -> LxN
+    ("100x8", "fc 3 bias=false", "100x3", 24, 2400),
+    ("100x8", "flatten", "800", 0, 0),
+    ("16x112x112x3", "conv K=64 F=3x7x7 S=1x2x2 P=1x3x3 bias=false", "16x56x56x64", 3 * 7 * 7 * 3 * 64, 16 * 56 * 56 * 64 * 441),
+    ("8x28x28x64", "conv K=128 F=3 S=2 P=1", "4x14x14x128", 27 * 64 * 128 + 128, 4 * 14 * 14 * 128 * 27 * 64),
+    ("8x28x28x64", "conv K=128 F=1 S=2 G=4", "4x14x14x128", 16 * 128 + 128, 4 * 14 * 14 * 128 * 16),
+    ("5x9x9x2", "maxpool F=3 S=2 P=1", "3x5x5x2", 0, 0),
+    ("5x9x9x2", "avgpool F=1x3x3 S=1x2x2", "5x4x4x2", 0, 0),
+    ("5x9x9x2", "adaptiveavgpool 2x3x3", "2x3x3x2", 0, 0),
+    ("2x7x7x512", "globalavgpool", "1x1x1x512", 0, 0),
+    ("2x7x7x512", "batchnorm", "2x7x7x512", 1024, 0),
+    ("2x3x4x5", "fc 10", "10", 120 * 10 + 10, 1200),  # a volume flattens first
+    ("2x3x4x5", "flatten", "120", 0, 0),
+    ("2x3x4x5", "layernorm", "2x3x4x5", 10, 0),
+    ("7x5", "layernorm", "7x5", 10, 0),
+    *[(inp, k, inp, 0, 0) for inp in ("10x3", "2x3x3x3") for k in ("relu", "sigmoid", "dropout", "softmax", "lrn")],
+]
+
+
+# contract v2's new kinds: (n-1)*S - 2P + D(F-1) + O + 1; F*C*(K/G) weights; MACs = input positions * weights
+ROWS += [
+    ("28x28x1024", "convtranspose K=512 F=2 S=2", "56x56x512", 4 * 1024 * 512 + 512, 28 * 28 * 4 * 1024 * 512),
+    ("7x7x8", "convtranspose K=4 F=3 S=2 P=1 O=1", "14x14x4", 9 * 8 * 4 + 4, 49 * 9 * 8 * 4),
+    ("7x7x8", "convtranspose K=4 F=3 S=2 P=1", "13x13x4", 9 * 8 * 4 + 4, 49 * 9 * 8 * 4),
+    ("5x5x6", "convtranspose K=4 F=3 D=2 G=2 bias=false", "9x9x4", 9 * 6 * 2, 25 * 9 * 6 * 2),
+    ("5x6x4", "convtranspose K=2 F=2x3 S=1x2 P=0x1", "6x11x2", 6 * 4 * 2 + 2, 30 * 6 * 4 * 2),
+    ("10x3", "convtranspose K=3 F=4 S=3 O=2", "33x3", 4 * 3 * 3 + 3, 10 * 36),
+    ("2x7x7x4", "convtranspose K=4 F=3 S=2 P=1 O=1", "4x14x14x4", 27 * 16 + 4, 98 * 27 * 16),
+    ("7x7x8", "upsample 2", "14x14x8", 0, 0),
+    ("7x7x8", "upsample 2 mode=linear", "14x14x8", 0, 0),
+    ("7x7x8", "upsample 3x1", "21x7x8", 0, 0),
+    ("100x2", "upsample 4 mode=linear", "400x2", 0, 0),
+    ("2x7x7x8", "upsample 1x2x2", "2x14x14x8", 0, 0),
+    ("64x64x512", "crop 56", "56x56x512", 0, 0),
+    ("9x8x2", "crop 4x5", "4x5x2", 0, 0),
+    ("100x2", "crop 99", "99x2", 0, 0),
+    ("4x9x9x2", "crop 2x5x5", "2x5x5x2", 0, 0),
+    ("8x8x16", "layerscale", "8x8x16", 16, 0),
+    ("8x8x16", "layerscale init=0.1", "8x8x16", 16, 0),
+    ("16", "layerscale", "16", 16, 0),
+    *[("8x8x16", k, "8x8x16", 0, 0) for k in ("droppath", "droppath 0.2", "silu", "hardswish", "hardsigmoid", "gelu approx=tanh", "gelu approx=none")],
+]
+
+
 def single(inp: str, layer: str) -> archc.Layer:
     n = archc.loads(f"input {inp}\n{layer}\n", "t.arch")
     (only,) = n.layers
@@ -181,7 +235,18 @@ def test_residual_with_projection() -> None:
         ("8x8x3", "maxpool F=3 P=2", "more than half the window"),
         ("100", "conv K=3 F=3", "needs a spatial input"),
         ("100", "maxpool F=2", "needs a spatial input"),
-        ("100", "globalavgpool", "needs a spatial input"),
+        ("100", "globalavgpool", "needs a spatial input (LxC, HxWxC or DxHxWxC), but its input is the flat vector 100"),
+        ("100x4", "conv K=3 F=3x3", "conv F=3x3 gives 2 sizes, but the sequence 100x4 has 1 spatial dimension (L)"),
+        ("4x8x8x3", "maxpool F=2x2", "maxpool F=2x2 gives 2 sizes, but the volume 4x8x8x3 has 3 spatial dimensions"),
+        ("8x8x3", "adaptiveavgpool 2x2x2", "adaptiveavgpool size=2x2x2 gives 3 sizes, but the image 8x8x3"),
+        ("2x8x8x3", "conv K=8 F=3", "output would be 0x6x6"),
+        ("7x7x8", "convtranspose K=4 F=3 S=2 O=2", "output padding O=2 must be smaller than the stride S=2 or the dilation D=1"),
+        ("2x2x8", "convtranspose K=4 F=1 P=1", "convtranspose output would be 0x0"),
+        ("8x8x6", "convtranspose K=4 F=3 G=4", "must divide both"),
+        ("8x8x3", "crop 9x8", "crop to 9x8 needs an input at least that large, but it is 8x8x3"),
+        ("8x8x3", "upsample 2x2x2", "upsample factor=2x2x2 gives 3 sizes"),
+        ("100", "upsample 2", "upsample needs a spatial input"),
+        ("100", "crop 2", "crop needs a spatial input"),
     ],
 )
 def test_shape_errors(inp: str, layer: str, words: str) -> None:
@@ -245,9 +310,9 @@ def test_totals_equal_the_sum_of_layers(spec: Path) -> None:
     assert n.macs == sum(x.macs for x in layers)
     assert n.output_shape == layers[-1].output or n.graph.output != layers[-1].name
     for x in layers:
-        if x.kind not in ("conv", "fc"):
+        if x.kind not in ("conv", "convtranspose", "fc"):
             assert x.macs == 0, x
-        if x.kind not in ("conv", "fc", "batchnorm", "layernorm"):
+        if x.kind not in ("conv", "convtranspose", "fc", "batchnorm", "layernorm", "layerscale"):
             assert x.params == 0, x
 
 

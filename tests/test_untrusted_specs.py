@@ -54,7 +54,7 @@ LARGE: dict[str, Callable[[], str]] = {
     "syntax_errors_81000_lines": lambda: "input 8x8x3\n" + "".join("relu ->\n" if i % 3000 == 0 else "relu\n" for i in range(81_000)),
 }
 # the cases valid enough for every stage (summary, fmt, graph, diff, PyTorch source) to run on
-VALID = {"depth_100_valid", "w001_stride_2e9", "warning_in_repeat", "torch_default_first", "torch_dunder_names",
+VALID = {"depth_100_valid", "w001_padding_scan", "warning_in_repeat", "torch_default_first", "torch_dunder_names",
          "torch_unnamed_dunder_call", "arrow_in_nested_repeat", "arrow_on_call_20000", "flat_sum_3000_block",
          "flat_sum_100000"}
 CHECK_ONLY = {"flat_sum_100000"}  # valid, but only `check` is the case (fmt would parse 400,000 tokens 4 times)
@@ -303,14 +303,19 @@ def test_did_you_mean_over_many_names_is_bounded() -> None:
 
 
 def test_the_w001_padding_hint_is_closed_form() -> None:
-    from archc.kinds.windows import _padding_to_divide
+    from archc.kinds.windows import nearest_padding
 
-    for s in range(1, 80):
-        for rem in range(1, s):
-            want = next((e for e in range(1, s + 1) if (rem + 2 * e) % s == 0), None)
-            assert _padding_to_divide(rem, s) == want
-    r = compile_text("input 8x8x3\nconv K=1 F=1 S=2147483647\n", "t.arch")
-    assert [d.code for d in r.warnings] == ["W001"]
+    for n in range(1, 24):
+        for eff in range(1, 10):
+            for s in range(1, 8):
+                for begin in range(6):
+                    for most in range(10):
+                        valid = [p for p in range(most + 1) if (n + 2 * p - eff) % s == 0]
+                        want = min(valid, key=lambda p: (abs(p - begin), p)) if valid else None
+                        assert nearest_padding(n, eff, s, begin, most) == want
+    start = time.perf_counter()  # the hint scanned every padding up to the input size
+    r = compile_text("input 2147483000x1x1\nconv K=1 F=3x1 S=3x1\n", "t.arch")
+    assert time.perf_counter() - start < 1 and [d.code for d in r.warnings] == ["W001"]
 
 
 # --- item 16: a warning inside a repeat ------------------------------------------------------------

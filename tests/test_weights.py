@@ -44,6 +44,22 @@ def test_random_matches_pytorch_default_distributions(net) -> None:
     assert "fc2.bias" not in w
 
 
+def test_new_kinds_initialise_as_pytorchs_modules() -> None:
+    """ConvTranspose reads fan_in from its weight's dim 1 ((K/G)*F); layerscale starts at init; layernorm at 1, 0."""
+    torch = pytest.importorskip("torch")
+    net = archc.loads("input 8x8x6\nup: convtranspose K=64 F=3 S=2 G=2\nls: layerscale init=0.5\nln: layernorm\n")
+    w = make_weights(net.analysis, seed=0)
+    reference = torch.nn.ConvTranspose2d(6, 64, 3, 2, groups=2)
+    bound = 1 / np.sqrt(32 * 9)  # what PyTorch's kaiming_uniform_(a=sqrt(5)) gives this weight
+    assert float(reference.weight.detach().abs().max()) <= bound < 1 / np.sqrt(6 * 9)
+    for t in (w["up.weight"], w["up.bias"]):
+        assert np.abs(t).max() <= bound
+    assert w["up.weight"].max() > 0.99 * bound and w["up.weight"].shape == tuple(reference.weight.shape)
+    np.testing.assert_array_equal(w["ls"], np.full((64, 1, 1), 0.5, np.float32))
+    np.testing.assert_array_equal(w["ln.weight"], 1)
+    np.testing.assert_array_equal(w["ln.bias"], 0)
+
+
 def test_random_is_reproducible_by_seed(net) -> None:
     a, b, c = make_weights(net.analysis, seed=7), make_weights(net.analysis, seed=7), make_weights(net.analysis, seed=8)
     assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from functools import cached_property
+from itertools import accumulate
 from typing import Any
 
 from archc.diagnostics import Diagnostic, error, warning
 from archc.ir import INPUT, Assertion, Frozen, Graph, Node, Shape, written_layout
-from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, apply, uneven_division
+from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, WindowKind, apply, uneven_division
 
 
 class LayerFacts(Frozen):
@@ -53,11 +55,20 @@ class Totals(Frozen):
 
 
 class Analysis(Frozen):
-    """Everything derived from a graph. `facts` is keyed by node name, in forward order."""
+    """Everything derived from a graph. `facts` is keyed by node name, in forward order.
+
+    Of an incomplete graph, or after shape errors, `facts` holds every node whose
+    inputs are known and whose shape rule held, and `totals` sums those.
+    """
 
     graph: Graph
     facts: dict[str, LayerFacts]
     totals: Totals
+
+    @property
+    def complete(self) -> bool:
+        """Whether every node of a complete graph has its facts."""
+        return self.graph.complete and len(self.facts) == len(self.graph.nodes)
 
     @property
     def output_shape(self) -> Shape:
@@ -74,20 +85,36 @@ class Analysis(Frozen):
             return self.totals
         if target in self.facts:
             return _sum([self.facts[target]])
-        scope = self.graph.scope(target)
-        if scope is None:
-            raise KeyError(target)
-        return _sum([self.facts[n] for n in scope.nodes])
+        return self.scope_totals[target]
+
+    @cached_property
+    def scope_totals(self) -> dict[str, Totals]:
+        """Every scope's totals, computed once: a scope's nodes are one run of the node
+        order (`archc.ir.verify` checks it), so each total is a difference of running sums."""
+        facts = [self.facts.get(n.name) for n in self.graph.nodes]  # None past an error
+        weights = [0, *accumulate(f.weights if f is not None else 0 for f in facts)]
+        biases = [0, *accumulate(f.biases if f is not None else 0 for f in facts)]
+        macs = [0, *accumulate(f.macs if f is not None else 0 for f in facts)]
+        activations = [0, *accumulate(f.output.numel if f is not None else 0 for f in facts)]
+        positions = self.graph.positions
+        out = {}
+        for scope in self.graph.scopes:
+            a = positions[scope.nodes[0]] if scope.nodes else 0
+            b = a + len(scope.nodes)
+            out[scope.path] = Totals.model_construct(
+                weights=weights[b] - weights[a],
+                biases=biases[b] - biases[a],
+                macs=macs[b] - macs[a],
+                activations=activations[b] - activations[a],
+            )
+        return out
 
     def output_of(self, target: str) -> Shape:
         if not target:
             return self.output_shape
         if target in self.facts:
             return self.facts[target].output
-        scope = self.graph.scope(target)
-        if scope is None:
-            raise KeyError(target)
-        return self.shape_of(scope.output)
+        return self.shape_of(self.graph.scope(target).output)
 
 
 def _sum(facts: list[LayerFacts]) -> Totals:
@@ -145,13 +172,17 @@ def infer_shapes(state: _State) -> None:
         )
 
 
+_SLIDING = (WindowKind.CONV, WindowKind.POOL)  # windows that slide over their input (not a transposed one)
+
+
 def warn_uneven(state: _State) -> None:
     """LANGUAGE.md "Warnings": a conv/pool window that silently crops its input."""
     for node in state.graph.nodes:
         facts = state.facts.get(node.name)
-        if facts is None or facts.window is None:
+        if facts is None or facts.window is None or KINDS[node.kind].traits.window not in _SLIDING:
             continue
-        found = uneven_division(node.attrs, facts.window, facts.inputs[0])
+        pool = KINDS[node.kind].traits.window is WindowKind.POOL
+        found = uneven_division(node.attrs, facts.window, facts.inputs[0], pool)
         if found is not None:
             state.diags.append(
                 warning("W001", f"{node.name}: {found.message}", node.span, found.hint)
@@ -159,15 +190,14 @@ def warn_uneven(state: _State) -> None:
 
 
 def build(state: _State) -> None:
-    if any(d.is_error for d in state.diags):
-        return
     state.analysis = Analysis.model_construct(
         graph=state.graph, facts=state.facts, totals=_sum(list(state.facts.values()))
     )
 
 
 def check_assertions(state: _State) -> None:
-    if state.analysis is None:
+    """Only of a complete analysis: a shape error makes the checks of what depends on it moot."""
+    if state.analysis is None or not state.analysis.complete or any(d.is_error for d in state.diags):
         return
     for a in state.graph.assertions:
         diag = check_assertion(a, state.analysis)
@@ -178,11 +208,12 @@ def check_assertions(state: _State) -> None:
 PASSES: tuple[Callable[[_State], None], ...] = (infer_shapes, warn_uneven, build, check_assertions)
 
 
-def analyze(graph: Graph) -> tuple[Analysis | None, list[Diagnostic]]:
-    """Run every pass; return the analysis (None if a shape failed) and the diagnostics."""
+def analyze(graph: Graph) -> tuple[Analysis, list[Diagnostic]]:
+    """Run every pass; return the analysis (see `Analysis.complete`) and the diagnostics."""
     state = _State(graph)
     for run in PASSES:
         run(state)
+    assert state.analysis is not None  # `build` made it
     return state.analysis, state.diags
 
 
@@ -310,7 +341,7 @@ def _round_like(actual: int, text: str) -> str:
 def _derivation_hint(analysis: Analysis, target: str) -> str | None:
     facts = analysis.facts.get(target)
     if facts is None and target:  # a block call or repeat: say which layer ends it
-        scope = analysis.graph.scope(target)
+        scope = analysis.graph.scopes_by_path.get(target)
         last = scope.output if scope is not None else None
         if last is None or last not in analysis.facts:
             return None

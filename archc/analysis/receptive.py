@@ -8,8 +8,10 @@ window of effective size k = D*(F-1)+1, stride s and leading padding p:
 
     rf' = rf + (k-1)*jump     jump' = jump*s     start' = start + ((k-1)/2 - p)*jump
 
-Where branches meet (residual add, concat) the largest field over the paths
-is kept. `adaptiveavgpool` is a window of its largest bin, its stride the
+Where branches meet (add, multiply, concat) the largest field over the paths
+is kept. A transposed convolution, upsampling and cropping move fields by
+their kind's own rule (`archc.kinds.resampling`): the first two shrink the
+jump below one input step. `adaptiveavgpool` is a window of its largest bin, its stride the
 size ratio (rounded where uneven). Layers that mix every position (fc,
 flatten, global pooling) see the whole input: their field is at least the
 input's size, with one position (jump = the input's size). A network with a
@@ -25,7 +27,7 @@ from archc.analysis.analyze import Analysis, LayerFacts
 from archc.ir import INPUT
 from archc.kinds import KINDS, WindowKind
 
-Field = tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]]  # rf, jump, start; one entry per spatial dim
+Field = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]  # rf, jump, start; one entry per spatial dim
 
 
 def receptive_fields(analysis: Analysis) -> dict[str, dict[str, Any]]:
@@ -41,21 +43,34 @@ def receptive_fields(analysis: Analysis) -> dict[str, dict[str, Any]]:
         ins = [fields[i] for i in node.inputs if i in fields]
         rf, jump, start = max(ins, key=lambda f: math.prod(f[0]))
         facts = analysis.facts[node.name]
-        traits = KINDS[node.kind].traits
-        if facts.window is not None or traits.window is WindowKind.ADAPTIVE:
+        kind = KINDS[node.kind]
+        traits = kind.traits
+        if kind.receptive is not None:  # convtranspose, upsample, crop: the kind's own rule
+            layer = facts.applied(node.attrs)
+            new = [kind.receptive(layer, axis, rf[axis], jump[axis], start[axis]) for axis in range(rank)]
+            rf = tuple(r for r, _, _ in new)
+            jump = tuple(j for _, j, _ in new)
+            start = tuple(s for _, _, s in new)
+        elif facts.window is not None or traits.window is WindowKind.ADAPTIVE:
             new = [_window(facts, axis, rf[axis], jump[axis], start[axis]) for axis in range(rank)]
             rf = tuple(r for r, _, _ in new)
             jump = tuple(j for _, j, _ in new)
             start = tuple(s for _, _, s in new)
-        elif traits.mixes_positions and facts.inputs[0].is_spatial:
+        elif traits.mixes_positions and facts.inputs[0].is_spatial and facts.output.spatial != facts.inputs[0].spatial:
+            # (fc on a sequence keeps its positions: each output sees its own position only)
             rf = tuple(max(r, n) for r, n in zip(rf, full, strict=True))
             jump, start = full, tuple(n / 2 for n in full)
         fields[node.name] = (rf, jump, start)
-        out[node.name] = {"rf": list(rf), "jump": list(jump), "start": list(start)}
+        out[node.name] = {"rf": _numbers(rf), "jump": _numbers(jump), "start": list(start)}
     return out
 
 
-def _window(facts: LayerFacts, axis: int, rf: int, jump: int, start: float) -> tuple[int, int, float]:
+def _numbers(values: tuple[float, ...]) -> list[float | int]:
+    """Whole numbers as ints (a field of 7, a jump of 2); a jump that upsampling made 0.5 stays a float."""
+    return [int(v) if float(v).is_integer() else v for v in values]
+
+
+def _window(facts: LayerFacts, axis: int, rf: float, jump: float, start: float) -> tuple[float, float, float]:
     """One axis of the recurrence for a windowed layer: (rf, jump, start) after it."""
     win = facts.window
     if win is None:  # adaptive pooling: its windows follow from the input and output sizes

@@ -33,6 +33,7 @@ class TensorSpec:
     role: Role
     init: Init
     fan_in: int
+    value: float = 0.0  # every element, for Init.CONSTANT
 
     @property
     def numel(self) -> int:
@@ -58,7 +59,6 @@ def tensor_specs(analysis: Analysis) -> list[TensorSpec]:
         layer = Applied(node.attrs, facts.inputs, facts.output, facts.window)
         for t in KINDS[node.kind].tensors(layer):
             if t.alias is None:  # a tied tensor is its owner's, listed (and stored) once
-                specs.append(
-                    TensorSpec(f"{node.name}.{t.name}", node.name, t.shape, t.role, t.init, t.fan_in)
-                )
+                name = f"{node.name}.{t.name}" if t.name else node.name  # "": the layer is the parameter
+                specs.append(TensorSpec(name, node.name, t.shape, t.role, t.init, t.fan_in, t.value))
     return specs

@@ -101,6 +101,8 @@ def generate_chunks(
                 out.fill(0)
             elif spec.init is Init.ONES:
                 out.fill(1)
+            elif spec.init is Init.CONSTANT:
+                out.fill(spec.value)
             else:  # U(-b, b), drawn in float32 and scaled in place: PyTorch's default init
                 rng.random(out=out, dtype=np.float32)
                 out *= np.float32(2 * spec.bound)

@@ -27,6 +27,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="CODE",
+        type=_warning_codes,
+        help="drop these warnings for the run (W001, W002; repeat or separate with commas); "
+        "a line's own `# archc: ignore[W001]` comment drops one",
+    )
+    p.add_argument(
         "--format",
         choices=FORMATS,
         default=None,
@@ -35,6 +44,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE (json, junit)")
     add_max_layers(p)
     p.set_defaults(run=run, parser=p)
+
+
+def _warning_codes(text: str) -> frozenset[str]:
+    from archc.api import WARNING_CODES
+
+    codes = frozenset(c.strip().upper() for c in text.split(",") if c.strip())
+    unknown = sorted(codes - set(WARNING_CODES))
+    if unknown or not codes:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or repr(text)} is not a warning code (warnings: {', '.join(WARNING_CODES)})"
+        )
+    return codes
+
 
 
 class Collected(NamedTuple):
@@ -118,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         from archc.files import check_output
 
         check_output(args.output, *args.paths, *files)
-    results = [compile_file(f, args.max_layers, trees.get(f)) for f in files]
+    ignore = frozenset().union(*args.ignore)
+    results = [compile_file(f, ignore, args.max_layers, trees.get(f)) for f in files]
     results += [CompileResult(path, "", None, (diag,)) for path, diag in problems]
     bad = sum(failed(r, args.strict) for r in results)
     if fmt == "json":

@@ -68,7 +68,7 @@ def report(result: CompileResult, stream: IO[str] | None = None) -> None:
 
 def load_or_report(path: str, strict: bool = False, max_layers: int = DEFAULT_MAX_LAYERS) -> Network | None:
     """The network, or None after printing why not (warnings fail too when strict)."""
-    result = compile_file(path, max_layers)
+    result = compile_file(path, max_layers=max_layers)
     report(result)
     if result.network is None or (strict and result.warnings):
         return None

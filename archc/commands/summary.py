@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from archc.api import compile_file
+from archc.api import Network, compile_file, gc_paused
 from archc.commands.common import add_max_layers, report, use_color
 from archc.tools.text_table import fixed_width
 
@@ -35,7 +35,7 @@ def _mib(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = compile_file(args.spec, args.max_layers)
+    result = compile_file(args.spec, max_layers=args.max_layers)
     report(result)
     net = result.network
     if net is None:
@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
             diagnostics = [diag_json(d) for d in result.diagnostics]
             print(json.dumps({"path": args.spec, "valid": False, "diagnostics": diagnostics}, indent=2))
         return 1
+    with gc_paused():  # one dict or row per layer, and no cycles among them
+        return _print(args, net)
+
+
+def _print(args: argparse.Namespace, net: Network) -> int:
     from archc.tools.summary import activation_bytes, attr_text, rows, summary_json
 
     rf = None
@@ -53,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
         rf = receptive_fields(net.analysis)
     if args.json:
-        print(json.dumps(summary_json(net, rf), indent=2))
+        from archc.tools.json_text import indented
+
+        print(indented(summary_json(net, rf)))
         return 0
 
     from archc.analysis import si
@@ -64,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if rf:
         extra = {
             name: {
-                "rf": f"{v['rf'][0]}x{v['rf'][1]}",
-                "jump": f"{v['jump'][0]}x{v['jump'][1]}",
-                "start": f"{v['start'][0]:g},{v['start'][1]:g}",
+                "rf": "x".join(f"{r:g}" for r in v["rf"]),
+                "jump": "x".join(f"{j:g}" for j in v["jump"]),
+                "start": ",".join(f"{s:g}" for s in v["start"]),
             }
             for name, v in rf.items()
         }

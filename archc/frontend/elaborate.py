@@ -19,18 +19,20 @@ from archc.frontend import naming
 from archc.frontend import syntax as S
 
 # Re-exported: the tests import these from here.
-from archc.frontend.evaluate import LITERAL_WORDS as LITERAL_WORDS
 from archc.frontend.evaluate import ElaborationError as ElaborationError
-from archc.frontend.evaluate import _fail, as_written, parameters_used
+from archc.frontend.evaluate import as_written, fail, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
-from archc.frontend.naming import _ScopeState
+from archc.frontend.naming import ScopeState
 from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.ir.written import Block, BlockParam, Expr, Merge, Step
-from archc.kinds import KINDS, USER_KINDS, Key, coerce, show_value
+from archc.kinds import KINDS, USER_KINDS, Key, KeyType, coerce, show_value
 from archc.limits import DEFAULT_MAX_LAYERS, MAX_DEPTH
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
+# What a statement that failed to elaborate outputs: never a node's name, so the nodes
+# after it read an input nobody produces, and the analysis leaves them without facts.
+FAILED = "?"
 
 
 # --- statement helpers --------------------------------------------------------------------
@@ -41,7 +43,7 @@ def attach_shortcuts(stmts: Sequence[S.Stmt], diags: list[Diagnostic]) -> list[S
         if isinstance(st, S.Shortcut):
             prev = out[-1] if out else None
             if isinstance(prev, S.Residual) and prev.shortcut is None and prev.arrow is None:
-                out[-1] = prev._replace(shortcut=st.body)
+                out[-1] = prev._replace(shortcut=st.body, shortcut_keyword=st.span, shortcut_braces=st.braces)
             else:
                 diags.append(
                     error(
@@ -63,7 +65,7 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
     if len(st.positional) > len(block.params):
         extra = st.positional[len(block.params)]
         names = ", ".join(params) or "none"
-        raise _fail(
+        raise fail(
             "E105",
             f"block {block.name} takes {len(params)} argument{'s' if len(params) != 1 else ''}, "
             f"but {len(st.positional)} were given",
@@ -74,9 +76,9 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
     for kw in st.keywords:
         if kw.key not in params:
             hint = did_you_mean(kw.key, list(params)) or f"parameters of {block.name}: {', '.join(params) or 'none'}"
-            raise _fail("E106", f"block {block.name} has no parameter '{kw.key}'", kw.span, hint)
+            raise fail("E106", f"block {block.name} has no parameter '{kw.key}'", kw.span, hint)
         if kw.key in given:
-            raise _fail("E102", f"{kw.key} is given twice", kw.span)
+            raise fail("E102", f"{kw.key} is given twice", kw.span)
         given[kw.key] = kw.value
     return given
 
@@ -148,9 +150,10 @@ class _Builder:
         # by id: the syntax tree outlives elaboration, and its tuples compare by value).
         self.exprs_of: dict[int, dict[str, Expr]] = {}
         self.reads_of: dict[int, tuple[str, ...]] = {}
+        self.holes = False  # an error node of the syntax tree was met: the graph lacks what it said
 
     # names: the rules are archc.frontend.naming's
-    def enter(self, path: str, stmts: Sequence[S.Stmt]) -> _ScopeState:
+    def enter(self, path: str, stmts: Sequence[S.Stmt]) -> ScopeState:
         # the names written in a body are the same in each of its copies: found once
         written = self.written.get(id(stmts))
         if written is None:
@@ -158,7 +161,7 @@ class _Builder:
         return naming.enter(path, stmts, written)
 
     def name(
-        self, scope: _ScopeState, label: S.Label | None, prefix: str, span: Span, block: str | None = None
+        self, scope: ScopeState, label: S.Label | None, prefix: str, span: Span, block: str | None = None
     ) -> str:
         """Claim a name in `scope`; `block`: the block an unnamed call is named after."""
         name = naming.claim(scope, label, prefix, span)
@@ -237,23 +240,32 @@ class _Builder:
     def run(
         self,
         stmts: Sequence[S.Stmt],
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
     ) -> str:
-        """Elaborate a statement list from `current`, recording each step; return the node of its output."""
+        """Elaborate a statement list from `current`, recording each step; return the node of its output.
+
+        A statement that fails (or did not parse) outputs `FAILED`: what follows it
+        is still elaborated, for its names and its errors, but reads no known input.
+        """
         for st in attach_shortcuts(stmts, self.diags):
+            if isinstance(st, S.ErrorStmt):
+                self.holes = True
+                current = FAILED
+                continue
             try:
                 current = self.statement(st, scope, env, current, steps)
             except ElaborationError as exc:
                 self.diags.append(exc.diag)
+                current = FAILED
         return current
 
     def statement(
         self,
         st: S.Stmt,
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
@@ -298,20 +310,20 @@ class _Builder:
         if isinstance(st, S.Concat):
             return self.concat(st, scope, env, current, steps)
         if isinstance(st, S.Branch):
-            raise _fail("E131", "'branch' belongs inside concat, add or multiply { ... }", st.span)
+            raise fail("E131", "'branch' belongs inside concat, add or multiply { ... }", st.span)
         if isinstance(st, S.BlockDef):
-            raise _fail("E132", "blocks are defined at the top level", st.span)
+            raise fail("E132", "blocks are defined at the top level", st.span)
         if isinstance(st, (S.InputDecl, S.NetworkDecl)):
             what = "input" if isinstance(st, S.InputDecl) else "network"
-            raise _fail("E133", f"'{what}' belongs at the top level, not inside a body", st.span)
+            raise fail("E133", f"'{what}' belongs at the top level, not inside a body", st.span)
         if isinstance(st, S.Expect):
-            raise _fail(
+            raise fail(
                 "E134",
                 "'expect' belongs at the top level",
                 st.span,
                 "name the block call and expect on it there: expect layer1.params = ...",
             )
-        raise _fail("E199", f"unexpected statement {type(st).__name__}", None)  # pragma: no cover
+        raise fail("E199", f"unexpected statement {type(st).__name__}", None)  # pragma: no cover
 
     def known(self, scope_paths: set[str]) -> Names:
         """Every layer and scope name, indexed once for the "did you mean" of failing `expect`s."""
@@ -330,7 +342,7 @@ class _Builder:
         if arrow is not None:
             self.arrows.append((target, arrow))
 
-    def layer(self, st: S.LayerStmt, scope: _ScopeState, env: dict[str, Any], current: str) -> str:
+    def layer(self, st: S.LayerStmt, scope: ScopeState, env: dict[str, Any], current: str) -> str:
         # Claim a written name first: when this line has another error, a second
         # `name:` in the scope is still reported as a duplicate.
         written = self.name(scope, st.label, st.kind, st.span) if st.label is not None else None
@@ -341,14 +353,14 @@ class _Builder:
                 f"built-in kinds: {', '.join(USER_KINDS)}"
                 + (f"; blocks: {', '.join(self.blocks)}" if self.blocks else "")
             )
-            raise _fail("E100", f"unknown layer kind '{st.kind}'", st.span, hint)
+            raise fail("E100", f"unknown layer kind '{st.kind}'", st.span, hint)
         attrs: dict[str, Any] = {}
         key_spans: dict[str, Span] = {}
         if len(st.positional) > 1:
-            raise _fail("E103", f"{st.kind} takes at most one positional value", st.positional[1].span)
+            raise fail("E103", f"{st.kind} takes at most one positional value", st.positional[1].span)
         if st.positional:
             if kind.positional is None:
-                raise _fail(
+                raise fail(
                     "E103",
                     f"{st.kind} takes no positional value",
                     st.positional[0].span,
@@ -363,16 +375,16 @@ class _Builder:
                 hint = did_you_mean(kw.key, names) or (
                     f"keys of {st.kind}: {', '.join(names)}" if names else f"{st.kind} takes no keys"
                 )
-                raise _fail("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint)
+                raise fail("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint)
             if kw.key in attrs:
-                raise _fail("E102", f"{kw.key} is given twice", kw.span)
+                raise fail("E102", f"{kw.key} is given twice", kw.span)
             key_spans[kw.key] = kw.span
             attrs[kw.key] = (kw.value, kw.value.span)
         values: dict[str, Any] = {}
         for key in kind.keys:
             if key.name not in attrs:
                 if key.required:
-                    raise _fail(
+                    raise fail(
                         "E104",
                         f"{st.kind} needs {key.name}, " + _what_key(key),  # was "K (number of filters (output channels))"
                         st.span,
@@ -382,13 +394,16 @@ class _Builder:
                 continue
             expr, span = attrs[key.name]
             try:
+                if key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
+                    values[key.name] = coerce(key, expr.name)  # `mode=cubic`: say which words it takes
+                    continue
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
                 used = parameters_used(expr, env)
                 hint = f"computed with {used} from the block call" if used else f"{key.name} is " + _what_key(key)
                 if not used and not key.required:
                     hint += f" (default {key.name}={show_value(key.default)})"
-                raise _fail("E103", str(exc), span, hint) from exc
+                raise fail("E103", str(exc), span, hint) from exc
         name = written or self.name(scope, st.label, st.kind, st.span)
         exprs = self.exprs_of.get(id(st))
         if exprs is None:
@@ -422,7 +437,7 @@ class _Builder:
             elif p.default is not None:
                 args[p.name] = evaluate(p.default, args)
             else:
-                raise _fail(
+                raise fail(
                     "E107",
                     f"block {block.name} needs {p.name}",
                     st.span,
@@ -433,11 +448,11 @@ class _Builder:
     def call(
         self,
         st: S.LayerStmt,
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
-        inline_into: _ScopeState | None = None,
+        inline_into: ScopeState | None = None,
     ) -> str:
         """A block call: its body elaborated in a scope of its own, or (a repeat's sole
         statement) into the copy `inline_into`, whose steps are then `steps`."""
@@ -481,14 +496,14 @@ class _Builder:
     def repeat(
         self,
         st: S.Repeat,
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
     ) -> str:
         count = evaluate(st.times, env)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise _fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
+            raise fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
         path = self.name(scope, st.label, "repeat", st.span)
         steps.append(local_name(path))
         if id(st) not in self.exprs_of:
@@ -525,6 +540,7 @@ class _Builder:
                     current = self.call(call, scope, env, current, copy_steps, inline_into=copy)
                 except ElaborationError as exc:
                     self.diags.append(exc.diag)
+                    current = FAILED
             else:
                 current = self.run(st.body, copy, env, current, copy_steps)
             if self.error_count() > errors_before:
@@ -568,7 +584,7 @@ class _Builder:
     def concat(
         self,
         st: S.Concat,
-        scope: _ScopeState,
+        scope: ScopeState,
         env: dict[str, Any],
         current: str,
         steps: list[Step],
@@ -578,7 +594,7 @@ class _Builder:
         for item in st.branches:
             if not isinstance(item, S.Branch):
                 span = getattr(item, "span", st.span)
-                raise _fail(
+                raise fail(
                     "E131",
                     f"{st.op} {{ ... }} holds only branch {{ ... }} bodies",
                     span,
@@ -588,7 +604,7 @@ class _Builder:
             outs.append(self.run(item.body, scope, env, current, branch))
             branches.append(tuple(branch))
         if not outs:
-            raise _fail("E131", f"{st.op} needs at least one branch", st.span)
+            raise fail("E131", f"{st.op} needs at least one branch", st.span)
         name = self.name(scope, st.label, st.op, st.span)
         out = self.emit(
             Node.model_construct(
@@ -708,34 +724,34 @@ def _resolve_expect(
 ) -> Assertion:
     if st.quantity not in QUANTITIES:
         hint = did_you_mean(st.quantity, QUANTITIES) or f"quantities: {', '.join(QUANTITIES)}"
-        raise _fail("E150", f"unknown quantity '{st.quantity}'", st.span, hint)
+        raise fail("E150", f"unknown quantity '{st.quantity}'", st.span, hint)
     target = ".".join(st.path)
     if target and target not in builder.names and target not in scope_paths:
         hint = did_you_mean_path(target, builder.known(scope_paths)) or "expect names a layer, a block call or a repeat (copy)"
-        raise _fail("E151", f"no layer or block instance named '{target}'", st.span, hint)
+        raise fail("E151", f"no layer or block instance named '{target}'", st.span, hint)
     expected: float | tuple[int, ...]
     if st.quantity == "output":
         if st.op != "=":
-            raise _fail("E152", "an output shape can only be compared with =", st.span)
+            raise fail("E152", "an output shape can only be compared with =", st.span)
         if st.tolerance is not None:
-            raise _fail("E152", "an output shape takes no tolerance", st.value_span)
+            raise fail("E152", "an output shape takes no tolerance", st.value_span)
         if isinstance(st.value, S.Dims):
             expected = st.value.value
         elif isinstance(st.value.value, int):
             expected = (st.value.value,)
         else:
-            raise _fail("E152", f"'{st.value.text}' is not a shape", st.value_span, "e.g. 55x55x96 or 4096")
+            raise fail("E152", f"'{st.value.text}' is not a shape", st.value_span, "e.g. 55x55x96 or 4096")
         text = "x".join(str(d) for d in expected)
     else:
         if isinstance(st.value, S.Dims):
-            raise _fail(
+            raise fail(
                 "E152",
                 f"{st.quantity} is a number, not a shape",
                 st.value_span,
                 "e.g. expect params = 28_823_912",
             )
         if st.tolerance is not None and st.op != "=":
-            raise _fail("E152", "a tolerance goes with =, not with a budget", st.value_span)
+            raise fail("E152", "a tolerance goes with =, not with a budget", st.value_span)
         expected = st.value.value
         text = st.value.text
     return Assertion.model_construct(
@@ -754,8 +770,11 @@ def _resolve_expect(
 def elaborate(
     program: S.Program, default_name: str, max_layers: int = DEFAULT_MAX_LAYERS
 ) -> tuple[Graph | None, list[Diagnostic]]:
-    """Elaborate a parsed file into a graph; on errors return None and all of them.
+    """Elaborate a syntax tree into a graph, and return every error found.
 
+    After errors (or in a tree with error nodes) the graph holds the nodes that
+    could be built and is marked incomplete (`Graph.complete`); it is None only
+    when the spec gives no usable input, from which every shape would start.
     `max_layers` (`--max-layers`): E140 at the statement that would make more.
     """
     diags: list[Diagnostic] = []
@@ -826,9 +845,10 @@ def elaborate(
             diags.append(
                 error(
                     "E119",
-                    f"input must be HxWxC or N with positive sizes, not {'x'.join(str(d) for d in dims)}",
+                    "input must be N, LxC, HxWxC or DxHxWxC with positive sizes, "
+                    f"not {'x'.join(str(d) for d in dims)}",
                     input_decl.shape.span,
-                    "e.g. input 227x227x3",
+                    "e.g. input 227x227x3 (an image), input 16000x1 (a signal), input 16x112x112x3 (a clip)",
                 )
             )
         else:
@@ -882,7 +902,7 @@ def elaborate(
         diags.append(
             error("E141", "the network has no layers", input_decl.span, "add layers after the input, e.g. fc 10")
         )
-    if any(d.is_error for d in diags) or input_shape is None or input_decl is None:
+    if input_shape is None or input_decl is None:
         return None, diags
     graph = Graph.model_construct(
         network=network,
@@ -894,6 +914,7 @@ def elaborate(
         output=output,
         blocks={name: _block(block) for name, block in blocks.items()},
         steps=tuple(steps),
+        complete=not builder.holes and not any(d.is_error for d in diags),
     )
     return graph, diags
 

@@ -2,7 +2,8 @@
 
 The elaborator (`archc.frontend.elaborate`) evaluates layer keys, block arguments and
 defaults, and repeat counts here: integer arithmetic (`+ - * //`, unary `-`)
-over numbers, shapes such as `3x3`, and the words `true`, `false` and `same`.
+over numbers, shapes such as `3x3`, the words `true`, `false` and `same`, and
+the words of keys that take one (`nearest`, `linear`, `none`, `tanh`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from archc.diagnostics import Diagnostic, did_you_mean, error
 from archc.frontend import syntax as S
 from archc.ir import Span
 from archc.ir.written import Arith, Expr, Name, Negate
+from archc.kinds import CHOICE_WORDS
 from archc.limits import MAX_NUMBER
 
 
@@ -30,7 +32,7 @@ class ElaborationError(Exception):
         self.diag = diag
 
 
-def _fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
+def fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
     return ElaborationError(error(code, message, span, hint))
 
 
@@ -41,6 +43,8 @@ LITERAL_WORDS: dict[str, Any] = {
     "True": True,
     "False": False,
     "same": "same",
+    # the words of keys that take one (`mode=nearest`, `approx=tanh`): the key checks which it takes
+    **{word: word for word in sorted(CHOICE_WORDS)},
 }
 
 
@@ -112,10 +116,10 @@ def _leaf(expr: S.Expr, env: dict[str, Any]) -> Any:
     if expr.name in LITERAL_WORDS:
         return LITERAL_WORDS[expr.name]
     # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
-    hint = did_you_mean(expr.name, [*env, "same", "true", "false"])
+    hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
     where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
-    where += "; values are numbers, shapes such as 3x3, true, false or same"
-    raise _fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
+    where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
+    raise fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
 
 
 def _binary(expr: S.BinOp, left: Any, right: Any) -> Any:
@@ -129,11 +133,11 @@ def _binary(expr: S.BinOp, left: Any, right: Any) -> Any:
         return _bounded(left * right, expr)
     if expr.op == "//":
         if not (isinstance(left, int) and isinstance(right, int)):
-            raise _fail("E120", "// takes integers", expr.span)
+            raise fail("E120", "// takes integers", expr.span)
         if right == 0:
-            raise _fail("E120", "division by zero", expr.right.span)
+            raise fail("E120", "division by zero", expr.right.span)
         return left // right
-    raise _fail(
+    raise fail(
         "E120", "'/' is not integer division", expr.span, "write // for integer division: K=(SQ+1)//2"
     )
 
@@ -141,7 +145,7 @@ def _binary(expr: S.BinOp, left: Any, right: Any) -> Any:
 def _bounded(value: int | float, expr: S.Expr) -> int | float:
     """A computed value within the bounds of a written one: finite, at most 1e18."""
     if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_NUMBER:
-        raise _fail(
+        raise fail(
             "E120",
             "this arithmetic goes past 1e18",
             expr.span,
@@ -152,7 +156,7 @@ def _bounded(value: int | float, expr: S.Expr) -> int | float:
 
 def _need_number(value: Any, expr: S.Expr) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
+        raise fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
 
 
 def as_written(expr: S.Expr) -> Expr:

@@ -26,7 +26,7 @@ from archc.diagnostics import Diagnostic
 from archc.diagnostics import error as make_error
 from archc.diagnostics import warning as make_warning
 from archc.frontend import syntax as S
-from archc.frontend.evaluate import _fail
+from archc.frontend.evaluate import fail
 from archc.ir import Span
 
 # nn.Module attributes a layer name must not shadow in generated PyTorch code
@@ -72,7 +72,7 @@ def _written_names(stmts: Sequence[S.Stmt]) -> Iterator[tuple[str, Span]]:
             yield from _written_names(st.body)
 
 
-class _ScopeState:
+class ScopeState:
     """Names of one scope: written ones (known up front), used ones, per-kind counters."""
 
     def __init__(self, path: str, written: frozenset[str]) -> None:
@@ -123,19 +123,19 @@ def written_in(stmts: Sequence[S.Stmt]) -> frozenset[str]:
     return frozenset(n for n, _ in _written_names(stmts))
 
 
-def enter(path: str, stmts: Sequence[S.Stmt], written: frozenset[str] | None = None) -> _ScopeState:
+def enter(path: str, stmts: Sequence[S.Stmt], written: frozenset[str] | None = None) -> ScopeState:
     """A new scope at `path` whose body is `stmts` (its written names are known up front: `written`
     when the caller has them already, as for each copy of a repeat)."""
-    return _ScopeState(path, written_in(stmts) if written is None else written)
+    return ScopeState(path, written_in(stmts) if written is None else written)
 
 
-def claim(scope: _ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
+def claim(scope: ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
     """The full name of a layer, call or repeat in `scope`: its label, else `<prefix><n>`."""
     if label is not None:
         name = label.name
         if name in scope.used:
             first = scope.used[name]
-            raise _fail(
+            raise fail(
                 "E111",
                 f"duplicate name '{name}' (first used on line {first.line})",
                 label.span,

@@ -2,11 +2,14 @@
 
 The grammar is package data (`archc/frontend/arch.lark`, shipped in the wheel), parsed by lark's LALR(1) parser with the
 Transformer run inline, so no parse tree is ever built -- it never leaves
-this module. Syntax errors are labelled from examples, the way lark's `match_examples`
+this module. The one parse serves the elaborator and `archc fmt` alike: the
+syntax tree keeps what printing the file again needs (texts as written,
+parentheses, braces, comments). Syntax errors are labelled from examples, the way lark's `match_examples`
 labels errors in its own grammar (see `_example_states`). The parse is one
 pass: after an error the rest of the statement is skipped and the parser's
 stack unwound to where a statement may start (`_Recovery`), so independent
-syntax errors are all reported without parsing the file again.
+syntax errors are all reported without parsing the file again, and each
+skipped statement becomes an error node of the tree (`syntax_tree`).
 
 Limits (`archc.limits`) are enforced here, where the text is read: a number
 is an exact integer or a finite float of at most `MAX_NUMBER` (E121), a size
@@ -26,6 +29,7 @@ from typing import Any, NamedTuple
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
+from lark.parsers.lalr_analysis import Shift
 
 from archc.diagnostics import MAX_SHOWN, Diagnostic, error, source_lines
 from archc.frontend import syntax as S
@@ -66,12 +70,15 @@ def parse_number(text: str) -> int | float:
 
     >>> parse_number("27.55M"), parse_number("1e-4"), parse_number("0")
     (27550000, 0.0001, 0)
-    >>> parse_number("1e400K")
-    Traceback (most recent call last):
-    ...
-    archc.frontend.parser.NumberError: 1e400K is more than 1e18
+    >>> try:
+    ...     parse_number("1e400K")
+    ... except NumberError as exc:
+    ...     print(exc)
+    1e400K is more than 1e18
     """
     clean = text.replace("_", "")
+    if clean.isdigit() and len(clean) <= 18:  # the common case, `96` or `4_096`: exact and in range
+        return int(clean)
     m = _NUMBER_PARTS.fullmatch(clean)
     if m is None:  # pragma: no cover - the lexer admits only numbers
         raise NumberError(f"{_clipped(text)} is not a number")
@@ -140,20 +147,24 @@ def _number_problem(tok: Token, message: str, hint: str | None = None) -> None:
 _NUMBER_HINT = "numbers are at most 1e18, and sizes at most 2^31-1 (2,147,483,647)"
 
 
-def _number(tok: Token) -> int | float:
+def _number(tok: Token) -> tuple[int | float, str]:
+    """A number token's value and text; out of range, an E121 and a harmless `0` in its place
+    (the later stages still run on the tree of a spec with errors, and must not meet it)."""
     try:
-        return parse_number(str(tok))
+        return parse_number(str(tok)), str(tok)
     except NumberError as exc:
         _number_problem(tok, f"number out of range: {exc}", _NUMBER_HINT)
-        return 0
+        return 0, "0"
 
 
-def _dims(tok: Token) -> tuple[int, ...]:
+def _dims(tok: Token) -> tuple[tuple[int, ...], str]:
+    """A shape token's sizes and text; over MAX_DIM, an E121 and ones in its place."""
     try:
-        return parse_dims(str(tok))
+        return parse_dims(str(tok)), str(tok)
     except NumberError as exc:
         _number_problem(tok, str(exc), _NUMBER_HINT)
-        return (1,) * (str(tok).count("x") + str(tok).count("×") + 1)
+        ones = (1,) * (str(tok).count("x") + str(tok).count("×") + 1)
+        return ones, "x".join("1" for _ in ones)
 
 
 @v_args(inline=True)
@@ -162,10 +173,13 @@ class _ToSyntax(Transformer[Token, S.Program]):
 
     # expressions
     def number(self, tok: Token) -> S.Number:
-        return S.Number(_number(tok), str(tok), span_of_token(tok))
+        return S.Number(*_number(tok), span_of_token(tok))
 
     def dims(self, tok: Token) -> S.Dims:
-        return S.Dims(_dims(tok), span_of_token(tok))
+        return S.Dims(*_dims(tok), span_of_token(tok))
+
+    def paren(self, expr: S.Expr) -> S.Expr:
+        return expr._replace(parens=expr.parens + 1)
 
     def ref(self, tok: Token) -> S.Ref:
         return S.Ref(str(tok), span_of_token(tok))
@@ -203,16 +217,16 @@ class _ToSyntax(Transformer[Token, S.Program]):
 
     def shape(self, tok: Token) -> S.ShapeLit:
         if tok.type == "DIMS":
-            return S.ShapeLit(_dims(tok), span_of_token(tok))
-        value = _number(tok)
+            return S.ShapeLit(*_dims(tok), span_of_token(tok))
+        value, text = _number(tok)
         if isinstance(value, float):  # `-> 1e3` said "the spec says -1"
             whole = f"; write {int(value)}" if value.is_integer() else ""
             _number_problem(tok, f"a size is a whole number, and {tok} is written as a float", f"sizes are written 1000 or 4K{whole}")
-            value = 1
+            value, text = 1, "1"
         elif value > MAX_DIM:
             _number_problem(tok, f"a size must be at most 2^31-1 ({MAX_DIM:,}), not {value:,}", _NUMBER_HINT)
-            value = 1
-        return S.ShapeLit((value,), span_of_token(tok))
+            value, text = 1, "1"
+        return S.ShapeLit((value,), text, span_of_token(tok))
 
     def arrow(self, shape: S.ShapeLit) -> S.ShapeLit:
         return shape
@@ -223,8 +237,8 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def keyword(self, key: Token, _eq: Token, expr: S.Expr) -> S.KeyArg:
         return S.KeyArg(str(key), expr, span_of_token(key))
 
-    def body(self, *items: S.Stmt) -> tuple[S.Stmt, ...]:
-        return items
+    def body(self, opening: Token, *rest: Any) -> _Body:
+        return _Body(rest[:-1], S.Braces(span_of_token(opening), span_of_token(rest[-1])))
 
     def param(self, name: Token, _eq: Token | None = None, default: S.Expr | None = None) -> S.Param:
         return S.Param(str(name), default, span_of_token(name))
@@ -232,11 +246,12 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def block_params(self, *params: S.Param | None) -> tuple[S.Param, ...]:
         return tuple(p for p in params if p is not None)
 
-    def shortcut_clause(self, _kw: Token, body: tuple[S.Stmt, ...]) -> tuple[str, tuple[S.Stmt, ...]]:
-        return ("shortcut", body)
+    def shortcut_clause(self, kw: Token, body: _Body) -> _Clause:
+        return _Clause(span_of_token(kw), body)
 
-    def tolerance(self, _pm: Token, num: Token, pct: Token | None = None) -> tuple[float, bool]:
-        return (float(_number(num)), pct is not None)
+    def tolerance(self, pm: Token, num: Token, pct: Token | None = None) -> _Tolerance:
+        value, text = _number(num)
+        return _Tolerance(float(value), pct is not None, str(pm), text)
 
     # statements
     def start(self, *items: S.Stmt) -> S.Program:
@@ -259,59 +274,93 @@ class _ToSyntax(Transformer[Token, S.Program]):
 
     def block_def(self, name: Token, *rest: Any) -> S.BlockDef:
         params: tuple[S.Param, ...] = rest[0] if len(rest) == 2 else ()
-        return S.BlockDef(str(name), params, rest[-1], span_of_token(name))
+        body: _Body = rest[-1]
+        return S.BlockDef(str(name), params, body.statements, span_of_token(name), body.braces)
 
     def repeat(self, *children: Any) -> S.Repeat:
         label, (kw, count, body, *arrow) = _take_label(children)
-        return S.Repeat(label, count, body, arrow[0] if arrow else None, _stmt_span(kw, label))
+        return S.Repeat(
+            label, count, body.statements, arrow[0] if arrow else None, _stmt_span(kw, label), body.braces
+        )
 
     repeat_arrow = repeat
 
     def residual(self, *children: Any) -> S.Residual:
         label, (kw, body, *extras) = _take_label(children)
-        shortcut = None
+        clause: _Clause | None = None
         arrow = None
         for extra in extras:
             if isinstance(extra, S.ShapeLit):
                 arrow = extra
             else:
-                shortcut = extra[1]
-        return S.Residual(label, body, shortcut, arrow, _stmt_span(kw, label))
+                clause = extra
+        return S.Residual(
+            label,
+            body.statements,
+            clause.body.statements if clause else None,
+            arrow,
+            _stmt_span(kw, label),
+            body.braces,
+            clause.keyword if clause else None,
+            clause.body.braces if clause else None,
+        )
 
     residual_arrow = residual
 
-    def shortcut(self, kw: Token, body: tuple[S.Stmt, ...]) -> S.Shortcut:
-        return S.Shortcut(body, span_of_token(kw))
+    def shortcut(self, kw: Token, body: _Body) -> S.Shortcut:
+        return S.Shortcut(body.statements, span_of_token(kw), body.braces)
 
     def merge(self, *children: Any) -> S.Concat:
         label, (kw, body, *arrow) = _take_label(children)
-        return S.Concat(label, body, arrow[0] if arrow else None, _stmt_span(kw, label), str(kw))
+        return S.Concat(
+            label, body.statements, arrow[0] if arrow else None, _stmt_span(kw, label), body.braces, str(kw)
+        )
 
     merge_arrow = merge
 
-    def branch(self, kw: Token, body: tuple[S.Stmt, ...]) -> S.Branch:
-        return S.Branch(body, span_of_token(kw))
+    def branch(self, kw: Token, body: _Body) -> S.Branch:
+        return S.Branch(body.statements, span_of_token(kw), body.braces)
 
-    def expect_stmt(
-        self, target: Token, cmp: Token, value: Token, tol: tuple[float, bool] | None = None
-    ) -> S.Expect:
+    def expect_stmt(self, target: Token, cmp: Token, value: Token, tol: _Tolerance | None = None) -> S.Expect:
         parts = str(target).split(".")
         v: S.Number | S.Dims
         if value.type == "DIMS":
-            v = S.Dims(_dims(value), span_of_token(value))
+            v = S.Dims(*_dims(value), span_of_token(value))
         else:
-            v = S.Number(_number(value), str(value), span_of_token(value))
+            v = S.Number(*_number(value), span_of_token(value))
         op = "=" if str(cmp) == "==" else str(cmp)
         return S.Expect(
             tuple(parts[:-1]),
             parts[-1],
             op,
             v,
-            tol[0] if tol else None,
-            tol[1] if tol else False,
+            tol.value if tol else None,
+            tol.percent if tol else False,
             span_of_token(target),
             span_of_token(value),
+            str(cmp),
+            tol.sign if tol else None,
+            tol.text if tol else None,
         )
+
+
+class _Body(NamedTuple):
+    statements: tuple[S.Stmt, ...]
+    braces: S.Braces
+
+
+class _Clause(NamedTuple):
+    """`shortcut { ... }` right after a residual's body."""
+
+    keyword: Span
+    body: _Body
+
+
+class _Tolerance(NamedTuple):
+    value: float
+    percent: bool
+    sign: str  # as written
+    text: str  # the number as written
 
 
 def _take_label(children: Any) -> tuple[S.Label | None, list[Any]]:
@@ -440,7 +489,8 @@ def _describe_token(tok: Token) -> str:
     return f"'{tok}'"
 
 
-def _unclosed_brace(text: str) -> Span | None:
+def _open_braces(text: str) -> list[tuple[int, int]]:
+    """Line and column of each `{` that no `}` closes, outermost first (comments skipped)."""
     stack: list[tuple[int, int]] = []
     for lineno, text_line in enumerate(source_lines(text), start=1):
         for col, ch in enumerate(text_line.split("#", 1)[0], start=1):
@@ -448,6 +498,11 @@ def _unclosed_brace(text: str) -> Span | None:
                 stack.append((lineno, col))
             elif ch == "}" and stack:
                 stack.pop()
+    return stack
+
+
+def _unclosed_brace(text: str) -> Span | None:
+    stack = _open_braces(text)
     if not stack:
         return None
     line, col = stack[-1]
@@ -641,16 +696,20 @@ class _Lexer:
         except StopIteration:
             return None
         except UnexpectedCharacters as exc:
-            lexer = self.thread.state
-            pos = lexer.line_ctr.char_pos
-            text = getattr(lexer.text, "text", lexer.text)  # lark's TextSlice
-            lexer.line_ctr.feed(text[pos : pos + 1])
-            self.tokens = self.thread.lex(self.state)
+            self.skip_character()
             return exc
         self.last = tok
         return tok
 
-    def jump(self) -> None:
+    def skip_character(self) -> None:
+        """After the lexer raised at a character no token matches: step over it, lex on."""
+        lexer = self.thread.state
+        pos = lexer.line_ctr.char_pos
+        text = getattr(lexer.text, "text", lexer.text)  # lark's TextSlice
+        lexer.line_ctr.feed(text[pos : pos + 1])
+        self.tokens = self.thread.lex(self.state)
+
+    def jump(self) -> tuple[int, int]:
         """Move past characters no token may start with, to the next `;`, brace, comment or line.
 
         Skipping a line of a megabyte of `@` a character at a time would raise
@@ -664,11 +723,13 @@ class _Lexer:
         if stop > pos:
             lexer.line_ctr.feed(text[pos:stop])
             self.tokens = self.thread.lex(self.state)
+        return (lexer.line_ctr.line, lexer.line_ctr.column)  # where the jump ended
 
 
 _RESYNC = re.compile(r"[\n;{}#]")
 _OPENERS = ("LBRACE", "LPAR")
 _CLOSERS = ("RBRACE", "RPAR")
+_NESTING = frozenset(_OPENERS + _CLOSERS)  # the tokens `feed` counts (and checks, for `}`)
 
 
 class _Recovery:
@@ -678,17 +739,21 @@ class _Recovery:
     newline, over any body it opens), and the parser's stacks are unwound to
     the nearest state where a statement may begin: every state of a LALR stack
     is one the parser passed through on the text so far, so the parse goes on
-    as if the broken statement had not been written. A `}` that closes the
-    enclosing body is kept.
+    as if the broken statement had not been written, and an error node takes
+    its place. A `}` that closes the enclosing body is kept. At the end of the
+    text, bodies left open are closed (E002 says where one opened); when the
+    parse stops early (too many errors, too deep), the rest is one error node.
     """
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self.lines = source_lines(text)
         interactive = _parser().parse_interactive(text)
         self.state = interactive.parser_state
         self.table = self.state.parse_conf.states
         self.lexer = _Lexer(interactive.lexer_thread, self.state)
         self.diags: list[Diagnostic] = []
+        self.errors: list[S.ErrorStmt] = []  # the statements skipped, as error nodes
         self.depth = 0  # '{' and '(' on the parser's stack
         self.swallowed_end = False
 
@@ -698,37 +763,74 @@ class _Recovery:
             last = self.diags[-1]
             note = f"archc stops reading a file after {MAX_SYNTAX_ERRORS} syntax errors; there are more"
             self.diags[-1] = last._replace(notes=(*last.notes, note))
-            raise _Stop
+            raise _Stop(_line_of(exc))
         self.diags.append(_syntax_diagnostic(exc, self.text))
 
-    def run(self) -> S.Program | None:
+    def run(self) -> S.Program:
         try:
             return self.parse()
-        except (_TooDeep, _Stop):
-            return None
+        except (_TooDeep, _Stop) as stop:
+            return self.finish(stop.line)
 
-    def parse(self) -> S.Program | None:
-        while (item := self.lexer.next()) is not None:
-            if isinstance(item, UnexpectedCharacters):
-                self.error(item)
-                self.skip(None)
-                continue
+    def parse(self) -> S.Program:
+        lexer, table, stack, feed_token = self.lexer, self.table, self.state.state_stack, self.state.feed_token
+        while True:
+            # The loop of lark's own parser, with `feed`'s checks inlined (the common path is hot).
             try:
-                self.feed(item)
-            except UnexpectedToken as exc:
+                for tok in lexer.tokens:
+                    lexer.last = tok
+                    kind = tok.type
+                    try:
+                        if kind in _NESTING or table[stack[-1]].get(kind) is None:
+                            self.feed(tok)
+                        else:
+                            feed_token(tok)  # it may reduce, then fail: what it reduced is the broken statement
+                    except UnexpectedToken as exc:
+                        self.error(exc)
+                        self.skip(tok, (tok.line or 1, tok.column or 1))
+                        break  # `skip` read on from the lexer: iterate afresh
+                else:
+                    break
+            except UnexpectedCharacters as exc:
+                lexer.skip_character()
                 self.error(exc)
-                self.skip(item)
-        last = self.lexer.last
-        end = Token.new_borrow_pos("$END", "", last) if last is not None else Token("$END", "", 0, 1, 1)
-        try:
-            program: S.Program = self.state.feed_token(end, True)
-        except UnexpectedToken as exc:
-            if not self.swallowed_end:
-                self.error(exc)
-            return None
+                self.skip(exc, (exc.line, exc.column))
+        failed_at = self.simulate("$END")
+        if failed_at is None:
+            return self.end()
+        end = _synthetic("$END", "", self.lexer.last)
+        expected = {t for t in self.table[failed_at] if t.isupper()}
+        at_end = UnexpectedToken(end, expected, state=_At(failed_at))  # type: ignore[no-untyped-call]  # lark's
+        if not self.swallowed_end:
+            self.error(at_end)
+        # an unclosed body keeps what it holds; a statement cut off by the end is an error node
+        unclosed = bool(self.diags) and self.diags[-1].code == "E002"
+        return self.finish(None if unclosed or self.swallowed_end else _line_of(at_end))
+
+    def end(self) -> S.Program:
+        program: S.Program = self.state.feed_token(_synthetic("$END", "", self.lexer.last), True)
         return program
 
     def feed(self, tok: Token) -> None:
+        """Feed a token; UnexpectedToken, with the statements on the stacks intact, if it does not fit.
+
+        LALR's merged lookaheads let a stray `}` reduce a whole body's statements
+        (`}` is what may follow a list of them) before the error shows, and
+        unwinding would then drop them: a `}` that would reduce is tried on the
+        state stack alone first (`simulate`). Any other token that fails reduces
+        at most the statement it breaks, which unwinding drops anyway.
+        """
+        top = self.state.state_stack[-1]
+        action = self.table[top].get(tok.type)
+        if action is None:
+            failed: int | None = top
+        elif tok.type == "RBRACE" and action[0] is not Shift:
+            failed = self.simulate("RBRACE")
+        else:
+            failed = None
+        if failed is not None:
+            expected = {t for t in self.table[failed] if t.isupper()}
+            raise UnexpectedToken(tok, expected, state=_At(failed))  # type: ignore[no-untyped-call]  # lark's
         self.state.feed_token(tok)
         if tok.type in _OPENERS:
             self.depth += 1
@@ -742,20 +844,24 @@ class _Recovery:
                         "sequence is written `repeat N { ... }`",
                     )
                 )
-                raise _TooDeep
+                raise _TooDeep(tok.line or 1)
         elif tok.type in _CLOSERS:
             self.depth -= 1
 
-    def skip(self, bad: Token | None) -> None:
-        """Skip the rest of the statement from `bad`, then unwind the parser to a statement's start."""
+    def skip(self, bad: Token | UnexpectedCharacters, at: tuple[int, int]) -> None:
+        """Skip the rest of the statement from `bad` (at `at`, a line and column), unwind the
+        parser to a statement's start, and put an error node where the statement stood."""
         pending: Token | None = None
-        if bad is not None and bad.type == "RBRACE":
+        end = (at[0], at[1] + 1)
+        if isinstance(bad, Token) and bad.type == "RBRACE":
             pending = bad  # `}` after a broken statement still closes its body
         else:
             balance = 0
             item: Token | UnexpectedCharacters | None = bad
             while True:
                 if isinstance(item, Token):
+                    if item.type not in ("_NL", "SEMICOLON"):
+                        end = (item.end_line or end[0], item.end_column or end[1])
                     if item.type == "LBRACE":
                         balance += 1
                     elif item.type == "RBRACE":
@@ -766,46 +872,147 @@ class _Recovery:
                     elif item.type in ("_NL", "SEMICOLON") and balance == 0:
                         break
                 elif item is not None:  # a character no token matches: jump over the rest of them
-                    self.lexer.jump()
+                    end = self.lexer.jump()
                 item = self.lexer.next()
                 if item is None:
                     # the skipped statement opened a body that never closes: that error
                     # is the one reported, not a second "unclosed '{'" at the end
                     self.swallowed_end = balance > 0
                     break
-        self.unwind()
-        if pending is not None:
-            try:
-                self.feed(pending)
-            except UnexpectedToken:  # a `}` that closes nothing (LALR's merged lookaheads let it reduce first)
-                self.unwind()
+        start = min(at, self.unwind())
+        self.errors.append(S.ErrorStmt(Span(start[0], start[1], *max(end, start))))
+        if pending is not None and self.accepts("RBRACE"):
+            self.feed(pending)  # else: a `}` that closes nothing, dropped
 
-    def unwind(self) -> None:
-        """Pop the parser's stacks to the nearest state where a statement may begin."""
+    def accepts(self, token_type: str) -> bool:
+        """Whether the parser would take a token of this type (`$END`: whether the text may end here)."""
+        return self.simulate(token_type) is None
+
+    def simulate(self, token_type: str) -> int | None:
+        """Feed a token of this type to a copy of the state stack, reductions done without their
+        callbacks: None if it would be taken, else the state where it would fail.
+
+        A token LALR's merged lookaheads let in can reduce what is on the stack
+        before the error shows, and lark's callbacks reuse the lists of the
+        values they reduce: a failed feed cannot be undone, so it is tried here.
+        """
+        base = self.state.state_stack  # read, never changed: the simulated stack is base[:depth] + extra
+        depth, extra = len(base), list[int]()
+        end_state = self.state.parse_conf.end_state
+        table = self.table
+        while True:
+            top = extra[-1] if extra else base[depth - 1]
+            action = table[top].get(token_type)
+            if action is None:
+                failed: int = top
+                return failed
+            kind, rule = action
+            if kind is Shift:
+                return None
+            size = len(rule.expansion)
+            if size:
+                from_extra = min(size, len(extra))
+                del extra[len(extra) - from_extra :]
+                depth -= size - from_extra
+            top = extra[-1] if extra else base[depth - 1]
+            extra.append(table[top][rule.origin.name][1])
+            if token_type == "$END" and extra[-1] == end_state:
+                return None
+
+    def unwind(self) -> tuple[int, int]:
+        """Pop the parser's stacks to the nearest state where a statement may begin;
+        return where what was popped begins (line, column; far away if nothing was)."""
         states, values = self.state.state_stack, self.state.value_stack
+        first = _FAR
         while len(states) > 1 and "NETWORK" not in self.table[states[-1]]:
             states.pop()
             value = values.pop()
             if isinstance(value, Token) and value.type in _OPENERS:
                 self.depth -= 1
+            first = min(first, _first_position(value))
+        return first
+
+    def finish(self, rest_from: int | None) -> S.Program:
+        """The tree of what parsed: the bodies left open closed, and from `rest_from` (a line)
+        to the end one error node."""
+        first = self.unwind()
+        if rest_from is not None:
+            start = min(first, (rest_from, 1))
+            if start == (rest_from, 1):  # from the first code of that line
+                start = (rest_from, _code_span(self.lines, rest_from, rest_from).column)
+            last_line = max(start[0], _last_code_line(self.lines))
+            end = _code_span(self.lines, last_line, last_line)
+            self.errors.append(S.ErrorStmt(Span(start[0], start[1], end.end_line, end.end_column)))
+        brace = _synthetic("RBRACE", "}", self.lexer.last)
+        for _ in range(MAX_DEPTH + 2):  # one `}` for each body still open
+            if self.accepts("$END"):
+                return self.end()
+            if not self.accepts("RBRACE"):
+                break
+            self.state.feed_token(brace)
+        return S.Program(())  # pragma: no cover - closing every body always ends the parse
+
+
+def _synthetic(kind: str, text: str, after: Token | None) -> Token:
+    """A token the text lacks (the end, a `}` closing what the text left open), placed at its last token."""
+    return Token.new_borrow_pos(kind, text, after) if after is not None else Token(kind, text, 0, 1, 1)
+
+
+class _At(NamedTuple):
+    """Where a token would fail, as `_match_label` reads lark's parser state: its `position`."""
+
+    position: int
+
+
+def _line_of(exc: UnexpectedInput) -> int:
+    tok = getattr(exc, "token", None)
+    return (tok.line if tok is not None and tok.line else None) or getattr(exc, "line", None) or 1
+
+
+_FAR = (1 << 62, 1)
+
+
+def _first_position(value: Any) -> tuple[int, int]:
+    """Where something on the parser's value stack begins (line, column; `_FAR` if it does not say)."""
+    if isinstance(value, Token):
+        return (value.line, value.column or 1) if value.line else _FAR
+    span = getattr(value, "span", None)
+    if isinstance(span, Span):
+        return (span.line, span.column)
+    if isinstance(value, _Body):
+        return (value.braces.open.line, value.braces.open.column)
+    if isinstance(value, _Clause):
+        return (value.keyword.line, value.keyword.column)
+    children = getattr(value, "children", value)  # lark's Tree of an inlined rule, or a tuple
+    if isinstance(children, (tuple, list)):
+        return min((_first_position(v) for v in children), default=_FAR)
+    return _FAR
 
 
 class _TooDeep(Exception):
     """Nesting past MAX_DEPTH: the parse stops (E142 is recorded)."""
 
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
 
 class _Stop(Exception):
     """Too many syntax errors: the parse stops (a note on the last says so)."""
 
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
 
 class Parsed(NamedTuple):
-    program: S.Program | None  # None when there is any error
+    program: S.Program  # with an error node for each statement that failed
     diagnostics: list[Diagnostic]
-    omitted: int  # errors found but not described (numbers out of range, past MAX_SYNTAX_ERRORS)
+    omitted: int  # errors found but not described (numbers out of range past MAX_SYNTAX_ERRORS)
 
 
-def parse_counted(text: str) -> Parsed:
-    """`parse`, also saying how many errors were found past those described."""
+def parse_tree(text: str) -> Parsed:
+    """`syntax_tree`, also saying how many errors were found past those described."""
     _FOUND.numbers = []
     try:
         recovery = _Recovery(text)
@@ -813,17 +1020,131 @@ def parse_counted(text: str) -> Parsed:
         numbers = _FOUND.numbers
     finally:
         _FOUND.numbers = []
-    diags = recovery.diags + numbers[: max(0, MAX_SYNTAX_ERRORS - len(recovery.diags))]
-    omitted = len(numbers) - (len(diags) - len(recovery.diags))
-    return Parsed(None if diags else program, diags, omitted)
+    kept = numbers[: max(0, MAX_SYNTAX_ERRORS - len(recovery.diags))]
+    statements = _with_errors(program.statements, recovery.errors)
+    return Parsed(S.Program(statements, _comments(text)), recovery.diags + kept, len(numbers) - len(kept))
+
+
+def syntax_tree(text: str) -> tuple[S.Program, list[Diagnostic]]:
+    """The syntax tree of any text, and its errors (the same ones `parse` gives).
+
+    A statement that failed to parse is an `ErrorStmt` where it stood, in the
+    body around it, so that everything else in the file is still there:
+
+    >>> prog, errs = syntax_tree("input 8x8x3\\nconv K=\\nrelu\\n")
+    >>> [type(s).__name__ for s in prog.statements], [e.code for e in errs]
+    (['InputDecl', 'ErrorStmt', 'LayerStmt'], ['E001'])
+
+    Where the parse stops (too many errors, too deep), the tree keeps the
+    statements before, the bodies they leave open closed where the text
+    ends, and one error node from there to the end; an unclosed `{` keeps
+    its body.
+    """
+    parsed = parse_tree(text)
+    return parsed.program, parsed.diagnostics
+
+
+def _last_code_line(lines: list[str]) -> int:
+    """The number of the last line with code on it (0 if none has)."""
+    for i in range(len(lines), 0, -1):
+        if lines[i - 1].split("#", 1)[0].strip():
+            return i
+    return 0
+
+
+def _code_span(lines: list[str], first: int, last: int) -> Span:
+    """From the first character of code on line `first` to the end of the code on line `last`."""
+    head = lines[first - 1] if 1 <= first <= len(lines) else ""
+    tail = lines[last - 1].split("#", 1)[0].rstrip() if 1 <= last <= len(lines) else ""
+    column = len(head) - len(head.lstrip()) + 1
+    end_line, end_column = (last, len(tail) + 1) if last >= first and tail else (first, column)
+    return Span(line=first, column=column, end_line=end_line, end_column=end_column)
+
+
+def _pos(span: Span) -> tuple[int, int]:
+    return (span.line, span.column)
+
+
+def _with_errors(stmts: tuple[S.Stmt, ...], errors: list[S.ErrorStmt]) -> tuple[S.Stmt, ...]:
+    """`stmts` with each error node where it begins: in the innermost body around it."""
+    if not errors:
+        return stmts
+    pending = sorted(errors, key=lambda e: _pos(e.span))
+    out: list[S.Stmt] = []
+    for st in stmts:
+        inside = [e for e in pending if _in_body(st, _pos(e.span))]
+        if inside:
+            st = _with_errors_inside(st, inside)
+            pending = [e for e in pending if e not in inside]
+        while pending and _pos(pending[0].span) < _pos(st.span):
+            out.append(pending.pop(0))
+        out.append(st)
+    return (*out, *pending)
+
+
+def _braces(st: S.Stmt) -> list[S.Braces]:
+    """Where the bodies of a statement stand."""
+    if isinstance(st, S.Residual) and st.shortcut_braces is not None:
+        return [st.braces, st.shortcut_braces]
+    if isinstance(st, (S.BlockDef, S.Repeat, S.Residual, S.Shortcut, S.Concat, S.Branch)):
+        return [st.braces]
+    return []
+
+
+def _inside(braces: S.Braces, at: tuple[int, int]) -> bool:
+    return _pos(braces.open) < at < _pos(braces.close)
+
+
+def _in_body(st: S.Stmt, at: tuple[int, int]) -> bool:
+    return any(_inside(braces, at) for braces in _braces(st))
+
+
+def _with_errors_inside(st: S.Stmt, errors: list[S.ErrorStmt]) -> S.Stmt:
+    def place(stmts: tuple[S.Stmt, ...], braces: S.Braces) -> tuple[S.Stmt, ...]:
+        return _with_errors(stmts, [e for e in errors if _inside(braces, _pos(e.span))])
+
+    if isinstance(st, S.Residual):
+        shortcut = st.shortcut
+        if shortcut is not None and st.shortcut_braces is not None:
+            shortcut = place(shortcut, st.shortcut_braces)
+        return st._replace(body=place(st.body, st.braces), shortcut=shortcut)
+    if isinstance(st, S.Concat):
+        return st._replace(branches=place(st.branches, st.braces))
+    if isinstance(st, S.BlockDef):
+        return st._replace(body=place(st.body, st.braces))
+    if isinstance(st, S.Repeat):
+        return st._replace(body=place(st.body, st.braces))
+    if isinstance(st, S.Shortcut):
+        return st._replace(body=place(st.body, st.braces))
+    if isinstance(st, S.Branch):
+        return st._replace(body=place(st.body, st.braces))
+    return st
+
+
+_COMMENT = re.compile(r"#[^\n]*")  # the grammar's COMMENT: the language has no strings to hide a '#'
+
+
+def _comments(text: str) -> tuple[S.Comment, ...]:
+    found = []
+    line, line_start, pos = 1, 0, 0
+    for m in _COMMENT.finditer(text):
+        newlines = text.count("\n", pos, m.start())
+        if newlines:
+            line += newlines
+            line_start = text.rfind("\n", pos, m.start()) + 1
+        pos = m.start()
+        column = pos - line_start + 1
+        found.append(S.Comment(m.group(), Span(line, column, line, column + len(m.group()))))
+    return tuple(found)
 
 
 def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
-    """Parse a whole file; on errors (syntax, numbers, nesting), return None and the errors found.
+    """Parse a whole file; on errors (syntax, numbers, nesting), return None and the errors found
+    (`syntax_tree` keeps what parsed).
 
     >>> prog, errs = parse("input 227x227x3\\nconv K=96 F=11 S=4\\n")
     >>> [type(s).__name__ for s in prog.statements], errs
     (['InputDecl', 'LayerStmt'], [])
     """
-    parsed = parse_counted(text)
-    return parsed.program, parsed.diagnostics
+    program, diags = syntax_tree(text)
+    return (None, diags) if diags else (program, diags)

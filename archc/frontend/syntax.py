@@ -4,6 +4,13 @@ Every node carries the `Span` of the text it came from. The tree is what the
 user wrote, nothing resolved yet: block calls, repeats and expressions are
 elaborated into the layer graph by `archc.frontend.elaborate`.
 
+It is lossless enough to print the file again (`archc fmt` prints from it):
+numbers, shapes, comparisons and tolerances keep their text as written,
+expressions the parentheses written around them, bodies the places of their
+braces, and the `Program` every comment with its place. A text with syntax
+errors still has a tree: each statement that failed to parse is an
+`ErrorStmt` where it stood.
+
 These are typed NamedTuples rather than pydantic models or dataclasses: a
 100,000-line spec makes millions of them, `archc check` must start fast (a
 NamedTuple class is created about six times faster than a dataclass), and
@@ -21,19 +28,24 @@ from archc.ir import Span
 
 
 # --- expressions ---------------------------------------------------------------
+# Every expression counts the pairs of parentheses written around it: `((K))` is Ref K
+# with parens=2. Its span leaves them out (so carets stay where they always were).
 class Number(NamedTuple):
     """An integer or float literal; `text` keeps what was written (for `expect` rounding)."""
 
     value: int | float
     text: str
     span: Span
+    parens: int = 0
 
 
 class Dims(NamedTuple):
-    """`HxW` or `HxWxC`, written as one token."""
+    """`HxW` or `HxWxC`, written as one token; `text` as written (`3 x 3`, `3×3`)."""
 
     value: tuple[int, ...]
+    text: str
     span: Span
+    parens: int = 0
 
 
 class Ref(NamedTuple):
@@ -41,6 +53,7 @@ class Ref(NamedTuple):
 
     name: str
     span: Span
+    parens: int = 0
 
 
 class BinOp(NamedTuple):
@@ -48,11 +61,13 @@ class BinOp(NamedTuple):
     left: Expr
     right: Expr
     span: Span
+    parens: int = 0
 
 
 class Neg(NamedTuple):
     operand: Expr
-    span: Span
+    span: Span  # the operand's: the `-` is not in it
+    parens: int = 0
 
 
 Expr = Number | Dims | Ref | BinOp | Neg
@@ -65,10 +80,18 @@ class Label(NamedTuple):
 
 
 class ShapeLit(NamedTuple):
-    """The shape after `->` or `input`: `55x55x96` or `4096`."""
+    """The shape after `->` or `input`: `55x55x96` or `4096`; `text` as written."""
 
     dims: tuple[int, ...]
+    text: str
     span: Span
+
+
+class Braces(NamedTuple):
+    """Where a body's `{` and `}` stand."""
+
+    open: Span
+    close: Span
 
 
 class KeyArg(NamedTuple):
@@ -109,6 +132,7 @@ class BlockDef(NamedTuple):
     params: tuple[Param, ...]
     body: tuple[Stmt, ...]
     span: Span  # the block's name
+    braces: Braces
 
 
 class Repeat(NamedTuple):
@@ -117,6 +141,7 @@ class Repeat(NamedTuple):
     body: tuple[Stmt, ...]
     arrow: ShapeLit | None
     span: Span
+    braces: Braces
 
 
 class Residual(NamedTuple):
@@ -125,6 +150,9 @@ class Residual(NamedTuple):
     shortcut: tuple[Stmt, ...] | None
     arrow: ShapeLit | None
     span: Span
+    braces: Braces
+    shortcut_keyword: Span | None  # with the shortcut: where `shortcut` and its braces stand
+    shortcut_braces: Braces | None
 
 
 class Shortcut(NamedTuple):
@@ -132,6 +160,7 @@ class Shortcut(NamedTuple):
 
     body: tuple[Stmt, ...]
     span: Span
+    braces: Braces
 
 
 class Concat(NamedTuple):
@@ -141,12 +170,14 @@ class Concat(NamedTuple):
     branches: tuple[Stmt, ...]
     arrow: ShapeLit | None
     span: Span
+    braces: Braces
     op: str = "concat"  # the keyword: concat, add or multiply (the kind of the node it makes)
 
 
 class Branch(NamedTuple):
     body: tuple[Stmt, ...]
     span: Span
+    braces: Braces
 
 
 class Expect(NamedTuple):
@@ -160,10 +191,31 @@ class Expect(NamedTuple):
     tolerance_is_percent: bool
     span: Span  # the target
     value_span: Span
+    written_op: str  # as written: `==` is op `=`
+    tolerance_sign: str | None  # as written: `±`, `+-` or `+/-`
+    tolerance_text: str | None  # the number as written
+
+
+class ErrorStmt(NamedTuple):
+    """A statement that failed to parse (the parser reported why), or, when recovery gave
+    up, everything from there to the end of the file. Only in the tree of a text with
+    syntax errors; `span` covers its code, comments left out."""
+
+    span: Span
 
 
 Stmt = (
-    NetworkDecl | InputDecl | LayerStmt | BlockDef | Repeat | Residual | Shortcut | Concat | Branch | Expect
+    NetworkDecl
+    | InputDecl
+    | LayerStmt
+    | BlockDef
+    | Repeat
+    | Residual
+    | Shortcut
+    | Concat
+    | Branch
+    | Expect
+    | ErrorStmt
 )
 
 
@@ -188,5 +240,13 @@ def walk(stmts: Sequence[Stmt]) -> Iterator[Stmt]:
             stack.append(iter(inner))
 
 
+class Comment(NamedTuple):
+    """`# ...` to the end of its line, as written (with the carriage return of a CRLF line)."""
+
+    text: str
+    span: Span
+
+
 class Program(NamedTuple):
     statements: tuple[Stmt, ...]
+    comments: tuple[Comment, ...] = ()  # in source order

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict
@@ -206,21 +207,46 @@ class Graph(Frozen):
     output: str  # name of the node producing the network output
     blocks: dict[str, Block] = {}  # the block definitions, by name
     steps: tuple[Step, ...] = ()  # the top-level body, in local names
+    # False when the spec had errors: then the graph holds what could be elaborated, and
+    # nodes after a failed statement read an input that no node produces.
+    complete: bool = True
 
-    def node(self, name: str) -> Node:
-        return self._nodes_by_name[name]
-
-    def scope(self, path: str) -> Scope | None:
-        """The scope at `path`, or None (a lookup: 20,000 `-> shape` on repeat copies made a scan each quadratic)."""
-        return self._scopes_by_path.get(path)
-
-    @functools.cached_property
-    def _nodes_by_name(self) -> dict[str, Node]:
+    # Lookups by name, built once on first use. Cached properties, not fields:
+    # they stay out of the IR's JSON and out of validation.
+    @cached_property
+    def nodes_by_name(self) -> dict[str, Node]:
         return {n.name: n for n in self.nodes}
 
-    @functools.cached_property
-    def _scopes_by_path(self) -> dict[str, Scope]:
+    @cached_property
+    def scopes_by_path(self) -> dict[str, Scope]:
         return {s.path: s for s in self.scopes}
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """Each node's index in `nodes` (forward order)."""
+        return {n.name: i for i, n in enumerate(self.nodes)}
+
+    def node(self, name: str) -> Node:
+        """The node called `name`; KeyError if there is none."""
+        return self.nodes_by_name[name]
+
+    def scope(self, path: str) -> Scope:
+        """The scope at `path`; KeyError if there is none."""
+        return self.scopes_by_path[path]
+
+    def parent_scope(self, path: str) -> str:
+        """The innermost scope enclosing `path` (a scope or a node's scope), "" at the top level.
+
+        >>> g = Graph.model_construct(scopes=(Scope.model_construct(path="layer1"),))
+        >>> g.parent_scope("layer1.0"), g.parent_scope("layer1"), g.parent_scope("fc")
+        ('layer1', '', '')
+        """
+        cut = path.rfind(".")
+        while cut > 0:
+            if path[:cut] in self.scopes_by_path:
+                return path[:cut]
+            cut = path.rfind(".", 0, cut)
+        return ""
 
 
 def verify(graph: Graph, arities: Mapping[str, int]) -> Graph:
@@ -230,10 +256,13 @@ def verify(graph: Graph, arities: Mapping[str, int]) -> Graph:
     order is topological), every kind is one of `arities` (kind -> inputs
     it takes, 0 for one or more; `archc.kinds.verify` passes the registry's)
     with that many inputs, the input shape has its layout's dimensions,
-    scopes list existing nodes, and the output exists. Returns the
+    scopes list existing nodes as one unbroken run of the node order
+    (per-scope totals are sums over that run), and the output exists. Returns the
     re-validated graph; raises ValueError (pydantic's ValidationError is one).
     """
     checked = Graph.model_validate(graph.model_dump())
+    if not checked.complete:
+        raise ValueError("the graph is incomplete: its spec has errors")
     shape = checked.input_shape
     if len(shape.dims) != len(shape.layout.axes):
         raise ValueError(f"input {shape.dims} does not have the {len(shape.layout.axes)} dims of {shape.layout}")
@@ -253,6 +282,9 @@ def verify(graph: Graph, arities: Mapping[str, int]) -> Graph:
     for scope in checked.scopes:
         if not set(scope.nodes) <= seen or scope.output not in seen:
             raise ValueError(f"scope {scope.path} lists unknown nodes")
+        first = checked.positions[scope.nodes[0]] if scope.nodes else 0
+        if tuple(n.name for n in checked.nodes[first : first + len(scope.nodes)]) != scope.nodes:
+            raise ValueError(f"the nodes of scope {scope.path} are not one run of the node order")
     if checked.output not in seen:
         raise ValueError(f"output {checked.output} is not a node")
     return checked

@@ -11,8 +11,8 @@ the user writes dimensions (`input`, `->`, `expect ... output`) the rule is
 
 >>> Layout.IMAGE.spatial_axes, Layout.IMAGE.physical_order(), Layout.IMAGE.channel_axis()
 ('HW', (2, 0, 1), 1)
->>> written_layout((227, 227, 3)), written_layout((4096,)), written_layout((16, 768))
-(<Layout.IMAGE: 'HxWxC'>, <Layout.FLAT: 'N'>, None)
+>>> written_layout((227, 227, 3)), written_layout((4096,)), written_layout((16000, 1))
+(<Layout.IMAGE: 'HxWxC'>, <Layout.FLAT: 'N'>, <Layout.SEQUENCE: 'LxC'>)
 """
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ _NOUNS = {
     Layout.TOKENS: "token ids",
 }
 
-# The contract's rule, "the number of dimensions written says the layout", for the
-# forms the language has today (v2 adds LxC and DxHxWxC here, and `T tokens`).
-WRITTEN = {1: Layout.FLAT, 3: Layout.IMAGE}
+# The contract's rule, "the number of dimensions written says the layout" (v2's
+# `T tokens` is written with its word, not by a count).
+WRITTEN = {1: Layout.FLAT, 2: Layout.SEQUENCE, 3: Layout.IMAGE, 4: Layout.VOLUME}
 
 
 def written_layout(dims: tuple[int, ...]) -> Layout | None:

@@ -1,7 +1,9 @@
 """The layer kinds: one `KINDS` table, filled by one module per family.
 
-`windows` (conv and pooling), `dense` (fc, flatten), `norms`, `activations`
-(element-wise kinds as table rows) and `merges` (residual add, concat);
+`windows` (conv and pooling), `resampling` (convtranspose, upsample, crop),
+`dense` (fc, flatten), `norms` (batchnorm, layernorm, lrn, layerscale),
+`activations` (element-wise kinds as table rows, and droppath) and `merges`
+(add, multiply, concat);
 `kind` holds what they share. `apply` is how the analysis applies a kind to
 its inputs; `tensors` lists a network's tensors from the kinds' declarations.
 
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 
 from archc.ir import Graph, Layout, Shape
 from archc.ir import verify as verify_structure
-from archc.kinds import activations, dense, merges, norms, windows
+from archc.kinds import activations, dense, merges, norms, resampling, windows
 from archc.kinds.kind import REQUIRED as REQUIRED
 from archc.kinds.kind import Applied as Applied
 from archc.kinds.kind import Attrs as Attrs
@@ -45,8 +47,10 @@ from archc.kinds.windows import uneven_division as uneven_division
 from archc.kinds.windows import window_explain as window_explain
 
 KINDS: dict[str, LayerKind] = {
-    k.name: k for family in (windows, dense, norms, activations, merges) for k in family.KINDS
+    k.name: k for family in (windows, resampling, dense, norms, activations, merges) for k in family.KINDS
 }
+# The words CHOICE keys take (`mode=nearest`, `approx=tanh`): values, as `same` and `true` are.
+CHOICE_WORDS = frozenset(word for k in KINDS.values() for key in k.keys for word in key.choices)
 
 USER_KINDS = tuple(name for name, k in KINDS.items() if k.user)
 
@@ -62,13 +66,18 @@ def apply(kind: LayerKind, attrs: Attrs, ins: Sequence[Shape]) -> tuple[Shape, W
         if shape.layout not in kind.traits.layouts:
             raise _wrong_layout(kind, shape)
     kind.check(attrs, ins)
-    window = windows.resolve_window(attrs, ins[0], kind) if kind.traits.window in _WINDOWED else None
+    window = None
+    if kind.traits.window in _WINDOWED:
+        window = windows.resolve_window(attrs, ins[0], kind)
+    elif kind.traits.window is WindowKind.TRANSPOSED:
+        window = resampling.resolve_transposed(attrs, ins[0], kind)
     return kind.infer(attrs, ins, window), window
 
 
 def _wrong_layout(kind: LayerKind, shape: Shape) -> ShapeError:
     accepted = sorted(kind.traits.layouts, key=list(Layout).index)
-    forms = " or ".join(layout.value for layout in accepted)
+    names = [layout.value for layout in accepted]
+    forms = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     spatial = all(layout.spatial_rank for layout in accepted)
     needs = f"a spatial input ({forms})" if spatial else f"an input of {forms}"
     hint = "put it before the first fc/flatten" if spatial and shape.layout is Layout.FLAT else None

@@ -1,4 +1,4 @@
-"""Element-wise kinds, as a table: each row is a kind and its lowering to PyTorch and ONNX.
+"""Element-wise kinds, as a table: each row is a kind and its lowering to PyTorch and ONNX; and droppath.
 
 A row needs no code: the shape is kept, nothing is learned, and each back-end
 has one handler that reads the row (`Elementwise`): the `nn` module and the
@@ -8,7 +8,7 @@ keys it takes, the ONNX op and its attributes.
 from __future__ import annotations
 
 from archc.kinds.kind import (
-    FLAT_OR_SPATIAL,
+    ANY_FEATURES,
     Elementwise,
     Family,
     Key,
@@ -19,7 +19,7 @@ from archc.kinds.kind import (
     same_shape,
 )
 
-_TRAITS = Traits(Family.ELEMENTWISE, FLAT_OR_SPATIAL)
+_TRAITS = Traits(Family.ELEMENTWISE, ANY_FEATURES)
 
 # name, doc, lowering, keys, positional key, example
 _ROWS: tuple[tuple[str, str, Elementwise, tuple[Key, ...], str | None, str], ...] = (
@@ -44,12 +44,42 @@ _ROWS: tuple[tuple[str, str, Elementwise, tuple[Key, ...], str | None, str], ...
     ("tanh", "tanh(x)", Elementwise("nn.Tanh", "Tanh"), (), None, "tanh"),
     (
         "gelu",
-        "x * Phi(x) (exact, erf form)",
-        # ONNX's default approximate="none" is the erf form, as nn.GELU()'s
-        Elementwise("nn.GELU", "Gelu"),
+        "x * Phi(x): exact (erf) form, or its tanh approximation with approx=tanh",
+        # ONNX's approximate="none" is the erf form, nn.GELU()'s default; both name the other "tanh"
+        Elementwise(
+            "nn.GELU",
+            "Gelu",
+            args=(KeyArg("approx", "approximate", "none", "approximate"),),
+        ),
+        (Key("approx", KeyType.CHOICE, "none", doc="none (erf) or tanh", choices=("none", "tanh")),),
+        None,
+        "gelu approx=tanh",
+    ),
+    (
+        "silu",
+        "x * sigmoid(x) (swish)",
+        # ONNX's Swish came in opset 24; x * Sigmoid(x) runs at every opset archc writes
+        Elementwise("nn.SiLU", "Sigmoid", onnx_gate=True),
         (),
         None,
-        "gelu",
+        "silu",
+    ),
+    (
+        "hardswish",
+        "x * relu6(x + 3) / 6",
+        # x * HardSigmoid(x) with PyTorch's slope: ONNX's HardSwish needs opset 14, this runs at 13
+        Elementwise("nn.Hardswish", "HardSigmoid", onnx_attrs=(("alpha", 1 / 6), ("beta", 0.5)), onnx_gate=True),
+        (),
+        None,
+        "hardswish",
+    ),
+    (
+        "hardsigmoid",
+        "relu6(x + 3) / 6 (PyTorch's slope 1/6; ONNX's HardSigmoid defaults to 0.2)",
+        Elementwise("nn.Hardsigmoid", "HardSigmoid", onnx_attrs=(("alpha", 1 / 6), ("beta", 0.5))),
+        (),
+        None,
+        "hardsigmoid",
     ),
     (
         "softmax",
@@ -70,16 +100,28 @@ _ROWS: tuple[tuple[str, str, Elementwise, tuple[Key, ...], str | None, str], ...
     ),
 )
 
-KINDS = tuple(
+KINDS = (
+    *(
+        LayerKind(
+            name,
+            doc,
+            same_shape,
+            _TRAITS,
+            example=example,
+            keys=keys,
+            positional=positional,
+            elementwise=lowering,
+        )
+        for name, doc, lowering, keys, positional, example in _ROWS
+    ),
+    # Not a row: PyTorch has no module for it (the generated file brings a small DropPath class).
     LayerKind(
-        name,
-        doc,
+        "droppath",
+        "Stochastic depth with probability p: drops whole samples in training; the identity at inference.",
         same_shape,
         _TRAITS,
-        example=example,
-        keys=keys,
-        positional=positional,
-        elementwise=lowering,
-    )
-    for name, doc, lowering, keys, positional, example in _ROWS
+        example="droppath 0.2",
+        keys=(Key("p", KeyType.PROB, 0.1, doc="drop probability"),),
+        positional="p",
+    ),
 )

@@ -1,17 +1,19 @@
 """Dense kinds: fc (fully connected) and flatten.
 
-On an image, both flatten first, channels outermost (C,H,W order), as a
-PyTorch network flattens an NCHW tensor: `flattens` says when, and the
-back-ends ask it too.
+On an image or a volume, both flatten first, channels outermost (C,H,W
+order), as a PyTorch network flattens an NCHW tensor: `flattens` says when,
+and the back-ends ask it too. On a sequence (`LxC`) fc acts on every
+position (`LxC` -> `LxN`), as `nn.Linear` does on a sequence's last axis;
+flatten turns any layout into `N`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from archc.ir import Shape
+from archc.ir import Layout, Shape
 from archc.kinds.kind import (
-    FLAT_OR_SPATIAL,
+    ANY_FEATURES,
     Applied,
     Attrs,
     Counts,
@@ -31,16 +33,28 @@ from archc.kinds.kind import (
 
 
 def flattens(shape: Shape) -> bool:
-    """Whether fc and flatten lay this input out flat first (an image: C*H*W features)."""
-    return shape.is_spatial
+    """Whether fc lays this input out flat first (an image: C*H*W features); a sequence it applies per position."""
+    return shape.is_spatial and not per_position_fc(shape)
+
+
+def per_position_fc(shape: Shape) -> bool:
+    """Whether fc acts on every position of this input (a sequence, `LxC` -> `LxN`)."""
+    return shape.layout is Layout.SEQUENCE
+
+
+def fc_inputs(shape: Shape) -> int:
+    """The features one application of fc reads: C per position of a sequence, else all of them."""
+    return shape.channels if per_position_fc(shape) else shape.numel
 
 
 def _fc_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
+    if per_position_fc(ins[0]):
+        return ins[0].resized(ins[0].spatial, attrs["N"])
     return Shape.flat(attrs["N"])
 
 
 def _fc_tensors(layer: Applied) -> tuple[Tensor, ...]:
-    n_in, n = layer.ins[0].numel, layer.attrs["N"]
+    n_in, n = fc_inputs(layer.ins[0]), layer.attrs["N"]
     weight = Tensor("weight", (n, n_in), Role.WEIGHT, Init.KAIMING_UNIFORM, n_in)  # nn.Linear's [out, in]
     if not layer.attrs["bias"]:
         return (weight,)
@@ -49,13 +63,20 @@ def _fc_tensors(layer: Applied) -> tuple[Tensor, ...]:
 
 def _fc_explain(layer: Applied, counts: Counts) -> list[Line]:
     shape = layer.ins[0]
+    n = layer.attrs["N"]
     n_in = "*".join(str(d) for d in shape.dims)
     bias = f" + {counts.biases:,} biases" if layer.attrs["bias"] else " (no bias)"
     lines = []
     if flattens(shape):
         order = shape.layout.flat_order()
         lines.append(Line(Topic.SHAPE, f"flatten {shape.text()} -> {shape.numel:,} inputs ({order} order)"))
-    lines.append(Line(Topic.PARAMS, f"({n_in})*{layer.attrs['N']} = {counts.weights:,} weights{bias}"))
+    if per_position_fc(shape):
+        (length,) = shape.spatial
+        lines.append(Line(Topic.SHAPE, f"at each of the {length:,} positions: {shape.channels} -> {n} features"))
+        lines.append(Line(Topic.PARAMS, f"{shape.channels}*{n} = {counts.weights:,} weights{bias}"))
+        lines.append(Line(Topic.MACS, f"{length:,} positions * {shape.channels}*{n} = {counts.macs:,} MACs"))
+        return lines
+    lines.append(Line(Topic.PARAMS, f"({n_in})*{n} = {counts.weights:,} weights{bias}"))
     lines.append(Line(Topic.MACS, f"{counts.macs:,} MACs"))
     return lines
 
@@ -67,9 +88,10 @@ def _flatten_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) ->
 KINDS = (
     LayerKind(
         "fc",
-        "Fully connected layer with N outputs; flattens a spatial input first (C,H,W order).",
+        "Fully connected layer with N outputs; flattens an image or volume first (C,H,W order); "
+        "on a sequence LxC it acts on every position (LxN).",
         _fc_infer,
-        Traits(Family.DENSE, FLAT_OR_SPATIAL, mixes_positions=True),
+        Traits(Family.DENSE, ANY_FEATURES, mixes_positions=True),
         example="fc 10 bias=false",
         keys=(
             Key("N", KeyType.POS_INT, doc="number of outputs"),
@@ -82,9 +104,9 @@ KINDS = (
     ),
     LayerKind(
         "flatten",
-        "Flattens HxWxC to H*W*C (C,H,W order).",
+        "Flattens any layout to N, channels outermost: HxWxC to H*W*C (C,H,W order).",
         _flatten_infer,
-        Traits(Family.RESHAPE, FLAT_OR_SPATIAL, mixes_positions=True),
+        Traits(Family.RESHAPE, ANY_FEATURES, mixes_positions=True),
         example="flatten",
     ),
 )

@@ -24,16 +24,18 @@ Attrs = dict[str, Any]
 
 
 class KeyType(StrEnum):
-    SIZES = "n or HxW (positive)"  # one size for every spatial dim, or one per dim
+    SIZES = "n or HxW (positive)"  # one size for every spatial dim, or one per dim (L, HxW, DxHxW)
     PAD = "n, HxW or same"
+    OFFSETS = "n or HxW (non-negative)"  # as SIZES, zero allowed, no `same` (convtranspose's P and O)
     POS_INT = "positive integer"
     FLOAT = "number"
     POS_FLOAT = "positive number"
     PROB = "probability in [0, 1)"
     BOOL = "true or false"
+    CHOICE = "one of its words"  # `mode=nearest`: the words are the key's `choices`
 
 
-PER_DIMENSION = (KeyType.SIZES, KeyType.PAD)  # keys written `n` or one value per spatial dim
+PER_DIMENSION = (KeyType.SIZES, KeyType.PAD, KeyType.OFFSETS)  # keys written `n` or one value per spatial dim
 _WRITTEN_RANKS = written_spatial_ranks()  # how many values a per-dimension key may list
 REQUIRED = object()
 
@@ -43,6 +45,7 @@ class Key(NamedTuple):
     type: KeyType
     default: Any = REQUIRED
     doc: str = ""
+    choices: tuple[str, ...] = ()  # the words a CHOICE key takes (`nearest`, `linear`)
 
     @property
     def required(self) -> bool:
@@ -70,7 +73,11 @@ class Counts(NamedTuple):
 
 
 class Window(NamedTuple):
-    """The resolved geometry of a conv/pool window, one entry per spatial dim (H, W of an image)."""
+    """The resolved geometry of a conv/pool window, one entry per spatial dim (H, W of an image).
+
+    A transposed convolution's window is its forward convolution's, read backwards:
+    `begin`/`end` are its P, and `output_padding` its O (empty for every other kind).
+    """
 
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
@@ -79,6 +86,7 @@ class Window(NamedTuple):
     end: tuple[int, ...]  # padding after each dim (bottom, right)
     ceil: bool
     out: tuple[int, ...]
+    output_padding: tuple[int, ...] = ()
 
     @property
     def pads(self) -> tuple[int, ...]:
@@ -108,10 +116,15 @@ class Init(StrEnum):
     FAN_IN_UNIFORM = "fan_in_uniform"  # the same bound, for conv/fc biases
     ONES = "ones"
     ZEROS = "zeros"
+    CONSTANT = "constant"  # every element `Tensor.value` (layerscale's init=1e-6)
 
 
 class Tensor(NamedTuple):
-    """A tensor a layer declares, named after it: `weight` becomes `conv1.weight`."""
+    """A tensor a layer declares, named after it: `weight` becomes `conv1.weight`.
+
+    An empty name is the layer itself: a layer that is one parameter (layerscale's
+    `nn.Parameter`, as torchvision's ConvNeXt holds `layer_scale`) is keyed `name`.
+    """
 
     name: str
     shape: tuple[int, ...]  # PyTorch's: conv weight [K, C/G, *F]
@@ -119,6 +132,7 @@ class Tensor(NamedTuple):
     init: Init
     fan_in: int = 0  # for the uniform inits' bound
     alias: str | None = None  # the full name of a tensor this one shares (weight tying): then it owns nothing
+    value: float = 0.0  # every element, for Init.CONSTANT
 
     @property
     def owned(self) -> int:
@@ -143,6 +157,7 @@ class WindowKind(StrEnum):
     NONE = "none"
     CONV = "conv"  # a convolution's window: F, S=1, P, D
     POOL = "pool"  # a pooling window: F, S=F, P at most F/2, ceil
+    TRANSPOSED = "transposed"  # a transposed convolution's: F, S, P, O, D
     ADAPTIVE = "adaptive"  # windows fixed by the input and output sizes (adaptive pooling)
 
 
@@ -165,10 +180,10 @@ class Merge(NamedTuple):
     noun: str  # in messages: "residual's sum"
 
 
-SPATIAL = frozenset({Layout.IMAGE})
-FLAT_OR_SPATIAL = frozenset({Layout.FLAT, Layout.IMAGE})
+# the layouts a window slides over: 1-D signals and sequences, images, volumes
+SPATIAL = frozenset({Layout.SEQUENCE, Layout.IMAGE, Layout.VOLUME})
 # every layout with a feature axis (not token ids): channels at every position, or flat features
-ANY_FEATURES = frozenset({Layout.FLAT, Layout.SEQUENCE, Layout.IMAGE, Layout.VOLUME})
+ANY_FEATURES = frozenset({Layout.FLAT, *SPATIAL})
 
 
 class Traits(NamedTuple):
@@ -198,9 +213,13 @@ class Elementwise(NamedTuple):
     args: tuple[KeyArg, ...] = ()
     over_features: bool = False  # acts along the feature axis: PyTorch `dim=`, ONNX `axis=`
     onnx_constants: tuple[tuple[str, float], ...] = ()  # extra inputs, named `/const/<name>` (Clip's bounds)
+    onnx_attrs: tuple[tuple[str, Any], ...] = ()  # fixed attributes (HardSigmoid's alpha=1/6, PyTorch's)
+    onnx_gate: bool = False  # the op gates its input: x * op(x) (SiLU = x * Sigmoid(x))
 
 
 CheckFn = Callable[[Attrs, Sequence[Shape]], None]
+# one spatial axis of the receptive-field recurrence: (layer, axis, rf, jump, start) -> (rf, jump, start)
+ReceptiveFn = Callable[["Applied", int, float, float, float], tuple[float, float, float]]
 InferFn = Callable[[Attrs, Sequence[Shape], Window | None], Shape]
 TensorsFn = Callable[[Applied], tuple[Tensor, ...]]
 MacsFn = Callable[[Applied, int], int]  # (the layer, its weights) -> MACs
@@ -243,6 +262,7 @@ class LayerKind(NamedTuple):
     elementwise: Elementwise | None = None
     user: bool = True  # False for graph-structure kinds (residual add, concat)
     arity: int = 1  # inputs; 0 means "one or more"
+    receptive: ReceptiveFn | None = None  # how it moves receptive fields, when not by a conv/pool window
 
     def key(self, name: str) -> Key | None:
         for k in self.keys:
@@ -279,6 +299,10 @@ def coerce(key: Key, value: Any) -> Any:
     'same'
     """
     t = key.type
+    if t is KeyType.CHOICE:
+        if isinstance(value, str) and value in key.choices:
+            return value
+        raise ValueError(f"{key.name} takes {_words(key.choices)}, not {_show(value)}")
     if t is KeyType.BOOL:
         if isinstance(value, bool):
             return value
@@ -296,12 +320,15 @@ def coerce(key: Key, value: Any) -> Any:
             return "same"
         sizes = (value,) if isinstance(value, int) else value
         ok = isinstance(value, int) or (isinstance(value, tuple) and len(value) in _WRITTEN_RANKS)
-        low = 0 if t is KeyType.PAD else 1
+        low = 1 if t is KeyType.SIZES else 0
         if ok and all(isinstance(v, int) and v >= low for v in sizes):
             if any(v > MAX_DIM for v in sizes):
                 raise ValueError(f"{key.name} must be at most 2^31-1 ({MAX_DIM:,}), not {_show(value)}")
             return value
-        what = "a non-negative integer, HxW or same" if t is KeyType.PAD else "a positive integer or HxW"
+        what = {
+            KeyType.PAD: "a non-negative integer, one per dimension (HxW, DxHxW) or same",
+            KeyType.OFFSETS: "a non-negative integer, or one per dimension (HxW, DxHxW)",
+        }.get(t, "a positive integer, or one per dimension (HxW, DxHxW)")
         raise ValueError(f"{key.name} must be {what}, not {_show(value)}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         v = float(value)
@@ -342,6 +369,11 @@ def _collapsed(value: Any) -> Any:
     if isinstance(value, tuple) and value and all(v == value[0] for v in value):
         return value[0]
     return value
+
+
+def _words(words: Sequence[str]) -> str:
+    """`nearest or linear`, `none, tanh or erf`."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _show(value: Any) -> str:

@@ -1,10 +1,10 @@
-"""Normalisation kinds: batchnorm, layernorm and lrn."""
+"""Normalisation kinds: batchnorm, layernorm, lrn, and layerscale (a learned per-channel scale)."""
 
 from __future__ import annotations
 
+from archc.ir import Shape
 from archc.kinds.kind import (
     ANY_FEATURES,
-    FLAT_OR_SPATIAL,
     SPATIAL,
     Applied,
     Counts,
@@ -19,6 +19,7 @@ from archc.kinds.kind import (
     Topic,
     Traits,
     same_shape,
+    show_value,
 )
 
 
@@ -51,12 +52,29 @@ def _ln_explain(layer: Applied, counts: Counts) -> list[Line]:
     return [Line(Topic.PARAMS, f"normalises over {where}: {c} scales{shifts}")]
 
 
+def layerscale_shape(shape: Shape) -> tuple[int, ...]:
+    """The PyTorch shape of a per-channel vector that broadcasts over generated code's tensor:
+    [C, 1, 1] for a [batch, C, H, W] image (torchvision's ConvNeXt `layer_scale`), [C] when flat."""
+    ones = len(shape.nchw()) - shape.layout.channel_axis()
+    return (shape.channels, *(1,) * ones)
+
+
+def _ls_tensors(layer: Applied) -> tuple[Tensor, ...]:
+    init = float(layer.attrs["init"])
+    return (Tensor("", layerscale_shape(layer.ins[0]), Role.WEIGHT, Init.CONSTANT, value=init),)
+
+
+def _ls_explain(layer: Applied, counts: Counts) -> list[Line]:
+    c = layer.ins[0].channels
+    return [Line(Topic.PARAMS, f"{c} per-channel scales, each {show_value(layer.attrs['init'])} at first")]
+
+
 KINDS = (
     LayerKind(
         "batchnorm",
         "Batch normalisation (inference form): 2C parameters, running statistics are buffers.",
         same_shape,
-        Traits(Family.NORM, FLAT_OR_SPATIAL),
+        Traits(Family.NORM, ANY_FEATURES),
         example="batchnorm eps=1e-3",
         keys=(Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),),
         tensors=_bn_tensors,
@@ -74,6 +92,16 @@ KINDS = (
         ),
         tensors=_ln_tensors,
         explain=_ln_explain,
+    ),
+    LayerKind(
+        "layerscale",
+        "Times a learned per-channel vector (initialised to init): C weights.",
+        same_shape,
+        Traits(Family.NORM, ANY_FEATURES),
+        example="layerscale init=0.1",
+        keys=(Key("init", KeyType.FLOAT, 1e-6, doc="the initial value of every scale"),),
+        tensors=_ls_tensors,
+        explain=_ls_explain,
     ),
     LayerKind(
         "lrn",

@@ -154,64 +154,103 @@ def window_explain(win: Window, shape: Shape) -> list[str]:
     return [f"{label}: {body}" for label, body in lines]
 
 
-def uneven_division(attrs: Attrs, win: Window, shape: Shape) -> Uneven | None:
-    """The warning for an input that the window silently crops, or None."""
+def uneven_division(attrs: Attrs, win: Window, shape: Shape, pool: bool = False) -> Uneven | None:
+    """The warning for a window that stops short of its input's end (LANGUAGE.md "Warnings"), or None.
+
+    Along each spatial axis, windows that cover the input without gaps (the
+    effective window `D(F-1)+1` at least the stride) leave the last
+    `(n + 2P - D(F-1) - 1) mod S` lines of the padded input unread; the
+    warning is for those past the end padding: lines of the input itself.
+    Every affected side is named; the hint gives input sizes that divide
+    evenly and, when one exists, a padding valid for this layer (a pool's at
+    most F/2 along each axis), spelled per axis where the axes differ.
+
+    >>> from archc.ir import Shape
+    >>> w = Window((11, 11), (4, 4), (1, 1), (0, 0), (0, 0), False, (54, 54))
+    >>> uneven_division({"P": 0}, w, Shape.hwc(224, 224, 3)).message
+    '(224 - 11 + 2*0)/4 = 53.25 is not a whole number along H and W; the last row and the last column of the input are never read'
+    """
     if win.ceil or attrs.get("P") == "same":
         return None
-    square = len(set(shape.spatial)) == 1
-    for axis, (side, n) in enumerate(zip(shape.layout.spatial_axes, shape.spatial, strict=True)):
-        f, s, d = win.kernel[axis], win.stride[axis], win.dilation[axis]
-        p = win.begin[axis]
-        eff = d * (f - 1) + 1
-        rem = (n + 2 * p - eff) % s
-        if rem == 0:
-            continue
-        pexpr = f"2*{p}"
-        # The caller prefixes the layer's name; the kind here made it read
-        # "conv1: conv: ...". Along W the cropped lines are columns, not rows.
-        unit = _UNITS[side]
-        cropped = f"last {unit} of the input is" if rem == 1 else f"last {rem} {unit}s of the input are"
-        # (zoo) The `rem` unread lines are the end of the *padded* input: when
-        # they fit in the P lines of padding (ResNet's 3x3/2 P=1 on 56), no
-        # input is lost and "of the input" would be false.
-        lost = rem - p
-        if lost <= 0:
-            cropped = f"last {unit} of padding is" if rem == 1 else f"last {rem} {unit}s of padding are"
-        elif p > 0:
-            cropped = f"last {unit} of the input is" if lost == 1 else f"last {lost} {unit}s of the input are"
-        tail = "never read (no input is lost)" if lost <= 0 else "never read"
-        message = (
-            f"({n} - {eff} + {pexpr})/{s} = {(n + 2 * p - eff) / s:g} is not a whole number "
-            f"along {side}; the {cropped} {tail}"
-        )
-        size = "an input" if square else f"an input {_SIZES[side]}"
-        fixes = [f"{size} of {n - rem} or {n + s - rem}"]
-        extra = _padding_to_divide(rem, s)
-        if extra is not None:
-            fixes.append(f"padding P={p + extra}")
-        return Uneven(message, f"{' or '.join(fixes)} divides evenly", "F")
-    return None
-
-
-def _padding_to_divide(rem: int, s: int) -> int | None:
-    """The least `extra` in 1..s with `(rem + 2*extra) % s == 0`, or None: in O(1), not a loop up to S.
-
-    Adding `extra` rows of padding on both sides adds `2*extra` to the span
-    whose remainder modulo the stride is `rem` (a stride of 10^12 looped for
-    ever). `2x = -rem (mod s)`: solvable for an odd stride, or an even one
-    when `rem` is even.
-
-    >>> [_padding_to_divide(r, 4) for r in (1, 2, 3)], _padding_to_divide(2, 5)
-    ([None, 1, None], 4)
-    """
-    need = (s - rem) % s
-    if s % 2:
-        x = need * ((s + 1) // 2) % s  # (s+1)/2 is the inverse of 2 modulo an odd s
-        return x or s
-    if need % 2:
+    axes = shape.layout.spatial_axes
+    lost: dict[int, int] = {}  # axis -> lines of the input never read
+    rems: dict[int, int] = {}
+    for axis in range(len(axes)):
+        n, s = shape.spatial[axis], win.stride[axis]
+        eff = win.dilation[axis] * (win.kernel[axis] - 1) + 1
+        if eff < s:
+            continue  # gaps between the windows by design (a 1x1 stride-2 projection)
+        rem = (n + win.begin[axis] + win.end[axis] - eff) % s
+        if rem > win.end[axis]:  # not only padding goes unread
+            lost[axis], rems[axis] = rem - win.end[axis], rem
+    if not lost:
         return None
-    half = s // 2
-    return (need // 2) % half or half
+    divisions = {axis: _division(win, shape, axis) for axis in lost}
+    sides = " and ".join(axes[a] for a in lost)
+    if len(set(divisions.values())) == 1:
+        what = f"{next(iter(divisions.values()))} is not a whole number along {sides}"
+    else:
+        what = " and ".join(f"{d} along {axes[a]}" for a, d in divisions.items()) + " are not whole numbers"
+    pieces = [
+        f"last {_UNITS[axes[a]]}" if k == 1 else f"last {k} {_UNITS[axes[a]]}s" for a, k in lost.items()
+    ]
+    verb = "is" if len(pieces) == 1 and lost[next(iter(lost))] == 1 else "are"
+    message = f"{what}; the {' and the '.join(pieces)} of the input {verb} never read"
+    return Uneven(message, f"{' or '.join(_fixes(win, shape, rems, pool))} divides evenly", "F")
+
+
+def _division(win: Window, shape: Shape, axis: int) -> str:
+    n, s = shape.spatial[axis], win.stride[axis]
+    eff = win.dilation[axis] * (win.kernel[axis] - 1) + 1
+    begin, end = win.begin[axis], win.end[axis]
+    pad = f"2*{begin}" if begin == end else f"{begin}+{end}"
+    return f"({n} - {eff} + {pad})/{s} = {(n + begin + end - eff) / s:g}"
+
+
+def _fixes(win: Window, shape: Shape, rems: dict[int, int], pool: bool) -> list[str]:
+    """Input sizes that divide evenly along the affected axes, and the nearest valid padding that does."""
+    n = shape.spatial
+    low = tuple(n[a] - rems[a] if a in rems else n[a] for a in range(len(n)))
+    high = tuple(n[a] + win.stride[a] - rems[a] if a in rems else n[a] for a in range(len(n)))
+    if len(rems) == 1 and len(set(n)) > 1:  # one side of a non-square input: name that side
+        (axis,) = rems
+        fixes = [f"an input {_SIZES[shape.layout.spatial_axes[axis]]} of {low[axis]} or {high[axis]}"]
+    else:
+        fixes = [f"an input of {_x(low)} or {_x(high)}"]
+    pads = list(win.begin)
+    for axis in rems:
+        eff = win.dilation[axis] * (win.kernel[axis] - 1) + 1
+        s, most = win.stride[axis], (win.kernel[axis] // 2 if pool else n[axis] + eff)
+        nearest = nearest_padding(n[axis], eff, s, win.begin[axis], most)
+        if nearest is None:
+            return fixes  # no padding divides evenly along this axis (2P cannot change its parity)
+        pads[axis] = nearest
+    fixes.append(f"padding P={show_value(tuple(pads))}")
+    return fixes
+
+
+def nearest_padding(n: int, eff: int, s: int, begin: int, most: int) -> int | None:
+    """The padding `p` in 0..most nearest to `begin` (the smaller of two as near) with
+    `(n + 2p - eff) % s == 0`, or None; in O(1), not a scan of 0..most.
+
+    A conv's paddings run up to the input size: scanning them for a stride
+    of 2^31-1 never ended. `2p = eff - n (mod s)` has its solutions every
+    `s` (odd stride) or `s/2` (even stride, when `eff - n` is even) from the
+    least one, `p0`; the nearest to `begin` is one of those around it.
+
+    >>> nearest_padding(224, 11, 4, 0, 235), nearest_padding(10, 3, 3, 0, 13), nearest_padding(7, 3, 2, 0, 10)
+    (None, 1, 0)
+    """
+    target = (eff - n) % s
+    if s % 2 == 0:
+        if target % 2:
+            return None
+        step, p0 = s // 2, target // 2
+    else:
+        step, p0 = s, target * ((s + 1) // 2) % s  # (s+1)/2 is the inverse of 2 modulo an odd s
+    near = p0 + (min(max(begin, 0), most) - p0) // step * step
+    found = [p for p in (near - step, near, near + step, near + 2 * step) if 0 <= p <= most]
+    return min(found, key=lambda p: (abs(p - begin), p)) if found else None
 
 
 # --- kinds ---------------------------------------------------------------------------------
@@ -234,7 +273,7 @@ def _common_divisors(a: int, b: int, most: int = 12) -> list[int]:
 def _groups_divide(attrs: Attrs, ins: Sequence[Shape]) -> None:
     c, g, k = ins[0].channels, attrs["G"], attrs["K"]
     if c % g or k % g:
-        divisors = _common_divisors(c, k)
+        divisors = _common_divisors(c, k)  # listing every divisor up to 1e8 took 11 s
         more = ", ..." if len(divisors) == 12 and divisors[-1] != math.gcd(c, k) else ""
         raise ShapeError(
             f"groups G={g} must divide both the input channels ({c}) and K ({k})",
@@ -347,7 +386,7 @@ KINDS = (
         "Average pooling to a fixed n x n (or HxW) output.",
         _adaptive_infer,
         Traits(Family.POOL, SPATIAL, WindowKind.ADAPTIVE),
-        example="adaptiveavgpool 3x2",
+        example="adaptiveavgpool 3",
         keys=(_ADAPTIVE_SIZE,),
         positional="size",
     ),

@@ -18,9 +18,9 @@ one; a brace on the line below its head moves up, and the comments of the lines
 it leaves go above the head. Every comment keeps a line of its own.
 Numbers, shapes and parentheses are printed exactly as written.
 
-The main parser drops comments and builds no tree, so this module has its
-own lark parser over the same grammar: `keep_all_tokens` keeps every brace
-and parenthesis, and a lexer callback collects the (ignored) comments. The
+It prints from the syntax tree of the one parser (`archc.frontend.parser`),
+which keeps what this needs: every text as written, the parentheses around
+expressions, where braces stand, and the comments with their places. The
 result is checked against the input: both must parse to the same syntax tree
 (apart from positions and the order of keys), so a bug here can never change
 what a spec means.
@@ -28,22 +28,15 @@ what a spec means.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedInput
-
 from archc.diagnostics import ArchError, Diagnostic
 from archc.frontend import syntax as S
-from archc.frontend.parser import grammar_text, parse
+from archc.frontend.parser import parse
 from archc.kinds import KINDS
 
 INDENT = "  "
-_SEPARATORS = ("_NL", "SEMICOLON")
 
 
 class FormatError(ArchError):
@@ -85,76 +78,63 @@ class _Line:
     above: list[tuple[int, str, int]] = field(default_factory=list)
 
 
-class _Comments:
-    """A parser whose lexer hands every comment to the list of the parse in progress."""
+def expression(e: S.Expr) -> str:
+    """An expression as written, without spaces: `(SQ+1)//2`.
 
-    def __init__(self) -> None:
-        self.found: list[Token] = []
-        self.lock = threading.Lock()  # one list per parse: no two parses at once
-        self.parser = Lark(
-            grammar_text(),
-            parser="lalr",
-            lexer="contextual",
-            propagate_positions=True,
-            keep_all_tokens=True,
-            maybe_placeholders=False,
-            lexer_callbacks={"COMMENT": self.found.append},
-        )
-
-    def parse(self, text: str) -> tuple[Tree[Token], list[Token]]:
-        with self.lock:
-            self.found.clear()
-            tree = self.parser.parse(text)
-            return tree, list(self.found)
-
-
-@functools.cache
-def _parser() -> _Comments:
-    return _Comments()
-
-
-def _tokens(tree: Tree[Token] | Token) -> list[Token]:
-    """The tokens under `tree`, in order. Iterative: lark's `scan_values` recurses, and
-    `fc 1+1+...+1` of 100,000 terms is a tree 100,000 deep."""
-    found: list[Token] = []
-    todo: list[Tree[Token] | Token] = [tree]
+    Iterative: `fc 1+1+...+1` of 100,000 terms is a tree as deep as it is long.
+    """
+    out: list[str] = []
+    todo: list[S.Expr | str] = [e]
     while todo:
         item = todo.pop()
-        if isinstance(item, Token):
-            found.append(item)
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        close = ")" * item.parens
+        if isinstance(item, S.BinOp):
+            todo += [close, item.right, item.op, item.left]
+        elif isinstance(item, S.Neg):
+            todo += [close, item.operand, "-"]
         else:
-            todo += reversed(item.children)
-    return found
+            todo.append(close)
+            todo.append(item.name if isinstance(item, S.Ref) else item.text)
+        out.append("(" * item.parens)
+    return "".join(out)
 
 
-def _text(tree: Tree[Token] | Token) -> str:
-    """An expression, shape or value exactly as written, without spaces: `(SQ+1)//2`."""
-    return "".join(str(t) for t in _tokens(tree))
+def _last_line(st: S.Stmt) -> int:
+    """The line a statement ends on: its last closing brace (an arrow after it is on that line)."""
+    if isinstance(st, S.Residual) and st.shortcut_braces is not None:
+        return st.shortcut_braces.close.line
+    braces: S.Braces | None = getattr(st, "braces", None)
+    return braces.close.line if braces is not None else st.span.line  # other statements fit on one line
 
 
-def _first_line(tree: Tree[Token] | Token) -> int:
-    return _tokens(tree)[0].line or 0
-
-
-def _last_line(tree: Tree[Token] | Token) -> int:
-    return _tokens(tree)[-1].end_line or 0
+def _code_lines(stmts: tuple[S.Stmt, ...]) -> set[int]:
+    """The lines that hold code: a statement's first line, its braces and `shortcut`."""
+    lines = set()
+    for st in S.walk(stmts):
+        lines.add(st.span.line)
+        braces: S.Braces | None = getattr(st, "braces", None)
+        if braces is not None:
+            lines.update((braces.open.line, braces.close.line))
+        if isinstance(st, S.Residual) and st.shortcut_keyword is not None and st.shortcut_braces is not None:
+            lines.update((st.shortcut_keyword.line, st.shortcut_braces.open.line, st.shortcut_braces.close.line))
+    return lines
 
 
 class _Printer:
     """Walks the tree once, emitting `_Line`s; comments are interleaved by position."""
 
-    def __init__(self, tree: Tree[Token], comments: list[Token], nofold: set[tuple[int, int]]) -> None:
+    def __init__(self, program: S.Program, nofold: set[tuple[int, int]]) -> None:
         self.nofold = nofold  # the bodies (by opening brace) that must not be folded onto one line
-        code_lines = {
-            t.line for t in _tokens(tree) if t.type not in _SEPARATORS and t.line is not None
-        }
-        self.trailing = {c.line: str(c).rstrip() for c in comments if c.line in code_lines}
-        self.pending = [(c.line or 0, str(c).rstrip()) for c in comments if c.line not in code_lines]
+        code_lines = _code_lines(program.statements)
+        comments = [(c.span.line, c.text.rstrip()) for c in program.comments]
+        self.trailing = {line: text for line, text in comments if line in code_lines}
+        self.pending = [(line, text) for line, text in comments if line not in code_lines]
         self.lines: list[_Line] = []
         self.params = {
-            str(st.children[1]): [str(_tokens(p)[0]) for p in _params(st)]
-            for st in tree.children
-            if isinstance(st, Tree) and st.data == "block_def"
+            st.name: [p.name for p in st.params] for st in program.statements if isinstance(st, S.BlockDef)
         }
 
     # layout
@@ -176,32 +156,35 @@ class _Printer:
             prev_end = line
         return prev_end
 
-    def items(self, children: list[Any], indent: int, end: int) -> bool:
+    def items(self, stmts: tuple[S.Stmt, ...], indent: int, end: int) -> bool:
         """A statement list up to source line `end`; False if it printed nothing at all."""
         first = len(self.lines)
         prev_end: int | None = None
-        for child in children:
-            if not isinstance(child, Tree):
-                continue  # separators and braces: the layout replaces them
-            start = _first_line(child)
+        for st in stmts:
+            start = st.span.line  # every statement's span is on its first line
             prev_end = self.flush(start, indent, prev_end)
             if prev_end is not None and start - prev_end >= 2:
                 self.blank()
-            getattr(self, child.data)(child, indent)
-            prev_end = _last_line(child)
+            self.statement(st, indent)
+            prev_end = _last_line(st)
         self.flush(end, indent, prev_end)
         return len(self.lines) > first
 
-    def body(self, head: str, start: int, body: Tree[Token], indent: int, joined: bool = False) -> None:
+    def body(
+        self,
+        head: str,
+        start: int,
+        stmts: tuple[S.Stmt, ...],
+        braces: S.Braces,
+        indent: int,
+        joined: bool = False,
+    ) -> None:
         """`head {`, the statements indented, `}`; `joined` continues the line before: `} shortcut {`.
 
         `start` is the head's source line: the brace may sit on a later one.
         """
-        kids = body.children
-        at = next(i for i, k in enumerate(kids) if isinstance(k, Token) and str(k) == "{")
-        opening, closing = kids[at], kids[-1]
-        assert isinstance(opening, Token) and isinstance(closing, Token)
-        srcs = sorted({start, opening.line or 0})
+        opening, closing = braces
+        srcs = sorted({start, opening.line})
         if joined:
             self.close(f" {head} {{", *srcs)
         else:
@@ -216,11 +199,11 @@ class _Printer:
         while self.pending and self.pending[0][0] < srcs[-1]:
             line.above.append((*self.pending.pop(0), place))
         first = len(self.lines)
-        key = (opening.line or 0, opening.column or 0)
-        if not self.items(kids[at + 1 : -1], indent + 1, closing.line or 0) and key not in self.nofold:
+        key = (opening.line, opening.column)
+        if not self.items(stmts, indent + 1, closing.line) and key not in self.nofold:
             line = self.lines[-1]  # an empty body stays on its head's line: `{}`
             line.folds.append(_Fold(key, 0, len(line.srcs), len(line.srcs), None))
-            self.close("}", closing.line or 0)
+            self.close("}", closing.line)
             return
         inner = self.lines[first:]
         if len(inner) == 1 and inner[0].layer and not inner[0].blank and key not in self.nofold:
@@ -235,102 +218,87 @@ class _Printer:
             line.above.extend((n, text, at_inner + at) for n, text, at in only.above)
             line.code += f" {only.code}{' ' + only.arrow if only.arrow else ''} }}"
             line.srcs.extend(only.srcs)
-            line.srcs.append(closing.line or 0)
+            line.srcs.append(closing.line)
             line.folds.append(_Fold(key, 0, at_inner, at_close, None))
             return
-        self.emit(indent, "}", closing.line or 0)
+        self.emit(indent, "}", closing.line)
 
     def close(self, text: str, *srcs: int) -> None:
         """Continue the last line: `} shortcut {`, `} -> 56x56x64`, `{}`."""
         self.lines[-1].code += text
         self.lines[-1].srcs.extend(srcs)
 
-    # statements, one method per grammar rule
-    def network_decl(self, st: Tree[Token], indent: int) -> None:
-        self.emit(indent, f"network {st.children[1]}", _first_line(st))
+    # statements, one method per kind of statement
+    def statement(self, st: S.Stmt, indent: int) -> None:
+        if isinstance(st, S.LayerStmt):
+            self.layer(st, indent)
+        elif isinstance(st, S.NetworkDecl):
+            self.emit(indent, f"network {st.name}", st.span.line)
+        elif isinstance(st, S.InputDecl):
+            self.emit(indent, f"input {st.shape.text}", st.span.line)
+        elif isinstance(st, S.Expect):
+            self.expect(st, indent)
+        elif isinstance(st, S.BlockDef):
+            params = [p.name + (f"={expression(p.default)}" if p.default is not None else "") for p in st.params]
+            head = f"block {st.name}" + (f"({', '.join(params)})" if params else "")
+            self.body(head, st.span.line, st.body, st.braces, indent)
+        elif isinstance(st, S.Repeat):
+            first = len(self.lines)
+            self.body(f"{_label(st.label)}repeat {expression(st.times)}", st.span.line, st.body, st.braces, indent)
+            self._arrow(st.arrow, first)
+        elif isinstance(st, S.Residual):
+            first = len(self.lines)
+            self.body(f"{_label(st.label)}residual", st.span.line, st.body, st.braces, indent)
+            if st.shortcut is not None and st.shortcut_keyword is not None and st.shortcut_braces is not None:
+                self.body("shortcut", st.shortcut_keyword.line, st.shortcut, st.shortcut_braces, indent, joined=True)
+            self._arrow(st.arrow, first)
+        elif isinstance(st, S.Concat):
+            first = len(self.lines)
+            self.body(f"{_label(st.label)}{st.op}", st.span.line, st.branches, st.braces, indent)
+            self._arrow(st.arrow, first)
+        elif isinstance(st, S.Branch):
+            self.body("branch", st.span.line, st.body, st.braces, indent)
+        elif isinstance(st, S.Shortcut):
+            self.body("shortcut", st.span.line, st.body, st.braces, indent)
+        else:  # pragma: no cover - a tree with error nodes is never formatted
+            raise AssertionError(f"archc fmt cannot print {type(st).__name__}")
 
-    def input_decl(self, st: Tree[Token], indent: int) -> None:
-        self.emit(indent, f"input {_text(st.children[1])}", _first_line(st))
+    def expect(self, st: S.Expect, indent: int) -> None:
+        value = st.value.text
+        parts = ["expect", ".".join((*st.path, st.quantity)), st.written_op, value]
+        if st.tolerance_sign is not None:
+            parts.append(f"{st.tolerance_sign} {st.tolerance_text}{'%' if st.tolerance_is_percent else ''}")
+        self.emit(indent, " ".join(parts), st.span.line)
 
-    def expect_stmt(self, st: Tree[Token], indent: int) -> None:
-        parts = [_text(c) for c in st.children[:4]]
-        if len(st.children) > 4:
-            tol = [str(t) for t in _tokens(st.children[4])]
-            parts.append(f"{tol[0]} {''.join(tol[1:])}")
-        self.emit(indent, " ".join(parts), _first_line(st))
+    def layer(self, st: S.LayerStmt, indent: int) -> None:
+        order = [k.name for k in KINDS[st.kind].keys] if st.kind in KINDS else self.params.get(st.kind, [])
 
-    def layer(self, st: Tree[Token], indent: int) -> None:
-        label, rest = _label(st.children)
-        kind = str(rest[0])
-        arrow = rest[-1] if isinstance(rest[-1], Tree) and rest[-1].data == "arrow" else None
-        args = [a for a in rest[1:] if isinstance(a, Tree) and a.data in ("positional", "keyword")]
-        order = [k.name for k in KINDS[kind].keys] if kind in KINDS else self.params.get(kind, [])
+        def rank(item: tuple[int, S.KeyArg]) -> tuple[int, int]:
+            i, kw = item
+            return (order.index(kw.key) if kw.key in order else len(order), i)
 
-        def rank(item: tuple[int, Tree[Token]]) -> tuple[int, int]:
-            i, arg = item
-            if arg.data == "positional":
-                return (-1, i)  # positional values first, as written
-            key = str(arg.children[0])
-            return (order.index(key) if key in order else len(order), i)
-
-        words = [label + kind] + [_arg(a) for _, a in sorted(enumerate(args), key=rank)]
+        # positional values first, as written; then the keys in the kind's (or block's) order
+        words = [_label(st.label) + st.kind, *(expression(e) for e in st.positional)]
+        words += [f"{kw.key}={expression(kw.value)}" for _, kw in sorted(enumerate(st.keywords), key=rank)]
         self.emit(
             indent,
             " ".join(words),
-            _first_line(st),
-            arrow=f"-> {_text(arrow.children[1])}" if arrow is not None else None,
+            st.span.line,
+            arrow=f"-> {st.arrow.text}" if st.arrow is not None else None,
             layer=True,
         )
 
-    def block_def(self, st: Tree[Token], indent: int) -> None:
-        params = [_text(p) for p in _params(st)]
-        head = f"block {st.children[1]}" + (f"({', '.join(params)})" if params else "")
-        self.body(head, _first_line(st), st.children[-1], indent)  # type: ignore[arg-type]
-
-    def repeat(self, st: Tree[Token], indent: int) -> None:
-        label, (_kw, count, body, *arrow) = _label(st.children)
-        first = len(self.lines)
-        self.body(f"{label}repeat {_text(count)}", _first_line(st), body, indent)
-        self._arrow(arrow, first)
-
-    repeat_arrow = repeat
-
-    def residual(self, st: Tree[Token], indent: int) -> None:
-        label, (_kw, body, *extras) = _label(st.children)
-        first = len(self.lines)
-        self.body(f"{label}residual", _first_line(st), body, indent)
-        for extra in extras:
-            if extra.data == "shortcut_clause":
-                self.body("shortcut", _first_line(extra), extra.children[1], indent, joined=True)
-        self._arrow([e for e in extras if e.data == "arrow"], first)
-
-    residual_arrow = residual
-
-    def merge(self, st: Tree[Token], indent: int) -> None:
-        label, (kw, body, *arrow) = _label(st.children)
-        first = len(self.lines)
-        self.body(f"{label}{kw}", _first_line(st), body, indent)
-        self._arrow(arrow, first)
-
-    merge_arrow = merge
-
-    def branch(self, st: Tree[Token], indent: int) -> None:
-        self.body("branch", _first_line(st), st.children[1], indent)  # type: ignore[arg-type]
-
-    def shortcut(self, st: Tree[Token], indent: int) -> None:
-        self.body("shortcut", _first_line(st), st.children[1], indent)  # type: ignore[arg-type]
-
-    def _arrow(self, arrow: list[Any], first: int) -> None:
+    def _arrow(self, arrow: S.ShapeLit | None, first: int) -> None:
         """`-> shape` after a body; a statement that fit on one line aligns it like a layer."""
-        if not arrow:
+        if arrow is None:
             return
-        text = f"-> {_text(arrow[0].children[1])}"
+        text = f"-> {arrow.text}"
         if len(self.lines) == first + 1 and self.lines[-1].arrow is None:
             self.lines[-1].arrow = text
             self.lines[-1].layer = True
-            self.lines[-1].srcs.append(_first_line(arrow[0]))
+            self.lines[-1].srcs.append(arrow.span.line)
         else:
-            self.close(f" {text}", _first_line(arrow[0]))
+            self.close(f" {text}", arrow.span.line)
 
     # output
     def _owners(self) -> dict[int, int]:
@@ -394,23 +362,9 @@ class _Printer:
         return "\n".join(out) + "\n" if out else ""
 
 
-def _label(children: list[Any]) -> tuple[str, list[Any]]:
-    """`name: ` (or "") and the other children."""
-    if children and isinstance(children[0], Tree) and children[0].data == "label":
-        return f"{children[0].children[0]}: ", list(children[1:])
-    return "", list(children)
-
-
-def _params(block_def: Tree[Token]) -> list[Tree[Token]]:
-    """The `param` subtrees of a block definition (none when it has no parentheses)."""
-    found = [c for c in block_def.children if isinstance(c, Tree) and c.data == "block_params"]
-    return [p for p in found[0].children if isinstance(p, Tree)] if found else []
-
-
-def _arg(arg: Tree[Token]) -> str:
-    if arg.data == "positional":
-        return _text(arg.children[0])
-    return f"{arg.children[0]}={_text(arg.children[2])}"
+def _label(label: S.Label | None) -> str:
+    """`name: `, or "" for an unnamed statement."""
+    return f"{label.name}: " if label is not None else ""
 
 
 def _align_arrows(lines: list[_Line]) -> None:
@@ -444,22 +398,23 @@ def _align_comments(lines: list[_Line]) -> None:
         i = max(j, i + 1)
 
 
+# What formatting may change: where things stand, and the comments (checked on their own).
+_LAYOUT_FIELDS = frozenset({"span", "value_span", "braces", "shortcut_keyword", "shortcut_braces", "comments"})
+
+
 def _skeleton(node: Any) -> list[Any]:
-    """A syntax tree without positions, keys sorted: what formatting must preserve.
+    """A syntax tree without its layout, keys sorted: what formatting must preserve.
 
     Flat (a pre-order list of node types, field names and values), and built
     iteratively: comparing nested tuples 100,000 deep (a long `1+1+...`)
-    would exhaust the stack. Syntax nodes are NamedTuples (dataclasses are
-    accepted too); positions are every field named `span` or `value_span`.
+    would exhaust the stack.
     """
     out: list[Any] = []
     todo: list[Any] = [node]
     while todo:
         item = todo.pop()
-        if dataclasses.is_dataclass(item) and not isinstance(item, type):
-            names = [f.name for f in dataclasses.fields(item)]
-        elif isinstance(item, tuple) and hasattr(type(item), "_fields"):
-            names = list(getattr(type(item), "_fields"))  # noqa: B009 - a NamedTuple's, unknown to mypy here
+        if isinstance(item, tuple) and hasattr(type(item), "_fields"):  # a syntax node (a NamedTuple)
+            names = [n for n in getattr(type(item), "_fields") if n not in _LAYOUT_FIELDS]  # noqa: B009 - unknown to mypy
         elif isinstance(item, tuple):
             out.append(("(", len(item)))
             todo += reversed(item)
@@ -467,7 +422,7 @@ def _skeleton(node: Any) -> list[Any]:
         else:
             out.append(item)
             continue
-        fields = {n: getattr(item, n) for n in names if n not in ("span", "value_span")}
+        fields = {n: getattr(item, n) for n in names}
         if isinstance(item, S.LayerStmt):
             fields["keywords"] = tuple(sorted(item.keywords, key=lambda kw: kw.key))
         out.append((type(item).__name__, tuple(fields)))
@@ -480,14 +435,10 @@ def format_text(text: str) -> str:
     program, diags = parse(text)
     if program is None:
         raise FormatError(diags)
-    try:
-        tree, comments = _parser().parse(text)
-    except UnexpectedInput as exc:  # pragma: no cover - the main parser accepted the same grammar
-        raise FormatError(diags) from exc
     nofold: set[tuple[int, int]] = set()
     while True:  # each round unfolds at least one more body, so this ends
-        printer = _Printer(tree, comments, nofold)
-        printer.items(tree.children, 0, 1 << 30)
+        printer = _Printer(program, nofold)
+        printer.items(program.statements, 0, 1 << 30)
         conflicts = printer.conflicts()
         if not conflicts:
             break
@@ -498,6 +449,6 @@ def format_text(text: str) -> str:
         # Never write a file whose meaning changed: this is a bug in the formatter.
         raise AssertionError("archc fmt would change the meaning of this spec")
     # Nor one that lost a comment, or moved one past another.
-    if [str(c).rstrip() for c in _parser().parse(out)[1]] != [str(c).rstrip() for c in comments]:
+    if [c.text.rstrip() for c in again.comments] != [c.text.rstrip() for c in program.comments]:
         raise AssertionError("archc fmt would lose or reorder a comment of this spec")
     return out

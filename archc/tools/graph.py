@@ -80,18 +80,6 @@ class _Cluster:
     children: list[_Cluster] = field(default_factory=list)
 
 
-def _parents(scopes: list[Scope]) -> dict[str, str]:
-    """Each scope's enclosing scope ("" for the top level), by longest dotted prefix."""
-    paths = {s.path for s in scopes}
-    out = {}
-    for s in scopes:
-        parts = s.path.split(".")
-        out[s.path] = next(
-            (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in paths), ""
-        )
-    return out
-
-
 def _node_stmt(net: Network, node: Node) -> str:
     facts = net.analysis.facts[node.name]
     traits = KINDS[node.kind].traits
@@ -117,8 +105,8 @@ def _instance_stmt(net: Network, scope: Scope) -> str:
 def to_dot(net: Network, collapse: bool = False) -> str:
     """The network as DOT text (deterministic: same spec, same text)."""
     scopes = list(net.graph.scopes)
-    by_path = {s.path: s for s in scopes}
-    parent = _parents(scopes)
+    by_path = net.graph.scopes_by_path
+    parent = {s.path: net.graph.parent_scope(s.path) for s in scopes}
     # the box each layer is drawn in: itself, or its outermost collapsed instance
     rep: dict[str, str] = {INPUT: INPUT}
     collapsed: set[str] = set()
@@ -135,7 +123,7 @@ def to_dot(net: Network, collapse: bool = False) -> str:
 
     clusters: dict[str, _Cluster] = {"": _Cluster(None)}
     for s in scopes:
-        if s.path not in collapsed and not any(_inside(s.path, c) for c in collapsed):
+        if not _within(s.path, collapsed, parent):
             clusters[s.path] = _Cluster(s)
     for path, cluster in clusters.items():
         if path:
@@ -151,7 +139,7 @@ def to_dot(net: Network, collapse: bool = False) -> str:
     for node in net.graph.nodes:
         if rep[node.name] == node.name:
             clusters[node.scope if node.scope in clusters else ""].nodes.append(_node_stmt(net, node))
-    position = {n.name: i for i, n in enumerate(net.graph.nodes)}
+    position = net.graph.positions
     for path in sorted(collapsed, key=lambda p: position[by_path[p].nodes[0]]):
         up = parent[path]
         while up not in clusters:
@@ -173,8 +161,13 @@ def to_dot(net: Network, collapse: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def _inside(path: str, outer: str) -> bool:
-    return path.startswith(outer + ".")
+def _within(path: str, collapsed: set[str], parent: dict[str, str]) -> bool:
+    """Whether scope `path` is one of the `collapsed` scopes or lies inside one."""
+    while path:
+        if path in collapsed:
+            return True
+        path = parent[path]
+    return False
 
 
 def _emit_cluster(cluster: _Cluster, out: list[str], depth: int, counter: list[int]) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archc.api import Network
-from archc.ir import Scope, ScopeKind
+from archc.ir import Graph, Scope, ScopeKind
 from archc.kinds import KINDS, per_dimension_attrs, show_value
 
 BYTES_PER_FLOAT = 4
@@ -30,14 +30,24 @@ class Row:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def _ancestors(path: str, scopes: dict[str, Scope]) -> list[str]:
-    parts = path.split(".") if path else []
-    chain = []
-    for i in range(1, len(parts) + 1):
-        prefix = ".".join(parts[:i])
-        if prefix in scopes:
-            chain.append(prefix)
-    return chain
+class _Chains:
+    """The scopes around each scope path, outermost first; each computed once, from its parent's."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.known: dict[str, tuple[str, ...]] = {"": ()}
+
+    def __call__(self, path: str) -> tuple[str, ...]:
+        missing = []
+        while path not in self.known:
+            missing.append(path)
+            path = self.graph.parent_scope(path)
+        chain = self.known[path]
+        for inner in reversed(missing):
+            if inner in self.graph.scopes_by_path:
+                chain = (*chain, inner)
+            self.known[inner] = chain
+        return chain
 
 
 def _scope_label(scope: Scope) -> str:
@@ -64,16 +74,16 @@ def attr_text(kind: str, attrs: dict[str, Any]) -> str:
 def rows(net: Network, explain: bool = False, extra: dict[str, dict[str, str]] | None = None) -> list[Row]:
     """Table rows in forward order, with a group row where each scope opens."""
     analysis = net.analysis
-    scopes = {s.path: s for s in net.graph.scopes}
-    open_chain: list[str] = []
+    chains = _Chains(net.graph)
+    open_chain: tuple[str, ...] = ()
     out: list[Row] = []
     for node in net.graph.nodes:
-        chain = _ancestors(node.scope, scopes)
-        common = 0
+        chain = chains(node.scope)
+        common = len(chain) if chain is open_chain else 0  # most rows stay in the scope of the row before
         while common < min(len(chain), len(open_chain)) and chain[common] == open_chain[common]:
             common += 1
         for depth in range(common, len(chain)):
-            scope = scopes[chain[depth]]
+            scope = net.graph.scope(chain[depth])
             totals = analysis.totals_under(scope.path)
             out.append(
                 Row(

@@ -45,14 +45,15 @@ from archc.backends.onnx.io import (
     write_model_proto,
     write_streamed,
 )
-from archc.backends.onnx.lowering import OUTPUT, Lowering, Value, onnx_order
+from archc.backends.onnx.lowering import OUTPUT, Lowering, Value, channels_last_order, onnx_order
 from archc.backends.onnx.lowering import OnnxError as OnnxError  # raised here, and part of this API
 from archc.backends.onnx.opsets import checked_opset, rewrites
 from archc.backends.weights import GENERATED, generate_chunks, iter_weights
 from archc.diagnostics import TargetError, error
 from archc.ir import INPUT, Node
 from archc.kinds import KINDS
-from archc.kinds.dense import flattens
+from archc.kinds.dense import flattens, per_position_fc
+from archc.kinds.resampling import crop_offsets
 from archc.version import __version__
 
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
@@ -77,8 +78,12 @@ def _elementwise(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
         return ctx.inputs(node)[0]  # the identity at inference: the layer's value is its input's
     ins = [*ctx.inputs(node), *(ctx.constant(f"/const/{name}", value) for name, value in row.onnx_constants)]
     attrs = {arg.onnx: node.attrs[arg.key] for arg in row.args if arg.onnx is not None}
+    attrs.update(row.onnx_attrs)
     if row.over_features:
         attrs["axis"] = facts.inputs[0].layout.channel_axis()
+    if row.onnx_gate:  # x * op(x)
+        gate = ctx.emit(row.onnx, ins, f"{node.name}/{row.onnx.lower()}", **attrs)
+        return ctx.emit("Mul", [ins[0], gate], node.name)
     return ctx.emit(row.onnx, ins, node.name, **attrs)
 
 
@@ -94,6 +99,69 @@ def _conv(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     ins = [*ctx.inputs(node), f"{node.name}.weight"] + ([f"{node.name}.bias"] if a["bias"] else [])
     dilations = list(facts.window.dilation)
     return ctx.emit("Conv", ins, node.name, **_window_attrs(facts), dilations=dilations, group=a["G"])
+
+
+def _convtranspose(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    a, win = node.attrs, facts.window
+    assert win is not None  # resolved by the analysis
+    ins = [*ctx.inputs(node), f"{node.name}.weight"] + ([f"{node.name}.bias"] if a["bias"] else [])
+    return ctx.emit(
+        "ConvTranspose",
+        ins,
+        node.name,
+        kernel_shape=list(win.kernel),
+        strides=list(win.stride),
+        pads=list(win.pads),
+        output_padding=list(win.output_padding),
+        dilations=list(win.dilation),
+        group=a["G"],
+    )
+
+
+def _upsample(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """Resize by the factors: PyTorch's nearest picks floor(out / f) (ONNX: asymmetric, floor);
+    its linear without aligned corners is ONNX's half_pixel."""
+    (x,) = ctx.inputs(node)
+    shape, out = facts.inputs[0], facts.output
+    factors = [o / n for n, o in zip(shape.spatial, out.spatial, strict=True)]
+    scales = ctx.constant(f"/const/{node.name}/scales", np.array([1.0, 1.0, *factors], np.float32))
+    if node.attrs["mode"] == "nearest":
+        how = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    else:
+        how = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    out_value = ctx.emit("Resize", [x, "", scales], node.name, **how)
+    # ONNX's shape inference scales the batch too (by 1.0) and loses its name: state the shape
+    ctx.declared[out_value] = out.nchw()
+    return out_value
+
+
+def _crop(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    shape = facts.inputs[0]
+    begin, _ = crop_offsets(node.attrs, shape)
+    if facts.output == shape:
+        return x  # nothing to cut
+    first = 1 + len(shape.nchw()) - shape.layout.spatial_rank  # the spatial axes are the last ones
+    axes = list(range(first, first + shape.layout.spatial_rank))
+    ends = [b + n for b, n in zip(begin, facts.output.spatial, strict=True)]
+    p = node.name
+    ins = [
+        x,
+        ctx.constant(f"/const/{p}/starts", np.array(begin, np.int64)),
+        ctx.constant(f"/const/{p}/ends", np.array(ends, np.int64)),
+        ctx.constant(f"/const/{p}/axes", np.array(axes, np.int64)),
+    ]
+    return ctx.emit("Slice", ins, p)
+
+
+def _layerscale(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    # the initializer is named after the layer (its state_dict key): the node's value takes another name
+    return ctx.emit("Mul", [*ctx.inputs(node), node.name], node.name, output=f"{node.name}/scaled")
+
+
+def _identity(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """A layer that is the identity at inference (droppath): its value is its input's, no node."""
+    return ctx.inputs(node)[0]
 
 
 def _pool(op: str, **fixed: Any) -> Handler:
@@ -114,9 +182,10 @@ def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
         k = [n // o for n, o in zip(sizes, outs, strict=True)]  # equal windows: one AveragePool is exactly PyTorch's
         return ctx.emit("AveragePool", [x], node.name, kernel_shape=k, strides=k)
     # Uneven windows (13x13 -> 6x6): ONNX has no adaptive pooling, but PyTorch's
-    # windows are fixed by the sizes, and a mean over a rectangle is a mean over
-    # its columns, then over its rows: x @ Cols^T, then Rows @ that. (MatMul
-    # reaches the last two axes: an image's, or a sequence's one.)
+    # windows are fixed by the sizes, and a mean over a box is a mean along each
+    # of its axes in turn: x @ Cols^T, then Rows @ that. (MatMul reaches the last
+    # two axes: an image's, or a sequence's one.) A volume's frames come first:
+    # [b, C, D, H, W] as [b, C, D, H*W], Frames @ that, and back.
     size = 4 * sum(n * o for n, o in zip(sizes, outs, strict=True))
     if size > MAX_CONSTANT_BYTES:  # 40 bytes of spec must not become an 800 MB file
         shown = "x".join(map(str, sizes)), "x".join(map(str, outs))
@@ -128,14 +197,22 @@ def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
             f"an output size that divides {shown[0]} becomes one AveragePool, with no constants",
         ))  # fmt: skip
         return x
-    last, *before = reversed(range(len(sizes)))
-    cols = ctx.constant(f"/const/{node.name}/cols", _adaptive_matrix(sizes[last], outs[last]).T.copy())
-    if not before:
-        return ctx.emit("MatMul", [x, cols], node.name)
-    (axis,) = before
-    rows = ctx.constant(f"/const/{node.name}/rows", _adaptive_matrix(sizes[axis], outs[axis]))
-    x = ctx.emit("MatMul", [x, cols], f"{node.name}/cols")  # [b, C, H, ow]
-    return ctx.emit("MatMul", [rows, x], node.name)  # [b, C, oh, ow]
+    p = node.name
+    rank = len(sizes)
+    cols = ctx.constant(f"/const/{p}/cols", _adaptive_matrix(sizes[-1], outs[-1]).T.copy())
+    if rank == 1:
+        return ctx.emit("MatMul", [x, cols], p)
+    c = facts.inputs[0].channels
+    if rank == 3 and sizes[0] != outs[0]:
+        frames = ctx.constant(f"/const/{p}/frames", _adaptive_matrix(sizes[0], outs[0]))
+        flat = ctx.constant(f"/const/{p}/hw", np.array([0, c, sizes[0], sizes[1] * sizes[2]], np.int64))
+        x = ctx.emit("Reshape", [x, flat], f"{p}/hw")
+        x = ctx.emit("MatMul", [frames, x], f"{p}/frames")  # [b, C, od, H*W]
+        volume = ctx.constant(f"/const/{p}/dhw", np.array([0, c, outs[0], sizes[1], sizes[2]], np.int64))
+        x = ctx.emit("Reshape", [x, volume], f"{p}/dhw")
+    rows = ctx.constant(f"/const/{p}/rows", _adaptive_matrix(sizes[-2], outs[-2]))
+    x = ctx.emit("MatMul", [x, cols], f"{p}/cols")  # [b, C, (D,) H, ow]
+    return ctx.emit("MatMul", [rows, x], p)  # [b, C, (D,) oh, ow]
 
 
 def _adaptive_matrix(size: int, out: int) -> np.ndarray:
@@ -149,10 +226,17 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 
 def _fc(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     (x,) = ctx.inputs(node)
-    if flattens(facts.inputs[0]):  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
+    bias = [f"{node.name}.bias"] if node.attrs["bias"] else []
+    shape = facts.inputs[0]
+    if per_position_fc(shape):
+        # every position of a [batch, C, L] sequence: a 1-wide Conv over L with the [N, C] weight
+        # given a window axis ([N, C, 1]; onnxruntime folds the Unsqueeze of an initializer)
+        axes = ctx.constant("/const/axes2", np.array([2], np.int64))
+        weight = ctx.emit("Unsqueeze", [f"{node.name}.weight", axes], f"{node.name}/weight")
+        return ctx.emit("Conv", [x, weight, *bias], node.name, kernel_shape=[1])
+    if flattens(shape):  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
         x = ctx.emit("Flatten", [x], f"{node.name}/Flatten", axis=1)
-    ins = [x, f"{node.name}.weight"] + ([f"{node.name}.bias"] if node.attrs["bias"] else [])
-    return ctx.emit("Gemm", ins, node.name, transB=1)  # weight is [N, in], as nn.Linear stores it
+    return ctx.emit("Gemm", [x, f"{node.name}.weight", *bias], node.name, transB=1)  # weight [N, in], as nn.Linear
 
 
 def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
@@ -161,70 +245,37 @@ def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     return ctx.emit("BatchNormalization", ins, p, epsilon=float(node.attrs["eps"]))
 
 
-LAYERNORM_OPSET = 17  # ONNX added LayerNormalization in opset 17
-
-
-def _layernorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-    """LayerNormalization over the channels: on the last axis, transposed there and back when the
-    channels are on axis 1 (images, volumes); written out in plain ops below opset 17."""
+def _layernorm(ctx: Lowering, node: Node, facts: LayerFacts) -> Value:
+    """LayerNormalization over the channels, on the last axis: the input is read channels last
+    (one Transpose from an image or volume, none when flat) and the output stays so."""
     p, shape = node.name, facts.inputs[0]
-    (x,) = ctx.inputs(node)
-    eps = float(node.attrs["eps"])
+    order = channels_last_order(shape)
+    x = ctx.value(node.inputs[0], order)
     bias = [f"{p}.bias"] if node.attrs["bias"] else []
-    rank = 1 + len(shape.nchw())
-    axis = shape.layout.channel_axis()
-    if ctx.opset < LAYERNORM_OPSET:
-        return _layernorm_written_out(ctx, node, x, axis, rank, eps)
-    if axis == rank - 1:
-        return ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], p, axis=-1, epsilon=eps)
-    last = [i for i in range(rank) if i != axis] + [axis]
-    back = [last.index(i) for i in range(rank)]
-    x = ctx.emit("Transpose", [x], f"{p}/to_last", perm=last)
-    x = ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], f"{p}/norm", axis=-1, epsilon=eps)
-    return ctx.emit("Transpose", [x], p, perm=back)
-
-
-def _layernorm_written_out(ctx: Lowering, node: Node, x: str, axis: int, rank: int, eps: float) -> str:
-    """(x - mean) / sqrt(var + eps) * weight + bias over the channel axis, in place (opsets 13-16)."""
-    p = node.name
-    mean = ctx.emit("ReduceMean", [x], f"{p}/mean", axes=[axis], keepdims=1)
-    centred = ctx.emit("Sub", [x, mean], f"{p}/centred")
-    var = ctx.emit("ReduceMean", [ctx.emit("Mul", [centred, centred], f"{p}/square")], f"{p}/var", axes=[axis], keepdims=1)
-    std = ctx.emit("Sqrt", [ctx.emit("Add", [var, ctx.constant(f"/const/{p}/eps", eps)], f"{p}/var_eps")], f"{p}/std")
-    y = ctx.emit("Div", [centred, std], f"{p}/normed")
-    after = rank - 1 - axis  # the [C] parameters broadcast as [C, 1, ...] over the axes after the channels
-    shaped = ctx.constant(f"/const/shape{after}", np.array([-1] + [1] * after, np.int64))
-
-    def per_channel(name: str) -> str:
-        return ctx.emit("Reshape", [name, shaped], f"{p}/{name.rsplit('.', 1)[1]}_shaped") if after else name
-
-    y = ctx.emit("Mul", [y, per_channel(f"{p}.weight")], f"{p}/scaled" if node.attrs["bias"] else p)
-    if node.attrs["bias"]:
-        y = ctx.emit("Add", [y, per_channel(f"{p}.bias")], p)
-    return y
+    out = ctx.emit("LayerNormalization", [x, f"{p}.weight", *bias], p, axis=-1, epsilon=float(node.attrs["eps"]))
+    return Value(out, order)
 
 
 def _lrn(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     a = node.attrs
     size, alpha, beta, k = a["size"], float(a["alpha"]), float(a["beta"]), float(a["k"])
     (x,) = ctx.inputs(node)
-    if size % 2:
+    shape = facts.inputs[0]
+    if size % 2 and shape.layout.spatial_rank == 2:  # onnxruntime's LRN takes NCHW only
         return ctx.emit("LRN", [x], node.name, size=size, alpha=alpha, beta=beta, bias=k)
     # ONNX's LRN takes odd sizes only. PyTorch's LocalResponseNorm, written out:
     # the mean of x^2 over channels [c - size//2, c + (size-1)//2] (zeros past the
-    # ends), then x / (k + alpha * mean)^beta.
+    # ends), then x / (k + alpha * mean)^beta. The positions are one axis
+    # ([b, 1, C, H*W]) so the channels pool as the first of two spatial axes at any rank.
     p = node.name
-    channels = facts.inputs[0].layout.channel_axis()
-    rest = [0] * facts.inputs[0].layout.spatial_rank
-    # [b, 1, C, H, W]: the channels move one axis on, and pool as a spatial axis
-    pads = np.array([0, 0, size // 2, *rest, 0, 0, (size - 1) // 2, *rest], np.int64)
-    axis = ctx.constant(f"/const/axis{channels}", np.array([channels], np.int64))
+    c = shape.channels
+    pads = np.array([0, 0, size // 2, 0, 0, 0, (size - 1) // 2, 0], np.int64)
     sq = ctx.emit("Mul", [x, x], f"{p}/square")
-    sq = ctx.emit("Unsqueeze", [sq, axis], f"{p}/unsqueeze")
+    sq = ctx.emit("Reshape", [sq, ctx.constant(f"/const/lrn{c}", np.array([0, 1, c, -1], np.int64))], f"{p}/positions")
     sq = ctx.emit("Pad", [sq, ctx.constant(f"/const/{p}/pads", pads)], f"{p}/pad")
-    ones = [1] * len(rest)
-    mean = ctx.emit("AveragePool", [sq], f"{p}/mean", kernel_shape=[size, *ones], strides=[1, *ones])
-    mean = ctx.emit("Squeeze", [mean, axis], f"{p}/squeeze")
+    mean = ctx.emit("AveragePool", [sq], f"{p}/mean", kernel_shape=[size, 1], strides=[1, 1])
+    dims = ctx.constant(f"/const/{p}/dims", np.array([0, *shape.nchw()], np.int64))
+    mean = ctx.emit("Reshape", [mean, dims], f"{p}/unflatten")
     scaled = ctx.emit("Mul", [mean, ctx.constant(f"/const/{p}/alpha", alpha)], f"{p}/alpha")
     base = ctx.emit("Add", [scaled, ctx.constant(f"/const/{p}/k", k)], f"{p}/k")
     div = ctx.emit("Pow", [base, ctx.constant(f"/const/{p}/beta", beta)], f"{p}/beta")
@@ -263,12 +314,17 @@ HANDLERS: dict[str, Handler] = {
     "maxpool": _pool("MaxPool"),
     # count_include_pad=1: PyTorch's AvgPool2d divides by the whole window, padding included.
     "avgpool": _pool("AveragePool", count_include_pad=1),
+    "convtranspose": _convtranspose,
+    "upsample": _upsample,
+    "crop": _crop,
     "adaptiveavgpool": _adaptive,
     "globalavgpool": _simple("GlobalAveragePool"),
     "fc": _fc,
     "flatten": _simple("Flatten", axis=1),
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
+    "layerscale": _layerscale,
+    "droppath": _identity,
     "lrn": _lrn,
     "add": _elementwise_merge("Add"),
     "multiply": _elementwise_merge("Mul"),
@@ -288,6 +344,7 @@ class Skeleton:
     model: onnx.ModelProto
     constants: list[TensorProto]
     values: dict[str, str]  # layer name -> the ONNX value holding its output
+    orders: dict[str, str]  # layer name -> the axis order that value is held in (`NCHW`, `NHWC`)
 
 
 def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
@@ -310,17 +367,20 @@ def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
             n.output[:] = [OUTPUT if v == last else v for v in n.output]
             n.input[:] = [OUTPUT if v == last else v for v in n.input]
     values = {k: OUTPUT if v.name == last else v.name for k, v in ctx.values.items() if k != INPUT}
+    orders = {k: v.order for k, v in ctx.values.items() if k != INPUT}
+    declared = [_io(OUTPUT if v == last else v, shape) for v, shape in ctx.declared.items() if v != last]
     graph = helper.make_graph(
         ctx.nodes,
         graph_ir.network,
         [_io(INPUT, graph_ir.input_shape.nchw())],
         [_io(OUTPUT, analysis.output_shape.nchw())],
+        value_info=declared,
     )
     opsets = [helper.make_opsetid("", ctx.opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="archc", producer_version=__version__)
     # The oldest IR version that carries this opset, so older runtimes load the file too.
     model.ir_version = helper.find_min_ir_version_for(opsets)
-    return Skeleton(model, list(ctx.constants.values()), values)
+    return Skeleton(model, list(ctx.constants.values()), values, orders)
 
 
 def build_model(

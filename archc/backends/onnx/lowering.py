@@ -41,8 +41,16 @@ class OnnxError(ArchError):
 
 
 def onnx_order(shape: Shape) -> str:
-    """The axis order ONNX holds a value of this shape in, batch first: channels first, as PyTorch."""
-    return "NCHW" if shape.is_spatial else "NC"
+    """The axis order ONNX holds a value of this shape in, batch first: channels first, as PyTorch.
+
+    One letter per axis: `NC` flat, `NCL` a sequence, `NCHW` an image, `NCDHW` a volume.
+    """
+    return "NC" + shape.layout.spatial_axes
+
+
+def channels_last_order(shape: Shape) -> str:
+    """The same axes with the channels last (`NHWC`): where LayerNormalization normalises."""
+    return "N" + shape.layout.spatial_axes + "C"
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class Lowering:
     transposed: dict[tuple[str, str], str] = field(default_factory=dict)  # (value, order) -> its Transpose
     constants: dict[str, TensorProto] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    declared: dict[str, tuple[int, ...]] = field(default_factory=dict)  # value -> per-sample shape, stated
 
     def __post_init__(self) -> None:
         self.values[INPUT] = Value(INPUT, onnx_order(self.analysis.graph.input_shape))

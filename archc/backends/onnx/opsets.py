@@ -7,8 +7,8 @@ and tinygrad's per-renderer op tables do): supporting an older opset, or a
 new op, is a table row and a rewrite, not a patch in the handlers. An op the
 opset lacks that has no decomposition is an error (E602) at its layer.
 
->>> sorted(rewrites(19)), sorted(rewrites(20))
-(['Gelu'], [])
+>>> sorted(rewrites(16)), sorted(rewrites(19)), sorted(rewrites(20))
+(['Gelu', 'LayerNormalization'], ['Gelu'], [])
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ DEFAULT_OPSET = 20
 # the axis on); Clip's min/max as inputs needs 11.
 MIN_OPSET = 13
 # Ops the handlers emit that are newer than MIN_OPSET: (the opset that brought it, why).
-NEWER_OPS: dict[str, tuple[int, str]] = {"Gelu": (20, "ONNX added Gelu in opset 20")}
+NEWER_OPS: dict[str, tuple[int, str]] = {
+    "Gelu": (20, "ONNX added Gelu in opset 20"),
+    "LayerNormalization": (17, "ONNX added LayerNormalization in opset 17"),
+}
 
 
 def _gelu_with_erf(ctx: Lowering, inputs: list[str], name: str, output: str | None, **attrs: Any) -> str:
@@ -45,8 +48,25 @@ def _gelu_with_erf(ctx: Lowering, inputs: list[str], name: str, output: str | No
     return ctx.emit("Mul", [half, one_plus], name, output)
 
 
-# How to write each newer op in ops every opset from MIN_OPSET has.
-DECOMPOSITIONS: dict[str, Rewrite] = {"Gelu": _gelu_with_erf}
+def _layernorm_written_out(
+    ctx: Lowering, inputs: list[str], name: str, output: str | None, axis: int, epsilon: float
+) -> str:
+    """LayerNormalization over the last axis: (x - mean) / sqrt(var + eps) * scale (+ bias), as nn.LayerNorm."""
+    assert axis == -1  # archc normalises the channels, read last
+    x, scale, *bias = inputs
+    mean = ctx.emit("ReduceMean", [x], f"{name}/mean", axes=[-1], keepdims=1)
+    centred = ctx.emit("Sub", [x, mean], f"{name}/centred")
+    square = ctx.emit("Mul", [centred, centred], f"{name}/square")
+    var = ctx.emit("ReduceMean", [square], f"{name}/var", axes=[-1], keepdims=1)
+    var_eps = ctx.emit("Add", [var, ctx.constant(f"/const/{name}/eps", epsilon)], f"{name}/var_eps")
+    normed = ctx.emit("Div", [centred, ctx.emit("Sqrt", [var_eps], f"{name}/std")], f"{name}/normed")
+    if not bias:
+        return ctx.emit("Mul", [normed, scale], name, output)
+    return ctx.emit("Add", [ctx.emit("Mul", [normed, scale], f"{name}/scaled"), bias[0]], name, output)
+
+
+# How to write each newer op in ops every opset from MIN_OPSET has (ReduceMean's axes attribute: to 17).
+DECOMPOSITIONS: dict[str, Rewrite] = {"Gelu": _gelu_with_erf, "LayerNormalization": _layernorm_written_out}
 
 
 def _refused(op: str, since: int, why: str) -> Rewrite:

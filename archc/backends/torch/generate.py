@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from archc.analysis import Analysis
 from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
-from archc.backends.torch.layers import HANDLERS, KEEP, Rendered, Step
+from archc.backends.torch.layers import HANDLERS, HELPERS, KEEP, Rendered, Step
 from archc.backends.torch.plan import (
     ASCII_IDENT,
     GLOBALS,
@@ -67,6 +67,7 @@ from archc.frontend.naming import reserved_in_torch, torch_name_diagnostic
 from archc.ir import INPUT, Node, ScopeKind, Shape, Span
 from archc.ir import written as W
 from archc.kinds import KINDS, Window, coerce, per_dimension
+from archc.limits import MAX_DEPTH
 
 if TYPE_CHECKING:
     import torch
@@ -74,7 +75,7 @@ if TYPE_CHECKING:
 __all__ = ["HANDLERS", "TorchGenError", "build_module", "generate_source", "problems"]
 
 _SAFE_FILENAME = re.compile(r"[A-Za-z0-9_.\- ]+")
-_DEEPEST = 10_000  # nesting levels, as the elaborator allows
+_DEEPEST = MAX_DEPTH  # nesting levels, as the parser and the elaborator allow
 
 
 def _wrap(line: str, width: int = 100) -> str:
@@ -105,6 +106,7 @@ class _Generator(Plan):
         self.spec_path = spec_path
         self.classes: dict[str, ClassPlan] = {}
         self.order: list[ClassPlan] = []
+        self.helpers: set[str] = set()  # small module classes the layers need (HELPERS), written once
 
     # --- pass 2: classes -----------------------------------------------------------------------
     def block_class(self, block: str) -> ClassPlan:
@@ -141,7 +143,8 @@ class _Generator(Plan):
         if not ASCII_IDENT.fullmatch(graph.network):
             doc = doc.replace(graph.network, cls.name, 1)
         ClassWriter(self, cls, "", graph.steps, [Instance("", {}, INPUT)], doc, network=True).write()
-        source = "\n\n".join([self.header(cls.name), *(c.source for c in self.order)])
+        helpers = [HELPERS[name] for name in sorted(self.helpers)]
+        source = "\n\n".join([self.header(cls.name), *helpers, *(c.source for c in self.order)])
         return source, cls.name
 
     def header(self, name: str) -> str:
@@ -299,13 +302,15 @@ class ClassWriter:
             )
         return local
 
-    def steps(self, steps: list[Step], src: str, dst: str) -> str:
+    def steps(self, steps: list[Step], src: str, dst: str, helpers: tuple[str, ...] = ()) -> str:
+        self.gen.helpers.update(helpers)
         for step in steps:
             if step.attr is None:
                 self.fwd.append(f"{dst} = {step.call.replace('{x}', src)}")
             else:
                 self.init.append(f"self.{self.attribute(step.attr)} = {step.ctor}")
-                self.fwd.append(f"{dst} = self.{step.attr}({src})")
+                call = step.call or "{self}({x})"
+                self.fwd.append(f"{dst} = {call.replace('{self}', f'self.{step.attr}').replace('{x}', src)}")
             src = dst
         return src
 
@@ -331,7 +336,7 @@ class ClassWriter:
         nodes = self.nodes(local)
         node = self.gen.nodes[nodes[0]]
         emitted = HANDLERS[node.kind](_Ctx(self, node.exprs, node.kind, local, nodes))
-        out = self.steps(emitted.steps, src, dst)
+        out = self.steps(emitted.steps, src, dst, emitted.helpers)
         self.cur = nodes
         if emitted.channels is not KEEP:
             self.chan = emitted.channels
@@ -460,7 +465,7 @@ def _generate(analysis: Analysis, spec_path: str) -> tuple[str, str]:
     if diags:
         raise TargetError(diags)
     old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, _DEEPEST * 8))
+    sys.setrecursionlimit(max(old, _DEEPEST * 50))  # a few dozen frames a level, at most
     try:
         return _Generator(analysis, spec_path).generate()
     finally:

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from archc.backends.torch import pyexpr as E
+from archc.backends.torch.plan import TorchGenError
 from archc.ir import Shape
 from archc.kinds import KINDS, Window
-from archc.kinds.dense import flattens
+from archc.kinds.dense import flattens, per_position_fc
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ class Rendered:
 @dataclass(frozen=True)
 class Step:
     """`self.<attr> = <ctor>` in __init__ and `y = self.<attr>(x)` in forward;
-    or, with no attr, `y = <call>` where `{x}` stands for the input."""
+    or, with no attr, `y = <call>` where `{x}` stands for the input. With both,
+    forward is `y = <call>` where `{self}` stands for `self.<attr>`: a parameter,
+    `x * self.layer_scale`."""
 
     attr: str | None
     ctor: str | None = None
@@ -56,6 +59,7 @@ KEEP: Any = object()  # the layer keeps its input's channel count
 class Emitted:
     steps: list[Step]
     channels: Any = KEEP  # an E.Sym, None (unknown), or KEEP
+    helpers: tuple[str, ...] = ()  # classes of HELPERS the steps construct, written once into the file
 
 
 class LayerCtx(Protocol):
@@ -150,6 +154,23 @@ def conv(ctx: LayerCtx) -> Emitted:
     return Emitted([*pre, Step(ctx.name, text)], k.sym)
 
 
+def convtranspose(ctx: LayerCtx) -> Emitted:
+    k = ctx.key("K")
+    text = ctor(
+        _nd(ctx, "nn.ConvTranspose{}d"),
+        ctx.in_channels().text,
+        k.text,
+        kernel_size=ctx.key("F").text,
+        stride=_kw(ctx.key("S"), _per_dim(ctx, 1)),
+        padding=_kw(ctx.key("P"), _per_dim(ctx, 0)),
+        output_padding=_kw(ctx.key("O"), _per_dim(ctx, 0)),
+        groups=_kw(ctx.key("G"), 1),
+        bias=_kw(ctx.key("bias"), True),
+        dilation=_kw(ctx.key("D"), _per_dim(ctx, 1)),
+    )
+    return Emitted([Step(ctx.name, text)], k.sym)
+
+
 def _pool(cls: str, pad_value: str) -> Callable[[LayerCtx], Emitted]:
     def handler(ctx: LayerCtx) -> Emitted:
         pre, padding = _padding(ctx, pool=True, pad_value=pad_value)
@@ -174,15 +195,46 @@ def globalavgpool(ctx: LayerCtx) -> Emitted:
     return _module(ctx, ctor(_nd(ctx, "nn.AdaptiveAvgPool{}d"), "1"))
 
 
+# --- resampling ----------------------------------------------------------------------------
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def upsample(ctx: LayerCtx) -> Emitted:
+    """nn.Upsample: `linear` is PyTorch's bi-/trilinear by rank, corners not aligned."""
+    modes = {
+        _LINEAR[s.layout.spatial_rank] if a["mode"] == "linear" else "nearest"
+        for s, a in zip(ctx.ins, ctx.attrs, strict=True)
+    }
+    if len(modes) != 1:
+        raise TorchGenError(f"{ctx.name}: one block upsamples in several modes or ranks; write two blocks")
+    mode = modes.pop()
+    linear = mode != "nearest"
+    text = ctor(
+        "nn.Upsample",
+        scale_factor=ctx.key("factor").text,
+        mode=f'"{mode}"' if linear else None,
+        align_corners="False" if linear else None,
+    )
+    return _module(ctx, text)
+
+
+def crop(ctx: LayerCtx) -> Emitted:
+    sizes = [tuple(o.spatial) for o in ctx.outs]
+    # one tuple per instance (a U-Net's up block crops each skip to its own size): a tuple, never `101`
+    same = all(v == sizes[0] for v in sizes)
+    text = E.literal(sizes[0], compact=False) if same else ctx.check(None, sizes, f"{ctx.name}_size").text
+    return Emitted([Step(ctx.name, ctor("CenterCrop", text))], helpers=("CenterCrop",))
+
+
 # --- fully connected ---------------------------------------------------------------------
-def _flat_features(ctx: LayerCtx) -> tuple[E.Sym | None, list[int]]:
+def _flat_features(ctx: LayerCtx, flattened: Callable[[Shape], bool]) -> tuple[E.Sym | None, list[int]]:
     """The flattened input size as `C * H * W` (torchvision's `256 * 6 * 6`), when H, W agree."""
-    values = [s.numel for s in ctx.ins]
+    values = [s.numel if flattened(s) else s.channels for s in ctx.ins]
     if ctx.channels is None:
         return None, values
-    if not any(flattens(s) for s in ctx.ins):
+    if not any(flattened(s) for s in ctx.ins):
         return ctx.channels, values
-    sizes = {s.spatial for s in ctx.ins if flattens(s)}
+    sizes = {s.spatial for s in ctx.ins if flattened(s)}
     if len(sizes) != 1:
         return None, values
     spatial = sizes.pop()
@@ -196,18 +248,31 @@ def _flat_features(ctx: LayerCtx) -> tuple[E.Sym | None, list[int]]:
 
 def fc(ctx: LayerCtx) -> Emitted:
     steps = []
-    if any(flattens(s) for s in ctx.ins):
+    flat = [flattens(s) for s in ctx.ins]
+    per_position = [per_position_fc(s) for s in ctx.ins]
+    if any(flat) and any(per_position):
+        raise TorchGenError(
+            f"{ctx.name}: one block uses fc on an image (flattened first) and on a sequence (per position); "
+            "write two blocks"
+        )
+    if any(flat):
         # torch.flatten(x, 1) is a no-op on an already flat [batch, N]
         steps.append(Step(None, call="torch.flatten({x}, 1)"))
-    sym, values = _flat_features(ctx)
+    sym, values = _flat_features(ctx, flattens)
     n_in = ctx.check(sym, values, f"{ctx.name}_in_features")
     n = ctx.key("N")
-    steps.append(Step(ctx.name, ctor("nn.Linear", n_in.text, n.text, bias=_kw(ctx.key("bias"), True))))
+    linear = Step(ctx.name, ctor("nn.Linear", n_in.text, n.text, bias=_kw(ctx.key("bias"), True)))
+    if any(per_position) and not all(_channels_last(s) for s in ctx.ins):
+        # nn.Linear acts on the last axis: a [batch, C, L] sequence moves its channels there and back
+        axis = _feature_axis(ctx, ctx.ins)
+        steps += [Step(None, call=f"{{x}}.movedim({axis}, -1)"), linear, Step(None, call=f"{{x}}.movedim(-1, {axis})")]
+    else:
+        steps.append(linear)
     return Emitted(steps, n.sym)
 
 
 def flatten(ctx: LayerCtx) -> Emitted:
-    sym, _ = _flat_features(ctx)
+    sym, _ = _flat_features(ctx, lambda s: s.is_spatial)
     return _module(ctx, "nn.Flatten()", sym)
 
 
@@ -215,12 +280,16 @@ def flatten(ctx: LayerCtx) -> Emitted:
 def batchnorm(ctx: LayerCtx) -> Emitted:
     c = ctx.in_channels().text
     eps = _kw(ctx.key("eps"), 1e-5)
-    classes = {f"nn.BatchNorm{max(s.layout.spatial_rank, 1)}d" for s in ctx.ins}  # a flat input: BatchNorm1d
-    if len(classes) == 1:
-        return _module(ctx, ctor(classes.pop(), c, eps=eps))
-    # one block used on both spatial and flat inputs: the caller says which
-    which = ctx.check(None, [s.is_spatial for s in ctx.ins], f"{ctx.name}_spatial")
-    return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
+    # a flat input or a sequence: BatchNorm1d; an image BatchNorm2d; a volume BatchNorm3d
+    ranks = [max(s.layout.spatial_rank, 1) for s in ctx.ins]
+    if len(set(ranks)) == 1:
+        return _module(ctx, ctor(f"nn.BatchNorm{ranks[0]}d", c, eps=eps))
+    # one block used on inputs of several ranks: the caller says which
+    if set(ranks) == {1, 2}:
+        which = ctx.check(None, [r == 2 for r in ranks], f"{ctx.name}_spatial")
+        return _module(ctx, ctor(f"(nn.BatchNorm2d if {which.text} else nn.BatchNorm1d)", c, eps=eps))
+    rank = ctx.check(None, ranks, f"{ctx.name}_rank")
+    return _module(ctx, ctor(f"(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[{rank.text} - 1]", c, eps=eps))
 
 
 def _channels_last(shape: Shape) -> bool:
@@ -249,6 +318,22 @@ def layernorm(ctx: LayerCtx) -> Emitted:
     return Emitted(steps)
 
 
+def layerscale(ctx: LayerCtx) -> Emitted:
+    """A parameter of the module, shaped to broadcast: `x * self.layer_scale`, as torchvision's ConvNeXt."""
+    c = ctx.in_channels().text
+    ones = {len(s.nchw()) - s.layout.channel_axis() for s in ctx.ins}  # [C, 1, 1] on a [batch, C, H, W] image
+    if len(ones) != 1:
+        raise TorchGenError(f"{ctx.name}: one block scales inputs of several ranks; write two blocks")
+    n = ones.pop()
+    shape = f"({c},)" if n == 0 else f"({c}, {', '.join(['1'] * n)})"
+    init = ctx.key("init").text
+    return Emitted([Step(ctx.name, f"nn.Parameter(torch.full({shape}, {init}))", call="{x} * {self}")])
+
+
+def droppath(ctx: LayerCtx) -> Emitted:
+    return Emitted([Step(ctx.name, ctor("DropPath", ctx.key("p").text))], helpers=("DropPath",))
+
+
 def lrn(ctx: LayerCtx) -> Emitted:
     text = ctor(
         "nn.LocalResponseNorm",
@@ -263,6 +348,37 @@ def lrn(ctx: LayerCtx) -> Emitted:
 def _feature_axis(ctx: LayerCtx, shapes: Sequence[Shape]) -> str:
     """The axis of the channels (the features, when flat) in the generated code: 1."""
     return ctx.check(None, [s.layout.channel_axis() for s in shapes], f"{ctx.name}_dim").text
+
+
+# Small modules the generated file defines when a layer needs one (torch has none).
+HELPERS: dict[str, str] = {
+    "CenterCrop": '''class CenterCrop(nn.Module):
+    """The centred window of `size` over the last dims; an odd excess cuts its extra row at the end."""
+
+    def __init__(self, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for axis, n in enumerate(self.size, start=x.dim() - len(self.size)):
+            x = x.narrow(axis, (x.shape[axis] - n) // 2, n)
+        return x
+''',
+    "DropPath": '''class DropPath(nn.Module):
+    """Stochastic depth: in training, each sample is dropped whole with probability p
+    (the others scaled by 1/(1-p)); the identity in eval mode."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+''',
+}
 
 
 def elementwise(ctx: LayerCtx) -> Emitted:
@@ -320,12 +436,17 @@ HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
     "conv": conv,
     "maxpool": _pool("nn.MaxPool{}d", 'float("-inf")'),
     "avgpool": _pool("nn.AvgPool{}d", "0"),  # count_include_pad: padding counts as zeros
+    "convtranspose": convtranspose,
+    "upsample": upsample,
+    "crop": crop,
     "adaptiveavgpool": adaptiveavgpool,
     "globalavgpool": globalavgpool,
     "fc": fc,
     "flatten": flatten,
     "batchnorm": batchnorm,
     "layernorm": layernorm,
+    "layerscale": layerscale,
+    "droppath": droppath,
     "lrn": lrn,
     "add": add,
     "multiply": multiply,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archc.ir.written import Expr, Name, Negate
+from archc.kinds import CHOICE_WORDS
 
 _SAFE_STRING = re.compile(r"[A-Za-z_]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -61,6 +62,7 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 _PREC = {"+": 1, "-": 1, "*": 2, "//": 2}
 LITERAL_WORDS = {"true": True, "false": False, "True": True, "False": False, "same": "same"}
+LITERAL_WORDS.update({word: word for word in CHOICE_WORDS})  # `mode=nearest`: the elaborator's words too
 
 
 class NotSymbolic(Exception):
