@@ -21,18 +21,20 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 pytest.importorskip("archc.backends.torch.generate")
 
-from conftest import all_specs  # noqa: E402
-from test_onnx_gen import EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D  # noqa: E402
+from conftest import compiled_specs  # noqa: E402
+from test_onnx_gen import EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D, SEQUENCE_SPECS  # noqa: E402
 
 import archc  # noqa: E402
 from archc.analysis.tensors import (  # noqa: E402
     Init,
     Role,
     tensor_specs,
+    tied_keys,
 )
 from archc.backends.onnx.generate import build_model  # noqa: E402
 from archc.backends.onnx.runtime import CHECK_TOLERANCE  # noqa: E402
 from archc.backends.weights import make_weights  # noqa: E402
+from archc.ir import INPUT, Layout  # noqa: E402
 
 BATCH = 3
 
@@ -54,7 +56,9 @@ def _compare(net) -> None:
     weights = _random_weights(net)
     model = build_model(net.analysis, weights=weights)
     module = net.to_torch()
-    module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    state = {k: torch.from_numpy(v) for k, v in weights.items()}
+    state.update({alias: state[owner] for alias, owner in tied_keys(net.analysis).items()})  # PyTorch lists both
+    module.load_state_dict(state, strict=True)
     module.eval()
 
     buffers = sum(s.numel for s in tensor_specs(net.analysis) if s.role is Role.BUFFER)
@@ -62,17 +66,22 @@ def _compare(net) -> None:
     assert net.params == sum(p.numel() for p in module.parameters()) == onnx_elements - buffers
 
     rng = np.random.default_rng(zlib.crc32(net.name.encode()))  # fresh per spec, reproducible
-    x = rng.standard_normal((BATCH, *net.graph.input_shape.nchw()), dtype=np.float32)
+    dims = (BATCH, *net.analysis.physical(INPUT))
+    if net.graph.input_shape.layout is Layout.TOKENS:  # random ids, below the smallest vocabulary
+        vocabulary = min(n.attrs["V"] for n in net.graph.nodes if n.kind == "embedding")
+        x = rng.integers(0, vocabulary, dims, dtype=np.int64)
+    else:
+        x = rng.standard_normal(dims, dtype=np.float32)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": x})[0]
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    assert got.shape == expected.shape == (BATCH, *net.analysis.output_shape.nchw())
+    assert got.shape == expected.shape == (BATCH, *net.analysis.physical(net.graph.output))
     error = np.abs(got - expected).max() / np.abs(expected).max()
     assert error <= CHECK_TOLERANCE, f"{net.name}: max relative error {error:.2e}"
 
 
-@pytest.mark.parametrize("spec", all_specs(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec", compiled_specs(), ids=lambda p: p.stem)
 def test_onnxruntime_matches_pytorch(spec: Path) -> None:
     _compare(archc.load(spec))
 
@@ -80,6 +89,11 @@ def test_onnxruntime_matches_pytorch(spec: Path) -> None:
 @pytest.mark.parametrize("text", [EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D], ids=["2d", "1d", "3d"])
 def test_every_kind_matches_pytorch(text: str) -> None:
     _compare(archc.loads(text, filename="every.arch"))
+
+
+@pytest.mark.parametrize("text", SEQUENCE_SPECS, ids=["language", "vision"])
+def test_every_sequence_kind_matches_pytorch(text: str) -> None:
+    _compare(archc.loads(text))
 
 
 @pytest.mark.parametrize(

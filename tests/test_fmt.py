@@ -441,3 +441,7 @@ def test_the_shipped_specs_are_in_canonical_form() -> None:
     from archc.cli import main
 
     assert main(["fmt", "--check", str(SPECS)]) == 0
+
+
+def test_a_token_input_keeps_its_word() -> None:
+    assert format_text("input   1024   tokens # ids\nembedding V=5 D=4\n") == "input 1024 tokens  # ids\nembedding V=5 D=4\n"

@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 from archc.api import Network, compile_text
 from archc.cli import main
 from archc.diagnostics import ArchError, render
+from archc.ir import INPUT, Layout
 from archc.kinds import KINDS, USER_KINDS, KeyType
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -467,10 +468,12 @@ def _run_torch(net: Network) -> None:
 
     module = net.to_torch().eval()
     assert sum(p.numel() for p in module.parameters()) == net.params
-    x = torch.zeros(2, *net.graph.input_shape.nchw())
+    # as generated code holds them: a sequence may be held channels last, token ids are integers
+    ids = net.graph.input_shape.layout is Layout.TOKENS
+    x = torch.zeros(2, *net.analysis.physical(INPUT), dtype=torch.long if ids else torch.float32)
     with torch.no_grad():
         y = module(x)
-    assert tuple(y.shape[1:]) == tuple(net.analysis.output_shape.nchw())
+    assert tuple(y.shape[1:]) == net.analysis.physical(net.graph.output)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -112,7 +112,21 @@ async def test_hover_layer_key_and_expect(client: LanguageClient) -> None:
 async def test_typing_a_wrong_filter_size_underlines_it_with_the_derivation(client: LanguageClient) -> None:
     await open_doc(client, ALEXNET)
     bad = re.sub(r"(conv1: conv K=96 )F=11", r"\1F=12", ALEXNET)
-    diags = await change(client, bad, 2)
+    # as VS Code sends it: an incremental change of the one character typed
+    at = pos(ALEXNET, "conv1: conv K=96 F=11", len("conv1: conv K=96 F=1"))
+    client.text_document_did_change(
+        T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri=URI, version=2),
+            content_changes=[
+                T.TextDocumentContentChangePartial(
+                    range=T.Range(start=at, end=T.Position(line=at.line, character=at.character + 1)),
+                    text="2",
+                )
+            ],
+        )
+    )
+    await client.wait_for_notification(T.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    diags = list(client.diagnostics[URI])
     e202 = [d for d in diags if d.code == "E202"]
     assert e202 and e202[0].range.start.line == pos(bad, "conv1:").line
     assert "conv1 outputs 54x54x96, but the spec says 55x55x96" in e202[0].message
@@ -302,8 +316,29 @@ async def test_quick_fixes_from_hints_add_a_shortcut_and_padding(client: Languag
     assert padding.new_text == " P=2" and padding.range.start == T.Position(
         line=1, character=len("c: conv K=16 F=3 S=3")
     )
+    resize = (await fixes(by_code["W001"]))["Make the input 30x30x16"]  # (30 - 3)/3 + 1 = 10, even
+    assert resize.new_text == "30x30x16" and resize.range.start == T.Position(line=0, character=6)
     fixed = "input 32x32x16\nc: conv K=16 F=3 S=3 P=2\nresidual {\n  conv K=32 F=3 P=1\n} shortcut { conv K=32 F=1 }\n"
     assert await change(client, fixed, 2, uri) == []
+
+
+@pytest.mark.asyncio
+async def test_w001_fixes_spell_padding_and_sizes_per_side(client: LanguageClient) -> None:
+    """maxpool F=1x4 on width 122: the padding that fits is P=0x1, the input sizes change the width alone."""
+    uri = "file:///work/w001.arch"
+    (diag,) = [d for d in await open_doc(client, "input 5x122x2\nmaxpool F=1x4\n", uri) if d.code == "W001"]
+    actions = await client.text_document_code_action_async(
+        T.CodeActionParams(
+            text_document=T.TextDocumentIdentifier(uri=uri), range=diag.range, context=T.CodeActionContext(diagnostics=[diag])
+        )
+    )
+    assert actions is not None
+    edits = {
+        a.title: a.edit.changes[uri][0].new_text
+        for a in actions
+        if isinstance(a, T.CodeAction) and a.edit and a.edit.changes and not a.title.startswith("Insert")
+    }
+    assert edits == {"Pad with P=0x1": " P=0x1", "Make the input 5x120x2": "5x120x2", "Make the input 5x124x2": "5x124x2"}
 
 
 @pytest.mark.asyncio

@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 np = pytest.importorskip("numpy")
 ort = pytest.importorskip("onnxruntime")
 
-from conftest import GOLDEN, SPECS, all_specs, onnx_text  # noqa: E402
+from conftest import GOLDEN, SPECS, all_specs, compiled_specs, onnx_text  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskips, so a missing onnx skips instead of failing
 from archc.analysis.tensors import Role, tensor_specs  # noqa: E402
@@ -28,7 +28,7 @@ from archc.backends.onnx.opsets import DECOMPOSITIONS, DEFAULT_OPSET, NEWER_OPS 
 from archc.backends.weights import make_weights  # noqa: E402
 from archc.diagnostics import SpecError  # noqa: E402
 from archc.ir import INPUT  # noqa: E402
-from archc.kinds import KINDS  # noqa: E402
+from archc.kinds import KINDS, sequence  # noqa: E402
 
 # Every kind, every merge, P=same, ceil, groups, dilation, no-bias, a vanishing dropout.
 EVERY_KIND = """\
@@ -55,8 +55,8 @@ droppath 0.2
 up: convtranspose K=8 F=3 S=2 P=1 O=1 G=2
 upsample 2 mode=linear
 upsample 1x2
-crop 17x34
-maxpool F=2
+crop 17x34 -> 17x34x8
+maxpool F=1x2
 res: residual { conv K=8 F=3 P=1 bias=false; batchnorm }
 relu
 se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; relu; conv K=8 F=1; sigmoid } }
@@ -129,6 +129,32 @@ globalavgpool
 fc 4
 """
 
+# Every sequence kind: a small language model (token ids, tied output) and a small ViT.
+EVERY_SEQUENCE_KIND = """\
+network EverySequence
+input 12 tokens
+wte: embedding V=50 D=16
+posembed T=20
+residual { rmsnorm; attention 4 kv=2 causal=true rope=true bias=false }
+residual { rmsnorm eps=1e-5; fc 32; gelu; fc 16 }
+residual { attention 2 }
+softmax
+head: fc 50 tie=wte
+"""
+EVERY_VISION_KIND = """\
+network EveryVision
+input 8x8x3
+conv K=16 F=2 S=2
+tokens
+clstoken
+posembed
+residual { attention 4 causal=true }
+attention 2 kv=1 rope=true rope_base=500
+select -1
+fc 10
+"""
+SEQUENCE_SPECS = (EVERY_SEQUENCE_KIND, EVERY_VISION_KIND)
+
 
 def _run(model, x):
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -144,14 +170,16 @@ def test_every_registry_kind_has_a_handler() -> None:
 
 
 def test_every_kind_example_covers_every_kind() -> None:
-    assert {n.kind for n in archc.loads(EVERY_KIND).graph.nodes} == set(KINDS)
+    covered = {n.kind for text in (EVERY_KIND, *SEQUENCE_SPECS) for n in archc.loads(text).graph.nodes}
+    assert covered == set(KINDS)
 
 
 def _check_against_ir(net, model, inferred=None) -> None:
     """Checker, shape inference vs the IR for every layer, initializers vs tensor_specs."""
     if inferred is None:
         onnx.checker.check_model(model, full_check=True)
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        # data_prop: the class token's Expand takes the batch from Shape(x), as exporters write it
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     shapes = {v.name: _dims(v) for v in [*inferred.graph.value_info, *inferred.graph.output]}
     shapes[INPUT] = _dims(inferred.graph.input[0])
     lowered = lower(net.analysis)
@@ -174,7 +202,7 @@ def _check_against_ir(net, model, inferred=None) -> None:
     assert [o.name for o in model.graph.output] == ["output"]
 
 
-@pytest.mark.parametrize("spec", all_specs(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec", compiled_specs(), ids=lambda p: p.stem)
 def test_spec_is_valid_onnx_with_the_irs_shapes(spec: Path, tmp_path: Path) -> None:
     # Written with every tensor in external data (threshold 0), the checker and
     # shape inference read a small file: VGG's 550 MB of weights are checked for
@@ -183,7 +211,9 @@ def test_spec_is_valid_onnx_with_the_irs_shapes(spec: Path, tmp_path: Path) -> N
     path, data = write_model(net.analysis, tmp_path / "m.onnx", weights="zeros", threshold=0)
     try:
         onnx.checker.check_model(str(path), full_check=True)
-        onnx.shape_inference.infer_shapes_path(str(path), str(tmp_path / "inferred.onnx"), strict_mode=True)
+        onnx.shape_inference.infer_shapes_path(
+            str(path), str(tmp_path / "inferred.onnx"), strict_mode=True, data_prop=True
+        )
         model = onnx.load(str(path), load_external_data=False)
         inferred = onnx.load(str(tmp_path / "inferred.onnx"), load_external_data=False)
         _check_against_ir(net, model, inferred)
@@ -277,6 +307,57 @@ def test_older_opsets_run(opset: int) -> None:
     assert _run(model, np.ones((1, 4, 20, 20), np.float32)).shape == (1, 10)
 
 
+# --- sequences -----------------------------------------------------------------------
+def _input_for(net, model, batch: int = 2):
+    rng = np.random.default_rng(0)
+    dims = [batch, *_dims(model.graph.input[0])[1:]]
+    if model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64:
+        vocabulary = min(n.attrs["V"] for n in net.graph.nodes if n.kind == "embedding")
+        return rng.integers(0, vocabulary, dims, dtype=np.int64)
+    return rng.standard_normal(dims, dtype=np.float32)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 20])
+@pytest.mark.parametrize("text", SEQUENCE_SPECS, ids=["language", "vision"])
+def test_sequence_kinds_are_valid_onnx_at_every_opset(text: str, opset: int) -> None:
+    net = archc.loads(text if opset >= 20 else text.replace("gelu", "relu"))
+    model = build_model(net.analysis, opset=opset)
+    _check_against_ir(net, model)  # the full checker, strict shape inference == the IR
+    y = _run(model, _input_for(net, model))
+    assert y.shape == (2, *net.analysis.physical(net.graph.output)) and np.isfinite(y).all()
+
+
+def test_token_ids_are_int64_and_a_tied_weight_is_stored_once() -> None:
+    net = archc.loads(EVERY_SEQUENCE_KIND)
+    model = build_model(net.analysis, weights="zeros")
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert _dims(model.graph.input[0]) == ["batch", 12]
+    names = [t.name for t in model.graph.initializer]
+    assert "wte.weight" in names and "head.weight" not in names
+    readers = [n.op_type for n in model.graph.node if "wte.weight" in n.input]
+    assert sorted(readers) == ["Gather", "Transpose"]  # the embedding, and the tied fc's [D, V] view
+
+
+def test_attention_is_standard_operators_with_a_constant_causal_mask() -> None:
+    net = archc.loads("input 5x8\na: attention 2 causal=true\n")
+    model = build_model(net.analysis, weights="zeros")
+    ops = {n.op_type for n in model.graph.node}
+    assert {"MatMul", "Softmax", "Reshape", "Transpose"} <= ops and all(n.domain == "" for n in model.graph.node)
+    mask = next(t for t in model.graph.initializer if t.name.startswith("/const/causal"))
+    m = onnx.numpy_helper.to_array(mask)
+    assert m.shape == (5, 5) and (m[np.tril_indices(5)] == 0).all() and np.isneginf(m[np.triu_indices(5, 1)]).all()
+
+
+def test_rmsnorm_is_written_out_and_matches_its_formula() -> None:
+    net = archc.loads("input 3x6\nn: rmsnorm eps=1e-3\n")
+    weights = {"n.weight": np.linspace(0.5, 2, 6, dtype=np.float32)}
+    model = build_model(net.analysis, weights=weights)
+    assert [n.op_type for n in model.graph.node] == ["Pow", "ReduceMean", "Add", "Sqrt", "Div", "Mul"]
+    x = np.random.default_rng(3).standard_normal((2, 3, 6), dtype=np.float32)
+    expected = x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + 1e-3) * weights["n.weight"]
+    np.testing.assert_allclose(_run(model, x), expected, rtol=1e-5, atol=1e-6)
+
+
 # --- adaptiveavgpool ----------------------------------------------------------------
 def test_adaptive_equal_size_emits_nothing() -> None:
     model = build_model(archc.loads("input 6x6x2\nconv1: conv K=2 F=1\nadaptiveavgpool 6\nflatten").analysis)
@@ -337,6 +418,8 @@ def _relu_channels_last(ctx: Lowering, node, facts) -> Value:
 def test_no_transpose_where_every_value_is_in_onnx_order() -> None:
     for spec in all_specs():
         net = archc.load(spec)
+        if any(KINDS[n.kind] in sequence.KINDS for n in net.graph.nodes):
+            continue  # a sequence model: attention's heads and nn.Linear's weights are transposed by design
         ops = [n.op_type for n in lower(net.analysis).model.graph.node]
         # layernorm reads an image's channels last: a Transpose to it, and one back for the next reader
         channels_last = sum(n.kind == "layernorm" and net.analysis.facts[n.name].inputs[0].is_spatial for n in net.graph.nodes)
@@ -361,6 +444,28 @@ def test_a_transpose_where_orders_meet_made_once_for_every_reader(monkeypatch) -
 
 
 # --- golden, determinism, files -----------------------------------------------------
+SMALL_TRANSFORMER = """\
+network SmallTransformer
+input 8 tokens
+wte: embedding V=32 D=16
+wpe: posembed
+block Block(D, H) {
+  residual { ln_1: layernorm; attn: attention H causal=true }
+  residual { ln_2: layernorm; fc D*2; gelu; fc D }
+}
+h: repeat 2 { Block D=16 H=2 }
+ln_f: layernorm
+head: fc 32 bias=false tie=wte
+"""
+
+
+def test_golden_small_transformer(golden) -> None:  # type: ignore[no-untyped-def]
+    """A GPT-style decoder as ONNX text: int64 ids, Gather, LayerNormalization, the attention's
+    MatMuls and constant causal mask, and the tied head reading wte.weight (stored once)."""
+    model = build_model(archc.loads(SMALL_TRANSFORMER).analysis, weights="zeros")
+    golden(GOLDEN / "small_transformer.onnx.txt", onnx_text(model))
+
+
 def test_golden_alexnet_lecture(golden) -> None:
     model = build_model(archc.load(SPECS / "alexnet_lecture.arch").analysis, weights="zeros")
     golden(GOLDEN / "alexnet_lecture.onnx.txt", onnx_text(model))

@@ -16,6 +16,7 @@ import archc
 from archc.api import compile_text
 
 Row = tuple[str, str, str, int, int]  # input, layer, output, params, macs
+TABLES = ("embedding", "posembed", "clstoken")  # learned tables: parameters, no MACs
 
 ROWS: list[Row] = [
     # conv: floor((H+2P-D(F-1)-1)/S)+1; F_h*F_w*(C/G)*K weights + K biases; MACs = out * F_h*F_w*C/G
@@ -78,6 +79,25 @@ ROWS: list[Row] = [
     *[("8x8x16", k, "8x8x16", 0, 0) for k in ("relu", "relu6", "sigmoid", "tanh", "gelu", "identity")],
     ("10", "softmax", "10", 0, 0),
     ("8x8x16", "leakyrelu slope=0.2", "8x8x16", 0, 0),
+    # sequences (contract v2): embedding V*D; posembed T*C; clstoken C; rmsnorm C; attention
+    # 2*C*C + 2*C*E weights (E = C*kv/heads) + 2*C + 2*E biases, L*(2*C*C + 2*C*E) + 2*L*L*C MACs
+    ("16 tokens", "embedding V=100 D=8", "16x8", 800, 0),
+    ("16x32", "posembed", "16x32", 16 * 32, 0),
+    ("16x32", "posembed T=20", "16x32", 20 * 32, 0),
+    ("16x32", "clstoken", "17x32", 32, 0),
+    ("16x32", "rmsnorm", "16x32", 32, 0),
+    ("64", "rmsnorm eps=1e-5", "64", 64, 0),
+    ("16x32", "attention 4", "16x32", 4 * 32 * 32 + 4 * 32, 16 * 4 * 32 * 32 + 2 * 16 * 16 * 32),
+    ("16x32", "attention heads=4 causal=true", "16x32", 4 * 32 * 32 + 4 * 32, 16 * 4 * 32 * 32 + 2 * 16 * 16 * 32),
+    ("16x32", "attention 4 kv=2 bias=false", "16x32", 2 * 32 * 32 + 2 * 32 * 16, 16 * 3072 + 2 * 16 * 16 * 32),
+    ("16x32", "attention 8 kv=1 rope=true", "16x32", 2304 + 2 * 32 + 2 * 4, 16 * 2304 + 2 * 16 * 16 * 32),
+    ("4x5x8", "tokens", "20x8", 0, 0),
+    ("20x8", "select 0", "8", 0, 0),
+    ("20x8", "select -20", "8", 0, 0),
+    ("16x32", "fc 64", "16x64", 32 * 64 + 64, 16 * 32 * 64),  # on every position
+    ("16x32", "flatten", "512", 0, 0),
+    ("16x32", "gelu", "16x32", 0, 0),
+    ("16x32", "softmax", "16x32", 0, 0),
 ]
 
 
@@ -310,9 +330,9 @@ def test_totals_equal_the_sum_of_layers(spec: Path) -> None:
     assert n.macs == sum(x.macs for x in layers)
     assert n.output_shape == layers[-1].output or n.graph.output != layers[-1].name
     for x in layers:
-        if x.kind not in ("conv", "convtranspose", "fc"):
+        if x.kind not in ("conv", "convtranspose", "fc", "attention"):
             assert x.macs == 0, x
-        if x.kind not in ("conv", "convtranspose", "fc", "batchnorm", "layernorm", "layerscale"):
+        if x.kind not in ("conv", "convtranspose", "fc", "batchnorm", "layernorm", "layerscale", "rmsnorm", "attention", *TABLES):
             assert x.params == 0, x
 
 

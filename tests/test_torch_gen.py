@@ -14,9 +14,10 @@ F = torch.nn.functional
 from conftest import BASIC_BLOCK, GOLDEN, all_specs  # noqa: E402
 
 import archc  # noqa: E402 - after the importorskip
-from archc.analysis.tensors import tensor_specs  # noqa: E402
+from archc.analysis.tensors import tensor_specs, tied_keys  # noqa: E402
 from archc.backends.torch.generate import HANDLERS, build_module, generate_source  # noqa: E402
 from archc.frontend.elaborate import RESERVED_NAMES  # noqa: E402
+from archc.ir import INPUT, Layout  # noqa: E402
 from archc.kinds import KINDS  # noqa: E402
 
 
@@ -29,7 +30,9 @@ def _sd_shapes(module: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 def _check_against_ir(net: archc.Network, module: torch.nn.Module) -> None:
     assert sum(p.numel() for p in module.parameters()) == net.params
     specs = tensor_specs(net.analysis)
-    got = _sd_shapes(module)
+    tied = tied_keys(net.analysis)  # state_dict() lists a tied weight under both names; archc at its owner
+    got = [(k, shape) for k, shape in _sd_shapes(module) if k not in tied]
+    assert all(module.get_submodule(k.rsplit(".", 1)[0]).weight is module.get_parameter(tied[k]) for k in tied)
     assert dict(got) == {t.name: t.shape for t in specs} and len(got) == len(specs)
     # in forward order, except that a layer which is one parameter (layerscale: `self.ls = nn.Parameter`)
     # is registered by its module before the module's children, as torchvision's ConvNeXt registers layer_scale
@@ -43,9 +46,10 @@ def test_every_spec_builds_and_matches_the_ir(path: Path) -> None:
     # shapes and counts only: the meta device allocates nothing, so VGG costs no time
     with torch.device("meta"):
         module = build_module(net.analysis)
-        y = module(torch.empty(2, *net.graph.input_shape.nchw()))
+        ids = net.graph.input_shape.layout is Layout.TOKENS
+        y = module(torch.empty(2, *net.analysis.physical(INPUT), dtype=torch.long if ids else torch.float32))
     _check_against_ir(net, module)
-    assert tuple(y.shape) == (2, *net.analysis.output_shape.nchw())
+    assert tuple(y.shape) == (2, *net.analysis.physical(net.graph.output))
     assert module.training  # like torchvision: a fresh module trains
 
 
@@ -57,6 +61,16 @@ def test_generation_is_deterministic(path: Path) -> None:
 def test_alexnet_golden(golden) -> None:
     source = archc.load(Path(__file__).parent.parent / "specs" / "alexnet_lecture.arch").torch_source()
     golden(GOLDEN / "alexnet_lecture.py", source)
+
+
+def test_gpt2_small_golden(golden) -> None:  # type: ignore[no-untyped-def]
+    """GPT-2 small as PyTorch: the helper classes it uses (and no others), the tie as one line."""
+    source = archc.load(Path(__file__).parent.parent / "specs" / "gpt2_small.arch").torch_source()
+    golden(GOLDEN / "gpt2_small.py", source)
+    assert "self.lm_head.weight = self.wte.weight" in source
+    assert "class Attention(nn.Module)" in source and "class PositionalEmbedding(nn.Module)" in source
+    assert "RotaryEmbedding" not in source and "kv_heads" not in source and "ClassToken" not in source
+    assert re.findall(r"^(?:import|from) .*$", source, re.M) == ["import torch", "from torch import nn"]
 
 
 def test_alexnet_reads_like_torchvision() -> None:
@@ -416,3 +430,26 @@ def test_empty_repeats(text: str) -> None:
     module = build_module(net.analysis)
     _check_against_ir(net, module)
     assert tuple(module(torch.randn(2, 2, 4, 4)).shape) == (2, 3)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter: dynamo's needs onnxscript
+def test_generated_modules_export_with_torch_onnx(tmp_path: Path) -> None:
+    """Users export the generated module themselves: the v2 layers (channels moved around layernorm and
+    fc per position, layer scales, crops, up-convolutions, SE) go through torch.onnx.export and agree."""
+    ort = pytest.importorskip("onnxruntime")
+    spec = (
+        "input 12x12x4\nconv K=8 F=3 P=1\nlayernorm eps=1e-6\nls: layerscale init=0.5\n"
+        "se: multiply { branch { identity } branch { globalavgpool; conv K=2 F=1; silu; conv K=8 F=1; hardsigmoid } }\n"
+        "convtranspose K=4 F=2 S=2\nupsample 2 mode=linear\ncrop 45\ndroppath 0.1\nhardswish\nglobalavgpool\nflatten\n"
+    )
+    for text in (spec, "input 20x3\nconv K=4 F=3\nfc 6\nlayernorm\ngelu approx=tanh\nflatten\nfc 2\n"):
+        net = archc.loads(text)
+        module = net.to_torch().eval()
+        x = torch.randn(2, *net.graph.input_shape.nchw())
+        path = tmp_path / "exported.onnx"
+        torch.onnx.export(
+            module, (x,), str(path), dynamo=False, opset_version=20, input_names=["input"], output_names=["output"]
+        )
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(got), module(x), rtol=1e-4, atol=1e-5)

@@ -48,7 +48,7 @@ def test_dependency_floors_admit_no_known_load_vulnerability() -> None:
     floors = {}
     for requirement in [r for deps in extras.values() for r in deps]:
         name, _, version = requirement.partition(">=")
-        floors[name] = tuple(int(p) for p in version.split("."))
+        floors[name] = tuple(int(p) for p in version.split(",")[0].split("."))  # `>=2,<3`: the floor
     assert floors["torch"] >= (2, 10)
     assert floors["onnx"] >= (1, 21)
     assert floors["onnxruntime"] >= (1, 24, 3) and floors["onnxruntime-gpu"] >= (1, 24, 3)

@@ -31,6 +31,18 @@ def test_extension_manifest_names_the_language_and_grammar() -> None:
     json.loads((VSCODE / "language-configuration.json").read_text())
 
 
+def test_grammar_highlights_every_layer_kind() -> None:
+    grammar = json.loads((VSCODE / "syntaxes" / "arch.tmLanguage.json").read_text())
+    (kind_rule,) = [
+        p for p in grammar["repository"]["statement"]["patterns"] if p.get("name") == "support.type.kind.arch"
+    ]
+    listed = set(kind_rule["match"].removeprefix("\\b(").removesuffix(")\\b").split("|"))
+    missing = sorted(k for k, spec in KINDS.items() if spec.user and k not in listed)
+    assert not missing, (
+        f"add {missing} to support.type.kind.arch in editors/vscode/syntaxes/arch.tmLanguage.json"
+    )
+
+
 @pytest.fixture(scope="module")
 def tokens() -> dict[str, list[tuple[int, int, str, list[str]]]]:
     if shutil.which("node") is None:

@@ -13,8 +13,9 @@ from functools import cached_property
 from itertools import accumulate
 from typing import Any
 
+from archc.analysis import orders as sequence_orders
 from archc.diagnostics import Diagnostic, error, warning
-from archc.ir import INPUT, Assertion, Frozen, Graph, Node, Shape, written_layout
+from archc.ir import INPUT, Assertion, Frozen, Graph, Node, Physical, Shape, written_layout
 from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, WindowKind, apply, uneven_division
 
 
@@ -64,6 +65,7 @@ class Analysis(Frozen):
     graph: Graph
     facts: dict[str, LayerFacts]
     totals: Totals
+    orders: dict[str, Physical]  # how generated code holds each sequence value (`archc.analysis.orders`)
 
     @property
     def complete(self) -> bool:
@@ -73,6 +75,25 @@ class Analysis(Frozen):
     @property
     def output_shape(self) -> Shape:
         return self.shape_of(self.graph.output)
+
+    def order_of(self, name: str) -> Physical:
+        """How generated code holds a value: a sequence's order; channels first for everything else."""
+        return self.orders.get(name, Physical.CHANNELS_FIRST)
+
+    def physical(self, name: str) -> tuple[int, ...]:
+        """A value's per-sample dims as generated code holds them: (C, H, W) of an image, (L, C) of a
+        sequence held channels last."""
+        shape = self.shape_of(name)
+        return tuple(shape.dims[i] for i in shape.layout.physical_order(self.order_of(name)))
+
+    def reads(self, node: Node) -> Physical:
+        """The order in which a layer reads its sequence inputs."""
+        return sequence_orders.reads(node, self.orders)
+
+    def transposed(self, node: Node) -> tuple[bool, ...]:
+        """For each input of a layer: whether it is a sequence held the other way (a transpose first)."""
+        wanted = self.reads(node)
+        return tuple(i in self.orders and self.orders[i] is not wanted for i in node.inputs)
 
     def shape_of(self, name: str) -> Shape:
         if name == INPUT:
@@ -159,6 +180,12 @@ def infer_shapes(state: _State) -> None:
             )
             continue
         counts = kind.counts(Applied(node.attrs, in_shapes, out, window))
+        tie = node.attrs.get("tie")
+        if tie is not None and tie in state.facts:
+            problem = _tie_problem(node, Applied(node.attrs, in_shapes, out, window), state.facts[tie], state.graph)
+            if problem is not None:
+                state.diags.append(problem)
+                continue
         shapes[node.name] = out
         state.facts[node.name] = LayerFacts.model_construct(
             name=node.name,
@@ -170,6 +197,30 @@ def infer_shapes(state: _State) -> None:
             biases=counts.biases,
             macs=counts.macs,
         )
+
+
+def _tie_problem(node: Node, layer: Applied, owner: LayerFacts, graph: Graph) -> Diagnostic | None:
+    """LANGUAGE.md "Tying": the owner's weight must be `N x C` for an input of C features."""
+    kind = KINDS[node.kind]
+    tied = next(t for t in kind.tensors(layer) if t.alias is not None)
+    owner_node = graph.node(owner.name)
+    owned = next(
+        t for t in KINDS[owner.kind].tensors(owner.applied(owner_node.attrs)) if f"{owner.name}.{t.name}" == tied.alias
+    )
+    if owned.shape == tied.shape:
+        return None
+    have = "x".join(map(str, owned.shape))
+    need = "x".join(map(str, tied.shape))
+    hint = f"{node.name} needs N={owned.shape[0]} outputs" if owned.shape[1:] == tied.shape[1:] else None
+    if hint is None and owner.kind == "embedding":
+        hint = f"an fc tied to an embedding of V={owned.shape[0]}, D={owned.shape[1]} reads D features and gives V"
+    return error(
+        "E200",
+        f"{node.name}: tie={owner.name} shares a weight of {have} ({owner.name}.weight), "
+        f"but this {node.kind} needs {need} (N x C for an input of {layer.ins[0].text()})",
+        node.key_spans.get("tie", node.span),
+        hint,
+    )
 
 
 _SLIDING = (WindowKind.CONV, WindowKind.POOL)  # windows that slide over their input (not a transposed one)
@@ -190,8 +241,13 @@ def warn_uneven(state: _State) -> None:
 
 
 def build(state: _State) -> None:
+    shapes = {name: f.output for name, f in state.facts.items()}
+    shapes[INPUT] = state.graph.input_shape
     state.analysis = Analysis.model_construct(
-        graph=state.graph, facts=state.facts, totals=_sum(list(state.facts.values()))
+        graph=state.graph,
+        facts=state.facts,
+        totals=_sum(list(state.facts.values())),
+        orders=sequence_orders.assign(state.graph, shapes),
     )
 
 
@@ -223,8 +279,8 @@ def fmt_int(n: int) -> str:
 
 
 def si(n: float) -> str:
-    """28823912 -> '28.82M'."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+    """28823912 -> '28.82M' (and T from 1e12 on: a 7B model's MACs at 4k tokens are 31.46T)."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(n) >= scale:
             return f"{n / scale:.4g}{suffix}"
     return f"{n:g}"

@@ -62,3 +62,24 @@ def tensor_specs(analysis: Analysis) -> list[TensorSpec]:
                 name = f"{node.name}.{t.name}" if t.name else node.name  # "": the layer is the parameter
                 specs.append(TensorSpec(name, node.name, t.shape, t.role, t.init, t.fan_in, t.value))
     return specs
+
+
+def tied_keys(analysis: Analysis) -> dict[str, str]:
+    """The state_dict keys of tied tensors, and the key of the tensor each shares.
+
+    PyTorch's `state_dict()` lists a tied weight under both names (`parameters()`
+    once); archc stores and counts it once, at its owner. Loading a state_dict
+    into the generated module needs both keys.
+
+    >>> import archc
+    >>> net = archc.loads("input 4 tokens\\nwte: embedding V=10 D=8\\nhead: fc 10 bias=false tie=wte")
+    >>> tied_keys(net.analysis)
+    {'head.weight': 'wte.weight'}
+    """
+    out: dict[str, str] = {}
+    for node in analysis.graph.nodes:
+        facts = analysis.facts[node.name]
+        for t in KINDS[node.kind].tensors(Applied(node.attrs, facts.inputs, facts.output, facts.window)):
+            if t.alias is not None:
+                out[f"{node.name}.{t.name}"] = t.alias
+    return out

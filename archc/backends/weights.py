@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from archc.analysis import Analysis
-from archc.analysis.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs
+from archc.analysis.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs, tied_keys
 from archc.diagnostics import ArchError, shown
 
 GENERATED = ("random", "zeros")
@@ -101,6 +101,8 @@ def generate_chunks(
                 out.fill(0)
             elif spec.init is Init.ONES:
                 out.fill(1)
+            elif spec.init is Init.NORMAL:  # N(0, 1), drawn in float32: nn.Embedding's table
+                rng.standard_normal(out=out, dtype=np.float32)
             elif spec.init is Init.CONSTANT:
                 out.fill(spec.value)
             else:  # U(-b, b), drawn in float32 and scaled in place: PyTorch's default init
@@ -360,7 +362,9 @@ def _checked(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray | str:
 def validate(analysis: Analysis, specs: list[TensorSpec], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The given tensors as float32 arrays, or one `WeightsError` listing every mismatch."""
     by_name = {s.name: s for s in specs}
-    keys = [str(k) for k in given if not str(k).endswith(IGNORED_KEYS_SUFFIXES)]
+    # A tied weight is in a PyTorch state_dict under both names: the owner's is the one kept.
+    tied = tied_keys(analysis)
+    keys = [str(k) for k in given if not str(k).endswith(IGNORED_KEYS_SUFFIXES) and str(k) not in tied]
     missing = [s for s in specs if s.name not in given]
     unexpected = sorted(_key(k) for k in keys if k not in by_name)
     wrong: list[str] = []

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--explain", action="store_true", help="show how each shape and count is derived")
     p.add_argument("--rf", action="store_true", help="add receptive field, jump and start per layer")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16", "int8"),
+        default="float32",
+        help="element type for the memory figures: parameters, activations, KV cache (default float32)",
+    )
     add_max_layers(p)
     p.set_defaults(run=run)
 
@@ -32,6 +38,13 @@ RICH_MAX_ROWS = 2_000  # past this, the plain-text table
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.2f} MiB"
+
+
+def _size(n: int) -> str:
+    """`12.34 MiB`; from a gigabyte on, decimal and binary both: `13.5 GB = 12.55 GiB`."""
+    if n < 10**9:
+        return _mib(n)
+    return f"{n / 1e9:,.1f} GB = {n / 2**30:,.2f} GiB"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(args: argparse.Namespace, net: Network) -> int:
-    from archc.tools.summary import activation_bytes, attr_text, rows, summary_json
+    from archc.tools.summary import DTYPES, activation_bytes, attr_text, kv_cache, rows, summary_json
 
     rf = None
     if args.rf:
@@ -60,7 +73,7 @@ def _print(args: argparse.Namespace, net: Network) -> int:
     if args.json:
         from archc.tools.json_text import indented
 
-        print(indented(summary_json(net, rf)))
+        print(indented(summary_json(net, rf, args.dtype)))
         return 0
 
     from archc.analysis import si
@@ -96,9 +109,19 @@ def _print(args: argparse.Namespace, net: Network) -> int:
         f"Params:      {_with_si(t.params)} = {t.weights:,} weights + {t.biases:,} biases",
         f"MACs:        {_with_si(t.macs)}, {si(2 * t.macs)} FLOPs at batch 1",
         f"Output:      {net.analysis.output_shape.text()}",
-        f"Param size:  {_mib(t.params * 4)} (float32)",
-        f"Activations: {_mib(activation_bytes(net))} at batch 1 (float32, input and every layer output)",
+        f"Param size:  {_size(t.params * DTYPES[args.dtype])} ({args.dtype})",
+        f"Activations: {_size(activation_bytes(net, args.dtype))} at batch 1 ({args.dtype}, input and every layer output)",
     ]
+    cache = kv_cache(net, args.dtype)
+    if cache is not None:
+        how = (
+            f"2 x {cache.layers} layers x {cache.tokens:,} tokens x {cache.width:,} x {DTYPES[args.dtype]} bytes"
+            if cache.width
+            else f"keys and values of {cache.layers} causal attention layers"
+        )
+        footer.append(
+            f"KV cache:    {_size(cache.nbytes)} at {cache.tokens:,} tokens, batch 1 ({args.dtype}): {how}"
+        )
     if args.explain:
         footer += ["", "Derivations"]
         for row in all_rows:

@@ -24,12 +24,14 @@ from archc.frontend.evaluate import as_written, fail, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import ScopeState
-from archc.ir import INPUT, Assertion, Graph, Node, Scope, ScopeKind, Shape, Span, written_layout
+from archc.ir import INPUT, Assertion, Graph, Layout, Node, Scope, ScopeKind, Shape, Span, written_layout
+from archc.ir.layout import WRITTEN
 from archc.ir.written import Block, BlockParam, Expr, Merge, Step
 from archc.kinds import KINDS, USER_KINDS, Key, KeyType, coerce, show_value
 from archc.limits import DEFAULT_MAX_LAYERS, MAX_DEPTH
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
+TIE_OWNERS = ("embedding", "fc")  # the kinds whose weight `fc ... tie=NAME` may share
 # What a statement that failed to elaborate outputs: never a node's name, so the nodes
 # after it read an input nobody produces, and the analysis leaves them without facts.
 FAILED = "?"
@@ -146,6 +148,7 @@ class _Builder:
         self.counted = self.errors = 0  # of `diags`, for `error_count`
         self.names_index: Names | None = None
         self.written: dict[int, frozenset[str]] = {}  # names written in a body (by its id), for `enter`
+        self.by_name: dict[str, Node] = {}
         # What each statement wrote, converted once however many instances it has (keyed
         # by id: the syntax tree outlives elaboration, and its tuples compare by value).
         self.exprs_of: dict[int, dict[str, Expr]] = {}
@@ -173,6 +176,41 @@ class _Builder:
             self.torch_warned.add(span)  # `__Inner` called unnamed is `__inner1`: mangled in a class
             self.diags.append(naming.torch_name_diagnostic(local, span, error=False, block=block))
         return name
+
+    def tied_owner(self, st: S.LayerStmt, key: str, expr: S.Expr, scope: ScopeState) -> str:
+        """`tie=wte`: the dotted name of the embedding or fc whose weight is shared (LANGUAGE.md
+        "Tying": written earlier, in the same scope or an enclosing one). A tie to a tied fc
+        names the weight's owner."""
+        if not isinstance(expr, S.Ref):
+            raise fail("E122", f"{key} takes the name of an earlier layer", expr.span, f"e.g. {key}=wte")
+        parts = scope.path.split(".") if scope.path else []
+        for depth in range(len(parts), -1, -1):
+            name = ".".join([*parts[:depth], expr.name])
+            owner = self.by_name.get(name)
+            if owner is None:
+                continue
+            if owner.kind not in TIE_OWNERS:
+                article = "an" if owner.kind[0] in "aeiou" else "a"
+                raise fail(
+                    "E122",
+                    f"{key}={expr.name} names {article} {owner.kind} layer; a tied {st.kind} shares the "
+                    f"weight of an {' or '.join(TIE_OWNERS)}",
+                    expr.span,
+                )
+            tied: str | None = owner.attrs.get("tie")
+            return tied if tied is not None else name
+        scopes = {".".join(parts[:d]) for d in range(len(parts) + 1)}
+        owners = [
+            name.rsplit(".", 1)[-1]
+            for name, node in self.by_name.items()
+            if node.kind in TIE_OWNERS and name.rpartition(".")[0] in scopes
+        ]
+        hint = did_you_mean(expr.name, owners) or (
+            f"the {' and '.join(TIE_OWNERS)} layers before it here: {', '.join(owners)}"
+            if owners
+            else f"a tie names an {' or '.join(TIE_OWNERS)} written before it, in its scope or an enclosing one"
+        )
+        raise fail("E122", f"{key}={expr.name}: no layer of that name before this one", expr.span, hint)
 
     # the budget: what a repeat or a call would make is counted before any of it is made
     def size(self, stmts: Sequence[S.Stmt], env: dict[str, Any]) -> int:
@@ -234,6 +272,7 @@ class _Builder:
         self.units += 1
         self.nodes.append(node)
         self.names.add(node.name)
+        self.by_name[node.name] = node
         return node.name
 
     # statements
@@ -393,6 +432,9 @@ class _Builder:
                 values[key.name] = key.default
                 continue
             expr, span = attrs[key.name]
+            if key.type is KeyType.NAME:
+                values[key.name] = self.tied_owner(st, key.name, expr, scope)
+                continue
             try:
                 if key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
                     values[key.name] = coerce(key, expr.name)  # `mode=cubic`: say which words it takes
@@ -840,15 +882,23 @@ def elaborate(
         )
     else:
         dims = input_decl.shape.dims
-        layout = written_layout(dims)
+        tokens = input_decl.unit is not None  # the parser admits only `tokens` there
+        layout = Layout.TOKENS if tokens and len(dims) == 1 else None if tokens else written_layout(dims)
         if layout is None or any(d <= 0 for d in dims):
+            written = sorted({lay.value for lay in WRITTEN.values()}, key=len)
+            forms = f"{', '.join(written[:-1])} or {written[-1]}"
+            if tokens:
+                message = f"token ids take one positive length, `input T tokens`, not {shape_text(dims)} tokens"
+            else:
+                message = f"input must be {forms} (or `T tokens`) with positive sizes, not {shape_text(dims)}"
             diags.append(
                 error(
                     "E119",
-                    "input must be N, LxC, HxWxC or DxHxWxC with positive sizes, "
-                    f"not {'x'.join(str(d) for d in dims)}",
+                    message,
                     input_decl.shape.span,
-                    "e.g. input 227x227x3 (an image), input 16000x1 (a signal), input 16x112x112x3 (a clip)",
+                    "e.g. input 1024 tokens"
+                    if tokens
+                    else "e.g. input 227x227x3 (an image), input 16000x1 (a signal), input 16x112x112x3 (a clip)",
                 )
             )
         else:

@@ -31,7 +31,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import PatternStr
 from lark.parsers.lalr_analysis import Shift
 
-from archc.diagnostics import MAX_SHOWN, Diagnostic, error, source_lines
+from archc.diagnostics import MAX_SHOWN, Diagnostic, did_you_mean, error, source_lines
 from archc.frontend import syntax as S
 from archc.ir import Span
 from archc.limits import MAX_DEPTH, MAX_DIM, MAX_NUMBER, MIN_MAGNITUDE
@@ -260,8 +260,9 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def network_decl(self, name: Token) -> S.NetworkDecl:
         return S.NetworkDecl(str(name), span_of_token(name))
 
-    def input_decl(self, kw: Token, shape: S.ShapeLit) -> S.InputDecl:
-        return S.InputDecl(shape, span_of_token(kw))
+    def input_decl(self, kw: Token, shape: S.ShapeLit, unit: Token | None = None) -> S.InputDecl:
+        word = None if unit is None else S.Label(str(unit), span_of_token(unit))
+        return S.InputDecl(shape, span_of_token(kw), word)
 
     def layer(self, *children: Any) -> S.LayerStmt:
         label, rest = _take_label(children)
@@ -1020,9 +1021,34 @@ def parse_tree(text: str) -> Parsed:
         numbers = _FOUND.numbers
     finally:
         _FOUND.numbers = []
-    kept = numbers[: max(0, MAX_SYNTAX_ERRORS - len(recovery.diags))]
+    found = recovery.diags + _input_words(program)
+    kept = numbers[: max(0, MAX_SYNTAX_ERRORS - len(found))]
     statements = _with_errors(program.statements, recovery.errors)
-    return Parsed(S.Program(statements, _comments(text)), recovery.diags + kept, len(numbers) - len(kept))
+    return Parsed(S.Program(statements, _comments(text)), found + kept, len(numbers) - len(kept))
+
+
+TOKENS_WORD = "tokens"  # `input 1024 tokens`: the one word an input's size may take
+
+
+def _input_words(program: S.Program) -> list[Diagnostic]:
+    """`input 3 relu` reads as an input with the word `relu`: only `tokens` may follow a size."""
+    diags = []
+    for st in S.walk(program.statements):
+        if not isinstance(st, S.InputDecl) or st.unit is None or st.unit.name == TOKENS_WORD:
+            continue
+        if did_you_mean(st.unit.name, [TOKENS_WORD]):
+            diags.append(
+                error(
+                    "E001",
+                    f"unknown word '{st.unit.name}' after the input's size",
+                    st.unit.span,
+                    "token ids are declared `input 1024 tokens`",
+                )
+            )
+        else:
+            label = "two statements on one line: separate them with a newline or ';'"
+            diags.append(error("E001", f"{label} (found '{st.unit.name}')", st.unit.span, _HINTS[label]))
+    return diags
 
 
 def syntax_tree(text: str) -> tuple[S.Program, list[Diagnostic]]:

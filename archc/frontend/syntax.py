@@ -108,6 +108,7 @@ class NetworkDecl(NamedTuple):
 class InputDecl(NamedTuple):
     shape: ShapeLit
     span: Span
+    unit: Label | None = None  # the word after the size: `tokens` in `input 1024 tokens`
 
 
 class LayerStmt(NamedTuple):

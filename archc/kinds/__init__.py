@@ -3,7 +3,8 @@
 `windows` (conv and pooling), `resampling` (convtranspose, upsample, crop),
 `dense` (fc, flatten), `norms` (batchnorm, layernorm, lrn, layerscale),
 `activations` (element-wise kinds as table rows, and droppath) and `merges`
-(add, multiply, concat);
+(add, multiply, concat) and `sequence` (embeddings, attention and the
+kinds of sequence models);
 `kind` holds what they share. `apply` is how the analysis applies a kind to
 its inputs; `tensors` lists a network's tensors from the kinds' declarations.
 
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 from archc.ir import Graph, Layout, Shape
 from archc.ir import verify as verify_structure
-from archc.kinds import activations, dense, merges, norms, resampling, windows
+from archc.kinds import activations, dense, merges, norms, resampling, sequence, windows
 from archc.kinds.kind import REQUIRED as REQUIRED
 from archc.kinds.kind import Applied as Applied
 from archc.kinds.kind import Attrs as Attrs
@@ -47,7 +48,9 @@ from archc.kinds.windows import uneven_division as uneven_division
 from archc.kinds.windows import window_explain as window_explain
 
 KINDS: dict[str, LayerKind] = {
-    k.name: k for family in (windows, resampling, dense, norms, activations, merges) for k in family.KINDS
+    k.name: k
+    for family in (windows, resampling, dense, norms, activations, merges, sequence)
+    for k in family.KINDS
 }
 # The words CHOICE keys take (`mode=nearest`, `approx=tanh`): values, as `same` and `true` are.
 CHOICE_WORDS = frozenset(word for k in KINDS.values() for key in k.keys for word in key.choices)
@@ -75,6 +78,22 @@ def apply(kind: LayerKind, attrs: Attrs, ins: Sequence[Shape]) -> tuple[Shape, W
 
 
 def _wrong_layout(kind: LayerKind, shape: Shape) -> ShapeError:
+    if shape.layout is Layout.TOKENS:  # LANGUAGE.md: "the first layer must be an embedding"
+        return ShapeError(
+            f"{kind.name} cannot read token ids ({shape.text()}): the layer after `input T tokens` "
+            "must be an embedding",
+            hint="add `embedding V=<vocabulary> D=<width>` first, e.g. embedding V=50257 D=768",
+        )
+    if Layout.TOKENS in kind.traits.layouts:
+        return ShapeError(
+            f"{kind.name} reads token ids, but its input is the {shape.layout.noun} {shape.text()}",
+            hint="declare the input as token ids: `input 1024 tokens`",
+        )
+    if Layout.SEQUENCE in kind.traits.layouts and shape.layout.spatial_rank > 1:
+        return ShapeError(
+            f"{kind.name} needs a sequence (LxC), but its input is the {shape.layout.noun} {shape.text()}",
+            hint="add `tokens` first: it turns HxWxC into a sequence of (H*W)xC",
+        )
     accepted = sorted(kind.traits.layouts, key=list(Layout).index)
     names = [layout.value for layout in accepted]
     forms = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

@@ -4,14 +4,16 @@ On an image or a volume, both flatten first, channels outermost (C,H,W
 order), as a PyTorch network flattens an NCHW tensor: `flattens` says when,
 and the back-ends ask it too. On a sequence (`LxC`) fc acts on every
 position (`LxC` -> `LxN`), as `nn.Linear` does on a sequence's last axis;
-flatten turns any layout into `N`.
+flatten turns any layout into `N`. `fc N tie=NAME` shares the weight of an
+earlier embedding or fc (weight tying): it owns none of it (`Tensor.alias`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-from archc.ir import Layout, Shape
+from archc.ir import Layout, Physical, Shape
 from archc.kinds.kind import (
     ANY_FEATURES,
     Applied,
@@ -28,7 +30,6 @@ from archc.kinds.kind import (
     Topic,
     Traits,
     Window,
-    per_position,
 )
 
 
@@ -55,10 +56,18 @@ def _fc_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shap
 
 def _fc_tensors(layer: Applied) -> tuple[Tensor, ...]:
     n_in, n = fc_inputs(layer.ins[0]), layer.attrs["N"]
-    weight = Tensor("weight", (n, n_in), Role.WEIGHT, Init.KAIMING_UNIFORM, n_in)  # nn.Linear's [out, in]
+    tie = layer.attrs.get("tie")
+    alias = None if tie is None else f"{tie}.weight"
+    weight = Tensor("weight", (n, n_in), Role.WEIGHT, Init.KAIMING_UNIFORM, n_in, alias)  # nn.Linear's [out, in]
     if not layer.attrs["bias"]:
         return (weight,)
     return weight, Tensor("bias", (n,), Role.BIAS, Init.FAN_IN_UNIFORM, n_in)
+
+
+def _fc_macs(layer: Applied, weights: int) -> int:
+    """Every output position times in*N: a tied weight is multiplied as often as an owned one."""
+    outputs: int = layer.attrs["N"]
+    return math.prod(layer.out.spatial) * fc_inputs(layer.ins[0]) * outputs
 
 
 def _fc_explain(layer: Applied, counts: Counts) -> list[Line]:
@@ -70,13 +79,16 @@ def _fc_explain(layer: Applied, counts: Counts) -> list[Line]:
     if flattens(shape):
         order = shape.layout.flat_order()
         lines.append(Line(Topic.SHAPE, f"flatten {shape.text()} -> {shape.numel:,} inputs ({order} order)"))
+    tie = layer.attrs.get("tie")
     if per_position_fc(shape):
         (length,) = shape.spatial
+        weights = f"{shape.channels * n:,} weights tied to {tie} (counted there)" if tie else f"{counts.weights:,} weights"
         lines.append(Line(Topic.SHAPE, f"at each of the {length:,} positions: {shape.channels} -> {n} features"))
-        lines.append(Line(Topic.PARAMS, f"{shape.channels}*{n} = {counts.weights:,} weights{bias}"))
+        lines.append(Line(Topic.PARAMS, f"{shape.channels}*{n} = {weights}{bias}"))
         lines.append(Line(Topic.MACS, f"{length:,} positions * {shape.channels}*{n} = {counts.macs:,} MACs"))
         return lines
-    lines.append(Line(Topic.PARAMS, f"({n_in})*{n} = {counts.weights:,} weights{bias}"))
+    weights = f"{shape.numel * n:,} weights tied to {tie} (counted there)" if tie else f"{counts.weights:,} weights"
+    lines.append(Line(Topic.PARAMS, f"({n_in})*{n} = {weights}{bias}"))
     lines.append(Line(Topic.MACS, f"{counts.macs:,} MACs"))
     return lines
 
@@ -91,22 +103,24 @@ KINDS = (
         "Fully connected layer with N outputs; flattens an image or volume first (C,H,W order); "
         "on a sequence LxC it acts on every position (LxN).",
         _fc_infer,
-        Traits(Family.DENSE, ANY_FEATURES, mixes_positions=True),
+        Traits(Family.DENSE, ANY_FEATURES, mixes_positions=True, sequence=Physical.CHANNELS_LAST),
         example="fc 10 bias=false",
         keys=(
             Key("N", KeyType.POS_INT, doc="number of outputs"),
             Key("bias", KeyType.BOOL, True, doc="learn a bias per output"),
+            Key("tie", KeyType.NAME, None, doc="share the weight of this earlier embedding or fc"),
         ),
         positional="N",
         tensors=_fc_tensors,
-        macs=per_position,
+        macs=_fc_macs,
         explain=_fc_explain,
     ),
     LayerKind(
         "flatten",
         "Flattens any layout to N, channels outermost: HxWxC to H*W*C (C,H,W order).",
         _flatten_infer,
-        Traits(Family.RESHAPE, ANY_FEATURES, mixes_positions=True),
+        # channels outermost: a sequence is flattened from batch x C x L
+        Traits(Family.RESHAPE, ANY_FEATURES, mixes_positions=True, sequence=Physical.CHANNELS_FIRST),
         example="flatten",
     ),
 )

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from archc.ir import Layout, Shape, written_spatial_ranks
+from archc.ir import Layout, Physical, Shape, written_spatial_ranks
 from archc.limits import MAX_DIM
 
 Attrs = dict[str, Any]
@@ -32,6 +32,8 @@ class KeyType(StrEnum):
     POS_FLOAT = "positive number"
     PROB = "probability in [0, 1)"
     BOOL = "true or false"
+    INT = "integer"  # may be negative: `select -1`
+    NAME = "layer name"  # `tie=wte`: resolved by the elaborator to the layer's dotted name
     CHOICE = "one of its words"  # `mode=nearest`: the words are the key's `choices`
 
 
@@ -116,6 +118,7 @@ class Init(StrEnum):
     FAN_IN_UNIFORM = "fan_in_uniform"  # the same bound, for conv/fc biases
     ONES = "ones"
     ZEROS = "zeros"
+    NORMAL = "normal"  # N(0, 1): nn.Embedding's table
     CONSTANT = "constant"  # every element `Tensor.value` (layerscale's init=1e-6)
 
 
@@ -171,6 +174,8 @@ class Family(StrEnum):
     NORM = "normalisation"
     ELEMENTWISE = "element-wise"
     MERGE = "merge"
+    EMBEDDING = "embedding"  # learned tables: token embeddings, positions, class token
+    ATTENTION = "attention"
 
 
 class Merge(NamedTuple):
@@ -182,6 +187,7 @@ class Merge(NamedTuple):
 
 # the layouts a window slides over: 1-D signals and sequences, images, volumes
 SPATIAL = frozenset({Layout.SEQUENCE, Layout.IMAGE, Layout.VOLUME})
+SEQUENCE = frozenset({Layout.SEQUENCE})
 # every layout with a feature axis (not token ids): channels at every position, or flat features
 ANY_FEATURES = frozenset({Layout.FLAT, *SPATIAL})
 
@@ -194,6 +200,10 @@ class Traits(NamedTuple):
     window: WindowKind = WindowKind.NONE
     merge: Merge | None = None  # joins the outputs of branches
     mixes_positions: bool = False  # each output sees every position of a spatial input (receptive fields)
+    # How it wants a sequence (LxC) held in generated code: channels first (convolutions,
+    # pooling: batch x C x L) or last (sequence layers: batch x L x C); None: either, it
+    # keeps the order it is given (element-wise kinds, merges). See `archc.analysis.orders`.
+    sequence: Physical | None = None
 
 
 class KeyArg(NamedTuple):
@@ -315,6 +325,14 @@ def coerce(key: Key, value: Any) -> Any:
         if isinstance(value, int) and value > MAX_DIM:
             raise ValueError(f"{key.name} must be at most 2^31-1 ({MAX_DIM:,}), not {value:,}")
         raise ValueError(f"{key.name} must be a positive integer, not {_show(value)}")
+    if t is KeyType.INT:
+        if isinstance(value, int):
+            return value
+        raise ValueError(f"{key.name} must be an integer, not {_show(value)}")
+    if t is KeyType.NAME:
+        if isinstance(value, str) and value:
+            return value
+        raise ValueError(f"{key.name} takes the name of a layer, not {_show(value)}")
     if t in PER_DIMENSION:
         if t is KeyType.PAD and value == "same":
             return "same"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archc.ir import Shape
+from archc.ir import Layout, Physical, Shape
 from archc.kinds.kind import (
     ANY_FEATURES,
     SPATIAL,
@@ -54,7 +54,10 @@ def _ln_explain(layer: Applied, counts: Counts) -> list[Line]:
 
 def layerscale_shape(shape: Shape) -> tuple[int, ...]:
     """The PyTorch shape of a per-channel vector that broadcasts over generated code's tensor:
-    [C, 1, 1] for a [batch, C, H, W] image (torchvision's ConvNeXt `layer_scale`), [C] when flat."""
+    [C, 1, 1] for a [batch, C, H, W] image (torchvision's ConvNeXt `layer_scale`), [C] when flat
+    and on a sequence, which it reads held batch x L x C (as a transformer's layer scale)."""
+    if shape.layout is Layout.SEQUENCE:
+        return (shape.channels,)
     ones = len(shape.nchw()) - shape.layout.channel_axis()
     return (shape.channels, *(1,) * ones)
 
@@ -74,7 +77,7 @@ KINDS = (
         "batchnorm",
         "Batch normalisation (inference form): 2C parameters, running statistics are buffers.",
         same_shape,
-        Traits(Family.NORM, ANY_FEATURES),
+        Traits(Family.NORM, ANY_FEATURES, sequence=Physical.CHANNELS_FIRST),  # BatchNorm1d: batch x C x L
         example="batchnorm eps=1e-3",
         keys=(Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),),
         tensors=_bn_tensors,
@@ -97,7 +100,7 @@ KINDS = (
         "layerscale",
         "Times a learned per-channel vector (initialised to init): C weights.",
         same_shape,
-        Traits(Family.NORM, ANY_FEATURES),
+        Traits(Family.NORM, ANY_FEATURES, sequence=Physical.CHANNELS_LAST),
         example="layerscale init=0.1",
         keys=(Key("init", KeyType.FLOAT, 1e-6, doc="the initial value of every scale"),),
         tensors=_ls_tensors,
@@ -107,7 +110,7 @@ KINDS = (
         "lrn",
         "Local response normalisation across channels (PyTorch/ONNX semantics: alpha/size).",
         same_shape,
-        Traits(Family.NORM, SPATIAL),
+        Traits(Family.NORM, SPATIAL, sequence=Physical.CHANNELS_FIRST),
         example="lrn size=3 alpha=1e-4 beta=0.75 k=2",
         keys=(
             Key("size", KeyType.POS_INT, 5, doc="channels in the window"),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from archc.ir import Shape
+from archc.ir import Physical, Shape
 from archc.kinds.kind import (
     SPATIAL,
     Applied,
@@ -218,7 +218,7 @@ KINDS = (
         "Transposed convolution (1-D, 2-D or 3-D by the input): K filters of FxF, stride S, padding P, "
         "output padding O, dilation D, groups G.",
         _ct_infer,
-        Traits(Family.CONV, SPATIAL, WindowKind.TRANSPOSED),
+        Traits(Family.CONV, SPATIAL, WindowKind.TRANSPOSED, sequence=Physical.CHANNELS_FIRST),
         example="convtranspose K=8 F=3 S=2 P=1 O=1 D=1 G=2 bias=false",
         keys=(
             Key("K", KeyType.POS_INT, doc="number of filters (output channels)"),
@@ -240,7 +240,7 @@ KINDS = (
         "upsample",
         "Every spatial dim times a factor: nearest neighbour, or linear (bi-/trilinear, corners not aligned).",
         _up_infer,
-        Traits(Family.RESHAPE, SPATIAL),
+        Traits(Family.RESHAPE, SPATIAL, sequence=Physical.CHANNELS_FIRST),
         example="upsample 2 mode=linear",
         keys=(
             _FACTOR,
@@ -254,7 +254,7 @@ KINDS = (
         "crop",
         "The centred window of a given size; an odd excess cuts the extra row (column, frame) at the end.",
         _crop_infer,
-        Traits(Family.RESHAPE, SPATIAL),
+        Traits(Family.RESHAPE, SPATIAL, sequence=Physical.CHANNELS_FIRST),
         example="crop 3",
         keys=(_CROP,),
         positional="size",

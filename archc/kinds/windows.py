@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from archc.ir import Shape
+from archc.ir import Physical, Shape
 from archc.kinds.kind import (
     SPATIAL,
     Applied,
@@ -340,14 +340,15 @@ _POOL_KEYS = (
     Key("ceil", KeyType.BOOL, False, doc="round the output size up"),
 )
 _ADAPTIVE_SIZE = Key("size", KeyType.SIZES, doc="output size, n or HxW")
-_POOL = Traits(Family.POOL, SPATIAL, WindowKind.POOL)
+_FIRST = Physical.CHANNELS_FIRST  # a sequence is held batch x C x L around convolutions and pooling
+_POOL = Traits(Family.POOL, SPATIAL, WindowKind.POOL, sequence=_FIRST)
 
 KINDS = (
     LayerKind(
         "conv",
         "2-D convolution: K filters of FxF, stride S, padding P, dilation D, groups G.",
         _window_shape("K"),
-        Traits(Family.CONV, SPATIAL, WindowKind.CONV),
+        Traits(Family.CONV, SPATIAL, WindowKind.CONV, sequence=_FIRST),
         example="conv K=8 F=3 S=2 P=1 D=1 G=2 bias=false",
         keys=(
             Key("K", KeyType.POS_INT, doc="number of filters (output channels)"),
@@ -385,7 +386,7 @@ KINDS = (
         "adaptiveavgpool",
         "Average pooling to a fixed n x n (or HxW) output.",
         _adaptive_infer,
-        Traits(Family.POOL, SPATIAL, WindowKind.ADAPTIVE),
+        Traits(Family.POOL, SPATIAL, WindowKind.ADAPTIVE, sequence=_FIRST),
         example="adaptiveavgpool 3",
         keys=(_ADAPTIVE_SIZE,),
         positional="size",
@@ -394,7 +395,7 @@ KINDS = (
         "globalavgpool",
         "Average over all of H and W: 1x1xC.",
         _global_infer,
-        Traits(Family.POOL, SPATIAL, mixes_positions=True),
+        Traits(Family.POOL, SPATIAL, mixes_positions=True, sequence=_FIRST),
         example="globalavgpool",
     ),
 )

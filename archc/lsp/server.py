@@ -17,7 +17,7 @@ from pygls.lsp.server import LanguageServer
 
 from archc.diagnostics import Diagnostic, Severity
 from archc.frontend import syntax as S
-from archc.ir import Span
+from archc.ir import Span, written_layout
 from archc.kinds import KINDS, show_value
 from archc.lsp.document import KEYWORDS, QUANTITIES, Document, dims_text
 from archc.version import __version__
@@ -454,8 +454,10 @@ def code_actions(ls: ArchServer, params: T.CodeActionParams) -> list[T.CodeActio
 
 
 _SHORTCUT = re.compile(r"e\.g\. (shortcut \{.*\})")
-_PADDING = re.compile(r"padding P=(\d+)")
-_INPUT = re.compile(r"an input of (\d+) or (\d+)")
+_PADDING = re.compile(r"padding P=(\d+(?:x\d+)*)")  # one value, or one per side: P=0x1
+# W001's sizes: every spatial side ("an input of 223x223 or 227x227") or one ("an input width of 120 or 124")
+_INPUT = re.compile(r"an input(?: (depth|height|width|length))? of (\d+(?:x\d+)*) or (\d+(?:x\d+)*)")
+_SIDES = {"depth": "D", "height": "H", "width": "W", "length": "L"}
 
 
 def _stmt_with_span(doc: Document, span: Span) -> S.Stmt | None:
@@ -492,11 +494,18 @@ def _hint_fixes(doc: Document, d: Diagnostic) -> list[tuple[str, T.Range, str]]:
         nodes = doc.layer_nodes(st)
         decl = next((loc.stmt for loc in doc.statements if isinstance(loc.stmt, S.InputDecl)), None)
         if m is not None and decl is not None and len(nodes) == 1 and nodes[0].inputs == ("input",):
-            dims = decl.shape.dims
-            if len(dims) >= 2:
-                for size in m.groups():
-                    shape = "x".join([size] * (len(dims) - 1) + [str(dims[-1])])
-                    fixes.append((f"Make the input {shape}", rng(decl.shape.span), shape))
+            dims = [str(n) for n in decl.shape.dims]
+            axes = written_layout(decl.shape.dims)
+            side = m.group(1)
+            for size in m.groups()[1:]:
+                if side is None and len(size.split("x")) == len(dims) - 1:  # every spatial side
+                    shape = "x".join([*size.split("x"), dims[-1]])
+                elif side is not None and axes is not None and _SIDES[side] in axes.spatial_axes:
+                    axis = axes.spatial_axes.index(_SIDES[side])
+                    shape = "x".join([*dims[:axis], size, *dims[axis + 1 :]])
+                else:
+                    continue
+                fixes.append((f"Make the input {shape}", rng(decl.shape.span), shape))
     return fixes
 
 

@@ -235,7 +235,8 @@ class _Printer:
         elif isinstance(st, S.NetworkDecl):
             self.emit(indent, f"network {st.name}", st.span.line)
         elif isinstance(st, S.InputDecl):
-            self.emit(indent, f"input {st.shape.text}", st.span.line)
+            unit = f" {st.unit.name}" if st.unit is not None else ""  # `tokens` in `input 1024 tokens`
+            self.emit(indent, f"input {st.shape.text}{unit}", st.span.line)
         elif isinstance(st, S.Expect):
             self.expect(st, indent)
         elif isinstance(st, S.BlockDef):

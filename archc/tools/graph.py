@@ -39,6 +39,8 @@ _FILL = {
     Family.DENSE: "#fce5cd",
     Family.NORM: "#fff2cc",
     Family.MERGE: "#ead1dc",
+    Family.EMBEDDING: "#d0e0e3",
+    Family.ATTENTION: "#f4cccc",
 }
 _CLUSTER_FILL = ("#f7f7f7", "#ececec")  # alternate by depth so nested clusters stand apart
 

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archc.api import Network
-from archc.ir import Graph, Scope, ScopeKind
+from archc.ir import Graph, Layout, Scope, ScopeKind
 from archc.kinds import KINDS, per_dimension_attrs, show_value
-
-BYTES_PER_FLOAT = 4
+from archc.kinds.sequence import kv_width
 
 
 @dataclass(frozen=True)
@@ -116,8 +115,8 @@ def rows(net: Network, explain: bool = False, extra: dict[str, dict[str, str]] |
     return out
 
 
-def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The `archc summary --json` document (schema in README.md)."""
+def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None, dtype: str = "float32") -> dict[str, Any]:
+    """The `archc summary --json` document (schema in README.md); sizes in bytes of `dtype`."""
     analysis = net.analysis
     totals = analysis.totals
     layers = []
@@ -133,7 +132,8 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> d
             "weights": f.weights,
             "biases": f.biases,
             "macs": f.macs,
-            "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()},
+            # a key whose default is "none" (`tie`, a pool's `S`) and that was not written is left out
+            "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items() if v is not None},
         }
         if rf and node.name in rf:
             entry["receptive_field"] = rf[node.name]
@@ -154,7 +154,7 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> d
                 "macs": t.macs,
             }
         )
-    return {
+    doc: dict[str, Any] = {
         "network": net.name,
         "input": list(net.graph.input_shape.dims),
         "output": list(analysis.output_shape.dims),
@@ -163,13 +163,68 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None) -> d
         "biases": totals.biases,
         "macs": totals.macs,
         "flops": 2 * totals.macs,
-        "activation_bytes": activation_bytes(net),
+        "dtype": dtype,
+        "param_bytes": totals.params * DTYPES[dtype],
+        "activation_bytes": activation_bytes(net, dtype),
         "layers": layers,
         "blocks": blocks,
         "warnings": [d.message for d in net.warnings],
     }
+    cache = kv_cache(net, dtype)
+    if cache is not None:
+        doc["kv_cache"] = {"layers": cache.layers, "tokens": cache.tokens, "bytes": cache.nbytes}
+    return doc
 
 
-def activation_bytes(net: Network) -> int:
-    """Float32 bytes of the input and every layer output at batch 1."""
-    return (net.analysis.totals.activations + net.graph.input_shape.numel) * BYTES_PER_FLOAT
+def activation_bytes(net: Network, dtype: str = "float32") -> int:
+    """Bytes of the input and every layer output at batch 1, in `dtype` (token ids are int64).
+
+    >>> import archc
+    >>> activation_bytes(archc.loads("input 4 tokens\\nembedding V=10 D=8")), 4 * 8 + 4 * 8 * 4
+    (160, 160)
+    """
+    size = DTYPES[dtype]
+    inp = net.graph.input_shape
+    input_bytes = inp.numel * (ID_BYTES if inp.layout is Layout.TOKENS else size)
+    return net.analysis.totals.activations * size + input_bytes
+
+
+# bytes per element of the dtypes `archc summary --dtype` takes
+DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+ID_BYTES = 8  # token ids are int64
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """What causal attention keeps per token while generating: keys and values of every layer."""
+
+    layers: int  # causal attention layers
+    tokens: int  # the spec's context length (the attention's L)
+    width: int  # E = C*kv/heads, when every layer agrees; else 0
+    nbytes: int  # 2 * sum over layers of L * E * bytes, at batch 1
+
+
+def kv_cache(net: Network, dtype: str = "float32") -> KVCache | None:
+    """The KV cache at the spec's context length and batch 1 (`2 * layers * L * E * bytes`), or None
+    without causal attention.
+
+    >>> import archc
+    >>> net = archc.loads("input 16 tokens\\nembedding V=10 D=8\\nrepeat 2 { attention 4 kv=2 causal=true }")
+    >>> kv_cache(net, "float16")
+    KVCache(layers=2, tokens=16, width=4, nbytes=512)
+    """
+    size = DTYPES[dtype]
+    found = []
+    for node in net.graph.nodes:
+        if node.kind == "attention" and node.attrs["causal"]:
+            length, c = net.analysis.facts[node.name].inputs[0].dims
+            found.append((length, kv_width(node.attrs, c)))
+    if not found:
+        return None
+    lengths, widths = {n for n, _ in found}, {e for _, e in found}
+    return KVCache(
+        layers=len(found),
+        tokens=max(lengths),
+        width=widths.pop() if len(widths) == 1 else 0,
+        nbytes=sum(2 * n * e * size for n, e in found),
+    )

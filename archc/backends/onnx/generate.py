@@ -1,7 +1,9 @@
 """The ONNX back-end: the IR lowered to an ONNX graph with `onnx.helper`, never through torch.
 
-The graph takes `input` (float32 NCHW `[batch, C, H, W]`, or `[batch, N]` when
-flat) and gives `output`, with a dynamic batch dimension named "batch". Node
+The graph takes `input` (float32 NCHW `[batch, C, H, W]`, `[batch, N]` when
+flat, `[batch, L, C]` or `[batch, C, L]` for a sequence as `archc.analysis.orders`
+holds it; int64 `[batch, T]` for token ids) and gives `output`, with a dynamic
+batch dimension named "batch". Node
 names are the dotted layer names; initializer names are `tensor_specs` names,
 i.e. the PyTorch state_dict keys. Values are named after the layer that makes
 them; helper nodes and constants use names with a `/`, which no layer can have.
@@ -45,15 +47,16 @@ from archc.backends.onnx.io import (
     write_model_proto,
     write_streamed,
 )
-from archc.backends.onnx.lowering import OUTPUT, Lowering, Value, channels_last_order, onnx_order
+from archc.backends.onnx.lowering import OUTPUT, Lowering, Value, channels_last_order
 from archc.backends.onnx.lowering import OnnxError as OnnxError  # raised here, and part of this API
 from archc.backends.onnx.opsets import checked_opset, rewrites
 from archc.backends.weights import GENERATED, generate_chunks, iter_weights
 from archc.diagnostics import TargetError, error
-from archc.ir import INPUT, Node
+from archc.ir import INPUT, Layout, Node
 from archc.kinds import KINDS
 from archc.kinds.dense import flattens, per_position_fc
 from archc.kinds.resampling import crop_offsets
+from archc.kinds.sequence import kv_heads, select_index
 from archc.version import __version__
 
 BATCH = "batch"  # the dim_param of the dynamic batch dimension
@@ -80,7 +83,7 @@ def _elementwise(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     attrs = {arg.onnx: node.attrs[arg.key] for arg in row.args if arg.onnx is not None}
     attrs.update(row.onnx_attrs)
     if row.over_features:
-        attrs["axis"] = facts.inputs[0].layout.channel_axis()
+        attrs["axis"] = facts.inputs[0].layout.channel_axis(ctx.analysis.reads(node))
     if row.onnx_gate:  # x * op(x)
         gate = ctx.emit(row.onnx, ins, f"{node.name}/{row.onnx.lower()}", **attrs)
         return ctx.emit("Mul", [ins[0], gate], node.name)
@@ -226,17 +229,18 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 
 def _fc(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     (x,) = ctx.inputs(node)
+    tie = node.attrs.get("tie")
+    weight = f"{tie if tie is not None else node.name}.weight"  # a tied weight is stored once, at its owner
     bias = [f"{node.name}.bias"] if node.attrs["bias"] else []
     shape = facts.inputs[0]
-    if per_position_fc(shape):
-        # every position of a [batch, C, L] sequence: a 1-wide Conv over L with the [N, C] weight
-        # given a window axis ([N, C, 1]; onnxruntime folds the Unsqueeze of an initializer)
-        axes = ctx.constant("/const/axes2", np.array([2], np.int64))
-        weight = ctx.emit("Unsqueeze", [f"{node.name}.weight", axes], f"{node.name}/weight")
-        return ctx.emit("Conv", [x, weight, *bias], node.name, kernel_shape=[1])
+    if per_position_fc(shape):  # [batch, L, C] @ [C, N] at every position (`Traits.sequence`: read channels last)
+        if not bias:
+            return ctx.emit("MatMul", [x, ctx.weight_t(weight)], node.name)
+        y = ctx.emit("MatMul", [x, ctx.weight_t(weight)], f"{node.name}/MatMul")
+        return ctx.emit("Add", [y, *bias], node.name)
     if flattens(shape):  # NCHW -> [batch, C*H*W]: C,H,W order, as PyTorch flattens
         x = ctx.emit("Flatten", [x], f"{node.name}/Flatten", axis=1)
-    return ctx.emit("Gemm", [x, f"{node.name}.weight", *bias], node.name, transB=1)  # weight [N, in], as nn.Linear
+    return ctx.emit("Gemm", [x, weight, *bias], node.name, transB=1)  # weight [N, in], as nn.Linear
 
 
 def _batchnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
@@ -291,7 +295,7 @@ def _elementwise_merge(op: str) -> Handler:
         values = []
         for i, (value, shape) in enumerate(zip(ctx.inputs(node), facts.inputs, strict=True)):
             if out.is_spatial and not shape.is_spatial:
-                rank, channels = 1 + len(out.nchw()), out.layout.channel_axis()
+                rank, channels = 1 + len(out.dims), out.layout.channel_axis(ctx.analysis.reads(node))
                 axes = np.array([a for a in range(rank) if a not in (0, channels)], np.int64)
                 name = ctx.constant(f"/const/axes{'_'.join(map(str, axes))}", axes)
                 value = ctx.emit("Unsqueeze", [value, name], f"{node.name}/branch{i + 1}")
@@ -306,7 +310,161 @@ def _elementwise_merge(op: str) -> Handler:
 
 
 def _concat(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-    return ctx.emit("Concat", ctx.inputs(node), node.name, axis=facts.output.layout.channel_axis())
+    axis = facts.output.layout.channel_axis(ctx.analysis.order_of(node.name))
+    return ctx.emit("Concat", ctx.inputs(node), node.name, axis=axis)
+
+
+# --- sequences (held [batch, L, C]) -------------------------------------------------------------
+def _embedding(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (ids,) = ctx.inputs(node)  # int64 [batch, T]
+    return ctx.emit("Gather", [f"{node.name}.weight", ids], node.name, axis=0)
+
+
+def _posembed(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    length = facts.inputs[0].dims[0]
+    table = f"{node.name}.weight"
+    if node.attrs["T"] not in (None, length):  # the first L rows of T
+        table = ctx.emit(
+            "Slice",
+            [table, ctx.ints("zero", [0]), ctx.ints(f"{node.name}/rows", [length]), ctx.ints("zero", [0])],
+            f"{node.name}/rows",
+        )
+    return ctx.emit("Add", [x, table], node.name)
+
+
+def _batch_of(ctx: Lowering, x: str) -> str:
+    """The batch size of `x`, as a 1-element int64 tensor (for Expand)."""
+    shape = ctx.emit("Shape", [x], f"{x}/Shape")
+    one = ctx.ints("one", [1])
+    return ctx.emit("Slice", [shape, ctx.ints("zero", [0]), one], f"{x}/batch")
+
+
+def _clstoken(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    size = ctx.emit("Concat", [_batch_of(ctx, x), ctx.ints("one_one", [1, 1])], f"{node.name}/size", axis=0)
+    token = ctx.emit("Expand", [f"{node.name}.weight", size], f"{node.name}/expand")  # [batch, 1, C]
+    return ctx.emit("Concat", [token, x], node.name, axis=1)
+
+
+def _reduce_mean_last(ctx: Lowering, x: str, name: str) -> str:
+    """The mean over the last axis, kept: ReduceMean's axes became an input in opset 18."""
+    if ctx.opset >= 18:
+        return ctx.emit("ReduceMean", [x, ctx.ints("last", [-1])], name, keepdims=1)
+    return ctx.emit("ReduceMean", [x], name, axes=[-1], keepdims=1)
+
+
+def _rmsnorm(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """x / sqrt(mean(x^2) + eps) * scale, written out (RMSNormalization came in opset 23) in the
+    form onnxruntime fuses into SimplifiedLayerNormalization."""
+    (x,) = ctx.inputs(node)
+    p = node.name
+    square = ctx.emit("Pow", [x, ctx.constant("/const/two", 2.0)], f"{p}/square")
+    mean = _reduce_mean_last(ctx, square, f"{p}/mean")
+    shifted = ctx.emit("Add", [mean, ctx.constant(f"/const/{p}/eps", float(node.attrs["eps"]))], f"{p}/eps")
+    root = ctx.emit("Sqrt", [shifted], f"{p}/sqrt")
+    normed = ctx.emit("Div", [x, root], f"{p}/normalized")
+    return ctx.emit("Mul", [normed, f"{p}.weight"], p)
+
+
+def _rotary_tables(length: int, width: int, base: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the angles p * base**(-2i/width), [L, width], as the PyTorch helper computes them."""
+    exponents = np.arange(0, width, 2, dtype=np.float64) / width
+    inv_freq = (base**-exponents).astype(np.float32)
+    angles = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
+    angles = np.concatenate([angles, angles], axis=1)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def _rotate(ctx: Lowering, x: str, name: str, tables: tuple[str, str], width: int) -> str:
+    """x * cos + rotate_half(x) * sin on [batch, heads, L, width]; rotate_half(x) = [-x2, x1]."""
+    cos, sin = tables
+    half = ctx.ints(f"halves{width}", [width // 2, width // 2])
+    first = f"{name}/x1"
+    second = f"{name}/x2"
+    ctx.nodes.append(helper.make_node("Split", [x, half], [first, second], name=f"{name}/split", axis=-1))
+    negated = ctx.emit("Neg", [second], f"{name}/neg")
+    rotated = ctx.emit("Concat", [negated, first], f"{name}/rotate_half", axis=-1)
+    turned = ctx.emit("Mul", [rotated, sin], f"{name}/sin")
+    kept = ctx.emit("Mul", [x, cos], f"{name}/cos")
+    return ctx.emit("Add", [kept, turned], name)
+
+
+def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    """Multi-head self-attention in standard operators.
+
+    A MatMul for each of q, k and v (nn.Linear's weights, transposed: onnxruntime folds that
+    into a constant when the session starts), heads split by Reshape and Transpose, scores
+    scaled after their MatMul (onnxruntime fuses the scale into it), a constant additive causal
+    mask, Softmax over the last axis, the weighted sum, heads joined and the output projection.
+    """
+    (x,) = ctx.inputs(node)
+    a, p = node.attrs, node.name
+    length, c = facts.inputs[0].dims
+    heads, kv = a["heads"], kv_heads(a)
+    width = c // heads
+    outs = []
+    for n in ("q", "k", "v"):  # three MatMuls, as three nn.Linear: no copy to split one result apart
+        y = ctx.emit("MatMul", [x, ctx.weight_t(f"{p}.{n}.weight")], f"{p}/{n}_matmul")
+        outs.append(ctx.emit("Add", [y, f"{p}.{n}.bias"], f"{p}/{n}") if a["bias"] else y)
+    q, k, v = (
+        ctx.emit("Reshape", [t, ctx.ints(f"heads{n}x{width}", [0, length, n, width])], f"{t}/heads")
+        for t, n in zip(outs, (heads, kv, kv), strict=True)
+    )
+    q = ctx.emit("Transpose", [q], f"{p}/q_t", perm=[0, 2, 1, 3])  # [batch, heads, L, width]
+    v = ctx.emit("Transpose", [v], f"{p}/v_t", perm=[0, 2, 1, 3])
+    if a["rope"]:
+        cos, sin = _rotary_tables(length, width, float(a["rope_base"]))
+        tables = (
+            ctx.constant(f"/const/rope{length}x{width}b{a['rope_base']:g}/cos", cos),
+            ctx.constant(f"/const/rope{length}x{width}b{a['rope_base']:g}/sin", sin),
+        )
+        q = _rotate(ctx, q, f"{p}/q_rope", tables, width)
+        k = ctx.emit("Transpose", [k], f"{p}/k_t", perm=[0, 2, 1, 3])
+        k = _rotate(ctx, k, f"{p}/k_rope", tables, width)
+        k = ctx.emit("Transpose", [k], f"{p}/k_tt", perm=[0, 1, 3, 2])  # [batch, kv, width, L]
+    else:
+        k = ctx.emit("Transpose", [k], f"{p}/k_t", perm=[0, 2, 3, 1])  # [batch, kv, width, L]
+    if kv != heads:  # each key/value head serves heads/kv query heads, as repeat_interleave gives them
+        group = heads // kv
+        k, v = (
+            _repeat_heads(ctx, t, f"{p}/{n}_groups", kv, group, dims)
+            for t, n, dims in ((k, "k", [width, length]), (v, "v", [length, width]))
+        )
+    scores = ctx.emit("MatMul", [q, k], f"{p}/scores")
+    scores = ctx.emit("Mul", [scores, ctx.constant(f"/const/scale{width}", 1.0 / float(np.sqrt(width)))], f"{p}/scaled")
+    if a["causal"]:
+        mask = np.triu(np.full((length, length), -np.inf, np.float32), k=1)
+        scores = ctx.emit("Add", [scores, ctx.constant(f"/const/causal{length}", mask)], f"{p}/masked")
+    probs = ctx.emit("Softmax", [scores], f"{p}/softmax", axis=-1)
+    y = ctx.emit("MatMul", [probs, v], f"{p}/weighted")  # [batch, heads, L, width]
+    y = ctx.emit("Transpose", [y], f"{p}/joined", perm=[0, 2, 1, 3])
+    y = ctx.emit("Reshape", [y, ctx.ints(f"seq{length}x{c}", [0, length, c])], f"{p}/heads_joined")
+    if not a["bias"]:
+        return ctx.emit("MatMul", [y, ctx.weight_t(f"{p}.o.weight")], p)
+    y = ctx.emit("MatMul", [y, ctx.weight_t(f"{p}.o.weight")], f"{p}/o")
+    return ctx.emit("Add", [y, f"{p}.o.bias"], p)
+
+
+def _repeat_heads(ctx: Lowering, x: str, name: str, kv: int, group: int, dims: list[int]) -> str:
+    """[batch, kv, a, b] -> [batch, kv*group, a, b], each head repeated `group` times in a row."""
+    x = ctx.emit("Unsqueeze", [x, ctx.ints("axis2", [2])], f"{name}/unsqueeze")  # [batch, kv, 1, a, b]
+    shape = ctx.ints(f"{name}/expand", [1, 1, group, 1, 1])
+    x = ctx.emit("Expand", [x, shape], f"{name}/expand")
+    return ctx.emit("Reshape", [x, ctx.ints(f"{name}/shape", [0, kv * group, *dims])], name)
+
+
+def _tokens(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)  # [batch, C, H, W] -> [batch, C, H*W] -> [batch, H*W, C]
+    flat = ctx.emit("Reshape", [x, ctx.ints(f"{node.name}/shape", [0, facts.inputs[0].channels, -1])], f"{node.name}/flat")
+    return ctx.emit("Transpose", [flat], node.name, perm=[0, 2, 1])
+
+
+def _select(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
+    (x,) = ctx.inputs(node)
+    index = select_index(node.attrs, facts.inputs[0].dims[0])
+    position = ctx.constant(f"/const/{node.name}/index", np.array(index, np.int64))  # a scalar: the axis goes
+    return ctx.emit("Gather", [x, position], node.name, axis=1)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -329,12 +487,20 @@ HANDLERS: dict[str, Handler] = {
     "add": _elementwise_merge("Add"),
     "multiply": _elementwise_merge("Mul"),
     "concat": _concat,
+    "embedding": _embedding,
+    "posembed": _posembed,
+    "clstoken": _clstoken,
+    "rmsnorm": _rmsnorm,
+    "attention": _attention,
+    "tokens": _tokens,
+    "select": _select,
     **{name: _elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }
 
 
-def _io(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shape])
+def _io(name: str, shape: tuple[int, ...], ids: bool = False) -> onnx.ValueInfoProto:
+    """A graph input or output: float32, or int64 for token ids, with the dynamic batch first."""
+    return helper.make_tensor_value_info(name, TensorProto.INT64 if ids else TensorProto.FLOAT, [BATCH, *shape])
 
 
 @dataclass(frozen=True)
@@ -356,10 +522,10 @@ def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
         ctx.node = node
         facts = analysis.facts[node.name]
         made = HANDLERS[node.kind](ctx, node, facts)
-        ctx.values[node.name] = made if isinstance(made, Value) else Value(made, onnx_order(facts.output))
+        ctx.values[node.name] = made if isinstance(made, Value) else Value(made, ctx.order_of(node.name))
     if ctx.diagnostics:
         raise TargetError(ctx.diagnostics)
-    last = ctx.value(graph_ir.output, onnx_order(analysis.output_shape))
+    last = ctx.value(graph_ir.output, ctx.order_of(graph_ir.output))
     if last == INPUT:  # every layer vanished: the output still needs a node of its own
         ctx.emit("Identity", [INPUT], graph_ir.output, output=OUTPUT)
     else:  # rename the final value to `output` wherever it appears
@@ -372,8 +538,8 @@ def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
     graph = helper.make_graph(
         ctx.nodes,
         graph_ir.network,
-        [_io(INPUT, graph_ir.input_shape.nchw())],
-        [_io(OUTPUT, analysis.output_shape.nchw())],
+        [_io(INPUT, analysis.physical(INPUT), ids=graph_ir.input_shape.layout is Layout.TOKENS)],
+        [_io(OUTPUT, analysis.physical(graph_ir.output))],
         value_info=declared,
     )
     opsets = [helper.make_opsetid("", ctx.opset)]

@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from archc.analysis import Analysis
 from archc.diagnostics import ArchError, Diagnostic
-from archc.ir import INPUT, Node, Shape
+from archc.ir import INPUT, Layout, Node, Physical, Shape
 
 OUTPUT = "output"  # the graph's output value
 
@@ -40,12 +40,22 @@ class OnnxError(ArchError):
     """The network cannot be written as ONNX with the options given."""
 
 
-def onnx_order(shape: Shape) -> str:
-    """The axis order ONNX holds a value of this shape in, batch first: channels first, as PyTorch.
+def onnx_order(shape: Shape, order: Physical = Physical.CHANNELS_FIRST) -> str:
+    """The axis order a value of this shape is held in, batch first: channels first, as PyTorch
+    holds images (`NCHW`); a sequence as `archc.analysis.orders` holds it (`NLC` or `NCL`).
 
-    One letter per axis: `NC` flat, `NCL` a sequence, `NCHW` an image, `NCDHW` a volume.
+    >>> from archc.ir import Layout
+    >>> onnx_order(Shape.hwc(4, 4, 2)), onnx_order(Shape.of(Layout.SEQUENCE, (6, 4)), Physical.CHANNELS_LAST)
+    ('NCHW', 'NLC')
     """
-    return "NC" + shape.layout.spatial_axes
+    layout = shape.layout
+    if layout is Layout.FLAT:
+        return "NC"
+    if layout is Layout.TOKENS:
+        return "NT"
+    if layout is not Layout.SEQUENCE:
+        order = Physical.CHANNELS_FIRST  # images and volumes are always channels first
+    return "N" + "".join(layout.axes[i] for i in layout.physical_order(order))
 
 
 def channels_last_order(shape: Shape) -> str:
@@ -85,7 +95,11 @@ class Lowering:
     declared: dict[str, tuple[int, ...]] = field(default_factory=dict)  # value -> per-sample shape, stated
 
     def __post_init__(self) -> None:
-        self.values[INPUT] = Value(INPUT, onnx_order(self.analysis.graph.input_shape))
+        self.values[INPUT] = Value(INPUT, self.order_of(INPUT))
+
+    def order_of(self, layer: str) -> str:
+        """The axis order of a layer's output (or the input) as the analysis holds it."""
+        return onnx_order(self.analysis.shape_of(layer), self.analysis.order_of(layer))
 
     def value(self, layer: str, order: str) -> str:
         """A layer's output (or the input) as an ONNX value in the axis order `order`.
@@ -102,9 +116,11 @@ class Lowering:
         return self.transposed[key]
 
     def inputs(self, node: Node) -> list[str]:
-        """The node's inputs as ONNX values, each in ONNX's own order for its shape."""
+        """The node's inputs as ONNX values, each in ONNX's own order for its shape (a sequence in
+        the order the layer reads it: `archc.analysis.orders`)."""
         shapes = self.analysis.facts[node.name].inputs
-        return [self.value(i, onnx_order(s)) for i, s in zip(node.inputs, shapes, strict=True)]
+        reads = self.analysis.reads(node)
+        return [self.value(i, onnx_order(s, reads)) for i, s in zip(node.inputs, shapes, strict=True)]
 
     def emit(self, op: str, inputs: list[str], name: str, output: str | None = None, **attrs: Any) -> str:
         """Write one op: the opset's rewrite of it if it has one, else one node (`add`)."""
@@ -132,3 +148,17 @@ class Lowering:
             array = value if isinstance(value, np.ndarray) else np.array(value, np.float32)
             self.constants[name] = numpy_helper.from_array(array, name)
         return name
+
+    def ints(self, name: str, values: list[int]) -> str:
+        """An int64 constant (shapes, axes, indices), named `/const/<name>`."""
+        return self.constant(f"/const/{name}", np.array(values, np.int64))
+
+    def weight_t(self, tensor: str) -> str:
+        """`tensor` transposed ([N, C] -> [C, N]: nn.Linear's weight as MatMul takes it), made once.
+
+        onnxruntime folds it into a constant when the session starts; the file holds one copy.
+        """
+        key = (tensor, "T")
+        if key not in self.transposed:
+            self.transposed[key] = self.emit("Transpose", [tensor], f"{tensor}/T", perm=[1, 0])
+        return self.transposed[key]

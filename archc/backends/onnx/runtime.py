@@ -28,6 +28,7 @@ import onnx
 import onnxruntime as ort
 
 from archc.analysis import Analysis
+from archc.analysis.tensors import tied_keys
 from archc.backends.onnx.generate import build_model, save_model
 from archc.backends.onnx.io import EXTERNAL_THRESHOLD
 from archc.backends.weights import make_weights
@@ -55,6 +56,7 @@ class Prepared:
     opset: int | None = None
     keep: Any = None  # a TemporaryDirectory holding an external-data model, alive while needed
     onnx_model: onnx.ModelProto | None = None  # an .onnx file's graph (no external data), for size checks
+    vocabulary: int | None = None  # token ids are drawn below this (the smallest table they index)
 
     @classmethod
     def from_analysis(
@@ -74,12 +76,13 @@ class Prepared:
         model = build_model(analysis, weights=arrays, seed=seed, opset=opset)
         used_opset = model.opset_import[0].version
         name, macs = analysis.graph.network, analysis.totals.macs
+        vocabulary = onnx_vocabulary(model)
         if sum(a.nbytes for a in arrays.values()) <= EXTERNAL_THRESHOLD:
-            return cls(model.SerializeToString(), name, macs, analysis, arrays, used_opset)
+            return cls(model.SerializeToString(), name, macs, analysis, arrays, used_opset, vocabulary=vocabulary)
         keep = tempfile.TemporaryDirectory(prefix="archc-run-")  # protobuf caps in-memory models at 2 GiB
         path = Path(keep.name) / f"{name}.onnx"
         save_model(model, path)
-        return cls(str(path), name, macs, analysis, arrays, used_opset, keep)
+        return cls(str(path), name, macs, analysis, arrays, used_opset, keep, vocabulary=vocabulary)
 
     @classmethod
     def from_file(cls, path: Path, max_size: int = DEFAULT_MAX_SIZE) -> Prepared:
@@ -92,7 +95,20 @@ class Prepared:
             raise RunError(f"{where}: not a readable ONNX model: {_first_line(e)}") from e
         validate_model(model, path, max_size)
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset, onnx_model=model)
+        return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset, onnx_model=model, vocabulary=onnx_vocabulary(model))
+
+
+def onnx_vocabulary(model: onnx.ModelProto) -> int | None:
+    """The rows of the smallest table that a Gather indexes with the graph's input (token ids), if any."""
+    names = {i.name for i in model.graph.input}
+    tables = {t.name: t.dims[0] for t in model.graph.initializer if t.dims}
+    rows = [
+        tables[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "Gather" and len(n.input) == 2 and n.input[1] in names and n.input[0] in tables
+    ]
+    return min(rows) if rows else None
+
 
 
 def _first_line(e: BaseException) -> str:
@@ -248,15 +264,21 @@ def make_session(model: bytes | str, providers: list[str], full_float32: bool = 
         raise RunError(f"onnxruntime could not load the model: {e}") from e
 
 
-def make_input(session: ort.InferenceSession, batch: int, seed: int) -> tuple[str, np.ndarray]:
-    """Seeded standard-normal input for the session's single input; symbolic dim 0 becomes `batch`."""
+def make_input(
+    session: ort.InferenceSession, batch: int, seed: int, vocabulary: int | None = None
+) -> tuple[str, np.ndarray]:
+    """Seeded input for the session's single input; symbolic dim 0 becomes `batch`.
+
+    Standard-normal floats, or for int64 token ids, ids drawn uniformly below `vocabulary`.
+    """
     inputs = session.get_inputs()
     if len(inputs) != 1:
         names = ", ".join(repr(i.name) for i in inputs)
         raise RunError(f"the model takes {len(inputs)} inputs ({names}); archc run feeds models of one input")
     (inp,) = inputs
-    if inp.type != "tensor(float)":
-        raise RunError(f"input {inp.name!r} is {inp.type}; archc run feeds float32 only")
+    ids = inp.type == "tensor(int64)"
+    if inp.type != "tensor(float)" and not (ids and vocabulary):
+        raise RunError(f"input {inp.name!r} is {inp.type}; archc run feeds float32, and int64 token ids to an embedding")
     dims = list(inp.shape)
     if not dims:
         raise RunError(f"input {inp.name!r} has no shape; archc run feeds tensors of known rank")
@@ -265,7 +287,11 @@ def make_input(session: ort.InferenceSession, batch: int, seed: int) -> tuple[st
     dims[0] = batch
     if not all(isinstance(d, int) for d in dims):
         raise RunError(f"input {inp.name!r} has symbolic dimensions {inp.shape} other than the batch")
-    return inp.name, np.random.default_rng(seed).standard_normal(dims, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    if ids:
+        assert vocabulary is not None
+        return inp.name, rng.integers(0, vocabulary, dims, dtype=np.int64)
+    return inp.name, rng.standard_normal(dims, dtype=np.float32)
 
 
 @dataclass
@@ -418,7 +444,7 @@ def measure(
         if provider == "cuda":
             raise RunError("the CUDA provider is installed but failed to start (is a GPU visible?)")
         note = "the CUDA provider failed to start; fell back to CPU"
-    name, x = make_input(session, batch, seed)
+    name, x = make_input(session, batch, seed, prepared.vocabulary)
     output = session.run(None, {name: x})[0]
     if not isinstance(output, np.ndarray):
         raise RunError(f"the model's first output is a {type(output).__name__}, not a tensor")
@@ -466,7 +492,9 @@ def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
 
     module = build_module(prepared.analysis)
     try:
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in prepared.weights.items()}, strict=True)
+        state = {k: torch.from_numpy(v) for k, v in prepared.weights.items()}
+        state.update({alias: state[owner] for alias, owner in tied_keys(prepared.analysis).items()})
+        module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise RunError(f"the PyTorch module does not accept the ONNX model's weights: {e}") from e
     module.eval()

@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 from archc.analysis import Analysis
 from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
+from archc.backends.torch.helpers import Feature
+from archc.backends.torch.helpers import source as helper_source
 from archc.backends.torch.layers import HANDLERS, HELPERS, KEEP, Rendered, Step
 from archc.backends.torch.plan import (
     ASCII_IDENT,
@@ -64,7 +66,7 @@ from archc.backends.torch.plan import (
 )
 from archc.diagnostics import Diagnostic, TargetError, error
 from archc.frontend.naming import reserved_in_torch, torch_name_diagnostic
-from archc.ir import INPUT, Node, ScopeKind, Shape, Span
+from archc.ir import INPUT, Node, Physical, ScopeKind, Shape, Span
 from archc.ir import written as W
 from archc.kinds import KINDS, Window, coerce, per_dimension
 from archc.limits import MAX_DEPTH
@@ -135,17 +137,30 @@ class _Generator(Plan):
         graph = self.graph
         self.collect(graph.steps, "", {}, INPUT, "")
         cls = ClassPlan(self.class_name(graph.network), [])
-        inp, out = graph.input_shape, self.analysis.output_shape
-        doc = (
-            f"{graph.network}: input [batch, {', '.join(map(str, inp.nchw()))}] ({inp.text()}), "
-            f"output [batch, {', '.join(map(str, out.nchw()))}]."
-        )
+        inp = graph.input_shape
+        physical_in = ", ".join(map(str, self.analysis.physical(INPUT)))
+        physical_out = ", ".join(map(str, self.analysis.physical(graph.output)))
+        ids = " token ids" if inp.layout.feature_axis is None else ""
+        doc = f"{graph.network}: input [batch, {physical_in}]{ids} ({inp.text()}), output [batch, {physical_out}]."
         if not ASCII_IDENT.fullmatch(graph.network):
             doc = doc.replace(graph.network, cls.name, 1)
         ClassWriter(self, cls, "", graph.steps, [Instance("", {}, INPUT)], doc, network=True).write()
-        helpers = [HELPERS[name] for name in sorted(self.helpers)]
+        helpers = [HELPERS[name] for name in sorted(self.helpers) if name in HELPERS]
+        features = {Feature(name) for name in self.helpers if name not in HELPERS}
+        if features:  # the sequence helpers, written with the features the spec uses
+            helpers.append(helper_source(features))
         source = "\n\n".join([self.header(cls.name), *helpers, *(c.source for c in self.order)])
         return source, cls.name
+
+    def ties(self) -> list[str]:
+        """`self.lm_head.weight = self.wte.weight`: weight tying, written where both layers are seen."""
+        lines = []
+        for node in self.graph.nodes:
+            owner = node.attrs.get("tie")
+            if owner is not None:
+                tied = f"self.{_attribute_path(node.name)}.weight = self.{_attribute_path(owner)}.weight"
+                lines.append(f"{tied}  # tied: one tensor")
+        return lines
 
     def header(self, name: str) -> str:
         origin = Path(self.spec_path).name
@@ -180,6 +195,7 @@ class _Ctx:
         self.attrs: Sequence[dict[str, Any]] = [w.gen.nodes[n].attrs for n in nodes] if exprs is not None else []
         self.operands: Sequence[str] = []
         self.channels: E.Sym | None = w.chan
+        self.orders: Sequence[Physical] = [w.gen.analysis.reads(w.gen.nodes[n]) for n in nodes]
 
     def key(self, key: str) -> Rendered:
         spec = KINDS[self.kind].key(key)
@@ -332,10 +348,22 @@ class ClassWriter:
     def nodes(self, local: str) -> list[str]:
         return [full_name(i.path, local) for i in self.insts]
 
+    def transposed(self, nodes: list[str]) -> tuple[bool, ...]:
+        """For each input of a layer: whether it is a sequence to transpose first (`archc.analysis.orders`)."""
+        flags = {self.gen.analysis.transposed(self.gen.nodes[n]) for n in nodes}
+        if len(flags) > 1:
+            raise TorchGenError(
+                f"{self.cls.name}: a sequence reaches '{nodes[0].rsplit('.', 1)[-1]}' held batch x C x L in one "
+                "use of the class and batch x L x C in another; write the block twice"
+            )
+        return flags.pop()
+
     def layer(self, local: str, src: str, dst: str) -> str:
         nodes = self.nodes(local)
         node = self.gen.nodes[nodes[0]]
         emitted = HANDLERS[node.kind](_Ctx(self, node.exprs, node.kind, local, nodes))
+        if any(self.transposed(nodes)):  # a sequence from a convolution to a sequence layer, or back
+            emitted.steps.insert(0, Step(None, call="{x}.transpose(1, 2)"))
         out = self.steps(emitted.steps, src, dst, emitted.helpers)
         self.cur = nodes
         if emitted.channels is not KEEP:
@@ -355,7 +383,7 @@ class ClassWriter:
         if len(merge.branches) > 1:  # a written shortcut; else the identity
             short = self.seq(merge.branches[1], keep, self.local("shortcut"))
         ctx = _Ctx(self, None, "add", merge.node, self.nodes(merge.node))
-        ctx.operands = [body, short]
+        ctx.operands = _transposing([body, short], self.transposed(self.nodes(merge.node)))
         out = self.steps(HANDLERS["add"](ctx).steps, src, dst)
         self.cur = self.nodes(merge.node)
         self.chan = body_chan if body_chan is not None else self.chan
@@ -371,7 +399,7 @@ class ClassWriter:
             chans.append(self.chan)
         kind = self.gen.nodes[self.nodes(merge.node)[0]].kind
         ctx = _Ctx(self, None, kind, merge.node, self.nodes(merge.node))
-        ctx.operands = outs
+        ctx.operands = _transposing(outs, self.transposed(self.nodes(merge.node)))
         out = self.steps(HANDLERS[kind](ctx).steps, src, dst)
         self.cur = self.nodes(merge.node)
         if kind == "concat":
@@ -412,7 +440,8 @@ class ClassWriter:
         if len(head) > 100:
             head = "    def __init__(\n" + "".join(f"        {s},\n" for s in sig) + "    ) -> None:"
         lines.append(head)
-        for line in [*pre, "super().__init__()", *map(_wrap, self.init)]:
+        ties = self.gen.ties() if self.is_network else []
+        for line in [*pre, "super().__init__()", *map(_wrap, self.init), *ties]:
             lines.append("        " + line.replace("\n", "\n        "))
         lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
         lines += [f"        {line}" for line in [*self.fwd, f"return {out}"]]
@@ -429,6 +458,18 @@ def _default_first(params: Sequence[ClassParam]) -> bool:
         elif seen_default:
             return True
     return False
+
+
+def _transposing(operands: list[str], flags: Sequence[bool]) -> list[str]:
+    return [f"{op}.transpose(1, 2)" if flag else op for op, flag in zip(operands, flags, strict=True)]
+
+
+def _attribute_path(name: str) -> str:
+    """A dotted layer name as Python attribute access: `h.0.fc` -> `h[0].fc` (repeat copies are indexed)."""
+    out = ""
+    for part in name.split("."):
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out.lstrip(".")
 
 
 def problems(analysis: Analysis) -> list[Diagnostic]:

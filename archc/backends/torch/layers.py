@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from archc.backends.torch import pyexpr as E
+from archc.backends.torch.helpers import Feature
 from archc.backends.torch.plan import TorchGenError
-from archc.ir import Shape
+from archc.ir import Physical, Shape
 from archc.kinds import KINDS, Window
 from archc.kinds.dense import flattens, per_position_fc
+from archc.kinds.norms import layerscale_shape
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class LayerCtx(Protocol):
     operands: Sequence[str]  # forward variables of a merge's inputs (add, multiply, concat)
     branches: Sequence[Sequence[Shape]]  # a merge's input shapes, one tuple per instance
     channels: E.Sym | None  # the input channels as an expression, when known
+    orders: Sequence[Physical]  # the order it reads a sequence in (batch x L x C or x C x L), per instance
 
     def key(self, key: str) -> Rendered: ...
     def in_channels(self) -> Rendered: ...
@@ -247,6 +250,8 @@ def _flat_features(ctx: LayerCtx, flattened: Callable[[Shape], bool]) -> tuple[E
 
 
 def fc(ctx: LayerCtx) -> Emitted:
+    """nn.Linear; on a sequence it acts on every position. A tied weight is assigned by the
+    network class (`self.lm_head.weight = self.wte.weight`), which sees both layers."""
     steps = []
     flat = [flattens(s) for s in ctx.ins]
     per_position = [per_position_fc(s) for s in ctx.ins]
@@ -261,13 +266,8 @@ def fc(ctx: LayerCtx) -> Emitted:
     sym, values = _flat_features(ctx, flattens)
     n_in = ctx.check(sym, values, f"{ctx.name}_in_features")
     n = ctx.key("N")
-    linear = Step(ctx.name, ctor("nn.Linear", n_in.text, n.text, bias=_kw(ctx.key("bias"), True)))
-    if any(per_position) and not all(_channels_last(s) for s in ctx.ins):
-        # nn.Linear acts on the last axis: a [batch, C, L] sequence moves its channels there and back
-        axis = _feature_axis(ctx, ctx.ins)
-        steps += [Step(None, call=f"{{x}}.movedim({axis}, -1)"), linear, Step(None, call=f"{{x}}.movedim(-1, {axis})")]
-    else:
-        steps.append(linear)
+    # nn.Linear acts on the last axis: a sequence reaches it held [batch, L, C] (`Traits.sequence`)
+    steps.append(Step(ctx.name, ctor("nn.Linear", n_in.text, n.text, bias=_kw(ctx.key("bias"), True))))
     return Emitted(steps, n.sym)
 
 
@@ -292,9 +292,10 @@ def batchnorm(ctx: LayerCtx) -> Emitted:
     return _module(ctx, ctor(f"(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[{rank.text} - 1]", c, eps=eps))
 
 
-def _channels_last(shape: Shape) -> bool:
-    """Whether generated code holds the channels on the last axis (flat features), not on axis 1."""
-    return shape.layout.channel_axis() == len(shape.nchw())
+def _channels_last(shape: Shape, order: Physical) -> bool:
+    """Whether generated code holds the channels on the last axis (flat features, a sequence
+    held batch x L x C), not on axis 1."""
+    return shape.layout.channel_axis(order) == len(shape.dims)
 
 
 def layernorm(ctx: LayerCtx) -> Emitted:
@@ -305,23 +306,34 @@ def layernorm(ctx: LayerCtx) -> Emitted:
         eps=_kw(ctx.key("eps"), 1e-5),
         bias=_kw(ctx.key("bias"), True),
     )
-    if all(_channels_last(s) for s in ctx.ins):
+    if all(_channels_last(s, order) for s, order in zip(ctx.ins, ctx.orders, strict=True)):
         return _module(ctx, text)
-    # [batch, C, ...] -> [batch, ..., C] and back (a no-op on a flat [batch, C]): as torchvision's
-    # ConvNeXt permutes around its LayerNorm
+    # [batch, C, ...] -> [batch, ..., C] and back, as torchvision's ConvNeXt permutes around its LayerNorm
+    to_last, back = _channels_last_calls(ctx)
+    return Emitted([Step(None, call=to_last), Step(ctx.name, text), Step(None, call=back)])
+
+
+def _channels_last_calls(ctx: LayerCtx) -> tuple[str, str]:
+    """`x.permute(0, 2, 3, 1)` and `x.permute(0, 3, 1, 2)` around a layer that reads the channels last.
+
+    permute, as torchvision writes it, exports to ONNX everywhere (torch's TorchScript exporter
+    writes `movedim(-1, 1)` as an invalid Transpose). A block used at several ranks (a flat input
+    among them, where moving is a no-op) moves with `movedim` instead.
+    """
+    ranks = {1 + len(s.nchw()) for s in ctx.ins}
+    if len(ranks) == 1:
+        rank = ranks.pop()
+        to_last = (0, *range(2, rank), 1)
+        back = (0, rank - 1, *range(1, rank - 1))
+        return f"{{x}}.permute{to_last}", f"{{x}}.permute{back}"
     axis = _feature_axis(ctx, ctx.ins)
-    steps = [
-        Step(None, call=f"{{x}}.movedim({axis}, -1)"),
-        Step(ctx.name, text),
-        Step(None, call=f"{{x}}.movedim(-1, {axis})"),
-    ]
-    return Emitted(steps)
+    return f"{{x}}.movedim({axis}, -1)", f"{{x}}.movedim(-1, {axis})"
 
 
 def layerscale(ctx: LayerCtx) -> Emitted:
     """A parameter of the module, shaped to broadcast: `x * self.layer_scale`, as torchvision's ConvNeXt."""
     c = ctx.in_channels().text
-    ones = {len(s.nchw()) - s.layout.channel_axis() for s in ctx.ins}  # [C, 1, 1] on a [batch, C, H, W] image
+    ones = {len(layerscale_shape(s)) - 1 for s in ctx.ins}  # [C, 1, 1] on a [batch, C, H, W] image
     if len(ones) != 1:
         raise TorchGenError(f"{ctx.name}: one block scales inputs of several ranks; write two blocks")
     n = ones.pop()
@@ -346,8 +358,10 @@ def lrn(ctx: LayerCtx) -> Emitted:
 
 
 def _feature_axis(ctx: LayerCtx, shapes: Sequence[Shape]) -> str:
-    """The axis of the channels (the features, when flat) in the generated code: 1."""
-    return ctx.check(None, [s.layout.channel_axis() for s in shapes], f"{ctx.name}_dim").text
+    """The axis of the channels (the features, when flat) in the generated code: 1 (2 for a
+    sequence held batch x L x C)."""
+    axes = [s.layout.channel_axis(order) for s, order in zip(shapes, ctx.orders, strict=True)]
+    return ctx.check(None, axes, f"{ctx.name}_dim").text
 
 
 # Small modules the generated file defines when a layer needs one (torch has none).
@@ -395,6 +409,62 @@ def elementwise(ctx: LayerCtx) -> Emitted:
     return _module(ctx, ctor(row.torch, **keywords))
 
 
+# --- sequences -----------------------------------------------------------------------------
+def embedding(ctx: LayerCtx) -> Emitted:
+    d = ctx.key("D")
+    return _module(ctx, ctor("nn.Embedding", ctx.key("V").text, d.text), d.sym)
+
+
+def posembed(ctx: LayerCtx) -> Emitted:
+    rows = ctx.check(None, [a["T"] or s.dims[0] for a, s in zip(ctx.attrs, ctx.ins, strict=True)], f"{ctx.name}_T")
+    text = ctor("PositionalEmbedding", rows.text, ctx.in_channels().text)
+    return Emitted([Step(ctx.name, text)], helpers=(Feature.POSITIONS,))
+
+
+def clstoken(ctx: LayerCtx) -> Emitted:
+    text = ctor("ClassToken", ctx.in_channels().text)
+    return Emitted([Step(ctx.name, text)], helpers=(Feature.CLASS_TOKEN,))
+
+
+def rmsnorm(ctx: LayerCtx) -> Emitted:
+    # always eps=: nn.RMSNorm's default is the dtype's machine epsilon, not the spec's 1e-6
+    return _module(ctx, ctor("nn.RMSNorm", ctx.in_channels().text, eps=ctx.key("eps").text))
+
+
+def attention(ctx: LayerCtx) -> Emitted:
+    features = {Feature.ATTENTION}
+    kv = None
+    if any(a["kv"] is not None for a in ctx.attrs):
+        kv = ctx.key("kv").text
+        features.add(Feature.GROUPED)
+    rope = rope_base = None
+    if any(a["rope"] for a in ctx.attrs):
+        rope = _kw(ctx.key("rope"), False)
+        rope_base = _kw(ctx.key("rope_base"), 10000.0)
+        features.add(Feature.ROTARY)
+    text = ctor(
+        "Attention",
+        ctx.in_channels().text,
+        ctx.key("heads").text,
+        kv_heads=kv,
+        causal=_kw(ctx.key("causal"), False),
+        rope=rope,
+        rope_base=rope_base,
+        bias=_kw(ctx.key("bias"), True),
+    )
+    return Emitted([Step(ctx.name, text)], helpers=tuple(sorted(features)))
+
+
+def tokens(ctx: LayerCtx) -> Emitted:
+    # [batch, C, H, W] -> [batch, H*W, C]: positions in row-major order, as ViT flattens patches
+    return Emitted([Step(None, call="{x}.flatten(2).transpose(1, 2)")])
+
+
+def select(ctx: LayerCtx) -> Emitted:
+    index = ctx.check(None, [a["index"] for a in ctx.attrs], f"{ctx.name}_index")
+    return Emitted([Step(None, call=f"{{x}}[:, {index.text}]")])  # a negative index counts from the end
+
+
 def _broadcast_operands(ctx: LayerCtx) -> list[str]:
     """The merge's operands, a flat `C` branch indexed to `[batch, C, 1, 1]` where it scales an image.
 
@@ -403,7 +473,7 @@ def _broadcast_operands(ctx: LayerCtx) -> list[str]:
     """
     out = []
     for i, operand in enumerate(ctx.operands):
-        forms = {_broadcast_index(ins[i], ctx.outs[k]) for k, ins in enumerate(ctx.branches)}
+        forms = {_broadcast_index(ins[i], ctx.outs[k], ctx.orders[k]) for k, ins in enumerate(ctx.branches)}
         if len(forms) == 1:
             out.append(operand + forms.pop())
         else:  # a block used on flat and spatial inputs alike: reshape to the other operand's rank
@@ -412,11 +482,12 @@ def _broadcast_operands(ctx: LayerCtx) -> list[str]:
     return out
 
 
-def _broadcast_index(shape: Shape, out: Shape) -> str:
-    """`[:, :, None, None]` for a flat branch merged into an image (channels first); '' when none is needed."""
+def _broadcast_index(shape: Shape, out: Shape, order: Physical) -> str:
+    """`[:, :, None, None]` for a flat branch merged into an image (channels first), `[:, None, :]`
+    into a sequence held batch x L x C; '' when none is needed."""
     if shape.is_spatial or not out.is_spatial:
         return ""
-    rank, channels = 1 + len(out.nchw()), out.layout.channel_axis()
+    rank, channels = 1 + len(out.dims), out.layout.channel_axis(order)
     return "[" + ", ".join(":" if i in (0, channels) else "None" for i in range(rank)) + "]"
 
 
@@ -451,5 +522,12 @@ HANDLERS: dict[str, Callable[[LayerCtx], Emitted]] = {
     "add": add,
     "multiply": multiply,
     "concat": concat,
+    "embedding": embedding,
+    "posembed": posembed,
+    "clstoken": clstoken,
+    "rmsnorm": rmsnorm,
+    "attention": attention,
+    "tokens": tokens,
+    "select": select,
     **{name: elementwise for name, kind in KINDS.items() if kind.elementwise is not None},
 }

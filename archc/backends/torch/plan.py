@@ -22,6 +22,7 @@ from typing import Any
 
 from archc.analysis import Analysis
 from archc.backends.torch import pyexpr as E
+from archc.backends.torch.helpers import NAMES as HELPER_NAMES
 from archc.diagnostics import ArchError
 from archc.frontend.naming import RESERVED_NAMES
 from archc.ir import Scope, ScopeKind, Shape
@@ -114,7 +115,7 @@ class Plan:
             name = f"Net_{name}"
         if name.startswith("__"):  # `__Inner` called inside `class Outer` would be `_Outer__Inner`
             name = f"Block{name}"
-        while name in GLOBALS or name in self.class_names:
+        while name in GLOBALS or name in self.class_names or name in HELPER_NAMES:
             name += "_"
         self.class_names.add(name)
         return name

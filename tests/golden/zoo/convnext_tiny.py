@@ -40,9 +40,9 @@ class CNBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         x = self.dwconv(x)
-        x = x.movedim(1, -1)
+        x = x.permute(0, 2, 3, 1)
         x = self.norm(x)
-        x = x.movedim(-1, 1)
+        x = x.permute(0, 3, 1, 2)
         x = self.pwconv1(x)
         x = self.gelu1(x)
         x = self.pwconv2(x)
@@ -61,9 +61,9 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(in_channels, K, kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.movedim(1, -1)
+        x = x.permute(0, 2, 3, 1)
         x = self.norm(x)
-        x = x.movedim(-1, 1)
+        x = x.permute(0, 3, 1, 2)
         x = self.conv(x)
         return x
 
@@ -99,9 +99,9 @@ class ConvNeXtTiny(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        x = x.movedim(1, -1)
+        x = x.permute(0, 2, 3, 1)
         x = self.stem_norm(x)
-        x = x.movedim(-1, 1)
+        x = x.permute(0, 3, 1, 2)
         x = self.stage1(x)
         x = self.down1(x)
         x = self.stage2(x)
@@ -110,9 +110,9 @@ class ConvNeXtTiny(nn.Module):
         x = self.down3(x)
         x = self.stage4(x)
         x = self.avgpool(x)
-        x = x.movedim(1, -1)
+        x = x.permute(0, 2, 3, 1)
         x = self.norm(x)
-        x = x.movedim(-1, 1)
+        x = x.permute(0, 3, 1, 2)
         x = torch.flatten(x, 1)
         x = self.fc(x)
         return x
