@@ -287,6 +287,11 @@ def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
         return None, error("E400", str(exc), None, "archc reads .arch specs from regular files only")
     except OSError as exc:
         return None, error("E400", f"cannot read the file: {exc.strerror}", None)
+    return decode_source(data)
+
+
+def decode_source(data: bytes) -> tuple[str | None, Diagnostic | None]:
+    """A spec's bytes as text (a UTF-8 BOM dropped); binary and non-UTF-8 bytes become diagnostics."""
     if b"\x00" in data:
         line, col = _position(data, data.index(b"\x00"))
         return None, error(
@@ -317,15 +322,20 @@ def _position(data: bytes, offset: int) -> tuple[int, int]:
 
 
 def _shown_text(path: Path, upto_line: int) -> str:
-    """A binary or non-UTF-8 file up to its bad line, printable, so the caret has a line.
-
-    Undecodable bytes become U+FFFD and control characters '?', one character
-    each, so the columns from `_position` still point at the bad byte.
-    """
+    """A binary or non-UTF-8 file up to its bad line, printable, so the caret has a line."""
     try:
         data = path.read_bytes()
     except OSError:
         return ""
+    return shown_bytes(data, upto_line)
+
+
+def shown_bytes(data: bytes, upto_line: int) -> str:
+    """Binary or non-UTF-8 bytes up to their bad line, printable, so the caret has a line.
+
+    Undecodable bytes become U+FFFD and control characters '?', one character
+    each, so the columns from `_position` still point at the bad byte.
+    """
     text = b"\n".join(data.split(b"\n")[:upto_line]).decode("utf-8", errors="replace")
     return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
 

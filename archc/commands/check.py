@@ -24,7 +24,7 @@ FORMATS = ("text", "json", "github", "junit")
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="validate specs", description=__doc__)
-    p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories")
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories; - reads a spec from standard input")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument(
         "--ignore",
@@ -57,11 +57,17 @@ def _warning_codes(text: str) -> frozenset[str]:
     return codes
 
 
-def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]:
+STDIN = Path("-")  # `archc check -`: the spec on standard input, named <stdin> in messages
+STDIN_NAME = "<stdin>"
+
+
+def collect(paths: list[str], stdin: bool = False) -> tuple[list[Path], list[tuple[str, Diagnostic]]]:
     """Spec files under the given paths, and problems with the paths themselves.
 
     A path that is not a spec (a FIFO, a device, a dangling link, a link that
-    leaves a walked directory) is a problem named by its path, never read.
+    leaves a walked directory) is a problem named by its path, never read. A
+    directory without specs is a problem of code E404. With `stdin`, `-`
+    stands for standard input (`STDIN`), once however often it is named.
     """
     from archc.files import why_not_a_spec
 
@@ -79,6 +85,10 @@ def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]
 
     for raw in paths:
         p = Path(raw)
+        if stdin and raw == "-":
+            if STDIN not in files:
+                files.append(STDIN)
+            continue
         problem = why_not_a_spec(p)
         if problem is not None:
             problems.append((raw, error("E400", problem, None)))
@@ -115,6 +125,20 @@ def _specs_under(top: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     return sorted(found), sorted(refused)
 
 
+def compile_stdin(ignore: frozenset[str] = frozenset()) -> CompileResult:
+    """`compile_file` of standard input, named `<stdin>` (read as bytes: a BOM, binary or non-UTF-8
+    input is treated as in a file)."""
+    from archc.api import compile_text, decode_source, shown_bytes
+
+    data = sys.stdin.buffer.read()
+    text, problem = decode_source(data)
+    if problem is not None:
+        shown_text = shown_bytes(data, problem.span.line) if problem.span is not None else ""
+        return CompileResult(STDIN_NAME, shown_text, None, (problem,))
+    assert text is not None
+    return compile_text(text, STDIN_NAME, ignore)
+
+
 def failed(result: CompileResult, strict: bool) -> bool:
     return result.network is None or (strict and bool(result.warnings))
 
@@ -123,13 +147,19 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
     if args.output and fmt not in ("json", "junit"):
         args.parser.error(f"-o writes the json and junit reports; --format {fmt} prints to the terminal")
-    files, problems = collect(args.paths)
+    files, problems = collect(args.paths, stdin=True)
+    empty = [raw for raw, diag in problems if diag.code == "E404"]
+    if empty and not files and len(empty) == len(problems):
+        args.parser.error(f"no spec found: no .arch files in {', '.join(map(shown, empty))}")
+    for raw in empty:  # other paths gave specs: say so, but an empty directory is no spec to count
+        print(f"archc: warning: no .arch files in {shown(raw)}", file=sys.stderr)
+    problems = [(raw, diag) for raw, diag in problems if diag.code != "E404"]
     if args.output:  # before any spec is checked; a spec found in a directory is an input too
         from archc.files import check_output
 
-        check_output(args.output, *args.paths, *files)
+        check_output(args.output, *(p for p in args.paths if p != "-"), *(f for f in files if f != STDIN))
     ignore = frozenset().union(*args.ignore)
-    results = [compile_file(f, ignore) for f in files]
+    results = [compile_stdin(ignore) if f == STDIN else compile_file(f, ignore) for f in files]
     results += [CompileResult(path, "", None, (diag,)) for path, diag in problems]
     bad = sum(failed(r, args.strict) for r in results)
     if fmt == "json":
