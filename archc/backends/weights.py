@@ -26,6 +26,7 @@ import numpy as np
 
 from archc.analysis import Analysis
 from archc.analysis.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs, tied_keys
+from archc.backends import TORCH_INSTALL
 from archc.diagnostics import ArchError, shown
 
 GENERATED = ("random", "zeros")
@@ -276,7 +277,7 @@ def _load_torch(path: Path, budget: int | None) -> Mapping[str, Any]:
     try:
         import torch
     except ImportError as e:
-        raise WeightsError(f"{path}: reading .pt/.pth weights needs PyTorch (pip install torch)") from e
+        raise WeightsError(f"{path}: reading .pt/.pth weights needs PyTorch: {TORCH_INSTALL}") from e
     mmap = _check_torch_archive(path, budget)
     # weights_only: never unpickle arbitrary objects from a file we were handed.
     # mmap: tensors stay in the file until converted, one at a time.

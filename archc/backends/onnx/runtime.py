@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 from archc.analysis import Analysis
 from archc.analysis.tensors import tied_keys
+from archc.backends import TORCH_INSTALL
 from archc.backends.onnx.generate import build_model, save_model
 from archc.backends.onnx.io import EXTERNAL_THRESHOLD
 from archc.backends.weights import make_weights, varied
@@ -521,7 +522,7 @@ def torch_error(prepared: Prepared, x: np.ndarray, outputs: list[np.ndarray]) ->
     try:
         import torch
     except ImportError as e:
-        raise RunError("--check needs PyTorch (pip install torch)") from e
+        raise RunError(f"--check needs PyTorch: {TORCH_INSTALL}") from e
     from archc.backends.torch.generate import build_module
 
     module = build_module(prepared.analysis)
