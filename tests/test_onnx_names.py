@@ -10,13 +10,13 @@ import pytest
 pytest.importorskip("numpy")
 pytest.importorskip("onnx")
 
-from conftest import ROOT  # noqa: E402
-from test_onnx_gen import EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D, SEQUENCE_SPECS  # noqa: E402
+from conftest import ROOT
+from test_onnx_gen import EVERY_KIND, EVERY_KIND_1D, EVERY_KIND_3D, SEQUENCE_SPECS
 
-import archc  # noqa: E402
-from archc.analysis.tensors import tensor_specs  # noqa: E402
-from archc.backends.onnx.generate import build_model  # noqa: E402
-from archc.backends.onnx.lowering import CONSTANT_PREFIX  # noqa: E402
+import archc
+from archc.analysis.tensors import tensor_specs
+from archc.backends.onnx.generate import build_model
+from archc.backends.onnx.lowering import CONSTANT_PREFIX
 
 UNEVEN = "input 13x13x2\nconv K=3 F=1\nadaptiveavgpool 6\nfc 2\n"  # 13 -> 6: averaging matrices
 
