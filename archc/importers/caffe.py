@@ -231,7 +231,7 @@ class _Importer:
                             "import the deploy prototxt, which ends in the network's output (Softmax)")
         if kind not in SUPPORTED:
             raise self.fail(type_field, f"unsupported layer type '{kind}' (layer '{name}')",
-                            "archc imports " + ", ".join(t for t in SUPPORTED if t not in ("Scale", "Input"))
+                            "archc imports " + ", ".join(t for t in SUPPORTED if t not in ("BatchNorm", "Scale", "Input"))
                             + " and BatchNorm+Scale pairs")
         layer.label = self.label(name)
         return layer
