@@ -27,9 +27,10 @@ def imported(text: str, name: str = "net.prototxt") -> str:
     return finish(import_text(text, name))
 
 
-def body(spec: str) -> list[str]:
-    """The spec's statements: no header comment, no expects, no blank lines."""
-    return [ln for ln in spec.splitlines() if ln and not ln.startswith(("#", "expect"))]
+def body(spec: str, arrows: bool = False) -> list[str]:
+    """The spec's statements: no header comment, no expects, no blank lines (and no `-> shape`)."""
+    lines = [ln for ln in spec.splitlines() if ln and not ln.startswith(("#", "expect"))]
+    return lines if arrows else [re.sub(r"\s*-> [0-9x]+", "", ln) for ln in lines]
 
 
 # --- an independent count: a reader of the text format and Caffe's shape rules ------------------
@@ -165,6 +166,19 @@ def test_published_macs_of_the_papers() -> None:
     for name, figure in (("resnet50", 3.8e9), ("resnet101", 7.6e9), ("resnet152", 11.3e9)):
         assert round(archc.loads(imported(ZOO[name][0]())).macs / 1e8) * 1e8 == pytest.approx(figure, abs=1e8)
     assert archc.loads(imported(ZOO["alexnet"][0]())).macs == 724_406_816  # 0.72 GMACs, Caffe's with groups
+
+
+def test_the_shapes_of_the_layers_that_make_them_are_asserted() -> None:
+    lines = body(imported(_file("alexnet")()), arrows=True)
+    assert lines[2:6] == [
+        "conv1: conv K=96 F=11 S=4        -> 55x55x96",
+        "relu1: relu",
+        "norm1: lrn size=5 alpha=0.0001 beta=0.75 k=1",
+        "pool1: maxpool F=3 S=2 ceil=true -> 27x27x96",
+    ]
+    assert "fc6: fc 4096                     -> 4096" in lines
+    googlenet = body(imported(GENERATED["googlenet"]()), arrows=True)
+    assert "} -> 28x28x256" in googlenet  # inception_3a's concat
 
 
 def test_googlenet_becomes_concats_of_four_branches_in_the_order_of_the_concat() -> None:

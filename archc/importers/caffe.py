@@ -12,10 +12,10 @@
     >>> print(import_text(text, "tiny.prototxt").text, end="")
     network Tiny
     input 32x32x3
-    conv1: conv K=8 F=3 P=1
+    conv1: conv K=8 F=3 P=1 -> 32x32x8
     relu1: relu
-    pool1: maxpool F=3 S=2 ceil=true
-    fc: fc 10
+    pool1: maxpool F=3 S=2 ceil=true -> 16x16x8
+    fc: fc 10 -> 10
 
 What is read: the header's `input:` with `input_dim:` or `input_shape`, or an
 `Input` layer; `layer` and the legacy `layers` (V1 type names such as
@@ -62,6 +62,7 @@ SUPPORTED = (
     "Convolution", "Deconvolution", "Pooling", "InnerProduct", "ReLU", "Sigmoid", "TanH", "LRN", "Dropout",
     "Softmax", "Concat", "Eltwise", "BatchNorm", "Scale", "Split", "Flatten", "Input",
 )  # fmt: skip
+SHAPING = ("conv", "convtranspose", "maxpool", "avgpool", "globalavgpool", "fc", "flatten")
 DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python")
 LOSS_LAYERS = ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss")
 # the language's keywords cannot label a layer; a Caffe layer so named gets a '_'
@@ -267,7 +268,10 @@ class _Importer:
         text, shape, merge = getattr(self, f"layer_{layer.type.lower()}")(layer, shapes)
         if merge is None and len(inputs) > 1:
             raise self.at_layer(layer, f"{len(inputs)} bottoms: the layer takes one")
-        node = Node(layer.label, tuple(inputs), len(self.shapes), text, merge, layer)
+        # the shapes of the layers that make them are asserted, as a person writes a spec
+        # (`conv1: conv ... -> 55x55x96`); activations and normalisations keep theirs
+        arrow = _shape_text(shape) if merge is not None or text.split(" ")[0] in SHAPING else ""
+        node = Node(layer.label, tuple(inputs), len(self.shapes), text, merge, layer, arrow)
         self.shapes[node.output] = shape
         self.blobs[str(layer.tops[0].value)] = node.output
         self.writer[node.output] = node

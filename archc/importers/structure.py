@@ -45,12 +45,14 @@ class Node:
     text: str = ""  # the statement after `name:`, e.g. "conv K=96 F=11 S=4"; empty for a merge
     merge: str | None = None  # "concat", "add" or "multiply": a node joining its inputs
     origin: Any = None  # where the importer found it, for errors
+    arrow: str = ""  # the output shape to assert (`55x55x96`), or nothing
 
 
 @dataclass
 class Layer:
     name: str
     text: str
+    arrow: str = ""
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Merge:
     kind: str  # concat, add, multiply
     name: str
     branches: list[list[Statement]]
+    arrow: str = ""
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Residual:
     name: str
     body: list[Statement]
     shortcut: list[Statement] = field(default_factory=list)
+    arrow: str = ""
 
 
 Statement = Layer | Merge | Residual
@@ -129,7 +133,7 @@ class _Walker:
         if node.merge is not None:  # a merge of a single value: nothing to join
             raise StructureError(f"'{node.name}' joins a single value", node)
         self.visited.add(id(node))
-        return Layer(node.name, node.text)
+        return Layer(node.name, node.text, node.arrow)
 
     def fork(self, value: int, readers: list[Node]) -> tuple[Statement, int]:
         """The merge that joins the branches starting at `value`, and the value it computes."""
@@ -171,10 +175,10 @@ def _merged(node: Node, branches: list[list[Statement]]) -> Statement:
     if node.merge == "add" and len(branches) == 2:
         body, shortcut = sorted(branches, key=_size, reverse=True)  # stable: ties keep the merge's order
         if body:
-            return Residual(node.name, body, shortcut)
+            return Residual(node.name, body, shortcut, node.arrow)
     if node.merge not in MERGES:
         raise StructureError(f"'{node.name}' reads {len(node.inputs)} values but is no merge", node)
-    return Merge(node.merge, node.name, [b or [Layer("", "identity")] for b in branches])
+    return Merge(node.merge, node.name, [b or [Layer("", "identity")] for b in branches], node.arrow)
 
 
 def _size(statements: Iterable[Statement]) -> int:
@@ -195,14 +199,16 @@ def render(statements: Sequence[Statement], indent: int = 0) -> str:
     out: list[str] = []
     for st in statements:
         label = f"{st.name}: " if st.name else ""
+        arrow = f" -> {st.arrow}" if st.arrow else ""
         if isinstance(st, Layer):
-            out.append(f"{pad}{label}{st.text}\n")
+            out.append(f"{pad}{label}{st.text}{arrow}\n")
         elif isinstance(st, Merge):
             out.append(f"{pad}{label}{st.kind} {{\n")
             for branch in st.branches:
                 out.append(f"{pad}  branch {{\n{render(branch, indent + 2)}{pad}  }}\n")
-            out.append(f"{pad}}}\n")
+            out.append(f"{pad}}}{arrow}\n")
         else:
             out.append(f"{pad}{label}residual {{\n{render(st.body, indent + 1)}{pad}}}")
-            out.append(f" shortcut {{\n{render(st.shortcut, indent + 1)}{pad}}}\n" if st.shortcut else "\n")
+            out.append(f" shortcut {{\n{render(st.shortcut, indent + 1)}{pad}}}" if st.shortcut else "")
+            out.append(f"{arrow}\n")
     return "".join(out)
