@@ -427,3 +427,17 @@ def test_a_binary_file_is_no_prototxt(tmp_path: Path) -> None:
     model.write_bytes(b"\x0a\x07AlexNet\xff\xfe")
     with pytest.raises(ImportFailure, match="not UTF-8"):
         import_prototxt(model)
+
+
+def test_the_zoo_table_in_the_docs_is_what_the_imports_give() -> None:
+    table = (Path(__file__).resolve().parent.parent / "docs" / "import.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| [^|]*?(AlexNet|CaffeNet|LeNet|GoogLeNet|SqueezeNet 1\.[01]|VGG-16|ResNet-\d+)[^|]* \| ([\d,]+ \| [\d,]+) \|$", table, re.M))
+    keys = {
+        "AlexNet": "alexnet", "CaffeNet": "caffenet", "LeNet": "lenet", "GoogLeNet": "googlenet",
+        "SqueezeNet 1.0": "squeezenet_v1.0", "SqueezeNet 1.1": "squeezenet_v1.1", "VGG-16": "vgg16",
+        "ResNet-50": "resnet50", "ResNet-101": "resnet101", "ResNet-152": "resnet152",
+    }  # fmt: skip
+    assert sorted(rows) == sorted(keys)
+    for title, key in keys.items():
+        net = archc.loads(imported(ZOO[key][0]()))
+        assert rows[title] == f"{net.params:,} | {net.macs:,}", title
