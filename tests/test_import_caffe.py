@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from caffe_zoo import GENERATED
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import archc
 from archc.importers.caffe import import_text
@@ -413,6 +415,10 @@ def test_an_unsupported_layer_type_is_located_and_named() -> None:
         ('name: "x"\nlayer { name: "r" type: "ReLU" bottom: "data" top: "r" }', "net.prototxt:2:40", "'data'"),
         (HEADER + 'input: "b"\ninput_dim: 1', "net.prototxt:7:8", "second input"),
         ("name: 'x' \x01", "net.prototxt:1:11", "unexpected character"),
+        (HEADER + 'layer { name: "f" type: "InnerProduct" bottom: "data" top: "f" inner_product_param { num_output: inf } }', "net.prototxt:7:98", "finite"),
+        (HEADER + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 4294967296 } }', "net.prototxt:7:110", "4294967295, not 4294967296"),
+        (HEADER + 'layer { name: "d" type: "Dropout" bottom: "data" top: "data" dropout_param { dropout_ratio: 1 } }', "net.prototxt:7:93", "below 1"),
+        (HEADER + 'layer { name: "n" type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 2.5 } }', "net.prototxt:7:79", "whole number"),
     ],
 )
 def test_errors_say_where(text: str, location: str, words: str) -> None:
@@ -441,3 +447,43 @@ def test_the_zoo_table_in_the_docs_is_what_the_imports_give() -> None:
     for title, key in keys.items():
         net = archc.loads(imported(ZOO[key][0]()))
         assert rows[title] == f"{net.params:,} | {net.macs:,}", title
+
+
+# --- garbage never crashes ------------------------------------------------------------------
+FIELDS = re.compile(r"\b(stride|pad|kernel_size|num_output|group|local_size|dropout_ratio|negative_slope|dim|eps|alpha|bottom|top): ([^\s}]+)")
+VALUES = ["0", "-1", "1e30", "nan", "inf", "2", "7", "1000000000", "0.5", "MAX", "true", '"x"', "1.5", '"data"', '"pool1"']
+INSERTS = [
+    'bottom: "data"', 'top: "data"', 'type: "Split"', 'type: "Concat"', 'type: "Eltwise"', "global_pooling: true",
+    "operation: MAX", "include { phase: TRAIN }", "kernel_h: 2 kernel_w: 3", "pad_w: 1", "axis: 2", 'type: "Scale"',
+    'type: "BatchNorm"', 'type: "Input"', 'name: "concat"', "{", "}", ":", '"', "\x00",
+]  # fmt: skip
+
+
+def _mutations() -> st.SearchStrategy[str]:
+    """The zoo's prototxts with values replaced and fields inserted: mostly still parseable."""
+    bases = [GENERATED["squeezenet_v1.1"](), (HERE / "lenet.prototxt").read_text(encoding="utf-8")]
+
+    @st.composite
+    def mutate(draw: st.DrawFn) -> str:
+        text = draw(st.sampled_from(bases))
+        for _ in range(draw(st.integers(1, 3))):
+            if draw(st.booleans()):
+                m = draw(st.sampled_from(list(FIELDS.finditer(text))))
+                text = text[: m.start(2)] + draw(st.sampled_from(VALUES)) + text[m.end(2) :]
+            else:
+                at = draw(st.sampled_from([m.end() for m in re.finditer(r"\{\n", text)]))
+                text = text[:at] + draw(st.sampled_from(INSERTS)) + "\n" + text[at:]
+        return text
+
+    return mutate()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_mutations(), st.text(max_size=200)))
+def test_any_text_imports_or_fails_with_a_located_error(text: str) -> None:
+    try:
+        spec = imported(text)
+    except ImportFailure as exc:
+        assert exc.location and str(exc)
+    else:
+        assert archc.loads(spec).params >= 0

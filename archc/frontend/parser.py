@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, NamedTuple, cast
 
 from lark import Lark, Token, Transformer, v_args
@@ -55,7 +55,9 @@ def parse_number(text: str) -> int | float:
         scale = _SI[clean[-1]]
         clean = clean[:-1]
     try:
-        value = Decimal(clean) * scale
+        # exact: the default context keeps 28 digits, and `expect params = ...` may need more
+        with localcontext(prec=len(clean) + 12):
+            value = Decimal(clean) * scale
     except InvalidOperation:  # pragma: no cover - the lexer admits only numbers
         return float("nan")
     if value == value.to_integral_value() and (scale != 1 or not any(c in clean for c in ".eE")):

@@ -67,6 +67,7 @@ DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "Dum
 LOSS_LAYERS = ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss")
 # the language's keywords cannot label a layer; a Caffe layer so named gets a '_'
 KEYWORDS = ("network", "input", "block", "repeat", "residual", "shortcut", "concat", "add", "multiply", "branch", "expect")
+UINT32, INT64 = 2**32 - 1, 2**63 - 1  # caffe.proto's sizes and BlobShape's dims
 Shape = tuple[int, ...]  # without the batch: (C,), (C, L), (C, H, W), (C, D, H, W)
 
 
@@ -181,13 +182,13 @@ class _Importer:
         shapes = net.all("input_shape")
         if shapes:
             assert isinstance(shapes[0].value, Message)
-            dims = [self.whole(f) for f in shapes[0].value.all("dim")]
+            dims = [self.whole(f, 1, INT64) for f in shapes[0].value.all("dim")]
             where: Field = shapes[0]
         else:
             found = net.all("input_dim")
             if len(found) != 4:
                 raise self.fail(found[-1] if found else names[0], f"the input has {len(found)} `input_dim:`, not 4 (N, C, H, W)")
-            dims = [self.whole(f) for f in found]
+            dims = [self.whole(f, 1, INT64) for f in found]
             where = found[0]
         self.set_input(str(names[0].value), dims, where)
 
@@ -222,7 +223,7 @@ class _Importer:
             if len(layer.tops) != 1 or len(shapes) != 1:
                 raise self.at_layer(layer, "archc's specs have one input: give the Input layer one top and one shape")
             assert isinstance(shapes[0].value, Message)
-            self.set_input(str(layer.tops[0].value), [self.whole(d) for d in shapes[0].value.all("dim")], shapes[0])
+            self.set_input(str(layer.tops[0].value), [self.whole(d, 1, INT64) for d in shapes[0].value.all("dim")], shapes[0])
             return None
         if kind in DATA_LAYERS:
             raise self.fail(type_field, f"a {kind} layer reads training data; its shape is not in the file",
@@ -308,7 +309,10 @@ class _Importer:
         self.nodes = [n for n in self.nodes if id(n) not in dropped]
 
     def layer_batchnorm(self, layer: _Layer, ins: list[Shape]) -> tuple[str, Shape, str | None]:
-        eps = self.number(layer, layer.msg.one("batch_norm_param"), "eps", 1e-5)
+        p = layer.msg.one("batch_norm_param")
+        eps = self.number(layer, p, "eps", 1e-5, 0)
+        if eps == 0:
+            raise self.fail(p.field("eps"), "`eps` must be more than 0")
         return "batchnorm" + ("" if eps == 1e-5 else f" eps={_num(eps)}"), ins[0], None
 
     def layer_scale(self, layer: _Layer, ins: list[Shape]) -> tuple[str, Shape, str | None]:
@@ -325,10 +329,10 @@ class _Importer:
         s = self.window(layer, p, "stride", len(spatial), 1)
         pad = self.window(layer, p, "pad", len(spatial), 0)
         d = self.window(layer, p, "dilation", len(spatial), 1)
-        g = int(self.number(layer, p, "group", 1))
+        g = self.integer(p, "group", 1, low=1)
         if self.number(layer, p, "axis", 1) != 1:
             raise self.at_layer(layer, "only axis 1 (channels) is supported", key="axis")
-        if g < 1 or c % g or k % g:
+        if c % g or k % g:
             raise self.at_layer(layer, f"group {g} does not divide the {c} input channels and the {k} outputs", key="group")
         if transpose:
             out = tuple((n - 1) * si - 2 * pi + di * (fi - 1) + 1 for n, fi, si, pi, di in zip(spatial, f, s, pad, d, strict=True))
@@ -403,12 +407,15 @@ class _Importer:
             raise self.at_layer(layer, "only ACROSS_CHANNELS normalisation is supported", key="norm_region")
         self.spatial(layer, ins[0])
         # Caffe's defaults differ from archc's (k=1, alpha=1): every value is written
-        size = self.number(layer, p, "local_size", 5)
+        size = self.integer(p, "local_size", 5, low=1)
         alpha, beta, k = (self.number(layer, p, key, d) for key, d in (("alpha", 1.0), ("beta", 0.75), ("k", 1.0)))
         return f"lrn size={_num(size)} alpha={_num(alpha)} beta={_num(beta)} k={_num(k)}", ins[0], None
 
     def layer_dropout(self, layer: _Layer, ins: list[Shape]) -> tuple[str, Shape, str | None]:
-        ratio = self.number(layer, layer.msg.one("dropout_param"), "dropout_ratio", 0.5)
+        p = layer.msg.one("dropout_param")
+        ratio = self.number(layer, p, "dropout_ratio", 0.5, 0, 1)
+        if ratio == 1:  # Caffe refuses it too: nothing would pass
+            raise self.fail(p.field("dropout_ratio"), "`dropout_ratio` must be below 1")
         return "dropout" + ("" if ratio == 0.5 else f" p={_num(ratio)}"), ins[0], None
 
     def layer_softmax(self, layer: _Layer, ins: list[Shape]) -> tuple[str, Shape, str | None]:
@@ -450,30 +457,39 @@ class _Importer:
             raise self.at_layer(layer, f"the layer needs an image, but its input is a flat vector of {shape[0]}")
         return shape[0], shape[1:]
 
-    def as_number(self, f: Field) -> float:
+    def as_number(self, f: Field, low: float = -math.inf, high: float = math.inf) -> float:
+        """A field's value as a finite number from `low` to `high`, or an error at the value."""
         v = f.value
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.fail(f, f"`{f.name}` must be a number, not {shown(str(v))}")
+        if not math.isfinite(v):
+            raise self.fail(f, f"`{f.name}` must be a finite number, not {v}")
+        if not low <= v <= high:
+            raise self.fail(f, f"`{f.name}` must be {_range(low, high)}, not {_num(v)}")
         return v
 
-    def whole(self, f: Field) -> int:
-        v = self.as_number(f)
+    def whole(self, f: Field, low: int = 0, high: int = UINT32) -> int:
+        """A whole number (Caffe's sizes are uint32, its shapes' dims int64)."""
+        v = self.as_number(f, low, high)
         if v != int(v):
-            raise self.fail(f, f"`{f.name}` must be a whole number")
+            raise self.fail(f, f"`{f.name}` must be a whole number, not {_num(v)}")
         return int(v)
 
-    def number(self, layer: _Layer, p: Message, key: str, default: float) -> float:
+    def number(
+        self, layer: _Layer, p: Message, key: str, default: float, low: float = -math.inf, high: float = math.inf
+    ) -> float:
         f = p.field(key)
-        return default if f is None else self.as_number(f)
+        return default if f is None else self.as_number(f, low, high)
+
+    def integer(self, p: Message, key: str, default: int, low: int = 0) -> int:
+        f = p.field(key)
+        return default if f is None else self.whole(f, low)
 
     def required(self, layer: _Layer, p: Message, key: str) -> int:
         f = p.field(key)
         if f is None:
             raise self.at_layer(layer, f"`{key}` is missing")
-        v = self.whole(f)
-        if v < 1:
-            raise self.fail(f, f"`{key}` must be at least 1")
-        return v
+        return self.whole(f, 1)
 
     def window(self, layer: _Layer, p: Message, key: str, rank: int, default: int | None) -> tuple[int, ...]:
         """`kernel_size: 3` (every dim), repeated (one per dim), or `kernel_h`/`kernel_w`."""
@@ -558,6 +574,14 @@ def _key(key: str, values: tuple[int, ...], default: int) -> str:
 
 def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
+
+
+def _range(low: float, high: float) -> str:
+    if high == math.inf:
+        return f"at least {_num(low)}"
+    if low == -math.inf:
+        return f"at most {_num(high)}"
+    return f"from {_num(low)} to {_num(high)}"
 
 
 def _shape_text(shape: Shape) -> str:

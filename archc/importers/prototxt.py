@@ -120,7 +120,10 @@ class _ToMessages(Transformer[Token, Message]):
     def number(self, tok: Token) -> tuple[int | float, Token]:
         return _number(str(tok)), tok
 
-    def identifier(self, tok: Token) -> tuple[str, Token]:
+    def identifier(self, tok: Token) -> tuple[str | float, Token]:
+        text = str(tok).lower()
+        if text in ("inf", "infinity", "nan"):  # the text format's float words
+            return float(text), tok
         return Identifier(str(tok)), tok
 
     def negative_identifier(self, tok: Token) -> tuple[float | str, Token]:
