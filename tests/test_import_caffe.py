@@ -487,3 +487,9 @@ def test_any_text_imports_or_fails_with_a_located_error(text: str) -> None:
         assert exc.location and str(exc)
     else:
         assert archc.loads(spec).params >= 0
+
+
+def test_names_from_the_file_reach_the_terminal_escaped() -> None:
+    err = failure(HEADER + 'layer { name: "a\\033[2J" type: "Nope\\nerror: forged" bottom: "data" top: "x" }')
+    assert "\x1b" not in str(err) and "\nerror: forged" not in str(err)
+    assert "'Nope\\nerror: forged'" in err.message and "'a\\x1b[2J'" in err.message

@@ -114,7 +114,6 @@ class _Importer:
         self.blobs: dict[str, int] = {}  # a blob's current value (an in-place layer makes a new one)
         self.shapes: dict[int, Shape] = {}
         self.writer: dict[int, Node] = {}  # the node that computes a value
-        self.layers: dict[int, _Layer] = {}  # by id of its node
         self.labels: set[str] = set()
         self.input: tuple[str, Shape, Field | Message] | None = None
 
@@ -135,7 +134,7 @@ class _Importer:
         where: Field | Message | None = None
         if key is not None:
             where = _find(layer.msg, key)
-        return self.fail(where or layer.msg.field("name") or layer.msg, f"{layer.type} layer '{layer.name}': {message}", hint)
+        return self.fail(where or layer.msg.field("name") or layer.msg, f"{layer.type} layer {_q(layer.name)}: {message}", hint)
 
     # --- the network ---------------------------------------------------------------------------
     def run(self) -> Imported:
@@ -194,7 +193,7 @@ class _Importer:
 
     def set_input(self, blob: str, dims: list[int], where: Field) -> None:
         if self.input is not None:
-            raise self.fail(where, f"a second input ('{blob}'): archc's specs have one input")
+            raise self.fail(where, f"a second input ({_q(blob)}): archc's specs have one input")
         if not 2 <= len(dims) <= 5 or any(d < 1 for d in dims[1:]):
             raise self.fail(where, f"input shape {dims}: expected N, C and up to three positive sizes (N C H W)")
         shape = tuple(dims[1:])
@@ -208,10 +207,12 @@ class _Importer:
         type_field = msg.field("type")
         if type_field is None:
             raise self.fail(f, "a layer without a `type:`")
+        if isinstance(type_field.value, Message):
+            raise self.fail(type_field, "a layer's `type:` is a name, not a message")
         kind = str(type_field.value)
         if f.name == "layers":  # V1: an enum
             if kind not in V1_TYPES:
-                raise self.fail(type_field, f"unknown V1 layer type {kind}", "V1 types are upper case: CONVOLUTION, POOLING, ...")
+                raise self.fail(type_field, f"unknown V1 layer type {_q(kind)}", "V1 types are upper case: CONVOLUTION, POOLING, ...")
             kind = V1_TYPES[kind]
         if not _in_test_phase(msg):
             return None
@@ -226,13 +227,13 @@ class _Importer:
             self.set_input(str(layer.tops[0].value), [self.whole(d, 1, INT64) for d in shapes[0].value.all("dim")], shapes[0])
             return None
         if kind in DATA_LAYERS:
-            raise self.fail(type_field, f"a {kind} layer reads training data; its shape is not in the file",
+            raise self.fail(type_field, f"a {kind} layer reads training data; the input's shape is not in the file",
                             "import the deploy prototxt (the one with `input:` or an Input layer)", )
         if kind in LOSS_LAYERS:
             raise self.fail(type_field, f"{kind} is a training layer",
                             "import the deploy prototxt, which ends in the network's output (Softmax)")
         if kind not in SUPPORTED:
-            raise self.fail(type_field, f"unsupported layer type '{kind}' (layer '{name}')",
+            raise self.fail(type_field, f"unsupported layer type {_q(kind)} (layer {_q(name)})",
                             "archc imports " + ", ".join(t for t in SUPPORTED if t not in ("BatchNorm", "Scale", "Input"))
                             + " and BatchNorm+Scale pairs")
         layer.label = self.label(name)
@@ -254,7 +255,7 @@ class _Importer:
         for b in layer.bottoms:
             blob = str(b.value)
             if blob not in self.blobs:
-                raise self.fail(b, f"no layer before '{layer.name}' writes the blob '{blob}'",
+                raise self.fail(b, f"no layer before {_q(layer.name)} writes the blob {_q(blob)}",
                                 "every bottom must be the input or an earlier layer's top")
             inputs.append(self.blobs[blob])
         if not inputs:
@@ -355,7 +356,7 @@ class _Importer:
         method = str(p.get("pool", "MAX"))
         method = {"0": "MAX", "1": "AVE"}.get(method, method)
         if method not in ("MAX", "AVE"):
-            raise self.at_layer(layer, f"{method} pooling is not supported (MAX and AVE are)", key="pool")
+            raise self.at_layer(layer, f"{_q(method)} pooling is not supported (MAX and AVE are)", key="pool")
         kind = "maxpool" if method == "MAX" else "avgpool"
         if _flag(p, "global_pooling", False):
             ones = (1,) * len(spatial)
@@ -444,7 +445,7 @@ class _Importer:
         op = str(p.get("operation", "SUM"))
         op = {"0": "PROD", "1": "SUM", "2": "MAX"}.get(op, op)
         if op not in ("SUM", "PROD"):
-            raise self.at_layer(layer, f"Eltwise {op} is not supported (SUM and PROD are)", key="operation")
+            raise self.at_layer(layer, f"Eltwise {_q(op)} is not supported (SUM and PROD are)", key="operation")
         if any(self.as_number(c) != 1 for c in p.all("coeff")):
             raise self.at_layer(layer, "a weighted sum (coeff other than 1) is not supported", key="coeff")
         if len(set(ins)) != 1:
@@ -574,6 +575,11 @@ def _key(key: str, values: tuple[int, ...], default: int) -> str:
 
 def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
+
+
+def _q(text: str) -> str:
+    """A name from the file, quoted for a message: escaped when it holds a newline, ESC, ..."""
+    return f"'{text}'" if text.isprintable() else shown(text)
 
 
 def _range(low: float, high: float) -> str:
