@@ -179,22 +179,34 @@ def test_the_shapes_of_the_layers_that_make_them_are_asserted() -> None:
         "pool1: maxpool F=3 S=2 ceil=true -> 27x27x96",
     ]
     assert "fc6: fc 4096                     -> 4096" in lines
-    googlenet = body(imported(GENERATED["googlenet"]()), arrows=True)
-    assert "} -> 28x28x256" in googlenet  # inception_3a's concat
+    squeezenet = body(imported(GENERATED["squeezenet_v1.0"]()), arrows=True)
+    assert "fire2: Fire K1=16 K2=64          -> 55x55x128" in squeezenet  # a call asserts its scope's shape
+    resnet = body(imported(GENERATED["resnet50"]()), arrows=True)
+    assert "} -> 56x56x256" in resnet  # res2a's sum
 
 
-def test_googlenet_becomes_concats_of_four_branches_in_the_order_of_the_concat() -> None:
+def test_googlenet_becomes_one_inception_block_of_four_branches_called_nine_times() -> None:
     spec = imported(GENERATED["googlenet"]())
     lines = body(spec)
-    assert "inception_3a_output: concat {" in lines
-    start = lines.index("inception_3a_output: concat {")
-    convs = [ln.split(":")[0].strip() for ln in lines[start : start + 25] if ": conv " in ln][:6]
-    assert convs == [
-        "inception_3a_1x1", "inception_3a_3x3_reduce", "inception_3a_3x3",
-        "inception_3a_5x5_reduce", "inception_3a_5x5", "inception_3a_pool_proj",
-    ]  # fmt: skip
+    assert lines[2] == "block Inception(K1, K2, K3, K4, K5, K6) {" and spec.count("block ") == 1
+    start = lines.index("  output: concat {")
+    convs = [ln.split(":")[0].strip() for ln in lines[start : start + 22] if ": conv " in ln]
+    # the branches in the order of the Concat's bottoms: the order of the channels
+    assert convs == ["_1x1", "_3x3_reduce", "_3x3", "_5x5_reduce", "_5x5", "pool_proj"]
+    assert "inception_3a: Inception K1=64 K2=96 K3=128 K4=16 K5=32 K6=32" in lines
+    assert sum(ln.startswith("inception_") for ln in lines) == 9
     net = archc.loads(spec)
-    assert {layer.name: layer.output for layer in net.layers}["inception_3a_pool"] == (28, 28, 192)
+    out = {layer.name: layer.output for layer in net.layers}
+    assert out["inception_3a.pool"] == (28, 28, 192) and out["inception_5b.pool_proj"] == (7, 7, 128)
+    # a scope used once stays flat, its layers named as Caffe names them
+    assert "conv1_7x7_s2: conv K=64 F=7 S=2 P=3" in lines and "pool5_drop_7x7_s1: dropout p=0.4" in lines
+
+
+def test_squeezenet_becomes_a_fire_block_whose_expands_share_a_parameter() -> None:
+    lines = body(imported(GENERATED["squeezenet_v1.1"]()))
+    assert lines[2] == "block Fire(K1, K2) {"
+    assert "      expand1x1: conv K=K2 F=1" in lines and "      expand3x3: conv K=K2 F=3 P=1" in lines
+    assert [ln for ln in lines if ": Fire " in ln][:2] == ["fire2: Fire K1=16 K2=64", "fire3: Fire K1=16 K2=64"]
 
 
 def test_resnet_blocks_become_residuals_with_projection_shortcuts_where_the_prototxt_has_them() -> None:
@@ -493,3 +505,22 @@ def test_names_from_the_file_reach_the_terminal_escaped() -> None:
     err = failure(HEADER + 'layer { name: "a\\033[2J" type: "Nope\\nerror: forged" bottom: "data" top: "x" }')
     assert "\x1b" not in str(err) and "\nerror: forged" not in str(err)
     assert "'Nope\\nerror: forged'" in err.message and "'a\\x1b[2J'" in err.message
+
+
+def test_scopes_become_blocks_only_where_their_names_stay_apart() -> None:
+    def scope(s: str, bottom: str, k: int, relu: str) -> str:
+        return (
+            f'layer {{ name: "{s}/a-b" type: "Convolution" bottom: "{bottom}" top: "{s}" convolution_param {{ num_output: {k} kernel_size: 1 }} }}'
+            f' layer {{ name: "{s}/{relu}" type: "ReLU" bottom: "{s}" top: "{s}" }}'
+        )
+
+    def spec(relu: str) -> list[str]:
+        return body(imported(HEADER + scope("s1", "data", 8, relu) + scope("s2", "s1", 4, relu)), arrows=True)[2:]
+
+    # `a-b` and `a_b` would both be `a_b` inside the block: the scopes stay flat, their names kept apart
+    assert spec("a_b") == ["s1_a_b: conv K=8 F=1 -> 16x16x8", "s1_a_b_2: relu", "s2_a_b: conv K=4 F=1 -> 16x16x4", "s2_a_b_2: relu"]
+    assert spec("relu") == [
+        "block S(K) {", "  a_b: conv K=K F=1", "  relu: relu", "}",
+        "s1: S K=8 -> 16x16x8",  # the call asserts the scope's output, though its last layer is a relu
+        "s2: S K=4 -> 16x16x4",
+    ]  # fmt: skip

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from archc.diagnostics import shown
+from archc.importers.blocks import recover_blocks
 from archc.importers.common import Imported, ImportFailure
 from archc.importers.prototxt import Field, Identifier, Message, Value, parse
 from archc.importers.structure import Node, StructureError, nest, render
@@ -166,7 +167,10 @@ class _Importer:
         if isinstance(name, str) and name.strip():
             head += f"network {_identifier(name)}\n"
         head += f"input {_shape_text(self.input[1])}\n"
-        return Imported(head + render(statements), Path(self.path).name)
+        names = {n.name: n.origin.name for n in self.nodes}
+        blocks, statements = recover_blocks(statements, lambda label: _scoped(names.get(label, "")), self.labels)
+        defined = "".join(f"\n{b}" for b in blocks) + ("\n" if blocks else "")
+        return Imported(head + defined + render(statements), Path(self.path).name)
 
     def header(self, net: Message) -> None:
         """`input: "data"` with `input_dim:` (four per input) or `input_shape { dim: ... }`."""
@@ -273,7 +277,7 @@ class _Importer:
         # the shapes of the layers that make them are asserted, as a person writes a spec
         # (`conv1: conv ... -> 55x55x96`); activations and normalisations keep theirs
         arrow = _shape_text(shape) if merge is not None or text.split(" ")[0] in SHAPING else ""
-        node = Node(layer.label, tuple(inputs), len(self.shapes), text, merge, layer, arrow)
+        node = Node(layer.label, tuple(inputs), len(self.shapes), text, merge, layer, arrow, _shape_text(shape))
         self.shapes[node.output] = shape
         self.blobs[str(layer.tops[0].value)] = node.output
         self.writer[node.output] = node
@@ -557,6 +561,12 @@ def _caffe_pool_out(n: int, f: int, s: int, p: int) -> int:
     if p and (out - 1) * s >= n + p:
         out -= 1
     return out
+
+
+def _scoped(name: str) -> tuple[str, str] | None:
+    """`inception_3a/1x1` -> (`inception_3a`, `1x1`): the zoo's `scope/layer` names."""
+    scope, slash, rest = name.partition("/")
+    return (scope, rest) if slash and scope and rest else None
 
 
 def _identifier(name: str) -> str:

@@ -46,6 +46,7 @@ class Node:
     merge: str | None = None  # "concat", "add" or "multiply": a node joining its inputs
     origin: Any = None  # where the importer found it, for errors
     arrow: str = ""  # the output shape to assert (`55x55x96`), or nothing
+    shape: str = ""  # the output shape, asserted or not
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Layer:
     name: str
     text: str
     arrow: str = ""
+    shape: str = ""
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Merge:
     name: str
     branches: list[list[Statement]]
     arrow: str = ""
+    shape: str = ""
 
 
 @dataclass
@@ -69,9 +72,21 @@ class Residual:
     body: list[Statement]
     shortcut: list[Statement] = field(default_factory=list)
     arrow: str = ""
+    shape: str = ""
 
 
-Statement = Layer | Merge | Residual
+@dataclass
+class Call:
+    """A block call (`inception_3a: Inception K1=64 ...`), made by `archc.importers.blocks`."""
+
+    name: str
+    block: str
+    args: list[tuple[str, int]]
+    arrow: str = ""
+    shape: str = ""
+
+
+Statement = Layer | Merge | Residual | Call
 
 
 class StructureError(Exception):
@@ -133,7 +148,7 @@ class _Walker:
         if node.merge is not None:  # a merge of a single value: nothing to join
             raise StructureError(f"'{node.name}' joins a single value", node)
         self.visited.add(id(node))
-        return Layer(node.name, node.text, node.arrow)
+        return Layer(node.name, node.text, node.arrow, node.shape)
 
     def fork(self, value: int, readers: list[Node]) -> tuple[Statement, int]:
         """The merge that joins the branches starting at `value`, and the value it computes."""
@@ -175,16 +190,16 @@ def _merged(node: Node, branches: list[list[Statement]]) -> Statement:
     if node.merge == "add" and len(branches) == 2:
         body, shortcut = sorted(branches, key=_size, reverse=True)  # stable: ties keep the merge's order
         if body:
-            return Residual(node.name, body, shortcut, node.arrow)
+            return Residual(node.name, body, shortcut, node.arrow, node.shape)
     if node.merge not in MERGES:
         raise StructureError(f"'{node.name}' reads {len(node.inputs)} values but is no merge", node)
-    return Merge(node.merge, node.name, [b or [Layer("", "identity")] for b in branches], node.arrow)
+    return Merge(node.merge, node.name, [b or [Layer("", "identity")] for b in branches], node.arrow, node.shape)
 
 
 def _size(statements: Iterable[Statement]) -> int:
     total = 0
     for st in statements:
-        if isinstance(st, Layer):
+        if isinstance(st, Layer | Call):
             total += 1
         elif isinstance(st, Merge):
             total += 1 + sum(_size(b) for b in st.branches)
@@ -202,6 +217,9 @@ def render(statements: Sequence[Statement], indent: int = 0) -> str:
         arrow = f" -> {st.arrow}" if st.arrow else ""
         if isinstance(st, Layer):
             out.append(f"{pad}{label}{st.text}{arrow}\n")
+        elif isinstance(st, Call):
+            args = "".join(f" {k}={v}" for k, v in st.args)
+            out.append(f"{pad}{label}{st.block}{args}{arrow}\n")
         elif isinstance(st, Merge):
             out.append(f"{pad}{label}{st.kind} {{\n")
             for branch in st.branches:
