@@ -287,6 +287,37 @@ def _adaptive_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -
     return ins[0].resized(sizes("adaptiveavgpool", _ADAPTIVE_SIZE, attrs["size"], ins[0]))
 
 
+def _adaptive_explain(layer: Applied, counts: Counts) -> list[Line]:
+    """PyTorch's split: output i averages input rows floor(i*n/out) to ceil((i+1)*n/out)."""
+    lines = []
+    shape = layer.ins[0]
+    if all(out == 1 for out in layer.out.spatial):
+        return _global_explain(layer, counts)
+    for label, n, out in zip(shape.layout.spatial_axes, shape.spatial, layer.out.spatial, strict=True):
+        if n % out == 0:
+            body = f"{n}/{out}: {out} window{'s' if out > 1 else ''} of {n // out}, stride {n // out}"
+        else:
+            widths = [-(-(i + 1) * n // out) - i * n // out for i in range(out)]
+            body = (
+                f"{n} into {out}: window i covers floor(i*{n}/{out}) to ceil((i+1)*{n}/{out}), "
+                f"{min(widths) if min(widths) == max(widths) else f'{min(widths)} to {max(widths)}'} wide, overlapping"
+            )
+        lines.append((label, body))
+    if all(body == lines[0][1] for _, body in lines):
+        texts = [lines[0][1]]
+    else:
+        texts = [f"{label}: {body}" for label, body in lines]
+    return [*(Line(Topic.SHAPE, t) for t in texts), Line(Topic.PARAMS, "no parameters")]
+
+
+def _global_explain(layer: Applied, counts: Counts) -> list[Line]:
+    shape = layer.ins[0]
+    where = "x".join(str(n) for n in shape.spatial)
+    positions = math.prod(shape.spatial)
+    text = f"the mean of {where} = {positions:,} positions per channel: {layer.out.text()}"
+    return [Line(Topic.SHAPE, text), Line(Topic.PARAMS, "no parameters")]
+
+
 def _global_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
     return ins[0].resized((1,) * ins[0].layout.spatial_rank)
 
@@ -348,6 +379,7 @@ KINDS = (
         example="adaptiveavgpool 3",
         keys=(_ADAPTIVE_SIZE,),
         positional="size",
+        explain=_adaptive_explain,
     ),
     LayerKind(
         "globalavgpool",
@@ -355,5 +387,6 @@ KINDS = (
         _global_infer,
         Traits(Family.POOL, SPATIAL, mixes_positions=True, sequence=_FIRST),
         example="globalavgpool",
+        explain=_global_explain,
     ),
 )
