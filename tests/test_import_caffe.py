@@ -428,7 +428,7 @@ def test_an_unsupported_layer_type_is_located_and_named() -> None:
         (HEADER + 'input: "b"\ninput_dim: 1', "net.prototxt:7:8", "second input"),
         ("name: 'x' \x01", "net.prototxt:1:11", "unexpected character"),
         (HEADER + 'layer { name: "f" type: "InnerProduct" bottom: "data" top: "f" inner_product_param { num_output: inf } }', "net.prototxt:7:98", "finite"),
-        (HEADER + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 4294967296 } }', "net.prototxt:7:110", "4294967295, not 4294967296"),
+        (HEADER + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 2147483648 } }', "net.prototxt:7:110", "2147483647, not 2147483648"),
         (HEADER + 'layer { name: "d" type: "Dropout" bottom: "data" top: "data" dropout_param { dropout_ratio: 1 } }', "net.prototxt:7:93", "below 1"),
         (HEADER + 'layer { name: "n" type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 2.5 } }', "net.prototxt:7:79", "whole number"),
     ],

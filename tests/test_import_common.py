@@ -21,11 +21,13 @@ def test_finish_adds_the_header_and_the_totals_and_formats() -> None:
     assert net.params == 4 * 27 + 4 + 6 * 6 * 4 * 10 + 10
 
 
-def test_finish_asserts_totals_of_more_than_28_digits_exactly() -> None:
-    # 1e29 parameters: parse_number multiplied in Decimal's default 28-digit context and
-    # rounded the `expect` of an imported model this large, which then failed its own check
-    spec = finish(Imported("input 10000000000\nfc 10000000000000000007\n", "huge.prototxt"))
-    assert "expect params = 100_000_000_010_000_000_070_000_000_007" in spec
+def test_a_model_beyond_the_limits_of_a_spec_is_refused_not_reported_as_a_bug() -> None:
+    # 4e18 parameters: more than `expect` takes (1e18)
+    with pytest.raises(ImportFailure, match=r"4,000,000,002,000,000,000 parameters, more than a spec can assert"):
+        finish(Imported("input 2000000000\nfc 2000000000\n", "huge.prototxt"))
+    deep = "input 8\n" + "add { branch {\n" * 120 + "relu\n" + "} }\n" * 120
+    with pytest.raises(ImportFailure, match="E142"):
+        finish(Imported(deep, "deep.prototxt"))
 
 
 def test_finish_reports_a_spec_that_does_not_check_as_a_bug_with_its_diagnostics() -> None:

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from archc.commands.common import load_or_report, use_color
+from archc.commands.common import add_max_layers, load_or_report, use_color
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,12 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("b", metavar="B", help="the second .arch file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--changed", action="store_true", help="show only the layers that differ")
+    add_max_layers(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    net_a = load_or_report(args.a)
-    net_b = load_or_report(args.b)  # report both specs' errors, not just the first
+    net_a = load_or_report(args.a, max_layers=args.max_layers)
+    net_b = load_or_report(args.b, max_layers=args.max_layers)  # report both specs' errors, not just the first
     if net_a is None or net_b is None:
         return 1
     from archc.tools.diff import diff, diff_json, plain_text

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from archc.commands.common import load_or_report
+from archc.commands.common import add_max_layers, load_or_report
 from archc.diagnostics import shown
 
 SUFFIXES = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".pdf": "pdf"}
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="TB",
         help="direction of the layers: TB top to bottom (default), LR left to right, BT, RL",
     )
+    add_max_layers(p)
     p.set_defaults(run=run, parser=p)
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output:
         check_output(args.output, args.spec)
-    net = load_or_report(args.spec)
+    net = load_or_report(args.spec, max_layers=args.max_layers)
     if net is None:
         return 1
     from archc.tools.graph import GraphvizMissing, render, to_dot

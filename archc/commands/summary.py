@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from archc.api import CompileResult, Network, compile_file, compile_text, gc_paused
-from archc.commands.common import report, use_color
+from archc.commands.common import add_max_layers, report, use_color
 from archc.tools.text_table import BORDERS, column_widths, fixed_width, table_width
 
 if TYPE_CHECKING:
@@ -53,7 +53,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="float32",
         help="element type for the memory figures: parameters, activations, KV cache (default float32)",
     )
+    add_max_layers(p)
     p.set_defaults(run=run, parser=p)
+
+
+RICH_MAX_ROWS = 2_000  # past this, the plain-text table
 
 
 def _mib(n: int) -> str:
@@ -81,7 +85,7 @@ def _input_form(parser: argparse.ArgumentParser, text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     shape = _input_form(args.parser, args.input) if args.input else None
-    result = compile_file(args.spec)
+    result = compile_file(args.spec, max_layers=args.max_layers)
     net = result.network
     at = None
     if net is not None and shape is not None:
@@ -261,8 +265,10 @@ def _print(args: argparse.Namespace, net: Network, at: AtInput | None) -> int:
     if derivations:
         footer += ["", "Derivations", *derivations]
     try:
+        if len(table) > RICH_MAX_ROWS:  # rich lays a table out at ~2 ms a row: 20,000 rows took 25 s
+            raise ImportError
         _print_rich(title, headers, table, footer)
-    except ImportError:  # the core install has no rich: the same table in plain text
+    except ImportError:  # the core install has no rich (or the table is long): the same table in plain text
         print(title)
         print("\n".join(fixed_width([headers, *(cells for _, cells in table)], right=right)))
         print("\n".join(footer))

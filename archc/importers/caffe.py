@@ -44,6 +44,7 @@ from archc.importers.common import Imported, ImportFailure
 from archc.importers.prototxt import Field, Identifier, Message, Value, parse
 from archc.importers.structure import Node, StructureError, nest, render
 from archc.kinds.windows import window_out
+from archc.limits import MAX_DIM
 
 # V1 `layers { type: CONVOLUTION }` -> the V2 type names (caffe.proto's V1LayerParameter.LayerType)
 V1_TYPES = {
@@ -68,7 +69,6 @@ DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "Dum
 LOSS_LAYERS = ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss")
 # the language's keywords cannot label a layer; a Caffe layer so named gets a '_'
 KEYWORDS = ("network", "input", "block", "repeat", "residual", "shortcut", "concat", "add", "multiply", "branch", "expect")
-UINT32, INT64 = 2**32 - 1, 2**63 - 1  # caffe.proto's sizes and BlobShape's dims
 Shape = tuple[int, ...]  # without the batch: (C,), (C, L), (C, H, W), (C, D, H, W)
 
 
@@ -185,13 +185,13 @@ class _Importer:
         shapes = net.all("input_shape")
         if shapes:
             assert isinstance(shapes[0].value, Message)
-            dims = [self.whole(f, 1, INT64) for f in shapes[0].value.all("dim")]
+            dims = [self.whole(f, 1) for f in shapes[0].value.all("dim")]
             where: Field = shapes[0]
         else:
             found = net.all("input_dim")
             if len(found) != 4:
                 raise self.fail(found[-1] if found else names[0], f"the input has {len(found)} `input_dim:`, not 4 (N, C, H, W)")
-            dims = [self.whole(f, 1, INT64) for f in found]
+            dims = [self.whole(f, 1) for f in found]
             where = found[0]
         self.set_input(str(names[0].value), dims, where)
 
@@ -228,7 +228,7 @@ class _Importer:
             if len(layer.tops) != 1 or len(shapes) != 1:
                 raise self.at_layer(layer, "archc's specs have one input: give the Input layer one top and one shape")
             assert isinstance(shapes[0].value, Message)
-            self.set_input(str(layer.tops[0].value), [self.whole(d, 1, INT64) for d in shapes[0].value.all("dim")], shapes[0])
+            self.set_input(str(layer.tops[0].value), [self.whole(d, 1) for d in shapes[0].value.all("dim")], shapes[0])
             return None
         if kind in DATA_LAYERS:
             raise self.fail(type_field, f"a {kind} layer reads training data; the input's shape is not in the file",
@@ -473,8 +473,8 @@ class _Importer:
             raise self.fail(f, f"`{f.name}` must be {_range(low, high)}, not {_num(v)}")
         return v
 
-    def whole(self, f: Field, low: int = 0, high: int = UINT32) -> int:
-        """A whole number (Caffe's sizes are uint32, its shapes' dims int64)."""
+    def whole(self, f: Field, low: int = 0, high: int = MAX_DIM) -> int:
+        """A whole number; a spec takes sizes up to 2^31-1 (caffe.proto's: uint32, and int64 in shapes)."""
         v = self.as_number(f, low, high)
         if v != int(v):
             raise self.fail(f, f"`{f.name}` must be a whole number, not {_num(v)}")
