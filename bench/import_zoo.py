@@ -72,7 +72,10 @@ def build(name: str) -> Any:
                 self.model = hf
 
             def forward(self, ids: torch.Tensor) -> torch.Tensor:
-                return self.model(input_ids=ids, use_cache=False).logits
+                # an all-ones mask: without one, transformers looks for packed sequences with
+                # torch.diff, which the TorchScript exporter cannot write
+                mask = torch.ones_like(ids)
+                return self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
 
         return Logits().eval(), sum(p.numel() for p in hf.parameters())
     import torchvision
