@@ -229,6 +229,23 @@ def test_format_junit_spec_error(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert "^~~~~" in (failure.text or "")
 
 
+def test_call_site_notes_in_every_format(capsys: pytest.CaptureFixture[str]) -> None:
+    """An error in a block's body carries its calls, innermost first, in each format (issue 10, item 4)."""
+    spec = f"{ERRORS}/block_call_sites.arch"
+    inner, outer = f"in B K=K (K=-2), called at {spec}:8:3", f"in C K=-2, called at {spec}:12:1"
+    _, out, _ = run(capsys, "check", "--format", "json", spec)
+    (nested,) = [d for d in json.loads(out)["files"][0]["diagnostics"] if "not -2" in d["message"]]
+    assert [(n["message"], n["line"], n["column"]) for n in nested["notes"]] == [(inner, 8, 3), (outer, 12, 1)]
+    _, out, _ = run(capsys, "check", "--format", "github", spec)
+    (line,) = [line for line in out.splitlines() if "not -2" in line]
+    assert f"%0Anote: {inner}%0Anote: {outer}%0A%0Ahint: " in line
+    _, out, _ = run(capsys, "check", "--format", "junit", spec)
+    failure = ET.fromstring(out.split("\n", 1)[1]).find("testcase/failure")
+    assert failure is not None and f"  note: {inner}\n  note: {outer}\n" in (failure.text or "")
+    _, _, err = run(capsys, "check", spec)
+    assert f"  note: {inner}\n  note: {outer}\n" in err
+
+
 @pytest.mark.parametrize("fmt", ["json", "junit"])
 def test_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str) -> None:
     report = tmp_path / "out" / f"report.{fmt}"

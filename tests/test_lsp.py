@@ -348,5 +348,7 @@ async def test_an_error_inside_a_block_lists_its_call_sites(client: LanguageClie
     (diag,) = [d for d in await open_doc(client, text, uri) if d.code == "E200"]
     assert diag.range.start.line == 2
     assert diag.related_information is not None
-    assert sorted(r.location.range.start.line for r in diag.related_information) == [4, 5]
+    # the call that met it (u2 reads u1's failed output), as the compiler's note says
+    assert [(r.location.range.start.line, r.message) for r in diag.related_information] == [(4, "in U K=8, called here")]
+    assert "note: in U K=8, called at line 5" in diag.message
     assert diag.code_description is None or diag.code_description.href.endswith("#errors")

@@ -16,8 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from archc.analysis import orders as sequence_orders
-from archc.diagnostics import Diagnostic, error, warning
-from archc.ir import INPUT, Assertion, Graph, Node, Physical, Shape, written_layout
+from archc.diagnostics import Diagnostic, Note, error, warning
+from archc.ir import INPUT, Assertion, Graph, Node, Physical, ScopeKind, Shape, written_layout
+from archc.ir.written import call_text
 from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, WindowKind, apply, uneven_division
 
 
@@ -163,6 +164,27 @@ class _State:
         self.analysis: Analysis | None = None
 
 
+def call_notes(graph: Graph, scope: str) -> tuple[Note, ...]:
+    """The block calls that made the scope `scope` (a node's `scope`), innermost first:
+    what an error at a line of a block's body notes (`in B K=-8, called at net.arch:12:1`).
+
+    Repeats of plain statements add none: their copies are the statements as written.
+    """
+    notes = []
+    path = scope
+    while path:
+        found = graph.scopes_by_path.get(path)
+        if found is not None and found.block is not None and found.kind in (ScopeKind.CALL, ScopeKind.COPY):
+            notes.append(Note(f"in {call_text(found.block, found.arg_exprs, found.args)}, called", found.span))
+        path = graph.parent_scope(path)
+    return tuple(notes)
+
+
+def _in_calls(diag: Diagnostic, graph: Graph, scope: str) -> Diagnostic:
+    notes = call_notes(graph, scope)
+    return diag._replace(notes=notes) if notes else diag
+
+
 def _error_span(node: Node, key: str | None) -> object:
     if key and key in node.key_spans:
         return node.key_spans[key]
@@ -181,16 +203,15 @@ def infer_shapes(state: _State) -> None:
         try:
             out, window = apply(kind, node.attrs, in_shapes)
         except ShapeError as exc:
-            state.diags.append(
-                error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), exc.hint)  # type: ignore[arg-type]
-            )
+            diag = error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), exc.hint)  # type: ignore[arg-type]
+            state.diags.append(_in_calls(diag, state.graph, node.scope))
             continue
         counts = kind.counts(Applied(node.attrs, in_shapes, out, window))
         tie = node.attrs.get("tie")
         if tie is not None and tie in state.facts:
             problem = _tie_problem(node, Applied(node.attrs, in_shapes, out, window), state.facts[tie], state.graph)
             if problem is not None:
-                state.diags.append(problem)
+                state.diags.append(_in_calls(problem, state.graph, node.scope))
                 continue
         shapes[node.name] = out
         state.facts[node.name] = LayerFacts.model_construct(
@@ -241,9 +262,8 @@ def warn_uneven(state: _State) -> None:
         pool = KINDS[node.kind].traits.window is WindowKind.POOL
         found = uneven_division(node.attrs, facts.window, facts.inputs[0], pool)
         if found is not None:
-            state.diags.append(
-                warning("W001", f"{node.name}: {found.message}", node.span, found.hint)
-            )
+            diag = warning("W001", f"{node.name}: {found.message}", node.span, found.hint)
+            state.diags.append(_in_calls(diag, state.graph, node.scope))
 
 
 def build(state: _State) -> None:
@@ -258,13 +278,31 @@ def build(state: _State) -> None:
 
 
 def check_assertions(state: _State) -> None:
-    """Only of a complete analysis: a shape error makes the checks of what depends on it moot."""
-    if state.analysis is None or not state.analysis.complete or any(d.is_error for d in state.diags):
+    """Every assertion whose target is known: an error (of shape, name or key) makes the
+    checks of what depends on it moot, and only those (`expect layer1.params` is checked
+    when a layer of layer4 is wrong; `expect params`, of the whole network, is not)."""
+    analysis = state.analysis
+    if analysis is None:
         return
     for a in state.graph.assertions:
-        diag = check_assertion(a, state.analysis)
+        if not (analysis.complete or _known(a.target, analysis)):
+            continue
+        diag = check_assertion(a, analysis)
         if diag is not None:
-            state.diags.append(diag)
+            # an `-> shape` in a block's body: the calls; on a call: the calls around it
+            inside = analysis.graph.node(a.target).scope if a.target in analysis.facts else a.target.rpartition(".")[0]
+            state.diags.append(_in_calls(diag, state.graph, inside))
+
+
+def _known(target: str, analysis: Analysis) -> bool:
+    """Whether a layer or a scope has all its facts (a failed statement leaves the rest of
+    its scope without them: they read its missing output)."""
+    if target in analysis.facts:
+        return True
+    scope = analysis.graph.scopes_by_path.get(target) if target else None
+    if scope is None:
+        return False
+    return (scope.output == INPUT or scope.output in analysis.facts) and all(n in analysis.facts for n in scope.nodes)
 
 
 PASSES: tuple[Callable[[_State], None], ...] = (infer_shapes, warn_uneven, build, check_assertions)

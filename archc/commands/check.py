@@ -18,6 +18,7 @@ from archc.analysis import si
 from archc.api import CompileResult, compile_file
 from archc.commands.common import use_color
 from archc.diagnostics import Diagnostic, Severity, error, render_one, shown
+from archc.ir import Span
 
 FORMATS = ("text", "json", "github", "junit")
 
@@ -201,7 +202,8 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
                 loc += f",line={d.span.line},col={d.span.column}"
                 loc += f",endLine={d.span.end_line},endColumn={d.span.end_column}"
             title = f"archc {d.code}"
-            body = d.message + (f"\n\nhint: {d.hint}" if d.hint else "")
+            body = d.message + "".join(f"\nnote: {n.text(shown(r.path))}" for n in d.notes)
+            body += f"\n\nhint: {d.hint}" if d.hint else ""
             print(f"::{level} {loc},title={_escape(title, True)}::{_escape(body)}")
         if r.network is not None:
             tag = "FAIL" if failed(r, strict) else "ok"
@@ -209,7 +211,7 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
     print(count_line(results, strict))
 
 
-def diag_json(d: Diagnostic) -> dict[str, Any]:
+def diag_json(d: Diagnostic, path: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "severity": str(d.severity),
         "code": d.code,
@@ -217,10 +219,14 @@ def diag_json(d: Diagnostic) -> dict[str, Any]:
         "hint": d.hint,
     }
     if d.span is not None:
-        out.update(
-            line=d.span.line, column=d.span.column, end_line=d.span.end_line, end_column=d.span.end_column
-        )
+        out.update(_place(d.span))
+    # the calls that led to an error in a block's body, innermost first
+    out["notes"] = [{"message": n.text(path), **(_place(n.span) if n.span else {})} for n in d.notes]
     return out
+
+
+def _place(span: Span) -> dict[str, int]:
+    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
 
 
 def as_json(results: list[CompileResult], strict: bool) -> dict[str, Any]:
@@ -229,7 +235,7 @@ def as_json(results: list[CompileResult], strict: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "path": r.path,
             "valid": not failed(r, strict),
-            "diagnostics": [diag_json(d) for d in r.diagnostics],
+            "diagnostics": [diag_json(d, r.path) for d in r.diagnostics],
             "rendered": [
                 render_one(d, r.path, r.text.splitlines()) for d in r.diagnostics
             ],

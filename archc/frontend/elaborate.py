@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from archc.diagnostics import Diagnostic, did_you_mean, did_you_mean_path, error
+from archc.diagnostics import Diagnostic, Note, did_you_mean, did_you_mean_path, error
 from archc.frontend import naming
 from archc.frontend import syntax as S
 
@@ -26,7 +26,7 @@ from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import ScopeState
 from archc.ir import INPUT, Assertion, Graph, Layout, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.ir.layout import WRITTEN
-from archc.ir.written import Block, BlockParam, Expr, Merge, Step
+from archc.ir.written import Block, BlockParam, Expr, Merge, Step, call_text
 from archc.kinds import KINDS, USER_KINDS, KeyType, coerce, show_value
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
@@ -133,6 +133,14 @@ class _Builder:
         self.exprs_of: dict[int, dict[str, Expr]] = {}
         self.reads_of: dict[int, tuple[str, ...]] = {}
         self.holes = False  # an error node of the syntax tree was met: the graph lacks what it said
+        # The block calls being elaborated, outermost first: an error in a body gets them
+        # as notes (`in B K=-8, called at net.arch:12:1`), like rustc's macro backtraces.
+        self.frames: list[Note] = []
+
+    def report(self, exc: ElaborationError) -> None:
+        """Keep an error's diagnostics, with the calls that led to it (innermost first)."""
+        calls = tuple(reversed(self.frames))
+        self.diags.extend(d._replace(notes=calls) if calls and not d.notes else d for d in exc.diags)
 
     # names: the rules are archc.frontend.naming's
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> ScopeState:
@@ -215,7 +223,7 @@ class _Builder:
             try:
                 current = self.statement(st, scope, env, current, steps)
             except ElaborationError as exc:
-                self.diags.append(exc.diag)
+                self.report(exc)
                 current = FAILED
         return current
 
@@ -300,18 +308,23 @@ class _Builder:
             raise fail("E100", f"unknown layer kind '{st.kind}'", st.span, hint)
         attrs: dict[str, Any] = {}
         key_spans: dict[str, Span] = {}
+        # Every independent error of the line: `conv k=96 f=11 s=4` has three.
+        problems: list[Diagnostic] = []
         if len(st.positional) > 1:
-            raise fail("E103", f"{st.kind} takes at most one positional value", st.positional[1].span)
+            problems.append(error("E103", f"{st.kind} takes at most one positional value", st.positional[1].span))
         if st.positional:
             if kind.positional is None:
-                raise fail(
-                    "E103",
-                    f"{st.kind} takes no positional value",
-                    st.positional[0].span,
-                    f"keys of {st.kind}: {', '.join(k.name for k in kind.keys) or 'none'}",
+                problems.append(
+                    error(
+                        "E103",
+                        f"{st.kind} takes no positional value",
+                        st.positional[0].span,
+                        f"keys of {st.kind}: {', '.join(k.name for k in kind.keys) or 'none'}",
+                    )
                 )
-            key_spans[kind.positional] = st.positional[0].span
-            attrs[kind.positional] = (st.positional[0], st.positional[0].span)
+            else:
+                key_spans[kind.positional] = st.positional[0].span
+                attrs[kind.positional] = (st.positional[0], st.positional[0].span)
         for kw in st.keywords:
             key = kind.key(kw.key)
             if key is None:
@@ -319,38 +332,46 @@ class _Builder:
                 hint = did_you_mean(kw.key, names) or (
                     f"keys of {st.kind}: {', '.join(names)}" if names else f"{st.kind} takes no keys"
                 )
-                raise fail("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint)
-            if kw.key in attrs:
-                raise fail("E102", f"{kw.key} is given twice", kw.span)
-            key_spans[kw.key] = kw.span
-            attrs[kw.key] = (kw.value, kw.value.span)
+                problems.append(error("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint))
+            elif kw.key in attrs:
+                problems.append(error("E102", f"{kw.key} is given twice", kw.span))
+            else:
+                key_spans[kw.key] = kw.span
+                attrs[kw.key] = (kw.value, kw.value.span)
+        # A required key missing beside a refused one is most likely that one misspelled.
+        refused = bool(problems)
         values: dict[str, Any] = {}
         for key in kind.keys:
             if key.name not in attrs:
-                if key.required:
-                    raise fail(
-                        "E104",
-                        f"{st.kind} needs {key.name}, the {key.doc}",  # was "K (number of filters (output channels))"
-                        st.span,
-                        f"e.g. {st.kind} {key.name}=3" if kind.positional != key.name else f"e.g. {st.kind} 4096",
+                if key.required and not refused:
+                    problems.append(
+                        error(
+                            "E104",
+                            f"{st.kind} needs {key.name}, the {key.doc}",  # was "K (number of filters (output channels))"
+                            st.span,
+                            f"e.g. {st.kind} {key.name}=3" if kind.positional != key.name else f"e.g. {st.kind} 4096",
+                        )
                     )
                 values[key.name] = key.default
                 continue
             expr, span = attrs[key.name]
-            if key.type is KeyType.NAME:
-                values[key.name] = self.tied_owner(st, key.name, expr, scope)
-                continue
             try:
-                if key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
+                if key.type is KeyType.NAME:
+                    values[key.name] = self.tied_owner(st, key.name, expr, scope)
+                elif key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
                     values[key.name] = coerce(key, expr.name)  # `mode=cubic`: say which words it takes
-                    continue
-                values[key.name] = coerce(key, evaluate(expr, env))
+                else:
+                    values[key.name] = coerce(key, evaluate(expr, env))
+            except ElaborationError as exc:  # an undefined name, a bad tie
+                problems.extend(exc.diags)
             except ValueError as exc:
                 used = parameters_used(expr, env)
                 hint = f"computed with {used} from the block call" if used else f"{key.name} is the {key.doc}"
                 if not used and not key.required:
                     hint += f" (default {key.name}={show_value(key.default)})"
-                raise fail("E103", str(exc), span, hint) from exc
+                problems.append(error("E103", str(exc), span, hint))
+        if problems:
+            raise ElaborationError(*problems)
         name = written or self.name(scope, st.label, st.kind, st.span)
         exprs = self.exprs_of.get(id(st))
         if exprs is None:
@@ -414,7 +435,12 @@ class _Builder:
             steps.append(local_name(path))
             body = []
         first = len(self.nodes)
-        out = self.run(block.body, inner, args, current, body)
+        site = st.label.span if st.label is not None else st.span
+        self.frames.append(Note(f"in {call_text(block.name, self.exprs_of[id(st)], args)}, called", site))
+        try:
+            out = self.run(block.body, inner, args, current, body)
+        finally:
+            self.frames.pop()
         if inline_into is None:
             self.scopes.append(
                 Scope.model_construct(
@@ -477,7 +503,7 @@ class _Builder:
                     arg_exprs = self.exprs_of[id(call)]
                     current = self.call(call, scope, env, current, copy_steps, inline_into=copy)
                 except ElaborationError as exc:
-                    self.diags.append(exc.diag)
+                    self.report(exc)
                     return FAILED
             else:
                 before = len(self.diags)
@@ -607,6 +633,33 @@ def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
                 path.append(call.kind)
                 todo.append(iter(callees[call.kind]))
     return diags
+
+
+def merge_calls(diags: Sequence[Diagnostic]) -> list[Diagnostic]:
+    """A block called many times reports an error in its body once, not once per call:
+    with the first call's notes, and a note of how many other calls met it.
+
+    An error that differs between calls (`B K=-8`, `B K=8-8`) is one per call, each
+    with its own notes.
+    """
+    first: dict[Diagnostic, Diagnostic] = {}
+    others: dict[Diagnostic, dict[tuple[Note, ...], None]] = {}
+    for d in diags:
+        key = d._replace(notes=())
+        if key not in first:
+            first[key] = d
+        elif d.notes != first[key].notes:
+            others.setdefault(key, {})[d.notes] = None
+    out = []
+    for key, d in first.items():
+        more = list(others.get(key, ()))
+        if more:
+            n = len(more)
+            # the outermost call of the next one: a line of the top level, where the calls differ
+            site = more[0][-1].span if more[0] else None
+            d = d._replace(notes=(*d.notes, Note(f"the same in {n} more call{'s' if n != 1 else ''}, the first", site)))
+        out.append(d)
+    return out
 
 
 def _resolve_expect(
@@ -771,9 +824,11 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             )
         finally:
             sys.setrecursionlimit(old_limit)
-    # A block called twice reports an error in its body once, not once per call.
-    diags.extend(dict.fromkeys(builder.diags))
+    diags.extend(merge_calls(builder.diags))
 
+    # Whether the nodes are all there: an `expect` that names nothing leaves them whole,
+    # and the other assertions are still checked.
+    complete = not builder.holes and not any(d.is_error for d in diags)
     scope_paths = {s.path for s in builder.scopes}
     assertions: list[Assertion] = []
     for target, shape in builder.arrows:
@@ -812,7 +867,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         output=output,
         blocks={name: _block(block) for name, block in blocks.items()},
         steps=tuple(steps),
-        complete=not builder.holes and not any(d.is_error for d in diags),
+        complete=complete,
     )
     return graph, diags
 

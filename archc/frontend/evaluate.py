@@ -18,16 +18,17 @@ from archc.kinds import CHOICE_WORDS
 
 
 class ElaborationError(Exception):
-    """One elaboration error, carried as its diagnostic.
+    """One elaboration error (or the several of one statement), carried as diagnostics.
 
     It lives here, in the module the elaborator's other modules build on, so
     that evaluating (here), naming (`archc.frontend.naming`) and building
     (`archc.frontend.elaborate`) raise one error, which the elaborator collects.
     """
 
-    def __init__(self, diag: Diagnostic) -> None:
+    def __init__(self, diag: Diagnostic, *more: Diagnostic) -> None:
         super().__init__(diag.message)
         self.diag = diag
+        self.diags = (diag, *more)  # a statement reports each of its independent errors
 
 
 def fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
