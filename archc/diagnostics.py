@@ -50,15 +50,16 @@ class Note(NamedTuple):
     message: str
     span: Span | None = None
 
-    def text(self, path: str) -> str:
-        """The note on one line, its place named in `path` (already `shown`).
+    def text(self, path: str | None = None) -> str:
+        """The note on one line, its place named in `path` (already `shown`), else by line and column.
 
         >>> Note("in B K=-8, called", Span(12, 1, 12, 2)).text("net.arch")
         'in B K=-8, called at net.arch:12:1'
         """
         if self.span is None:
             return self.message
-        return f"{self.message} at {path}:{self.span.line}:{self.span.column}"
+        where = f"{path}:" if path else ""
+        return f"{self.message} at {where}{self.span.line}:{self.span.column}"
 
 
 class Diagnostic(NamedTuple):

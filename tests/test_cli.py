@@ -229,6 +229,26 @@ def test_format_junit_spec_error(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert "^~~~~" in (failure.text or "")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "model.py"], "run takes a .arch spec or an .onnx model; model.py is neither (generated PyTorch"),
+        (["run", "notes.txt"], "run takes a .arch spec or an .onnx model; notes.txt is neither\n"),
+        (["run", ALEXNET, "--batch", "0"], "argument --batch: expected 1 or more, not 0"),
+        (["run", ALEXNET, "--repeat", "0"], "argument --repeat: expected 1 or more, not 0"),
+        (["run", ALEXNET, "--warmup", "-1"], "argument --warmup: expected 0 or more, not -1"),
+        (["run", ALEXNET, "--timeout", "0"], "argument --timeout: expected more than 0 seconds, not 0"),
+        (["compile", ALEXNET, "-o", "x.txt"], "cannot tell the target from 'x.txt': name it .py or .onnx"),
+    ],
+)
+def test_run_and_compile_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    """Issue 10, item 8: `run model.py` parsed Python as a spec (~60 syntax errors); `--batch 0` and
+    `-o x.txt` exited 1. A usage error exits 2 with argparse's usage line, before anything is read."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.startswith("usage: archc ")
+    assert message in err and "syntax" not in err
+
+
 def test_call_site_notes_in_every_format(capsys: pytest.CaptureFixture[str]) -> None:
     """An error in a block's body carries its calls, innermost first, in each format (issue 10, item 4)."""
     spec = f"{ERRORS}/block_call_sites.arch"

@@ -211,7 +211,7 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
     print(count_line(results, strict))
 
 
-def diag_json(d: Diagnostic, path: str) -> dict[str, Any]:
+def diag_json(d: Diagnostic, path: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "severity": str(d.severity),
         "code": d.code,

@@ -22,6 +22,32 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: `--batch 8`; 0, a negative or a non-integer value is a usage error (exit 2)."""
+    import argparse
+
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: `--timeout 2.5`; 0, a negative value, NaN or a non-number is a usage error (exit 2)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {text}")
+    return value
+
+
 def use_color(stream: IO[str]) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set."""
     if os.environ.get("NO_COLOR"):

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SIZE",
         help=f"refuse a model over SIZE (e.g. 500M, 20G; default {size_text(DEFAULT_MAX_SIZE)})",
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, parser=p)
 
 
 def target_of(out: Path, to: str | None) -> str:
@@ -50,7 +50,10 @@ def target_of(out: Path, to: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    target = target_of(out, args.to)
+    try:
+        target = target_of(out, args.to)
+    except ArchError as exc:  # `-o x.txt`: a usage error (exit 2), as the README says
+        args.parser.error(str(exc))
     if target == "torch" and (args.weights is not None or args.opset is not None):
         raise ArchError("--weights and --opset apply to --to onnx; PyTorch source carries no weights")
     if args.weights == "":

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:  # still one JSON object on stdout, for tools that parse it
             from archc.commands.check import diag_json
 
-            diagnostics = [diag_json(d, result.path) for d in result.diagnostics]
+            diagnostics = [diag_json(d) for d in result.diagnostics]
             print(json.dumps({"path": args.spec, "valid": False, "diagnostics": diagnostics}, indent=2))
         return 1
     with gc_paused():  # one dict or row per layer, and no cycles among them
