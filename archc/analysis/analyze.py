@@ -364,11 +364,12 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
             return None
         who = a.target or "the network"
         hint = _derivation_hint(analysis, a.target)
+        # A `-> shape` is a shape error, E202; an `expect`, whatever its quantity, E300
         if a.span == a.value_span:  # written as `-> shape`
             msg = f"{who} outputs {actual_shape.text()}, but the spec says {a.text}"
-        else:
-            msg = f"{_describe(a)} failed: {who} outputs {actual_shape.text()}"
-        return error("E202", msg, a.value_span, hint)
+            return error("E202", msg, a.value_span, hint)
+        msg = f"{_describe(a)} failed: {who} outputs {actual_shape.text()}"
+        return error("E300", msg, a.value_span, hint)
 
     totals = analysis.totals_under(a.target)
     counts = {"params": totals.params, "weights": totals.weights, "biases": totals.biases, "macs": totals.macs}
