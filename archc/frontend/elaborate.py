@@ -70,10 +70,9 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
         names = ", ".join(params) or "none"
         raise fail(
             "E105",
-            f"block {block.name} takes {len(params)} argument{'s' if len(params) != 1 else ''}, "
-            f"but {len(st.positional)} were given",
+            f"block {block.name} {takes_positional(len(st.positional), tuple(params))}",
             extra.span,
-            f"parameters of {block.name}: {names}",
+            f"parameters of {block.name}: {names}" if params else f"{block.name} has no parameters: write `{block.name}` alone",
         )
     given: dict[str, S.Expr] = {p.name: e for p, e in zip(block.params, st.positional, strict=False)}
     for kw in st.keywords:
@@ -84,6 +83,32 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
             raise fail("E102", f"{kw.key} is given twice", kw.span)
         given[kw.key] = kw.value
     return given
+
+
+def example_of(kind: str, key: str) -> str:
+    """The key as the kind's example line writes it: `select -1` (not `select 4096`), `conv K=8`.
+
+    >>> example_of("select", "index"), example_of("conv", "F"), example_of("fc", "N")
+    ('select -1', 'conv F=3', 'fc 10')
+    """
+    spec = KINDS[kind]
+    words = spec.example.split()
+    if spec.positional == key and len(words) > 1 and "=" not in words[1]:
+        return f"{kind} {words[1]}"
+    written = next((w for w in words if w.startswith(f"{key}=")), f"{key}=3")
+    return f"{kind} {written}"
+
+
+def takes_positional(given: int, names: tuple[str, ...]) -> str:
+    """The one wording of a layer or block call given more positional values than it takes.
+
+    >>> takes_positional(1, ()), takes_positional(2, ("N",)), takes_positional(3, ("SQ", "E"))
+    ('takes no positional value', 'takes one positional value (N), not 2', 'takes 2 positional values (SQ, E), not 3')
+    """
+    if not names:
+        return "takes no positional value"
+    count = "one positional value" if len(names) == 1 else f"{len(names)} positional values"
+    return f"takes {count} ({', '.join(names)}), not {given}"
 
 
 def names_read(stmts: Sequence[S.Stmt]) -> tuple[str, ...]:
@@ -310,21 +335,20 @@ class _Builder:
         key_spans: dict[str, Span] = {}
         # Every independent error of the line: `conv k=96 f=11 s=4` has three.
         problems: list[Diagnostic] = []
-        if len(st.positional) > 1:
-            problems.append(error("E103", f"{st.kind} takes at most one positional value", st.positional[1].span))
-        if st.positional:
-            if kind.positional is None:
-                problems.append(
-                    error(
-                        "E103",
-                        f"{st.kind} takes no positional value",
-                        st.positional[0].span,
-                        f"keys of {st.kind}: {', '.join(k.name for k in kind.keys) or 'none'}",
-                    )
+        takes = (kind.positional,) if kind.positional is not None else ()
+        if len(st.positional) > len(takes):
+            keys = ", ".join(k.name for k in kind.keys)
+            problems.append(
+                error(
+                    "E103",
+                    f"{st.kind} {takes_positional(len(st.positional), takes)}",
+                    st.positional[len(takes)].span,
+                    f"keys of {st.kind}: {keys}" if keys else f"{st.kind} takes no keys either: write `{st.kind}` alone",
                 )
-            else:
-                key_spans[kind.positional] = st.positional[0].span
-                attrs[kind.positional] = (st.positional[0], st.positional[0].span)
+            )
+        if st.positional and kind.positional is not None:
+            key_spans[kind.positional] = st.positional[0].span
+            attrs[kind.positional] = (st.positional[0], st.positional[0].span)
         for kw in st.keywords:
             key = kind.key(kw.key)
             if key is None:
@@ -347,9 +371,9 @@ class _Builder:
                     problems.append(
                         error(
                             "E104",
-                            f"{st.kind} needs {key.name}, the {key.doc}",  # was "K (number of filters (output channels))"
+                            f"{st.kind} needs {key.name}, {key.doc}",  # "conv needs K, the number of filters (output channels)"
                             st.span,
-                            f"e.g. {st.kind} {key.name}=3" if kind.positional != key.name else f"e.g. {st.kind} 4096",
+                            f"e.g. {example_of(st.kind, key.name)}",
                         )
                     )
                 values[key.name] = key.default
@@ -366,8 +390,9 @@ class _Builder:
                 problems.extend(exc.diags)
             except ValueError as exc:
                 used = parameters_used(expr, env)
-                hint = f"computed with {used} from the block call" if used else f"{key.name} is the {key.doc}"
-                if not used and not key.required:
+                # a key's doc reads after "K is": "the stride", "whether to learn a bias per output"
+                hint = f"computed with {used} from the block call" if used else f"{key.name} is {key.doc}"
+                if not used and not key.required and key.default is not None:  # None: the doc says what it means
                     hint += f" (default {key.name}={show_value(key.default)})"
                 problems.append(error("E103", str(exc), span, hint))
         if problems:
