@@ -11,13 +11,14 @@ from collections.abc import Callable
 from decimal import Decimal
 from functools import cached_property
 from itertools import accumulate
+from math import isqrt
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from archc.analysis import orders as sequence_orders
 from archc.diagnostics import Diagnostic, Note, error, warning
-from archc.ir import INPUT, Assertion, Graph, Node, Physical, ScopeKind, Shape, written_layout
+from archc.ir import INPUT, Assertion, Graph, Layout, Node, Physical, ScopeKind, Shape, written_layout
 from archc.ir.written import call_text
 from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, WindowKind, apply, uneven_division
 
@@ -203,7 +204,8 @@ def infer_shapes(state: _State) -> None:
         try:
             out, window = apply(kind, node.attrs, in_shapes)
         except ShapeError as exc:
-            diag = error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), exc.hint)  # type: ignore[arg-type]
+            hint = exc.hint or _flat_input_hint(node, shapes, state.graph)
+            diag = error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), hint)  # type: ignore[arg-type]
             state.diags.append(_in_calls(diag, state.graph, node.scope))
             continue
         counts = kind.counts(Applied(node.attrs, in_shapes, out, window))
@@ -224,6 +226,31 @@ def infer_shapes(state: _State) -> None:
             biases=counts.biases,
             macs=counts.macs,
         )
+
+
+def _flat_input_hint(node: Node, shapes: dict[str, Shape], graph: Graph) -> str | None:
+    """Where a flat vector that a spatial layer cannot read came from, and what to write instead.
+
+    It said "put it before the first fc/flatten" of `input 784` followed by a conv, a spec with no fc.
+    """
+    if shapes[node.inputs[0]].layout is not Layout.FLAT or Layout.FLAT in KINDS[node.kind].traits.layouts:
+        return None
+    source = node.inputs[0]
+    # back over the layers that keep their input's shape (relu, dropout) to the one that made it
+    while source != INPUT and shapes[graph.node(source).inputs[0]] == shapes[source]:
+        source = graph.node(source).inputs[0]
+    declare = ""
+    if graph.input_shape.layout is Layout.FLAT:
+        n = graph.input_shape.dims[0]
+        image = next(
+            (f"{side}x{side}x{c}" for c in (1, 3) if n % c == 0 and (side := isqrt(n // c)) ** 2 * c == n), None
+        )
+        declare = f"e.g. `input {image}` for an image or `input {n}x1` for a signal" if image else f"e.g. `input {n}x1` for a signal"
+    if source == INPUT:
+        return f"the network's input is a flat vector: declare its layout, {declare}"
+    producer = graph.node(source)
+    hint = f"{producer.name} ({producer.kind}) outputs a flat vector: put the {node.kind} before it"
+    return f"{hint}, and declare the input's layout, {declare}" if declare else hint
 
 
 def _tie_problem(node: Node, layer: Applied, owner: LayerFacts, graph: Graph) -> Diagnostic | None:

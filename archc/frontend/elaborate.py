@@ -85,6 +85,58 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
     return given
 
 
+# What other frameworks and papers call a kind (lower-cased, without `_`): `deconv` is not a
+# misspelling of `conv`, and `linear` is no spelling of anything here.
+OTHER_NAMES = {
+    "deconv": "convtranspose",
+    "deconvolution": "convtranspose",
+    "transposedconv": "convtranspose",
+    "conv1d": "conv",
+    "conv2d": "conv",
+    "conv3d": "conv",
+    "convolution": "conv",
+    "convtranspose1d": "convtranspose",
+    "convtranspose2d": "convtranspose",
+    "convtranspose3d": "convtranspose",
+    "linear": "fc",
+    "dense": "fc",
+    "fullyconnected": "fc",
+    "maxpool1d": "maxpool",
+    "maxpool2d": "maxpool",
+    "maxpool3d": "maxpool",
+    "maxpooling2d": "maxpool",
+    "avgpool1d": "avgpool",
+    "avgpool2d": "avgpool",
+    "avgpool3d": "avgpool",
+    "averagepooling2d": "avgpool",
+    "adaptiveavgpool2d": "adaptiveavgpool",
+    "globalaveragepooling2d": "globalavgpool",
+    "globalavgpool2d": "globalavgpool",
+    "batchnorm1d": "batchnorm",
+    "batchnorm2d": "batchnorm",
+    "batchnorm3d": "batchnorm",
+    "batchnormalization": "batchnorm",
+    "bn": "batchnorm",
+    "localresponsenorm": "lrn",
+    "upsampling2d": "upsample",
+    "interpolate": "upsample",
+    "swish": "silu",
+    "embed": "embedding",
+    "multiheadattention": "attention",
+    "mha": "attention",
+}
+
+
+def other_name(kind: str) -> str | None:
+    """The hint for a kind written by another framework's name.
+
+    >>> other_name("deconv"), other_name("Conv2d"), other_name("cnov")
+    ("did you mean 'convtranspose'? (archc's name for deconv)", "did you mean 'conv'? (archc's name for Conv2d)", None)
+    """
+    ours = OTHER_NAMES.get(kind.lower().replace("_", ""))
+    return f"did you mean '{ours}'? (archc's name for {kind})" if ours is not None else None
+
+
 def example_of(kind: str, key: str) -> str:
     """The key as the kind's example line writes it: `select -1` (not `select 4096`), `conv K=8`.
 
@@ -326,7 +378,7 @@ class _Builder:
         kind = KINDS.get(st.kind)
         if kind is None or not kind.user:
             candidates = [*USER_KINDS, *self.blocks]
-            hint = did_you_mean(st.kind, candidates) or (
+            hint = other_name(st.kind) or did_you_mean(st.kind, candidates) or (
                 f"built-in kinds: {', '.join(USER_KINDS)}"
                 + (f"; blocks: {', '.join(self.blocks)}" if self.blocks else "")
             )

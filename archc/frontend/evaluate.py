@@ -13,7 +13,7 @@ from typing import Any
 from archc.diagnostics import Diagnostic, did_you_mean, error
 from archc.frontend import syntax as S
 from archc.ir import Span
-from archc.ir.written import Arith, Expr, Name, Negate
+from archc.ir.written import Arith, Expr, Name, Negate, expr_text
 from archc.kinds import CHOICE_WORDS
 
 
@@ -110,9 +110,16 @@ def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
         if right == 0:
             raise fail("E120", "division by zero", expr.right.span)
         return left // right
-    raise fail(
-        "E120", "'/' is not integer division", expr.span, "write // for integer division: K=(SQ+1)//2"
-    )
+    raise true_division(expr)
+
+
+def true_division(expr: S.BinOp) -> ElaborationError:
+    """E120 for `K/2`, with the expression as it would be written with `//`.
+
+    The hint showed `K=(SQ+1)//2` whatever was written: `K=K/2` is to be `K=K//2`.
+    """
+    integer = Arith.model_construct(op="//", left=as_written(expr.left), right=as_written(expr.right))
+    return fail("E120", "'/' is not integer division", expr.span, f"write // for integer division: {expr_text(integer)}")
 
 
 def _need_number(value: Any, expr: S.Expr) -> None:
