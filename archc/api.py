@@ -201,7 +201,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-WARNING_CODES = ("W001", "W002")  # what `--ignore` and `# archc: ignore[...]` may name
+WARNING_CODES = ("W001", "W002", "W003")  # what `--ignore` and `# archc: ignore[...]` may name
 # `# archc: ignore[W001]` (or `ignore[W001, W002]`) in a line's comment silences those warnings there
 _IGNORE_COMMENT = re.compile(r"archc:\s*ignore\[\s*([A-Za-z0-9_]+(?:\s*,\s*[A-Za-z0-9_]+)*)\s*\]")
 

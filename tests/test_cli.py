@@ -249,6 +249,15 @@ def test_run_and_compile_usage_errors_exit_2(capsys: pytest.CaptureFixture[str],
     assert message in err and "syntax" not in err
 
 
+def test_unused_block_warning_can_be_ignored(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """W003 (issue 10, item 5): a block never called warns, fails --strict, and --ignore W003 drops it."""
+    spec = write(tmp_path / "unused.arch", "input 8x8x3\nblock U(K) { conv K=K F=3 }\nrelu\n")
+    code, _, err = run(capsys, "check", "--strict", str(spec))
+    assert code == 1 and "warning[W003]: block U is never called" in err
+    code, _, err = run(capsys, "check", "--strict", "--ignore", "W003", str(spec))
+    assert code == 0 and err == ""
+
+
 def test_call_site_notes_in_every_format(capsys: pytest.CaptureFixture[str]) -> None:
     """An error in a block's body carries its calls, innermost first, in each format (issue 10, item 4)."""
     spec = f"{ERRORS}/block_call_sites.arch"

@@ -352,3 +352,14 @@ async def test_an_error_inside_a_block_lists_its_call_sites(client: LanguageClie
     assert [(r.location.range.start.line, r.message) for r in diag.related_information] == [(4, "in U K=8, called here")]
     assert "note: in U K=8, called at line 5" in diag.message
     assert diag.code_description is None or diag.code_description.href.endswith("#errors")
+
+
+@pytest.mark.asyncio
+async def test_an_error_of_a_block_whatever_its_arguments_lists_every_call(client: LanguageClient) -> None:
+    """An unknown kind in a body is reported once, without notes (checked without a call): every call is related."""
+    text = "input 32x32x16\nblock U(K) {\n  cnv K=K F=4\n}\nu1: U K=8\nu2: U K=4\n"
+    uri = "file:///work/inblock2.arch"
+    (diag,) = [d for d in await open_doc(client, text, uri) if d.code == "E100"]
+    assert diag.range.start.line == 2 and "note:" not in diag.message
+    assert diag.related_information is not None
+    assert sorted(r.location.range.start.line for r in diag.related_information) == [4, 5]

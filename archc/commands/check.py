@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="CODE",
         type=_warning_codes,
-        help="drop these warnings for the run (W001, W002; repeat or separate with commas); "
+        help="drop these warnings for the run (W001, W002, W003; repeat or separate with commas); "
         "a line's own `# archc: ignore[W001]` comment drops one",
     )
     p.add_argument(

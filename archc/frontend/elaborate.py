@@ -14,13 +14,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from archc.diagnostics import Diagnostic, Note, did_you_mean, did_you_mean_path, error
+from archc.diagnostics import Diagnostic, Note, did_you_mean, did_you_mean_path, error, warning
 from archc.frontend import naming
 from archc.frontend import syntax as S
+from archc.frontend.evaluate import UNKNOWN, as_written, check_unknown, fail, parameters_used, reads_parameter
 
 # Re-exported: the tests import these from here.
 from archc.frontend.evaluate import ElaborationError as ElaborationError
-from archc.frontend.evaluate import as_written, fail, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import ScopeState
@@ -196,8 +196,11 @@ def local_name(name: str) -> str:
 
 
 class _Builder:
-    def __init__(self, blocks: dict[str, S.BlockDef]) -> None:
+    def __init__(self, blocks: dict[str, S.BlockDef], abstract: bool = False) -> None:
         self.blocks = blocks
+        # Checking bodies without a call (`check_bodies`): parameters are UNKNOWN, what
+        # depends on them goes unchecked, and a call is bound but not elaborated.
+        self.abstract = abstract
         self.nodes: list[Node] = []
         self.scopes: list[Scope] = []
         self.arrows: list[tuple[str, S.ShapeLit]] = []
@@ -213,6 +216,14 @@ class _Builder:
         # The block calls being elaborated, outermost first: an error in a body gets them
         # as notes (`in B K=-8, called at net.arch:12:1`), like rustc's macro backtraces.
         self.frames: list[Note] = []
+
+    def value(self, expr: S.Expr, env: dict[str, Any]) -> Any:
+        """`evaluate`, or when checking a body without a call and `expr` reads a parameter,
+        UNKNOWN once what no value could mend (an undefined name, `/`) is checked."""
+        if self.abstract and reads_parameter(expr, env):
+            check_unknown(expr, env)
+            return UNKNOWN
+        return evaluate(expr, env)
 
     def report(self, exc: ElaborationError) -> None:
         """Keep an error's diagnostics, with the calls that led to it (innermost first)."""
@@ -433,11 +444,13 @@ class _Builder:
             expr, span = attrs[key.name]
             try:
                 if key.type is KeyType.NAME:
-                    values[key.name] = self.tied_owner(st, key.name, expr, scope)
+                    # a tie names a layer of the caller's scope too: checked at each call
+                    values[key.name] = None if self.abstract else self.tied_owner(st, key.name, expr, scope)
                 elif key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
                     values[key.name] = coerce(key, expr.name)  # `mode=cubic`: say which words it takes
                 else:
-                    values[key.name] = coerce(key, evaluate(expr, env))
+                    value = self.value(expr, env)
+                    values[key.name] = value if value is UNKNOWN else coerce(key, value)
             except ElaborationError as exc:  # an undefined name, a bad tie
                 problems.extend(exc.diags)
             except ValueError as exc:
@@ -474,13 +487,13 @@ class _Builder:
         written = call_arguments(block, st)
         if id(st) not in self.exprs_of:
             self.exprs_of[id(st)] = {name: as_written(value) for name, value in written.items()}
-        given = {name: evaluate(value, env) for name, value in written.items()}
+        given = {name: self.value(value, env) for name, value in written.items()}
         args: dict[str, Any] = {}
         for p in block.params:
             if p.name in given:
                 args[p.name] = given[p.name]
             elif p.default is not None:
-                args[p.name] = evaluate(p.default, args)
+                args[p.name] = self.value(p.default, args)
             else:
                 raise fail(
                     "E107",
@@ -503,6 +516,9 @@ class _Builder:
         statement) into the copy `inline_into`, whose steps are then `steps`."""
         block = self.blocks[st.kind]
         args = self.bind(block, st, env)
+        if self.abstract:  # the call's arguments are checked; its block's body is checked once, apart
+            self.name(scope, st.label, block.name.lower(), st.span)
+            return FAILED
         if inline_into is not None:
             inner = inline_into
             body = steps
@@ -547,9 +563,11 @@ class _Builder:
         current: str,
         steps: list[Step],
     ) -> str:
-        count = evaluate(st.times, env)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        count = self.value(st.times, env)
+        if count is not UNKNOWN and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
+        if self.abstract:
+            count = 1  # its copies are alike: the body once, even of `repeat 0`
         path = self.name(scope, st.label, "repeat", st.span)
         steps.append(local_name(path))
         if id(st) not in self.exprs_of:
@@ -710,6 +728,57 @@ def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
                 path.append(call.kind)
                 todo.append(iter(callees[call.kind]))
     return diags
+
+
+def check_bodies(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
+    """Every block's body checked once without a call, for what does not depend on its
+    arguments: kinds, keys and literal values, names (undefined parameters, duplicate
+    labels), `/`, the calls it makes (their parameters) and its defaults.
+
+    Its parameters are UNKNOWN: a value computed from them is checked at each call
+    (`B K=-8`), with the call's notes. Calls in a body are bound, not entered, so each
+    body is walked once: linear in the spec, however deeply blocks call each other.
+    """
+    checker = _Builder(blocks, abstract=True)
+    for name, block in blocks.items():
+        env: dict[str, Any] = {}
+        for p in block.params:
+            if p.default is not None:
+                try:
+                    check_unknown(p.default, env)  # over the parameters before it
+                except ElaborationError as exc:
+                    checker.diags.extend(exc.diags)
+            env[p.name] = UNKNOWN
+        checker.run(block.body, checker.enter(name, block.body), env, INPUT, [])
+    return list(dict.fromkeys(checker.diags))
+
+
+def unused_blocks(blocks: dict[str, S.BlockDef], body: Sequence[S.Stmt]) -> list[Diagnostic]:
+    """W003 for each block the network never instantiates: not called, or called only from such blocks."""
+    calls = {
+        name: [st.kind for st in S.walk(block.body) if isinstance(st, S.LayerStmt) and st.kind in blocks]
+        for name, block in blocks.items()
+    }
+    used: set[str] = set()
+    todo = [st.kind for st in S.walk(body) if isinstance(st, S.LayerStmt) and st.kind in blocks]
+    while todo:
+        name = todo.pop()
+        if name not in used:
+            used.add(name)
+            todo += calls[name]
+    out = []
+    for name, block in blocks.items():
+        if name in used:
+            continue
+        callers = sorted(caller for caller, callees in calls.items() if name in callees and caller != name)
+        message = (
+            f"block {name} is only called from blocks that are never called ({', '.join(callers)})"
+            if callers
+            else f"block {name} is never called"
+        )
+        hint = "its body is checked only for what does not depend on its arguments; call it, or remove it"
+        out.append(warning("W003", message, block.span, hint))
+    return out
 
 
 def merge_calls(diags: Sequence[Diagnostic]) -> list[Diagnostic]:
@@ -881,6 +950,11 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             input_shape = Shape.of(layout, dims)
 
     diags.extend(_block_cycles(blocks))
+    # Each body once, without a call: what no argument could mend is reported there, once,
+    # and of a block never called too (W003); its calls report what their arguments make.
+    checked = check_bodies(blocks)
+    diags.extend(checked)
+    diags.extend(unused_blocks(blocks, body))
     builder = _Builder(blocks)
     top = builder.enter("", body)
     output = INPUT
@@ -901,7 +975,8 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             )
         finally:
             sys.setrecursionlimit(old_limit)
-    diags.extend(merge_calls(builder.diags))
+    found = set(checked)
+    diags.extend(d for d in merge_calls(builder.diags) if d._replace(notes=()) not in found)
 
     # Whether the nodes are all there: an `expect` that names nothing leaves them whole,
     # and the other assertions are still checked.

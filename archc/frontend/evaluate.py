@@ -85,11 +85,7 @@ def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
             return env[expr.name]
         if expr.name in LITERAL_WORDS:
             return LITERAL_WORDS[expr.name]
-        # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
-        hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
-        where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
-        where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
-        raise fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
+        raise undefined(expr, env)
     if isinstance(expr, S.Neg):
         v = evaluate(expr.operand, env)
         _need_number(v, expr.operand)
@@ -122,6 +118,15 @@ def true_division(expr: S.BinOp) -> ElaborationError:
     return fail("E120", "'/' is not integer division", expr.span, f"write // for integer division: {expr_text(integer)}")
 
 
+def undefined(expr: S.Ref, env: dict[str, Any]) -> ElaborationError:
+    """E110 for a name that is neither a parameter in scope nor a word."""
+    # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
+    hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
+    where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
+    where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
+    return fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
+
+
 def _need_number(value: Any, expr: S.Expr) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
@@ -142,3 +147,56 @@ def as_written(expr: S.Expr) -> Expr:
     if isinstance(expr, S.Neg):
         return Negate.model_construct(operand=as_written(expr.operand))
     return Arith.model_construct(op=expr.op, left=as_written(expr.left), right=as_written(expr.right))
+
+
+# --- a body checked without a call ---------------------------------------------------------
+class Unknown:
+    """The value of a block parameter when a block's body is checked without a call: what
+    depends on it is not known, and not checked (`archc.frontend.elaborate.check_bodies`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown()
+
+
+def reads_parameter(expr: S.Expr, env: dict[str, Any]) -> bool:
+    """Whether an expression reads a name of `env` (a parameter; a word is not one).
+
+    >>> from archc.frontend.parser import parse
+    >>> prog, _ = parse("conv K=E*4 F=3 P=same")
+    >>> [reads_parameter(kw.value, {"E": UNKNOWN}) for kw in prog.statements[0].keywords]
+    [True, False, False]
+    """
+    todo = [expr]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, S.Ref) and e.name in env:
+            return True
+        if isinstance(e, S.BinOp):
+            todo += [e.left, e.right]
+        elif isinstance(e, S.Neg):
+            todo.append(e.operand)
+    return False
+
+
+def check_unknown(expr: S.Expr, env: dict[str, Any]) -> None:
+    """Raise what evaluating `expr` raises whatever values its parameters take: an undefined
+    name (E110) or `/` (E120), in the order evaluation meets them (operands first, left first)."""
+    todo: list[tuple[S.Expr, bool]] = [(expr, False)]
+    while todo:
+        e, operands_done = todo.pop()
+        if isinstance(e, S.Ref):
+            if e.name not in env and e.name not in LITERAL_WORDS:
+                raise undefined(e, env)
+        elif isinstance(e, S.Neg):
+            todo.append((e.operand, False))
+        elif isinstance(e, S.BinOp):
+            if operands_done:
+                if e.op == "/":
+                    raise true_division(e)
+            else:
+                todo += [(e, True), (e.right, False), (e.left, False)]
