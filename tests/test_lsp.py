@@ -363,3 +363,23 @@ async def test_an_error_of_a_block_whatever_its_arguments_lists_every_call(clien
     assert diag.range.start.line == 2 and "note:" not in diag.message
     assert diag.related_information is not None
     assert sorted(r.location.range.start.line for r in diag.related_information) == [4, 5]
+
+
+@pytest.mark.asyncio
+async def test_a_missing_colon_is_fixed_by_its_did_you_mean(client: LanguageClient) -> None:
+    """`conv1 conv K=8 F=3` (issue 10, item 7): the fix puts the colon back, over the name and the kind."""
+    text = "input 32x32x3\nconv1 conv K=8 F=3\n"
+    uri = "file:///work/colon.arch"
+    (e100,) = [d for d in await open_doc(client, text, uri) if d.code == "E100"]
+    actions = await client.text_document_code_action_async(
+        T.CodeActionParams(
+            text_document=T.TextDocumentIdentifier(uri=uri), range=e100.range, context=T.CodeActionContext(diagnostics=[e100])
+        )
+    )
+    assert actions is not None
+    fix = next(a for a in actions if isinstance(a, T.CodeAction) and a.title == "Replace with 'conv1: conv'")
+    assert fix.edit is not None and fix.edit.changes is not None
+    (edit,) = fix.edit.changes[uri]
+    fixed = text.replace("conv1 conv", edit.new_text)
+    assert (edit.range.start.character, edit.range.end.character) == (0, 10) and fixed.startswith("input 32x32x3\nconv1: conv K=8")
+    assert await change(client, fixed, 2, uri) == []

@@ -382,12 +382,32 @@ class _Builder:
         if arrow is not None:
             self.arrows.append((target, arrow))
 
+    def missing_colon(self, st: S.LayerStmt) -> Diagnostic | None:
+        """`conv1 conv K=96`: a name without its colon reads as the kind `conv1` with the
+        value `conv`; said as such, with the fix as a "did you mean" (the editor applies it)."""
+        if st.label is not None or not st.positional or not isinstance(st.positional[0], S.Ref):
+            return None
+        word = st.positional[0]
+        known = KINDS.get(word.name)
+        if word.parens or not ((known is not None and known.user) or word.name in self.blocks):
+            return None
+        span = Span(st.span.line, st.span.column, word.span.end_line, word.span.end_column)
+        return error(
+            "E100",
+            f"unknown layer kind '{st.kind}': a layer's name is followed by ':'",
+            span,
+            f"did you mean '{st.kind}: {word.name}'?",
+        )
+
     def layer(self, st: S.LayerStmt, scope: ScopeState, env: dict[str, Any], current: str) -> str:
         # Claim a written name first: when this line has another error, a second
         # `name:` in the scope is still reported as a duplicate.
         written = self.name(scope, st.label, st.kind, st.span) if st.label is not None else None
         kind = KINDS.get(st.kind)
         if kind is None or not kind.user:
+            missing_colon = self.missing_colon(st)
+            if missing_colon is not None:
+                raise ElaborationError(missing_colon)
             candidates = [*USER_KINDS, *self.blocks]
             hint = other_name(st.kind) or did_you_mean(st.kind, candidates) or (
                 f"built-in kinds: {', '.join(USER_KINDS)}"
@@ -755,12 +775,21 @@ def check_bodies(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
 
 def unused_blocks(blocks: dict[str, S.BlockDef], body: Sequence[S.Stmt]) -> list[Diagnostic]:
     """W003 for each block the network never instantiates: not called, or called only from such blocks."""
-    calls = {
-        name: [st.kind for st in S.walk(block.body) if isinstance(st, S.LayerStmt) and st.kind in blocks]
-        for name, block in blocks.items()
-    }
+
+    def called(stmts: Sequence[S.Stmt]) -> list[str]:
+        out = []
+        for st in S.walk(stmts):
+            if isinstance(st, S.LayerStmt):
+                # `b1 Basic K=64`, its colon missing (E100), calls Basic as far as this warning goes
+                word = st.positional[0] if st.positional and st.label is None else None
+                kind = word.name if isinstance(word, S.Ref) and st.kind not in blocks else st.kind
+                if kind in blocks:
+                    out.append(kind)
+        return out
+
+    calls = {name: called(block.body) for name, block in blocks.items()}
     used: set[str] = set()
-    todo = [st.kind for st in S.walk(body) if isinstance(st, S.LayerStmt) and st.kind in blocks]
+    todo = called(body)
     while todo:
         name = todo.pop()
         if name not in used:
