@@ -14,17 +14,14 @@ from itertools import accumulate
 from math import isqrt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from archc.analysis import orders as sequence_orders
 from archc.diagnostics import Diagnostic, Note, error, warning
-from archc.ir import INPUT, Assertion, Graph, Layout, Node, Physical, ScopeKind, Shape, written_layout
+from archc.ir import INPUT, Assertion, Frozen, Graph, Layout, Node, Physical, ScopeKind, Shape, written_layout
 from archc.ir.written import call_text
 from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, WindowKind, apply, uneven_division
 
 
-class LayerFacts(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LayerFacts(Frozen):
 
     name: str
     kind: str
@@ -48,8 +45,7 @@ class LayerFacts(BaseModel):
         return Applied(attrs, self.inputs, self.output, self.window)
 
 
-class Totals(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class Totals(Frozen):
 
     weights: int = 0
     biases: int = 0
@@ -61,14 +57,12 @@ class Totals(BaseModel):
         return self.weights + self.biases
 
 
-class Analysis(BaseModel):
+class Analysis(Frozen):
     """Everything derived from a graph. `facts` is keyed by node name, in forward order.
 
     Of an incomplete graph, or after shape errors, `facts` holds every node whose
     inputs are known and whose shape rule held, and `totals` sums those.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     graph: Graph
     facts: dict[str, LayerFacts]

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from archc.api import CompileResult, Network, compile_file
+from archc.limits import DEFAULT_MAX_LAYERS
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def non_negative_int(text: str) -> int:
@@ -23,7 +27,7 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: `--batch 8`; 0, a negative or a non-integer value is a usage error (exit 2)."""
+    """argparse type: `--max-layers 5000000`; 0, a negative or a non-integer value is a usage error."""
     import argparse
 
     try:
@@ -48,6 +52,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def add_max_layers(parser: argparse.ArgumentParser) -> None:
+    """`--max-layers N`: the most layers a spec may elaborate to (E140 past it)."""
+    parser.add_argument(
+        "--max-layers",
+        type=positive_int,
+        default=DEFAULT_MAX_LAYERS,
+        metavar="N",
+        help=f"refuse a spec that makes more than N layers (default {DEFAULT_MAX_LAYERS:,})",
+    )
+
+
 def use_color(stream: IO[str]) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set."""
     if os.environ.get("NO_COLOR"):
@@ -64,9 +79,9 @@ def report(result: CompileResult, stream: IO[str] | None = None) -> None:
         print(result.render(color=use_color(out)), file=out)
 
 
-def load_or_report(path: str, strict: bool = False) -> Network | None:
+def load_or_report(path: str, strict: bool = False, max_layers: int = DEFAULT_MAX_LAYERS) -> Network | None:
     """The network, or None after printing why not (warnings fail too when strict)."""
-    result = compile_file(path)
+    result = compile_file(path, max_layers=max_layers)
     report(result)
     if result.network is None or (strict and result.warnings):
         return None

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from archc.api import Network
-from archc.commands.common import load_or_report, non_negative_int
+from archc.commands.common import add_max_layers, load_or_report, non_negative_int
 from archc.diagnostics import ArchError, shown
 from archc.limits import DEFAULT_MAX_SIZE, parse_size, size_text
 
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SIZE",
         help=f"refuse a model over SIZE (e.g. 500M, 20G; default {size_text(DEFAULT_MAX_SIZE)})",
     )
+    add_max_layers(p)
     p.set_defaults(run=run, parser=p)
 
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     weights_file = [args.weights] if args.weights not in (None, "random", "zeros") else []
     refuse_overwriting(out, args.spec, *weights_file)
-    net = load_or_report(args.spec)
+    net = load_or_report(args.spec, max_layers=args.max_layers)
     if net is None:
         return 1
     if target == "torch":

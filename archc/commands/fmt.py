@@ -32,13 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from archc.files import read_regular, write_atomic
     from archc.tools.fmt import FormatError, format_text
 
-    files, problems = collect(args.paths)
+    files, problems, trees = collect(args.paths)
     for raw, diag in problems:
         report(CompileResult(raw, "", None, (diag,)))
     bad = 0  # files that could not be read or parsed
     changed: list[Path] = []
     for path in files:
-        text, problem = read_source(path)  # a FIFO or a device is refused here, never read
+        text, problem = read_source(path, trees.get(path))  # a FIFO or a device is refused here, never read
         if problem is not None or text is None:
             report(CompileResult(str(path), "", None, (problem,) if problem else ()))
             bad += 1
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             bad += 1
             continue
         # Compare bytes, not text: CRLF endings or a BOM also count as a change.
-        if formatted.encode("utf-8") == read_regular(path):
+        if formatted.encode("utf-8") == read_regular(path, trees.get(path)):
             continue
         changed.append(path)
         if args.check:

@@ -19,7 +19,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from archc.commands.common import load_or_report, non_negative_int, positive_int, positive_seconds
+from archc.commands.common import (
+    add_max_layers,
+    load_or_report,
+    non_negative_int,
+    positive_int,
+    positive_seconds,
+)
 from archc.diagnostics import shown
 from archc.files import why_not_a_spec
 from archc.limits import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, parse_size, size_text
@@ -53,6 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SIZE",
         help=f"refuse weights, a model or an input over SIZE (e.g. 500M, 20G; default {size_text(DEFAULT_MAX_SIZE)})",
     )
+    add_max_layers(p)
     p.set_defaults(run=run, parser=p)
 
 
@@ -85,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             raise RunError(f"{shown(str(source))}: {'no such file' if problem in (None, 'no such file or directory') else problem}")
         prepared = Prepared.from_file(source, args.max_size)
     else:
-        net = load_or_report(args.source)
+        net = load_or_report(args.source, max_layers=args.max_layers)
         if net is None:
             return 1
         with net.rendering():  # what ONNX's opset or PyTorch's names (--check) cannot take, shown in the spec

@@ -79,16 +79,27 @@ class _Line:
 
 
 def expression(e: S.Expr) -> str:
-    """An expression as written, without spaces: `(SQ+1)//2`."""
-    if isinstance(e, S.BinOp):
-        core = expression(e.left) + e.op + expression(e.right)
-    elif isinstance(e, S.Neg):
-        core = "-" + expression(e.operand)
-    elif isinstance(e, S.Ref):
-        core = e.name
-    else:
-        core = e.text
-    return "(" * e.parens + core + ")" * e.parens
+    """An expression as written, without spaces: `(SQ+1)//2`.
+
+    Iterative: `fc 1+1+...+1` of 100,000 terms is a tree as deep as it is long.
+    """
+    out: list[str] = []
+    todo: list[S.Expr | str] = [e]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        close = ")" * item.parens
+        if isinstance(item, S.BinOp):
+            todo += [close, item.right, item.op, item.left]
+        elif isinstance(item, S.Neg):
+            todo += [close, item.operand, "-"]
+        else:
+            todo.append(close)
+            todo.append(item.name if isinstance(item, S.Ref) else item.text)
+        out.append("(" * item.parens)
+    return "".join(out)
 
 
 def _last_line(st: S.Stmt) -> int:
@@ -392,18 +403,32 @@ def _align_comments(lines: list[_Line]) -> None:
 _LAYOUT_FIELDS = frozenset({"span", "value_span", "braces", "shortcut_keyword", "shortcut_braces", "comments"})
 
 
-def _skeleton(node: Any) -> Any:
-    """A syntax tree without its layout, keys sorted: what formatting must preserve."""
-    if isinstance(node, tuple) and hasattr(type(node), "_fields"):  # a syntax node (a NamedTuple)
-        names = [n for n in getattr(type(node), "_fields") if n not in _LAYOUT_FIELDS]  # noqa: B009 - unknown to mypy
-    elif isinstance(node, tuple):
-        return tuple(_skeleton(n) for n in node)
-    else:
-        return node
-    fields = {n: _skeleton(getattr(node, n)) for n in names}
-    if isinstance(node, S.LayerStmt):
-        fields["keywords"] = tuple(sorted(fields["keywords"], key=lambda kw: str(kw[1][0][1])))
-    return (type(node).__name__, tuple(fields.items()))
+def _skeleton(node: Any) -> list[Any]:
+    """A syntax tree without its layout, keys sorted: what formatting must preserve.
+
+    Flat (a pre-order list of node types, field names and values), and built
+    iteratively: comparing nested tuples 100,000 deep (a long `1+1+...`)
+    would exhaust the stack.
+    """
+    out: list[Any] = []
+    todo: list[Any] = [node]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, tuple) and hasattr(type(item), "_fields"):  # a syntax node (a NamedTuple)
+            names = [n for n in getattr(type(item), "_fields") if n not in _LAYOUT_FIELDS]  # noqa: B009 - unknown to mypy
+        elif isinstance(item, tuple):
+            out.append(("(", len(item)))
+            todo += reversed(item)
+            continue
+        else:
+            out.append(item)
+            continue
+        fields = {n: getattr(item, n) for n in names}
+        if isinstance(item, S.LayerStmt):
+            fields["keywords"] = tuple(sorted(item.keywords, key=lambda kw: kw.key))
+        out.append((type(item).__name__, tuple(fields)))
+        todo += reversed(fields.values())
+    return out
 
 
 def format_text(text: str) -> str:
