@@ -28,7 +28,7 @@ from archc.diagnostics import (
 )
 from archc.frontend import syntax as S
 from archc.frontend.elaborate import elaborate
-from archc.frontend.parser import parse_tree
+from archc.frontend.parser import comment_slips, parse_tree
 from archc.ir import Assertion, Graph, Span
 from archc.kinds import KINDS, per_dimension_attrs
 from archc.limits import DEFAULT_MAX_LAYERS
@@ -279,7 +279,7 @@ def _compile_text(
     parsed = not diags
     partial: list[Diagnostic] = []
     graph, more = elaborate(program, _network_name(filename), max_layers)
-    (diags if parsed else partial).extend(more)
+    (diags if parsed else partial).extend(comment_slips(more, text))
     elaborated = parsed and graph is not None and graph.complete
     analysis = None
     if graph is not None:
