@@ -330,6 +330,11 @@ def read_source(path: Path, tree: Path | None = None) -> tuple[str | None, Diagn
         return None, error("E400", str(exc), None, "archc reads .arch specs from regular files only")
     except OSError as exc:
         return None, error("E400", f"cannot read the file: {exc.strerror}", None)
+    return decode_source(data)
+
+
+def decode_source(data: bytes) -> tuple[str | None, Diagnostic | None]:
+    """A spec's bytes as text (a UTF-8 BOM dropped); binary and non-UTF-8 bytes become diagnostics."""
     if b"\x00" in data:
         line, col = _position(data, data.index(b"\x00"))
         return None, error(
