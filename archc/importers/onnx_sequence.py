@@ -785,6 +785,8 @@ def match_posembed(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if found is None:
         return None
     table, name = found
+    if "." not in name and view.module_path(node):
+        name = view.module_path(node)  # a folded table's generated name says nothing; the module does
     rows = table.shape[0]
     statement = "posembed" if rows == shape[1] else f"posembed T={rows}"
     return Match(
