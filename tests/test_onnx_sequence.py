@@ -400,4 +400,5 @@ def test_unscaled_attention_is_an_error_not_an_approximation(exported: Any, expo
     _, view = exported("gpt2_unscaled", exporter)
     with pytest.raises(UnrecognisedSequence, match="neither causal nor full attention") as info:
         walk(view)
-    assert "Softmax" in str(info.value)  # names the node and its op type
+    assert "(Softmax)" in str(info.value.location)  # names the node, its op type and shapes
+    assert "[1, 4, 8, 8]" in str(info.value.location)

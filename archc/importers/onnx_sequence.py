@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from archc.diagnostics import ArchError
-from archc.importers.onnx_graph import GraphView, Match, Matcher, attr
+from archc.importers.common import ImportFailure
+from archc.importers.onnx_graph import NAME_SCOPES, GraphView, Match, Matcher, attr
 
 # ops that only move or relabel elements: what lies between a module's input and its projections
 LAYOUT_OPS = frozenset(
@@ -41,7 +41,7 @@ MAX_REGION = 400  # nodes: a larger region between x and the output is not one a
 SEARCH_DEPTH = 24  # nodes from a projection to its Softmax (nn.MultiheadAttention's packed form: ~16)
 
 
-class UnrecognisedSequence(ArchError):
+class UnrecognisedSequence(ImportFailure):
     """A subgraph that looks like a sequence layer but cannot be imported exactly."""
 
 
@@ -147,7 +147,7 @@ def _number(x: float) -> str:
 
 def _name(view: GraphView, nodes: Iterable[onnx.NodeProto], fallback: str = "") -> str:
     """The dotted module path the nodes share (their common prefix), or `fallback`."""
-    paths = [view.scopes(n) for n in nodes]
+    paths = [_module_path(view, n).split(".") if _module_path(view, n) else [] for n in nodes]
     paths = [p for p in paths if p]
     if not paths:
         return fallback
@@ -158,6 +158,37 @@ def _name(view: GraphView, nodes: Iterable[onnx.NodeProto], fallback: str = "") 
             k += 1
         common = common[:k]
     return ".".join(common) or fallback
+
+
+def _module_path(view: GraphView, node: onnx.NodeProto) -> str:
+    """The dotted path of the module a node was written by. The dynamo exporter's `name_scopes`
+    lists each enclosing module's full path (`['', 'h.0', 'h.0.attn', 'matmul']`), the node's
+    own name last; the TorchScript exporter's paths come from the view."""
+    meta = view.metadata(node).get(NAME_SCOPES)
+    if meta is None:
+        return view.module_path(node)
+    scopes = [p for p in _listing(meta) if p]
+    return scopes[-2] if len(scopes) >= 2 else ""
+
+
+def _listing(text: str) -> list[str]:
+    import ast
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return []
+    return [str(v) for v in value] if isinstance(value, list | tuple) else []
+
+
+def _describe(view: GraphView, node: onnx.NodeProto) -> str:
+    """`view.describe`, with the shapes shape inference could not give."""
+
+    def shapes(values: Sequence[str]) -> str:
+        found = [shape_of(view, v) for v in values if v]
+        return ", ".join("?" if f is None else "[" + ", ".join(map(str, f)) + "]" for f in found)
+
+    return f"node {node.name or '(unnamed)'!r} ({node.op_type}), inputs [{shapes(list(node.input))}] -> outputs [{shapes(list(node.output))}]"
 
 
 def _param_name(initializer: str) -> str:
@@ -511,13 +542,14 @@ def _reference_attention(
 
 
 def _attention(view: GraphView, core: _Core) -> Match:
-    where = view.describe(core.softmax)
+    where = _describe(view, core.softmax)
 
     def fail(why: str) -> UnrecognisedSequence:
         return UnrecognisedSequence(
-            f"{where}: looks like attention but cannot be imported as one: {why}; "
-            "archc's `attention` is self-attention over [batch, L, C] with q, k, v and output projections, "
-            "scores scaled by 1/sqrt(C/heads)"
+            f"looks like attention but cannot be imported as one: {why}",
+            location=where,
+            hint="archc's `attention` is self-attention over [batch, L, C] with q, k, v and output projections "
+            "and scores scaled by 1/sqrt(C/heads)",
         )
 
     q_val, k_val, v_val = core.qk.input[0], core.qk.input[1], core.av.input[1]
@@ -710,7 +742,7 @@ def match_embedding(view: GraphView, node: onnx.NodeProto) -> Match | None:
         input=ids,
         output=node.output[0],
         statement=f"embedding V={v} D={d}",
-        name=view.module_path(node) or _param_name(table),
+        name=_module_path(view, node) or _param_name(table),
         weights={"weight": arr},
     )
 
@@ -785,8 +817,8 @@ def match_posembed(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if found is None:
         return None
     table, name = found
-    if "." not in name and view.module_path(node):
-        name = view.module_path(node)  # a folded table's generated name says nothing; the module does
+    if "." not in name and _module_path(view, node):
+        name = _module_path(view, node)  # a folded table's generated name says nothing; the module does
     rows = table.shape[0]
     statement = "posembed" if rows == shape[1] else f"posembed T={rows}"
     return Match(
@@ -927,7 +959,7 @@ def match_tied_fc(view: GraphView, node: onnx.NodeProto) -> Match | None:
         input=lin.input,
         output=lin.output,
         statement=_fc_statement(lin.weight.shape[0], lin.bias is not None, tie),
-        name=view.module_path(node),
+        name=_module_path(view, node),
         weights=weights,
     )
 
@@ -997,7 +1029,7 @@ def match_layernorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
         input=node.input[0],
         output=node.output[0],
         statement=statement,
-        name=view.module_path(node),
+        name=_module_path(view, node),
         weights=weights,
     )
 
@@ -1027,7 +1059,7 @@ def match_rmsnorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
             x,
             node.output[0],
             f"rmsnorm eps={_number(eps)}",
-            view.module_path(node),
+            _module_path(view, node),
             {"weight": scale},
         )
     if node.op_type not in ("Pow", "Mul") or not node.input or not _computed(view, node.input[0]):
@@ -1103,7 +1135,7 @@ def match_gelu(view: GraphView, node: onnx.NodeProto) -> Match | None:
         approx = attr(node, "approximate", "none")
         statement = "gelu" if approx == "none" else "gelu approx=tanh"
         return Match(
-            frozenset({view.key(node)}), node.input[0], node.output[0], statement, view.module_path(node)
+            frozenset({view.key(node)}), node.input[0], node.output[0], statement, _module_path(view, node)
         )
     if not node.input or not _computed(view, node.input[0]):
         return None
