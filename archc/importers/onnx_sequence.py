@@ -634,7 +634,11 @@ def _attention(view: GraphView, core: _Core) -> Match:
         raise fail(f"key/value projections of {e} outputs do not make whole heads of width {width}")
     kv = e // width
     if any(biases) and not all(biases):
-        raise fail("some projections have biases and others not (archc's `bias` is all or none)")
+        # the dynamo exporter drops an all-zero bias (nn.MultiheadAttention's out_proj starts at
+        # zeros); archc's `bias` is all or none, and a zero bias computes the same
+        for key in ("q", "k", "v", "o"):
+            if f"{key}.bias" not in weights:
+                weights[f"{key}.bias"] = np.zeros(weights[f"{key}.weight"].shape[0], np.float32)
 
     # run the region beside archc's attention: exact or an error
     model = _submodel(view, region, x, y)
