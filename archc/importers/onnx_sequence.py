@@ -24,6 +24,7 @@ import math
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -61,49 +62,118 @@ _SHAPES: weakref.WeakKeyDictionary[GraphView, dict[str, tuple[int, ...]]] = weak
 
 
 def shape_of(view: GraphView, value: str) -> tuple[int, ...] | None:
-    """`view.shape`, or where ONNX's shape inference gave up (the TorchScript exporter's sliced
-    causal mask stops it), the shape found by running the graph once at batch 1."""
+    """`view.shape`, or where ONNX's shape inference gave up, the shape inferred again once the
+    graph's small static values (shape arithmetic) are folded into constants: the TorchScript
+    exporter slices GPT-2's causal mask at `kl - ql : kl`, computed from Shapes, which stops
+    inference (and with it every shape after the first attention)."""
     found = view.shape(value)
     if found is not None or not value:
         return found
     if view not in _SHAPES:
-        _SHAPES[view] = _run_shapes(view)
+        _SHAPES[view] = _folded_shapes(view)
     return _SHAPES[view].get(value)
 
 
-def _run_shapes(view: GraphView) -> dict[str, tuple[int, ...]]:
+def _folded_shapes(view: GraphView) -> dict[str, tuple[int, ...]]:
+    """Shapes node by node, in graph order, where `view.shape` has none: each node's outputs
+    inferred alone, from its inputs' shapes and its static inputs' values (evaluated with the
+    shapes found so far). Shape arithmetic stays small; weights are read as memory-mapped views."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    types: dict[str, int] = dict(view.types)
+    values: dict[str, np.ndarray | None] = {}
+    opsets = list(view.model.opset_import)
+
+    def shape(v: str) -> tuple[int, ...] | None:
+        return view.shape(v) or shapes.get(v)
+
+    def infer(
+        node: onnx.NodeProto, feeds: dict[str, np.ndarray], specs: dict[str, tuple[int, tuple[int, ...]]]
+    ) -> Any:
+        graph = onnx.helper.make_graph(
+            [node],
+            "one",
+            [onnx.helper.make_tensor_value_info(k, t, d) for k, (t, d) in specs.items()],
+            [],
+            [onnx.numpy_helper.from_array(a, k) for k, a in feeds.items()],
+        )
+        model = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=view.model.ir_version)
+        return onnx.shape_inference.infer_shapes(model, data_prop=True).graph.value_info
+
+    def static(v: str) -> np.ndarray | None:
+        if v in values:
+            return values[v]
+        found = view.static_value(v)
+        if found is None:
+            node = view.producer(v)
+            if node is not None and node.op_type == "Shape":
+                full = shape(node.input[0])
+                if full is not None:
+                    start, end = attr(node, "start", 0), attr(node, "end", len(full))
+                    found = np.array(full[start:end], np.int64)
+            elif node is not None and node.op_type not in ("Constant",):
+                ins = [static(i) if i else None for i in node.input]
+                if (
+                    all(a is not None for a, i in zip(ins, node.input, strict=True) if i)
+                    and sum(a.size for a in ins if a is not None) <= 4096
+                ):
+                    found = _evaluate(
+                        node,
+                        {i: a for i, a in zip(node.input, ins, strict=True) if i and a is not None},
+                        opsets,
+                    )
+        values[v] = found
+        return found
+
+    for node in view.node_list:
+        outs = [o for o in node.output if o]
+        if all(view.is_static(o) for o in outs) or all(shape(o) is not None for o in outs):
+            continue
+        feeds: dict[str, np.ndarray] = {}
+        specs: dict[str, tuple[int, tuple[int, ...]]] = {}
+        for i in node.input:
+            if not i or i in feeds or i in specs:
+                continue
+            arr = static(i) if view.is_static(i) else None
+            if arr is not None and arr.size <= 4096:
+                feeds[i] = np.asarray(arr)
+            elif arr is not None:
+                specs[i] = (onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), tuple(arr.shape))
+            elif shape(i) is not None and i in types:
+                specs[i] = (types[i], shape(i) or ())
+            else:
+                break
+        else:
+            try:
+                inferred = infer(node, feeds, specs)
+            except Exception:  # noqa: BLE001 - this node's shapes stay unknown
+                continue
+            for v in inferred:
+                t = v.type.tensor_type
+                dims = t.shape.dim
+                types[v.name] = t.elem_type
+                if t.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                    shapes[v.name] = tuple(d.dim_value for d in dims)
+    return shapes
+
+
+def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: list[Any]) -> np.ndarray | None:
+    """One node on constant inputs (shape arithmetic), or None when it cannot run alone."""
     from onnx.reference import ReferenceEvaluator
 
-    model = onnx.ModelProto()
-    model.CopyFrom(view.model)
-    graph = model.graph
-    present = {t.name for t in graph.initializer}
-    for n in view.node_list:
-        for i in n.input:
-            if i and i not in present and view.is_initializer(i):
-                arr = view.static_value(i)
-                if arr is not None:
-                    graph.initializer.append(onnx.numpy_helper.from_array(arr, i))
-                    present.add(i)
-    feeds = {}
-    for inp in graph.input:
-        if inp.name in present:
-            continue
-        t = inp.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
-        feeds[inp.name] = (
-            np.zeros(dims, dtype)
-            if dtype.kind in "iub"
-            else np.random.default_rng(0).standard_normal(dims).astype(dtype)
-        )
     try:
-        results = ReferenceEvaluator(model).run(None, feeds, intermediate=True)
-    except Exception:  # noqa: BLE001 - shapes stay unknown; the matchers say so
-        return {}
-    if not isinstance(results, dict):
-        return {}
-    return {k: tuple(np.shape(v)) for k, v in results.items() if isinstance(v, np.ndarray)}
+        graph = onnx.helper.make_graph(
+            [node],
+            "static",
+            [
+                onnx.helper.make_tensor_value_info(k, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                for k, a in feeds.items()
+            ],
+            [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output],
+        )
+        outs = list(ReferenceEvaluator(onnx.helper.make_model(graph, opset_imports=opsets)).run(None, feeds))
+    except Exception:  # noqa: BLE001 - not evaluable here
+        return None
+    return np.asarray(outs[0])
 
 
 def _computed(view: GraphView, value: str) -> bool:
@@ -112,10 +182,6 @@ def _computed(view: GraphView, value: str) -> bool:
 
 def _computed_inputs(view: GraphView, node: onnx.NodeProto) -> list[str]:
     return [i for i in node.input if _computed(view, i)]
-
-
-def _static_inputs(view: GraphView, node: onnx.NodeProto) -> list[str]:
-    return [i for i in node.input if i and not _computed(view, i)]
 
 
 def _readers(view: GraphView, value: str) -> list[onnx.NodeProto]:
@@ -751,14 +817,24 @@ def match_embedding(view: GraphView, node: onnx.NodeProto) -> Match | None:
     )
 
 
-def _embedding_tables(view: GraphView) -> dict[str, tuple[onnx.NodeProto, str]]:
-    """initializer -> (Gather, the embedding's name) for every token embedding in the graph."""
-    found = {}
-    for n in view.node_list:
-        m = match_embedding(view, n)
-        if m is not None:
-            found[n.input[0]] = (n, m.name)
-    return found
+_TABLES: weakref.WeakKeyDictionary[GraphView, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _embedding_tables(view: GraphView) -> dict[str, str]:
+    """initializer -> the embedding's name, for every token embedding in the graph (once per view)."""
+    if view not in _TABLES:
+        found = {}
+        for n in view.node_list:
+            if n.op_type == "Gather" and attr(n, "axis", 0) == 0 and len(n.input) == 2:
+                table, ids = n.input
+                if (
+                    view.is_initializer(table)
+                    and _computed(view, ids)
+                    and len(shape_of(view, table) or ()) == 2
+                ):
+                    found[table] = _module_path(view, n) or _param_name(table)
+        _TABLES[view] = found
+    return _TABLES[view]
 
 
 def _position_table(view: GraphView, value: str, length: int, channels: int) -> tuple[np.ndarray, str] | None:
@@ -940,8 +1016,8 @@ def _tie(view: GraphView, lin: Linear, node: onnx.NodeProto) -> str | None:
     weight_value = node.input[1]
     source = _source_initializer(view, weight_value, frozenset({"Transpose", "Identity"}))
     if source is not None and source[0] in tables:
-        return tables[source[0]][1]
-    for table, (_, name) in tables.items():
+        return tables[source[0]]
+    for table, name in tables.items():
         if shape_of(view, table) == lin.weight.shape:
             arr = view.weight(table)
             if arr is not None and np.array_equal(arr, lin.weight):
@@ -1034,6 +1110,94 @@ def match_layernorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
         output=node.output[0],
         statement=statement,
         name=_module_path(view, node),
+        weights=weights,
+    )
+
+
+def _reduce_last(view: GraphView, node: onnx.NodeProto, rank: int) -> bool:
+    """A ReduceMean over the last axis that keeps it (axes as an attribute, or an input from opset 18)."""
+    if node.op_type != "ReduceMean" or not attr(node, "keepdims", 1):
+        return False
+    axes = attr(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        found = view.static_value(node.input[1])
+        axes = None if found is None else found.reshape(-1).tolist()
+    return axes is not None and [int(a) % rank for a in axes] == [rank - 1]
+
+
+def _vector_operand(
+    view: GraphView, node: onnx.NodeProto | None, x: str, op: str, size: int
+) -> np.ndarray | None:
+    """The static [size] operand of an `op` node reading x (a norm's scale or shift)."""
+    if node is None or node.op_type != op or x not in node.input:
+        return None
+    others = [i for i in node.input if i != x]
+    if len(others) != 1 or _computed(view, others[0]):
+        return None
+    w = view.weight(others[0])
+    return w.reshape(size) if w is not None and w.size == size and w.shape[-1:] == (size,) else None
+
+
+def match_layernorm_decomposed(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """LayerNorm as opsets before 17 write it: (x - mean) / sqrt(var + eps) * weight + bias."""
+    if node.op_type != "ReduceMean" or not _computed(view, node.input[0]):
+        return None
+    x = node.input[0]
+    shape = shape_of(view, x)
+    if shape is None or not _reduce_last(view, node, len(shape)):
+        return None
+    sub = _reader(view, node.output[0])
+    if sub is None or sub.op_type != "Sub" or list(sub.input) != [x, node.output[0]]:
+        return None
+    d = sub.output[0]
+    square = [c for c in _readers(view, d) if c.op_type in ("Pow", "Mul")]
+    div = [c for c in _readers(view, d) if c.op_type == "Div"]
+    if len(square) != 1 or len(div) != 1 or len(_readers(view, d)) != 2:
+        return None
+    sq = square[0]
+    if (sq.op_type == "Pow" and _static_operand(view, sq, d) != 2.0) or (
+        sq.op_type == "Mul" and list(sq.input) != [d, d]
+    ):
+        return None
+    var = _reader(view, sq.output[0])
+    if var is None or not _reduce_last(view, var, len(shape)):
+        return None
+    add = _reader(view, var.output[0])
+    eps = None if add is None or add.op_type != "Add" else _static_operand(view, add, var.output[0])
+    if add is None or eps is None:
+        return None
+    sqrt = _reader(view, add.output[0])
+    if sqrt is None or sqrt.op_type != "Sqrt" or list(div[0].input) != [d, sqrt.output[0]]:
+        return None
+    chain = [node, sub, sq, var, add, sqrt, div[0]]
+    out = div[0].output[0]
+    c = shape[-1]
+    weight = _vector_operand(view, _reader(view, out), out, "Mul", c)
+    if weight is not None:
+        mul = _reader(view, out)
+        assert mul is not None
+        chain.append(mul)
+        out = mul.output[0]
+    bias = _vector_operand(view, _reader(view, out), out, "Add", c)
+    if bias is not None:
+        shift = _reader(view, out)
+        assert shift is not None
+        chain.append(shift)
+        out = shift.output[0]
+    # nn.LayerNorm always has a weight; a missing bias is `bias=false`, a missing scale is ones
+    weights = {"weight": (np.ones(c, np.float32) if weight is None else weight).astype(np.float32)}
+    eps32 = float(np.float32(eps))
+    statement = "layernorm" if abs(eps32 - 1e-5) <= 1e-12 else f"layernorm eps={_number(eps32)}"
+    if bias is None:
+        statement += " bias=false"
+    else:
+        weights["bias"] = bias.astype(np.float32)
+    return Match(
+        nodes=frozenset(view.key(n) for n in chain),
+        input=x,
+        output=out,
+        statement=statement,
+        name=_name(view, chain),
         weights=weights,
     )
 
@@ -1214,6 +1378,7 @@ MATCHERS: tuple[Matcher, ...] = (
     match_tokens,
     match_select,
     match_layernorm,
+    match_layernorm_decomposed,
     match_rmsnorm,
     match_gelu,
     match_tied_fc,
