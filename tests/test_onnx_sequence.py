@@ -212,6 +212,19 @@ block Block(D, H) {
 }
 """
 
+TINY_ROPE = """
+network TinyRope
+input 8 tokens
+embed: embedding V=50 D=32
+layers: repeat 1 { Block D=32 H=4 }
+norm: layernorm
+head: fc 50 bias=false
+block Block(D, H) {
+  residual { layernorm; attn: attention H kv=2 causal=true rope=true rope_base=500000 bias=false }
+  residual { layernorm; fc D*2 bias=false; silu; fc D bias=false }
+}
+"""
+
 
 def _archc_module(text: str) -> Any:
     from archc.api import loads
@@ -296,6 +309,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 "encoder": (Encoder, lambda: torch.randn(2, 5, 32)),
                 "archc_gpt": (lambda: _archc_module(TINY_GPT), lambda: torch.randint(0, 50, (2, 8))),
                 "archc_llama": (lambda: _archc_module(TINY_LLAMA), lambda: torch.randint(0, 50, (2, 8))),
+                "archc_rope": (lambda: _archc_module(TINY_ROPE), lambda: torch.randint(0, 50, (2, 8))),
             }[which]
             m = module()
             path = folder / f"{which}_{exporter}.onnx"
@@ -405,6 +419,17 @@ def test_archc_generated_llama_dynamo(exported: Any) -> None:
     same(norms[-1].weights["weight"], state["norm.weight"])
 
 
+@pytest.mark.parametrize("exporter", ALL_EXPORTERS)
+def test_archc_generated_rotary_grouped(exported: Any, exporter: str) -> None:
+    # the rotary base is read from the inverse frequencies (TorchScript) or the folded cos table (dynamo)
+    module, view = exported("archc_rope", exporter)
+    attn = by_name(walk(view))["layers.0.attn"]
+    assert attn.statement == "attention 4 kv=2 causal=true rope=true rope_base=500000 bias=false"
+    state = module.state_dict()
+    for key, value in attn.weights.items():
+        same(value, state[f"layers.0.attn.{key}"])
+
+
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_unscaled_attention_is_an_error_not_an_approximation(exported: Any, exporter: str) -> None:
     _, view = exported("gpt2_unscaled", exporter)
@@ -437,6 +462,7 @@ ROUND_TRIPS = {
     "vit": lambda: np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32),
     "encoder": lambda: np.random.default_rng(0).standard_normal((2, 5, 32)).astype(np.float32),
     "archc_gpt": lambda: np.random.default_rng(0).integers(0, 50, (2, 8)).astype(np.int64),
+    "archc_rope": lambda: np.random.default_rng(0).integers(0, 50, (2, 8)).astype(np.int64),
 }
 
 

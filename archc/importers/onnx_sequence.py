@@ -582,10 +582,22 @@ def _module_output(view: GraphView, value: str, shape: tuple[int, ...]) -> str |
     return None
 
 
+def _rotate(t: np.ndarray, base: float) -> np.ndarray:
+    """archc's rotary embedding of [batch, heads, L, width] ("rotate half", as GPT-NeoX and Llama)."""
+    length, width = t.shape[-2], t.shape[-1]
+    inv_freq = base ** -(np.arange(0, width, 2, dtype=np.float64) / width)
+    angles = np.tile(np.outer(np.arange(length, dtype=np.float64), inv_freq), (1, 2))
+    half = width // 2
+    rotated = np.concatenate([-t[..., half:], t[..., :half]], axis=-1)
+    out: np.ndarray = t * np.cos(angles) + rotated * np.sin(angles)
+    return out
+
+
 def _reference_attention(
-    x: np.ndarray, w: dict[str, np.ndarray], heads: int, kv: int, causal: bool
+    x: np.ndarray, w: dict[str, np.ndarray], heads: int, kv: int, causal: bool, rope: float | None = None
 ) -> np.ndarray:
-    """archc's `attention` (the generated `Attention` module) in numpy, float64: [batch, L, C]."""
+    """archc's `attention` (the generated `Attention` module) in numpy, float64: [batch, L, C];
+    `rope` the rotary base, None without."""
     x = x.astype(np.float64)
     batch, length, channels = x.shape
     width = channels // heads
@@ -597,6 +609,8 @@ def _reference_attention(
     q = project("q").reshape(batch, length, heads, width).transpose(0, 2, 1, 3)
     k = project("k").reshape(batch, length, kv, width).transpose(0, 2, 1, 3)
     v = project("v").reshape(batch, length, kv, width).transpose(0, 2, 1, 3)
+    if rope is not None:
+        q, k = _rotate(q, rope), _rotate(k, rope)
     k, v = np.repeat(k, heads // kv, axis=1), np.repeat(v, heads // kv, axis=1)
     scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(width)
     if causal:
@@ -605,6 +619,49 @@ def _reference_attention(
     p = scores / scores.sum(axis=-1, keepdims=True)
     y = (p @ v).transpose(0, 2, 1, 3).reshape(batch, length, channels)
     return project("o", y)
+
+
+def _rotary_bases(view: GraphView, region: Sequence[onnx.NodeProto], width: int) -> list[float]:
+    """Rotary bases a region may use: read from a table of inverse frequencies base**(-2i/width)
+    among its constants (archc's and Hugging Face's `inv_freq`), else the contract's 10000."""
+    found: list[float] = []
+    # the constants the region reads, and those they are computed from (cos and sin of positions
+    # times inv_freq are static: computed from a Shape and the table)
+    todo = [i for n in region for i in n.input if i and not _computed(view, i)]
+    seen: set[str] = set()
+    while todo and len(seen) < 4 * MAX_REGION:
+        i = todo.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        p = view.producer(i)
+        if p is not None:
+            todo.extend(v for v in p.input if v and not _computed(view, v))
+        shape = shape_of(view, i)
+        if shape is None or math.prod(shape) > 4096:
+            continue
+        arr = view.static_value(i)
+        if arr is None or arr.dtype.kind != "f" or width < 4:
+            continue
+        flat = arr.reshape(-1).astype(np.float64)
+        if arr.ndim >= 2 and arr.shape[-1] == width and arr.shape[-2] > 1:
+            # a table of cos(p * inv_freq), as the dynamo exporter folds it: row 1 holds the angles
+            table = arr.reshape(-1, arr.shape[-2], width)[0].astype(np.float64)
+            if not np.allclose(table[0], 1.0):
+                continue
+            flat = np.arccos(np.clip(table[1, : width // 2], -1.0, 1.0))
+        elif arr.size != width // 2:
+            continue
+        if abs(flat[0] - 1.0) > 1e-4 or not 0 < flat[1] < 1:
+            continue
+        base = float(flat[1] ** (-width / 2))
+        # float32 tables give the base to a few digits only; the region run decides between
+        # the roundings (10000, 500000 are what models use)
+        for digits in (1, 2, 3, 6):
+            rounded = float(f"{base:.{digits}g}")
+            if rounded not in found:
+                found.append(rounded)
+    return found if 10000.0 in found else [*found, 10000.0]
 
 
 def _attention(view: GraphView, core: _Core) -> Match:
@@ -714,10 +771,14 @@ def _attention(view: GraphView, core: _Core) -> Match:
         got = _run(model, sample)
     except Exception as exc:  # noqa: BLE001 - any failure to run the region means it is not understood
         raise fail(f"its subgraph does not run on its own ({str(exc).splitlines()[0][:200]})") from None
-    causal = None
-    for candidate in (False, True):
-        if _close(got.reshape(shape), _reference_attention(sample, weights, heads, kv, candidate)):
-            causal = candidate
+    causal, rope = None, None
+    bases: list[float | None] = [None, *_rotary_bases(view, region, width)]
+    for base in bases:
+        for candidate in (False, True):
+            if _close(got.reshape(shape), _reference_attention(sample, weights, heads, kv, candidate, base)):
+                causal, rope = candidate, base
+                break
+        if causal is not None:
             break
     if causal is None:
         raise fail(
@@ -730,6 +791,10 @@ def _attention(view: GraphView, core: _Core) -> Match:
         statement += f" kv={kv}"
     if causal:
         statement += " causal=true"
+    if rope is not None:
+        statement += " rope=true"
+        if rope != 10000.0:
+            statement += f" rope_base={_number(rope)}"
     if not any(biases):
         statement += " bias=false"
     return Match(
