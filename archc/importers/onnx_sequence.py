@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,8 +126,8 @@ def _folded_shapes(view: GraphView) -> dict[str, tuple[int, ...]]:
 
     for node in view.node_list:
         outs = [o for o in node.output if o]
-        if all(view.is_static(o) for o in outs) or all(shape(o) is not None for o in outs):
-            continue
+        if all(shape(o) is not None for o in outs):
+            continue  # static nodes too: a sliced mask's shape is what the Where after it needs
         feeds: dict[str, np.ndarray] = {}
         specs: dict[str, tuple[int, tuple[int, ...]]] = {}
         for i in node.input:
@@ -342,7 +342,9 @@ def _producer_linear(view: GraphView, node: onnx.NodeProto) -> Linear | None:
 
 
 # --- running a subgraph --------------------------------------------------------------------
-def _submodel(view: GraphView, region: Sequence[onnx.NodeProto], x: str, y: str) -> onnx.ModelProto:
+def _submodel(
+    view: GraphView, region: Sequence[onnx.NodeProto], x: str, y: str, x_shape: tuple[int, ...] | None = None
+) -> onnx.ModelProto:
     """The region between `x` and `y` as a model of its own, with the constants it reads.
 
     Static values the region reads are computed by their own nodes (taken along),
@@ -378,7 +380,7 @@ def _submodel(view: GraphView, region: Sequence[onnx.NodeProto], x: str, y: str)
         todo.extend(p.input)
     order = {id(n): i for i, n in enumerate(view.node_list)}
     nodes.sort(key=lambda n: order[id(n)])
-    shape_x, shape_y = shape_of(view, x), shape_of(view, y)
+    shape_x, shape_y = x_shape or shape_of(view, x), None if x_shape else shape_of(view, y)
     graph = onnx.helper.make_graph(
         nodes,
         "region",
@@ -395,7 +397,6 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.intra_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.asarray(session.run(None, {name: x})[0])
@@ -582,11 +583,12 @@ def _module_output(view: GraphView, value: str, shape: tuple[int, ...]) -> str |
     return None
 
 
-def _rotate(t: np.ndarray, base: float) -> np.ndarray:
-    """archc's rotary embedding of [batch, heads, L, width] ("rotate half", as GPT-NeoX and Llama)."""
-    length, width = t.shape[-2], t.shape[-1]
+def _rotate(t: np.ndarray, base: float, positions: np.ndarray) -> np.ndarray:
+    """archc's rotary embedding of [batch, heads, len(positions), width] ("rotate half", as
+    GPT-NeoX and Llama)."""
+    width = t.shape[-1]
     inv_freq = base ** -(np.arange(0, width, 2, dtype=np.float64) / width)
-    angles = np.tile(np.outer(np.arange(length, dtype=np.float64), inv_freq), (1, 2))
+    angles = np.tile(np.outer(positions.astype(np.float64), inv_freq), (1, 2))
     half = width // 2
     rotated = np.concatenate([-t[..., half:], t[..., :half]], axis=-1)
     out: np.ndarray = t * np.cos(angles) + rotated * np.sin(angles)
@@ -594,31 +596,45 @@ def _rotate(t: np.ndarray, base: float) -> np.ndarray:
 
 
 def _reference_attention(
-    x: np.ndarray, w: dict[str, np.ndarray], heads: int, kv: int, causal: bool, rope: float | None = None
-) -> np.ndarray:
-    """archc's `attention` (the generated `Attention` module) in numpy, float64: [batch, L, C];
-    `rope` the rotary base, None without."""
-    x = x.astype(np.float64)
+    x: np.ndarray,
+    w: dict[str, np.ndarray],
+    heads: int,
+    kv: int,
+    rows: np.ndarray,
+) -> Callable[[bool, float | None], np.ndarray]:
+    """archc's `attention` (the generated `Attention` module) in numpy at the query positions
+    `rows`: a function of (causal, rotary base or None) giving [batch, len(rows), C]. Each output
+    position reads only its own row of scores, so a few rows check it at any length; the
+    projections are computed once for every hypothesis (float32 products, float64 after)."""
     batch, length, channels = x.shape
     width = channels // heads
 
-    def project(key: str, x: np.ndarray = x) -> np.ndarray:
-        out = x @ w[f"{key}.weight"].astype(np.float64).T
-        return out + w[f"{key}.bias"] if f"{key}.bias" in w else out
+    def project(key: str, x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (x.astype(np.float32) @ w[f"{key}.weight"].T).astype(np.float64)
+        if f"{key}.bias" in w:
+            out = out + w[f"{key}.bias"]
+        return out
 
-    q = project("q").reshape(batch, length, heads, width).transpose(0, 2, 1, 3)
-    k = project("k").reshape(batch, length, kv, width).transpose(0, 2, 1, 3)
-    v = project("v").reshape(batch, length, kv, width).transpose(0, 2, 1, 3)
-    if rope is not None:
-        q, k = _rotate(q, rope), _rotate(k, rope)
-    k, v = np.repeat(k, heads // kv, axis=1), np.repeat(v, heads // kv, axis=1)
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(width)
-    if causal:
-        scores = np.where(np.tril(np.ones((length, length), bool)), scores, -np.inf)
-    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    p = scores / scores.sum(axis=-1, keepdims=True)
-    y = (p @ v).transpose(0, 2, 1, 3).reshape(batch, length, channels)
-    return project("o", y)
+    q0 = project("q", x[:, rows]).reshape(batch, len(rows), heads, width).transpose(0, 2, 1, 3)
+    k0 = project("k", x).reshape(batch, length, kv, width).transpose(0, 2, 1, 3)
+    v = np.repeat(
+        project("v", x).reshape(batch, length, kv, width).transpose(0, 2, 1, 3), heads // kv, axis=1
+    )
+    allowed = rows[:, None] >= np.arange(length)[None, :]
+
+    def attend(causal: bool, rope: float | None) -> np.ndarray:
+        q, k = q0, k0
+        if rope is not None:
+            q, k = _rotate(q, rope, rows), _rotate(k, rope, np.arange(length))
+        scores = q @ np.repeat(k, heads // kv, axis=1).transpose(0, 1, 3, 2) / math.sqrt(width)
+        if causal:
+            scores = np.where(allowed, scores, -np.inf)
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        p = scores / scores.sum(axis=-1, keepdims=True)
+        y = (p @ v).transpose(0, 2, 1, 3).reshape(batch, len(rows), channels)
+        return project("o", y)
+
+    return attend
 
 
 def _rotary_bases(view: GraphView, region: Sequence[onnx.NodeProto], width: int) -> list[float]:
@@ -665,12 +681,10 @@ def _rotary_bases(view: GraphView, region: Sequence[onnx.NodeProto], width: int)
 
 
 def _attention(view: GraphView, core: _Core) -> Match:
-    where = _describe(view, core.softmax)
-
     def fail(why: str) -> UnrecognisedSequence:
         return UnrecognisedSequence(
             f"looks like attention but cannot be imported as one: {why}",
-            location=where,
+            location=_describe(view, core.softmax),
             hint="archc's `attention` is self-attention over [batch, L, C] with q, k, v and output projections "
             "and scores scaled by 1/sqrt(C/heads)",
         )
@@ -767,15 +781,19 @@ def _attention(view: GraphView, core: _Core) -> Match:
     model = _submodel(view, region, x, y)
     rng = np.random.default_rng(0)
     sample = rng.standard_normal(shape).astype(np.float32)
+    rows = np.unique(
+        np.linspace(0, length - 1, min(length, 24)).astype(np.int64)
+    )  # first and last among them
     try:
         got = _run(model, sample)
     except Exception as exc:  # noqa: BLE001 - any failure to run the region means it is not understood
         raise fail(f"its subgraph does not run on its own ({str(exc).splitlines()[0][:200]})") from None
     causal, rope = None, None
     bases: list[float | None] = [None, *_rotary_bases(view, region, width)]
+    reference = _reference_attention(sample, weights, heads, kv, rows)
     for base in bases:
         for candidate in (False, True):
-            if _close(got.reshape(shape), _reference_attention(sample, weights, heads, kv, candidate, base)):
+            if _close(got.reshape(shape)[:, rows], reference(candidate, base)):
                 causal, rope = candidate, base
                 break
         if causal is not None:
@@ -1399,9 +1417,11 @@ def match_gelu(view: GraphView, node: onnx.NodeProto) -> Match | None:
     shape = shape_of(view, x)
     if shape is None:
         return None
-    sample = np.linspace(-6, 6, math.prod(shape), dtype=np.float32).reshape(shape)
+    # element-wise: a short sample of the same rank checks it (scalar constants broadcast)
+    small = (*(1,) * (len(shape) - 1), 241)
+    sample = np.linspace(-6, 6, 241, dtype=np.float32).reshape(small)
     try:
-        got = _run(_submodel(view, region, x, y.output[0]), sample)
+        got = _run(_submodel(view, region, x, y.output[0], small), sample)
     except Exception:  # noqa: BLE001 - not runnable alone: not this pattern
         return None
     s = sample.astype(np.float64)
@@ -1411,7 +1431,7 @@ def match_gelu(view: GraphView, node: onnx.NodeProto) -> Match | None:
     else:
         from math import erf
 
-        want = 0.5 * s * (1 + np.vectorize(erf)(s / math.sqrt(2)))
+        want = 0.5 * s * (1 + np.array([erf(v) for v in (s / math.sqrt(2)).reshape(-1)]).reshape(s.shape))
         statement = "gelu"
     if not _close(got, want, 1e-5):
         return None
