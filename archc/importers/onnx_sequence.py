@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -1453,19 +1453,46 @@ def _descendant(view: GraphView, value: str, ops: Sequence[str], depth: int) -> 
     return None
 
 
+def _with_shape_readers(matcher: Matcher) -> Matcher:
+    """The matcher, its matches also holding the nodes that read their inner values' shapes only
+    (Shape, and the constant arithmetic after it): the TorchScript exporter takes the shape of
+    nearly every intermediate value, and a match may leave no value of its own read outside it."""
+
+    def match(view: GraphView, node: onnx.NodeProto) -> Match | None:
+        found = matcher(view, node)
+        if found is None:
+            return None
+        keys = set(found.nodes)
+        todo = [o for k in found.nodes for o in view.nodes[k].output if o and o != found.output]
+        while todo:
+            for c in view.consumers(todo.pop()):
+                key = view.key(c)
+                if key not in keys and all(view.is_static(o) for o in c.output if o):
+                    keys.add(key)
+                    todo.extend(o for o in c.output if o)
+        return found if len(keys) == len(found.nodes) else replace(found, nodes=frozenset(keys))
+
+    match.__name__ = matcher.__name__
+    match.__doc__ = matcher.__doc__
+    return match
+
+
 # In the order the importer tries them: attention before the linears it holds, a tied
 # projection before the plain per-position one.
-MATCHERS: tuple[Matcher, ...] = (
-    match_attention,
-    match_embedding,
-    match_posembed,
-    match_clstoken,
-    match_tokens,
-    match_select,
-    match_layernorm,
-    match_layernorm_decomposed,
-    match_rmsnorm,
-    match_gelu,
-    match_tied_fc,
-    match_position_linear,
+MATCHERS: tuple[Matcher, ...] = tuple(
+    _with_shape_readers(m)
+    for m in (
+        match_attention,
+        match_embedding,
+        match_posembed,
+        match_clstoken,
+        match_tokens,
+        match_select,
+        match_layernorm,
+        match_layernorm_decomposed,
+        match_rmsnorm,
+        match_gelu,
+        match_tied_fc,
+        match_position_linear,
+    )
 )
