@@ -13,9 +13,11 @@ the matcher finds the projections (one packed QKV, a packed KV or three), the
 module's input `x` (`[batch, L, C]`) and output, reads heads and key/value heads
 from the shapes, and then *runs* the subgraph between `x` and the output with
 onnxruntime on a random input beside archc's own attention with those weights.
-Only an exact match (causal or not) becomes an `attention` line; anything else
-that looks like attention is an `UnrecognisedSequence` error naming the node, so
-an import never approximates. The tanh GELU is checked the same way.
+Only an exact match (full or causal, with or without rotary positions) becomes
+an `attention` line; anything else that looks like attention is an
+`UnrecognisedSequence` error (E900) at the Softmax, so an import never
+approximates. GELU written out is checked the same way. docs/import-onnx-sequence.md
+lists the patterns.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 import onnx
 
 from archc.importers.common import ImportFailure
-from archc.importers.onnx_graph import NAME_SCOPES, GraphView, Match, Matcher, attr
+from archc.importers.onnx_graph import GraphView, Match, Matcher, attr
 
 # ops that only move or relabel elements: what lies between a module's input and its projections
 LAYOUT_OPS = frozenset(
@@ -213,7 +215,7 @@ def _number(x: float) -> str:
 
 def _name(view: GraphView, nodes: Iterable[onnx.NodeProto], fallback: str = "") -> str:
     """The dotted module path the nodes share (their common prefix), or `fallback`."""
-    paths = [_module_path(view, n).split(".") if _module_path(view, n) else [] for n in nodes]
+    paths = [view.scopes(n) for n in nodes]
     paths = [p for p in paths if p]
     if not paths:
         return fallback
@@ -224,27 +226,6 @@ def _name(view: GraphView, nodes: Iterable[onnx.NodeProto], fallback: str = "") 
             k += 1
         common = common[:k]
     return ".".join(common) or fallback
-
-
-def _module_path(view: GraphView, node: onnx.NodeProto) -> str:
-    """The dotted path of the module a node was written by. The dynamo exporter's `name_scopes`
-    lists each enclosing module's full path (`['', 'h.0', 'h.0.attn', 'matmul']`), the node's
-    own name last; the TorchScript exporter's paths come from the view."""
-    meta = view.metadata(node).get(NAME_SCOPES)
-    if meta is None:
-        return view.module_path(node)
-    scopes = [p for p in _listing(meta) if p]
-    return scopes[-2] if len(scopes) >= 2 else ""
-
-
-def _listing(text: str) -> list[str]:
-    import ast
-
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return []
-    return [str(v) for v in value] if isinstance(value, list | tuple) else []
 
 
 def _describe(view: GraphView, node: onnx.NodeProto) -> str:
@@ -895,7 +876,7 @@ def match_embedding(view: GraphView, node: onnx.NodeProto) -> Match | None:
         input=ids,
         output=node.output[0],
         statement=f"embedding V={v} D={d}",
-        name=_module_path(view, node) or _param_name(table),
+        name=view.module_path(node) or _param_name(table),
         weights={"weight": arr},
     )
 
@@ -915,7 +896,7 @@ def _embedding_tables(view: GraphView) -> dict[str, str]:
                     and _computed(view, ids)
                     and len(shape_of(view, table) or ()) == 2
                 ):
-                    found[table] = _module_path(view, n) or _param_name(table)
+                    found[table] = view.module_path(n) or _param_name(table)
         _TABLES[view] = found
     return _TABLES[view]
 
@@ -980,8 +961,8 @@ def match_posembed(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if found is None:
         return None
     table, name = found
-    if "." not in name and _module_path(view, node):
-        name = _module_path(view, node)  # a folded table's generated name says nothing; the module does
+    if "." not in name and view.module_path(node):
+        name = view.module_path(node)  # a folded table's generated name says nothing; the module does
     rows = table.shape[0]
     statement = "posembed" if rows == shape[1] else f"posembed T={rows}"
     return Match(
@@ -1122,7 +1103,7 @@ def match_tied_fc(view: GraphView, node: onnx.NodeProto) -> Match | None:
         input=lin.input,
         output=lin.output,
         statement=_fc_statement(lin.weight.shape[0], lin.bias is not None, tie),
-        name=_module_path(view, node),
+        name=view.module_path(node),
         weights=weights,
     )
 
@@ -1192,7 +1173,7 @@ def match_layernorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
         input=node.input[0],
         output=node.output[0],
         statement=statement,
-        name=_module_path(view, node),
+        name=view.module_path(node),
         weights=weights,
     )
 
@@ -1310,7 +1291,7 @@ def match_rmsnorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
             x,
             node.output[0],
             f"rmsnorm eps={_number(eps)}",
-            _module_path(view, node),
+            view.module_path(node),
             {"weight": scale},
         )
     if node.op_type not in ("Pow", "Mul") or not node.input or not _computed(view, node.input[0]):
@@ -1386,7 +1367,7 @@ def match_gelu(view: GraphView, node: onnx.NodeProto) -> Match | None:
         approx = attr(node, "approximate", "none")
         statement = "gelu" if approx == "none" else "gelu approx=tanh"
         return Match(
-            frozenset({view.key(node)}), node.input[0], node.output[0], statement, _module_path(view, node)
+            frozenset({view.key(node)}), node.input[0], node.output[0], statement, view.module_path(node)
         )
     if not node.input or not _computed(view, node.input[0]):
         return None
