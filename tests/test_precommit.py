@@ -115,6 +115,8 @@ def run_readme_snippet(repo: Path, tmp_path: Path) -> tuple[subprocess.Completed
     entry = config["repos"][0]
     rev, ids = str(entry["rev"]), [h["id"] for h in entry["hooks"]]
     if _git_out(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").returncode != 0:
+        if not _git_out(repo, "tag", "--list").stdout.strip():
+            pytest.skip(f"a clone without tags: the snippet's rev {rev!r} cannot be looked up here")
         pytest.fail(
             f"the README's pre-commit snippet names rev {rev!r}, which is no tag or commit of this "
             f"repository: `pre-commit run` fails for anyone who copies it (create the tag: git tag -a {rev})"
