@@ -121,6 +121,65 @@ class GPT2(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
+class SdpaAttention(GPT2Attention):
+    """As transformers' GPT2Attention with its default `sdpa` implementation: the packed c_attn
+    split in three, `scaled_dot_product_attention` under a boolean causal mask (the dynamo
+    exporter writes a `Split`, and a `Where(IsNaN(p), 0, p)` guard after the Softmax)."""
+
+    def forward(self, x: Any) -> Any:
+        q, k, v = self.c_attn(x).split(self.split_size, dim=2)
+        q, k, v = (
+            t.view(t.size()[:-1] + (self.num_heads, self.head_dim)).transpose(1, 2)  # noqa: RUF005
+            for t in (q, k, v)
+        )
+        length = x.size(1)
+        mask = torch.ones(length, length, dtype=torch.bool).tril()[None, None]
+        a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        a = a.transpose(1, 2).reshape(*x.shape[:-1], -1).contiguous()
+        return self.c_proj(a)
+
+
+class HFBlock(GPT2Block):
+    def __init__(self, d: int, h: int, n_pos: int) -> None:
+        super().__init__(d, h, n_pos, True)
+        self.attn = SdpaAttention(d, h, n_pos)
+
+
+class HFModel(nn.Module):
+    """transformers' GPT2Model: the position lookup `wpe(arange(T))` cast to the token
+    embedding's dtype and added in this container's own forward, the output viewed back."""
+
+    def __init__(self, v: int, d: int, h: int, n_pos: int, layers: int) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(v, d)
+        self.wpe = nn.Embedding(n_pos, d)
+        self.h = nn.ModuleList([HFBlock(d, h, n_pos) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(d)
+
+    def forward(self, ids: Any) -> Any:
+        shape = ids.size()
+        x = self.wte(ids)
+        pos = torch.arange(0, ids.size(-1), dtype=torch.long).unsqueeze(0)
+        x = x + self.wpe(pos).to(x.dtype)
+        for block in self.h:
+            x = block(x)
+        return self.ln_f(x).view((-1, *shape[1:], x.size(-1)))  # as transformers' output_shape
+
+
+class HFGPT2(nn.Module):
+    """transformers' GPT2LMHeadModel, tiny: `transformer` and an lm_head tied to transformer.wte
+    (its layers are in a scope of their own, so the tie names a layer inside it)."""
+
+    def __init__(self, v: int = 50, d: int = 32, h: int = 4, n_pos: int = 16, layers: int = 2) -> None:
+        super().__init__()
+        self.transformer = HFModel(v, d, h, n_pos, layers)
+        self.lm_head = nn.Linear(d, v, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, ids: Any) -> Any:
+        return self.lm_head(self.transformer(ids))
+
+
 class EncoderBlock(nn.Module):
     """torchvision's ViT EncoderBlock: nn.MultiheadAttention(batch_first=True) between LayerNorms."""
 
@@ -303,6 +362,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Any:
         if (which, exporter) not in cache:
             module, example = {
                 "gpt2": (GPT2, lambda: torch.randint(0, 50, (2, 8))),
+                "hf_gpt2": (HFGPT2, lambda: torch.randint(0, 50, (2, 8))),
                 "gpt2_unscaled": (lambda: GPT2(scale=False), lambda: torch.randint(0, 50, (2, 8))),
                 "vit": (ViT, lambda: torch.randn(2, 3, 32, 32)),
                 "vit_zero_out_bias": (ViT, lambda: torch.randn(2, 3, 32, 32)),
@@ -350,6 +410,29 @@ def test_gpt2_style(exported: Any, exporter: str) -> None:
     assert named["ln_f"].statement == "layernorm"
     assert named["lm_head"].statement == "fc 50 bias=false tie=wte"
     assert named["lm_head"].weights == {}
+
+
+@pytest.mark.parametrize("exporter", ALL_EXPORTERS)
+def test_hugging_face_gpt2_style(exported: Any, exporter: str) -> None:
+    """transformers' own patterns: sdpa (a Split of c_attn, the IsNaN guard under dynamo), the
+    position lookup cast and added inside `transformer`, a tie into that scope."""
+    module, view = exported("hf_gpt2", exporter)
+    matches = walk(view)
+    named = by_name(matches)
+    for i, block in enumerate(module.transformer.h):
+        attn = named[f"transformer.h.{i}.attn"]
+        assert attn.statement == "attention 4 causal=true"
+        same(attn.weights["k.weight"], block.attn.c_attn.weight.detach().numpy().T[32:64])
+    (pos,) = [m for m in matches if m.statement.startswith("posembed")]
+    table = module.transformer.wpe.weight
+    if exporter == "dynamo":  # the lookup of positions 0..7 folded into a constant, in transformer's scope
+        assert pos.statement == "posembed" and pos.name.startswith("transformer.")
+        same(pos.weights["weight"], table[:8])
+    else:  # the whole table, read at Range(0, T) and cast
+        assert (pos.statement, pos.name) == ("posembed T=16", "transformer.wpe")
+        same(pos.weights["weight"], table)
+    assert named["lm_head"].statement == "fc 50 bias=false tie=transformer.wte"
+    assert not [n for n in view.node_list if n.op_type == "Split" and not any(view.key(n) in m.nodes for m in matches)]
 
 
 @pytest.mark.parametrize("exporter", ALL_EXPORTERS)
@@ -459,6 +542,7 @@ def _run(model: Any, x: Any) -> Any:
 
 ROUND_TRIPS = {
     "gpt2": lambda: np.random.default_rng(0).integers(0, 50, (2, 8)).astype(np.int64),
+    "hf_gpt2": lambda: np.random.default_rng(0).integers(0, 50, (2, 8)).astype(np.int64),
     "vit": lambda: np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32),
     "encoder": lambda: np.random.default_rng(0).standard_normal((2, 5, 32)).astype(np.float32),
     "archc_gpt": lambda: np.random.default_rng(0).integers(0, 50, (2, 8)).astype(np.int64),
@@ -483,7 +567,9 @@ def test_round_trip(
     onnx.save(view.model, str(path))
     imported = onnx_import.import_onnx(path)
     net = loads(finish(imported), filename="model.arch")
-    assert net.params == sum(p.numel() for p in module.parameters())  # a tied weight counted once
+    # dynamo folds wpe(arange(8)) into a constant of 8 rows: the table's other 8 are not in the file
+    folded = 8 * 32 if which == "hf_gpt2" and exporter == "dynamo" else 0
+    assert net.params == sum(p.numel() for p in module.parameters()) - folded  # a tied weight counted once
     back = net.to_onnx(weights=imported.weights).SerializeToString()
     x = ROUND_TRIPS[which]()
     want = _run(str(path), x)

@@ -64,6 +64,18 @@ def test_a_tie_resolves_through_enclosing_scopes_and_to_the_owner() -> None:
     assert module.b.weight is module.a.weight is module.wte.weight
 
 
+def test_a_tie_may_name_a_layer_inside_an_earlier_scope() -> None:
+    """Hugging Face's GPT2LMHeadModel: `lm_head` ties to `transformer.wte`, a sibling scope's layer."""
+    net = archc.loads(
+        "input 8 tokens\nblock M { wte: embedding V=10 D=4; ln_f: layernorm }\n"
+        "block LM { transformer: M; lm_head: fc 10 bias=false tie=transformer.wte }\nmodel: LM\n"
+    )
+    assert net.graph.node("model.lm_head").attrs["tie"] == "model.transformer.wte"
+    assert net.params == 10 * 4 + 2 * 4
+    with pytest.raises(archc.SpecError, match=r"E122.*tie=transformer.wte: no layer"):
+        archc.loads("input 8 tokens\nwte: embedding V=10 D=4\nfc 10 tie=transformer.wte\n")
+
+
 def test_sequence_orders_follow_the_kinds() -> None:
     """batch x L x C around sequence layers, batch x C x L before a flatten (channels outermost);
     element-wise kinds keep what they get; the input is held as its first reader wants."""

@@ -237,6 +237,9 @@ class _ToSyntax(Transformer[Token, S.Program]):
     def keyword(self, key: Token, _eq: Token, expr: S.Expr) -> S.KeyArg:
         return S.KeyArg(str(key), expr, span_of_token(key))
 
+    def keyword_path(self, key: Token, _eq: Token, path: Token) -> S.KeyArg:
+        return S.KeyArg(str(key), S.Ref(str(path), span_of_token(path)), span_of_token(key))
+
     def body(self, opening: Token, *rest: Any) -> _Body:
         return _Body(rest[:-1], S.Braces(span_of_token(opening), span_of_token(rest[-1])))
 

@@ -128,11 +128,20 @@ class GraphView:
         fixed = onnx.ModelProto()
         fixed.CopyFrom(model)
         self.batch_free = False  # whether the batch was left open (`dynamic_axes`): messages then say N
+        symbols: set[str] = set()
         for inp in fixed.graph.input:
             dims = inp.type.tensor_type.shape.dim
             if dims and not dims[0].HasField("dim_value"):
+                if dims[0].dim_param:
+                    symbols.add(dims[0].dim_param)
                 dims[0].dim_value = 1  # batch 1: every shape concrete
                 self.batch_free = True
+        # the exporter's own shapes name the batch by the input's symbol: that symbol is 1 too
+        # (ONNX's inference keeps them where it stops, e.g. after an attention mask built from shapes)
+        for v in [*fixed.graph.value_info, *fixed.graph.output]:
+            for d in v.type.tensor_type.shape.dim:
+                if not d.HasField("dim_value") and d.dim_param in symbols:
+                    d.dim_value = 1
         try:
             inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
         except Exception:  # noqa: BLE001 - an inference failure leaves shapes unknown; matchers say so

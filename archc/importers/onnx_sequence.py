@@ -352,6 +352,10 @@ def _submodel(
             raise UnrecognisedSequence(f"the value {v!r} comes from outside the layer")
         if p.op_type == "Shape" and p.input[0] != x and p.input[0] not in produced:
             arr = view.static_value(v)
+            if arr is None:  # ONNX's inference gave up before it (a mask built from shapes)
+                full = shape_of(view, p.input[0])
+                if full is not None:
+                    arr = np.array(full[attr(p, "start", 0) : attr(p, "end", len(full))], np.int64)
             if arr is None:
                 raise UnrecognisedSequence(f"the shape {v!r} is unknown")
             initializers[v] = arr
@@ -487,6 +491,10 @@ def _core(view: GraphView, softmax: onnx.NodeProto) -> _Core | None:
         if matmuls:
             av = matmuls[0]
             break
+        guard = _nan_guard(view, out, readers)
+        if guard is not None:
+            out = guard
+            continue
         passes = [c for c in readers if c.op_type in ("Cast", "Dropout", "Identity")]
         if len(passes) != 1:
             return None
@@ -494,6 +502,19 @@ def _core(view: GraphView, softmax: onnx.NodeProto) -> _Core | None:
     if av is None:
         return None
     return _Core(softmax, qk, av)
+
+
+def _nan_guard(view: GraphView, value: str, readers: list[onnx.NodeProto]) -> str | None:
+    """`Where(IsNaN(p), 0, p)` after the Softmax (the dynamo exporter writes it for
+    `scaled_dot_product_attention`, whose fully masked rows would be NaN): its output, or None.
+    The region run decides whether the guard changes anything."""
+    if len(readers) != 2 or {c.op_type for c in readers} != {"IsNaN", "Where"}:
+        return None
+    isnan = next(c for c in readers if c.op_type == "IsNaN")
+    where = next(c for c in readers if c.op_type == "Where")
+    if list(where.input[:1]) != [isnan.output[0]] or where.input[2] != value or _computed(view, where.input[1]):
+        return None
+    return str(where.output[0])
 
 
 def _ancestors(view: GraphView, value: str, stop: set[str]) -> set[int]:
@@ -911,6 +932,9 @@ def _position_table(view: GraphView, value: str, length: int, channels: int) -> 
         return None
     if node is None:
         return None
+    if node.op_type in ("Cast", "Identity") and attr(node, "to", onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT:
+        # transformers casts the looked-up positions to the token embedding's dtype
+        return _position_table(view, node.input[0], length, channels)
     if node.op_type == "Gather" and view.is_initializer(node.input[0]) and attr(node, "axis", 0) == 0:
         table = view.weight(node.input[0])
         idx = view.static_value(node.input[1])
@@ -961,8 +985,11 @@ def match_posembed(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if found is None:
         return None
     table, name = found
-    if "." not in name and view.module_path(node):
-        name = view.module_path(node)  # a folded table's generated name says nothing; the module does
+    module = view.module_path(node)
+    if "." not in name and module:
+        # a folded table's generated name says nothing; its own module (archc's `posembed`) does,
+        # but a container that adds it in its forward (GPT-2's transformer) names its layers
+        name = f"{module}.{name}" if _container(view, module) else module
     rows = table.shape[0]
     statement = "posembed" if rows == shape[1] else f"posembed T={rows}"
     return Match(
@@ -973,6 +1000,20 @@ def match_posembed(view: GraphView, node: onnx.NodeProto) -> Match | None:
         name=name,
         weights={"weight": np.ascontiguousarray(table)},
     )
+
+
+_CONTAINERS: weakref.WeakKeyDictionary[GraphView, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _container(view: GraphView, module: str) -> bool:
+    """Whether some node lies in a module inside `module`."""
+    if view not in _CONTAINERS:
+        found: set[str] = set()
+        for n in view.node_list:
+            scopes = view.scopes(n)
+            found.update(".".join(scopes[:k]) for k in range(1, len(scopes)))
+        _CONTAINERS[view] = found
+    return module in _CONTAINERS[view]
 
 
 def match_clstoken(view: GraphView, node: onnx.NodeProto) -> Match | None:
@@ -1097,6 +1138,9 @@ def match_tied_fc(view: GraphView, node: onnx.NodeProto) -> Match | None:
     tie = _tie(view, lin, node)
     if tie is None:
         return None
+    scope = view.module_path(node).rpartition(".")[0]
+    if scope and tie.startswith(scope + "."):  # a tie names its layer from the fc's own scope
+        tie = tie[len(scope) + 1 :]
     weights = {} if lin.bias is None else {"bias": lin.bias}
     return Match(
         nodes=frozenset(view.key(n) for n in lin.nodes),
@@ -1434,6 +1478,21 @@ def _descendant(view: GraphView, value: str, ops: Sequence[str], depth: int) -> 
     return None
 
 
+def match_same_reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """A Reshape to the shape its input already has, the batch left free (Hugging Face's
+    `hidden_states.view(output_shape)` before the head): nothing to write."""
+    if node.op_type != "Reshape" or len(node.input) != 2 or not _computed(view, node.input[0]):
+        return None
+    before = shape_of(view, node.input[0])
+    if before is None or shape_of(view, node.output[0]) != before:
+        return None
+    target = view.static_value(node.input[1])
+    # -1 or 0 first: the same shape at batch 1 is the same shape at every batch
+    if target is None or target.ndim != 1 or target.size != len(before) or int(target[0]) not in (-1, 0):
+        return None
+    return Match(nodes=frozenset({view.key(node)}), input=node.input[0], output=node.output[0], statement="")
+
+
 def _with_shape_readers(matcher: Matcher) -> Matcher:
     """The matcher, its matches also holding the nodes that read their inner values' shapes only
     (Shape, and the constant arithmetic after it): the TorchScript exporter takes the shape of
@@ -1475,5 +1534,6 @@ MATCHERS: tuple[Matcher, ...] = tuple(
         match_gelu,
         match_tied_fc,
         match_position_linear,
+        match_same_reshape,
     )
 )
