@@ -414,11 +414,12 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     q = ctx.emit("Transpose", [q], f"{p}/q_t", perm=[0, 2, 1, 3])  # [batch, heads, L, width]
     v = ctx.emit("Transpose", [v], f"{p}/v_t", perm=[0, 2, 1, 3])
     if a["rope"]:
-        cos, sin = _rotary_tables(length, width, float(a["rope_base"]))
-        tables = (
-            ctx.constant(f"/const/rope{length}x{width}b{a['rope_base']:g}/cos", cos),
-            ctx.constant(f"/const/rope{length}x{width}b{a['rope_base']:g}/sin", sin),
-        )
+        rope = f"/const/rope{length}x{width}b{a['rope_base']:g}"
+        if f"{rope}/cos" not in ctx.constants:  # made once, shared by every layer
+            cos, sin = _rotary_tables(length, width, float(a["rope_base"]))
+            ctx.constant(f"{rope}/cos", cos)
+            ctx.constant(f"{rope}/sin", sin)
+        tables = (f"{rope}/cos", f"{rope}/sin")
         q = _rotate(ctx, q, f"{p}/q_rope", tables, width)
         k = ctx.emit("Transpose", [k], f"{p}/k_t", perm=[0, 2, 1, 3])
         k = _rotate(ctx, k, f"{p}/k_rope", tables, width)
@@ -434,8 +435,10 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     scores = ctx.emit("MatMul", [q, k], f"{p}/scores")
     scores = ctx.emit("Mul", [scores, ctx.constant(f"/const/scale{width}", 1.0 / float(np.sqrt(width)))], f"{p}/scaled")
     if a["causal"]:
-        mask = np.triu(np.full((length, length), -np.inf, np.float32), k=1)
-        scores = ctx.emit("Add", [scores, ctx.constant(f"/const/causal{length}", mask)], f"{p}/masked")
+        mask = f"/const/causal{length}"
+        if mask not in ctx.constants:  # made once (4 MB at L=1024), shared by every layer
+            ctx.constant(mask, np.triu(np.full((length, length), -np.inf, np.float32), k=1))
+        scores = ctx.emit("Add", [scores, mask], f"{p}/masked")
     probs = ctx.emit("Softmax", [scores], f"{p}/softmax", axis=-1)
     y = ctx.emit("MatMul", [probs, v], f"{p}/weighted")  # [batch, heads, L, width]
     y = ctx.emit("Transpose", [y], f"{p}/joined", perm=[0, 2, 1, 3])
