@@ -155,13 +155,17 @@ def _spread(xs: list[float], scale: float = 1.0) -> str:
 
 def _race(sessions: dict, x, rounds: int, per: int) -> dict[str, list[tuple[float, float]]]:  # type: ignore[type-arg,no-untyped-def]
     """`rounds` rounds; in each, every session runs `per` timed runs in turn, after one untimed run
-    (back in cache after the other graph's block); which goes first alternates from round to round."""
+    (back in cache after the other graph's block) when `per` > 1 (a run of a second or more is not
+    helped by it); which goes first alternates from round to round."""
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in sessions}
     names = list(sessions)
+    for sess in sessions.values():  # untimed: onnxruntime sizes its buffers for this batch
+        sess.run(None, {"input": x})
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             sess = sessions[name]
-            sess.run(None, {"input": x})
+            if per > 1:
+                sess.run(None, {"input": x})
             for _ in range(per):
                 times[name].append(_timed_cpu(lambda sess=sess: sess.run(None, {"input": x})))
     return times
