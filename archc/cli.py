@@ -27,7 +27,9 @@ COMMANDS = {
     "fmt": "rewrite specs in the canonical layout",
     "graph": "draw the network (DOT, SVG, PNG)",
     "lsp": "language server for editors (stdio)",
+    "import": "turn a Caffe prototxt or an ONNX model into a spec",
 }
+MODULES = {"import": "importer"}  # `import` is a Python keyword: no module may be named so
 
 
 def _chosen(argv: Sequence[str]) -> str | None:
@@ -48,7 +50,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     chosen = _chosen(sys.argv[1:] if argv is None else argv)
     for name, help_text in COMMANDS.items():
         if chosen is None or name == chosen:
-            importlib.import_module(f"archc.commands.{name}").register(sub)
+            importlib.import_module(f"archc.commands.{MODULES.get(name, name)}").register(sub)
         else:
             sub.add_parser(name, help=help_text)  # listed in --help; never run
     return parser

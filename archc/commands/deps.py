@@ -9,7 +9,7 @@ import importlib.util
 
 from archc.diagnostics import ArchError
 
-EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "numpy": "onnx", "torch": "torch"}
+EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "numpy": "onnx", "torch": "torch", "safetensors": "onnx"}
 
 
 def require(command: str, *modules: str) -> None:

@@ -1,0 +1,135 @@
+"""What every importer shares: the result it returns, the error it raises, and `finish`.
+
+An importer writes spec text as a person would (named layers, blocks, merges),
+without the header comment or the totals; `finish` adds those, formats the
+text and checks it. A spec that does not check is a bug in the importer, never
+the user's: `ImporterBug` says so and shows the spec's diagnostics.
+
+>>> spec = finish(Imported("input 8x8x3\\nconv1: conv K=4 F=3\\nrelu\\n", "tiny.prototxt"))
+>>> print(spec, end="")  # doctest: +ELLIPSIS
+# imported by archc 0.1.0 from tiny.prototxt
+input 8x8x3
+conv1: conv K=4 F=3
+relu
+<BLANKLINE>
+expect params = 112
+expect macs = 3_888
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from archc.api import CompileResult, Network, compile_text
+from archc.diagnostics import ArchError, Diagnostic, error, render, shown
+from archc.ir import Span
+from archc.tools.fmt import format_text
+from archc.version import __version__
+
+if TYPE_CHECKING:  # numpy only where weights are imported (ONNX); never for a prototxt
+    import numpy
+
+
+@dataclass
+class Imported:
+    """What an importer found."""
+
+    text: str  # the spec (block definitions + body), unformatted, without the header comment and expects
+    source: str  # the file name for the header comment
+    weights: dict[str, numpy.ndarray] | None = None  # by state_dict name (the spec's tensor names)
+
+
+class ImportFailure(ArchError):
+    """The model uses something the importer cannot express (or is not a model it can read).
+
+    `location` says where: `file:line:col` in a prototxt, or the ONNX node (its
+    name, op type, input and output shapes). Made with `at`, the error also
+    shows the source line with a caret under the offending token, as a spec
+    error does. Rendered as `LOCATION: error[E900]: message` and a hint.
+    """
+
+    CODE = "E900"
+
+    def __init__(self, message: str, location: str | None = None, hint: str | None = None) -> None:
+        self.message, self.location, self.hint = message, location, hint
+        self.diagnostic: Diagnostic | None = None  # with a span, when the source is text
+        self.source_path, self.source_text = "", ""
+        super().__init__(message)
+
+    @classmethod
+    def at(
+        cls, path: str, text: str, line: int, column: int, message: str, hint: str | None = None, width: int = 1
+    ) -> ImportFailure:
+        """An error at `line`:`column` (1-based) of a text file, shown with its line and a caret."""
+        failure = cls(message, f"{path}:{line}:{column}", hint)
+        span = Span(line=line, column=column, end_line=line, end_column=column + max(width, 1))
+        failure.diagnostic = error(cls.CODE, message, span, hint)
+        failure.source_path, failure.source_text = path, text
+        return failure
+
+    def render(self, color: bool = False) -> str:
+        """The message as `archc import` prints it (with the caret line when the source is text)."""
+        if self.diagnostic is not None:
+            return render(
+                [self.diagnostic], self.source_path, _lines_up_to(self.source_text, self.diagnostic), color
+            )
+        head = f"{shown(self.location)}: " if self.location else ""
+        return f"{head}error[{self.CODE}]: {self.message}" + (f"\n  hint: {self.hint}" if self.hint else "")
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def _lines_up_to(text: str, diag: Diagnostic) -> str:
+    """The text up to the diagnostic's line: rendering a 100 MB file's error splits only what it shows."""
+    line = diag.span.line if diag.span is not None else 0
+    cut = -1
+    for _ in range(line):
+        cut = text.find("\n", cut + 1)
+        if cut < 0:
+            return text
+    return text[:cut]
+
+
+class ImporterBug(ArchError):
+    """An importer wrote a spec that does not check: a bug in archc, reported with the spec's diagnostics."""
+
+
+def header(source: str) -> str:
+    return f"# imported by archc {__version__} from {shown(source)}\n"
+
+
+def finish(imported: Imported) -> str:
+    """The spec `archc import` writes: header comment, the importer's text, the totals asserted, formatted.
+
+    Raises `ImporterBug` when the text (or its formatted form) does not check,
+    or when the weights do not fit the spec.
+    """
+    name = f"<imported from {imported.source}>"
+    text = header(imported.source) + imported.text.rstrip("\n") + "\n"
+    network = _checked(compile_text(text, name), imported.source)
+    text += f"\nexpect params = {network.params:_}\nexpect macs = {network.macs:_}\n"
+    try:
+        formatted = format_text(text)
+    except ArchError as exc:
+        raise ImporterBug(f"the imported spec of {shown(imported.source)} does not format: {exc}") from exc
+    network = _checked(compile_text(formatted, name), imported.source)
+    if imported.weights is not None:
+        from archc.analysis.tensors import tensor_specs
+        from archc.backends.weights import validate
+
+        try:
+            validate(network.analysis, tensor_specs(network.analysis), imported.weights)
+        except ArchError as exc:
+            raise ImporterBug(f"the weights imported from {shown(imported.source)} do not fit its spec: {exc}") from exc
+    return formatted
+
+
+def _checked(result: CompileResult, source: str) -> Network:
+    if result.network is None:
+        raise ImporterBug(
+            f"the spec imported from {shown(source)} does not check; this is a bug in archc's importer, "
+            f"please report it with the model:\n{result.render()}"
+        )
+    return result.network

@@ -1,0 +1,321 @@
+"""A read-only view of an ONNX graph for the importer's pattern matchers.
+
+The importer (`archc.importers.onnx`) reads a model as `torch.onnx.export`
+writes it and covers its nodes with *matches*: each match is one archc layer
+(a conv, an attention, a silu written as Sigmoid+Mul) made of some ONNX nodes,
+with one input value and one output value. Merges of several computed values
+(Add, Concat, Mul of two branches) are not matches: the importer turns them
+into `residual`, `add`, `concat` and `multiply` when it recovers the structure.
+
+A matcher is a function `match(view, node) -> Match | None`. The importer
+visits the nodes in topological order and, at each node no earlier match has
+consumed, tries the matchers of `archc.importers.onnx.MATCHERS` in order
+(the sequence matchers of `archc.importers.onnx_sequence` first, then the CNN
+ones); the first match wins and its nodes are consumed. A matcher is tried at
+the *first* node of its pattern in topological order (for attention: one of
+the projections that read x; for silu: the Sigmoid), and may look anywhere
+from there (`view.consumers`, `view.producer`).
+
+Nodes that only compute constants (Shape -> Gather -> Concat feeding a
+Reshape, Constant) are never visited: `view.is_static(value)` says so, and
+`view.static_value(value)` evaluates them.
+
+>>> import onnx
+>>> from onnx import helper, TensorProto
+>>> g = helper.make_graph(
+...     [helper.make_node("Relu", ["x"], ["y"], name="/act/Relu")], "g",
+...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+>>> view = GraphView(helper.make_model(g))
+>>> view.shape("y"), view.module_path(view.nodes["/act/Relu"])
+((1, 4), 'act')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+# the metadata keys the dynamo exporter writes on every node (torch >= 2.5)
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+CLASS_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
+STATIC_OPS = frozenset({"Constant", "Shape", "Size", "ConstantOfShape"})
+
+
+@dataclass(frozen=True)
+class Match:
+    """One archc layer made of ONNX nodes.
+
+    `statement` is the layer line without a name (`conv K=64 F=3 P=1 bias=false`);
+    `name` the dotted module path it came from (`layer1.0.conv1`, "" when the
+    model does not say); `weights` its tensors keyed relative to the layer, as
+    archc's PyTorch back-end names them (`weight`, `bias`, `running_mean`, ...).
+    `input` and `output` are the ONNX values it reads and writes; `nodes` the
+    names of the nodes it consumed (at least the one it was tried at).
+    """
+
+    nodes: frozenset[str]
+    input: str
+    output: str
+    statement: str
+    name: str = ""
+    weights: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+Matcher = Callable[["GraphView", onnx.NodeProto], "Match | None"]
+
+
+def node_key(node: onnx.NodeProto, index: int) -> str:
+    """A node's identity: its name, or its position where the exporter left it unnamed."""
+    return node.name or f"#{index}"
+
+
+class GraphView:
+    """Nodes by output, consumers, constants as numpy, shapes from shape inference, metadata.
+
+    `model` should hold the graph only: the importer hands large initializers
+    in as `weights` (name -> a function reading the array), so that a 100 MB
+    model is never copied whole into the view. The batch dimension of the
+    input is fixed at 1 for shape inference, so every shape is concrete
+    (MACs are counted at batch 1).
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        weights: Mapping[str, Callable[[], np.ndarray]] | None = None,
+        weight_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> None:
+        graph = model.graph
+        self.model = model
+        self.graph = graph
+        self.node_list = list(graph.node)
+        self.nodes: dict[str, onnx.NodeProto] = {node_key(n, i): n for i, n in enumerate(self.node_list)}
+        self.keys: dict[int, str] = {id(n): node_key(n, i) for i, n in enumerate(self.node_list)}
+        self.producers: dict[str, onnx.NodeProto] = {o: n for n in self.node_list for o in n.output if o}
+        self._consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.node_list:
+            for i in dict.fromkeys(n.input):
+                if i:
+                    self._consumers.setdefault(i, []).append(n)
+        self._readers: dict[str, Callable[[], np.ndarray]] = dict(weights or {})
+        self._inits = {t.name: t for t in graph.initializer}
+        self._shapes: dict[str, tuple[int, ...]] = dict(weight_shapes or {})
+        self._shapes.update({t.name: tuple(t.dims) for t in graph.initializer})
+        self.inputs = [i.name for i in graph.input if i.name not in self._inits and i.name not in self._readers]
+        self.outputs = [o.name for o in graph.output]
+        self._static_cache: dict[str, np.ndarray | None] = {}
+        self._infer(model)
+
+    # --- shapes ---------------------------------------------------------------------------
+    def _infer(self, model: onnx.ModelProto) -> None:
+        fixed = onnx.ModelProto()
+        fixed.CopyFrom(model)
+        for inp in fixed.graph.input:
+            dims = inp.type.tensor_type.shape.dim
+            if dims and not dims[0].HasField("dim_value"):
+                dims[0].dim_value = 1  # batch 1: every shape concrete
+        try:
+            inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+        except Exception:  # noqa: BLE001 - an inference failure leaves shapes unknown; matchers say so
+            inferred = fixed
+        g = inferred.graph
+        self.types: dict[str, int] = {}
+        for v in [*g.input, *g.value_info, *g.output]:
+            t = v.type.tensor_type
+            self.types[v.name] = t.elem_type
+            dims = t.shape.dim
+            if t.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                self._shapes[v.name] = tuple(d.dim_value for d in dims)
+
+    def shape(self, value: str) -> tuple[int, ...] | None:
+        """The value's shape at batch 1 (ONNX's order: `[1, C, H, W]`), None when unknown."""
+        return self._shapes.get(value)
+
+    # --- graph ----------------------------------------------------------------------------
+    def key(self, node: onnx.NodeProto) -> str:
+        """The name a `Match` uses for a node."""
+        return self.keys[id(node)]
+
+    def producer(self, value: str) -> onnx.NodeProto | None:
+        return self.producers.get(value)
+
+    def consumers(self, value: str) -> list[onnx.NodeProto]:
+        return self._consumers.get(value, [])
+
+    def only_consumer(self, value: str) -> onnx.NodeProto | None:
+        """The one node reading `value`, or None when several (or none, or a graph output) do."""
+        found = self.consumers(value)
+        return found[0] if len(found) == 1 and value not in self.outputs else None
+
+    def is_initializer(self, value: str) -> bool:
+        return value in self._inits or value in self._readers
+
+    def is_static(self, value: str) -> bool:
+        """Whether the value is known before the input is: an initializer, a Constant, or computed
+        from those and from shapes only (Shape -> Gather -> Concat as exporters write a Reshape)."""
+        if not value or self.is_initializer(value):
+            return True
+        node = self.producers.get(value)
+        if node is None:
+            return False
+        if node.op_type in STATIC_OPS:
+            return True
+        return all(self.is_static(i) for i in node.input)
+
+    def static_value(self, value: str) -> np.ndarray | None:
+        """The value of a static value (see `is_static`), or None when it cannot be known here."""
+        if value in self._static_cache:
+            return self._static_cache[value]
+        result = self._evaluate(value)
+        self._static_cache[value] = result
+        return result
+
+    def _evaluate(self, value: str) -> np.ndarray | None:
+        if value in self._readers:
+            return self._readers[value]()
+        if value in self._inits:
+            return numpy_helper.to_array(self._inits[value])
+        node = self.producers.get(value)
+        if node is None:
+            return None
+        if node.op_type in ("Identity", "Dropout") and node.input:
+            return self.static_value(node.input[0])
+        if node.op_type == "Constant":
+            return _constant(node)
+        if node.op_type == "Shape":
+            shape = self.shape(node.input[0])
+            if shape is None:
+                return None
+            start, end = attr(node, "start", 0), attr(node, "end", len(shape))
+            return np.array(shape[start:end], np.int64)
+        if node.op_type == "Size":
+            shape = self.shape(node.input[0])
+            return None if shape is None else np.array(math.prod(shape), np.int64)
+        ins = [self.static_value(i) if i else None for i in node.input]
+        if any(v is None and i for v, i in zip(ins, node.input, strict=True)):
+            return None
+        if sum(v.size for v in ins if v is not None) > 4096:
+            return None  # shape arithmetic only: never evaluate a weight-sized computation here
+        try:
+            from onnx.reference import ReferenceEvaluator
+
+            one = onnx.helper.make_graph(
+                [node],
+                "static",
+                [onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                 for i, v in zip(node.input, ins, strict=True) if i and v is not None],
+                [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output],
+            )
+            opsets = [onnx.helper.make_opsetid(o.domain, o.version) for o in self.model.opset_import]
+            model = onnx.helper.make_model(one, opset_imports=opsets)
+            feeds = {i: v for i, v in zip(node.input, ins, strict=True) if i and v is not None}
+            outs: list[Any] = list(ReferenceEvaluator(model).run(None, feeds))  # one array per output
+        except Exception:  # noqa: BLE001 - not evaluable here: the caller treats it as unknown
+            return None
+        return np.asarray(outs[list(node.output).index(value)])
+
+    def weight(self, value: str) -> np.ndarray | None:
+        """A constant's array (an initializer, also through Identity; float32 for floating point),
+        read when asked; None for a value computed from the input."""
+        if not self.is_static(value):
+            return None
+        arr = self.static_value(value)
+        if arr is not None and arr.dtype.kind == "f" and arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        return arr
+
+    # --- metadata -------------------------------------------------------------------------
+    def metadata(self, node: onnx.NodeProto) -> dict[str, str]:
+        return {p.key: p.value for p in node.metadata_props}
+
+    def scopes(self, node: onnx.NodeProto) -> list[str]:
+        """The module path of a node as a list of attribute names (`['layer1', '0', 'conv1']`).
+
+        From the dynamo exporter's `name_scopes` metadata (a list of the modules'
+        attribute names, the root's "" first), else from the TorchScript
+        exporter's node name (`/layer1/layer1.0/conv1/Conv`: each part a
+        module's name, dotted below its parent), else from archc's own (the
+        dotted layer name). Empty when the model does not say.
+        """
+        meta = self.metadata(node)
+        if NAME_SCOPES in meta:
+            names = _listing(meta[NAME_SCOPES])
+            parts: list[str] = []
+            for n in names:
+                parts.extend(p for p in n.split(".") if p)
+            return parts
+        name = node.name
+        if name.startswith("/"):
+            pieces = [p for p in name.split("/") if p][:-1]  # the last is the op ("Conv", "Conv_1")
+            parts, previous = [], ""
+            for piece in pieces:
+                # TorchScript writes an indexed child under its container's own name
+                # ("/features/features.1/conv/conv.0/Conv"): keep the new part only
+                new = piece[len(previous) + 1 :] if previous and piece.startswith(previous + ".") else piece
+                parts.extend(p for p in new.split(".") if p)
+                previous = piece
+            return parts
+        if name and "/" not in name and not name.startswith("#"):
+            return [p for p in name.split(".") if p]
+        return []
+
+    def module_path(self, node: onnx.NodeProto) -> str:
+        """`scopes` joined with dots: `layer1.0.conv1`."""
+        return ".".join(self.scopes(node))
+
+    def classes(self, node: onnx.NodeProto) -> list[str]:
+        """The dynamo exporter's `class_hierarchy` (`['torchvision.models.resnet.ResNet', ...]`), else []."""
+        meta = self.metadata(node)
+        return _listing(meta[CLASS_HIERARCHY]) if CLASS_HIERARCHY in meta else []
+
+    def describe(self, node: onnx.NodeProto) -> str:
+        """A node for an error message: name, op type, input and output shapes."""
+        def shapes(values: Iterator[str] | list[str]) -> str:
+            return ", ".join(_shape_text(self.shape(v)) for v in values if v)
+
+        return (
+            f"node {node.name or '(unnamed)'!r} ({node.op_type}), inputs [{shapes(list(node.input))}] "
+            f"-> outputs [{shapes(list(node.output))}]"
+        )
+
+
+def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """A node attribute as a Python value (ints, floats, lists, strings), or `default`."""
+    for a in node.attribute:
+        if a.name == name:
+            value = onnx.helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def _constant(node: onnx.NodeProto) -> np.ndarray | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name in ("value_float", "value_int"):
+            return np.array(onnx.helper.get_attribute_value(a))
+        if a.name in ("value_floats", "value_ints"):
+            return np.array(list(onnx.helper.get_attribute_value(a)))
+    return None
+
+
+def _listing(text: str) -> list[str]:
+    """The exporter's metadata lists are Python literals (`['', 'layer1']`); read them without eval."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return []
+    return [str(v) for v in value] if isinstance(value, list | tuple) else []
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "?" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
