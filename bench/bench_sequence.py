@@ -234,6 +234,97 @@ _PLAIN = {  # standard ONNX ops, to pick out what onnxruntime fused
 }
 
 
+# --- forms of attention --------------------------------------------------------------------
+def attention_forms(length: int = 128, width: int = 768, heads: int = 12) -> dict[str, bytes]:
+    """GPT-2's causal attention block (q, k, v and o projections included) as archc lowers it, and
+    the same block, same weights, in the other forms worth trying on onnxruntime's CPU provider."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    import archc
+    from archc.backends.onnx.generate import build_model
+
+    net = archc.loads(f"input {length}x{width}\na: attention {heads} causal=true\n", "block.arch")
+    base = build_model(net.analysis, weights="random")
+    nodes = list(base.graph.node)
+    head, tail = nodes[:9], nodes[-3:]  # the q, k, v projections (Transpose, MatMul, Add each); o's
+    assert [n.output[0] for n in head[2::3]] == ["a/q", "a/k", "a/v"] and tail[1].input[0] == "a/heads_joined"
+    dim = width // heads
+
+    def variant(middle: list, opset: int = 20, extra: tuple = (), keep_tail: bool = True) -> bytes:  # type: ignore[type-arg]
+        model = onnx.ModelProto()
+        model.CopyFrom(base)
+        del model.graph.node[:]
+        model.graph.node.extend(middle + tail if keep_tail else middle)
+        model.graph.initializer.extend(extra)
+        del model.opset_import[:]
+        model.opset_import.append(helper.make_opsetid("", opset))
+        model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+        onnx.checker.check_model(model, full_check=True)
+        return model.SerializeToString()
+
+    ints = lambda name, values: onnx.numpy_helper.from_array(np.array(values, np.int64), name)  # noqa: E731
+    core = nodes[9:-3]  # heads split, scores, mask, Softmax, weighted sum, heads joined
+    fused = [
+        *(n for n in head if n.op_type == "Transpose"),
+        helper.make_node("Concat", [f"a.{n}.weight/T" for n in "qkv"], ["qkv.weight"], axis=1),
+        helper.make_node("Concat", [f"a.{n}.bias" for n in "qkv"], ["qkv.bias"], axis=0),
+        helper.make_node("MatMul", ["input", "qkv.weight"], ["qkv/matmul"]),
+        helper.make_node("Add", ["qkv/matmul", "qkv.bias"], ["qkv"]),
+        helper.make_node("Reshape", ["qkv", "/qkv/shape"], ["qkv/heads"]),
+        helper.make_node("Transpose", ["qkv/heads"], ["qkv/t"], perm=[2, 0, 3, 1, 4]),  # [3, batch, heads, L, dim]
+        helper.make_node("Split", ["qkv/t"], ["q3", "k3", "v3"], axis=0, num_outputs=3),
+        *(helper.make_node("Squeeze", [f"{n}3", "/axis0"], [f"a/{n}_t4"]) for n in "qkv"),
+        helper.make_node("Transpose", ["a/k_t4"], ["a/k_t"], perm=[0, 1, 3, 2]),
+        helper.make_node("Identity", ["a/q_t4"], ["a/q_t"]),
+        helper.make_node("Identity", ["a/v_t4"], ["a/v_t"]),
+        *(n for n in core if n.op_type not in ("Reshape", "Transpose") or n.output[0] in ("a/joined", "a/heads_joined")),
+    ]
+    k_like_q = [*head, *(n for n in core if n.output[0] != "a/k_t")]
+    at = next(i for i, n in enumerate(k_like_q) if n.output[0] == "a/scores")
+    k_like_q[at:at] = [
+        helper.make_node("Transpose", ["a/k/heads"], ["a/k_t4"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["a/k_t4"], ["a/k_t"], perm=[0, 1, 3, 2]),
+    ]
+    gemm = [helper.make_node("Reshape", ["input", "/rows"], ["input/rows"])]  # [batch*L, C]: Gemm takes 2-D
+    for n in "qkvo":
+        reads, made = ("input/rows", f"a/{n}") if n != "o" else ("a/heads_joined/rows", "output")
+        if n == "o":
+            gemm += [*core, helper.make_node("Reshape", ["a/heads_joined", "/rows"], ["a/heads_joined/rows"])]
+        gemm.append(helper.make_node("Gemm", [reads, f"a.{n}.weight", f"a.{n}.bias"], [f"{made}/rows"], transB=1))
+        gemm.append(helper.make_node("Reshape", [f"{made}/rows", "/seq"], [made]))
+    standard = [*head, helper.make_node("Attention", ["a/q", "a/k", "a/v"], ["a/heads_joined"], is_causal=1,
+                                        q_num_heads=heads, kv_num_heads=heads)]
+    return {
+        "archc (three MatMuls, Transposes, FusedMatMul, Add mask)": base.SerializeToString(),
+        "k transposed as q is, then [0,1,3,2]": variant(k_like_q),
+        "one q,k,v MatMul + Split": variant(fused, extra=(ints("/qkv/shape", [0, length, 3, heads, dim]), ints("/axis0", [0]))),
+        "q, k, v, o as Reshape + Gemm (bias inside)": variant(
+            gemm, extra=(ints("/rows", [-1, width]), ints("/seq", [-1, length, width])), keep_tail=False
+        ),
+        "opset-23 Attention op": variant(standard, opset=23),
+    }
+
+
+def bench_forms(rounds: int) -> None:
+    import numpy as np
+
+    print("forms of GPT-2's attention block (projections included; batch 8, T=128), onnxruntime CPU, one thread,")
+    print("CPU ms a run, median [quartiles], interleaved; ratio = archc's form / this one (above 1.0 this one is faster)")
+    forms = attention_forms()
+    x = np.random.default_rng(0).standard_normal((8, 128, 768), dtype=np.float32)
+    sessions = {name: _session(model, threads=1) for name, model in forms.items()}
+    outs = {name: s.run(None, {"input": x})[0] for name, s in sessions.items()}
+    times = _race(sessions, x, rounds, 3)
+    first = next(iter(forms))
+    base = statistics.median(c for _, c in times[first])
+    for name, runs in times.items():
+        cpu = [c for _, c in runs]
+        err = float(np.abs(outs[name] - outs[first]).max() / np.abs(outs[first]).max())
+        print(f"    {name:58} {_spread(cpu, 1e3):>24}  {base / statistics.median(cpu):.3f}x  (error vs archc's {err:.0e})")
+
+
 # --- (b) compile ----------------------------------------------------------------------------
 def peak_run(argv: list[str]) -> tuple[float, int]:
     """Wall seconds and the process's own peak RSS (VmHWM) of one `archc` run."""
@@ -324,7 +415,11 @@ def bench_check(tmp: Path, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs")
+    parser.add_argument("--forms", action="store_true", help="only: forms of the attention block (about 2 min)")
     args = parser.parse_args()
+    if args.forms:
+        bench_forms(4 if args.quick else 12)
+        return
     with tempfile.TemporaryDirectory(prefix="archc-bench-") as d:
         tmp = Path(d)
         bench_check(tmp, 5 if args.quick else 15)

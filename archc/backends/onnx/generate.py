@@ -397,6 +397,14 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     into a constant when the session starts), heads split by Reshape and Transpose, scores
     scaled after their MatMul (onnxruntime fuses the scale into it), a constant additive causal
     mask, Softmax over the last axis, the weighted sum, heads joined and the output projection.
+
+    Against the other forms, on onnxruntime 1.32's CPU provider (`bench/bench_sequence.py --forms`:
+    GPT-2's block, batch 8, one thread): k transposed as q is (optimised into this same graph),
+    one q,k,v MatMul + Split and Reshape + Gemm projections came within the run-to-run noise
+    (+-4%); the opset-23 `Attention` op, same outputs, 1-8% faster on the block, 1-2% of GPT-2,
+    whose GEMMs are 93% of its time: not worth a newer default opset. onnxruntime's CPU
+    AttentionFusion matches BERT's graph with a mask input, or GPT-2's Gemm export, only: it
+    fuses neither this graph nor torch.onnx.export's.
     """
     (x,) = ctx.inputs(node)
     a, p = node.attrs, node.name
