@@ -147,10 +147,10 @@ def _timed_cpu(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _spread(xs: list[float], scale: float = 1.0) -> str:
+def _spread(xs: list[float], scale: float = 1.0, digits: int = 1) -> str:
     """median [first quartile - third quartile]"""
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
-    return f"{q[1] * scale:7.1f} [{q[0] * scale:.1f}-{q[2] * scale:.1f}]"
+    return f"{q[1] * scale:7.{digits}f} [{q[0] * scale:.{digits}f}-{q[2] * scale:.{digits}f}]"
 
 
 def _race(sessions: dict, x, rounds: int, per: int) -> dict[str, list[tuple[float, float]]]:  # type: ignore[type-arg,no-untyped-def]
@@ -214,7 +214,7 @@ def bench_throughput(tmp: Path, rounds: int) -> None:
             for kind, runs, i in (("wall", default, 0), ("CPU", default, 1), ("CPU, 1 thread", single, 1)):
                 a, t = [r[i] for r in runs["archc"]], [r[i] for r in runs["torch.onnx.export"]]
                 paired = [tt / aa for aa, tt in zip(a, t, strict=True)]
-                ratios.append(f"{kind} {statistics.median(t) / statistics.median(a):.2f}x (paired {_spread(paired).strip()})")
+                ratios.append(f"{kind} {statistics.median(t) / statistics.median(a):.2f}x (paired {_spread(paired, digits=2).strip()})")
             print(f"    ratio at batch {batch}: " + "; ".join(ratios) + "  (target >= 1.0x)")
         for name, model in models.items():
             ops = fused_ops(model, tmp, x)
