@@ -402,7 +402,7 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     GPT-2's block, batch 8, one thread): k transposed as q is (optimised into this same graph),
     one q,k,v MatMul + Split and Reshape + Gemm projections came within the run-to-run noise
     (+-4%); the opset-23 `Attention` op, same outputs, 1-8% faster on the block, 1-2% of GPT-2,
-    whose GEMMs are 93% of its time: not worth a newer default opset. onnxruntime's CPU
+    whose GEMMs are 95% of its time: not worth a newer default opset. onnxruntime's CPU
     AttentionFusion matches BERT's graph with a mask input, or GPT-2's Gemm export, only: it
     fuses neither this graph nor torch.onnx.export's.
     """
