@@ -16,12 +16,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from archc.analysis import Analysis, LayerFacts, analyze
-from archc.diagnostics import Diagnostic, SpecError, TargetError, error, render
+from archc.diagnostics import (
+    MAX_SHOWN,
+    Diagnostic,
+    SpecError,
+    TargetError,
+    error,
+    in_order,
+    render,
+    source_lines,
+)
 from archc.frontend import syntax as S
 from archc.frontend.elaborate import elaborate
-from archc.frontend.parser import syntax_tree
+from archc.frontend.parser import parse_tree
 from archc.ir import Assertion, Graph, Span
 from archc.kinds import KINDS, per_dimension_attrs
+from archc.limits import DEFAULT_MAX_LAYERS
 
 if TYPE_CHECKING:  # the generators import torch / onnx; never on the path of `check`
     import onnx
@@ -62,6 +72,7 @@ class CompileResult(NamedTuple):
     graph: Graph | None = None  # None when the spec has no usable input
     analysis: Analysis | None = None
     partial_diagnostics: tuple[Diagnostic, ...] = ()
+    omitted: int = 0  # diagnostics found past the MAX_SHOWN kept (in source order): "... and N more"
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -72,7 +83,7 @@ class CompileResult(NamedTuple):
         return tuple(d for d in self.diagnostics if not d.is_error)
 
     def render(self, color: bool = False) -> str:
-        return render(self.diagnostics, self.path, self.text, color)
+        return render(self.diagnostics, self.path, self.text, color, self.omitted)
 
 
 class Network:
@@ -210,7 +221,7 @@ def ignored_on_lines(text: str) -> dict[int, frozenset[str]]:
     {2: frozenset({'W001'})}
     """
     found: dict[int, frozenset[str]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(source_lines(text), start=1):  # the lines the lexer counts
         _, hash_, comment = line.partition("#")  # the language has no strings: the first # starts the comment
         if hash_:
             codes = [c.strip() for m in _IGNORE_COMMENT.finditer(comment) for c in m.group(1).split(",")]
@@ -232,16 +243,25 @@ def _unignored(diags: list[Diagnostic], text: str, ignore: frozenset[str]) -> li
     ]
 
 
-def compile_text(text: str, filename: str = "<string>", ignore: frozenset[str] = frozenset()) -> CompileResult:
+def compile_text(
+    text: str,
+    filename: str = "<string>",
+    ignore: frozenset[str] = frozenset(),
+    max_layers: int = DEFAULT_MAX_LAYERS,
+) -> CompileResult:
     """Parse, elaborate and analyse source text; never raises on a bad spec.
 
     Warnings whose code is in `ignore`, or that a `# archc: ignore[CODE]` comment on their line names, are dropped.
+    `max_layers`: the most layers the spec may elaborate to (`--max-layers`),
+    counted before a repeat or block call makes them (E140).
     """
     with gc_paused():
-        return _compile_text(text, filename, ignore)
+        return _compile_text(text, filename, ignore, max_layers)
 
 
-def _compile_text(text: str, filename: str, ignore: frozenset[str] = frozenset()) -> CompileResult:
+def _compile_text(
+    text: str, filename: str, ignore: frozenset[str] = frozenset(), max_layers: int = DEFAULT_MAX_LAYERS
+) -> CompileResult:
     if not text.strip():
         diag = error(
             "E401",
@@ -250,12 +270,12 @@ def _compile_text(text: str, filename: str, ignore: frozenset[str] = frozenset()
             "a spec needs at least `input HxWxC` and one layer",
         )
         return CompileResult(filename, text, None, (diag,))
-    program, diags = syntax_tree(text)
+    program, diags, omitted = parse_tree(text)
     # `diags` stop at the first stage that failed, as `archc check` always reported them;
     # the later stages still run, on what the earlier ones built, their findings kept apart.
     parsed = not diags
     partial: list[Diagnostic] = []
-    graph, more = elaborate(program, _network_name(filename))
+    graph, more = elaborate(program, _network_name(filename), max_layers)
     (diags if parsed else partial).extend(more)
     elaborated = parsed and graph is not None and graph.complete
     analysis = None
@@ -263,22 +283,40 @@ def _compile_text(text: str, filename: str, ignore: frozenset[str] = frozenset()
         analysis, more = analyze(graph)
         (diags if elaborated else partial).extend(more)
     diags, partial = _unignored(diags, text, ignore), _unignored(partial, text, ignore)
-    found = (program, graph, analysis, tuple(partial))
+    found = (program, graph, analysis, tuple(_capped(partial)[0]))
+    diags, more_omitted = _capped(diags)
+    omitted += more_omitted
     if not elaborated or analysis is None or not analysis.complete or any(d.is_error for d in diags):
         assertions = graph.assertions if elaborated and graph is not None else ()
-        return CompileResult(filename, text, None, tuple(diags), assertions, *found)
+        return CompileResult(filename, text, None, tuple(diags), assertions, *found, omitted)
     assert graph is not None
     warnings = tuple(d for d in diags if not d.is_error)
     network = Network(analysis, filename, text, warnings)
-    return CompileResult(filename, text, network, tuple(diags), graph.assertions, *found)
+    return CompileResult(filename, text, network, tuple(diags), graph.assertions, *found, omitted)
 
 
-def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
-    """Read a spec file; unreadable, binary and non-UTF-8 files become diagnostics."""
+def _capped(diags: list[Diagnostic]) -> tuple[list[Diagnostic], int]:
+    """At most MAX_SHOWN diagnostics, the first in source order (kept in the order found), and how many more.
+
+    Every output (text, JSON, GitHub annotations, JUnit) shows what is kept and
+    "... and N more": a spec with 100,000 bad lines makes a report of 50.
+    """
+    if len(diags) <= MAX_SHOWN:
+        return diags, 0
+    first = {id(d) for d in in_order(diags)[:MAX_SHOWN]}
+    return [d for d in diags if id(d) in first], len(diags) - MAX_SHOWN
+
+
+def read_source(path: Path, tree: Path | None = None) -> tuple[str | None, Diagnostic | None]:
+    """Read a spec file; unreadable, binary and non-UTF-8 files become diagnostics.
+
+    `tree`: the directory the file was found in, which a symbolic link must not
+    leave (default: the working directory; see `archc.files.read_regular`).
+    """
     from archc.files import NotASpecFile, read_regular
 
     try:
-        data = read_regular(path)  # a FIFO, a device or a /proc file is refused, never read
+        data = read_regular(path, tree)  # a FIFO, a device or a /proc file is refused, never read
     except FileNotFoundError:
         return None, error("E400", "no such file", None, "check the path")
     except IsADirectoryError:
@@ -287,6 +325,11 @@ def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
         return None, error("E400", str(exc), None, "archc reads .arch specs from regular files only")
     except OSError as exc:
         return None, error("E400", f"cannot read the file: {exc.strerror}", None)
+    return decode_source(data)
+
+
+def decode_source(data: bytes) -> tuple[str | None, Diagnostic | None]:
+    """A spec's bytes as text (a UTF-8 BOM dropped); binary and non-UTF-8 bytes become diagnostics."""
     if b"\x00" in data:
         line, col = _position(data, data.index(b"\x00"))
         return None, error(
@@ -316,31 +359,22 @@ def _position(data: bytes, offset: int) -> tuple[int, int]:
     return data.count(b"\n", 0, offset) + 1, len(before) + 1
 
 
-def _shown_text(path: Path, upto_line: int) -> str:
-    """A binary or non-UTF-8 file up to its bad line, printable, so the caret has a line.
+def compile_file(
+    path: str | Path,
+    ignore: frozenset[str] = frozenset(),
+    max_layers: int = DEFAULT_MAX_LAYERS,
+    tree: Path | None = None,
+) -> CompileResult:
+    """`compile_text` of a file; unreadable, binary and non-UTF-8 files are diagnostics too.
 
-    Undecodable bytes become U+FFFD and control characters '?', one character
-    each, so the columns from `_position` still point at the bad byte.
+    A file that is not a spec (binary, not UTF-8) is located but none of its
+    lines is quoted: it may be anything a link pointed at. `tree`: see `read_source`.
     """
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    text = b"\n".join(data.split(b"\n")[:upto_line]).decode("utf-8", errors="replace")
-    return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
-
-
-def compile_file(path: str | Path, ignore: frozenset[str] = frozenset()) -> CompileResult:
-    """`compile_text` of a file; unreadable, binary and non-UTF-8 files are diagnostics too."""
-    p = Path(path)
-    text, problem = read_source(p)
+    text, problem = read_source(Path(path), tree)
     if problem is not None:
-        # Give the renderer the file's text for a bad byte (E402/E403), so the
-        # error shows the line and a caret; with "" it showed neither.
-        shown = _shown_text(p, problem.span.line) if problem.span is not None else ""
-        return CompileResult(str(path), shown, None, (problem,))
+        return CompileResult(str(path), "", None, (problem,))
     assert text is not None
-    return compile_text(text, str(path), ignore)
+    return compile_text(text, str(path), ignore, max_layers)
 
 
 def _raise_if_invalid(result: CompileResult) -> Network:
@@ -349,11 +383,11 @@ def _raise_if_invalid(result: CompileResult) -> Network:
     return result.network
 
 
-def load(path: str | Path) -> Network:
+def load(path: str | Path, max_layers: int = DEFAULT_MAX_LAYERS) -> Network:
     """Load and check a `.arch` file; raises `SpecError` with rendered diagnostics."""
-    return _raise_if_invalid(compile_file(path))
+    return _raise_if_invalid(compile_file(path, max_layers=max_layers))
 
 
-def loads(text: str, filename: str = "<string>") -> Network:
+def loads(text: str, filename: str = "<string>", max_layers: int = DEFAULT_MAX_LAYERS) -> Network:
     """Load and check spec text; `filename` names it in messages (and names the network)."""
-    return _raise_if_invalid(compile_text(text, filename))
+    return _raise_if_invalid(compile_text(text, filename, max_layers=max_layers))

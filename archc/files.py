@@ -70,8 +70,10 @@ def why_not_a_spec(path: Path, tree: Path | None = None) -> str | None:
 
     `tree`: the directory being walked. A symbolic link found there must lead
     to a file inside it and outside its hidden folders (`.git`), the folders
-    the walk itself skips; a link named on the command line is the user's choice.
-    Never blocks: nothing is opened.
+    the walk itself skips. A spec named on the command line is checked with
+    the working directory as its tree (`read_regular`): a shell glob
+    (`specs/*.arch`) names the links a pull request adds as surely as a walk
+    finds them. Never blocks: nothing is opened.
     """
     try:
         link = stat.S_ISLNK(os.lstat(path).st_mode)
@@ -99,13 +101,16 @@ def why_not_a_spec(path: Path, tree: Path | None = None) -> str | None:
     return None
 
 
-def read_regular(path: Path) -> bytes:
+def read_regular(path: Path, tree: Path | None = None) -> bytes:
     """The bytes of a regular file. Raises `NotASpecFile` (never blocking) for anything else.
 
+    `tree`: the directory `path` was found in (default: the working directory);
+    a symbolic link that leaves it is refused (`why_not_a_spec`), so that
+    `specs/model.arch -> ../.git/config` is never read, and never quoted.
     The file is opened non-blocking and checked again once open, so that a
     file swapped for a FIFO between the check and the read cannot hang us.
     """
-    problem = why_not_a_spec(path)
+    problem = why_not_a_spec(path, tree=Path(os.curdir) if tree is None else tree)
     if problem == "no such file or directory":
         raise FileNotFoundError(errno.ENOENT, problem, str(path))
     if problem is not None:

@@ -1,5 +1,10 @@
 """The limits that keep an untrusted spec, weight file or model from filling the disk or the memory.
 
+A spec is bounded before anything is built from it: its numbers (`MAX_NUMBER`,
+`MAX_DIM`, `MIN_MAGNITUDE`), how deep it nests (`MAX_DEPTH`) and how many
+layers it elaborates to (`--max-layers`, default `DEFAULT_MAX_LAYERS`, counted
+before a repeat or a block call creates them).
+
 A 45-byte spec (`input 1` / `fc 1000000000000`) describes 8 TB of weights, and a
 40-byte ONNX input shape asks for more memory than any machine has. So before
 archc writes a model, loads weights or starts onnxruntime, it compares the
@@ -16,7 +21,6 @@ bytes that would be written or allocated with `--max-size` (default
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -24,6 +28,14 @@ from pathlib import Path
 
 from archc.diagnostics import ArchError, shown
 
+# --- specs -----------------------------------------------------------------------------------------
+MAX_NUMBER = 10**18  # a number written or computed: 1e18 (an int64 holds it; no network needs more)
+MIN_MAGNITUDE = 1e-300  # a nonzero number smaller than this would round to 0 (or a subnormal) as a float
+MAX_DIM = 2**31 - 1  # a size: a layer's key (K, F, N...), a dimension of a shape (the largest int32)
+MAX_DEPTH = 100  # braces and parentheses inside each other, and block calls inside those (a real spec: < 10)
+DEFAULT_MAX_LAYERS = 1_000_000  # layers a spec may elaborate to (`--max-layers`); a repeat copy with none counts as one
+
+# --- models ----------------------------------------------------------------------------------------
 DEFAULT_MAX_SIZE = 4 * 2**30  # bytes: 7x VGG-16's weights, a 1-billion-parameter float32 model
 DEFAULT_TIMEOUT = 60.0  # seconds that `archc run` gives the model
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -35,6 +47,8 @@ class LimitError(ArchError):
 
 def parse_size(text: str) -> int:
     """argparse type: `4G`, `512M`, `100K` or a number of bytes (units are powers of 1024)."""
+    import argparse  # only the CLI calls this; the front end imports the constants above
+
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
     if match is None:
         raise argparse.ArgumentTypeError(f"expected a size such as 4G, 512M or 1000000, not {text!r}")

@@ -134,8 +134,55 @@ def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_directory_without_specs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(capsys, "check", str(tmp_path))
-    assert code == 1 and "error[E404]: no .arch files in this directory" in err
+    """No spec found is a usage error (exit 2), not "1 spec checked: 1 invalid"."""
+    code, out, err = run(capsys, "check", str(tmp_path))
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == f"archc check: error: no spec found: no .arch files in {tmp_path}"
+
+
+def test_an_empty_directory_beside_specs_is_a_warning_not_a_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, "check", str(tmp_path), ALEXNET)
+    assert code == 0 and out.splitlines()[-1] == "1 spec checked: 1 valid, 0 invalid"
+    assert err == f"archc: warning: no .arch files in {tmp_path}\n"
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_check_dash_reads_standard_input(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _stdin(monkeypatch, (ROOT / ALEXNET).read_bytes())
+    code, out, err = run(capsys, "check", "-")
+    assert code == 0 and err == ""
+    assert out.splitlines() == ["ok    <stdin>  AlexNet  28,823,912 params  614.3M MACs", "1 spec checked: 1 valid, 0 invalid"]
+
+
+def test_check_dash_names_stdin_in_errors(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _stdin(monkeypatch, b"\xef\xbb\xbfinput 8x8x3\r\nconv K=4 F=9\r\n")  # a BOM and CRLF, as an editor may send
+    code, out, err = run(capsys, "check", "-", "-")  # named twice, read once
+    assert code == 1 and out == "1 spec checked: 0 valid, 1 invalid\n"
+    assert err == (
+        "<stdin>:2:10: error[E200]: conv1: conv output would be 0x0: the 9x9 window does not fit the 8x8 input with padding 0x0\n"
+        "  2 | conv K=4 F=9\n"
+        "    |          ^\n"
+        "  hint: use a smaller F, more padding P, or a larger input\n"
+    )
+
+
+def test_check_dash_from_a_pipe(tmp_path: Path) -> None:
+    """Through a real pipe, as `cat spec.arch | archc check -` runs."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "archc", "check", "-", "--format", "json"],
+        input=b"input 4\nfc 3\n",
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["files"][0]["path"] == "<stdin>" and report["files"][0]["params"] == 15
 
 
 @pytest.mark.parametrize(

@@ -163,6 +163,28 @@ def test_a_device_is_written_in_place(tmp_path: Path) -> None:
     assert Path("/dev/null").is_char_device()
 
 
+def test_dev_null_just_compiles_every_target(capsys) -> None:
+    """README: "`-o /dev/null` just compiles". Without --to it failed: "cannot tell the target from 'null'"."""
+    assert main(["compile", LENET, "-o", "/dev/null"]) == 0
+    out = capsys.readouterr().out
+    assert out == "compiled " + LENET + " (LeNet5, 61,706 params) to PyTorch source and ONNX opset 20, wrote nothing\n"
+    assert Path("/dev/null").is_char_device()
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("input 8x8x3\nforward: conv K=4 F=3\n", "E113"),  # PyTorch source cannot take the name
+        ("input 4096x4096x1\nadaptiveavgpool 4095\n", "E603"),  # ONNX's averaging matrices would be too big
+    ],
+)
+def test_dev_null_fails_where_either_target_would(tmp_path: Path, capsys, text: str, code: str) -> None:
+    spec = tmp_path / "s.arch"
+    spec.write_text(text)
+    assert main(["compile", str(spec), "-o", "/dev/null"]) == 1
+    assert f"error[{code}]" in capsys.readouterr().err
+
+
 def test_negative_seed_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["compile", LENET, "-o", "x.onnx", "--seed", "-5"])

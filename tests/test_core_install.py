@@ -21,7 +21,7 @@ def test_summary_without_rich_prints_a_plain_table(no_rich: None, capsys: pytest
     assert main(["summary", str(SPECS / "alexnet_lecture.arch"), "--explain"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[1].split() == ["Layer", "Kind", "Output", "Params", "MACs"]
+    assert lines[1].split() == ["Layer", "Kind", "Output", "Params", "%", "params", "MACs", "%", "MACs"]
     assert any(ln.split()[:1] == ["conv1"] and "55x55x96" in ln and "34,944" in ln for ln in lines)
     assert any(ln.startswith("pool3") and "2x2x256" in ln for ln in lines)
     assert "28,823,912" in out and "(227 - 11 + 2*0)/4 + 1 = 55" in out

@@ -39,10 +39,11 @@ def assert_well_formed(rendered: str, diagnostics: tuple[Diagnostic, ...]) -> No
     for i in heads:
         assert lines[i + 1].lstrip().split(" ", 1)[0].isdigit(), rendered  # `  3 | source`
         assert CARET.match(lines[i + 2]), rendered
-        # the caret sits under the column the head names
+        # the caret sits under the column the head names (a long line is cut around it: "...")
         col = int(HEAD.match(lines[i]).group("col"))  # type: ignore[union-attr]
         bar = lines[i + 1].index("|")
-        assert lines[i + 2].index("^") == bar + 1 + col, rendered
+        if not lines[i + 1][bar:].startswith("| ..."):
+            assert lines[i + 2].index("^") == bar + 1 + col, rendered
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
@@ -69,11 +70,9 @@ def _codes_in_core() -> set[str]:
 
 
 # Codes covered elsewhere: file-level problems have no line (test_cli.py), bytes
-# are written by the tests below, E140 needs a monkeypatched limit
-# (test_elaborate.py), E142 some 10,000 nested levels (too slow for a golden case),
-# E199 is unreachable (an internal guard).
+# are written by the tests below, E199 is unreachable (an internal guard).
 # E113 is written in archc.frontend.naming but raised by the PyTorch back-end (tests/test_torch_gen.py)
-NOT_GOLDEN = {"E113", "E140", "E142", "E199", "E400", "E402", "E403", "E404"}
+NOT_GOLDEN = {"E113", "E199", "E400", "E402", "E403", "E404"}
 
 
 def test_golden_cases_cover_every_code_the_core_emits() -> None:
@@ -114,9 +113,8 @@ def test_binary_file(tmp_path: Path) -> None:
     (d,) = r.errors
     assert (d.code, d.span.line, d.span.column) == ("E402", 2, 3)  # type: ignore[union-attr]
     out = r.render()
-    assert f"{tmp_path / 'weights.arch'}:2:3: error[E402]: this is a binary file, not a .arch spec" in out
-    assert_well_formed(out, r.diagnostics)
-    assert "\x00" not in out
+    # located, but no line of it is quoted: a file that is not a spec may be anything a link named
+    assert out == f"{tmp_path / 'weights.arch'}:2:3: error[E402]: this is a binary file, not a .arch spec\n  hint: archc reads .arch text files"
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:
@@ -125,7 +123,7 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     (d,) = r.errors
     assert (d.code, d.span.line, d.span.column) == ("E403", 2, 10)  # type: ignore[union-attr]
     assert d.message == "the file is not UTF-8 (byte 0xe9)"
-    assert_well_formed(r.render(), r.diagnostics)
+    assert "input 3x3x3" not in r.render() and "relu" not in r.render()
 
 
 def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
@@ -145,7 +143,9 @@ def test_empty_and_blank_files(tmp_path: Path) -> None:
 def test_render_caps_at_max_shown() -> None:
     text = "input 3\n" + "bogus\n" * (MAX_SHOWN + 5)
     r = compile_text(text, "t.arch")
-    assert len(r.errors) == MAX_SHOWN + 5
+    # the result keeps the first MAX_SHOWN, in source order, and counts the rest
+    assert len(r.errors) == MAX_SHOWN and r.omitted == 5
+    assert r.errors[-1].span.line == MAX_SHOWN + 1  # type: ignore[union-attr]
     assert r.render().endswith("... and 5 more")
 
 

@@ -27,6 +27,12 @@ CLI_VIEWS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _full_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tables as a file gets them: full width, whatever the terminal running the tests says."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     capsys.readouterr()
     assert main(argv) == 0

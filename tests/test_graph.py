@@ -58,7 +58,7 @@ def edges(dot: str) -> list[tuple[str, str, str]]:
 
 
 def test_a_box_per_layer_and_an_edge_per_input(net: archc.Network) -> None:
-    dot = to_dot(net)
+    dot = to_dot(net, fold=False)
     assert sorted(node_ids(dot)) == sorted(["input", *(n.name for n in net.graph.nodes)])
     wanted = sorted((src, n.name) for n in net.graph.nodes for src in n.inputs)
     assert sorted((a, b) for a, b, _ in edges(dot)) == wanted
@@ -66,7 +66,7 @@ def test_a_box_per_layer_and_an_edge_per_input(net: archc.Network) -> None:
 
 
 def test_residuals_branch(net: archc.Network) -> None:
-    dot = to_dot(net)
+    dot = to_dot(net, fold=False)
     into_add = [(a, extra) for a, b, extra in edges(dot) if b == "layer1.0.residual1"]
     # the body's end and the identity shortcut (the copy's input), dashed
     assert into_add == [("layer1.0.conv1", ""), ("stem", into_add[1][1])]
@@ -90,7 +90,7 @@ def test_concat_has_one_edge_per_branch(net: archc.Network) -> None:
 
 
 def test_clusters_for_block_instances(net: archc.Network) -> None:
-    dot = to_dot(net)
+    dot = to_dot(net, fold=False)
     labels = re.findall(r"subgraph cluster_\d+ \{\n\s*label=<<B>([^<]*)</B>>", dot)
     assert labels == [
         "layer1: repeat x2",
@@ -135,8 +135,62 @@ def test_escaping() -> None:
 def test_every_spec_draws() -> None:
     for path in sorted(SPECS.glob("*.arch")):
         net = archc.load(path)
-        dot = to_dot(net)
+        dot = to_dot(net, fold=False)
         assert len(node_ids(dot)) == len(net.graph.nodes) + 1, path
+        assert len(node_ids(to_dot(net))) <= len(net.graph.nodes) + 1, path
+
+
+def test_activations_fold_into_the_layer_before(net: archc.Network) -> None:
+    dot = to_dot(net)
+    ids = node_ids(dot)
+    # layer2's body: conv then relu, one box; the relu after the residual's sum keeps its own
+    body = next(line for line in dot.splitlines() if line.strip().startswith('"layer2.conv1" ['))
+    assert "conv K=16 F=3 S=2 P=1 + relu" in body and 'tooltip="layer2.conv1 + layer2.relu1"' in body
+    assert "layer2.relu1" not in ids and "layer2.relu2" in ids
+    pairs = [(a, b) for a, b, _ in edges(dot)]
+    assert ("layer2.conv1", "layer2.residual1") in pairs  # the folded relu's reader reads the box
+    assert ("layer2.residual1", "layer2.relu2") in pairs
+    # `--all` draws every layer
+    assert "layer2.relu1" in node_ids(to_dot(net, fold=False))
+
+
+def test_an_activation_whose_input_has_other_readers_keeps_its_box() -> None:
+    spec = "input 8x8x4\nc: conv K=4 F=3 P=1\nconcat {\n  branch { relu }\n  branch { identity }\n}\n"
+    dot = to_dot(archc.loads(spec, "fork.arch"))
+    assert "relu1" in node_ids(dot)  # c is read by relu and by identity: relu is a box of its own
+
+
+def test_rankdir(net: archc.Network, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "rankdir=LR;" in to_dot(net, rankdir="LR")
+    with pytest.raises(ValueError):
+        to_dot(net, rankdir="XY")
+    spec = tmp_path / "mini.arch"
+    spec.write_text(SPEC)
+    assert main(["graph", str(spec), "--rankdir", "LR", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "rankdir=LR;" in out and '"layer2.relu1" [' in out
+    with pytest.raises(SystemExit) as info:
+        main(["graph", str(spec), "--rankdir", "sideways"])
+    assert info.value.code == 2
+
+
+def test_branches_are_held_in_concat_order(net: archc.Network) -> None:
+    dot = to_dot(net)
+    assert '{ rank=same; "fire.conv2" -> "fire.conv3" -> "fire.identity1" [style=invis]; }' in dot
+    # declared in forward order: a cluster where its first layer is, not after its parent's own boxes
+    googlenet = to_dot(archc.load(SPECS / "googlenet.arch"))
+    assert googlenet.index('"inception3a.branch1.conv" [') < googlenet.index('"inception3a.maxpool1" [')
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
+def test_branches_are_drawn_left_to_right_in_concat_order() -> None:
+    """Graphviz's own layout: GoogLeNet's four branches, 1x1 | 3x3 | 5x5 | pool, as the paper draws them."""
+    dot = to_dot(archc.load(SPECS / "googlenet.arch"))
+    plain = subprocess.run(["dot", "-Tplain"], input=dot.encode(), capture_output=True, check=True).stdout.decode()
+    x = {f[1].strip('"'): float(f[2]) for f in (line.split() for line in plain.splitlines()) if f[0] == "node"}
+    for inception in ("inception3a", "inception4c", "inception5b"):
+        heads = [f"{inception}.{h}" for h in ("branch1.conv", "branch2a.conv", "branch3a.conv", "maxpool1")]
+        assert [x[h] for h in heads] == sorted(x[h] for h in heads), inception
 
 
 @pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")

@@ -53,22 +53,26 @@ def test_error_nodes_stand_in_the_body_around_them() -> None:
     assert isinstance(rep, S.Repeat) and kinds(rep.body) == ["ErrorStmt", "LayerStmt"]
 
 
-def test_where_recovery_gives_up_the_statements_before_are_kept() -> None:
-    # line 3 opens a body: blanking it would unbalance the braces, so recovery stops there
+def test_an_error_on_a_line_that_opens_a_body_stands_in_that_body() -> None:
+    # (recovery once gave up on a line that opens a body; it skips the statement alone now)
     text = "input 8x8x3\nrelu\nrepeat 2 { conv K=\n  relu\n}\nfc 10  # the end\n"
     program, diags = syntax_tree(text)
     assert len(diags) == 1
-    assert kinds(program.statements) == ["InputDecl", "LayerStmt", "ErrorStmt"]
-    rest = program.statements[2].span
-    assert (rest.line, rest.column, rest.end_line, rest.end_column) == (3, 1, 6, 6)
+    assert kinds(program.statements) == ["InputDecl", "LayerStmt", "Repeat", "LayerStmt"]
+    rep = program.statements[2]
+    assert isinstance(rep, S.Repeat) and kinds(rep.body) == ["ErrorStmt", "LayerStmt"]
+    err = rep.body[0].span
+    assert (err.line, err.column, err.end_line, err.end_column) == (3, 12, 3, 20)  # `conv K=`
 
 
-def test_where_recovery_gives_up_inside_a_body_the_rest_is_in_that_body() -> None:
+def test_an_error_inside_a_body_keeps_the_statements_around_it() -> None:
+    # the `}` on line 6 closes the repeat, so block B is never closed: E002 says so, and keeps its body
     text = "input 8x8x3\nblock B {\n  relu\n  repeat 2 { conv K=\n  relu\n}\nB\n"
-    program, _ = syntax_tree(text)
+    program, diags = syntax_tree(text)
+    assert [d.code for d in diags] == ["E001", "E002"]
     _, block = program.statements
-    assert isinstance(block, S.BlockDef) and kinds(block.body) == ["LayerStmt", "ErrorStmt"]
-    assert block.body[1].span.line == 4 and block.body[1].span.end_line == 7
+    assert isinstance(block, S.BlockDef) and kinds(block.body) == ["LayerStmt", "Repeat", "LayerStmt"]
+    assert kinds(block.body[1].body) == ["ErrorStmt", "LayerStmt"]  # type: ignore[union-attr]
 
 
 def test_an_unclosed_brace_keeps_its_body() -> None:
@@ -78,13 +82,14 @@ def test_an_unclosed_brace_keeps_its_body() -> None:
     assert isinstance(rep, S.Repeat) and kinds(rep.body) == ["LayerStmt", "LayerStmt"]
 
 
-def test_a_head_waiting_for_its_brace_is_cut_off_too() -> None:
-    # the error is on line 3 (`}` closes nothing open); the kept lines end in a head (`repeat 2`)
-    # whose body never comes: the tree keeps line 1 and marks the rest
+def test_a_head_waiting_for_its_brace_is_one_error_node() -> None:
+    # the error is on line 3 (`}` where the body's `{` should be): the head on line 2 and
+    # that `}` are one error node, and the statements after it are kept
     program, diags = syntax_tree("input 8x8x3\nrepeat 2\n}\nrelu\n")
     assert diags
-    assert kinds(program.statements) == ["InputDecl", "ErrorStmt"]
-    assert program.statements[1].span.line == 2
+    assert kinds(program.statements) == ["InputDecl", "ErrorStmt", "LayerStmt"]
+    err = program.statements[1].span
+    assert (err.line, err.end_line) == (2, 3)
 
 
 # --- the graph and its facts -------------------------------------------------------------------

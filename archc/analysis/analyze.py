@@ -13,16 +13,13 @@ from functools import cached_property
 from itertools import accumulate
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from archc.analysis import orders as sequence_orders
 from archc.diagnostics import Diagnostic, error, warning
-from archc.ir import INPUT, Assertion, Graph, Node, Physical, Shape, written_layout
+from archc.ir import INPUT, Assertion, Frozen, Graph, Node, Physical, Shape, written_layout
 from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, WindowKind, apply, uneven_division
 
 
-class LayerFacts(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LayerFacts(Frozen):
 
     name: str
     kind: str
@@ -46,8 +43,7 @@ class LayerFacts(BaseModel):
         return Applied(attrs, self.inputs, self.output, self.window)
 
 
-class Totals(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class Totals(Frozen):
 
     weights: int = 0
     biases: int = 0
@@ -59,14 +55,12 @@ class Totals(BaseModel):
         return self.weights + self.biases
 
 
-class Analysis(BaseModel):
+class Analysis(Frozen):
     """Everything derived from a graph. `facts` is keyed by node name, in forward order.
 
     Of an incomplete graph, or after shape errors, `facts` holds every node whose
     inputs are known and whose shape rule held, and `totals` sums those.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     graph: Graph
     facts: dict[str, LayerFacts]

@@ -12,19 +12,20 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from archc.analysis import si
 from archc.api import CompileResult, compile_file
-from archc.commands.common import use_color
-from archc.diagnostics import Diagnostic, Severity, error, render_one, shown
+from archc.commands.common import add_max_layers, use_color
+from archc.diagnostics import Diagnostic, Severity, error, render_one, shown, source_lines
+from archc.limits import DEFAULT_MAX_LAYERS
 
 FORMATS = ("text", "json", "github", "junit")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="validate specs", description=__doc__)
-    p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories")
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories; - reads a spec from standard input")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument(
         "--ignore",
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="output format (default: github under GitHub Actions, else text)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE (json, junit)")
+    add_max_layers(p)
     p.set_defaults(run=run, parser=p)
 
 
@@ -57,29 +59,49 @@ def _warning_codes(text: str) -> frozenset[str]:
     return codes
 
 
-def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]:
+STDIN = Path("-")  # `archc check -`: the spec on standard input, named <stdin> in messages
+STDIN_NAME = "<stdin>"
+
+
+class Collected(NamedTuple):
+    files: list[Path]  # each spec once, in the order named (STDIN for `-`)
+    problems: list[tuple[str, Diagnostic]]  # paths that are not specs to read, with why
+    trees: dict[Path, Path]  # the directory each file was found in (absent: named on the command line)
+
+
+def collect(paths: list[str], stdin: bool = False) -> Collected:
     """Spec files under the given paths, and problems with the paths themselves.
 
     A path that is not a spec (a FIFO, a device, a dangling link, a link that
-    leaves a walked directory) is a problem named by its path, never read.
+    leaves a walked directory, or the working directory when named on the
+    command line) is a problem named by its path, never read. A directory
+    without specs is a problem of code E404. With `stdin`, `-` stands for
+    standard input (`STDIN`), once however often it is named.
     """
     from archc.files import why_not_a_spec
 
     files: list[Path] = []
     problems: list[tuple[str, Diagnostic]] = []
+    trees: dict[Path, Path] = {}
     seen: set[Path] = set()
 
-    def add(p: Path) -> None:
+    def add(p: Path, tree: Path | None = None) -> None:
         # `archc check specs specs/a.arch` (or a shell glob with overlaps) checks
         # each file once, not once per way it was named.
         key = p.resolve()
         if key not in seen:
             seen.add(key)
             files.append(p)
+            if tree is not None:
+                trees[p] = tree
 
     for raw in paths:
         p = Path(raw)
-        problem = why_not_a_spec(p)
+        if stdin and raw == "-":
+            if STDIN not in files:
+                files.append(STDIN)
+            continue
+        problem = why_not_a_spec(p, tree=Path(os.curdir))  # a glob names a pull request's links too
         if problem is not None:
             problems.append((raw, error("E400", problem, None)))
         elif p.is_dir():
@@ -87,11 +109,11 @@ def collect(paths: list[str]) -> tuple[list[Path], list[tuple[str, Diagnostic]]]
             if not found and not refused:
                 problems.append((raw, error("E404", "no .arch files in this directory", None)))
             for q in found:
-                add(q)
+                add(q, p)
             problems += [(str(q), error("E400", why, None)) for q, why in refused]
         else:
             add(p)
-    return files, problems
+    return Collected(files, problems, trees)
 
 
 def _specs_under(top: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -115,6 +137,19 @@ def _specs_under(top: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     return sorted(found), sorted(refused)
 
 
+def compile_stdin(ignore: frozenset[str] = frozenset(), max_layers: int = DEFAULT_MAX_LAYERS) -> CompileResult:
+    """`compile_file` of standard input, named `<stdin>` (read as bytes: a BOM, binary or non-UTF-8
+    input is treated as in a file: located, never quoted)."""
+    from archc.api import compile_text, decode_source
+
+    data = sys.stdin.buffer.read()
+    text, problem = decode_source(data)
+    if problem is not None:
+        return CompileResult(STDIN_NAME, "", None, (problem,))
+    assert text is not None
+    return compile_text(text, STDIN_NAME, ignore, max_layers)
+
+
 def failed(result: CompileResult, strict: bool) -> bool:
     return result.network is None or (strict and bool(result.warnings))
 
@@ -123,13 +158,22 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
     if args.output and fmt not in ("json", "junit"):
         args.parser.error(f"-o writes the json and junit reports; --format {fmt} prints to the terminal")
-    files, problems = collect(args.paths)
+    files, problems, trees = collect(args.paths, stdin=True)
+    empty = [raw for raw, diag in problems if diag.code == "E404"]
+    if empty and not files and len(empty) == len(problems):
+        args.parser.error(f"no spec found: no .arch files in {', '.join(map(shown, empty))}")
+    for raw in empty:  # other paths gave specs: say so, but an empty directory is no spec to count
+        print(f"archc: warning: no .arch files in {shown(raw)}", file=sys.stderr)
+    problems = [(raw, diag) for raw, diag in problems if diag.code != "E404"]
     if args.output:  # before any spec is checked; a spec found in a directory is an input too
         from archc.files import check_output
 
-        check_output(args.output, *args.paths, *files)
+        check_output(args.output, *(p for p in args.paths if p != "-"), *(f for f in files if f != STDIN))
     ignore = frozenset().union(*args.ignore)
-    results = [compile_file(f, ignore) for f in files]
+    results = [
+        compile_stdin(ignore, args.max_layers) if f == STDIN else compile_file(f, ignore, args.max_layers, trees.get(f))
+        for f in files
+    ]
     results += [CompileResult(path, "", None, (diag,)) for path, diag in problems]
     bad = sum(failed(r, args.strict) for r in results)
     if fmt == "json":
@@ -203,6 +247,8 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
             title = f"archc {d.code}"
             body = d.message + (f"\n\nhint: {d.hint}" if d.hint else "")
             print(f"::{level} {loc},title={_escape(title, True)}::{_escape(body)}")
+        if r.omitted:  # at most MAX_SHOWN annotations a file: GitHub shows only so many anyway
+            print(f"::notice file={_escape(shown(r.path), True)}::{_escape(f'... and {r.omitted:,} more')}")
         if r.network is not None:
             tag = "FAIL" if failed(r, strict) else "ok"
             print(f"{tag}  {_escape(shown(r.path))}  {r.network.params:,} params")
@@ -226,13 +272,15 @@ def diag_json(d: Diagnostic) -> dict[str, Any]:
 def as_json(results: list[CompileResult], strict: bool) -> dict[str, Any]:
     files = []
     for r in results:
+        lines = source_lines(r.text)
         entry: dict[str, Any] = {
             "path": r.path,
             "valid": not failed(r, strict),
             "diagnostics": [diag_json(d) for d in r.diagnostics],
             "rendered": [
-                render_one(d, r.path, r.text.splitlines()) for d in r.diagnostics
+                render_one(d, r.path, lines) for d in r.diagnostics
             ],
+            "omitted": r.omitted,  # diagnostics past the MAX_SHOWN kept, as "... and N more" says
         }
         if r.network is not None:
             entry.update(network=r.network.name, params=r.network.params, macs=r.network.macs)

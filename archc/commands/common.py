@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from archc.api import CompileResult, Network, compile_file
+from archc.limits import DEFAULT_MAX_LAYERS
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def non_negative_int(text: str) -> int:
@@ -20,6 +24,30 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: `--max-layers 5000000`; 0, a negative or a non-integer value is a usage error."""
+    import argparse
+
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
+    return value
+
+
+def add_max_layers(parser: argparse.ArgumentParser) -> None:
+    """`--max-layers N`: the most layers a spec may elaborate to (E140 past it)."""
+    parser.add_argument(
+        "--max-layers",
+        type=positive_int,
+        default=DEFAULT_MAX_LAYERS,
+        metavar="N",
+        help=f"refuse a spec that makes more than N layers (default {DEFAULT_MAX_LAYERS:,})",
+    )
 
 
 def use_color(stream: IO[str]) -> bool:
@@ -38,9 +66,9 @@ def report(result: CompileResult, stream: IO[str] | None = None) -> None:
         print(result.render(color=use_color(out)), file=out)
 
 
-def load_or_report(path: str, strict: bool = False) -> Network | None:
+def load_or_report(path: str, strict: bool = False, max_layers: int = DEFAULT_MAX_LAYERS) -> Network | None:
     """The network, or None after printing why not (warnings fail too when strict)."""
-    result = compile_file(path)
+    result = compile_file(path, max_layers=max_layers)
     report(result)
     if result.network is None or (strict and result.warnings):
         return None

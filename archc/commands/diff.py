@@ -1,8 +1,11 @@
 """`archc diff A.arch B.arch [--json] [--changed]`: compare two networks layer by layer.
 
-One row per layer, aligned by name: the keys that changed, the output shape,
-weights and params on each side and the difference, then the totals. Layers
-only in B are marked `+`, only in A `-`, changed `~`. The exit status is 0
+One row per layer, aligned as a text diff aligns lines (by blocks, kind and
+keys, not by generated names): the keys that changed, the output shape,
+weights and params on each side and the difference, then the totals. Block
+instances and repeats are group rows with their subtotals and changed
+arguments (`N 3 -> 18`). Layers only in B are marked `+`, only in A `-`,
+changed `~`. The exit status is 0
 whether or not the networks differ; 1 if either spec is invalid.
 """
 
@@ -12,7 +15,7 @@ import argparse
 import json
 import sys
 
-from archc.commands.common import load_or_report, use_color
+from archc.commands.common import add_max_layers, load_or_report, use_color
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,12 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("b", metavar="B", help="the second .arch file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--changed", action="store_true", help="show only the layers that differ")
+    add_max_layers(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    net_a = load_or_report(args.a)
-    net_b = load_or_report(args.b)  # report both specs' errors, not just the first
+    net_a = load_or_report(args.a, max_layers=args.max_layers)
+    net_b = load_or_report(args.b, max_layers=args.max_layers)  # report both specs' errors, not just the first
     if net_a is None or net_b is None:
         return 1
     from archc.tools.diff import diff, diff_json, plain_text
@@ -49,20 +53,29 @@ def _rich(d: object, only_changed: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from archc.tools.diff import HEADER, SAME, Diff, arrow, cells, total_lines
+    from archc.tools.diff import HEADER, SAME, Diff, arrow, cells, shown_rows, summary_line, total_lines
+    from archc.tools.text_table import BORDERS, column_widths, table_width
 
     assert isinstance(d, Diff)
     style = {"changed": "yellow", "added": "green", "removed": "red", SAME: "dim"}
-    # Never squeeze the table into a narrow default: wide rows wrap better than "…" cells.
-    console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 160)
+    rows = [cells(row) for row in shown_rows(d, only_changed)]
+    # As `summary`: the layer, kind and changes columns wrap to fit; a count or a shape is never cut
+    flexible = (1, 2, 3)
+    natural = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    asked = table_width(sys.stdout)
+    widths = column_widths(natural, asked, flexible)
     title = f"{d.a.name} -> {d.b.name}  (input {arrow(d.a.graph.input_shape.text(), d.b.graph.input_shape.text())})"
+    needed = sum(widths) + BORDERS * len(widths) + 1
+    console = Console(file=sys.stdout, highlight=False, width=max(needed, asked or 0, len(title)))
     table = Table(title=title, title_justify="left")
     for i, head in enumerate(HEADER):
-        table.add_column(head, justify="right" if i >= 5 else "left", no_wrap=i != 3, min_width=1)
-    for row in d.rows:
-        if only_changed and row.status == SAME:
-            continue
-        table.add_row(*cells(row), style=style[row.status])
+        if i in flexible:
+            table.add_column(head, justify="left", width=widths[i], overflow="fold")
+        else:
+            table.add_column(head, justify="right" if i >= 5 else "left", no_wrap=True, min_width=widths[i])
+    for row in shown_rows(d, only_changed):
+        table.add_row(*cells(row), style=style[row.status] + (" bold" if row.group else ""))
     console.print(table)
     for line in total_lines(d):
         console.print(line)
+    console.print(summary_line(d))

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from archc.diagnostics import ArchError, shown
 
 if TYPE_CHECKING:
+    import numpy
+
     from archc.importers.common import Imported
 
 # suffix -> (format, module, function): a module is imported only when its format is asked for
@@ -114,12 +116,10 @@ def _write(spec: str, out: Path | None, imported: Imported, weights_out: Path | 
             raise ArchError(f"{shown(imported.source)} carries no weights to write")
         from archc.commands.deps import require
 
-        require("import --weights", "safetensors", "numpy")
-        from safetensors.numpy import save_file
-
+        require("import --weights", "numpy")
         weights = imported.weights
         with atomic_path(weights_out) as tmp:
-            save_file(weights, str(tmp))
+            _save_safetensors(weights, tmp)
             _write_spec(spec, out, write_atomic)
         return
     _write_spec(spec, out, write_atomic)
@@ -131,3 +131,30 @@ def _write_spec(spec: str, out: Path | None, write_atomic: Callable[[Path, bytes
         sys.stdout.flush()
     else:
         write_atomic(out, spec.encode("utf-8"))
+
+
+def _save_safetensors(weights: dict[str, numpy.ndarray], path: Path) -> None:
+    """The tensors as a `.safetensors` file, each written from its own buffer.
+
+    `safetensors.numpy.save_file` copies every tensor to bytes first: for an
+    imported model whose weights are views of the memory-mapped ONNX file,
+    that doubled the peak memory. The format is an 8-byte little-endian header
+    length, a JSON header (`{name: {dtype, shape, data_offsets}}`, padded with
+    spaces to 8 bytes), then the data in the header's order.
+    """
+    import json
+
+    import numpy as np
+
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sorted(weights.items())}
+    header: dict[str, object] = {}
+    offset = 0
+    for name, arr in arrays.items():
+        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with path.open("wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        for arr in arrays.values():
+            f.write(arr.astype("<f4", copy=False).data.cast("B"))

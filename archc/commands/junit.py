@@ -8,14 +8,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from archc.api import CompileResult
-from archc.diagnostics import render_one
+from archc.diagnostics import render_one, source_lines
 
 
 def junit_xml(results: list[CompileResult], strict: bool) -> str:
     suite = ET.Element("testsuite", name="archc check")
     tests = failures = 0
     for r in results:
-        lines = r.text.splitlines()
+        lines = source_lines(r.text)
         assertion_spans = {(a.value_span.line, a.value_span.column): a for a in r.assertions}
         spec_problems = [
             d
@@ -29,6 +29,8 @@ def junit_xml(results: list[CompileResult], strict: bool) -> str:
             failures += 1
             fail = ET.SubElement(case, "failure", message=spec_problems[0].message, type=spec_problems[0].code)
             fail.text = "\n".join(render_one(d, r.path, lines) for d in spec_problems)
+            if r.omitted:
+                fail.text += f"\n... and {r.omitted:,} more"
         for key, a in assertion_spans.items():
             target = f"{a.target}." if a.target else ""
             name = f"{r.path}:{a.span.line}: {target}{a.quantity} {a.op} {a.text}"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from archc.diagnostics import Diagnostic, did_you_mean, did_you_mean_path, error
+from archc.diagnostics import Diagnostic, Names, did_you_mean, did_you_mean_path, error
 from archc.frontend import naming
 from archc.frontend import syntax as S
 
@@ -27,15 +27,14 @@ from archc.frontend.naming import ScopeState
 from archc.ir import INPUT, Assertion, Graph, Layout, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.ir.layout import WRITTEN
 from archc.ir.written import Block, BlockParam, Expr, Merge, Step
-from archc.kinds import KINDS, USER_KINDS, KeyType, coerce, show_value
+from archc.kinds import KINDS, USER_KINDS, Key, KeyType, coerce, show_value
+from archc.limits import DEFAULT_MAX_LAYERS, MAX_DEPTH
 
 QUANTITIES = ("params", "weights", "biases", "macs", "output")
 TIE_OWNERS = ("embedding", "fc")  # the kinds whose weight `fc ... tie=NAME` may share
 # What a statement that failed to elaborate outputs: never a node's name, so the nodes
 # after it read an input nobody produces, and the analysis leaves them without facts.
 FAILED = "?"
-MAX_NODES = 2_000_000  # a repeat count gone wrong should fail clearly, not eat memory
-DEEPEST_NESTING = 10_000  # block calls / repeats / residuals inside each other
 
 
 # --- statement helpers --------------------------------------------------------------------
@@ -118,15 +117,37 @@ def local_name(name: str) -> str:
     return name.rpartition(".")[2]
 
 
+def _what_key(key: Key) -> str:
+    """What a key is, for a message: its doc, or (a key documented by nobody) its type.
+
+    `lrn alpha=x` said "alpha is the " when the doc was empty.
+
+    >>> from archc.kinds import KeyType
+    >>> _what_key(Key("alpha", KeyType.FLOAT, 1e-4)), _what_key(Key("S", KeyType.SIZES, 1, "stride"))
+    ('a number', 'the stride')
+    """
+    return f"the {key.doc}" if key.doc else f"a {key.type}"
+
+
+class _OverBudget(Exception):
+    """E140 was reported: elaboration stops (every later statement would cross the limit too)."""
+
+
 class _Builder:
-    def __init__(self, blocks: dict[str, S.BlockDef]) -> None:
+    def __init__(self, blocks: dict[str, S.BlockDef], max_layers: int = DEFAULT_MAX_LAYERS) -> None:
         self.blocks = blocks
+        self.max_layers = max_layers
+        self.units = 0  # layers made, plus one per repeat copy or block instance that made none
+        self.sizes: dict[tuple[int, tuple[tuple[str, Any], ...]], int] = {}  # `size` of a body in an env
         self.nodes: list[Node] = []
         self.scopes: list[Scope] = []
         self.arrows: list[tuple[str, S.ShapeLit]] = []
         self.diags: list[Diagnostic] = []
         self.torch_warned: set[Span] = set()
         self.names: set[str] = set()
+        self.counted = self.errors = 0  # of `diags`, for `error_count`
+        self.names_index: Names | None = None
+        self.written: dict[int, frozenset[str]] = {}  # names written in a body (by its id), for `enter`
         self.by_name: dict[str, Node] = {}
         # What each statement wrote, converted once however many instances it has (keyed
         # by id: the syntax tree outlives elaboration, and its tuples compare by value).
@@ -136,13 +157,24 @@ class _Builder:
 
     # names: the rules are archc.frontend.naming's
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> ScopeState:
-        return naming.enter(path, stmts)
+        # the names written in a body are the same in each of its copies: found once
+        written = self.written.get(id(stmts))
+        if written is None:
+            written = self.written[id(stmts)] = naming.written_in(stmts)
+        return naming.enter(path, stmts, written)
 
-    def name(self, scope: ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:
+    def name(
+        self, scope: ScopeState, label: S.Label | None, prefix: str, span: Span, block: str | None = None
+    ) -> str:
+        """Claim a name in `scope`; `block`: the block an unnamed call is named after."""
         name = naming.claim(scope, label, prefix, span)
         if label is not None and naming.reserved_in_torch(label.name) and label.span not in self.torch_warned:
             self.torch_warned.add(label.span)  # once per written name, not once per instance
             self.diags.append(naming.torch_name_diagnostic(label.name, label.span, error=False))
+        local = name.rpartition(".")[2]
+        if label is None and block is not None and naming.reserved_in_torch(local) and span not in self.torch_warned:
+            self.torch_warned.add(span)  # `__Inner` called unnamed is `__inner1`: mangled in a class
+            self.diags.append(naming.torch_name_diagnostic(local, span, error=False, block=block))
         return name
 
     def tied_owner(self, st: S.LayerStmt, key: str, expr: S.Expr, scope: ScopeState) -> str:
@@ -150,7 +182,7 @@ class _Builder:
         "Tying": written earlier, in the same scope or an enclosing one). A tie to a tied fc
         names the weight's owner."""
         if not isinstance(expr, S.Ref):
-            raise fail("E121", f"{key} takes the name of an earlier layer", expr.span, f"e.g. {key}=wte")
+            raise fail("E122", f"{key} takes the name of an earlier layer", expr.span, f"e.g. {key}=wte")
         parts = scope.path.split(".") if scope.path else []
         for depth in range(len(parts), -1, -1):
             name = ".".join([*parts[:depth], expr.name])
@@ -160,7 +192,7 @@ class _Builder:
             if owner.kind not in TIE_OWNERS:
                 article = "an" if owner.kind[0] in "aeiou" else "a"
                 raise fail(
-                    "E121",
+                    "E122",
                     f"{key}={expr.name} names {article} {owner.kind} layer; a tied {st.kind} shares the "
                     f"weight of an {' or '.join(TIE_OWNERS)}",
                     expr.span,
@@ -178,16 +210,66 @@ class _Builder:
             if owners
             else f"a tie names an {' or '.join(TIE_OWNERS)} written before it, in its scope or an enclosing one"
         )
-        raise fail("E121", f"{key}={expr.name}: no layer of that name before this one", expr.span, hint)
+        raise fail("E122", f"{key}={expr.name}: no layer of that name before this one", expr.span, hint)
+
+    # the budget: what a repeat or a call would make is counted before any of it is made
+    def size(self, stmts: Sequence[S.Stmt], env: dict[str, Any]) -> int:
+        """The layers `stmts` make in `env` (a repeat copy or block instance that makes none counts as one).
+
+        Counted without building anything, each body once per environment, so a
+        spec that doubles its layers at each of 22 nested blocks is refused in
+        milliseconds. A value that does not evaluate counts 0: elaboration
+        reports it where it is.
+        """
+        key = (id(stmts), tuple(sorted(env.items())))
+        found = self.sizes.get(key)
+        if found is not None:
+            return found
+        total = 0
+        for st in stmts:
+            if isinstance(st, S.LayerStmt):
+                if st.kind in self.blocks:
+                    try:
+                        args = self.bind(self.blocks[st.kind], st, env)
+                    except ElaborationError:
+                        continue
+                    total += max(1, self.size(self.blocks[st.kind].body, args))
+                else:
+                    total += 1
+            elif isinstance(st, S.Repeat):
+                try:
+                    count = evaluate(st.times, env)
+                except ElaborationError:
+                    continue
+                if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                    total += count * max(1, self.size(st.body, env))
+            elif isinstance(st, S.Residual):
+                total += 1 + self.size(st.body, env) + self.size(st.shortcut or (), env)
+            elif isinstance(st, (S.Concat, S.Branch, S.Shortcut)):
+                total += 1 + self.size(st.branches if isinstance(st, S.Concat) else st.body, env)
+        self.sizes[key] = total
+        return total
+
+    def reserve(self, units: int, span: Span, what: str) -> None:
+        """Refuse, before making them, `units` more layers past `--max-layers` (E140, at the statement)."""
+        if self.units + units > self.max_layers:
+            self.over_budget(span, f"{what} would make {self.units + units:,} layers")
+
+    def over_budget(self, span: Span, why: str) -> NoReturn:
+        self.diags.append(
+            error(
+                "E140",
+                f"the network has more than {self.max_layers:,} layers: {why}",
+                span,
+                "check the repeat counts; if the network really is this large, raise --max-layers",
+            )
+        )
+        raise _OverBudget
 
     def emit(self, node: Node) -> str:
-        if len(self.nodes) >= MAX_NODES:
-            raise fail(
-                "E140",
-                f"the network has more than {MAX_NODES:,} layers",
-                node.span,
-                "check the repeat counts",
-            )
+        if self.units >= self.max_layers:  # what `reserve` did not foresee still stops at the limit
+            self.over_budget(node.span, f"{node.name} is layer {self.units + 1:,}")
+        self.units += 1
         self.nodes.append(node)
         self.names.add(node.name)
         self.by_name[node.name] = node
@@ -282,6 +364,19 @@ class _Builder:
             )
         raise fail("E199", f"unexpected statement {type(st).__name__}", None)  # pragma: no cover
 
+    def known(self, scope_paths: set[str]) -> Names:
+        """Every layer and scope name, indexed once for the "did you mean" of failing `expect`s."""
+        if self.names_index is None:
+            self.names_index = Names(self.names | scope_paths)
+        return self.names_index
+
+    def error_count(self) -> int:
+        """Errors reported so far (warnings not counted), in time linear in the diagnostics."""
+        while self.counted < len(self.diags):
+            self.errors += self.diags[self.counted].is_error
+            self.counted += 1
+        return self.errors
+
     def _arrow(self, target: str, arrow: S.ShapeLit | None) -> None:
         if arrow is not None:
             self.arrows.append((target, arrow))
@@ -330,7 +425,7 @@ class _Builder:
                 if key.required:
                     raise fail(
                         "E104",
-                        f"{st.kind} needs {key.name}, the {key.doc}",  # was "K (number of filters (output channels))"
+                        f"{st.kind} needs {key.name}, " + _what_key(key),  # was "K (number of filters (output channels))"
                         st.span,
                         f"e.g. {st.kind} {key.name}=3" if kind.positional != key.name else f"e.g. {st.kind} 4096",
                     )
@@ -347,7 +442,7 @@ class _Builder:
                 values[key.name] = coerce(key, evaluate(expr, env))
             except ValueError as exc:
                 used = parameters_used(expr, env)
-                hint = f"computed with {used} from the block call" if used else f"{key.name} is the {key.doc}"
+                hint = f"computed with {used} from the block call" if used else f"{key.name} is " + _what_key(key)
                 if not used and not key.required:
                     hint += f" (default {key.name}={show_value(key.default)})"
                 raise fail("E103", str(exc), span, hint) from exc
@@ -409,12 +504,16 @@ class _Builder:
             inner = inline_into
             body = steps
         else:
-            path = self.name(scope, st.label, block.name.lower(), st.span)
+            self.reserve(max(1, self.size(block.body, args)), st.span, f"this call of {block.name}")
+            path = self.name(scope, st.label, block.name.lower(), st.span, block.name)
             inner = self.enter(path, block.body)
             steps.append(local_name(path))
             body = []
         first = len(self.nodes)
+        units = self.units
         out = self.run(block.body, inner, args, current, body)
+        if inline_into is None and self.units == units:
+            self.units += 1  # an instance without layers costs its scope
         if inline_into is None:
             self.scopes.append(
                 Scope.model_construct(
@@ -454,6 +553,7 @@ class _Builder:
             self.reads_of[id(st)] = names_read(st.body)
         first = len(self.nodes)
         body = attach_shortcuts(st.body, [])
+        self.reserve(count * max(1, self.size(body, env)), st.span, f"{count:,} copies of this repeat")
         sole_call = (
             len(body) == 1
             and isinstance(body[0], S.LayerStmt)
@@ -464,8 +564,12 @@ class _Builder:
             copy_path = f"{path}.{i}"
             copy = self.enter(copy_path, body if not sole_call else self.blocks[body[0].kind].body)  # type: ignore[union-attr]
             copy_first = len(self.nodes)
+            units = self.units
             block_name = None
             args: dict[str, Any] = {}
+            # Only errors end the copies: a warning (W002 for a layer named `forward`)
+            # once truncated the repeat to one copy, and the network to a third of its params.
+            errors_before = self.error_count()
             arg_exprs: dict[str, Expr] = {}
             copy_steps: list[Step] = []
             if sole_call:
@@ -478,14 +582,14 @@ class _Builder:
                     current = self.call(call, scope, env, current, copy_steps, inline_into=copy)
                 except ElaborationError as exc:
                     self.diags.append(exc.diag)
-                    return FAILED
+                    current = FAILED
             else:
-                before = len(self.diags)
                 current = self.run(st.body, copy, env, current, copy_steps)
-                if len(self.diags) > before:
-                    # Every later copy would report the same errors again, and a
-                    # huge count (or E140, which `run` catches) would never end.
-                    return current
+            if self.error_count() > errors_before:
+                # Every later copy would report the same errors again.
+                return current
+            if self.units == units:
+                self.units += 1  # a copy without layers costs its scope
             self.scopes.append(
                 Scope.model_construct(
                     path=copy_path,
@@ -609,6 +713,54 @@ def _block_cycles(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
     return diags
 
 
+def _too_deep(blocks: dict[str, S.BlockDef], body: Sequence[S.Stmt]) -> Diagnostic | None:
+    """E142 at the first top-level statement whose bodies and block calls nest past MAX_DEPTH.
+
+    The parser bounds the braces written inside each other; a chain of blocks
+    that call each other nests as deeply without a brace in sight (20,000
+    blocks, each calling the next). Each block's depth is found once, in an
+    iterative walk of the call graph (which has no cycles here).
+    """
+    calls = {name: {st.kind for st in S.walk(b.body) if isinstance(st, S.LayerStmt) and st.kind in blocks} for name, b in blocks.items()}
+    depth: dict[str, int] = {}
+    for root in blocks:
+        todo = [(root, iter(calls[root]))]
+        while todo:
+            name, callees = todo[-1]
+            callee = next(callees, None)
+            if callee is None:
+                depth[name] = _nesting(blocks[name].body, blocks, depth)
+                todo.pop()
+            elif callee not in depth:
+                todo.append((callee, iter(calls[callee])))
+    for st in body:
+        levels = _nesting((st,), blocks, depth)
+        if levels > MAX_DEPTH:
+            return error(
+                "E142",
+                f"nested too deeply: blocks, repeats and bodies inside each other reach {levels:,} levels "
+                f"here, more than {MAX_DEPTH}",
+                st.span,
+                f"a spec nests at most {MAX_DEPTH} levels; a longer sequence is written `repeat N {{ ... }}`",
+            )
+    return None
+
+
+def _nesting(stmts: Sequence[S.Stmt], blocks: dict[str, S.BlockDef], depth: dict[str, int]) -> int:
+    """How deep `stmts` nest: a body is a level, a block call one plus its block's depth."""
+    deepest = 0
+    for st in stmts:
+        if isinstance(st, S.LayerStmt) and st.kind in blocks:
+            deepest = max(deepest, 1 + depth.get(st.kind, 0))
+        elif isinstance(st, (S.Repeat, S.Concat, S.Branch, S.Shortcut, S.Residual, S.BlockDef)):
+            inner = st.branches if isinstance(st, S.Concat) else st.body
+            levels = _nesting(inner, blocks, depth)
+            if isinstance(st, S.Residual) and st.shortcut:
+                levels = max(levels, _nesting(st.shortcut, blocks, depth))
+            deepest = max(deepest, 1 + levels)
+    return deepest
+
+
 def _resolve_expect(
     st: S.Expect, builder: _Builder, scope_paths: set[str]
 ) -> Assertion:
@@ -617,8 +769,7 @@ def _resolve_expect(
         raise fail("E150", f"unknown quantity '{st.quantity}'", st.span, hint)
     target = ".".join(st.path)
     if target and target not in builder.names and target not in scope_paths:
-        known = sorted(builder.names | scope_paths)
-        hint = did_you_mean_path(target, known) or "expect names a layer, a block call or a repeat (copy)"
+        hint = did_you_mean_path(target, builder.known(scope_paths)) or "expect names a layer, a block call or a repeat (copy)"
         raise fail("E151", f"no layer or block instance named '{target}'", st.span, hint)
     expected: float | tuple[int, ...]
     if st.quantity == "output":
@@ -658,12 +809,15 @@ def _resolve_expect(
     )
 
 
-def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list[Diagnostic]]:
+def elaborate(
+    program: S.Program, default_name: str, max_layers: int = DEFAULT_MAX_LAYERS
+) -> tuple[Graph | None, list[Diagnostic]]:
     """Elaborate a syntax tree into a graph, and return every error found.
 
     After errors (or in a tree with error nodes) the graph holds the nodes that
     could be built and is marked incomplete (`Graph.complete`); it is None only
     when the spec gives no usable input, from which every shape would start.
+    `max_layers` (`--max-layers`): E140 at the statement that would make more.
     """
     diags: list[Diagnostic] = []
     blocks: dict[str, S.BlockDef] = {}
@@ -751,26 +905,24 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
             input_shape = Shape.of(layout, dims)
 
     diags.extend(_block_cycles(blocks))
-    builder = _Builder(blocks)
+    builder = _Builder(blocks, max_layers)
     top = builder.enter("", body)
     output = INPUT
     steps: list[Step] = []
     if not any(d.code == "E112" for d in diags):
-        # Each nested block call costs a few Python frames: allow 1,000s of levels.
-        old_limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(old_limit, DEEPEST_NESTING * 8))
-        try:
-            output = builder.run(body, top, {}, INPUT, steps)
-        except RecursionError:
-            diags.append(
-                error(
-                    "E142",
-                    f"blocks and repeats are nested too deeply (more than about {DEEPEST_NESTING:,} levels)",
-                    top_span(body),
-                )
-            )
-        finally:
-            sys.setrecursionlimit(old_limit)
+        too_deep = _too_deep(blocks, body)
+        if too_deep is not None:
+            diags.append(too_deep)
+        else:
+            # Nesting is at most MAX_DEPTH levels, a few frames each: room enough.
+            old_limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(old_limit, MAX_DEPTH * 20 + 500))
+            try:
+                output = builder.run(body, top, {}, INPUT, steps)
+            except _OverBudget:
+                pass  # E140 is in builder.diags
+            finally:
+                sys.setrecursionlimit(old_limit)
     # A block called twice reports an error in its body once, not once per call.
     diags.extend(dict.fromkeys(builder.diags))
 
@@ -796,7 +948,7 @@ def elaborate(program: S.Program, default_name: str) -> tuple[Graph | None, list
         except ElaborationError as exc:
             diags.append(exc.diag)
 
-    if not builder.nodes and input_decl is not None and not diags:
+    if not builder.nodes and input_decl is not None and not any(d.is_error for d in diags):
         diags.append(
             error("E141", "the network has no layers", input_decl.span, "add layers after the input, e.g. fc 10")
         )
@@ -823,10 +975,6 @@ def _block(block: S.BlockDef) -> Block:
         for p in block.params
     )
     return Block.model_construct(name=block.name, params=params)
-
-
-def top_span(body: Sequence[S.Stmt]) -> Span | None:
-    return getattr(body[0], "span", None) if body else None
 
 
 def shape_text(dims: tuple[int, ...]) -> str:

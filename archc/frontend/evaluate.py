@@ -8,6 +8,7 @@ the words of keys that take one (`nearest`, `linear`, `none`, `tanh`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from archc.diagnostics import Diagnostic, did_you_mean, error
@@ -15,6 +16,7 @@ from archc.frontend import syntax as S
 from archc.ir import Span
 from archc.ir.written import Arith, Expr, Name, Negate
 from archc.kinds import CHOICE_WORDS
+from archc.limits import MAX_NUMBER
 
 
 class ElaborationError(Exception):
@@ -70,39 +72,65 @@ def parameters_used(expr: S.Expr, env: dict[str, Any]) -> str | None:
 def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
     """Evaluate an expression over block parameters. Never `eval`.
 
+    Iterative: `fc 1+1+...+1` of 100,000 terms is a chain as long as the line,
+    not nesting, and must not exhaust the stack. Every value is bounded as a
+    number written is (`archc.limits.MAX_NUMBER`, finite): `K*K*K*...` fails
+    at the product that crosses 1e18 instead of building a million-digit int.
+
     >>> from archc.frontend.parser import parse
     >>> prog, _ = parse("fc (SQ+1)//2*4")
     >>> evaluate(prog.statements[0].positional[0], {"SQ": 16})
     32
     """
+    todo: list[tuple[S.Expr, bool]] = [(expr, False)]
+    values: list[Any] = []
+    while todo:
+        e, operands_done = todo.pop()
+        if isinstance(e, S.BinOp):
+            if not operands_done:
+                todo += [(e, True), (e.right, False), (e.left, False)]  # the left operand first
+                continue
+            right = values.pop()
+            left = values.pop()
+            values.append(_binary(e, left, right))
+        elif isinstance(e, S.Neg):
+            if not operands_done:
+                todo += [(e, True), (e.operand, False)]
+                continue
+            v = values.pop()
+            _need_number(v, e.operand)
+            values.append(-v)
+        else:
+            values.append(_leaf(e, env))
+    return values[0]
+
+
+def _leaf(expr: S.Expr, env: dict[str, Any]) -> Any:
     if isinstance(expr, S.Number):
         return expr.value
     if isinstance(expr, S.Dims):
         return expr.value
-    if isinstance(expr, S.Ref):
-        if expr.name in env:
-            return env[expr.name]
-        if expr.name in LITERAL_WORDS:
-            return LITERAL_WORDS[expr.name]
-        # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
-        hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
-        where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
-        where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
-        raise fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
-    if isinstance(expr, S.Neg):
-        v = evaluate(expr.operand, env)
-        _need_number(v, expr.operand)
-        return -v
-    left = evaluate(expr.left, env)
-    right = evaluate(expr.right, env)
+    assert isinstance(expr, S.Ref)
+    if expr.name in env:
+        return env[expr.name]
+    if expr.name in LITERAL_WORDS:
+        return LITERAL_WORDS[expr.name]
+    # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
+    hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
+    where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
+    where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
+    raise fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
+
+
+def _binary(expr: S.BinOp, left: Any, right: Any) -> Any:
     _need_number(left, expr.left)
     _need_number(right, expr.right)
     if expr.op == "+":
-        return left + right
+        return _bounded(left + right, expr)
     if expr.op == "-":
-        return left - right
+        return _bounded(left - right, expr)
     if expr.op == "*":
-        return left * right
+        return _bounded(left * right, expr)
     if expr.op == "//":
         if not (isinstance(left, int) and isinstance(right, int)):
             raise fail("E120", "// takes integers", expr.span)
@@ -114,6 +142,18 @@ def evaluate(expr: S.Expr, env: dict[str, Any]) -> Any:
     )
 
 
+def _bounded(value: int | float, expr: S.Expr) -> int | float:
+    """A computed value within the bounds of a written one: finite, at most 1e18."""
+    if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_NUMBER:
+        raise fail(
+            "E120",
+            "this arithmetic goes past 1e18",
+            expr.span,
+            "values, written or computed, are at most 1e18 (sizes at most 2^31-1)",
+        )
+    return value
+
+
 def _need_number(value: Any, expr: S.Expr) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fail("E120", f"arithmetic needs numbers, not '{value}'", expr.span)
@@ -122,15 +162,29 @@ def _need_number(value: Any, expr: S.Expr) -> None:
 def as_written(expr: S.Expr) -> Expr:
     """The expression as the IR records it: what was written, without its spans.
 
+    Iterative, as `evaluate` is: a chain of 100,000 terms must not exhaust the stack.
+
     >>> from archc.frontend.parser import parse
     >>> prog, _ = parse("conv K=E*4 F=3x3")
     >>> [as_written(kw.value) for kw in prog.statements[0].keywords]
     [Arith(op='*', left=Name(name='E'), right=4), (3, 3)]
     """
-    if isinstance(expr, (S.Number, S.Dims)):
-        return expr.value
-    if isinstance(expr, S.Ref):
-        return Name.model_construct(name=expr.name)
-    if isinstance(expr, S.Neg):
-        return Negate.model_construct(operand=as_written(expr.operand))
-    return Arith.model_construct(op=expr.op, left=as_written(expr.left), right=as_written(expr.right))
+    todo: list[tuple[S.Expr, bool]] = [(expr, False)]
+    values: list[Expr] = []
+    while todo:
+        e, operands_done = todo.pop()
+        if isinstance(e, (S.Number, S.Dims)):
+            values.append(e.value)
+        elif isinstance(e, S.Ref):
+            values.append(Name.model_construct(name=e.name))
+        elif isinstance(e, S.Neg):
+            if operands_done:
+                values.append(Negate.model_construct(operand=values.pop()))
+            else:
+                todo += [(e, True), (e.operand, False)]
+        elif operands_done:
+            right = values.pop()
+            values.append(Arith.model_construct(op=e.op, left=values.pop(), right=right))
+        else:
+            todo += [(e, True), (e.right, False), (e.left, False)]
+    return values[0]

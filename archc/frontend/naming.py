@@ -75,7 +75,7 @@ def _written_names(stmts: Sequence[S.Stmt]) -> Iterator[tuple[str, Span]]:
 class ScopeState:
     """Names of one scope: written ones (known up front), used ones, per-kind counters."""
 
-    def __init__(self, path: str, written: set[str]) -> None:
+    def __init__(self, path: str, written: frozenset[str]) -> None:
         self.path = path
         self.written = written
         self.used: dict[str, Span] = {}
@@ -90,29 +90,43 @@ def reserved_in_torch(name: str) -> bool:
     return keyword.iskeyword(name) or name in RESERVED_NAMES or name.startswith("__")
 
 
-def torch_name_diagnostic(name: str, span: Span, error: bool) -> Diagnostic:
-    """W002 at check (the spec is valid; ONNX takes it), E113 from the PyTorch back-end."""
+def torch_name_diagnostic(name: str, span: Span, error: bool, block: str | None = None) -> Diagnostic:
+    """W002 at check (the spec is valid; ONNX takes it), E113 from the PyTorch back-end.
+
+    `block`: the name was not written but generated for an unnamed call of this block.
+    """
     why = "a Python keyword" if keyword.iskeyword(name) else "an attribute nn.Module has already"
     if name.startswith("__"):
         why = "a name Python mangles inside a class"
+    fix = f"rename the layer, e.g. '{name}_'"
+    what = f"'{name}'"
+    if block is not None:
+        what = f"'{name}' (the name given to this call of block {block})"
+        fix = f"name the call, e.g. `{name.strip('_') or 'b'}: {block}`, or rename the block"
     if error:
         return make_error(
             "E113",
-            f"'{name}' cannot be an attribute of the generated PyTorch module: it is {why}",
+            f"{what} cannot be an attribute of the generated PyTorch module: it is {why}",
             span,
-            f"rename the layer, e.g. '{name}_' (ONNX output takes the name as it is)",
+            f"{fix} (ONNX output takes the name as it is)",
         )
     return make_warning(
         "W002",
-        f"'{name}' is {why}: the spec is valid and compiles to ONNX, but not to PyTorch source",
+        f"{what} is {why}: the spec is valid and compiles to ONNX, but not to PyTorch source",
         span,
-        f"rename the layer, e.g. '{name}_', to compile it with --to torch",
+        f"{fix}, to compile it with --to torch",
     )
 
 
-def enter(path: str, stmts: Sequence[S.Stmt]) -> ScopeState:
-    """A new scope at `path` whose body is `stmts` (its written names are known up front)."""
-    return ScopeState(path, {n for n, _ in _written_names(stmts)})
+def written_in(stmts: Sequence[S.Stmt]) -> frozenset[str]:
+    """The names written in a scope whose body is `stmts`."""
+    return frozenset(n for n, _ in _written_names(stmts))
+
+
+def enter(path: str, stmts: Sequence[S.Stmt], written: frozenset[str] | None = None) -> ScopeState:
+    """A new scope at `path` whose body is `stmts` (its written names are known up front: `written`
+    when the caller has them already, as for each copy of a repeat)."""
+    return ScopeState(path, written_in(stmts) if written is None else written)
 
 
 def claim(scope: ScopeState, label: S.Label | None, prefix: str, span: Span) -> str:

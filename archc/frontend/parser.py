@@ -5,9 +5,16 @@ Transformer run inline, so no parse tree is ever built -- it never leaves
 this module. The one parse serves the elaborator and `archc fmt` alike: the
 syntax tree keeps what printing the file again needs (texts as written,
 parentheses, braces, comments). Syntax errors are labelled from examples, the way lark's `match_examples`
-labels errors in its own grammar (see `_example_states`); after an error the offending line is
-blanked and the file re-parsed, so independent syntax errors are all reported, and the
-blanked lines become error nodes of the tree (`syntax_tree`).
+labels errors in its own grammar (see `_example_states`). The parse is one
+pass: after an error the rest of the statement is skipped and the parser's
+stack unwound to where a statement may start (`_Recovery`), so independent
+syntax errors are all reported without parsing the file again, and each
+skipped statement becomes an error node of the tree (`syntax_tree`).
+
+Limits (`archc.limits`) are enforced here, where the text is read: a number
+is an exact integer or a finite float of at most `MAX_NUMBER` (E121), a size
+written in a shape at most `MAX_DIM`, and braces and parentheses nest at most
+`MAX_DEPTH` deep (E142).
 """
 
 from __future__ import annotations
@@ -15,19 +22,22 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
-from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple, cast
+import threading
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
+from lark.parsers.lalr_analysis import Shift
 
-from archc.diagnostics import Diagnostic, did_you_mean, error
+from archc.diagnostics import MAX_SHOWN, Diagnostic, did_you_mean, error, source_lines
 from archc.frontend import syntax as S
 from archc.ir import Span
+from archc.limits import MAX_DEPTH, MAX_DIM, MAX_NUMBER, MIN_MAGNITUDE
 
-MAX_SYNTAX_ERRORS = 20
-_SI = {"K": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9}
+MAX_SYNTAX_ERRORS = MAX_SHOWN  # past this, the parse stops (a file of garbage is not read to its end)
+_SI = {"K": 3, "M": 6, "G": 9}
 
 
 def grammar_text() -> str:
@@ -43,28 +53,118 @@ def span_of_token(tok: Token) -> Span:
     return Span(line=line, column=col, end_line=end_line, end_column=end_col)
 
 
-def parse_number(text: str) -> int | float:
-    """`4_096` -> 4096, `34.8K` -> 34800, `1e-4` -> 0.0001.
+class NumberError(ValueError):
+    """A number the lexer admits but archc cannot represent exactly (too large, too small)."""
 
-    >>> parse_number("27.55M")
-    27550000
+
+_NUMBER_PARTS = re.compile(r"(?P<whole>[0-9]*)(?:\.(?P<frac>[0-9]*))?(?:[eE](?P<exp>[+-]?[0-9]+))?(?P<si>[KMG]?)")
+
+
+def parse_number(text: str) -> int | float:
+    """`4_096` -> 4096, `34.8K` -> 34800, `1e-4` -> 0.0001; NumberError beyond archc's bounds.
+
+    A number is an exact integer or a finite float: at most `MAX_NUMBER` (1e18),
+    and when not 0 at least `MIN_MAGNITUDE` (1e-300). The bounds are checked on
+    the digits as written, before any value is built: `1e999999999K` is refused
+    in microseconds, where building it would take hours.
+
+    >>> parse_number("27.55M"), parse_number("1e-4"), parse_number("0")
+    (27550000, 0.0001, 0)
+    >>> try:
+    ...     parse_number("1e400K")
+    ... except NumberError as exc:
+    ...     print(exc)
+    1e400K is more than 1e18
     """
     clean = text.replace("_", "")
-    scale = Decimal(1)
-    if clean and clean[-1] in _SI:
-        scale = _SI[clean[-1]]
-        clean = clean[:-1]
-    try:
-        value = Decimal(clean) * scale
-    except InvalidOperation:  # pragma: no cover - the lexer admits only numbers
-        return float("nan")
-    if value == value.to_integral_value() and (scale != 1 or not any(c in clean for c in ".eE")):
+    if clean.isdigit() and len(clean) <= 18:  # the common case, `96` or `4_096`: exact and in range
+        return int(clean)
+    m = _NUMBER_PARTS.fullmatch(clean)
+    if m is None:  # pragma: no cover - the lexer admits only numbers
+        raise NumberError(f"{_clipped(text)} is not a number")
+    whole, frac, si = m.group("whole"), m.group("frac") or "", m.group("si")
+    too_large = NumberError(f"{_clipped(text)} is more than 1e18")
+    too_small = NumberError(f"{_clipped(text)} is less than 1e-300 (it would round to 0)")
+    written_as_float = "." in clean or m.group("exp") is not None
+    if not (whole + frac).strip("0"):  # zero, whatever its exponent
+        return 0.0 if written_as_float and not si else 0
+    exp_text = m.group("exp") or "0"
+    if len(exp_text.lstrip("+-").lstrip("0")) > 6:  # beyond 1e999999 either way: no int() of it
+        raise too_small if exp_text.startswith("-") else too_large
+    # the power of ten of the leading digit, as written
+    significant = whole.lstrip("0")
+    lead = len(significant) - 1 if significant else -(len(frac) - len(frac.lstrip("0")) + 1)
+    magnitude = lead + int(exp_text) + _SI.get(si, 0)
+    if magnitude > 18:
+        raise too_large
+    if magnitude < -300:
+        raise too_small
+    value = Decimal(clean[: len(clean) - len(si)]).scaleb(_SI.get(si, 0))
+    if abs(value) > MAX_NUMBER:
+        raise too_large
+    if value == value.to_integral_value() and (si or not written_as_float):
         return int(value)
-    return float(value)
+    as_float = float(value)
+    if value != 0 and abs(as_float) < MIN_MAGNITUDE:
+        raise too_small
+    return as_float
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
-    return tuple(int(p.replace("_", "").strip()) for p in text.replace("×", "x").split("x"))
+    """`227x227x3` -> (227, 227, 3); NumberError for a size over `MAX_DIM` (2^31-1).
+
+    >>> parse_dims("227 x 227 x 3")
+    (227, 227, 3)
+    """
+    parts = [p.replace("_", "").strip() for p in text.replace("×", "x").split("x")]
+    for part in parts:
+        if len(part.lstrip("0")) > 10 or int(part) > MAX_DIM:  # no int() of 4,301 digits
+            raise NumberError(f"a size must be at most 2^31-1 ({MAX_DIM:,}), not {_clipped(part)}")
+    return tuple(int(p) for p in parts)
+
+
+def _clipped(text: str, width: int = 24) -> str:
+    """A long literal, shortened for a message: `99999999999...(4301 digits)`."""
+    return text if len(text) <= width else f"{text[:12]}...({len(text)} characters)"
+
+
+class _Found(threading.local):
+    """Problems the transformer finds while the parse runs (one list per thread)."""
+
+    numbers: list[Diagnostic]
+
+    def __init__(self) -> None:
+        self.numbers = []
+
+
+_FOUND = _Found()
+
+
+def _number_problem(tok: Token, message: str, hint: str | None = None) -> None:
+    _FOUND.numbers.append(error("E121", message, span_of_token(tok), hint))
+
+
+_NUMBER_HINT = "numbers are at most 1e18, and sizes at most 2^31-1 (2,147,483,647)"
+
+
+def _number(tok: Token) -> tuple[int | float, str]:
+    """A number token's value and text; out of range, an E121 and a harmless `0` in its place
+    (the later stages still run on the tree of a spec with errors, and must not meet it)."""
+    try:
+        return parse_number(str(tok)), str(tok)
+    except NumberError as exc:
+        _number_problem(tok, f"number out of range: {exc}", _NUMBER_HINT)
+        return 0, "0"
+
+
+def _dims(tok: Token) -> tuple[tuple[int, ...], str]:
+    """A shape token's sizes and text; over MAX_DIM, an E121 and ones in its place."""
+    try:
+        return parse_dims(str(tok)), str(tok)
+    except NumberError as exc:
+        _number_problem(tok, str(exc), _NUMBER_HINT)
+        ones = (1,) * (str(tok).count("x") + str(tok).count("×") + 1)
+        return ones, "x".join("1" for _ in ones)
 
 
 @v_args(inline=True)
@@ -73,10 +173,10 @@ class _ToSyntax(Transformer[Token, S.Program]):
 
     # expressions
     def number(self, tok: Token) -> S.Number:
-        return S.Number(parse_number(str(tok)), str(tok), span_of_token(tok))
+        return S.Number(*_number(tok), span_of_token(tok))
 
     def dims(self, tok: Token) -> S.Dims:
-        return S.Dims(parse_dims(str(tok)), str(tok), span_of_token(tok))
+        return S.Dims(*_dims(tok), span_of_token(tok))
 
     def paren(self, expr: S.Expr) -> S.Expr:
         return expr._replace(parens=expr.parens + 1)
@@ -116,9 +216,17 @@ class _ToSyntax(Transformer[Token, S.Program]):
         return S.Label(str(tok), span_of_token(tok))
 
     def shape(self, tok: Token) -> S.ShapeLit:
-        text = str(tok)
-        dims = parse_dims(text) if tok.type == "DIMS" else (parse_number(text),)
-        return S.ShapeLit(tuple(d if isinstance(d, int) else -1 for d in dims), text, span_of_token(tok))
+        if tok.type == "DIMS":
+            return S.ShapeLit(*_dims(tok), span_of_token(tok))
+        value, text = _number(tok)
+        if isinstance(value, float):  # `-> 1e3` said "the spec says -1"
+            whole = f"; write {int(value)}" if value.is_integer() else ""
+            _number_problem(tok, f"a size is a whole number, and {tok} is written as a float", f"sizes are written 1000 or 4K{whole}")
+            value, text = 1, "1"
+        elif value > MAX_DIM:
+            _number_problem(tok, f"a size must be at most 2^31-1 ({MAX_DIM:,}), not {value:,}", _NUMBER_HINT)
+            value, text = 1, "1"
+        return S.ShapeLit((value,), text, span_of_token(tok))
 
     def arrow(self, shape: S.ShapeLit) -> S.ShapeLit:
         return shape
@@ -142,7 +250,8 @@ class _ToSyntax(Transformer[Token, S.Program]):
         return _Clause(span_of_token(kw), body)
 
     def tolerance(self, pm: Token, num: Token, pct: Token | None = None) -> _Tolerance:
-        return _Tolerance(float(parse_number(str(num))), pct is not None, str(pm), str(num))
+        value, text = _number(num)
+        return _Tolerance(float(value), pct is not None, str(pm), text)
 
     # statements
     def start(self, *items: S.Stmt) -> S.Program:
@@ -217,9 +326,9 @@ class _ToSyntax(Transformer[Token, S.Program]):
         parts = str(target).split(".")
         v: S.Number | S.Dims
         if value.type == "DIMS":
-            v = S.Dims(parse_dims(str(value)), str(value), span_of_token(value))
+            v = S.Dims(*_dims(value), span_of_token(value))
         else:
-            v = S.Number(parse_number(str(value)), str(value), span_of_token(value))
+            v = S.Number(*_number(value), span_of_token(value))
         op = "=" if str(cmp) == "==" else str(cmp)
         return S.Expect(
             tuple(parts[:-1]),
@@ -384,7 +493,7 @@ def _describe_token(tok: Token) -> str:
 def _open_braces(text: str) -> list[tuple[int, int]]:
     """Line and column of each `{` that no `}` closes, outermost first (comments skipped)."""
     stack: list[tuple[int, int]] = []
-    for lineno, text_line in enumerate(text.splitlines(), start=1):
+    for lineno, text_line in enumerate(source_lines(text), start=1):
         for col, ch in enumerate(text_line.split("#", 1)[0], start=1):
             if ch == "{":
                 stack.append((lineno, col))
@@ -422,7 +531,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         brace = _unclosed_brace(text)
         if brace is not None:
             return error("E002", "unclosed '{'", brace, "add the matching '}'")
-        lines = text.splitlines() or [""]
+        lines = source_lines(text)
+        if len(lines) > 1 and not lines[-1]:  # a final newline ends the last line, starts none
+            lines.pop()
         last = len(lines)
         span = Span(
             line=last, column=len(lines[-1]) + 1, end_line=last, end_column=len(lines[-1]) + 2
@@ -469,6 +580,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
 
 
 _MISSING_VALUE = "missing value after '='"
+_STRAY_BRACE = "'}' without a matching '{'"
 KEYWORDS = (
     "network", "input", "block", "repeat", "residual", "shortcut", "concat", "add", "multiply", "branch", "expect"
 )
@@ -477,7 +589,7 @@ KEYWORDS = (
 def _keyword_label(text: str, colon: Token) -> Diagnostic | None:
     """`repeat: repeat 2 { ... }`: a keyword used as a name, said plainly."""
     assert colon.line is not None and colon.column is not None
-    before = text.splitlines()[colon.line - 1][: colon.column - 1]
+    before = source_lines(text)[colon.line - 1][: colon.column - 1]
     word = before.split(";")[-1].strip()
     if word not in KEYWORDS:
         return None
@@ -497,7 +609,7 @@ def _missing_value(text: str, span: Span) -> Diagnostic | None:
     Names the key and puts the caret where its value belongs, rather than
     under the '=' of the next key.
     """
-    lines = text.split("\n")
+    lines = source_lines(text)
     if not 1 <= span.line <= len(lines):
         return None
     before = lines[span.line - 1][: span.column - 1]
@@ -563,19 +675,356 @@ def _match_label(exc: UnexpectedInput) -> str | None:
     if state is None or tok is None:
         return None
     exact, by_state = _example_states()
-    return exact.get((state.position, tok.type)) or by_state.get(state.position)
+    label = exact.get((state.position, tok.type)) or by_state.get(state.position)
+    if label == _STRAY_BRACE and tok.type != "RBRACE":
+        return None  # a label about a '}' says nothing of another token in the same state
+    return label
 
 
-def _blank_line(text: str, line: int) -> str | None:
-    """The text with one line blanked, or None if that would unbalance braces."""
-    lines = text.split("\n")
-    if not 1 <= line <= len(lines):
-        return None
-    old = lines[line - 1].split("#", 1)[0]
-    if old.count("{") != old.count("}"):
-        return None
-    lines[line - 1] = ""
-    return "\n".join(lines)
+class _Lexer:
+    """The parse's tokens, one at a time; a character no token matches is handed out as its error."""
+
+    def __init__(self, thread: Any, state: Any) -> None:
+        self.thread = thread
+        self.state = state
+        self.tokens = thread.lex(state)
+        self.last: Token | None = None
+
+    def next(self) -> Token | UnexpectedCharacters | None:
+        """The next token, the error for a character no token matches (then skipped), or None at the end."""
+        try:
+            tok: Token = next(self.tokens)
+        except StopIteration:
+            return None
+        except UnexpectedCharacters as exc:
+            self.skip_character()
+            return exc
+        self.last = tok
+        return tok
+
+    def skip_character(self) -> None:
+        """After the lexer raised at a character no token matches: step over it, lex on."""
+        lexer = self.thread.state
+        pos = lexer.line_ctr.char_pos
+        text = getattr(lexer.text, "text", lexer.text)  # lark's TextSlice
+        lexer.line_ctr.feed(text[pos : pos + 1])
+        self.tokens = self.thread.lex(self.state)
+
+    def jump(self) -> tuple[int, int]:
+        """Move past characters no token may start with, to the next `;`, brace, comment or line.
+
+        Skipping a line of a megabyte of `@` a character at a time would raise
+        (and catch) a million lexer errors.
+        """
+        lexer = self.thread.state
+        pos = lexer.line_ctr.char_pos
+        text = getattr(lexer.text, "text", lexer.text)
+        found = _RESYNC.search(text, pos)
+        stop = found.start() if found is not None else len(text)
+        if stop > pos:
+            lexer.line_ctr.feed(text[pos:stop])
+            self.tokens = self.thread.lex(self.state)
+        return (lexer.line_ctr.line, lexer.line_ctr.column)  # where the jump ended
+
+
+_RESYNC = re.compile(r"[\n;{}#]")
+_OPENERS = ("LBRACE", "LPAR")
+_CLOSERS = ("RBRACE", "RPAR")
+_NESTING = frozenset(_OPENERS + _CLOSERS)  # the tokens `feed` counts (and checks, for `}`)
+
+
+class _Recovery:
+    """Drives lark's LALR parser token by token: nesting depth, and recovery from errors in one pass.
+
+    After a syntax error the rest of the statement is skipped (to its `;` or
+    newline, over any body it opens), and the parser's stacks are unwound to
+    the nearest state where a statement may begin: every state of a LALR stack
+    is one the parser passed through on the text so far, so the parse goes on
+    as if the broken statement had not been written, and an error node takes
+    its place. A `}` that closes the enclosing body is kept. At the end of the
+    text, bodies left open are closed (E002 says where one opened); when the
+    parse stops early (too many errors, too deep), the rest is one error node.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.lines = source_lines(text)
+        interactive = _parser().parse_interactive(text)
+        self.state = interactive.parser_state
+        self.table = self.state.parse_conf.states
+        self.lexer = _Lexer(interactive.lexer_thread, self.state)
+        self.diags: list[Diagnostic] = []
+        self.errors: list[S.ErrorStmt] = []  # the statements skipped, as error nodes
+        self.depth = 0  # '{' and '(' on the parser's stack
+        self.swallowed_end = False
+
+    def error(self, exc: UnexpectedInput) -> None:
+        """Report a syntax error; past MAX_SYNTAX_ERRORS, stop reading the file (`_Stop`)."""
+        if len(self.diags) >= MAX_SYNTAX_ERRORS:
+            last = self.diags[-1]
+            note = f"archc stops reading a file after {MAX_SYNTAX_ERRORS} syntax errors; there are more"
+            self.diags[-1] = last._replace(notes=(*last.notes, note))
+            raise _Stop(_line_of(exc))
+        self.diags.append(_syntax_diagnostic(exc, self.text))
+
+    def run(self) -> S.Program:
+        try:
+            return self.parse()
+        except (_TooDeep, _Stop) as stop:
+            return self.finish(stop.line)
+
+    def parse(self) -> S.Program:
+        lexer, table, stack, feed_token = self.lexer, self.table, self.state.state_stack, self.state.feed_token
+        while True:
+            # The loop of lark's own parser, with `feed`'s checks inlined (the common path is hot).
+            try:
+                for tok in lexer.tokens:
+                    lexer.last = tok
+                    kind = tok.type
+                    try:
+                        if kind in _NESTING or table[stack[-1]].get(kind) is None:
+                            self.feed(tok)
+                        else:
+                            feed_token(tok)  # it may reduce, then fail: what it reduced is the broken statement
+                    except UnexpectedToken as exc:
+                        self.error(exc)
+                        self.skip(tok, (tok.line or 1, tok.column or 1))
+                        break  # `skip` read on from the lexer: iterate afresh
+                else:
+                    break
+            except UnexpectedCharacters as exc:
+                lexer.skip_character()
+                self.error(exc)
+                self.skip(exc, (exc.line, exc.column))
+        failed_at = self.simulate("$END")
+        if failed_at is None:
+            return self.end()
+        end = _synthetic("$END", "", self.lexer.last)
+        expected = {t for t in self.table[failed_at] if t.isupper()}
+        at_end = UnexpectedToken(end, expected, state=_At(failed_at))  # type: ignore[no-untyped-call]  # lark's
+        if not self.swallowed_end:
+            self.error(at_end)
+        # an unclosed body keeps what it holds; a statement cut off by the end is an error node
+        unclosed = bool(self.diags) and self.diags[-1].code == "E002"
+        return self.finish(None if unclosed or self.swallowed_end else _line_of(at_end))
+
+    def end(self) -> S.Program:
+        program: S.Program = self.state.feed_token(_synthetic("$END", "", self.lexer.last), True)
+        return program
+
+    def feed(self, tok: Token) -> None:
+        """Feed a token; UnexpectedToken, with the statements on the stacks intact, if it does not fit.
+
+        LALR's merged lookaheads let a stray `}` reduce a whole body's statements
+        (`}` is what may follow a list of them) before the error shows, and
+        unwinding would then drop them: a `}` that would reduce is tried on the
+        state stack alone first (`simulate`). Any other token that fails reduces
+        at most the statement it breaks, which unwinding drops anyway.
+        """
+        top = self.state.state_stack[-1]
+        action = self.table[top].get(tok.type)
+        if action is None:
+            failed: int | None = top
+        elif tok.type == "RBRACE" and action[0] is not Shift:
+            failed = self.simulate("RBRACE")
+        else:
+            failed = None
+        if failed is not None:
+            expected = {t for t in self.table[failed] if t.isupper()}
+            raise UnexpectedToken(tok, expected, state=_At(failed))  # type: ignore[no-untyped-call]  # lark's
+        self.state.feed_token(tok)
+        if tok.type in _OPENERS:
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                self.diags.append(
+                    error(
+                        "E142",
+                        f"nested too deeply: more than {MAX_DEPTH} levels of braces and parentheses",
+                        span_of_token(tok),
+                        f"a spec nests bodies and parentheses at most {MAX_DEPTH} deep; a longer "
+                        "sequence is written `repeat N { ... }`",
+                    )
+                )
+                raise _TooDeep(tok.line or 1)
+        elif tok.type in _CLOSERS:
+            self.depth -= 1
+
+    def skip(self, bad: Token | UnexpectedCharacters, at: tuple[int, int]) -> None:
+        """Skip the rest of the statement from `bad` (at `at`, a line and column), unwind the
+        parser to a statement's start, and put an error node where the statement stood."""
+        pending: Token | None = None
+        end = (at[0], at[1] + 1)
+        if isinstance(bad, Token) and bad.type == "RBRACE":
+            pending = bad  # `}` after a broken statement still closes its body
+        else:
+            balance = 0
+            item: Token | UnexpectedCharacters | None = bad
+            while True:
+                if isinstance(item, Token):
+                    if item.type not in ("_NL", "SEMICOLON"):
+                        end = (item.end_line or end[0], item.end_column or end[1])
+                    if item.type == "LBRACE":
+                        balance += 1
+                    elif item.type == "RBRACE":
+                        if balance == 0:
+                            pending = item
+                            break
+                        balance -= 1
+                    elif item.type in ("_NL", "SEMICOLON") and balance == 0:
+                        break
+                elif item is not None:  # a character no token matches: jump over the rest of them
+                    end = self.lexer.jump()
+                item = self.lexer.next()
+                if item is None:
+                    # the skipped statement opened a body that never closes: that error
+                    # is the one reported, not a second "unclosed '{'" at the end
+                    self.swallowed_end = balance > 0
+                    break
+        start = min(at, self.unwind())
+        self.errors.append(S.ErrorStmt(Span(start[0], start[1], *max(end, start))))
+        if pending is not None and self.accepts("RBRACE"):
+            self.feed(pending)  # else: a `}` that closes nothing, dropped
+
+    def accepts(self, token_type: str) -> bool:
+        """Whether the parser would take a token of this type (`$END`: whether the text may end here)."""
+        return self.simulate(token_type) is None
+
+    def simulate(self, token_type: str) -> int | None:
+        """Feed a token of this type to a copy of the state stack, reductions done without their
+        callbacks: None if it would be taken, else the state where it would fail.
+
+        A token LALR's merged lookaheads let in can reduce what is on the stack
+        before the error shows, and lark's callbacks reuse the lists of the
+        values they reduce: a failed feed cannot be undone, so it is tried here.
+        """
+        base = self.state.state_stack  # read, never changed: the simulated stack is base[:depth] + extra
+        depth, extra = len(base), list[int]()
+        end_state = self.state.parse_conf.end_state
+        table = self.table
+        while True:
+            top = extra[-1] if extra else base[depth - 1]
+            action = table[top].get(token_type)
+            if action is None:
+                failed: int = top
+                return failed
+            kind, rule = action
+            if kind is Shift:
+                return None
+            size = len(rule.expansion)
+            if size:
+                from_extra = min(size, len(extra))
+                del extra[len(extra) - from_extra :]
+                depth -= size - from_extra
+            top = extra[-1] if extra else base[depth - 1]
+            extra.append(table[top][rule.origin.name][1])
+            if token_type == "$END" and extra[-1] == end_state:
+                return None
+
+    def unwind(self) -> tuple[int, int]:
+        """Pop the parser's stacks to the nearest state where a statement may begin;
+        return where what was popped begins (line, column; far away if nothing was)."""
+        states, values = self.state.state_stack, self.state.value_stack
+        first = _FAR
+        while len(states) > 1 and "NETWORK" not in self.table[states[-1]]:
+            states.pop()
+            value = values.pop()
+            if isinstance(value, Token) and value.type in _OPENERS:
+                self.depth -= 1
+            first = min(first, _first_position(value))
+        return first
+
+    def finish(self, rest_from: int | None) -> S.Program:
+        """The tree of what parsed: the bodies left open closed, and from `rest_from` (a line)
+        to the end one error node."""
+        first = self.unwind()
+        if rest_from is not None:
+            start = min(first, (rest_from, 1))
+            if start == (rest_from, 1):  # from the first code of that line
+                start = (rest_from, _code_span(self.lines, rest_from, rest_from).column)
+            last_line = max(start[0], _last_code_line(self.lines))
+            end = _code_span(self.lines, last_line, last_line)
+            self.errors.append(S.ErrorStmt(Span(start[0], start[1], end.end_line, end.end_column)))
+        brace = _synthetic("RBRACE", "}", self.lexer.last)
+        for _ in range(MAX_DEPTH + 2):  # one `}` for each body still open
+            if self.accepts("$END"):
+                return self.end()
+            if not self.accepts("RBRACE"):
+                break
+            self.state.feed_token(brace)
+        return S.Program(())  # pragma: no cover - closing every body always ends the parse
+
+
+def _synthetic(kind: str, text: str, after: Token | None) -> Token:
+    """A token the text lacks (the end, a `}` closing what the text left open), placed at its last token."""
+    return Token.new_borrow_pos(kind, text, after) if after is not None else Token(kind, text, 0, 1, 1)
+
+
+class _At(NamedTuple):
+    """Where a token would fail, as `_match_label` reads lark's parser state: its `position`."""
+
+    position: int
+
+
+def _line_of(exc: UnexpectedInput) -> int:
+    tok = getattr(exc, "token", None)
+    return (tok.line if tok is not None and tok.line else None) or getattr(exc, "line", None) or 1
+
+
+_FAR = (1 << 62, 1)
+
+
+def _first_position(value: Any) -> tuple[int, int]:
+    """Where something on the parser's value stack begins (line, column; `_FAR` if it does not say)."""
+    if isinstance(value, Token):
+        return (value.line, value.column or 1) if value.line else _FAR
+    span = getattr(value, "span", None)
+    if isinstance(span, Span):
+        return (span.line, span.column)
+    if isinstance(value, _Body):
+        return (value.braces.open.line, value.braces.open.column)
+    if isinstance(value, _Clause):
+        return (value.keyword.line, value.keyword.column)
+    children = getattr(value, "children", value)  # lark's Tree of an inlined rule, or a tuple
+    if isinstance(children, (tuple, list)):
+        return min((_first_position(v) for v in children), default=_FAR)
+    return _FAR
+
+
+class _TooDeep(Exception):
+    """Nesting past MAX_DEPTH: the parse stops (E142 is recorded)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _Stop(Exception):
+    """Too many syntax errors: the parse stops (a note on the last says so)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class Parsed(NamedTuple):
+    program: S.Program  # with an error node for each statement that failed
+    diagnostics: list[Diagnostic]
+    omitted: int  # errors found but not described (numbers out of range past MAX_SYNTAX_ERRORS)
+
+
+def parse_tree(text: str) -> Parsed:
+    """`syntax_tree`, also saying how many errors were found past those described."""
+    _FOUND.numbers = []
+    try:
+        recovery = _Recovery(text)
+        program = recovery.run()
+        numbers = _FOUND.numbers
+    finally:
+        _FOUND.numbers = []
+    found = recovery.diags + _input_words(program)
+    kept = numbers[: max(0, MAX_SYNTAX_ERRORS - len(found))]
+    statements = _with_errors(program.statements, recovery.errors)
+    return Parsed(S.Program(statements, _comments(text)), found + kept, len(numbers) - len(kept))
 
 
 TOKENS_WORD = "tokens"  # `input 1024 tokens`: the one word an input's size may take
@@ -603,7 +1052,7 @@ def _input_words(program: S.Program) -> list[Diagnostic]:
 
 
 def syntax_tree(text: str) -> tuple[S.Program, list[Diagnostic]]:
-    """The syntax tree of any text, and its syntax errors (the same ones `parse` gives).
+    """The syntax tree of any text, and its errors (the same ones `parse` gives).
 
     A statement that failed to parse is an `ErrorStmt` where it stood, in the
     body around it, so that everything else in the file is still there:
@@ -612,61 +1061,13 @@ def syntax_tree(text: str) -> tuple[S.Program, list[Diagnostic]]:
     >>> [type(s).__name__ for s in prog.statements], [e.code for e in errs]
     (['InputDecl', 'ErrorStmt', 'LayerStmt'], ['E001'])
 
-    Where recovery gives up (on a line that opens or closes a body, an unclosed
-    `{`, too many errors), the tree keeps the statements before the error, the
-    bodies they leave open closed where the text ends, and one error node from
-    there to the end.
+    Where the parse stops (too many errors, too deep), the tree keeps the
+    statements before, the bodies they leave open closed where the text
+    ends, and one error node from there to the end; an unclosed `{` keeps
+    its body.
     """
-    diags: list[Diagnostic] = []
-    lines = text.split("\n")
-    errors: list[S.ErrorStmt] = []
-    current = text
-    while True:
-        try:
-            # the inline transformer (`_ToSyntax`) turns the tree into a Program; lark types it as a Tree
-            program = cast(S.Program, _parser().parse(current))
-            break
-        except UnexpectedInput as exc:
-            diag = _syntax_diagnostic(exc, current)
-            diags.append(diag)
-            blanked = None
-            if diag.code != "E002" and len(diags) < MAX_SYNTAX_ERRORS and diag.span is not None:
-                blanked = _blank_line(current, diag.span.line)
-            if blanked is None or blanked == current:
-                cut = diag.span.line if diag.code != "E002" and diag.span is not None else None
-                program, unparsed = _salvage(current, cut)
-                if unparsed is not None:
-                    errors.append(S.ErrorStmt(_code_span(lines, unparsed, _last_code_line(lines))))
-                break
-            assert diag.span is not None
-            errors.append(S.ErrorStmt(_code_span(lines, diag.span.line, diag.span.line)))
-            current = blanked
-    diags.extend(_input_words(program))
-    return S.Program(_with_errors(program.statements, errors), _comments(text)), diags
-
-
-def _salvage(text: str, cut: int | None) -> tuple[S.Program, int | None]:
-    """The statements before line `cut` (all of them for None), with the bodies they leave
-    open closed below the end of the text; and the first line left unparsed (None if none is).
-
-    A kept text that ends in a head waiting for its `{` on a later line (`repeat 2`)
-    does not parse even so: it is cut again before that head.
-    """
-    lines = text.split("\n")
-    keep = len(lines) if cut is None else cut - 1
-    unparsed = cut
-    for _ in range(3):
-        kept = "\n".join(lines[:keep])
-        # the closing braces go below the end of the text, so that what was cut off is inside them
-        closed = kept + "\n" * (len(lines) - keep + 1) + "}" * len(_open_braces(kept))
-        try:
-            return cast(S.Program, _parser().parse(closed)), unparsed
-        except UnexpectedInput:
-            keep = _last_code_line(lines[:keep]) - 1
-            if keep < 0:
-                break
-            unparsed = keep + 1
-    return S.Program(()), 1
+    parsed = parse_tree(text)
+    return parsed.program, parsed.diagnostics
 
 
 def _last_code_line(lines: list[str]) -> int:
@@ -686,18 +1087,22 @@ def _code_span(lines: list[str], first: int, last: int) -> Span:
     return Span(line=first, column=column, end_line=end_line, end_column=end_column)
 
 
+def _pos(span: Span) -> tuple[int, int]:
+    return (span.line, span.column)
+
+
 def _with_errors(stmts: tuple[S.Stmt, ...], errors: list[S.ErrorStmt]) -> tuple[S.Stmt, ...]:
-    """`stmts` with each error node where its line is: in the innermost body around it."""
+    """`stmts` with each error node where it begins: in the innermost body around it."""
     if not errors:
         return stmts
-    pending = sorted(errors, key=lambda e: e.span.line)
+    pending = sorted(errors, key=lambda e: _pos(e.span))
     out: list[S.Stmt] = []
     for st in stmts:
-        inside = [e for e in pending if _in_body(st, e.span.line)]
+        inside = [e for e in pending if _in_body(st, _pos(e.span))]
         if inside:
             st = _with_errors_inside(st, inside)
             pending = [e for e in pending if e not in inside]
-        while pending and pending[0].span.line < st.span.line:
+        while pending and _pos(pending[0].span) < _pos(st.span):
             out.append(pending.pop(0))
         out.append(st)
     return (*out, *pending)
@@ -712,13 +1117,17 @@ def _braces(st: S.Stmt) -> list[S.Braces]:
     return []
 
 
-def _in_body(st: S.Stmt, line: int) -> bool:
-    return any(braces.open.line < line < braces.close.line for braces in _braces(st))
+def _inside(braces: S.Braces, at: tuple[int, int]) -> bool:
+    return _pos(braces.open) < at < _pos(braces.close)
+
+
+def _in_body(st: S.Stmt, at: tuple[int, int]) -> bool:
+    return any(_inside(braces, at) for braces in _braces(st))
 
 
 def _with_errors_inside(st: S.Stmt, errors: list[S.ErrorStmt]) -> S.Stmt:
     def place(stmts: tuple[S.Stmt, ...], braces: S.Braces) -> tuple[S.Stmt, ...]:
-        return _with_errors(stmts, [e for e in errors if braces.open.line < e.span.line < braces.close.line])
+        return _with_errors(stmts, [e for e in errors if _inside(braces, _pos(e.span))])
 
     if isinstance(st, S.Residual):
         shortcut = st.shortcut
@@ -756,7 +1165,7 @@ def _comments(text: str) -> tuple[S.Comment, ...]:
 
 
 def parse(text: str) -> tuple[S.Program | None, list[Diagnostic]]:
-    """Parse a whole file; on syntax errors, return None and every error found
+    """Parse a whole file; on errors (syntax, numbers, nesting), return None and the errors found
     (`syntax_tree` keeps what parsed).
 
     >>> prog, errs = parse("input 227x227x3\\nconv K=96 F=11 S=4\\n")

@@ -57,7 +57,10 @@ class Match:
     model does not say); `weights` its tensors keyed relative to the layer, as
     archc's PyTorch back-end names them (`weight`, `bias`, `running_mean`, ...).
     `input` and `output` are the ONNX values it reads and writes; `nodes` the
-    names of the nodes it consumed (at least the one it was tried at).
+    names (`view.key(node)`) of the nodes it consumed (at least the one it was
+    tried at); no value they make other than `output` may be read outside them.
+    A `statement` of several layers separates them with `;` (the name and the
+    weights are the first's); an empty one passes its input on (Identity, Dropout).
     """
 
     nodes: frozenset[str]
@@ -69,6 +72,12 @@ class Match:
 
 
 Matcher = Callable[["GraphView", onnx.NodeProto], "Match | None"]
+
+
+class Refused(Exception):
+    """Raised by a matcher for a node of its op that archc cannot express as written (asymmetric
+    padding, a Clip to other bounds): the importer reports the node with this reason, rather than
+    trying the other matchers or approximating it."""
 
 
 def node_key(node: onnx.NodeProto, index: int) -> str:
@@ -110,6 +119,7 @@ class GraphView:
         self._shapes.update({t.name: tuple(t.dims) for t in graph.initializer})
         self.inputs = [i.name for i in graph.input if i.name not in self._inits and i.name not in self._readers]
         self.outputs = [o.name for o in graph.output]
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         self._static_cache: dict[str, np.ndarray | None] = {}
         self._infer(model)
 
@@ -187,6 +197,10 @@ class GraphView:
             return None
         if node.op_type in ("Identity", "Dropout") and node.input:
             return self.static_value(node.input[0])
+        if node.op_type == "Transpose" and node.input:  # weight-sized: numpy, never the evaluator
+            x = self.static_value(node.input[0])
+            perm = attr(node, "perm")
+            return None if x is None else np.transpose(x, perm if perm else None)
         if node.op_type == "Constant":
             return _constant(node)
         if node.op_type == "Shape":
@@ -221,6 +235,18 @@ class GraphView:
             return None
         return np.asarray(outs[list(node.output).index(value)])
 
+    def source_name(self, value: str) -> str:
+        """The initializer a static value comes from, through Identity and Transpose
+        (dynamo's `MatMul(x, Transpose(fc.weight))`); "" when none."""
+        for _ in range(16):
+            if value in self._inits or value in self._readers:
+                return value
+            node = self.producers.get(value)
+            if node is None or node.op_type not in ("Identity", "Transpose", "Cast") or not node.input:
+                return ""
+            value = node.input[0]
+        return ""
+
     def weight(self, value: str) -> np.ndarray | None:
         """A constant's array (an initializer, also through Identity; float32 for floating point),
         read when asked; None for a value computed from the input."""
@@ -246,15 +272,14 @@ class GraphView:
         """
         meta = self.metadata(node)
         if NAME_SCOPES in meta:
+            # ['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']: each module's full path, then the op
             names = _listing(meta[NAME_SCOPES])
-            parts: list[str] = []
-            for n in names:
-                parts.extend(p for p in n.split(".") if p)
-            return parts
+            return [p for p in names[-2].split(".") if p] if len(names) >= 2 else []
         name = node.name
         if name.startswith("/"):
             pieces = [p for p in name.split("/") if p][:-1]  # the last is the op ("Conv", "Conv_1")
-            parts, previous = [], ""
+            parts: list[str] = []
+            previous = ""
             for piece in pieces:
                 # TorchScript writes an indexed child under its container's own name
                 # ("/features/features.1/conv/conv.0/Conv"): keep the new part only
@@ -270,10 +295,17 @@ class GraphView:
         """`scopes` joined with dots: `layer1.0.conv1`."""
         return ".".join(self.scopes(node))
 
-    def classes(self, node: onnx.NodeProto) -> list[str]:
-        """The dynamo exporter's `class_hierarchy` (`['torchvision.models.resnet.ResNet', ...]`), else []."""
+    def scope_classes(self, node: onnx.NodeProto) -> dict[tuple[str, ...], str]:
+        """The class of each module around the node (`{('layer1', '0'): 'Bottleneck'}`), from the
+        dynamo exporter's `class_hierarchy` beside its `name_scopes`; {} for other exporters."""
         meta = self.metadata(node)
-        return _listing(meta[CLASS_HIERARCHY]) if CLASS_HIERARCHY in meta else []
+        if CLASS_HIERARCHY not in meta or NAME_SCOPES not in meta:
+            return {}
+        names, classes = _listing(meta[NAME_SCOPES]), _listing(meta[CLASS_HIERARCHY])
+        return {
+            tuple(p for p in n.split(".") if p): c.rsplit(".", 1)[-1]
+            for n, c in zip(names[1:-1], classes[1:-1], strict=False)
+        }
 
     def describe(self, node: onnx.NodeProto) -> str:
         """A node for an error message: name, op type, input and output shapes."""

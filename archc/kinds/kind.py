@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from archc.ir import Layout, Physical, Shape, written_spatial_ranks
+from archc.limits import MAX_DIM
 
 Attrs = dict[str, Any]
 
@@ -319,8 +320,10 @@ def coerce(key: Key, value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"{key.name} takes a {t}, not {_show(value)}")
     if t is KeyType.POS_INT:
-        if isinstance(value, int) and value > 0:
+        if isinstance(value, int) and 0 < value <= MAX_DIM:
             return value
+        if isinstance(value, int) and value > MAX_DIM:
+            raise ValueError(f"{key.name} must be at most 2^31-1 ({MAX_DIM:,}), not {value:,}")
         raise ValueError(f"{key.name} must be a positive integer, not {_show(value)}")
     if t is KeyType.INT:
         if isinstance(value, int):
@@ -337,6 +340,8 @@ def coerce(key: Key, value: Any) -> Any:
         ok = isinstance(value, int) or (isinstance(value, tuple) and len(value) in _WRITTEN_RANKS)
         low = 1 if t is KeyType.SIZES else 0
         if ok and all(isinstance(v, int) and v >= low for v in sizes):
+            if any(v > MAX_DIM for v in sizes):
+                raise ValueError(f"{key.name} must be at most 2^31-1 ({MAX_DIM:,}), not {_show(value)}")
             return value
         what = {
             KeyType.PAD: "a non-negative integer, one per dimension (HxW, DxHxW) or same",

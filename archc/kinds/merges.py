@@ -11,18 +11,22 @@ does not broadcast: its body and shortcut must have equal shapes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from archc.ir import Shape
 from archc.kinds.kind import (
     ANY_FEATURES,
+    Applied,
     Attrs,
+    Counts,
     Family,
     Key,
     KeyType,
     LayerKind,
+    Line,
     Merge,
     ShapeError,
+    Topic,
     Traits,
     Window,
 )
@@ -105,6 +109,32 @@ def _concat_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> 
     return first.resized(first.spatial, sum(s.channels for s in ins))
 
 
+def _elementwise_explain(symbol: str, noun: str) -> Callable[[Applied, Counts], list[Line]]:
+    def explain(layer: Applied, counts: Counts) -> list[Line]:
+        shapes = f" {symbol} ".join(s.text() for s in layer.ins)
+        if not layer.attrs.get("broadcast") and symbol == "+":  # a residual: body + shortcut
+            text = f"body {layer.ins[0].text()} + shortcut {layer.ins[1].text()}, element by element = {layer.out.text()}"
+        elif all(s == layer.out for s in layer.ins):
+            text = f"{shapes}, element by element = {layer.out.text()}"
+        else:
+            per = ", ".join(s.text() for s in layer.ins if s != layer.out)
+            text = f"{shapes} = {layer.out.text()}: {per} holds one value per channel, applied at every position"
+        return [Line(Topic.SHAPE, text), Line(Topic.PARAMS, f"no parameters (a {noun})")]
+
+    return explain
+
+
+def _concat_explain(layer: Applied, counts: Counts) -> list[Line]:
+    if not layer.out.is_spatial:
+        sizes = " + ".join(str(s.numel) for s in layer.ins)
+        text = f"{sizes} = {layer.out.numel} features, the branches end to end"
+    else:
+        channels = " + ".join(str(s.channels) for s in layer.ins)
+        where = "x".join(str(n) for n in layer.out.spatial)
+        text = f"channels {channels} = {layer.out.channels}, every branch at {where}: {layer.out.text()}"
+    return [Line(Topic.SHAPE, text), Line(Topic.PARAMS, "no parameters")]
+
+
 _MERGE_TRAITS = (Family.MERGE, ANY_FEATURES)
 
 KINDS = (
@@ -114,6 +144,7 @@ KINDS = (
         _add_infer,
         Traits(*_MERGE_TRAITS, merge=Merge("+", "sum")),
         example="add { branch { relu } branch { identity } }",
+        explain=_elementwise_explain("+", "sum"),
         keys=(
             Key(
                 "broadcast",
@@ -131,6 +162,7 @@ KINDS = (
         _multiply_infer,
         Traits(*_MERGE_TRAITS, merge=Merge("×", "product")),
         example="multiply { branch { identity } branch { sigmoid } }",
+        explain=_elementwise_explain("*", "product"),
         user=False,
         arity=0,
     ),
@@ -140,6 +172,7 @@ KINDS = (
         _concat_infer,
         Traits(*_MERGE_TRAITS, merge=Merge("concat", "concatenation")),
         example="concat { branch { relu } branch { identity } }",
+        explain=_concat_explain,
         user=False,
         arity=0,
     ),

@@ -221,22 +221,64 @@ def _fixes(win: Window, shape: Shape, rems: dict[int, int], pool: bool) -> list[
     for axis in rems:
         eff = win.dilation[axis] * (win.kernel[axis] - 1) + 1
         s, most = win.stride[axis], (win.kernel[axis] // 2 if pool else n[axis] + eff)
-        valid = [p for p in range(most + 1) if (n[axis] + 2 * p - eff) % s == 0]
-        if not valid:
+        nearest = nearest_padding(n[axis], eff, s, win.begin[axis], most)
+        if nearest is None:
             return fixes  # no padding divides evenly along this axis (2P cannot change its parity)
-        pads[axis] = min(valid, key=lambda p: (abs(p - win.begin[axis]), p))
+        pads[axis] = nearest
     fixes.append(f"padding P={show_value(tuple(pads))}")
     return fixes
 
 
+def nearest_padding(n: int, eff: int, s: int, begin: int, most: int) -> int | None:
+    """The padding `p` in 0..most nearest to `begin` (the smaller of two as near) with
+    `(n + 2p - eff) % s == 0`, or None; in O(1), not a scan of 0..most.
+
+    A conv's paddings run up to the input size: scanning them for a stride
+    of 2^31-1 never ended. `2p = eff - n (mod s)` has its solutions every
+    `s` (odd stride) or `s/2` (even stride, when `eff - n` is even) from the
+    least one, `p0`; the nearest to `begin` is one of those around it.
+
+    >>> nearest_padding(224, 11, 4, 0, 235), nearest_padding(10, 3, 3, 0, 13), nearest_padding(7, 3, 2, 0, 10)
+    (None, 1, 0)
+    """
+    target = (eff - n) % s
+    if s % 2 == 0:
+        if target % 2:
+            return None
+        step, p0 = s // 2, target // 2
+    else:
+        step, p0 = s, target * ((s + 1) // 2) % s  # (s+1)/2 is the inverse of 2 modulo an odd s
+    near = p0 + (min(max(begin, 0), most) - p0) // step * step
+    found = [p for p in (near - step, near, near + step, near + 2 * step) if 0 <= p <= most]
+    return min(found, key=lambda p: (abs(p - begin), p)) if found else None
+
+
 # --- kinds ---------------------------------------------------------------------------------
+def _common_divisors(a: int, b: int, most: int = 12) -> list[int]:
+    """The first `most` common divisors of a and b, by trial division up to sqrt(gcd), not up to min(a, b).
+
+    >>> _common_divisors(96, 64)
+    [1, 2, 4, 8, 16, 32]
+    """
+    g = math.gcd(a, b)
+    small, large = [], []
+    for x in range(1, math.isqrt(g) + 1):
+        if g % x == 0:
+            small.append(x)
+            if x != g // x:
+                large.append(g // x)
+    return (small + large[::-1])[:most]
+
+
 def _groups_divide(attrs: Attrs, ins: Sequence[Shape]) -> None:
     c, g, k = ins[0].channels, attrs["G"], attrs["K"]
     if c % g or k % g:
+        divisors = _common_divisors(c, k)  # listing every divisor up to 1e8 took 11 s
+        more = ", ..." if len(divisors) == 12 and divisors[-1] != math.gcd(c, k) else ""
         raise ShapeError(
             f"groups G={g} must divide both the input channels ({c}) and K ({k})",
             key="G",
-            hint=f"divisors of both: {', '.join(str(x) for x in range(1, min(c, k) + 1) if c % x == 0 and k % x == 0)}",
+            hint=f"divisors of both: {', '.join(str(x) for x in divisors)}{more}",
         )
 
 
@@ -285,6 +327,37 @@ def _pool_explain(layer: Applied, counts: Counts) -> list[Line]:
 
 def _adaptive_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
     return ins[0].resized(sizes("adaptiveavgpool", _ADAPTIVE_SIZE, attrs["size"], ins[0]))
+
+
+def _adaptive_explain(layer: Applied, counts: Counts) -> list[Line]:
+    """PyTorch's split: output i averages input rows floor(i*n/out) to ceil((i+1)*n/out)."""
+    lines = []
+    shape = layer.ins[0]
+    if all(out == 1 for out in layer.out.spatial):
+        return _global_explain(layer, counts)
+    for label, n, out in zip(shape.layout.spatial_axes, shape.spatial, layer.out.spatial, strict=True):
+        if n % out == 0:
+            body = f"{n}/{out}: {out} window{'s' if out > 1 else ''} of {n // out}, stride {n // out}"
+        else:
+            widths = [-(-(i + 1) * n // out) - i * n // out for i in range(out)]
+            body = (
+                f"{n} into {out}: window i covers floor(i*{n}/{out}) to ceil((i+1)*{n}/{out}), "
+                f"{min(widths) if min(widths) == max(widths) else f'{min(widths)} to {max(widths)}'} wide, overlapping"
+            )
+        lines.append((label, body))
+    if all(body == lines[0][1] for _, body in lines):
+        texts = [lines[0][1]]
+    else:
+        texts = [f"{label}: {body}" for label, body in lines]
+    return [*(Line(Topic.SHAPE, t) for t in texts), Line(Topic.PARAMS, "no parameters")]
+
+
+def _global_explain(layer: Applied, counts: Counts) -> list[Line]:
+    shape = layer.ins[0]
+    where = "x".join(str(n) for n in shape.spatial)
+    positions = math.prod(shape.spatial)
+    text = f"the mean of {where} = {positions:,} positions per channel: {layer.out.text()}"
+    return [Line(Topic.SHAPE, text), Line(Topic.PARAMS, "no parameters")]
 
 
 def _global_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> Shape:
@@ -348,6 +421,7 @@ KINDS = (
         example="adaptiveavgpool 3",
         keys=(_ADAPTIVE_SIZE,),
         positional="size",
+        explain=_adaptive_explain,
     ),
     LayerKind(
         "globalavgpool",
@@ -355,5 +429,6 @@ KINDS = (
         _global_infer,
         Traits(Family.POOL, SPATIAL, mixes_positions=True, sequence=_FIRST),
         example="globalavgpool",
+        explain=_global_explain,
     ),
 )

@@ -79,16 +79,27 @@ class _Line:
 
 
 def expression(e: S.Expr) -> str:
-    """An expression as written, without spaces: `(SQ+1)//2`."""
-    if isinstance(e, S.BinOp):
-        core = expression(e.left) + e.op + expression(e.right)
-    elif isinstance(e, S.Neg):
-        core = "-" + expression(e.operand)
-    elif isinstance(e, S.Ref):
-        core = e.name
-    else:
-        core = e.text
-    return "(" * e.parens + core + ")" * e.parens
+    """An expression as written, without spaces: `(SQ+1)//2`.
+
+    Iterative: `fc 1+1+...+1` of 100,000 terms is a tree as deep as it is long.
+    """
+    out: list[str] = []
+    todo: list[S.Expr | str] = [e]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        close = ")" * item.parens
+        if isinstance(item, S.BinOp):
+            todo += [close, item.right, item.op, item.left]
+        elif isinstance(item, S.Neg):
+            todo += [close, item.operand, "-"]
+        else:
+            todo.append(close)
+            todo.append(item.name if isinstance(item, S.Ref) else item.text)
+        out.append("(" * item.parens)
+    return "".join(out)
 
 
 def _last_line(st: S.Stmt) -> int:
@@ -392,18 +403,32 @@ def _align_comments(lines: list[_Line]) -> None:
 _LAYOUT_FIELDS = frozenset({"span", "value_span", "braces", "shortcut_keyword", "shortcut_braces", "comments"})
 
 
-def _skeleton(node: Any) -> Any:
-    """A syntax tree without its layout, keys sorted: what formatting must preserve."""
-    if isinstance(node, tuple) and hasattr(type(node), "_fields"):  # a syntax node (a NamedTuple)
-        names = [n for n in getattr(type(node), "_fields") if n not in _LAYOUT_FIELDS]  # noqa: B009 - unknown to mypy
-    elif isinstance(node, tuple):
-        return tuple(_skeleton(n) for n in node)
-    else:
-        return node
-    fields = {n: _skeleton(getattr(node, n)) for n in names}
-    if isinstance(node, S.LayerStmt):
-        fields["keywords"] = tuple(sorted(fields["keywords"], key=lambda kw: str(kw[1][0][1])))
-    return (type(node).__name__, tuple(fields.items()))
+def _skeleton(node: Any) -> list[Any]:
+    """A syntax tree without its layout, keys sorted: what formatting must preserve.
+
+    Flat (a pre-order list of node types, field names and values), and built
+    iteratively: comparing nested tuples 100,000 deep (a long `1+1+...`)
+    would exhaust the stack.
+    """
+    out: list[Any] = []
+    todo: list[Any] = [node]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, tuple) and hasattr(type(item), "_fields"):  # a syntax node (a NamedTuple)
+            names = [n for n in getattr(type(item), "_fields") if n not in _LAYOUT_FIELDS]  # noqa: B009 - unknown to mypy
+        elif isinstance(item, tuple):
+            out.append(("(", len(item)))
+            todo += reversed(item)
+            continue
+        else:
+            out.append(item)
+            continue
+        fields = {n: getattr(item, n) for n in names}
+        if isinstance(item, S.LayerStmt):
+            fields["keywords"] = tuple(sorted(item.keywords, key=lambda kw: kw.key))
+        out.append((type(item).__name__, tuple(fields)))
+        todo += reversed(fields.values())
+    return out
 
 
 def format_text(text: str) -> str:
@@ -428,3 +453,65 @@ def format_text(text: str) -> str:
     if [c.text.rstrip() for c in again.comments] != [c.text.rstrip() for c in program.comments]:
         raise AssertionError("archc fmt would lose or reorder a comment of this spec")
     return out
+
+
+BOM = "\ufeff"
+
+
+def line_ending(text: str) -> str:
+    """The file's line ending: `\\r\\n` when most lines end so, else `\\n` (`fmt` keeps it).
+
+    >>> line_ending("input 4\\r\\nfc 3\\r\\n"), line_ending("input 4\\nfc 3\\n"), line_ending("input 4")
+    ('\\r\\n', '\\n', '\\n')
+    """
+    crlf = text.count("\r\n")
+    return "\r\n" if crlf and crlf >= text.count("\n") - crlf else "\n"
+
+
+def format_source(text: str) -> str:
+    """`format_text` of a file's whole text, keeping what is the file's own: its line endings
+    (CRLF stays CRLF) and a UTF-8 byte-order mark at the start.
+
+    >>> format_source("\\ufeffinput 4\\r\\nfc   3\\r\\n") == "\\ufeffinput 4\\r\\nfc 3\\r\\n"
+    True
+    """
+    bom = BOM if text.startswith(BOM) else ""
+    body = text[len(bom) :]
+    return bom + format_text(body.replace("\r\n", "\n")).replace("\n", line_ending(body))
+
+
+def why_reformatted(before: str, after: str) -> str:
+    """What `fmt --check` says about a file it would change: what kind of change, and where first.
+
+    >>> why_reformatted("input 4\\nfc   3\\n", "input 4\\nfc 3\\n")
+    'line 2 changes (1 line in all)'
+    >>> why_reformatted("input 4\\r\\nfc 3\\n", "input 4\\r\\nfc 3\\r\\n")
+    'mixed line endings (1 CRLF, 1 LF): every line would end in CRLF'
+    """
+    old, new = before.splitlines(), after.splitlines()
+    crlf = before.count("\r\n")
+    lf = before.count("\n") - crlf
+    mixed = f"mixed line endings ({crlf} CRLF, {lf} LF): every line would end in {'CRLF' if crlf >= lf else 'LF'}"
+    if old == new:  # the same lines: only their endings differ
+        return mixed if crlf and lf else "the last line has no line ending"
+    import difflib
+
+    changed = [
+        (i1, max(i2 - i1, j2 - j1))
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+        if tag != "equal"
+    ]
+    first = changed[0][0] + 1
+    count = sum(n for _, n in changed)
+    where = f"line {min(first, len(old) or 1)} changes ({count} line{'s' if count != 1 else ''} in all)"
+    return f"{where}; {mixed}" if crlf and lf else where
+
+
+def unified_diff(before: str, after: str, path: str) -> str:
+    """`fmt --diff`: the change as a unified diff, `path` before and after (line endings as written)."""
+    import difflib
+
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), path, f"{path} (formatted)"
+    )
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)

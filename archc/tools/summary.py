@@ -7,11 +7,17 @@ layers indented below them.
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from archc.api import Network
-from archc.ir import Graph, Layout, Scope, ScopeKind
+from archc.analysis import check_assertion
+from archc.analysis.tensors import Role, tensor_specs
+from archc.api import CompileResult, Network, compile_text
+from archc.diagnostics import Diagnostic
+from archc.frontend.syntax import InputDecl
+from archc.ir import Assertion, Graph, Layout, Scope, ScopeKind, Shape
 from archc.kinds import KINDS, per_dimension_attrs, show_value
 from archc.kinds.sequence import kv_width
 
@@ -25,7 +31,7 @@ class Row:
     params: int
     macs: int
     group: bool = False
-    explain: tuple[str, ...] = field(default=())
+    explain: tuple[tuple[str, str], ...] = field(default=())  # (topic, text) lines
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -49,7 +55,7 @@ class _Chains:
         return chain
 
 
-def _scope_label(scope: Scope) -> str:
+def scope_label(scope: Scope) -> str:
     if scope.kind is ScopeKind.REPEAT:
         return f"repeat x{scope.args.get('count', 0)}"
     if scope.block:
@@ -88,7 +94,7 @@ def rows(net: Network, explain: bool = False, extra: dict[str, dict[str, str]] |
                 Row(
                     depth=depth,
                     name=scope.path,
-                    kind=_scope_label(scope),
+                    kind=scope_label(scope),
                     output=analysis.shape_of(scope.output).text(),
                     params=totals.params,
                     macs=totals.macs,
@@ -97,9 +103,9 @@ def rows(net: Network, explain: bool = False, extra: dict[str, dict[str, str]] |
             )
         open_chain = chain
         facts = analysis.facts[node.name]
-        lines: tuple[str, ...] = ()
+        lines: tuple[tuple[str, str], ...] = ()
         if explain:
-            lines = tuple(line.text for line in KINDS[node.kind].explain(facts.applied(node.attrs), facts.counts))
+            lines = explain_lines(net, node.name)
         out.append(
             Row(
                 depth=len(chain),
@@ -115,10 +121,54 @@ def rows(net: Network, explain: bool = False, extra: dict[str, dict[str, str]] |
     return out
 
 
-def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None, dtype: str = "float32") -> dict[str, Any]:
+def explain_lines(net: Network, name: str) -> tuple[tuple[str, str], ...]:
+    """A layer's derivation of its shape and counts, as (topic, text) lines."""
+    node = net.graph.node(name)
+    facts = net.analysis.facts[name]
+    return tuple((str(line.topic), line.text) for line in KINDS[node.kind].explain(facts.applied(node.attrs), facts.counts))
+
+
+def buffers(net: Network) -> dict[str, int]:
+    """Elements of each layer's buffers (batchnorm's running mean and variance): state that
+    the state_dict holds and training does not learn, so not counted in params."""
+    out: dict[str, int] = {}
+    for t in tensor_specs(net.analysis):
+        if t.role is Role.BUFFER:
+            out[t.layer] = out.get(t.layer, 0) + t.numel
+    return out
+
+
+def buffer_names(net: Network) -> list[str]:
+    """The kinds of buffers a network holds, `running_mean`, `running_var`, first seen first."""
+    names: dict[str, None] = {}
+    for t in tensor_specs(net.analysis):
+        if t.role is Role.BUFFER:
+            names[t.name.rpartition(".")[2]] = None
+    return list(names)
+
+
+def share(n: int, total: int) -> str:
+    """A layer's share of a total: `12.3%`, `<0.1%` for a small non-zero share, `-` for none.
+
+    >>> share(9_408, 11_689_512), share(128, 11_689_512), share(0, 10), share(5, 5)
+    ('0.1%', '<0.1%', '-', '100.0%')
+    """
+    if not n or not total:
+        return "-"
+    pct = 100 * n / total
+    return "<0.1%" if pct < 0.05 else f"{pct:.1f}%"
+
+
+def summary_json(
+    net: Network,
+    rf: dict[str, dict[str, Any]] | None = None,
+    dtype: str = "float32",
+    explain: bool = False,
+) -> dict[str, Any]:
     """The `archc summary --json` document (schema in README.md); sizes in bytes of `dtype`."""
     analysis = net.analysis
     totals = analysis.totals
+    held = buffers(net)
     layers = []
     for node in net.graph.nodes:
         f = analysis.facts[node.name]
@@ -131,12 +181,15 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None, dtyp
             "params": f.params,
             "weights": f.weights,
             "biases": f.biases,
+            "buffers": held.get(node.name, 0),
             "macs": f.macs,
             # a key whose default is "none" (`tie`, a pool's `S`) and that was not written is left out
             "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items() if v is not None},
         }
         if rf and node.name in rf:
             entry["receptive_field"] = rf[node.name]
+        if explain:
+            entry["explain"] = [{"topic": topic, "text": text} for topic, text in explain_lines(net, node.name)]
         layers.append(entry)
     blocks = []
     for scope in net.graph.scopes:
@@ -151,6 +204,7 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None, dtyp
                 "params": t.params,
                 "weights": t.weights,
                 "biases": t.biases,
+                "buffers": sum(held.get(n, 0) for n in scope.nodes),
                 "macs": t.macs,
             }
         )
@@ -161,6 +215,7 @@ def summary_json(net: Network, rf: dict[str, dict[str, Any]] | None = None, dtyp
         "params": totals.params,
         "weights": totals.weights,
         "biases": totals.biases,
+        "buffers": sum(held.values()),
         "macs": totals.macs,
         "flops": 2 * totals.macs,
         "dtype": dtype,
@@ -228,3 +283,76 @@ def kv_cache(net: Network, dtype: str = "float32") -> KVCache | None:
         width=widths.pop() if len(widths) == 1 else 0,
         nbytes=sum(2 * n * e * size for n, e in found),
     )
+
+
+# --- another input size ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AtInput:
+    """A spec compiled again with its `input` line replaced (`archc summary --input`).
+
+    The spec's `->` and `expect` checks were written for its own input; at
+    another size they are reported (`failed`: each one that does not hold, with
+    the error it would be), not enforced. Every other error still fails.
+    """
+
+    result: CompileResult  # of the rewritten text; its diagnostics without the failed checks
+    network: Network | None  # None when the spec does not hold together at this size
+    written: Shape  # the spec's own input
+    checks: tuple[Assertion, ...]  # every `->` and `expect` of the spec
+    failed: tuple[tuple[Assertion, Diagnostic], ...]
+
+
+def at_input(original: CompileResult, shape: str) -> AtInput:
+    """Compile `original` (a valid spec) again with `input SHAPE`: `224x224x3`, `1000 tokens`, `16000x1`."""
+    assert original.network is not None and original.program is not None
+    decl = next(s for s in original.program.statements if isinstance(s, InputDecl))
+    start, end = decl.shape.span, (decl.unit.span if decl.unit is not None else decl.shape.span)
+    lines = original.text.split("\n")
+    line = lines[start.line - 1]  # an input line is one line: the grammar has no line breaks in it
+    lines[start.line - 1] = line[: start.column - 1] + shape + line[end.end_column - 1 :]
+    text = "\n".join(lines)
+    result = compile_text(text, original.path)
+    failed: list[tuple[Assertion, Diagnostic]] = []
+    network = result.network
+    analysis = result.analysis
+    if network is None and analysis is not None and analysis.complete and result.graph is not None:
+        for a in result.graph.assertions:
+            diag = check_assertion(a, analysis)
+            if diag is not None:
+                failed.append((a, diag))
+        moot = {d for _, d in failed}
+        others = tuple(d for d in result.diagnostics if d not in moot)
+        if not any(d.is_error for d in others):
+            warnings = tuple(d for d in others if not d.is_error)
+            network = Network(analysis, original.path, text, warnings)
+        result = result._replace(diagnostics=others)
+    checks = result.graph.assertions if result.graph is not None else ()
+    return AtInput(result, network, original.network.graph.input_shape, checks, tuple(failed))
+
+
+# --- markdown and CSV ----------------------------------------------------------------------------
+def markdown_table(headers: list[str], table: list[tuple[bool, list[str]]], right: set[int]) -> list[str]:
+    """A GitHub-flavoured Markdown table; group rows (block instances, repeats) in bold.
+
+    >>> markdown_table(["Layer", "Params"], [(True, ["b", "10"]), (False, ["b.c|d", "10"])], {1})
+    ['| Layer | Params |', '| :--- | ---: |', '| **b** | **10** |', '| b.c\\\\|d | 10 |']
+    """
+
+    def cell(text: str, bold: bool) -> str:
+        text = text.strip().replace("|", "\\|")
+        return f"**{text}**" if bold and text and text != "-" else text
+
+    out = ["| " + " | ".join(headers) + " |"]
+    out.append("| " + " | ".join("---:" if i in right else ":---" for i in range(len(headers))) + " |")
+    for group, cells in table:
+        out.append("| " + " | ".join(cell(c, group) for c in cells) + " |")
+    return out
+
+
+def csv_text(headers: list[str], records: list[list[Any]]) -> str:
+    """CSV as the csv module writes it (quoted where needed), one record a line, `\\n` line ends."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(records)
+    return buf.getvalue()

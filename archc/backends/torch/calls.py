@@ -48,6 +48,8 @@ def _call_args(
             except E.NotSymbolic:
                 sym = None
             args.append((p.py, sym, values))
+        elif p.passed:  # a default the callee cannot write: its values, as numbers
+            args.append((p.py, None, values))
     for h in cls.hoisted:
         args.append((h, None, [cls.values[path][h] for path in paths]))
     return args

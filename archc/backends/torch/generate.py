@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archc.analysis import Analysis
+from archc.backends import TORCH_INSTALL
 from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
 from archc.backends.torch.helpers import Feature
@@ -56,6 +57,7 @@ from archc.backends.torch.layers import HANDLERS, HELPERS, KEEP, Rendered, Step
 from archc.backends.torch.plan import (
     ASCII_IDENT,
     GLOBALS,
+    ClassParam,
     ClassPlan,
     Instance,
     Plan,
@@ -63,11 +65,12 @@ from archc.backends.torch.plan import (
     annotation,
     full_name,
 )
-from archc.diagnostics import Diagnostic, TargetError
+from archc.diagnostics import Diagnostic, TargetError, error
 from archc.frontend.naming import reserved_in_torch, torch_name_diagnostic
-from archc.ir import INPUT, Physical, ScopeKind, Shape, Span
+from archc.ir import INPUT, Node, Physical, ScopeKind, Shape, Span
 from archc.ir import written as W
 from archc.kinds import KINDS, Window, coerce, per_dimension
+from archc.limits import MAX_DEPTH
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +78,7 @@ if TYPE_CHECKING:
 __all__ = ["HANDLERS", "TorchGenError", "build_module", "generate_source", "problems"]
 
 _SAFE_FILENAME = re.compile(r"[A-Za-z0-9_.\- ]+")
-_DEEPEST = 10_000  # nesting levels, as the elaborator allows
+_DEEPEST = MAX_DEPTH  # nesting levels, as the parser and the elaborator allow
 
 
 def _wrap(line: str, width: int = 100) -> str:
@@ -401,7 +404,10 @@ class ClassWriter:
         out = self.steps(HANDLERS[kind](ctx).steps, src, dst)
         self.cur = self.nodes(merge.node)
         if kind == "concat":
-            self.chan = None if any(c is None for c in chans) else E.add([c for c in chans if c is not None])
+            try:
+                self.chan = None if any(c is None for c in chans) else E.add([c for c in chans if c is not None])
+            except E.NotSymbolic:  # too long a sum to write: the channels are passed as numbers
+                self.chan = None
         else:  # an elementwise merge keeps the channels every branch ends with
             self.chan = next((c for c in chans if c is not None), None)
         return out
@@ -414,6 +420,10 @@ class ClassWriter:
         if not self.is_network:
             sig.append("in_channels: int")
         pre: list[str] = []
+        if _default_first(self.cls.params):
+            # `block B(K=2, S)` is a valid spec but `def __init__(self, K=2, S)` is not
+            # Python: keyword-only parameters may come in any order (calls pass them by name).
+            sig.append("*")
         for p in self.cls.params:
             ann = annotation([env[p.py] for env in self.envs])
             if p.default is None:
@@ -423,7 +433,7 @@ class ClassWriter:
             else:  # a default computed from earlier parameters
                 sig.append(f"{p.py}: {ann} | None = None")
                 pre.append(f"if {p.py} is None:\n    {p.py} = {E.render(p.default)}")
-        if self.hoisted:
+        if self.hoisted and "*" not in sig:
             sig.append("*")
             sig += [f"{name}: {ann}" for name, ann in self.hoisted]
         lines = [f"class {self.cls.name}(nn.Module):", f'    """{self.doc}"""', ""]
@@ -438,6 +448,17 @@ class ClassWriter:
         lines += [f"        {line}" for line in [*self.fwd, f"return {out}"]]
         self.cls.source = "\n".join(lines) + "\n"
         self.gen.order.append(self.cls)
+
+
+def _default_first(params: Sequence[ClassParam]) -> bool:
+    """Whether a parameter with a default comes before one without."""
+    seen_default = False
+    for p in params:
+        if p.default is not None:
+            seen_default = True
+        elif seen_default:
+            return True
+    return False
 
 
 def _transposing(operands: list[str], flags: Sequence[bool]) -> list[str]:
@@ -455,16 +476,19 @@ def _attribute_path(name: str) -> str:
 def problems(analysis: Analysis) -> list[Diagnostic]:
     """Names the spec may use but a module attribute cannot take (`forward`, `class`): E113,
     once per written name, in source order."""
-    written: dict[Span, str] = {}
+    written: dict[Span, tuple[str, str | None]] = {}
     for name, label in [
         *((n.name, n.label) for n in analysis.graph.nodes),
         *((s.path, s.label) for s in analysis.graph.scopes),
     ]:
         if label is not None:
-            written.setdefault(label, name.rpartition(".")[2])
+            written.setdefault(label, (name.rpartition(".")[2], None))
+    for scope in analysis.graph.scopes:  # a call named after its block: `__Inner` makes `__inner1`
+        if scope.label is None and scope.kind is ScopeKind.CALL:
+            written.setdefault(scope.span, (scope.path.rpartition(".")[2], scope.block))
     return [
-        torch_name_diagnostic(local, span, error=True)
-        for span, local in sorted(written.items())
+        torch_name_diagnostic(local, span, error=True, block=block)
+        for span, (local, block) in sorted(written.items())
         if reserved_in_torch(local)
     ]
 
@@ -483,7 +507,7 @@ def _generate(analysis: Analysis, spec_path: str) -> tuple[str, str]:
     if diags:
         raise TargetError(diags)
     old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, _DEEPEST * 8))
+    sys.setrecursionlimit(max(old, _DEEPEST * 50))  # a few dozen frames a level, at most
     try:
         return _Generator(analysis, spec_path).generate()
     finally:
@@ -498,7 +522,7 @@ def build_module(analysis: Analysis) -> torch.nn.Module:
     try:
         import torch  # noqa: F401 - fail here, clearly, when torch is missing
     except ImportError as exc:
-        raise TorchGenError("building a PyTorch module needs torch: pip install 'archc[torch]'") from exc
+        raise TorchGenError(f"building a PyTorch module needs torch: {TORCH_INSTALL}") from exc
     source, name = _generate(analysis, "")
     filename = f"<archc {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks show the code
@@ -506,6 +530,51 @@ def build_module(analysis: Analysis) -> torch.nn.Module:
     exec(compile(source, filename, "exec"), namespace)
     try:
         module: torch.nn.Module = namespace[name]()
-    except Exception as exc:  # any torch failure becomes one error with context
-        raise TorchGenError(f"PyTorch could not build {analysis.graph.network}: {exc}") from exc
+    except Exception as exc:  # any torch failure becomes one error, located in the spec
+        raise TargetError([_build_failure(analysis, filename, source, exc)]) from exc
     return module
+
+
+_ASSIGNED = re.compile(r"\s*self\.(\w+)\s*=")
+
+
+def _build_failure(analysis: Analysis, filename: str, source: str, exc: BaseException) -> Diagnostic:
+    """E604 at the layer of the spec whose PyTorch module could not be built.
+
+    The generated constructors being run when torch failed say which: the
+    attribute each one was assigning (`self.layer1 = ...`, then `self.conv1 =
+    ...` inside it) is the node's dotted path, up to the copies of a repeat.
+    """
+    import traceback
+
+    lines = source.splitlines()
+    attrs = [
+        m.group(1)
+        for frame, lineno in traceback.walk_tb(exc.__traceback__)
+        if frame.f_code.co_filename == filename and 1 <= lineno <= len(lines)
+        for m in [_ASSIGNED.match(lines[lineno - 1])]
+        if m is not None
+    ]
+    node = _node_at(analysis, attrs)
+    what = node.name if node is not None else analysis.graph.network
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return error(
+        "E604",
+        f"PyTorch could not build {what}: {first}",
+        node.span if node is not None else analysis.graph.input_span,
+        "the spec is valid; PyTorch refused this layer (too large for memory, or a value it does not take)",
+    )
+
+
+def _node_at(analysis: Analysis, attrs: list[str]) -> Node | None:
+    """The first node whose dotted name holds `attrs` in order, ending with the last (repeat copies aside)."""
+    if not attrs:
+        return None
+    for node in analysis.graph.nodes:
+        parts = node.name.split(".")
+        if parts[-1] != attrs[-1]:
+            continue
+        rest = iter(parts)
+        if all(a in rest for a in attrs):
+            return node
+    return None

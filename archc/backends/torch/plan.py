@@ -51,6 +51,7 @@ class ClassParam:
     spec: str
     py: str
     default: E.Sym | None  # in the class's Python names; None when required
+    passed: bool = False  # the spec's default cannot be written: each call passes the value
 
 
 @dataclass
@@ -112,6 +113,8 @@ class Plan:
         name = re.sub(r"[^A-Za-z0-9_]", "_", wanted) or "Network"
         if name[0].isdigit():
             name = f"Net_{name}"
+        if name.startswith("__"):  # `__Inner` called inside `class Outer` would be `_Outer__Inner`
+            name = f"Block{name}"
         while name in GLOBALS or name in self.class_names or name in HELPER_NAMES:
             name += "_"
         self.class_names.add(name)
@@ -168,20 +171,26 @@ class Plan:
         """A block's class: its parameters, defaults written in the earlier parameters' names."""
         names: dict[str, str] = {}
         params: list[ClassParam] = []
-        taken = set(GLOBALS) | {"in_channels"}
+        # a parameter named like a class would hide it from the constructor that calls it
+        taken = set(GLOBALS) | {"in_channels"} | set(self.blocks) | self.class_names
         for p in self.blocks[block].params:
             py = p.name if ASCII_IDENT.fullmatch(p.name) else "param"
+            if py.startswith("__"):
+                # Python mangles `__k` inside a class (a caller's `B(__k=3)` is then a TypeError),
+                # and a local `__class__` breaks `super()`.
+                py = f"p{py}"
             while py in taken:
                 py += "_"
             taken.add(py)
             default = None
+            passed = False
             if p.default is not None:
                 try:
                     default = E.from_ir(p.default, names)
-                except E.NotSymbolic as exc:
-                    raise TorchGenError(f"block {block}: the default of {p.name} is not an expression: {exc}") from exc
+                except E.NotSymbolic:
+                    passed = True  # a default too long to write in Python: every call passes the value
             names[p.name] = py
-            params.append(ClassParam(p.name, py, default))
+            params.append(ClassParam(p.name, py, default, passed))
         return ClassPlan(self.class_name(block), params)
 
     def body_plan(self, reads: Sequence[str], names: dict[str, str], prefix: str, local: str) -> ClassPlan:

@@ -69,28 +69,71 @@ class NotSymbolic(Exception):
     """The expression cannot be written (or evaluated) as a Python expression here."""
 
 
+MAX_DEPTH = 100  # operators inside each other in a written expression (CPython compiles some thousands)
+
+
 def from_ir(expr: Expr, names: Mapping[str, str]) -> Sym:
     """An expression as the spec wrote it, in Python names (`names`: spec parameter -> Python name).
+
+    Iterative; NotSymbolic past `MAX_DEPTH` nested operators: `fc 1+1+...` of
+    100,000 terms is a valid spec, but as Python source it would not compile
+    ("maximum recursion depth exceeded during compilation"), so the generator
+    writes its value instead.
 
     >>> from archc.ir.written import Arith, Name
     >>> render(from_ir(Arith(op="//", left=Arith(op="+", left=Name(name="SQ"), right=1), right=2), {"SQ": "sq"}))
     '(sq + 1) // 2'
     """
-    if isinstance(expr, tuple):
-        return Const(tuple(expr))
-    if isinstance(expr, (int, float)):
-        return Const(expr)
-    if isinstance(expr, Name):
-        if expr.name in names:  # a parameter shadows the literal words, as in elaboration
-            return Var(names[expr.name])
-        if expr.name in LITERAL_WORDS:
-            return Const(LITERAL_WORDS[expr.name])
-        raise NotSymbolic(f"undefined name {expr.name!r}")
-    if isinstance(expr, Negate):
-        return Neg(from_ir(expr.operand, names))
-    if expr.op not in _OPS:  # '/' is rejected by elaboration; never emit it
-        raise NotSymbolic(f"operator {expr.op!r}")
-    return Bin(expr.op, from_ir(expr.left, names), from_ir(expr.right, names))
+    todo: list[tuple[Expr, int, bool]] = [(expr, 0, False)]
+    done: list[Sym] = []
+    while todo:
+        e, depth, operands_done = todo.pop()
+        if depth > MAX_DEPTH:
+            raise NotSymbolic(f"more than {MAX_DEPTH} operators inside each other")
+        if isinstance(e, tuple):
+            done.append(Const(tuple(e)))
+        elif isinstance(e, (int, float)):
+            done.append(Const(e))
+        elif isinstance(e, Name):
+            if e.name in names:  # a parameter shadows the literal words, as in elaboration
+                done.append(Var(names[e.name]))
+            elif e.name in LITERAL_WORDS:
+                done.append(Const(LITERAL_WORDS[e.name]))
+            else:
+                raise NotSymbolic(f"undefined name {e.name!r}")
+        elif isinstance(e, Negate):
+            if operands_done:
+                done.append(Neg(done.pop()))
+            else:
+                todo += [(e, depth, True), (e.operand, depth + 1, False)]
+        elif e.op not in _OPS:  # '/' is rejected by elaboration; never emit it
+            raise NotSymbolic(f"operator {e.op!r}")
+        elif operands_done:
+            right = done.pop()
+            done.append(Bin(e.op, done.pop(), right))
+        else:
+            todo += [(e, depth, True), (e.right, depth + 1, False), (e.left, depth + 1, False)]
+    return done[0]
+
+
+def depth(sym: Sym) -> int:
+    """How many operators `sym` nests (iteratively)."""
+    deepest = 0
+    todo: list[tuple[Sym, int]] = [(sym, 0)]
+    while todo:
+        s, d = todo.pop()
+        deepest = max(deepest, d)
+        if isinstance(s, Neg):
+            todo.append((s.operand, d + 1))
+        elif isinstance(s, Bin):
+            todo += [(s.left, d + 1), (s.right, d + 1)]
+    return deepest
+
+
+def _bounded(sym: Sym) -> Sym:
+    if depth(sym) > MAX_DEPTH:
+        raise NotSymbolic(f"more than {MAX_DEPTH} operators inside each other")
+    return sym
 
 
 def evaluate(sym: Sym, env: Mapping[str, Any]) -> Any:
@@ -125,7 +168,7 @@ def subst(sym: Sym, mapping: Mapping[str, Sym]) -> Sym:
         out = Neg(subst(sym.operand, mapping))
     else:
         out = Bin(sym.op, subst(sym.left, mapping), subst(sym.right, mapping))
-    return _fold(out)
+    return _bounded(_fold(out))
 
 
 def _fold(sym: Sym) -> Sym:
@@ -140,11 +183,11 @@ def _fold(sym: Sym) -> Sym:
 
 
 def add(terms: list[Sym]) -> Sym:
-    """The sum of channel counts, folded where constant (a concat's channels)."""
+    """The sum of channel counts, folded where constant (a concat's channels); NotSymbolic past MAX_DEPTH."""
     total = terms[0]
     for t in terms[1:]:
         total = _fold(Bin("+", total, t))
-    return total
+    return _bounded(total)
 
 
 def render(sym: Sym) -> str:

@@ -1,0 +1,190 @@
+"""`archc import model.onnx`: a model as `torch.onnx.export` writes it, as a spec and its weights.
+
+Both exporters are read: the TorchScript one (node names `/layer1/layer1.0/conv1/Conv`,
+often with batchnorm folded into the convolutions) and `dynamo=True` (nodes
+carrying `pkg.torch.onnx.name_scopes` and `class_hierarchy`), and archc's own
+ONNX back-end (node names are the dotted layer names). The steps:
+
+1. `onnx_file.load`: the file memory-mapped, its graph validated as `archc run`
+   validates a model, its large weights left in the file until read.
+2. Matching: the nodes, in topological order, are covered by matchers
+   (`MATCHERS`: the sequence patterns of `onnx_sequence` first, then the CNN
+   operators of `onnx_cnn`); a node no matcher takes and that is not an Add,
+   Mul or Concat of two computed values is an error naming the node, its op
+   type and its input and output shapes.
+3. `onnx_structure`: merges, the module hierarchy, blocks and repeats, and the
+   text with every weight under its state_dict name.
+
+Nothing here imports torch; numpy and onnx only.
+
+>>> import onnx, tempfile, os
+>>> from onnx import helper, TensorProto
+>>> g = helper.make_graph(
+...     [helper.make_node("Relu", ["x"], ["y"], name="/act/Relu")], "g",
+...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+>>> path = os.path.join(tempfile.mkdtemp(), "tiny.onnx")
+>>> onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+>>> print(import_onnx(path).text, end="")
+network tiny
+input 4
+act: relu
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from archc.importers.common import Imported, ImportFailure
+from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
+from archc.importers.onnx_file import OnnxImportError, load
+from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
+from archc.importers.onnx_structure import Join, Leaf, StructureError, nest, render, sequence, weight_arrays
+from archc.limits import DEFAULT_MAX_SIZE
+
+
+def _matchers() -> tuple[Matcher, ...]:
+    """The sequence matchers (attention, layer norm, ...) first: their patterns start with ops
+    the CNN matchers would take alone (a MatMul, a Mul)."""
+    try:
+        from archc.importers.onnx_sequence import MATCHERS as SEQUENCE_MATCHERS  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:  # the sequence patterns are an optional module until they land
+        return CNN_MATCHERS
+    return (*SEQUENCE_MATCHERS, *CNN_MATCHERS)
+
+
+MERGE_OPS = ("Add", "Mul", "Concat")
+
+
+def import_onnx(path: str | Path, max_size: int = DEFAULT_MAX_SIZE) -> Imported:
+    """The spec text and weights of the ONNX model at `path` (raises `ImportFailure`)."""
+    path = Path(path)
+    try:
+        loaded = load(path, max_size)
+    except OnnxImportError as e:
+        raise ImportFailure(str(e)) from e
+    view = GraphView(loaded.model, loaded.readers, loaded.shapes)
+    try:
+        items = _match(view, path)
+        text, weights = _spec(view, items, path)
+    except RecursionError as e:
+        raise ImportFailure(f"{path}: the graph nests too deeply to import") from e
+    return Imported(text, path.name, weights)
+
+
+def _fail(view: GraphView, path: Path, node: onnx.NodeProto, why: str, hint: str | None = None) -> ImportFailure:
+    return ImportFailure(f"{view.describe(node)}: {why}", str(path), hint)
+
+
+def _match(view: GraphView, path: Path) -> list[Leaf | Join]:
+    matchers = _matchers()
+    consumed: set[str] = set()
+    alias: dict[str, str] = {}
+    items: list[Leaf | Join] = []
+
+    def resolve(value: str) -> str:
+        while value in alias:
+            value = alias[value]
+        return value
+
+    for index, node in enumerate(view.node_list):
+        key = view.key(node)
+        if key in consumed or all(view.is_static(o) for o in node.output if o):
+            continue
+        match: Match | None = None
+        try:
+            for matcher in matchers:
+                match = matcher(view, node)
+                if match is not None:
+                    break
+        except Refused as e:
+            raise _fail(view, path, node, f"archc cannot import it: {e}") from e
+        if match is not None:
+            _check_closed(view, path, match, node)
+            consumed |= match.nodes
+            if not match.statement:
+                alias[match.output] = resolve(match.input)
+            else:
+                items.append(Leaf(match, resolve(match.input), index, node))
+            continue
+        dynamic = [resolve(i) for i in node.input if i and not view.is_static(i)]
+        if node.op_type in MERGE_OPS and len(dynamic) >= 2 and len(dynamic) == len([i for i in node.input if i]):
+            if node.op_type == "Concat" and not _channel_concat(view, node):
+                raise _fail(view, path, node, "a concatenation along an axis other than the channels")
+            items.append(Join(node, dynamic, node.output[0], index))
+            continue
+        raise _fail(
+            view, path, node, "no archc layer matches this node",
+            "archc imports the operators docs/import-onnx.md lists; write this part of the spec by hand",
+        )
+    for item in items:
+        if isinstance(item, Join):
+            item.inputs = [resolve(i) for i in item.inputs]
+    view.outputs = [resolve(o) for o in view.outputs]
+    return items
+
+
+def _check_closed(view: GraphView, path: Path, match: Match, node: onnx.NodeProto) -> None:
+    """A match may hide no value another node reads: else the import would drop a computation."""
+    for k in match.nodes:
+        inner = view.nodes[k]
+        for o in inner.output:
+            if not o or o == match.output:
+                continue
+            outside = [c for c in view.consumers(o) if view.key(c) not in match.nodes]
+            if outside or o in view.outputs:
+                raise _fail(view, path, node, f"it reads as '{match.statement}', but {o!r} is also used elsewhere")
+
+
+def _channel_concat(view: GraphView, node: onnx.NodeProto) -> bool:
+    shape = view.shape(node.output[0])
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    rank = len(shape) if shape else 0
+    return (rank >= 2 and (axis if axis >= 0 else axis + rank) == 1) or (rank == 3 and axis in (2, -1))
+
+
+def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, dict[str, np.ndarray]]:
+    if len(view.inputs) != 1 or len(view.outputs) != 1:
+        raise ImportFailure(
+            f"the model has {len(view.inputs)} inputs and {len(view.outputs)} outputs; archc imports "
+            "networks of one input and one output", str(path))
+    (x,), (y,) = view.inputs, view.outputs
+    try:
+        body = sequence(view, items, x, y)
+    except StructureError as e:
+        if e.node is None:
+            raise ImportFailure(str(e), str(path)) from e
+        raise _fail(view, path, e.node, str(e)) from e
+    classes: dict[tuple[str, ...], str] = {}
+    for node in view.node_list:
+        classes.update(view.scope_classes(node))
+    entries = nest(body, view)
+    header = [f"network {_network_name(path)}", _input_line(view, x, items)]
+    text, layers = render(entries, classes, header)
+    return text, weight_arrays(layers)
+
+
+def _network_name(path: Path) -> str:
+    name = re.sub(r"\W", "_", path.stem) or "imported"
+    return "_" + name if name[0].isdigit() else name
+
+
+def _input_line(view: GraphView, x: str, items: list[Leaf | Join]) -> str:
+    shape = view.shape(x)
+    if shape is None or len(shape) < 2:
+        raise ImportFailure(f"the input {x!r} has no known shape (rank 2 to 5 with the batch first)")
+    dims = shape[1:]
+    if view.types.get(x) == onnx.TensorProto.INT64 and len(dims) == 1:
+        return f"input {dims[0]} tokens"
+    if len(dims) == 1:
+        return f"input {dims[0]}"
+    if len(dims) == 2:  # a sequence: [C, L] before a convolution, [L, C] before sequence layers
+        first = next((i for i in items if isinstance(i, Leaf) and i.input == x), None)
+        channels_first = first is not None and first.node.op_type in ("Conv", "MaxPool", "AveragePool", "BatchNormalization")
+        length, channels = (dims[1], dims[0]) if channels_first else dims
+        return f"input {length}x{channels}"
+    return "input " + "x".join(str(d) for d in (*dims[1:], dims[0]))

@@ -1,0 +1,298 @@
+"""Matchers for the convolutional operators `torch.onnx.export` writes (see `onnx_graph` for the protocol).
+
+Each reads one op (two for silu and for fc written as MatMul+Add) and says it
+as an archc layer line, with the tensors under the names archc's PyTorch
+back-end gives them. What an op says that archc cannot (asymmetric padding,
+average pooling that does not count padding, a Gemm with alpha) is `Refused`
+with the reason, never approximated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused, attr
+
+EPS = 1e-5  # batchnorm's default epsilon (stored as float32 in ONNX)
+
+
+def sizes(values: list[int] | tuple[int, ...]) -> str:
+    """`3` when every dimension agrees, else `3x7`."""
+    return str(values[0]) if len(set(values)) == 1 else "x".join(str(v) for v in values)
+
+
+def layer_name(view: GraphView, node: onnx.NodeProto, weight: str = "") -> str:
+    """The module path: the weight's own name less `.weight` where the exporter kept it
+    (`layer1.0.conv1.weight`), else the node's scope."""
+    source = view.source_name(weight) if weight else ""
+    if source.endswith(".weight") and "::" not in source and "/" not in source:
+        return source[: -len(".weight")]
+    return view.module_path(node)
+
+
+def _one(view: GraphView, node: onnx.NodeProto, statement: str, name: str = "", **weights: np.ndarray) -> Match:
+    return Match(frozenset({view.key(node)}), node.input[0], node.output[0], statement, name, weights)
+
+
+def _padding(node: onnx.NodeProto, rank: int, kernel: list[int], strides: list[int], dilations: list[int],
+             in_shape: tuple[int, ...] | None) -> str:
+    auto = attr(node, "auto_pad", "NOTSET")
+    if auto == "VALID":
+        return "0"
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if auto == "SAME_LOWER":
+            raise Refused("auto_pad SAME_LOWER puts the odd padding first; archc's P=same puts it last")
+        return "same"
+    pads = list(attr(node, "pads", [0] * (2 * rank)))
+    begin, end = pads[:rank], pads[rank:]
+    if begin == end:
+        return sizes(begin)
+    if in_shape is not None and len(in_shape) == rank + 2:  # TensorFlow's "same" (odd pixel last) is P=same
+        same_begin, same_end = [], []
+        for n, f, s, d in zip(in_shape[2:], kernel, strides, dilations, strict=True):
+            total = max((-(-n // s) - 1) * s + d * (f - 1) + 1 - n, 0)
+            same_begin.append(total // 2)
+            same_end.append(total - total // 2)
+        if begin == same_begin and end == same_end:
+            return "same"
+    raise Refused(f"asymmetric padding {pads} (begin {begin}, end {end}), which archc's P cannot say")
+
+
+def conv(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Conv -> `conv K F S P D G bias`."""
+    if node.op_type != "Conv":
+        return None
+    w = view.weight(node.input[1])
+    if w is None:
+        raise Refused("its weight is computed, not a constant of the model")
+    bias = view.weight(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    rank = w.ndim - 2
+    kernel = list(attr(node, "kernel_shape", w.shape[2:]))
+    strides = list(attr(node, "strides", [1] * rank))
+    dilations = list(attr(node, "dilations", [1] * rank))
+    group = attr(node, "group", 1)
+    pad = _padding(node, rank, kernel, strides, dilations, view.shape(node.input[0]))
+    # S, P and G always: the block maker unifies blocks that differ in them and drops them where default
+    parts = [f"conv K={w.shape[0]} F={sizes(kernel)} S={sizes(strides)} P={pad}"]
+    parts += [f"D={sizes(dilations)}"] if set(dilations) != {1} else []
+    parts += [f"G={group}"]
+    parts += ["bias=false"] if bias is None else []
+    weights = {"weight": w} | ({"bias": bias} if bias is not None else {})
+    return _one(view, node, " ".join(parts), layer_name(view, node, node.input[1]), **weights)
+
+
+def convtranspose(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """ConvTranspose -> `convtranspose K F S P O D G bias`."""
+    if node.op_type != "ConvTranspose":
+        return None
+    w = view.weight(node.input[1])
+    if w is None:
+        raise Refused("its weight is computed, not a constant of the model")
+    if attr(node, "output_shape") is not None or attr(node, "auto_pad", "NOTSET") != "NOTSET":
+        raise Refused("output_shape or auto_pad, which archc's convtranspose does not take (write pads)")
+    bias = view.weight(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    rank, group = w.ndim - 2, attr(node, "group", 1)
+    kernel = list(attr(node, "kernel_shape", w.shape[2:]))
+    strides = list(attr(node, "strides", [1] * rank))
+    dilations = list(attr(node, "dilations", [1] * rank))
+    outpad = list(attr(node, "output_padding", [0] * rank))
+    pads = list(attr(node, "pads", [0] * (2 * rank)))
+    if pads[:rank] != pads[rank:]:
+        raise Refused(f"asymmetric padding {pads}, which archc's P cannot say")
+    parts = [f"convtranspose K={w.shape[1] * group} F={sizes(kernel)}"]
+    parts += [f"S={sizes(strides)}"] if set(strides) != {1} else []
+    parts += [f"P={sizes(pads[:rank])}"] if set(pads) != {0} else []
+    parts += [f"O={sizes(outpad)}"] if set(outpad) != {0} else []
+    parts += [f"D={sizes(dilations)}"] if set(dilations) != {1} else []
+    parts += [f"G={group}"] if group != 1 else []
+    parts += ["bias=false"] if bias is None else []
+    weights = {"weight": w} | ({"bias": bias} if bias is not None else {})
+    return _one(view, node, " ".join(parts), layer_name(view, node, node.input[1]), **weights)
+
+
+def batchnorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """BatchNormalization (inference) -> `batchnorm eps`."""
+    if node.op_type != "BatchNormalization":
+        return None
+    if attr(node, "training_mode", 0) or any(o for o in node.output[1:]):
+        raise Refused("training mode (running statistics updated), which an inference spec cannot say")
+    arrays = [view.weight(v) for v in node.input[1:5]]
+    if any(a is None for a in arrays):
+        raise Refused("its scale, bias, mean or variance is computed, not a constant of the model")
+    eps = float(attr(node, "epsilon", EPS))
+    text = "batchnorm" if math.isclose(eps, EPS, rel_tol=1e-6) else f"batchnorm eps={eps:.6g}"
+    names = ("weight", "bias", "running_mean", "running_var")
+    weights = {n: a for n, a in zip(names, arrays, strict=True) if a is not None}
+    return _one(view, node, text, layer_name(view, node, node.input[1]), **weights)
+
+
+_SIMPLE = {"Relu": "relu", "Tanh": "tanh", "HardSwish": "hardswish"}
+
+
+def activation(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Relu, Tanh, HardSwish, Clip(0, 6), HardSigmoid(1/6, 1/2), LeakyRelu, Gelu, Sigmoid (Sigmoid+Mul: silu)."""
+    op, name = node.op_type, view.module_path(node)
+    if op in _SIMPLE:
+        return _one(view, node, _SIMPLE[op], name)
+    if op == "Clip":
+        low, high = _clip_bounds(view, node)
+        if low == 0 and high == 6:
+            return _one(view, node, "relu6", name)
+        if low == 0 and high is None:
+            return _one(view, node, "relu", name)
+        raise Refused(f"Clip to [{low}, {high}]; archc writes relu (0, inf) and relu6 (0, 6)")
+    if op == "HardSigmoid":
+        alpha, beta = attr(node, "alpha", 0.2), attr(node, "beta", 0.5)
+        if math.isclose(alpha, 1 / 6, rel_tol=1e-5) and math.isclose(beta, 0.5, rel_tol=1e-6):
+            return _one(view, node, "hardsigmoid", name)
+        raise Refused(f"HardSigmoid alpha={alpha:.6g} beta={beta:.6g}; archc's is PyTorch's (1/6, 1/2)")
+    if op == "LeakyRelu":
+        slope = float(attr(node, "alpha", 0.01))
+        text = "leakyrelu" if math.isclose(slope, 0.01, rel_tol=1e-6) else f"leakyrelu slope={slope:.6g}"
+        return _one(view, node, text, name)
+    if op == "Gelu":
+        approx = attr(node, "approximate", "none")
+        return _one(view, node, "gelu" if approx == "none" else "gelu approx=tanh", name)
+    if op == "Sigmoid":
+        x, gate = node.input[0], node.output[0]
+        mul = view.only_consumer(gate)
+        if mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([x, gate]):
+            return Match(frozenset({view.key(node), view.key(mul)}), x, mul.output[0], "silu", view.module_path(mul))
+        return _one(view, node, "sigmoid", name)
+    return None
+
+
+def _clip_bounds(view: GraphView, node: onnx.NodeProto) -> tuple[float | None, float | None]:
+    def bound(i: int, key: str) -> float | None:
+        if len(node.input) > i and node.input[i]:
+            value = view.static_value(node.input[i])
+            if value is None:
+                raise Refused("its bounds are computed from the input")
+            return float(value)
+        found = attr(node, key)
+        return None if found is None else float(found)
+
+    low, high = bound(1, "min"), bound(2, "max")
+    return low, (None if high is not None and math.isinf(high) else high)
+
+
+def softmax(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Softmax over the channels (axis 1 of an image, the last of a flat vector or sequence)."""
+    if node.op_type != "Softmax":
+        return None
+    shape = view.shape(node.input[0])
+    rank = len(shape) if shape else 0
+    axis = attr(node, "axis", -1 if view.opset >= 13 else 1)
+    axis = axis + rank if axis < 0 else axis
+    if (rank >= 4 and axis == 1) or (rank in (2, 3) and axis == rank - 1):
+        return _one(view, node, "softmax", view.module_path(node))
+    raise Refused(f"softmax over axis {axis} of a rank-{rank} value; archc's is over the channels")
+
+
+def pool(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """MaxPool, AveragePool -> `maxpool`/`avgpool F S P ceil`; GlobalAveragePool; ReduceMean over H, W."""
+    op = node.op_type
+    if op == "GlobalAveragePool":
+        return _one(view, node, "globalavgpool", view.module_path(node))
+    if op == "ReduceMean":
+        return _reduce_mean(view, node)
+    if op not in ("MaxPool", "AveragePool"):
+        return None
+    if op == "MaxPool" and len(node.output) > 1 and node.output[1] and view.consumers(node.output[1]):
+        raise Refused("its indices are used (max unpooling), which archc cannot say")
+    kernel = list(attr(node, "kernel_shape"))
+    rank = len(kernel)
+    strides = list(attr(node, "strides", [1] * rank))
+    if set(attr(node, "dilations", [1] * rank)) != {1}:
+        raise Refused("dilated pooling, which archc's pools do not take")
+    pad = _padding(node, rank, kernel, strides, [1] * rank, view.shape(node.input[0]))
+    if op == "AveragePool" and pad != "0" and not attr(node, "count_include_pad", 0):
+        raise Refused("average pooling that leaves padding out of the count (count_include_pad=0); "
+                      "archc's avgpool counts it, as PyTorch's default")
+    kind = "maxpool" if op == "MaxPool" else "avgpool"
+    parts = [f"{kind} F={sizes(kernel)}"]
+    parts += [f"S={sizes(strides)}"] if strides != kernel else []
+    parts += [f"P={pad}"] if pad != "0" else []
+    parts += ["ceil=true"] if attr(node, "ceil_mode", 0) else []
+    return _one(view, node, " ".join(parts), view.module_path(node))
+
+
+def _reduce_mean(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    shape = view.shape(node.input[0])
+    axes = attr(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        value = view.static_value(node.input[1])
+        axes = None if value is None else [int(a) for a in np.ravel(value)]
+    if shape is None or axes is None or len(shape) < 3:
+        return None
+    rank = len(shape)
+    if sorted(a + rank if a < 0 else a for a in axes) != list(range(2, rank)):
+        return None  # a mean over the channels (layer norm written out): not a pooling
+    text = "globalavgpool" if attr(node, "keepdims", 1) else "globalavgpool; flatten"
+    return _one(view, node, text, view.module_path(node))
+
+
+def reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Flatten, Reshape or Squeeze to `[batch, n]` -> `flatten`; Identity, Dropout pass their input on."""
+    op = node.op_type
+    if op in ("Identity", "Dropout"):
+        if op == "Dropout" and len(node.output) > 1 and node.output[1] and view.consumers(node.output[1]):
+            raise Refused("its mask is used, which an inference spec cannot say")
+        return _one(view, node, "", view.module_path(node))
+    if op not in ("Flatten", "Reshape", "Squeeze"):
+        return None
+    before, after = view.shape(node.input[0]), view.shape(node.output[0])
+    if before is None or after is None:
+        return None
+    if op == "Flatten" and attr(node, "axis", 1) != 1:
+        raise Refused(f"Flatten at axis {attr(node, 'axis')}; archc flattens everything but the batch")
+    if len(after) == 2 and after[1] == math.prod(before[1:]) and len(before) >= 2:
+        if op == "Squeeze" and len(before) > 2 and any(d != 1 for d in before[2:]):
+            return None
+        return _one(view, node, "flatten" if len(before) > 2 else "", view.module_path(node))
+    return None
+
+
+def gemm(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Gemm, or MatMul (+ Add of a constant bias) on a constant weight -> `fc N bias`."""
+    if node.op_type == "Gemm":
+        if attr(node, "transA", 0) or not math.isclose(attr(node, "alpha", 1.0), 1.0) or not math.isclose(attr(node, "beta", 1.0), 1.0):
+            raise Refused("a Gemm with transA, alpha or beta, which archc's fc does not say")
+        w = view.weight(node.input[1])
+        if w is None:
+            raise Refused("its weight is computed, not a constant of the model")
+        w = w if attr(node, "transB", 0) else w.T
+        bias = view.weight(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        return _fc(view, node, frozenset({view.key(node)}), node.output[0], w, bias)
+    if node.op_type != "MatMul":
+        return None
+    w = view.weight(node.input[1])
+    if w is None or w.ndim != 2 or view.is_static(node.input[0]):
+        return None  # a product of two computed values: attention's, not an fc
+    nodes, out, bias = frozenset({view.key(node)}), node.output[0], None
+    add = view.only_consumer(out)
+    if add is not None and add.op_type == "Add":
+        other = add.input[1] if add.input[0] == out else add.input[0]
+        b = view.weight(other) if view.is_static(other) else None
+        if b is not None and b.size == w.shape[1]:
+            nodes, out, bias = nodes | {view.key(add)}, add.output[0], b.reshape(-1)
+    return _fc(view, node, nodes, out, w.T, bias)
+
+
+def _fc(view: GraphView, node: onnx.NodeProto, nodes: frozenset[str], out: str, w: np.ndarray,
+        bias: np.ndarray | None) -> Match:
+    shape = view.shape(node.input[0])
+    if shape is not None and len(shape) > 3:
+        raise Refused(f"a product on a rank-{len(shape)} value; archc's fc flattens first (add a Flatten)")
+    w = np.ascontiguousarray(w)
+    if bias is not None:
+        bias = bias.reshape(-1)
+    text = f"fc {w.shape[0]}" + (" bias=false" if bias is None else "")
+    weights = {"weight": w} | ({"bias": bias} if bias is not None else {})
+    return Match(nodes, node.input[0], out, text, layer_name(view, node, node.input[1]), weights)
+
+
+MATCHERS: tuple[Matcher, ...] = (conv, convtranspose, batchnorm, activation, softmax, pool, reshape, gemm)

@@ -1,0 +1,661 @@
+"""From matched layers to spec text: merges, the module hierarchy, blocks and repeats.
+
+Three steps, each on the result of the one before:
+
+1. **Merges** (`sequence`): the matched layers form a graph over ONNX values.
+   Where a value is read by several layers (a fork), its branches must meet
+   again in one Add, Mul or Concat of those branches: that becomes a
+   `residual` (an Add of equal shapes; the longer branch is the body), an
+   `add` (a broadcast Add), a `multiply` or a `concat`. Anything else (a
+   fork whose branches never meet, or meet in pieces) is an error.
+2. **Hierarchy** (`nest`): each layer's module path (`layer1.0.conv1`) says
+   which module it is in; consecutive statements of one module become one
+   scope. A paramless layer whose path is itself a module with children is a
+   functional call in that module (`F.relu` in `forward`), else a module of
+   its own (`self.relu`).
+3. **Blocks** (`render`): each scope is a block call. Scopes whose bodies are
+   the same but for integers are calls of one block; an integer that varies
+   between them becomes a parameter (named after the key it sets: `K`, `S`),
+   or an expression of one (`K*4`) where it is always a multiple. A module's
+   consecutive children `0, 1, ...` that are the same call with the same
+   arguments become a `repeat`; when they are all of the module, the module
+   is the repeat (`layer1: repeat 3 { Bottleneck K=64 }`, names
+   `layer1.0.conv1` as PyTorch's). Other numbered children are named `_0`,
+   ..., or `first` and `rest` for one child and a repeat of the others.
+
+Every layer with weights is named (generated names are never relied on), so
+the weights' state_dict names are known here: `render` returns them with the text.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from archc.importers.onnx_graph import GraphView, Match
+
+KEYWORDS = frozenset("network input block repeat residual shortcut concat add multiply branch expect".split())
+
+
+class StructureError(Exception):
+    """The graph cannot be written with archc's merges; `node` is where (for the message)."""
+
+    def __init__(self, message: str, node: onnx.NodeProto | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+# --- step 1: merges ---------------------------------------------------------------------------
+@dataclass(eq=False)
+class Leaf:
+    match: Match
+    input: str
+    index: int
+    node: onnx.NodeProto
+
+    @property
+    def output(self) -> str:
+        return self.match.output
+
+
+@dataclass(eq=False)
+class Join:
+    node: onnx.NodeProto
+    inputs: list[str]
+    output: str
+    index: int
+
+
+@dataclass(eq=False)
+class Merge:
+    form: str  # residual, add, multiply, concat
+    join: Join
+    branches: list[list[Leaf | Merge]]
+
+
+def sequence(view: GraphView, items: list[Leaf | Join], start: str, end: str) -> list[Leaf | Merge]:
+    """The items from the value `start` to `end` as a sequence of layers and merges."""
+    readers: dict[str, list[Leaf | Join]] = {}
+    for item in items:
+        for value in dict.fromkeys([item.input] if isinstance(item, Leaf) else item.inputs):
+            readers.setdefault(value, []).append(item)
+    order = {id(item): k for k, item in enumerate(items)}
+
+    def reach(first: Leaf | Join) -> set[int]:
+        seen: set[int] = set()
+        work = [first]
+        while work:
+            item = work.pop()
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            work.extend(readers.get(item.output, []))
+        return seen
+
+    def chain(value: str, stop: Join | None) -> tuple[list[Leaf | Merge], str]:
+        out: list[Leaf | Merge] = []
+        while True:
+            nexts = readers.get(value, [])
+            if stop is not None and all(r is stop for r in nexts) and nexts:
+                return out, value
+            if value == end and stop is None:
+                if nexts:
+                    raise StructureError(f"the output {value!r} is also read inside the graph", view.producer(value))
+                return out, value
+            if not nexts:
+                raise StructureError(f"the value {value!r} is read by nothing and is not the output", view.producer(value))
+            if len(nexts) == 1 and isinstance(nexts[0], Leaf):
+                out.append(nexts[0])
+                value = nexts[0].output
+                continue
+            if len(nexts) == 1:  # a merge reached from one side: its other inputs come from elsewhere
+                join = nexts[0]
+                assert isinstance(join, Join)
+                raise StructureError(
+                    "its inputs do not all branch from one value (archc writes merges of branches "
+                    "that start together)", join.node)
+            common = _first_common(nexts, reach, order, items)
+            if not isinstance(common, Join) or common.inputs.count(value) > 1:
+                raise StructureError(
+                    f"the {len(nexts)} readers of {value!r} do not meet again in one Add, Mul or Concat",
+                    view.producer(value))
+            join = common
+            branches: dict[str, list[Leaf | Merge]] = {}
+            for reader in nexts:
+                if reader is join:
+                    branches[value] = []
+                    continue
+                assert isinstance(reader, Leaf)
+                body, ends = chain_from(reader, join)
+                if ends not in join.inputs or ends in branches:
+                    raise StructureError("its branches do not meet in one merge", join.node)
+                branches[ends] = body
+            if sorted(branches) != sorted(join.inputs):
+                raise StructureError(
+                    "its inputs do not all branch from one value (archc writes merges of branches "
+                    "that start together)", join.node)
+            out.append(_merge(view, join, [branches[i] for i in join.inputs]))
+            value = join.output
+
+    def chain_from(first: Leaf, stop: Join) -> tuple[list[Leaf | Merge], str]:
+        rest, ends = chain(first.output, stop)
+        return [first, *rest], ends
+
+    body, _ = chain(start, None)
+    return body
+
+
+def _first_common(nexts: list[Leaf | Join], reach: Any, order: dict[int, int], items: list[Leaf | Join]) -> Leaf | Join | None:
+    common: set[int] | None = None
+    for reader in nexts:
+        got = reach(reader)
+        common = got if common is None else common & got
+    if not common:
+        return None
+    first = min(common, key=lambda i: order[i])
+    return items[order[first]]
+
+
+def _merge(view: GraphView, join: Join, branches: list[list[Leaf | Merge]]) -> Merge:
+    op = join.node.op_type
+    if op == "Concat":
+        return Merge("concat", join, branches)
+    if op == "Mul":
+        return Merge("multiply", join, branches)
+    shapes = {view.shape(i) for i in join.inputs}
+    if len(branches) == 2 and len(shapes) == 1:
+        body, shortcut = sorted(branches, key=_size, reverse=True)
+        return Merge("residual", join, [body, shortcut] if shortcut else [body])
+    return Merge("add", join, branches)
+
+
+def _size(branch: list[Leaf | Merge]) -> int:
+    return sum(1 if isinstance(s, Leaf) else 1 + sum(_size(b) for b in s.branches) for s in branch)
+
+
+# --- step 2: hierarchy ------------------------------------------------------------------------
+Path = tuple[str, ...]
+
+
+@dataclass(eq=False)
+class LayerE:
+    leaf: Leaf
+    name: str | None
+
+
+@dataclass(eq=False)
+class MergeE:
+    form: str
+    branches: list[list[Entry]]
+
+
+@dataclass(eq=False)
+class ScopeE:
+    name: str
+    path: Path
+    entries: list[Entry]
+    # filled by `render`: the body's text with integer slots, and the integers
+    template: Template | None = None
+
+
+@dataclass(eq=False)
+class RepeatE:
+    name: str
+    copies: list[ScopeE]
+
+
+Entry = LayerE | MergeE | ScopeE | RepeatE
+
+
+def _path(text: str) -> Path:
+    return tuple(p for p in text.split(".") if p)
+
+
+def nest(body: list[Leaf | Merge], view: GraphView) -> list[Entry]:
+    """The sequence as scopes: statements of one module grouped under its name."""
+    containers: set[Path] = set()
+    for leaf in _leaves(body):
+        if leaf.match.weights:
+            p = _path(leaf.match.name)
+            containers.update(p[:k] for k in range(len(p)))
+
+    def owner(item: Leaf | Merge) -> Path:
+        if isinstance(item, Leaf):
+            p = _path(item.match.name)
+            if item.match.weights or p not in containers:
+                return p[:-1]
+            return p
+        own = _path(view.module_path(item.join.node))
+        paths = [own if own in containers or not own else own[:-1]]
+        paths += [owner(s) for b in item.branches for s in b]
+        return _common(paths)
+
+    def place(items: list[Leaf | Merge], base: Path) -> list[Entry]:
+        out: list[Entry] = []
+        for item in items:
+            o = owner(item)
+            if o[: len(base)] != base or len(o) == len(base):
+                out.append(_entry(item, base, place))
+                continue
+            child = o[len(base)]
+            last = out[-1] if out else None
+            if isinstance(last, ScopeE) and last.name == child:
+                last.entries.append(item)  # type: ignore[arg-type]  # placed below
+            else:
+                out.append(ScopeE(child, (*base, child), [item]))  # type: ignore[list-item]
+        for e in out:
+            if isinstance(e, ScopeE):
+                e.entries = place(e.entries, e.path)  # type: ignore[arg-type]
+        return out
+
+    return place(body, ())
+
+
+def _entry(item: Leaf | Merge, base: Path, place: Any) -> Entry:
+    if isinstance(item, Leaf):
+        p = _path(item.match.name)
+        name = p[-1] if len(p) == len(base) + 1 and p[: len(base)] == base else None
+        return LayerE(item, name)
+    return MergeE(item.form, [place(b, base) for b in item.branches])
+
+
+def _common(paths: list[Path]) -> Path:
+    if not paths:
+        return ()
+    first = paths[0]
+    n = 0
+    while all(len(p) > n and p[n] == first[n] for p in paths):
+        n += 1
+    return first[:n]
+
+
+def _leaves(body: list[Leaf | Merge]) -> list[Leaf]:
+    out: list[Leaf] = []
+    for s in body:
+        if isinstance(s, Leaf):
+            out.append(s)
+        else:
+            for b in s.branches:
+                out += _leaves(b)
+    return out
+
+
+# --- step 3: blocks and text ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Slot:
+    index: int  # into the template's values
+    key: str  # the key it sets (names a parameter)
+    default: int | None = None  # the key's default: a literal default is not written
+
+
+# keys the CNN matchers always write, so that blocks differing in a stride are one block
+# with a parameter; where the value is the default in every call, it is left out again
+DEFAULTS = {"S": 1, "P": 0, "G": 1, "D": 1, "O": 0}
+
+
+@dataclass(frozen=True)
+class Call:
+    scope: ScopeE
+    offset: int  # where its values start in the caller's
+
+
+Part = str | Slot | Call
+
+
+@dataclass(eq=False)
+class Template:
+    lines: list[tuple[int, list[Part]]] = field(default_factory=list)
+    values: list[int] = field(default_factory=list)
+
+    def slot(self, value: int, key: str, default: int | None = None) -> Slot:
+        self.values.append(value)
+        return Slot(len(self.values) - 1, key, default)
+
+    def call(self, scope: ScopeE) -> Call:
+        assert scope.template is not None
+        c = Call(scope, len(self.values))
+        self.values += scope.template.values
+        return c
+
+    def key(self) -> tuple[Any, ...]:
+        def part(p: Part) -> Any:
+            if isinstance(p, Slot):
+                return ("#", p.key)
+            if isinstance(p, Call):
+                assert p.scope.template is not None
+                return ("call", p.scope.template.key())
+            return p
+
+        return tuple((indent, tuple(part(p) for p in parts)) for indent, parts in self.lines)
+
+
+_INT = re.compile(r"\d+")
+_BASE = re.compile(r"_\d+$")
+
+
+def _name(text: str) -> str:
+    """A module attribute as an archc name: `0` -> `_0`, a keyword gets a trailing `_`."""
+    name = re.sub(r"\W", "_", text) or "_"
+    if name[0].isdigit():
+        name = "_" + name
+    return name + "_" if name in KEYWORDS or keyword.iskeyword(name) else name
+
+
+def _layer_names(entries: list[Entry]) -> None:
+    """Names unique in the scope: a paramless layer's repeated name is dropped, a layer with
+    weights and no name is named by its kind (`conv1`), as the compiler would."""
+    layers = _scope_layers(entries)
+    counts: dict[str, int] = {}
+    for e in layers:
+        if e.name is not None:
+            e.name = _name(e.name)
+            base = e.name if e.leaf.match.weights else _BASE.sub("", e.name)  # relu, relu_1: one module
+            counts[base] = counts.get(base, 0) + 1
+    taken = {e.name for e in layers if e.name is not None}
+    for e in layers:
+        if e.name is not None and not e.leaf.match.weights and counts[_BASE.sub("", e.name)] > 1:
+            e.name = None
+    seen: set[str] = set()
+    for e in layers:
+        if e.name is not None and e.name in seen:
+            e.name = _fresh(e.name, taken)
+        if e.name is None and e.leaf.match.weights:
+            e.name = _fresh(e.leaf.match.statement.split()[0], taken, start=1)
+        if e.name is not None:
+            seen.add(e.name)
+
+
+def _fresh(base: str, taken: set[str], start: int = 2) -> str:
+    k = start
+    while f"{base}{k}" in taken:
+        k += 1
+    taken.add(f"{base}{k}")
+    return f"{base}{k}"
+
+
+def _scope_layers(entries: list[Entry]) -> list[LayerE]:
+    out: list[LayerE] = []
+    for e in entries:
+        if isinstance(e, LayerE):
+            out.append(e)
+        elif isinstance(e, MergeE):
+            for b in e.branches:
+                out += _scope_layers(b)
+    return out
+
+
+def _prepare(entries: list[Entry]) -> list[Entry]:
+    """Bottom-up: children's templates, repeats of numbered children, names of numbered children."""
+    _layer_names(entries)
+    for scope in _walk_scopes(entries):
+        scope.entries = _prepare(scope.entries)
+        scope.template = _template(scope.entries)
+    out: list[Entry] = []
+    k = 0
+    while k < len(entries):
+        e = entries[k]
+        run: list[ScopeE] = []
+        if isinstance(e, ScopeE) and e.name.isdigit():
+            run = [e]
+            while k + len(run) < len(entries):
+                nxt = entries[k + len(run)]
+                if not (isinstance(nxt, ScopeE) and nxt.name.isdigit() and _same(nxt, e)):
+                    break
+                run.append(nxt)
+        out.append(RepeatE(run[0].name, run) if len(run) > 1 else e)
+        k += max(len(run), 1)
+    numbered = [e for e in out if isinstance(e, ScopeE | RepeatE) and e.name.isdigit()]
+    if len(numbered) == len(out) == 2 and [e.name for e in numbered] == ["0", "1"]:
+        # torchvision's stages: a first block that changes the shape, then copies of another
+        numbered[0].name = "first"
+        second = numbered[1]
+        rest = second if isinstance(second, RepeatE) else RepeatE("1", [second])
+        rest.name = "rest"
+        out[1] = rest
+    named: list[ScopeE | RepeatE] = [*_walk_scopes(out), *(r for r in out if isinstance(r, RepeatE))]
+    for n in named:
+        if n.name not in ("first", "rest"):
+            n.name = _name(n.name)
+    return out
+
+
+def _walk_scopes(entries: list[Entry]) -> list[ScopeE]:
+    out: list[ScopeE] = []
+    for e in entries:
+        if isinstance(e, ScopeE):
+            out.append(e)
+        elif isinstance(e, MergeE):
+            for b in e.branches:
+                out += _walk_scopes(b)
+    return out
+
+
+def _same(a: ScopeE, b: ScopeE) -> bool:
+    assert a.template is not None and b.template is not None
+    return a.template.key() == b.template.key() and a.template.values == b.template.values
+
+
+def _whole_repeat(e: ScopeE) -> RepeatE | None:
+    """A module whose children are all `0..n-1`, one repeat: the module is the repeat."""
+    if len(e.entries) == 1 and isinstance(e.entries[0], RepeatE) and e.entries[0].name in ("0", "_0"):
+        return RepeatE(e.name, e.entries[0].copies)
+    return None
+
+
+def _template(entries: list[Entry]) -> Template:
+    t = Template()
+    _lines(entries, t, 0)
+    return t
+
+
+def _lines(entries: list[Entry], t: Template, indent: int) -> None:
+    for e in entries:
+        if isinstance(e, LayerE):
+            for k, stmt in enumerate(s.strip() for s in e.leaf.match.statement.split(";")):
+                label = [f"{e.name}: "] if e.name and k == 0 else []
+                t.lines.append((indent, [*label, *_statement(stmt, t)]))
+        elif isinstance(e, MergeE):
+            if e.form == "residual":
+                t.lines.append((indent, ["residual {"]))
+                _lines(e.branches[0], t, indent + 1)
+                if len(e.branches) > 1:
+                    t.lines.append((indent, ["} shortcut {"]))
+                    _lines(e.branches[1], t, indent + 1)
+                t.lines.append((indent, ["}"]))
+            else:
+                t.lines.append((indent, [f"{e.form} {{"]))
+                for b in e.branches:
+                    t.lines.append((indent + 1, ["branch {"]))
+                    _lines(b or [], t, indent + 2)
+                    if not b:
+                        t.lines.append((indent + 2, ["identity"]))
+                    t.lines.append((indent + 1, ["}"]))
+                t.lines.append((indent, ["}"]))
+        elif isinstance(e, ScopeE):
+            whole = _whole_repeat(e)
+            if whole is not None:
+                _repeat(whole, t, indent)
+            else:
+                t.lines.append((indent, [f"{e.name}: ", t.call(e)]))
+        else:
+            _repeat(e, t, indent)
+
+
+def _repeat(e: RepeatE, t: Template, indent: int) -> None:
+    t.lines.append((indent, [f"{e.name}: repeat ", t.slot(len(e.copies), "N"), " {"]))
+    t.lines.append((indent + 1, [t.call(e.copies[0])]))
+    t.lines.append((indent, ["}"]))
+
+
+def _statement(stmt: str, t: Template) -> list[Part]:
+    words = stmt.split()
+    parts: list[Part] = [words[0]]
+    for w in words[1:]:
+        key, eq, value = w.partition("=")
+        if not eq:
+            key, value = "N", w
+        parts.append(" ")
+        if eq:
+            parts.append(f"{key}=")
+        default = DEFAULTS.get(key) if words[0] in ("conv", "convtranspose") else None
+        parts.append(t.slot(int(value), key, default) if _INT.fullmatch(value) else value)
+    return parts
+
+
+@dataclass
+class Block:
+    name: str
+    template: Template
+    instances: list[ScopeE]
+    exprs: list[str | None] = field(default_factory=list)  # per slot: None when literal
+    params: list[tuple[str, int]] = field(default_factory=list)  # name, defining slot
+
+
+def render(entries: list[Entry], classes: dict[Path, str], header: list[str]) -> tuple[str, list[tuple[str, LayerE]]]:
+    """The spec text (blocks first, then `header` and the body) and every layer with weights
+    with its state_dict prefix."""
+    entries = _prepare(entries)
+    root = _template(entries)
+    blocks: dict[tuple[Any, ...], Block] = {}
+    order: list[Block] = []
+
+    def collect(t: Template) -> None:
+        for _, parts in t.lines:
+            for p in parts:
+                if isinstance(p, Call):
+                    assert p.scope.template is not None
+                    collect(p.scope.template)
+                    key = p.scope.template.key()
+                    if key not in blocks:
+                        blocks[key] = Block("", p.scope.template, [])
+                        order.append(blocks[key])
+                    if p.scope not in blocks[key].instances:
+                        blocks[key].instances.append(p.scope)
+
+    collect(root)
+    used: set[str] = set()
+    for b in order:
+        _parameterise(b, blocks)
+        b.name = _block_name(b, classes, used)
+    text = [_render_block(b, blocks) for b in order]
+    body = [_line(indent, parts, lambda s: str(root.values[s.index]), blocks, root) for indent, parts in root.lines]
+    spec = "\n".join([*header, *body, "", *text]) + "\n"
+    return spec, _weights(entries, ())
+
+
+def _parameterise(b: Block, blocks: dict[tuple[Any, ...], Block]) -> None:
+    columns = list(zip(*(s.template.values for s in b.instances if s.template is not None), strict=True))
+    keys: dict[int, str] = {}
+    for _, parts in b.template.lines:
+        for p in parts:
+            if isinstance(p, Slot):
+                keys[p.index] = p.key
+            elif isinstance(p, Call):
+                assert p.scope.template is not None
+                for pname, k in blocks[p.scope.template.key()].params:
+                    keys[p.offset + k] = pname.rstrip("0123456789") or pname
+    names: set[str] = set()
+    for j, column in enumerate(columns):
+        if len(set(column)) == 1:
+            b.exprs.append(None)
+            continue
+        expr = None
+        for pname, k in b.params:
+            other = columns[k]
+            if column == other:
+                expr = pname
+            elif all(o and c % o == 0 for c, o in zip(column, other, strict=True)) and len({c // o for c, o in zip(column, other, strict=True)}) == 1:
+                expr = f"{pname}*{column[0] // other[0]}"
+            elif all(c and o % c == 0 for c, o in zip(column, other, strict=True)) and len({o // c for c, o in zip(column, other, strict=True)}) == 1:
+                expr = f"{pname}//{other[0] // column[0]}"
+            if expr is not None:
+                break
+        if expr is None:
+            base = keys.get(j, "V")
+            base = base if re.fullmatch(r"[A-Za-z_]\w*", base) and base not in KEYWORDS else "V"
+            expr = base if base not in names else _fresh(base, names)
+            names.add(expr)
+            b.params.append((expr, j))
+        b.exprs.append(expr)
+
+
+CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})  # classes that say nothing of a block
+
+
+def _block_name(b: Block, classes: dict[Path, str], used: set[str]) -> str:
+    found = [c for c in (classes.get(s.path) for s in b.instances) if c not in CONTAINERS]
+    name = next((c for c in found if c), None)
+    if name is None:
+        leaf = b.instances[0].path[-1] if b.instances[0].path else "block"
+        if leaf.isdigit() and len(b.instances[0].path) > 1:
+            leaf = b.instances[0].path[-2].rstrip("0123456789") + "_block"
+        name = "".join(w[:1].upper() + w[1:] for w in re.split(r"[\W_]+", leaf.rstrip("0123456789")) if w) or "Block"
+    name = re.sub(r"\W", "", name) or "Block"
+    if name[0].isdigit():
+        name = "B" + name
+    if name in used:
+        name = _fresh(name, used)
+    used.add(name)
+    return name
+
+
+def _render_block(b: Block, blocks: dict[tuple[Any, ...], Block]) -> str:
+    def value(s: Slot) -> str:
+        expr = b.exprs[s.index]
+        return expr if expr is not None else str(b.template.values[s.index])
+
+    params = ", ".join(n for n, _ in b.params)
+    head = f"block {b.name}({params}) {{" if params else f"block {b.name} {{"
+    lines = [_line(indent + 1, parts, value, blocks, b.template) for indent, parts in b.template.lines]
+    return "\n".join([head, *lines, "}", ""])
+
+
+def _line(indent: int, parts: list[Part], value: Any, blocks: dict[tuple[Any, ...], Block], t: Template) -> str:
+    out: list[str] = []
+    for p in parts:
+        if isinstance(p, Slot):
+            text = value(p)
+            if p.default is not None and text == str(p.default) and len(out) >= 2 and out[-1].endswith("="):
+                del out[-2:]  # " S=" of a stride that is 1 in every call
+                continue
+            out.append(text)
+        elif isinstance(p, Call):
+            assert p.scope.template is not None
+            child = blocks[p.scope.template.key()]
+            args = [f"{n}={value(Slot(p.offset + j, n))}" for n, j in child.params]
+            out.append(" ".join([child.name, *args]))
+        else:
+            out.append(p)
+    return "  " * indent + "".join(out)
+
+
+def _weights(entries: list[Entry], prefix: Path) -> list[tuple[str, LayerE]]:
+    out: list[tuple[str, LayerE]] = []
+    for e in entries:
+        if isinstance(e, LayerE):
+            if e.leaf.match.weights:
+                assert e.name is not None
+                out.append((".".join((*prefix, e.name)), e))
+        elif isinstance(e, MergeE):
+            for b in e.branches:
+                out += _weights(b, prefix)
+        elif isinstance(e, ScopeE):
+            whole = _whole_repeat(e)
+            if whole is not None:
+                out += _weights([whole], prefix)
+            else:
+                out += _weights(e.entries, (*prefix, e.name))
+        else:
+            for k, copy in enumerate(e.copies):
+                out += _weights(copy.entries, (*prefix, e.name, str(k)))
+    return out
+
+
+def weight_arrays(layers: list[tuple[str, LayerE]]) -> dict[str, np.ndarray]:
+    """The tensors under their state_dict names (`layer1.0.conv1.weight`)."""
+    return {f"{prefix}.{k}": v for prefix, e in layers for k, v in e.leaf.match.weights.items()}

@@ -1,0 +1,302 @@
+"""`archc import` of ONNX models: PyTorch modules exported by both of torch's exporters, and
+archc's own ONNX of the zoo's specs, imported, checked and compiled back.
+
+Round trip: the imported spec, compiled to ONNX with the imported weights, gives
+onnxruntime the outputs of the original model within 1e-4 relative error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import archc  # noqa: E402
+from archc.importers.common import ImportFailure, finish  # noqa: E402
+from archc.importers.onnx import import_onnx  # noqa: E402
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
+
+
+def _run(model: bytes | str, x: np.ndarray) -> np.ndarray:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
+
+
+def _round_trip(path: Path, input_shape: tuple[int, ...]) -> tuple[archc.Network, str]:
+    """Import `path`, check the spec, compile it back with the imported weights and compare outputs."""
+    imported = import_onnx(path)
+    spec = finish(imported)
+    net = archc.loads(spec, filename=f"{path.stem}.arch")
+    assert imported.weights is not None
+    back = net.to_onnx(weights=imported.weights).SerializeToString()
+    x = np.random.default_rng(0).standard_normal((2, *input_shape), dtype=np.float32)
+    assert _relative_error(_run(back, x), _run(str(path), x)) < 1e-4
+    return net, spec
+
+
+# --- PyTorch modules of our own, exported by torch.onnx.export ---------------------------------
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, c_in: int, k: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, k, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(k)
+        self.conv2 = nn.Conv2d(k, k, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(k)
+        self.conv3 = nn.Conv2d(k, k * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(k * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c_in != k * 4:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, k * 4, 1, stride, bias=False), nn.BatchNorm2d(k * 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNetLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, c = [], 8
+        for k, n, s in ((4, 3, 1), (8, 4, 2), (16, 2, 2)):
+            blocks = [Bottleneck(c, k, s)] + [Bottleneck(k * 4, k) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            c = k * 4
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _conv_bn(c: int, k: int, f: int = 1, s: int = 1, g: int = 1, act: type[nn.Module] | None = nn.ReLU6) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(c, k, f, s, (f - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(k)]
+    return nn.Sequential(*layers, *([act()] if act else []))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, c: int, k: int, stride: int, t: int) -> None:
+        super().__init__()
+        self.use_res = stride == 1 and c == k
+        h = c * t
+        self.conv = nn.Sequential(_conv_bn(c, h), _conv_bn(h, h, 3, stride, h), nn.Conv2d(h, k, 1, bias=False), nn.BatchNorm2d(k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2Like(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv_bn(3, 8, 3, 2)]
+        c = 8
+        for k, n, s in ((8, 2, 1), (12, 3, 2)):
+            for i in range(n):
+                layers.append(InvertedResidual(c, k, s if i == 0 else 1, 3))
+                c = k
+        layers.append(_conv_bn(c, 32))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class SqueezeExcitation(nn.Module):
+    def __init__(self, c: int, sq: int, act: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(c, sq, 1), nn.Conv2d(sq, c, 1)
+        self.activation, self.scale_activation = act(), nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+class SENet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _conv_bn(3, 16, 3, 2, act=nn.ReLU)
+        self.se = SqueezeExcitation(16, 4)
+        self.head = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.Hardswish(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.se(self.stem(x)))
+
+
+class MBConv(nn.Module):
+    def __init__(self, c: int, k: int, t: int, f: int, s: int) -> None:
+        super().__init__()
+        h = c * t
+        self.use_res = s == 1 and c == k
+        self.block = nn.Sequential(
+            _conv_bn(c, h, act=nn.SiLU), _conv_bn(h, h, f, s, h, act=nn.SiLU),
+            SqueezeExcitation(h, max(1, c // 4), nn.SiLU), _conv_bn(h, k, act=None),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.use_res else self.block(x)
+
+
+class EfficientNetLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn(3, 8, 3, 2, act=nn.SiLU),
+            nn.Sequential(MBConv(8, 8, 1, 3, 1)),
+            nn.Sequential(MBConv(8, 12, 4, 3, 2), MBConv(12, 12, 4, 3, 1)),
+            nn.Sequential(MBConv(12, 16, 4, 5, 2), MBConv(16, 16, 4, 5, 1), MBConv(16, 16, 4, 5, 1)),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(16, 7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+MODULES = {
+    "resnet_like": (ResNetLike, (3, 64, 64)),
+    "mobilenet_v2_like": (MobileNetV2Like, (3, 32, 32)),
+    "se_net": (SENet, (3, 16, 16)),
+    "efficientnet_like": (EfficientNetLike, (3, 32, 32)),
+}
+
+
+def _randomised(cls: type[nn.Module]) -> nn.Module:
+    """The module with random weights and batchnorm statistics (so folding them matters)."""
+    torch.manual_seed(0)
+    module = cls().eval()
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return module
+
+
+def _export(module: nn.Module, shape: tuple[int, ...], path: Path, exporter: str) -> None:
+    x = torch.randn(1, *shape)
+    if exporter == "dynamo":
+        batch = torch.export.Dim("batch", min=1, max=64)
+        torch.onnx.export(module, (x,), str(path), dynamo=True, input_names=["input"], output_names=["output"],
+                          dynamic_shapes={"x": {0: batch}}, verbose=False)
+    else:
+        torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+
+
+EXPORTERS = [
+    "torchscript",
+    pytest.param("dynamo", marks=pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo exporter needs onnxscript")),
+]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_pytorch_export_round_trip(name: str, exporter: str, tmp_path: Path) -> None:
+    cls, shape = MODULES[name]
+    module = _randomised(cls)
+    path = tmp_path / f"{name}.onnx"
+    _export(module, shape, path, exporter)
+    net, _ = _round_trip(path, shape)
+    # batchnorm folded into the convolutions (as both exporters may) leaves fewer parameters, never more
+    assert net.params <= sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_resnet_like_is_blocks_and_stages(tmp_path: Path) -> None:
+    """The hierarchy comes back: one Bottleneck block called in three stages, not 60 flat lines,
+    and PyTorch's own names where archc can write them."""
+    path = tmp_path / "resnet_like.onnx"
+    _export(_randomised(ResNetLike), (3, 64, 64), path, "torchscript")
+    imported = import_onnx(path)
+    assert imported.weights is not None
+    assert "layer1.rest.0.conv1.weight" in imported.weights and "conv1.weight" in imported.weights
+    spec = finish(imported)
+    assert len([ln for ln in spec.splitlines() if ln.startswith("block ")]) == 4  # the stage, its first block, the shortcut, the other blocks
+    assert spec.count("repeat") == 1
+    calls = [ln.split()[:2] for ln in spec.splitlines() if ln.startswith("layer")]
+    assert calls == [["layer1:", "Layer"], ["layer2:", "Layer"], ["layer3:", "Layer"]]
+
+
+# --- archc's own ONNX of the zoo's specs --------------------------------------------------------
+ZOO = ["resnet18.arch", "resnet50.arch", "mobilenet_v2.arch", "efficientnet_b0.arch", "squeezenet1_1.arch", "lenet5.arch"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ZOO)
+def test_spec_to_onnx_to_spec(spec: str, tmp_path: Path) -> None:
+    """spec -> ONNX (archc's back-end) -> import -> spec: the same params, MACs and output shape."""
+    original = archc.compile_file(SPECS / spec).network
+    assert original is not None
+    path = tmp_path / "model.onnx"
+    model = original.to_onnx(path, weights="random")
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    net, _ = _round_trip(path, tuple(dims))
+    assert (net.params, net.macs, net.output_shape) == (original.params, original.macs, original.output_shape)
+
+
+# --- what cannot be imported is an error naming the node ----------------------------------------
+def test_unsupported_node_is_named(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="/act/Relu"), helper.make_node("Erf", ["r"], ["y"], name="/odd/Erf")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+    )
+    path = tmp_path / "odd.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ImportFailure) as e:
+        import_onnx(path)
+    text = str(e.value)
+    assert "'/odd/Erf' (Erf)" in text and "[1, 3, 4, 4]" in text
+
+
+def test_asymmetric_padding_is_refused(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((2, 3, 3, 3), np.float32), "conv.weight")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "conv.weight"], ["y"], name="/conv/Conv", pads=[0, 0, 1, 1], kernel_shape=[3, 3])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 7, 7])],
+        [w],
+    )
+    path = tmp_path / "pad.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ImportFailure, match="asymmetric padding"):
+        import_onnx(path)
