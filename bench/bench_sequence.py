@@ -1,20 +1,25 @@
 """Sequence-model benchmarks, side by side in one run (a script, not a test).
 
-    .venv/bin/python bench/bench_sequence.py [--quick]
+    .venv/bin/python bench/bench_sequence.py [--quick] [--forms]
 
 (a) onnxruntime throughput on archc's ONNX against `torch.onnx.export` of the same
     generated PyTorch module at the same weights: GPT-2 small at T=128 (the zoo
     spec with `input 128 tokens`; its 1024-row position table kept) and ViT-B/16,
     batch 1 and 8, both sessions with onnxruntime's default optimisations
-    (ORT_ENABLE_ALL), timed in alternating blocks. Target: at least 1.0x. Then
+    (ORT_ENABLE_ALL), timed in interleaved rounds: wall and CPU time with the
+    default threads, and CPU time with one thread (the graph's work, which a
+    shared machine's load does not add to). Target: at least 1.0x. Then
     which fused operators onnxruntime made of each graph (from a profiled run):
     whether it fused the attention (com.microsoft Attention, MultiHeadAttention,
     GroupQueryAttention), the layer norms, the GELUs, the scaled MatMuls.
+    `--forms` instead: GPT-2's attention block as archc lowers it beside the
+    other forms worth trying (`attention_forms`), one thread.
 (b) ONNX compile of GPT-2 small (T=1024, 124,439,808 params, 498 MB of float32
     weights), whole processes: `archc compile` against a process that imports
     torch, builds archc's generated module and runs `torch.onnx.export` on it.
-    Target: archc at least 5x faster; its peak RSS (VmHWM) at most 2x the
-    weights' bytes. The files are written to a temporary directory and deleted.
+    Target: archc at least 5x faster (wall and CPU time, interleaved); its peak
+    RSS (VmHWM) at most 2x the weights' bytes. The files are written to a
+    temporary directory and deleted.
 (c) `archc check specs/llama3_8b.arch` (8,030,261,248 params), whole process:
     target under 0.5 s; its peak RSS next to a check of a 2-layer spec (memory
     does not grow with the parameter count: no weight is allocated).
