@@ -83,8 +83,9 @@ def test_invalid_spec_prints_diagnostics_and_writes_nothing(tmp_path: Path, caps
 
 
 def test_unknown_suffix_needs_to(tmp_path: Path, capsys) -> None:
-    assert main(["compile", LENET, "-o", str(tmp_path / "m.bin")]) == 1
-    assert "--to torch|onnx" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a usage error, exit 2, as the README says (issue 10, item 8)
+        main(["compile", LENET, "-o", str(tmp_path / "m.bin")])
+    assert exc.value.code == 2 and "--to torch|onnx" in capsys.readouterr().err
     assert main(["compile", LENET, "-o", str(tmp_path / "m.bin"), "--to", "onnx"]) == 0
     onnx.checker.check_model(str(tmp_path / "m.bin"))
 

@@ -18,6 +18,7 @@ from archc.analysis import si
 from archc.api import CompileResult, compile_file
 from archc.commands.common import add_max_layers, use_color
 from archc.diagnostics import Diagnostic, Severity, error, render_one, shown, source_lines
+from archc.ir import Span
 from archc.limits import DEFAULT_MAX_LAYERS
 
 FORMATS = ("text", "json", "github", "junit")
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="CODE",
         type=_warning_codes,
-        help="drop these warnings for the run (W001, W002; repeat or separate with commas); "
+        help="drop these warnings for the run (W001, W002, W003; repeat or separate with commas); "
         "a line's own `# archc: ignore[W001]` comment drops one",
     )
     p.add_argument(
@@ -245,7 +246,8 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
                 loc += f",line={d.span.line},col={d.span.column}"
                 loc += f",endLine={d.span.end_line},endColumn={d.span.end_column}"
             title = f"archc {d.code}"
-            body = d.message + (f"\n\nhint: {d.hint}" if d.hint else "")
+            body = d.message + "".join(f"\nnote: {n.text(shown(r.path))}" for n in d.notes)
+            body += f"\n\nhint: {d.hint}" if d.hint else ""
             print(f"::{level} {loc},title={_escape(title, True)}::{_escape(body)}")
         if r.omitted:  # at most MAX_SHOWN annotations a file: GitHub shows only so many anyway
             print(f"::notice file={_escape(shown(r.path), True)}::{_escape(f'... and {r.omitted:,} more')}")
@@ -255,7 +257,7 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
     print(count_line(results, strict))
 
 
-def diag_json(d: Diagnostic) -> dict[str, Any]:
+def diag_json(d: Diagnostic, path: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "severity": str(d.severity),
         "code": d.code,
@@ -263,10 +265,14 @@ def diag_json(d: Diagnostic) -> dict[str, Any]:
         "hint": d.hint,
     }
     if d.span is not None:
-        out.update(
-            line=d.span.line, column=d.span.column, end_line=d.span.end_line, end_column=d.span.end_column
-        )
+        out.update(_place(d.span))
+    # the calls that led to an error in a block's body, innermost first
+    out["notes"] = [{"message": n.text(path), **(_place(n.span) if n.span else {})} for n in d.notes]
     return out
+
+
+def _place(span: Span) -> dict[str, int]:
+    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
 
 
 def as_json(results: list[CompileResult], strict: bool) -> dict[str, Any]:
@@ -276,7 +282,7 @@ def as_json(results: list[CompileResult], strict: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "path": r.path,
             "valid": not failed(r, strict),
-            "diagnostics": [diag_json(d) for d in r.diagnostics],
+            "diagnostics": [diag_json(d, r.path) for d in r.diagnostics],
             "rendered": [
                 render_one(d, r.path, lines) for d in r.diagnostics
             ],

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"refuse a model over SIZE (e.g. 500M, 20G; default {size_text(DEFAULT_MAX_SIZE)})",
     )
     add_max_layers(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, parser=p)
 
 
 def target_of(out: Path, to: str | None) -> str:
@@ -69,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
         targets = ["torch"] + (["onnx"] if all(importlib.util.find_spec(m) for m in ("onnx", "numpy")) else [])
     else:
-        targets = [target_of(out, args.to)]
+        try:
+            targets = [target_of(out, args.to)]
+        except ArchError as exc:  # `-o x.txt`: a usage error (exit 2), as the README says
+            args.parser.error(str(exc))
     if targets == ["torch"] and (args.weights is not None or args.opset is not None):
         raise ArchError("--weights and --opset apply to --to onnx; PyTorch source carries no weights")
     if args.weights == "":
