@@ -87,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
     out = None if to_stdout else check_output(args.output, model)
     if weights_out is not None:
         weights_out = check_output(weights_out, model)
-    if not model.exists():
-        raise ArchError(f"{shown(str(model))}: no such file")
+    from archc.files import why_not_a_spec
+
+    problem = why_not_a_spec(model)  # a FIFO blocked the read forever; /proc files, link loops
+    if problem is None and model.is_dir():
+        problem = "a directory, not a model file"
+    if problem is not None:
+        raise ArchError(f"{shown(str(model))}: {problem}")
     try:
         imported = imports(model)
     except ImportFailure as exc:
