@@ -18,6 +18,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import archc  # noqa: E402
+from archc.cli import main  # noqa: E402
 from archc.importers.common import ImportFailure, finish  # noqa: E402
 from archc.importers.onnx import import_onnx  # noqa: E402
 
@@ -370,3 +371,5 @@ def test_hostile_models_are_refused_by_name(tmp_path: Path) -> None:
         assert proc.returncode == 1 and fragment in proc.stderr, (name, proc.returncode, proc.stderr)
         assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, name
     assert not (tmp_path / "out.arch").exists()
+    # the message says to raise --max-size: import takes it (the model then fails the checker: no data)
+    assert main(["import", str(tmp_path / "huge.onnx"), "-o", "-", "--max-size", "100T"]) == 1
