@@ -28,7 +28,7 @@ from archc.diagnostics import (
 )
 from archc.frontend import syntax as S
 from archc.frontend.elaborate import elaborate
-from archc.frontend.parser import parse_tree
+from archc.frontend.parser import comment_slips, parse_tree
 from archc.ir import Assertion, Graph, Span
 from archc.kinds import KINDS, per_dimension_attrs
 from archc.limits import DEFAULT_MAX_LAYERS
@@ -55,8 +55,11 @@ class CompileResult(NamedTuple):
     """What compiling a spec gave: the network if it is valid, and whatever could be
     known of it if not, so that an editor can show the shapes above a mistake.
 
-    `diagnostics` are what `archc check` reports: those of each stage up to the
-    first that failed (parse, elaborate, analyse). The stages after it still ran,
+    `diagnostics` are what `archc check` reports: every independent error. After
+    a syntax error, those of the parse alone; else those of elaboration (names,
+    keys, blocks) and of the analysis, which reports only what the nodes of known
+    inputs show (the layers after a failed statement have none) and checks the
+    assertions whose target is known. The stages after a syntax error still ran,
     on partial results: the syntax tree with error nodes (`program`), the graph of
     what could be elaborated (`graph`, `graph.complete` False) and the facts of
     every node whose inputs are known (`analysis`). What they found is in
@@ -209,7 +212,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-WARNING_CODES = ("W001", "W002")  # what `--ignore` and `# archc: ignore[...]` may name
+WARNING_CODES = ("W001", "W002", "W003")  # what `--ignore` and `# archc: ignore[...]` may name
 # `# archc: ignore[W001]` (or `ignore[W001, W002]`) in a line's comment silences those warnings there
 _IGNORE_COMMENT = re.compile(r"archc:\s*ignore\[\s*([A-Za-z0-9_]+(?:\s*,\s*[A-Za-z0-9_]+)*)\s*\]")
 
@@ -271,17 +274,19 @@ def _compile_text(
         )
         return CompileResult(filename, text, None, (diag,))
     program, diags, omitted = parse_tree(text)
-    # `diags` stop at the first stage that failed, as `archc check` always reported them;
-    # the later stages still run, on what the earlier ones built, their findings kept apart.
+    # After a syntax error `diags` are the parse's: a blanked line may have defined a block
+    # or a name the rest reads. The later stages still run, their findings kept apart.
     parsed = not diags
     partial: list[Diagnostic] = []
     graph, more = elaborate(program, _network_name(filename), max_layers)
-    (diags if parsed else partial).extend(more)
+    (diags if parsed else partial).extend(comment_slips(more, text))
     elaborated = parsed and graph is not None and graph.complete
     analysis = None
     if graph is not None:
         analysis, more = analyze(graph)
-        (diags if elaborated else partial).extend(more)
+        # The analysis reports only what nodes of known inputs show (and the assertions
+        # on them): independent of the elaboration's errors, so reported with them.
+        (diags if parsed else partial).extend(more)
     diags, partial = _unignored(diags, text, ignore), _unignored(partial, text, ignore)
     found = (program, graph, analysis, tuple(_capped(partial)[0]))
     diags, more_omitted = _capped(diags)
@@ -325,6 +330,11 @@ def read_source(path: Path, tree: Path | None = None) -> tuple[str | None, Diagn
         return None, error("E400", str(exc), None, "archc reads .arch specs from regular files only")
     except OSError as exc:
         return None, error("E400", f"cannot read the file: {exc.strerror}", None)
+    return decode_source(data)
+
+
+def decode_source(data: bytes) -> tuple[str | None, Diagnostic | None]:
+    """A spec's bytes as text (a UTF-8 BOM dropped); binary and non-UTF-8 bytes become diagnostics."""
     if b"\x00" in data:
         line, col = _position(data, data.index(b"\x00"))
         return None, error(

@@ -55,13 +55,35 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
+class Note(NamedTuple):
+    """A line under a diagnostic: `note: in B K=-8, called at net.arch:12:1`.
+
+    With a span, the renderer adds " at FILE:LINE:COL" (the file is the
+    renderer's to name); the language server makes it related information.
+    """
+
+    message: str
+    span: Span | None = None
+
+    def text(self, path: str | None = None) -> str:
+        """The note on one line, its place named in `path` (already `shown`), else by line and column.
+
+        >>> Note("in B K=-8, called", Span(12, 1, 12, 2)).text("net.arch")
+        'in B K=-8, called at net.arch:12:1'
+        """
+        if self.span is None:
+            return self.message
+        where = f"{path}:" if path else ""
+        return f"{self.message} at {where}{self.span.line}:{self.span.column}"
+
+
 class Diagnostic(NamedTuple):
     severity: Severity
     code: str
     message: str
     span: Span | None
     hint: str | None = None
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()  # the call sites of an error inside a block, innermost first
 
     @property
     def is_error(self) -> bool:
@@ -251,7 +273,7 @@ def render_one(diag: Diagnostic, path: str, lines: Sequence[str], color: bool = 
             out.append(f"  {gutter} | {src}")
             out.append(f"  {pad} | {' ' * (column - 1)}{st.caret(diag.severity, marker)}")
     for note in diag.notes:
-        out.append(f"  note: {note}")
+        out.append(f"  note: {note.text(path)}")
     if diag.hint:
         out.append(st.hint(f"  hint: {diag.hint}"))
     return "\n".join(out)

@@ -134,8 +134,55 @@ def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_directory_without_specs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(capsys, "check", str(tmp_path))
-    assert code == 1 and "error[E404]: no .arch files in this directory" in err
+    """No spec found is a usage error (exit 2), not "1 spec checked: 1 invalid"."""
+    code, out, err = run(capsys, "check", str(tmp_path))
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == f"archc check: error: no spec found: no .arch files in {tmp_path}"
+
+
+def test_an_empty_directory_beside_specs_is_a_warning_not_a_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, "check", str(tmp_path), ALEXNET)
+    assert code == 0 and out.splitlines()[-1] == "1 spec checked: 1 valid, 0 invalid"
+    assert err == f"archc: warning: no .arch files in {tmp_path}\n"
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_check_dash_reads_standard_input(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _stdin(monkeypatch, (ROOT / ALEXNET).read_bytes())
+    code, out, err = run(capsys, "check", "-")
+    assert code == 0 and err == ""
+    assert out.splitlines() == ["ok    <stdin>  AlexNet  28,823,912 params  614.3M MACs", "1 spec checked: 1 valid, 0 invalid"]
+
+
+def test_check_dash_names_stdin_in_errors(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _stdin(monkeypatch, b"\xef\xbb\xbfinput 8x8x3\r\nconv K=4 F=9\r\n")  # a BOM and CRLF, as an editor may send
+    code, out, err = run(capsys, "check", "-", "-")  # named twice, read once
+    assert code == 1 and out == "1 spec checked: 0 valid, 1 invalid\n"
+    assert err == (
+        "<stdin>:2:10: error[E200]: conv1: conv output would be 0x0: the 9x9 window does not fit the 8x8 input with padding 0x0\n"
+        "  2 | conv K=4 F=9\n"
+        "    |          ^\n"
+        "  hint: use a smaller F, more padding P, or a larger input\n"
+    )
+
+
+def test_check_dash_from_a_pipe(tmp_path: Path) -> None:
+    """Through a real pipe, as `cat spec.arch | archc check -` runs."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "archc", "check", "-", "--format", "json"],
+        input=b"input 4\nfc 3\n",
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["files"][0]["path"] == "<stdin>" and report["files"][0]["params"] == 15
 
 
 @pytest.mark.parametrize(
@@ -216,7 +263,7 @@ def test_format_junit(capsys: pytest.CaptureFixture[str]) -> None:
     failures = [c for c in cases if c.find("failure") is not None]
     assert len(failures) == 6 == int(suite.get("failures", "0"))  # the six failing lines
     assert all(f.get("name", "").startswith(failing) for f in failures)
-    assert {f.find("failure").get("type") for f in failures} == {"E300", "E202"}  # type: ignore[union-attr]
+    assert {f.find("failure").get("type") for f in failures} == {"E300"}  # type: ignore[union-attr]  # expect output too
 
 
 def test_format_junit_spec_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -227,6 +274,52 @@ def test_format_junit_spec_error(capsys: pytest.CaptureFixture[str], tmp_path: P
     failure = case.find("failure")
     assert failure is not None and failure.get("type") == "E100"
     assert "^~~~~" in (failure.text or "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "model.py"], "run takes a .arch spec or an .onnx model; model.py is neither (generated PyTorch"),
+        (["run", "notes.txt"], "run takes a .arch spec or an .onnx model; notes.txt is neither\n"),
+        (["run", ALEXNET, "--batch", "0"], "argument --batch: expected 1 or more, not 0"),
+        (["run", ALEXNET, "--repeat", "0"], "argument --repeat: expected 1 or more, not 0"),
+        (["run", ALEXNET, "--warmup", "-1"], "argument --warmup: expected 0 or more, not -1"),
+        (["run", ALEXNET, "--timeout", "0"], "argument --timeout: expected more than 0 seconds, not 0"),
+        (["compile", ALEXNET, "-o", "x.txt"], "cannot tell the target from 'x.txt': name it .py or .onnx"),
+    ],
+)
+def test_run_and_compile_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    """Issue 10, item 8: `run model.py` parsed Python as a spec (~60 syntax errors); `--batch 0` and
+    `-o x.txt` exited 1. A usage error exits 2 with argparse's usage line, before anything is read."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.startswith("usage: archc ")
+    assert message in err and "syntax" not in err
+
+
+def test_unused_block_warning_can_be_ignored(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """W003 (issue 10, item 5): a block never called warns, fails --strict, and --ignore W003 drops it."""
+    spec = write(tmp_path / "unused.arch", "input 8x8x3\nblock U(K) { conv K=K F=3 }\nrelu\n")
+    code, _, err = run(capsys, "check", "--strict", str(spec))
+    assert code == 1 and "warning[W003]: block U is never called" in err
+    code, _, err = run(capsys, "check", "--strict", "--ignore", "W003", str(spec))
+    assert code == 0 and err == ""
+
+
+def test_call_site_notes_in_every_format(capsys: pytest.CaptureFixture[str]) -> None:
+    """An error in a block's body carries its calls, innermost first, in each format (issue 10, item 4)."""
+    spec = f"{ERRORS}/block_call_sites.arch"
+    inner, outer = f"in B K=K (K=-2), called at {spec}:8:3", f"in C K=-2, called at {spec}:12:1"
+    _, out, _ = run(capsys, "check", "--format", "json", spec)
+    (nested,) = [d for d in json.loads(out)["files"][0]["diagnostics"] if "not -2" in d["message"]]
+    assert [(n["message"], n["line"], n["column"]) for n in nested["notes"]] == [(inner, 8, 3), (outer, 12, 1)]
+    _, out, _ = run(capsys, "check", "--format", "github", spec)
+    (line,) = [line for line in out.splitlines() if "not -2" in line]
+    assert f"%0Anote: {inner}%0Anote: {outer}%0A%0Ahint: " in line
+    _, out, _ = run(capsys, "check", "--format", "junit", spec)
+    failure = ET.fromstring(out.split("\n", 1)[1]).find("testcase/failure")
+    assert failure is not None and f"  note: {inner}\n  note: {outer}\n" in (failure.text or "")
+    _, _, err = run(capsys, "check", spec)
+    assert f"  note: {inner}\n  note: {outer}\n" in err
 
 
 @pytest.mark.parametrize("fmt", ["json", "junit"])

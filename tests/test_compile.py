@@ -83,8 +83,9 @@ def test_invalid_spec_prints_diagnostics_and_writes_nothing(tmp_path: Path, caps
 
 
 def test_unknown_suffix_needs_to(tmp_path: Path, capsys) -> None:
-    assert main(["compile", LENET, "-o", str(tmp_path / "m.bin")]) == 1
-    assert "--to torch|onnx" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a usage error, exit 2, as the README says (issue 10, item 8)
+        main(["compile", LENET, "-o", str(tmp_path / "m.bin")])
+    assert exc.value.code == 2 and "--to torch|onnx" in capsys.readouterr().err
     assert main(["compile", LENET, "-o", str(tmp_path / "m.bin"), "--to", "onnx"]) == 0
     onnx.checker.check_model(str(tmp_path / "m.bin"))
 
@@ -161,6 +162,28 @@ def test_a_device_is_written_in_place(tmp_path: Path) -> None:
     """`-o /dev/null` compiles and throws the result away; the device stays a device."""
     assert main(["compile", LENET, "-o", "/dev/null", "--to", "onnx"]) == 0
     assert Path("/dev/null").is_char_device()
+
+
+def test_dev_null_just_compiles_every_target(capsys) -> None:
+    """README: "`-o /dev/null` just compiles". Without --to it failed: "cannot tell the target from 'null'"."""
+    assert main(["compile", LENET, "-o", "/dev/null"]) == 0
+    out = capsys.readouterr().out
+    assert out == "compiled " + LENET + " (LeNet5, 61,706 params) to PyTorch source and ONNX opset 20, wrote nothing\n"
+    assert Path("/dev/null").is_char_device()
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("input 8x8x3\nforward: conv K=4 F=3\n", "E113"),  # PyTorch source cannot take the name
+        ("input 4096x4096x1\nadaptiveavgpool 4095\n", "E603"),  # ONNX's averaging matrices would be too big
+    ],
+)
+def test_dev_null_fails_where_either_target_would(tmp_path: Path, capsys, text: str, code: str) -> None:
+    spec = tmp_path / "s.arch"
+    spec.write_text(text)
+    assert main(["compile", str(spec), "-o", "/dev/null"]) == 1
+    assert f"error[{code}]" in capsys.readouterr().err
 
 
 def test_negative_seed_is_a_usage_error(capsys) -> None:

@@ -148,3 +148,45 @@ b: Basic 32 2 -> 8x8x32
 fc 10
 """
     _compare(archc.loads(text, filename="positional.arch"))
+
+
+def _ceil_pool_layers(count: int, seed: int) -> list[tuple[str, str]]:
+    """(input, layer) pairs: random ceil-mode pools at ranks 1 to 3, each window no larger than the input
+    (PyTorch refuses larger ones), with the shapes archc accepts; about half drop a last window
+    that would start in the padding, which is what they test."""
+    rng = np.random.default_rng(seed)
+    cases: list[tuple[str, str]] = [("3x3x2", "avgpool F=2 S=2 P=1 ceil=true")]  # the issue's
+    while len(cases) < count:
+        rank = int(rng.integers(1, 4))
+        f = [int(rng.integers(1, 5)) for _ in range(rank)]
+        n = [int(rng.integers(fi, 10)) for fi in f]
+        s = [int(rng.integers(1, 5)) for _ in range(rank)]
+        p = [int(rng.integers(0, fi // 2 + 1)) for fi in f]
+        kind = ("avgpool", "maxpool")[int(rng.integers(2))]
+        x = "x".join
+        cases.append((f"{x(map(str, n))}x2", f"{kind} F={x(map(str, f))} S={x(map(str, s))} P={x(map(str, p))} ceil=true"))
+    return cases
+
+
+@pytest.mark.parametrize(("shape", "layer"), _ceil_pool_layers(60, seed=10))
+def test_ceil_pools_are_valid_onnx_and_match_pytorch(shape: str, layer: str, capfd) -> None:
+    """Where PyTorch drops a ceil-mode window that would start in the padding, ONNX's shape inference
+    counted it: `check_model(full_check=True)` failed and onnxruntime warned "Error merging shape
+    info". The lowering pads less (or zero-pads first), so shapes agree and values stay PyTorch's."""
+    net = archc.loads(f"input {shape}\n{layer}\n", filename="ceil.arch")
+    model = build_model(net.analysis, weights="zeros")
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    dims = [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim[1:]]
+    assert dims == list(net.analysis.physical(net.graph.output))
+    options = ort.SessionOptions()
+    options.log_severity_level = 1  # warnings and above: the shape-merge warning is one
+    capfd.readouterr()
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(zlib.crc32(layer.encode())).standard_normal((2, *net.analysis.physical(INPUT)), dtype=np.float32)
+    got = sess.run(None, {"input": x})[0]
+    assert "merging shape info" not in capfd.readouterr().err
+    with torch.no_grad():
+        expected = net.to_torch().eval()(torch.from_numpy(x)).numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))

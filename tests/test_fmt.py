@@ -428,6 +428,59 @@ def test_a_failure_on_one_file_is_reported_and_the_others_still_formatted(
     assert messy.read_text() == TIDY  # the file after the failure is still formatted
 
 
+def test_crlf_stays_crlf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fmt rewrote CRLF files to LF silently, and `--check` failed every canonical CRLF file."""
+    tidy, messy = tmp_path / "tidy.arch", tmp_path / "messy.arch"
+    tidy.write_bytes(TIDY.replace("\n", "\r\n").encode())
+    messy.write_bytes(MESSY.replace("\n", "\r\n").encode())
+    assert main(["fmt", "--check", str(tidy)]) == 0
+    assert main(["fmt", str(tidy), str(messy)]) == 0
+    assert tidy.read_bytes() == messy.read_bytes() == TIDY.replace("\n", "\r\n").encode()
+    assert "1 file reformatted, 1 unchanged" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_is_accepted_and_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tidy, messy = tmp_path / "tidy.arch", tmp_path / "messy.arch"
+    tidy.write_bytes(b"\xef\xbb\xbf" + TIDY.encode())
+    messy.write_bytes(b"\xef\xbb\xbf" + MESSY.encode())
+    assert main(["fmt", "--check", str(tidy)]) == 0
+    assert main(["fmt", str(messy)]) == 0
+    assert messy.read_bytes() == b"\xef\xbb\xbf" + TIDY.encode()
+
+
+def test_check_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    messy, mixed = tmp_path / "messy.arch", tmp_path / "mixed.arch"
+    messy.write_text("input 4\nrelu\nfc   3\n")
+    mixed.write_bytes(b"input 4\r\nrelu\r\nfc 3\n")
+    assert main(["fmt", "--check", str(messy), str(mixed)]) == 1
+    assert capsys.readouterr().out == (
+        f"would reformat {messy}: line 3 changes (1 line in all)\n"
+        f"would reformat {mixed}: mixed line endings (2 CRLF, 1 LF): every line would end in CRLF\n"
+    )
+    assert mixed.read_bytes() == b"input 4\r\nrelu\r\nfc 3\n"
+
+
+def test_diff_shows_the_change_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    messy, tidy = tmp_path / "messy.arch", tmp_path / "tidy.arch"
+    messy.write_text(MESSY)
+    tidy.write_text(TIDY)
+    assert main(["fmt", "--diff", str(messy), str(tidy)]) == 1
+    out, err = capsys.readouterr()
+    assert out == (
+        f"--- {messy}\n+++ {messy} (formatted)\n@@ -1,2 +1,2 @@\n input 4\n-fc   3 # c\n+fc 3  # c\n"
+    )
+    assert "1 file would be reformatted, 1 unchanged" in err
+    assert messy.read_text() == MESSY
+    assert main(["fmt", "--diff", str(tidy)]) == 0 and capsys.readouterr().out == ""
+
+
+def test_no_spec_found_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fmt", str(tmp_path)])
+    assert info.value.code == 2
+    assert f"no spec found: no .arch files in {tmp_path}" in capsys.readouterr().err
+
+
 def test_missing_file_and_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fmt", str(tmp_path / "nope.arch")]) == 1
     assert "no such file" in capsys.readouterr().err

@@ -21,6 +21,15 @@ def test_finish_adds_the_header_and_the_totals_and_formats() -> None:
     assert net.params == 4 * 27 + 4 + 6 * 6 * 4 * 10 + 10
 
 
+def test_a_model_beyond_the_limits_of_a_spec_is_refused_not_reported_as_a_bug() -> None:
+    # 4e18 parameters: more than `expect` takes (1e18)
+    with pytest.raises(ImportFailure, match=r"4,000,000,002,000,000,000 parameters, more than a spec can assert"):
+        finish(Imported("input 2000000000\nfc 2000000000\n", "huge.prototxt"))
+    deep = "input 8\n" + "add { branch {\n" * 120 + "relu\n" + "} }\n" * 120
+    with pytest.raises(ImportFailure, match="E142"):
+        finish(Imported(deep, "deep.prototxt"))
+
+
 def test_finish_reports_a_spec_that_does_not_check_as_a_bug_with_its_diagnostics() -> None:
     with pytest.raises(ImporterBug) as err:
         finish(Imported("input 8x8x3\nconv K=4 F=9\n", "bad.prototxt"))

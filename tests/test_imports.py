@@ -40,3 +40,10 @@ def test_check_imports_no_heavy_modules() -> None:
 def test_summary_imports_no_heavy_modules() -> None:
     names = imported_modules("summary", "specs/alexnet_lecture.arch")
     assert sorted(n for n in names if n.split(".")[0] in HEAVY) == []
+
+
+def test_import_of_a_prototxt_imports_no_heavy_modules() -> None:
+    """A Caffe prototxt is text: importing one needs archc alone (no torch, onnx or numpy)."""
+    names = imported_modules("import", "tests/caffe/alexnet.prototxt", "-o", "-")
+    assert sorted(n for n in names if n.split(".")[0] in (*HEAVY, "safetensors")) == []
+    assert "archc.importers.prototxt" in names  # the import ran

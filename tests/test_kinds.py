@@ -64,6 +64,18 @@ def test_kind_has_a_docs_row(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", KIND_NAMES)
+def test_key_docs_read_after_the_key_name(name: str) -> None:
+    """Messages say "K is <doc>" and "conv needs K, <doc>": each doc is a noun phrase with its
+    article, or "whether ..." for a flag. `bias is the learn a bias per output`, `eps is the added to
+    the variance` and lrn's `alpha is the ` were what the hints said (issue 10, item 7)."""
+    for key in KINDS[name].keys:
+        assert re.match(r"(the|whether) \S", key.doc), f"{name}.{key.name}: {key.doc!r}"
+        assert not re.match(r"the (the|a|an) ", key.doc), f"{name}.{key.name}: {key.doc!r}"
+        if key.default is None:  # no "(default S=None)": the doc says what leaving it out means
+            assert "default" in key.doc or key.type.name == "NAME", f"{name}.{key.name}: {key.doc!r}"
+
+
+@pytest.mark.parametrize("name", KIND_NAMES)
 def test_example_line_checks_on_every_layout_the_kind_takes(name: str) -> None:
     kind = KINDS[name]
     for layout, dims in INPUTS.items():

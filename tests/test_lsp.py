@@ -348,5 +348,38 @@ async def test_an_error_inside_a_block_lists_its_call_sites(client: LanguageClie
     (diag,) = [d for d in await open_doc(client, text, uri) if d.code == "E200"]
     assert diag.range.start.line == 2
     assert diag.related_information is not None
-    assert sorted(r.location.range.start.line for r in diag.related_information) == [4, 5]
+    # the call that met it (u2 reads u1's failed output), as the compiler's note says
+    assert [(r.location.range.start.line, r.message) for r in diag.related_information] == [(4, "in U K=8, called here")]
+    assert "note: in U K=8, called at line 5" in diag.message
     assert diag.code_description is None or diag.code_description.href.endswith("#errors")
+
+
+@pytest.mark.asyncio
+async def test_an_error_of_a_block_whatever_its_arguments_lists_every_call(client: LanguageClient) -> None:
+    """An unknown kind in a body is reported once, without notes (checked without a call): every call is related."""
+    text = "input 32x32x16\nblock U(K) {\n  cnv K=K F=4\n}\nu1: U K=8\nu2: U K=4\n"
+    uri = "file:///work/inblock2.arch"
+    (diag,) = [d for d in await open_doc(client, text, uri) if d.code == "E100"]
+    assert diag.range.start.line == 2 and "note:" not in diag.message
+    assert diag.related_information is not None
+    assert sorted(r.location.range.start.line for r in diag.related_information) == [4, 5]
+
+
+@pytest.mark.asyncio
+async def test_a_missing_colon_is_fixed_by_its_did_you_mean(client: LanguageClient) -> None:
+    """`conv1 conv K=8 F=3` (issue 10, item 7): the fix puts the colon back, over the name and the kind."""
+    text = "input 32x32x3\nconv1 conv K=8 F=3\n"
+    uri = "file:///work/colon.arch"
+    (e100,) = [d for d in await open_doc(client, text, uri) if d.code == "E100"]
+    actions = await client.text_document_code_action_async(
+        T.CodeActionParams(
+            text_document=T.TextDocumentIdentifier(uri=uri), range=e100.range, context=T.CodeActionContext(diagnostics=[e100])
+        )
+    )
+    assert actions is not None
+    fix = next(a for a in actions if isinstance(a, T.CodeAction) and a.title == "Replace with 'conv1: conv'")
+    assert fix.edit is not None and fix.edit.changes is not None
+    (edit,) = fix.edit.changes[uri]
+    fixed = text.replace("conv1 conv", edit.new_text)
+    assert (edit.range.start.character, edit.range.end.character) == (0, 10) and fixed.startswith("input 32x32x3\nconv1: conv K=8")
+    assert await change(client, fixed, 2, uri) == []

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from functools import cached_property
 from itertools import accumulate
+from math import isqrt
 from typing import Any
 
 from archc.analysis import orders as sequence_orders
-from archc.diagnostics import Diagnostic, error, warning
-from archc.ir import INPUT, Assertion, Frozen, Graph, Node, Physical, Shape, written_layout
+from archc.diagnostics import Diagnostic, Note, error, warning
+from archc.ir import INPUT, Assertion, Frozen, Graph, Layout, Node, Physical, ScopeKind, Shape, written_layout
+from archc.ir.written import call_text
 from archc.kinds import KINDS, Applied, Counts, ShapeError, Topic, Window, WindowKind, apply, uneven_division
 
 
@@ -157,6 +159,27 @@ class _State:
         self.analysis: Analysis | None = None
 
 
+def call_notes(graph: Graph, scope: str) -> tuple[Note, ...]:
+    """The block calls that made the scope `scope` (a node's `scope`), innermost first:
+    what an error at a line of a block's body notes (`in B K=-8, called at net.arch:12:1`).
+
+    Repeats of plain statements add none: their copies are the statements as written.
+    """
+    notes = []
+    path = scope
+    while path:
+        found = graph.scopes_by_path.get(path)
+        if found is not None and found.block is not None and found.kind in (ScopeKind.CALL, ScopeKind.COPY):
+            notes.append(Note(f"in {call_text(found.block, found.arg_exprs, found.args)}, called", found.span))
+        path = graph.parent_scope(path)
+    return tuple(notes)
+
+
+def _in_calls(diag: Diagnostic, graph: Graph, scope: str) -> Diagnostic:
+    notes = call_notes(graph, scope)
+    return diag._replace(notes=notes) if notes else diag
+
+
 def _error_span(node: Node, key: str | None) -> object:
     if key and key in node.key_spans:
         return node.key_spans[key]
@@ -175,16 +198,16 @@ def infer_shapes(state: _State) -> None:
         try:
             out, window = apply(kind, node.attrs, in_shapes)
         except ShapeError as exc:
-            state.diags.append(
-                error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), exc.hint)  # type: ignore[arg-type]
-            )
+            hint = exc.hint or _flat_input_hint(node, shapes, state.graph)
+            diag = error("E200", f"{node.name}: {exc.message}", _error_span(node, exc.key), hint)  # type: ignore[arg-type]
+            state.diags.append(_in_calls(diag, state.graph, node.scope))
             continue
         counts = kind.counts(Applied(node.attrs, in_shapes, out, window))
         tie = node.attrs.get("tie")
         if tie is not None and tie in state.facts:
             problem = _tie_problem(node, Applied(node.attrs, in_shapes, out, window), state.facts[tie], state.graph)
             if problem is not None:
-                state.diags.append(problem)
+                state.diags.append(_in_calls(problem, state.graph, node.scope))
                 continue
         shapes[node.name] = out
         state.facts[node.name] = LayerFacts.model_construct(
@@ -197,6 +220,31 @@ def infer_shapes(state: _State) -> None:
             biases=counts.biases,
             macs=counts.macs,
         )
+
+
+def _flat_input_hint(node: Node, shapes: dict[str, Shape], graph: Graph) -> str | None:
+    """Where a flat vector that a spatial layer cannot read came from, and what to write instead.
+
+    It said "put it before the first fc/flatten" of `input 784` followed by a conv, a spec with no fc.
+    """
+    if shapes[node.inputs[0]].layout is not Layout.FLAT or Layout.FLAT in KINDS[node.kind].traits.layouts:
+        return None
+    source = node.inputs[0]
+    # back over the layers that keep their input's shape (relu, dropout) to the one that made it
+    while source != INPUT and shapes[graph.node(source).inputs[0]] == shapes[source]:
+        source = graph.node(source).inputs[0]
+    declare = ""
+    if graph.input_shape.layout is Layout.FLAT:
+        n = graph.input_shape.dims[0]
+        image = next(
+            (f"{side}x{side}x{c}" for c in (1, 3) if n % c == 0 and (side := isqrt(n // c)) ** 2 * c == n), None
+        )
+        declare = f"e.g. `input {image}` for an image or `input {n}x1` for a signal" if image else f"e.g. `input {n}x1` for a signal"
+    if source == INPUT:
+        return f"the network's input is a flat vector: declare its layout, {declare}"
+    producer = graph.node(source)
+    hint = f"{producer.name} ({producer.kind}) outputs a flat vector: put the {node.kind} before it"
+    return f"{hint}, and declare the input's layout, {declare}" if declare else hint
 
 
 def _tie_problem(node: Node, layer: Applied, owner: LayerFacts, graph: Graph) -> Diagnostic | None:
@@ -235,9 +283,8 @@ def warn_uneven(state: _State) -> None:
         pool = KINDS[node.kind].traits.window is WindowKind.POOL
         found = uneven_division(node.attrs, facts.window, facts.inputs[0], pool)
         if found is not None:
-            state.diags.append(
-                warning("W001", f"{node.name}: {found.message}", node.span, found.hint)
-            )
+            diag = warning("W001", f"{node.name}: {found.message}", node.span, found.hint)
+            state.diags.append(_in_calls(diag, state.graph, node.scope))
 
 
 def build(state: _State) -> None:
@@ -252,13 +299,31 @@ def build(state: _State) -> None:
 
 
 def check_assertions(state: _State) -> None:
-    """Only of a complete analysis: a shape error makes the checks of what depends on it moot."""
-    if state.analysis is None or not state.analysis.complete or any(d.is_error for d in state.diags):
+    """Every assertion whose target is known: an error (of shape, name or key) makes the
+    checks of what depends on it moot, and only those (`expect layer1.params` is checked
+    when a layer of layer4 is wrong; `expect params`, of the whole network, is not)."""
+    analysis = state.analysis
+    if analysis is None:
         return
     for a in state.graph.assertions:
-        diag = check_assertion(a, state.analysis)
+        if not (analysis.complete or _known(a.target, analysis)):
+            continue
+        diag = check_assertion(a, analysis)
         if diag is not None:
-            state.diags.append(diag)
+            # an `-> shape` in a block's body: the calls; on a call: the calls around it
+            inside = analysis.graph.node(a.target).scope if a.target in analysis.facts else a.target.rpartition(".")[0]
+            state.diags.append(_in_calls(diag, state.graph, inside))
+
+
+def _known(target: str, analysis: Analysis) -> bool:
+    """Whether a layer or a scope has all its facts (a failed statement leaves the rest of
+    its scope without them: they read its missing output)."""
+    if target in analysis.facts:
+        return True
+    scope = analysis.graph.scopes_by_path.get(target) if target else None
+    if scope is None:
+        return False
+    return (scope.output == INPUT or scope.output in analysis.facts) and all(n in analysis.facts for n in scope.nodes)
 
 
 PASSES: tuple[Callable[[_State], None], ...] = (infer_shapes, warn_uneven, build, check_assertions)
@@ -320,11 +385,12 @@ def check_assertion(a: Assertion, analysis: Analysis) -> Diagnostic | None:
             return None
         who = a.target or "the network"
         hint = _derivation_hint(analysis, a.target)
+        # A `-> shape` is a shape error, E202; an `expect`, whatever its quantity, E300
         if a.span == a.value_span:  # written as `-> shape`
             msg = f"{who} outputs {actual_shape.text()}, but the spec says {a.text}"
-        else:
-            msg = f"{_describe(a)} failed: {who} outputs {actual_shape.text()}"
-        return error("E202", msg, a.value_span, hint)
+            return error("E202", msg, a.value_span, hint)
+        msg = f"{_describe(a)} failed: {who} outputs {actual_shape.text()}"
+        return error("E300", msg, a.value_span, hint)
 
     totals = analysis.totals_under(a.target)
     counts = {"params": totals.params, "weights": totals.weights, "biases": totals.biases, "macs": totals.macs}

@@ -26,6 +26,7 @@ import numpy as np
 
 from archc.analysis import Analysis
 from archc.analysis.tensors import IGNORED_KEYS_SUFFIXES, Init, TensorSpec, tensor_specs, tied_keys
+from archc.backends import TORCH_INSTALL
 from archc.diagnostics import ArchError, shown
 
 GENERATED = ("random", "zeros")
@@ -44,6 +45,31 @@ def make_weights(analysis: Analysis, weights: Any = "random", seed: int = 0) -> 
     state_dict), or a path to a `.pt`/`.pth` or `.safetensors` file.
     """
     return {spec.name: arr for spec, arr in iter_weights(analysis, weights, seed)}
+
+
+def varied(analysis: Analysis, arrays: Mapping[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
+    """`arrays` with every tensor PyTorch starts at a constant drawn at random instead.
+
+    Freshly initialised, a batchnorm is nearly the identity (running mean 0,
+    variance 1, scale 1, shift 0), and so are layernorm, rmsnorm and a layer
+    scale of 1e-6 (nearly zero): a back-end that dropped one, or swapped mean
+    and variance, would still match. `run --check` compares with these redrawn:
+    scales and variances in [0.5, 1.5], shifts and means from N(0, 0.2^2).
+
+    >>> import archc
+    >>> net = archc.loads("input 4x4x2\\nbatchnorm")
+    >>> w = varied(net.analysis, make_weights(net.analysis, "random"))
+    >>> bool((w["batchnorm1.running_var"] != 1).all() and (w["batchnorm1.running_mean"] != 0).all())
+    True
+    """
+    rng = np.random.default_rng([seed, 1])  # its own stream: the random weights stay PyTorch's
+    out = dict(arrays)
+    for spec in tensor_specs(analysis):
+        if spec.init in (Init.ONES, Init.CONSTANT):
+            out[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
+        elif spec.init is Init.ZEROS:
+            out[spec.name] = rng.normal(0.0, 0.2, spec.shape).astype(np.float32)
+    return out
 
 
 def iter_weights(
@@ -251,7 +277,7 @@ def _load_torch(path: Path, budget: int | None) -> Mapping[str, Any]:
     try:
         import torch
     except ImportError as e:
-        raise WeightsError(f"{path}: reading .pt/.pth weights needs PyTorch (pip install torch)") from e
+        raise WeightsError(f"{path}: reading .pt/.pth weights needs PyTorch: {TORCH_INSTALL}") from e
     mmap = _check_torch_archive(path, budget)
     # weights_only: never unpickle arbitrary objects from a file we were handed.
     # mmap: tensors stay in the file until converted, one at a time.

@@ -18,13 +18,15 @@ from archc.analysis import si
 from archc.api import CompileResult, compile_file
 from archc.commands.common import add_max_layers, use_color
 from archc.diagnostics import Diagnostic, Severity, error, render_one, shown, source_lines
+from archc.ir import Span
+from archc.limits import DEFAULT_MAX_LAYERS
 
 FORMATS = ("text", "json", "github", "junit")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="validate specs", description=__doc__)
-    p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories")
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories; - reads a spec from standard input")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument(
         "--ignore",
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="CODE",
         type=_warning_codes,
-        help="drop these warnings for the run (W001, W002; repeat or separate with commas); "
+        help="drop these warnings for the run (W001, W002, W003; repeat or separate with commas); "
         "a line's own `# archc: ignore[W001]` comment drops one",
     )
     p.add_argument(
@@ -58,19 +60,24 @@ def _warning_codes(text: str) -> frozenset[str]:
     return codes
 
 
+STDIN = Path("-")  # `archc check -`: the spec on standard input, named <stdin> in messages
+STDIN_NAME = "<stdin>"
+
 
 class Collected(NamedTuple):
-    files: list[Path]  # each spec once, in the order named
+    files: list[Path]  # each spec once, in the order named (STDIN for `-`)
     problems: list[tuple[str, Diagnostic]]  # paths that are not specs to read, with why
     trees: dict[Path, Path]  # the directory each file was found in (absent: named on the command line)
 
 
-def collect(paths: list[str]) -> Collected:
+def collect(paths: list[str], stdin: bool = False) -> Collected:
     """Spec files under the given paths, and problems with the paths themselves.
 
     A path that is not a spec (a FIFO, a device, a dangling link, a link that
     leaves a walked directory, or the working directory when named on the
-    command line) is a problem named by its path, never read.
+    command line) is a problem named by its path, never read. A directory
+    without specs is a problem of code E404. With `stdin`, `-` stands for
+    standard input (`STDIN`), once however often it is named.
     """
     from archc.files import why_not_a_spec
 
@@ -91,6 +98,10 @@ def collect(paths: list[str]) -> Collected:
 
     for raw in paths:
         p = Path(raw)
+        if stdin and raw == "-":
+            if STDIN not in files:
+                files.append(STDIN)
+            continue
         problem = why_not_a_spec(p, tree=Path(os.curdir))  # a glob names a pull request's links too
         if problem is not None:
             problems.append((raw, error("E400", problem, None)))
@@ -127,6 +138,19 @@ def _specs_under(top: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     return sorted(found), sorted(refused)
 
 
+def compile_stdin(ignore: frozenset[str] = frozenset(), max_layers: int = DEFAULT_MAX_LAYERS) -> CompileResult:
+    """`compile_file` of standard input, named `<stdin>` (read as bytes: a BOM, binary or non-UTF-8
+    input is treated as in a file: located, never quoted)."""
+    from archc.api import compile_text, decode_source
+
+    data = sys.stdin.buffer.read()
+    text, problem = decode_source(data)
+    if problem is not None:
+        return CompileResult(STDIN_NAME, "", None, (problem,))
+    assert text is not None
+    return compile_text(text, STDIN_NAME, ignore, max_layers)
+
+
 def failed(result: CompileResult, strict: bool) -> bool:
     return result.network is None or (strict and bool(result.warnings))
 
@@ -135,13 +159,22 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
     if args.output and fmt not in ("json", "junit"):
         args.parser.error(f"-o writes the json and junit reports; --format {fmt} prints to the terminal")
-    files, problems, trees = collect(args.paths)
+    files, problems, trees = collect(args.paths, stdin=True)
+    empty = [raw for raw, diag in problems if diag.code == "E404"]
+    if empty and not files and len(empty) == len(problems):
+        args.parser.error(f"no spec found: no .arch files in {', '.join(map(shown, empty))}")
+    for raw in empty:  # other paths gave specs: say so, but an empty directory is no spec to count
+        print(f"archc: warning: no .arch files in {shown(raw)}", file=sys.stderr)
+    problems = [(raw, diag) for raw, diag in problems if diag.code != "E404"]
     if args.output:  # before any spec is checked; a spec found in a directory is an input too
         from archc.files import check_output
 
-        check_output(args.output, *args.paths, *files)
+        check_output(args.output, *(p for p in args.paths if p != "-"), *(f for f in files if f != STDIN))
     ignore = frozenset().union(*args.ignore)
-    results = [compile_file(f, ignore, args.max_layers, trees.get(f)) for f in files]
+    results = [
+        compile_stdin(ignore, args.max_layers) if f == STDIN else compile_file(f, ignore, args.max_layers, trees.get(f))
+        for f in files
+    ]
     results += [CompileResult(path, "", None, (diag,)) for path, diag in problems]
     bad = sum(failed(r, args.strict) for r in results)
     if fmt == "json":
@@ -213,7 +246,8 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
                 loc += f",line={d.span.line},col={d.span.column}"
                 loc += f",endLine={d.span.end_line},endColumn={d.span.end_column}"
             title = f"archc {d.code}"
-            body = d.message + (f"\n\nhint: {d.hint}" if d.hint else "")
+            body = d.message + "".join(f"\nnote: {n.text(shown(r.path))}" for n in d.notes)
+            body += f"\n\nhint: {d.hint}" if d.hint else ""
             print(f"::{level} {loc},title={_escape(title, True)}::{_escape(body)}")
         if r.omitted:  # at most MAX_SHOWN annotations a file: GitHub shows only so many anyway
             print(f"::notice file={_escape(shown(r.path), True)}::{_escape(f'... and {r.omitted:,} more')}")
@@ -223,7 +257,7 @@ def print_github(results: list[CompileResult], strict: bool) -> None:
     print(count_line(results, strict))
 
 
-def diag_json(d: Diagnostic) -> dict[str, Any]:
+def diag_json(d: Diagnostic, path: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "severity": str(d.severity),
         "code": d.code,
@@ -231,10 +265,14 @@ def diag_json(d: Diagnostic) -> dict[str, Any]:
         "hint": d.hint,
     }
     if d.span is not None:
-        out.update(
-            line=d.span.line, column=d.span.column, end_line=d.span.end_line, end_column=d.span.end_column
-        )
+        out.update(_place(d.span))
+    # the calls that led to an error in a block's body, innermost first
+    out["notes"] = [{"message": n.text(path), **(_place(n.span) if n.span else {})} for n in d.notes]
     return out
+
+
+def _place(span: Span) -> dict[str, int]:
+    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
 
 
 def as_json(results: list[CompileResult], strict: bool) -> dict[str, Any]:
@@ -244,7 +282,7 @@ def as_json(results: list[CompileResult], strict: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "path": r.path,
             "valid": not failed(r, strict),
-            "diagnostics": [diag_json(d) for d in r.diagnostics],
+            "diagnostics": [diag_json(d, r.path) for d in r.diagnostics],
             "rendered": [
                 render_one(d, r.path, lines) for d in r.diagnostics
             ],

@@ -39,6 +39,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: `--timeout 2.5`; 0, a negative value, NaN or a non-number is a usage error (exit 2)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {text}")
+    return value
+
+
 def add_max_layers(parser: argparse.ArgumentParser) -> None:
     """`--max-layers N`: the most layers a spec may elaborate to (E140 past it)."""
     parser.add_argument(

@@ -15,8 +15,10 @@ EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "numpy": "onnx", "torch": "torc
 def require(command: str, *modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
+        from archc.backends import TORCH_INSTALL
+
         extras = sorted({EXTRAS.get(m, m) for m in missing})
-        raise ArchError(
-            f"archc {command} needs {', '.join(missing)}: pip install "
-            + " ".join(f"'archc[{e}]'" for e in extras)
-        )
+        install = "pip install " + " ".join(f"'archc[{e}]'" for e in extras if e != "torch")
+        if "torch" in extras:  # pinned first, as the README says
+            install = TORCH_INSTALL + (f" && {install}" if len(extras) > 1 else "")
+        raise ArchError(f"archc {command} needs {', '.join(missing)}: {install}")

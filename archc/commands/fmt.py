@@ -1,7 +1,10 @@
-"""`archc fmt [--check] PATH...`: rewrite specs in the canonical layout (see `archc.tools.fmt`).
+"""`archc fmt [--check] [--diff] PATH...`: rewrite specs in the canonical layout (see `archc.tools.fmt`).
 
-Files are rewritten atomically, only when they change. With `--check`, nothing
-is written: the files that would change are named and the exit status is 1.
+Files are rewritten atomically, only when they change, keeping their line
+endings (CRLF stays CRLF) and a UTF-8 byte-order mark. With `--check`, nothing
+is written: each file that would change is named with why (`line 3 changes`,
+`mixed line endings`), and the exit status is 1. `--diff` writes nothing either
+and prints the change as a unified diff (exit 1 when there is one).
 A file that does not parse is reported and left alone (exit 1), and so is one
 the formatter fails on (a bug in archc: the message names the file); the other
 files are still formatted. Directories are searched for *.arch files, never
@@ -12,6 +15,7 @@ keeps its mode.
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import sys
 from pathlib import Path
@@ -20,8 +24,9 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fmt", help="format specs canonically", description=__doc__)
     p.add_argument("paths", nargs="+", metavar="PATH", help=".arch files or directories")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
-    p.set_defaults(run=run)
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each file that would change, and why")
+    p.add_argument("--diff", action="store_true", help="write nothing; print what would change as a unified diff (exit 1 if any)")
+    p.set_defaults(run=run, parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from archc.commands.common import report
     from archc.diagnostics import shown
     from archc.files import read_regular, write_atomic
-    from archc.tools.fmt import FormatError, format_text
+    from archc.tools import fmt
 
     files, problems, trees = collect(args.paths)
+    if not files and problems and all(diag.code == "E404" for _, diag in problems):
+        args.parser.error(f"no spec found: no .arch files in {', '.join(shown(raw) for raw, _ in problems)}")
+    dry = args.check or args.diff
     for raw, diag in problems:
         report(CompileResult(raw, "", None, (diag,)))
     bad = 0  # files that could not be read or parsed
@@ -43,9 +51,11 @@ def run(args: argparse.Namespace) -> int:
             report(CompileResult(str(path), "", None, (problem,) if problem else ()))
             bad += 1
             continue
+        # read_source drops a BOM (and keeps CRLF); fmt keeps the BOM too: the file's own text
+        original = (fmt.BOM if read_regular(path, trees.get(path)).startswith(codecs.BOM_UTF8) else "") + text
         try:
-            formatted = format_text(text)
-        except FormatError as exc:
+            formatted = fmt.format_source(original)
+        except fmt.FormatError as exc:
             report(CompileResult(str(path), text, None, tuple(exc.diagnostics)))
             bad += 1
             continue
@@ -60,19 +70,20 @@ def run(args: argparse.Namespace) -> int:
             )
             bad += 1
             continue
-        # Compare bytes, not text: CRLF endings or a BOM also count as a change.
-        if formatted.encode("utf-8") == read_regular(path, trees.get(path)):
+        if formatted == original:
             continue
         changed.append(path)
+        if args.diff:
+            sys.stdout.write(fmt.unified_diff(original, formatted, shown(str(path))))
         if args.check:
-            print(f"would reformat {shown(str(path))}")
-        else:
+            print(f"would reformat {shown(str(path))}: {fmt.why_reformatted(original, formatted)}")
+        elif not dry:
             write_atomic(path, formatted.encode("utf-8"))
             print(f"reformatted {shown(str(path))}")
-    verb = "would be reformatted" if args.check else "reformatted"
+    verb = "would be reformatted" if dry else "reformatted"
     print(
         f"{len(changed)} file{'s' if len(changed) != 1 else ''} {verb}, "
         f"{len(files) - len(changed) - bad} unchanged" + (f", {bad} failed" if bad else ""),
         file=sys.stderr,
     )
-    return 1 if bad or problems or (args.check and changed) else 0
+    return 1 if bad or problems or (dry and changed) else 0

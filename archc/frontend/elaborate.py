@@ -14,19 +14,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from archc.diagnostics import Diagnostic, Names, did_you_mean, did_you_mean_path, error
+from archc.diagnostics import Diagnostic, Names, Note, did_you_mean, did_you_mean_path, error, warning
 from archc.frontend import naming
 from archc.frontend import syntax as S
+from archc.frontend.evaluate import UNKNOWN, as_written, check_unknown, fail, parameters_used, reads_parameter
 
 # Re-exported: the tests import these from here.
 from archc.frontend.evaluate import ElaborationError as ElaborationError
-from archc.frontend.evaluate import as_written, fail, parameters_used
 from archc.frontend.evaluate import evaluate as evaluate
 from archc.frontend.naming import RESERVED_NAMES as RESERVED_NAMES
 from archc.frontend.naming import ScopeState
 from archc.ir import INPUT, Assertion, Graph, Layout, Node, Scope, ScopeKind, Shape, Span, written_layout
 from archc.ir.layout import WRITTEN
-from archc.ir.written import Block, BlockParam, Expr, Merge, Step
+from archc.ir.written import Block, BlockParam, Expr, Merge, Step, call_text
 from archc.kinds import KINDS, USER_KINDS, Key, KeyType, coerce, show_value
 from archc.limits import DEFAULT_MAX_LAYERS, MAX_DEPTH
 
@@ -69,10 +69,9 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
         names = ", ".join(params) or "none"
         raise fail(
             "E105",
-            f"block {block.name} takes {len(params)} argument{'s' if len(params) != 1 else ''}, "
-            f"but {len(st.positional)} were given",
+            f"block {block.name} {takes_positional(len(st.positional), tuple(params))}",
             extra.span,
-            f"parameters of {block.name}: {names}",
+            f"parameters of {block.name}: {names}" if params else f"{block.name} has no parameters: write `{block.name}` alone",
         )
     given: dict[str, S.Expr] = {p.name: e for p, e in zip(block.params, st.positional, strict=False)}
     for kw in st.keywords:
@@ -83,6 +82,84 @@ def call_arguments(block: S.BlockDef, st: S.LayerStmt) -> dict[str, S.Expr]:
             raise fail("E102", f"{kw.key} is given twice", kw.span)
         given[kw.key] = kw.value
     return given
+
+
+# What other frameworks and papers call a kind (lower-cased, without `_`): `deconv` is not a
+# misspelling of `conv`, and `linear` is no spelling of anything here.
+OTHER_NAMES = {
+    "deconv": "convtranspose",
+    "deconvolution": "convtranspose",
+    "transposedconv": "convtranspose",
+    "conv1d": "conv",
+    "conv2d": "conv",
+    "conv3d": "conv",
+    "convolution": "conv",
+    "convtranspose1d": "convtranspose",
+    "convtranspose2d": "convtranspose",
+    "convtranspose3d": "convtranspose",
+    "linear": "fc",
+    "dense": "fc",
+    "fullyconnected": "fc",
+    "maxpool1d": "maxpool",
+    "maxpool2d": "maxpool",
+    "maxpool3d": "maxpool",
+    "maxpooling2d": "maxpool",
+    "avgpool1d": "avgpool",
+    "avgpool2d": "avgpool",
+    "avgpool3d": "avgpool",
+    "averagepooling2d": "avgpool",
+    "adaptiveavgpool2d": "adaptiveavgpool",
+    "globalaveragepooling2d": "globalavgpool",
+    "globalavgpool2d": "globalavgpool",
+    "batchnorm1d": "batchnorm",
+    "batchnorm2d": "batchnorm",
+    "batchnorm3d": "batchnorm",
+    "batchnormalization": "batchnorm",
+    "bn": "batchnorm",
+    "localresponsenorm": "lrn",
+    "upsampling2d": "upsample",
+    "interpolate": "upsample",
+    "swish": "silu",
+    "embed": "embedding",
+    "multiheadattention": "attention",
+    "mha": "attention",
+}
+
+
+def other_name(kind: str) -> str | None:
+    """The hint for a kind written by another framework's name.
+
+    >>> other_name("deconv"), other_name("Conv2d"), other_name("cnov")
+    ("did you mean 'convtranspose'? (archc's name for deconv)", "did you mean 'conv'? (archc's name for Conv2d)", None)
+    """
+    ours = OTHER_NAMES.get(kind.lower().replace("_", ""))
+    return f"did you mean '{ours}'? (archc's name for {kind})" if ours is not None else None
+
+
+def example_of(kind: str, key: str) -> str:
+    """The key as the kind's example line writes it: `select -1` (not `select 4096`), `conv K=8`.
+
+    >>> example_of("select", "index"), example_of("conv", "F"), example_of("fc", "N")
+    ('select -1', 'conv F=3', 'fc 10')
+    """
+    spec = KINDS[kind]
+    words = spec.example.split()
+    if spec.positional == key and len(words) > 1 and "=" not in words[1]:
+        return f"{kind} {words[1]}"
+    written = next((w for w in words if w.startswith(f"{key}=")), f"{key}=3")
+    return f"{kind} {written}"
+
+
+def takes_positional(given: int, names: tuple[str, ...]) -> str:
+    """The one wording of a layer or block call given more positional values than it takes.
+
+    >>> takes_positional(1, ()), takes_positional(2, ("N",)), takes_positional(3, ("SQ", "E"))
+    ('takes no positional value', 'takes one positional value (N), not 2', 'takes 2 positional values (SQ, E), not 3')
+    """
+    if not names:
+        return "takes no positional value"
+    count = "one positional value" if len(names) == 1 else f"{len(names)} positional values"
+    return f"takes {count} ({', '.join(names)}), not {given}"
 
 
 def names_read(stmts: Sequence[S.Stmt]) -> tuple[str, ...]:
@@ -118,15 +195,16 @@ def local_name(name: str) -> str:
 
 
 def _what_key(key: Key) -> str:
-    """What a key is, for a message: its doc, or (a key documented by nobody) its type.
+    """What a key is, for a message: its doc (which reads after "S is"), or (a key documented
+    by nobody) its type.
 
     `lrn alpha=x` said "alpha is the " when the doc was empty.
 
     >>> from archc.kinds import KeyType
-    >>> _what_key(Key("alpha", KeyType.FLOAT, 1e-4)), _what_key(Key("S", KeyType.SIZES, 1, "stride"))
+    >>> _what_key(Key("alpha", KeyType.FLOAT, 1e-4)), _what_key(Key("S", KeyType.SIZES, 1, "the stride"))
     ('a number', 'the stride')
     """
-    return f"the {key.doc}" if key.doc else f"a {key.type}"
+    return key.doc or f"a {key.type}"
 
 
 class _OverBudget(Exception):
@@ -134,11 +212,16 @@ class _OverBudget(Exception):
 
 
 class _Builder:
-    def __init__(self, blocks: dict[str, S.BlockDef], max_layers: int = DEFAULT_MAX_LAYERS) -> None:
+    def __init__(
+        self, blocks: dict[str, S.BlockDef], max_layers: int = DEFAULT_MAX_LAYERS, abstract: bool = False
+    ) -> None:
         self.blocks = blocks
         self.max_layers = max_layers
         self.units = 0  # layers made, plus one per repeat copy or block instance that made none
         self.sizes: dict[tuple[int, tuple[tuple[str, Any], ...]], int] = {}  # `size` of a body in an env
+        # Checking bodies without a call (`check_bodies`): parameters are UNKNOWN, what
+        # depends on them goes unchecked, and a call is bound but not elaborated.
+        self.abstract = abstract
         self.nodes: list[Node] = []
         self.scopes: list[Scope] = []
         self.arrows: list[tuple[str, S.ShapeLit]] = []
@@ -154,6 +237,29 @@ class _Builder:
         self.exprs_of: dict[int, dict[str, Expr]] = {}
         self.reads_of: dict[int, tuple[str, ...]] = {}
         self.holes = False  # an error node of the syntax tree was met: the graph lacks what it said
+        # The block calls being elaborated, outermost first: an error in a body gets them
+        # as notes (`in B K=-8, called at net.arch:12:1`), like rustc's macro backtraces.
+        # (A frame is made a Note only when an error needs it: 20,000 calls build no text.)
+        self.frames: list[tuple[str, S.LayerStmt, dict[str, Any]]] = []
+
+    def value(self, expr: S.Expr, env: dict[str, Any]) -> Any:
+        """`evaluate`, or when checking a body without a call and `expr` reads a parameter,
+        UNKNOWN once what no value could mend (an undefined name, `/`) is checked."""
+        if self.abstract and reads_parameter(expr, env):
+            check_unknown(expr, env)
+            return UNKNOWN
+        return evaluate(expr, env)
+
+    def report(self, exc: ElaborationError) -> None:
+        """Keep an error's diagnostics, with the calls that led to it (innermost first)."""
+        calls = tuple(
+            Note(
+                f"in {call_text(block, self.exprs_of[id(st)], args)}, called",
+                st.label.span if st.label is not None else st.span,
+            )
+            for block, st, args in reversed(self.frames)
+        )
+        self.diags.extend(d._replace(notes=calls) if calls and not d.notes else d for d in exc.diags)
 
     # names: the rules are archc.frontend.naming's
     def enter(self, path: str, stmts: Sequence[S.Stmt]) -> ScopeState:
@@ -297,7 +403,7 @@ class _Builder:
             try:
                 current = self.statement(st, scope, env, current, steps)
             except ElaborationError as exc:
-                self.diags.append(exc.diag)
+                self.report(exc)
                 current = FAILED
         return current
 
@@ -381,30 +487,54 @@ class _Builder:
         if arrow is not None:
             self.arrows.append((target, arrow))
 
+    def missing_colon(self, st: S.LayerStmt) -> Diagnostic | None:
+        """`conv1 conv K=96`: a name without its colon reads as the kind `conv1` with the
+        value `conv`; said as such, with the fix as a "did you mean" (the editor applies it)."""
+        if st.label is not None or not st.positional or not isinstance(st.positional[0], S.Ref):
+            return None
+        word = st.positional[0]
+        known = KINDS.get(word.name)
+        if word.parens or not ((known is not None and known.user) or word.name in self.blocks):
+            return None
+        span = Span(st.span.line, st.span.column, word.span.end_line, word.span.end_column)
+        return error(
+            "E100",
+            f"unknown layer kind '{st.kind}': a layer's name is followed by ':'",
+            span,
+            f"did you mean '{st.kind}: {word.name}'?",
+        )
+
     def layer(self, st: S.LayerStmt, scope: ScopeState, env: dict[str, Any], current: str) -> str:
         # Claim a written name first: when this line has another error, a second
         # `name:` in the scope is still reported as a duplicate.
         written = self.name(scope, st.label, st.kind, st.span) if st.label is not None else None
         kind = KINDS.get(st.kind)
         if kind is None or not kind.user:
+            missing_colon = self.missing_colon(st)
+            if missing_colon is not None:
+                raise ElaborationError(missing_colon)
             candidates = [*USER_KINDS, *self.blocks]
-            hint = did_you_mean(st.kind, candidates) or (
+            hint = other_name(st.kind) or did_you_mean(st.kind, candidates) or (
                 f"built-in kinds: {', '.join(USER_KINDS)}"
                 + (f"; blocks: {', '.join(self.blocks)}" if self.blocks else "")
             )
             raise fail("E100", f"unknown layer kind '{st.kind}'", st.span, hint)
         attrs: dict[str, Any] = {}
         key_spans: dict[str, Span] = {}
-        if len(st.positional) > 1:
-            raise fail("E103", f"{st.kind} takes at most one positional value", st.positional[1].span)
-        if st.positional:
-            if kind.positional is None:
-                raise fail(
+        # Every independent error of the line: `conv k=96 f=11 s=4` has three.
+        problems: list[Diagnostic] = []
+        takes = (kind.positional,) if kind.positional is not None else ()
+        if len(st.positional) > len(takes):
+            keys = ", ".join(k.name for k in kind.keys)
+            problems.append(
+                error(
                     "E103",
-                    f"{st.kind} takes no positional value",
-                    st.positional[0].span,
-                    f"keys of {st.kind}: {', '.join(k.name for k in kind.keys) or 'none'}",
+                    f"{st.kind} {takes_positional(len(st.positional), takes)}",
+                    st.positional[len(takes)].span,
+                    f"keys of {st.kind}: {keys}" if keys else f"{st.kind} takes no keys either: write `{st.kind}` alone",
                 )
+            )
+        if st.positional and kind.positional is not None:
             key_spans[kind.positional] = st.positional[0].span
             attrs[kind.positional] = (st.positional[0], st.positional[0].span)
         for kw in st.keywords:
@@ -414,38 +544,49 @@ class _Builder:
                 hint = did_you_mean(kw.key, names) or (
                     f"keys of {st.kind}: {', '.join(names)}" if names else f"{st.kind} takes no keys"
                 )
-                raise fail("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint)
-            if kw.key in attrs:
-                raise fail("E102", f"{kw.key} is given twice", kw.span)
-            key_spans[kw.key] = kw.span
-            attrs[kw.key] = (kw.value, kw.value.span)
+                problems.append(error("E101", f"unknown key '{kw.key}' for {st.kind}", kw.span, hint))
+            elif kw.key in attrs:
+                problems.append(error("E102", f"{kw.key} is given twice", kw.span))
+            else:
+                key_spans[kw.key] = kw.span
+                attrs[kw.key] = (kw.value, kw.value.span)
+        # A required key missing beside a refused one is most likely that one misspelled.
+        refused = bool(problems)
         values: dict[str, Any] = {}
         for key in kind.keys:
             if key.name not in attrs:
-                if key.required:
-                    raise fail(
-                        "E104",
-                        f"{st.kind} needs {key.name}, " + _what_key(key),  # was "K (number of filters (output channels))"
-                        st.span,
-                        f"e.g. {st.kind} {key.name}=3" if kind.positional != key.name else f"e.g. {st.kind} 4096",
+                if key.required and not refused:
+                    problems.append(
+                        error(
+                            "E104",
+                            f"{st.kind} needs {key.name}, {_what_key(key)}",  # "conv needs K, the number of filters (output channels)"
+                            st.span,
+                            f"e.g. {example_of(st.kind, key.name)}",
+                        )
                     )
                 values[key.name] = key.default
                 continue
             expr, span = attrs[key.name]
-            if key.type is KeyType.NAME:
-                values[key.name] = self.tied_owner(st, key.name, expr, scope)
-                continue
             try:
-                if key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
+                if key.type is KeyType.NAME:
+                    # a tie names a layer of the caller's scope too: checked at each call
+                    values[key.name] = None if self.abstract else self.tied_owner(st, key.name, expr, scope)
+                elif key.type is KeyType.CHOICE and isinstance(expr, S.Ref) and expr.name not in env:
                     values[key.name] = coerce(key, expr.name)  # `mode=cubic`: say which words it takes
-                    continue
-                values[key.name] = coerce(key, evaluate(expr, env))
+                else:
+                    value = self.value(expr, env)
+                    values[key.name] = value if value is UNKNOWN else coerce(key, value)
+            except ElaborationError as exc:  # an undefined name, a bad tie
+                problems.extend(exc.diags)
             except ValueError as exc:
                 used = parameters_used(expr, env)
-                hint = f"computed with {used} from the block call" if used else f"{key.name} is " + _what_key(key)
-                if not used and not key.required:
+                # a key's doc reads after "K is": "the stride", "whether to learn a bias per output"
+                hint = f"computed with {used} from the block call" if used else f"{key.name} is {_what_key(key)}"
+                if not used and not key.required and key.default is not None:  # None: the doc says what it means
                     hint += f" (default {key.name}={show_value(key.default)})"
-                raise fail("E103", str(exc), span, hint) from exc
+                problems.append(error("E103", str(exc), span, hint))
+        if problems:
+            raise ElaborationError(*problems)
         name = written or self.name(scope, st.label, st.kind, st.span)
         exprs = self.exprs_of.get(id(st))
         if exprs is None:
@@ -471,13 +612,13 @@ class _Builder:
         written = call_arguments(block, st)
         if id(st) not in self.exprs_of:
             self.exprs_of[id(st)] = {name: as_written(value) for name, value in written.items()}
-        given = {name: evaluate(value, env) for name, value in written.items()}
+        given = {name: self.value(value, env) for name, value in written.items()}
         args: dict[str, Any] = {}
         for p in block.params:
             if p.name in given:
                 args[p.name] = given[p.name]
             elif p.default is not None:
-                args[p.name] = evaluate(p.default, args)
+                args[p.name] = self.value(p.default, args)
             else:
                 raise fail(
                     "E107",
@@ -500,6 +641,9 @@ class _Builder:
         statement) into the copy `inline_into`, whose steps are then `steps`."""
         block = self.blocks[st.kind]
         args = self.bind(block, st, env)
+        if self.abstract:  # the call's arguments are checked; its block's body is checked once, apart
+            self.name(scope, st.label, block.name.lower(), st.span)
+            return FAILED
         if inline_into is not None:
             inner = inline_into
             body = steps
@@ -511,7 +655,11 @@ class _Builder:
             body = []
         first = len(self.nodes)
         units = self.units
-        out = self.run(block.body, inner, args, current, body)
+        self.frames.append((block.name, st, args))
+        try:
+            out = self.run(block.body, inner, args, current, body)
+        finally:
+            self.frames.pop()
         if inline_into is None and self.units == units:
             self.units += 1  # an instance without layers costs its scope
         if inline_into is None:
@@ -543,9 +691,11 @@ class _Builder:
         current: str,
         steps: list[Step],
     ) -> str:
-        count = evaluate(st.times, env)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        count = self.value(st.times, env)
+        if count is not UNKNOWN and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise fail("E108", f"repeat count must be a whole number >= 0, not {count}", st.times.span)
+        if self.abstract:
+            count = 1  # its copies are alike: the body once, even of `repeat 0`
         path = self.name(scope, st.label, "repeat", st.span)
         steps.append(local_name(path))
         if id(st) not in self.exprs_of:
@@ -553,7 +703,8 @@ class _Builder:
             self.reads_of[id(st)] = names_read(st.body)
         first = len(self.nodes)
         body = attach_shortcuts(st.body, [])
-        self.reserve(count * max(1, self.size(body, env)), st.span, f"{count:,} copies of this repeat")
+        if not self.abstract:  # checking a body makes one copy of each repeat, whatever its count
+            self.reserve(count * max(1, self.size(body, env)), st.span, f"{count:,} copies of this repeat")
         sole_call = (
             len(body) == 1
             and isinstance(body[0], S.LayerStmt)
@@ -581,7 +732,7 @@ class _Builder:
                     arg_exprs = self.exprs_of[id(call)]
                     current = self.call(call, scope, env, current, copy_steps, inline_into=copy)
                 except ElaborationError as exc:
-                    self.diags.append(exc.diag)
+                    self.report(exc)
                     current = FAILED
             else:
                 current = self.run(st.body, copy, env, current, copy_steps)
@@ -761,6 +912,93 @@ def _nesting(stmts: Sequence[S.Stmt], blocks: dict[str, S.BlockDef], depth: dict
     return deepest
 
 
+def check_bodies(blocks: dict[str, S.BlockDef]) -> list[Diagnostic]:
+    """Every block's body checked once without a call, for what does not depend on its
+    arguments: kinds, keys and literal values, names (undefined parameters, duplicate
+    labels), `/`, the calls it makes (their parameters) and its defaults.
+
+    Its parameters are UNKNOWN: a value computed from them is checked at each call
+    (`B K=-8`), with the call's notes. Calls in a body are bound, not entered, so each
+    body is walked once: linear in the spec, however deeply blocks call each other.
+    """
+    checker = _Builder(blocks, abstract=True)
+    for name, block in blocks.items():
+        env: dict[str, Any] = {}
+        for p in block.params:
+            if p.default is not None:
+                try:
+                    check_unknown(p.default, env)  # over the parameters before it
+                except ElaborationError as exc:
+                    checker.diags.extend(exc.diags)
+            env[p.name] = UNKNOWN
+        checker.run(block.body, checker.enter(name, block.body), env, INPUT, [])
+    return list(dict.fromkeys(checker.diags))
+
+
+def unused_blocks(blocks: dict[str, S.BlockDef], body: Sequence[S.Stmt]) -> list[Diagnostic]:
+    """W003 for each block the network never instantiates: not called, or called only from such blocks."""
+
+    def called(stmts: Sequence[S.Stmt]) -> list[str]:
+        out = []
+        for st in S.walk(stmts):
+            if isinstance(st, S.LayerStmt):
+                # `b1 Basic K=64`, its colon missing (E100), calls Basic as far as this warning goes
+                word = st.positional[0] if st.positional and st.label is None else None
+                kind = word.name if isinstance(word, S.Ref) and st.kind not in blocks else st.kind
+                if kind in blocks:
+                    out.append(kind)
+        return out
+
+    calls = {name: called(block.body) for name, block in blocks.items()}
+    used: set[str] = set()
+    todo = called(body)
+    while todo:
+        name = todo.pop()
+        if name not in used:
+            used.add(name)
+            todo += calls[name]
+    out = []
+    for name, block in blocks.items():
+        if name in used:
+            continue
+        callers = sorted(caller for caller, callees in calls.items() if name in callees and caller != name)
+        message = (
+            f"block {name} is only called from blocks that are never called ({', '.join(callers)})"
+            if callers
+            else f"block {name} is never called"
+        )
+        hint = "its body is checked only for what does not depend on its arguments; call it, or remove it"
+        out.append(warning("W003", message, block.span, hint))
+    return out
+
+
+def merge_calls(diags: Sequence[Diagnostic]) -> list[Diagnostic]:
+    """A block called many times reports an error in its body once, not once per call:
+    with the first call's notes, and a note of how many other calls met it.
+
+    An error that differs between calls (`B K=-8`, `B K=8-8`) is one per call, each
+    with its own notes.
+    """
+    first: dict[Diagnostic, Diagnostic] = {}
+    others: dict[Diagnostic, dict[tuple[Note, ...], None]] = {}
+    for d in diags:
+        key = d._replace(notes=())
+        if key not in first:
+            first[key] = d
+        elif d.notes != first[key].notes:
+            others.setdefault(key, {})[d.notes] = None
+    out = []
+    for key, d in first.items():
+        more = list(others.get(key, ()))
+        if more:
+            n = len(more)
+            # the outermost call of the next one: a line of the top level, where the calls differ
+            site = more[0][-1].span if more[0] else None
+            d = d._replace(notes=(*d.notes, Note(f"the same in {n} more call{'s' if n != 1 else ''}, the first", site)))
+        out.append(d)
+    return out
+
+
 def _resolve_expect(
     st: S.Expect, builder: _Builder, scope_paths: set[str]
 ) -> Assertion:
@@ -905,6 +1143,11 @@ def elaborate(
             input_shape = Shape.of(layout, dims)
 
     diags.extend(_block_cycles(blocks))
+    # Each body once, without a call: what no argument could mend is reported there, once,
+    # and of a block never called too (W003); its calls report what their arguments make.
+    checked = check_bodies(blocks)
+    diags.extend(checked)
+    diags.extend(unused_blocks(blocks, body))
     builder = _Builder(blocks, max_layers)
     top = builder.enter("", body)
     output = INPUT
@@ -923,9 +1166,12 @@ def elaborate(
                 pass  # E140 is in builder.diags
             finally:
                 sys.setrecursionlimit(old_limit)
-    # A block called twice reports an error in its body once, not once per call.
-    diags.extend(dict.fromkeys(builder.diags))
+    found = set(checked)
+    diags.extend(d for d in merge_calls(builder.diags) if d._replace(notes=()) not in found)
 
+    # Whether the nodes are all there: an `expect` that names nothing leaves them whole,
+    # and the other assertions are still checked.
+    complete = not builder.holes and not any(d.is_error for d in diags)
     scope_paths = {s.path for s in builder.scopes}
     assertions: list[Assertion] = []
     for target, shape in builder.arrows:
@@ -964,7 +1210,7 @@ def elaborate(
         output=output,
         blocks={name: _block(block) for name, block in blocks.items()},
         steps=tuple(steps),
-        complete=not builder.holes and not any(d.is_error for d in diags),
+        complete=complete,
     )
     return graph, diags
 

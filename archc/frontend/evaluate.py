@@ -14,22 +14,23 @@ from typing import Any
 from archc.diagnostics import Diagnostic, did_you_mean, error
 from archc.frontend import syntax as S
 from archc.ir import Span
-from archc.ir.written import Arith, Expr, Name, Negate
+from archc.ir.written import Arith, Expr, Name, Negate, expr_text
 from archc.kinds import CHOICE_WORDS
 from archc.limits import MAX_NUMBER
 
 
 class ElaborationError(Exception):
-    """One elaboration error, carried as its diagnostic.
+    """One elaboration error (or the several of one statement), carried as diagnostics.
 
     It lives here, in the module the elaborator's other modules build on, so
     that evaluating (here), naming (`archc.frontend.naming`) and building
     (`archc.frontend.elaborate`) raise one error, which the elaborator collects.
     """
 
-    def __init__(self, diag: Diagnostic) -> None:
+    def __init__(self, diag: Diagnostic, *more: Diagnostic) -> None:
         super().__init__(diag.message)
         self.diag = diag
+        self.diags = (diag, *more)  # a statement reports each of its independent errors
 
 
 def fail(code: str, message: str, span: Span | None, hint: str | None = None) -> ElaborationError:
@@ -115,11 +116,7 @@ def _leaf(expr: S.Expr, env: dict[str, Any]) -> Any:
         return env[expr.name]
     if expr.name in LITERAL_WORDS:
         return LITERAL_WORDS[expr.name]
-    # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
-    hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
-    where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
-    where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
-    raise fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
+    raise undefined(expr, env)
 
 
 def _binary(expr: S.BinOp, left: Any, right: Any) -> Any:
@@ -137,9 +134,25 @@ def _binary(expr: S.BinOp, left: Any, right: Any) -> Any:
         if right == 0:
             raise fail("E120", "division by zero", expr.right.span)
         return left // right
-    raise fail(
-        "E120", "'/' is not integer division", expr.span, "write // for integer division: K=(SQ+1)//2"
-    )
+    raise true_division(expr)
+
+
+def true_division(expr: S.BinOp) -> ElaborationError:
+    """E120 for `K/2`, with the expression as it would be written with `//`.
+
+    The hint showed `K=(SQ+1)//2` whatever was written: `K=K/2` is to be `K=K//2`.
+    """
+    integer = Arith.model_construct(op="//", left=as_written(expr.left), right=as_written(expr.right))
+    return fail("E120", "'/' is not integer division", expr.span, f"write // for integer division: {expr_text(integer)}")
+
+
+def undefined(expr: S.Ref, env: dict[str, Any]) -> ElaborationError:
+    """E110 for a name that is neither a parameter in scope nor a word."""
+    # Suggest the words values may also be (`P=sme` -> 'same'), not only parameters.
+    hint = did_you_mean(expr.name, [*env, "same", "true", "false", *sorted(CHOICE_WORDS)])
+    where = f"parameters here: {', '.join(env)}" if env else "no block parameters are in scope here"
+    where += "; values are numbers, shapes such as 3x3, true, false, same, or a key's word such as nearest"
+    return fail("E110", f"undefined name '{expr.name}'", expr.span, hint or where)
 
 
 def _bounded(value: int | float, expr: S.Expr) -> int | float:
@@ -188,3 +201,56 @@ def as_written(expr: S.Expr) -> Expr:
         else:
             todo += [(e, True), (e.right, False), (e.left, False)]
     return values[0]
+
+
+# --- a body checked without a call ---------------------------------------------------------
+class Unknown:
+    """The value of a block parameter when a block's body is checked without a call: what
+    depends on it is not known, and not checked (`archc.frontend.elaborate.check_bodies`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown()
+
+
+def reads_parameter(expr: S.Expr, env: dict[str, Any]) -> bool:
+    """Whether an expression reads a name of `env` (a parameter; a word is not one).
+
+    >>> from archc.frontend.parser import parse
+    >>> prog, _ = parse("conv K=E*4 F=3 P=same")
+    >>> [reads_parameter(kw.value, {"E": UNKNOWN}) for kw in prog.statements[0].keywords]
+    [True, False, False]
+    """
+    todo = [expr]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, S.Ref) and e.name in env:
+            return True
+        if isinstance(e, S.BinOp):
+            todo += [e.left, e.right]
+        elif isinstance(e, S.Neg):
+            todo.append(e.operand)
+    return False
+
+
+def check_unknown(expr: S.Expr, env: dict[str, Any]) -> None:
+    """Raise what evaluating `expr` raises whatever values its parameters take: an undefined
+    name (E110) or `/` (E120), in the order evaluation meets them (operands first, left first)."""
+    todo: list[tuple[S.Expr, bool]] = [(expr, False)]
+    while todo:
+        e, operands_done = todo.pop()
+        if isinstance(e, S.Ref):
+            if e.name not in env and e.name not in LITERAL_WORDS:
+                raise undefined(e, env)
+        elif isinstance(e, S.Neg):
+            todo.append((e.operand, False))
+        elif isinstance(e, S.BinOp):
+            if operands_done:
+                if e.op == "/":
+                    raise true_division(e)
+            else:
+                todo += [(e, True), (e.right, False), (e.left, False)]

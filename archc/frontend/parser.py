@@ -31,7 +31,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import PatternStr
 from lark.parsers.lalr_analysis import Shift
 
-from archc.diagnostics import MAX_SHOWN, Diagnostic, did_you_mean, error, source_lines
+from archc.diagnostics import MAX_SHOWN, Diagnostic, Note, did_you_mean, error, source_lines
 from archc.frontend import syntax as S
 from archc.ir import Span
 from archc.limits import MAX_DEPTH, MAX_DIM, MAX_NUMBER, MIN_MAGNITUDE
@@ -518,6 +518,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         )
         pos = exc.pos_in_stream  # always set for UnexpectedCharacters; typed Optional by lark
         ch = text[pos] if pos is not None and pos < len(text) else "?"
+        typo = _character_typo(text, pos or 0, span)
+        if typo is not None:
+            return typo
         hint = None
         if ch == "/":
             hint = "integer division is written //"
@@ -546,6 +549,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         return error("E001", "unexpected end of file", span)
     assert tok is not None
     span = span_of_token(tok)
+    typo = _token_typo(text, tok)
+    if typo is not None:
+        return typo
     if str(tok) == "," and _digit_around(text, tok):
         return error(
             "E001",
@@ -570,6 +576,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         missing = _missing_value(text, span)
         if missing is not None:
             return missing
+    if label == _MISSING_BRACE:
+        unbraced = _body_without_braces(text, tok)
+        if unbraced is not None:
+            return unbraced
     if label:
         msg = f"{label} (found {_describe_token(tok)})"
         return error("E001", msg, span, _HINTS.get(label))
@@ -580,6 +590,101 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
 
 
 _MISSING_VALUE = "missing value after '='"
+_MISSING_BRACE = "missing '{' to open the body"
+_COMPARISONS = {"≥": ">=", "≤": "<=", "≠": "!=", "⩾": ">=", "⩽": "<="}
+_SHAPE_WRITTEN = re.compile(r"[0-9_]+(?:\s*[xX×]\s*[0-9_]+)+")
+_CALL_IN_PARENS = re.compile(r"\b([A-Za-z_]\w*)\(([^()]*=[^()]*)\)")
+
+
+def _character_typo(text: str, pos: int, span: Span) -> Diagnostic | None:
+    """A character no token takes, that is a known slip: `≥` for `>=`, `55X55X96` for `55x55x96`."""
+    ch = text[pos] if pos < len(text) else ""
+    if ch in _COMPARISONS and _COMPARISONS[ch] != "!=":
+        return error(
+            "E001",
+            f"unexpected character '{ch}': comparisons are written with ASCII characters",
+            span,
+            f"did you mean '{_COMPARISONS[ch]}'?",
+        )
+    shape = _SHAPE_WRITTEN.match(text, pos)
+    if shape is not None and "X" in shape.group():
+        fixed = re.sub(r"\s*X\s*", "x", shape.group())
+        where = Span(span.line, span.column, span.line, span.column + len(shape.group()))
+        return error("E001", "a shape is written with a lower-case x", where, f"did you mean '{fixed}'?")
+    return None
+
+
+def _line_before(text: str, tok: Token) -> str:
+    """The text of a token's line before it."""
+    assert tok.line is not None and tok.column is not None
+    return source_lines(text)[tok.line - 1][: tok.column - 1]
+
+
+def _token_typo(text: str, tok: Token) -> Diagnostic | None:
+    """An unexpected token that is a known slip: a `//` comment, a call written `B(K=16)`."""
+    if tok.line is None or tok.column is None or tok.type in ("$END", "_NL"):
+        return None
+    before = _line_before(text, tok)
+    # `// the stem`: a `//` where no division can be, or one that what follows it on the line
+    # could not continue (the first unexpected word of `relu // the activation`)
+    slashes = tok.column - 1 if str(tok) == "//" else before.find(" //") + 1 if " //" in before else -1
+    if slashes >= 0 and "#" not in before[:slashes]:
+        comment = source_lines(text)[tok.line - 1][slashes + 2 :].strip()
+        where = Span(tok.line, slashes + 1, tok.line, slashes + 3)
+        return error("E001", "comments start with '#', not '//'", where, f"write # {comment}" if comment else "write #")
+    call = _CALL_IN_PARENS.search(before + str(tok) + source_lines(text)[tok.line - 1][tok.column - 1 + len(str(tok)) :])
+    if call is not None and not before.lstrip().startswith("block"):
+        start = call.start(1) + 1
+        where = Span(tok.line, start, tok.line, call.end() + 1)
+        args = " ".join(a.strip() for a in call.group(2).split(","))
+        return error(
+            "E001",
+            f"a block call takes no parentheses: `{call.group(1)}({call.group(2)})`",
+            where,
+            f"did you mean '{call.group(1)} {args}'?",
+        )
+    return None
+
+
+def comment_slips(diags: list[Diagnostic], text: str) -> list[Diagnostic]:
+    """`conv K=8 F=3 // stem` parses (`3 // stem` divides), and fails later (E110, E120):
+    such an error on a line with a spaced ` //` before its end says what the `//` was meant as."""
+    lines = source_lines(text)
+    out = []
+    for d in diags:
+        line = lines[d.span.line - 1] if d.span is not None and d.code in ("E110", "E120") and d.span.line <= len(lines) else ""
+        at = line.find(" //") + 1
+        if at and d.span is not None and d.span.end_column > at + 1 and "#" not in line[:at]:
+            d = d._replace(hint=f"comments start with '#', not '//': write # {line[at + 2 :].strip()}")
+        out.append(d)
+    return out
+
+
+def _body_without_braces(text: str, tok: Token) -> Diagnostic | None:
+    """`residual` alone on its line, its layers below it: the keyword is the mistake, not the
+    first layer of its body, which is where the parser stops."""
+    lines = source_lines(text)
+    if tok.line is None or tok.line < 2:
+        return None
+    for number in range(tok.line - 1, 0, -1):
+        words = lines[number - 1].split("#", 1)[0].split()
+        if not words:
+            continue
+        keyword = words[-1] if words[-1] in _BODY_KEYWORDS else None
+        if keyword is None:
+            return None
+        col = lines[number - 1].rindex(keyword) + 1
+        where = Span(number, col, number, col + len(keyword))
+        return error(
+            "E001",
+            f"'{keyword}' needs its body in braces",
+            where,
+            f"write `{keyword} {{` here and `}}` after the body's last line",
+        )
+    return None
+
+
+_BODY_KEYWORDS = ("residual", "shortcut", "concat", "add", "multiply", "branch")
 _STRAY_BRACE = "'}' without a matching '{'"
 KEYWORDS = (
     "network", "input", "block", "repeat", "residual", "shortcut", "concat", "add", "multiply", "branch", "expect"
@@ -763,7 +868,7 @@ class _Recovery:
         if len(self.diags) >= MAX_SYNTAX_ERRORS:
             last = self.diags[-1]
             note = f"archc stops reading a file after {MAX_SYNTAX_ERRORS} syntax errors; there are more"
-            self.diags[-1] = last._replace(notes=(*last.notes, note))
+            self.diags[-1] = last._replace(notes=(*last.notes, Note(note)))
             raise _Stop(_line_of(exc))
         self.diags.append(_syntax_diagnostic(exc, self.text))
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from archc.api import CompileResult, Network, compile_text
 from archc.diagnostics import ArchError, Diagnostic, error, render, shown
 from archc.ir import Span
+from archc.limits import MAX_NUMBER
 from archc.tools.fmt import format_text
 from archc.version import __version__
 
@@ -109,6 +110,12 @@ def finish(imported: Imported) -> str:
     name = f"<imported from {imported.source}>"
     text = header(imported.source) + imported.text.rstrip("\n") + "\n"
     network = _checked(compile_text(text, name), imported.source)
+    for what, total in (("parameters", network.params), ("MACs", network.macs)):
+        if total > MAX_NUMBER:  # `expect` takes numbers up to archc's limit
+            raise ImportFailure(
+                f"the model has {total:,} {what}, more than a spec can assert (at most 1e18)",
+                shown(imported.source),
+            )
     text += f"\nexpect params = {network.params:_}\nexpect macs = {network.macs:_}\n"
     try:
         formatted = format_text(text)
@@ -126,7 +133,16 @@ def finish(imported: Imported) -> str:
     return formatted
 
 
+# the language's limits (archc.limits): a model past them is too large for a spec, which is no bug
+LIMITS = frozenset({"E121", "E140", "E142"})
+
+
 def _checked(result: CompileResult, source: str) -> Network:
+    if result.network is None and result.errors and all(d.code in LIMITS for d in result.errors):
+        raise ImportFailure(
+            f"the model is beyond the limits of a spec (README, \"Untrusted input\"):\n{result.render()}",
+            shown(source),
+        )
     if result.network is None:
         raise ImporterBug(
             f"the spec imported from {shown(source)} does not check; this is a bug in archc's importer, "

@@ -99,10 +99,8 @@ def _wrong_layout(kind: LayerKind, shape: Shape) -> ShapeError:
     forms = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     spatial = all(layout.spatial_rank for layout in accepted)
     needs = f"a spatial input ({forms})" if spatial else f"an input of {forms}"
-    hint = "put it before the first fc/flatten" if spatial and shape.layout is Layout.FLAT else None
-    return ShapeError(
-        f"{kind.name} needs {needs}, but its input is the {shape.layout.noun} {shape.text()}", hint=hint
-    )
+    # A flat input's hint depends on where it came from (the input line, an fc): the analysis gives it.
+    return ShapeError(f"{kind.name} needs {needs}, but its input is the {shape.layout.noun} {shape.text()}")
 
 
 def verify(graph: Graph) -> Graph:

@@ -106,9 +106,9 @@ KINDS = (
         Traits(Family.DENSE, ANY_FEATURES, mixes_positions=True, sequence=Physical.CHANNELS_LAST),
         example="fc 10 bias=false",
         keys=(
-            Key("N", KeyType.POS_INT, doc="number of outputs"),
-            Key("bias", KeyType.BOOL, True, doc="learn a bias per output"),
-            Key("tie", KeyType.NAME, None, doc="share the weight of this earlier embedding or fc"),
+            Key("N", KeyType.POS_INT, doc="the number of outputs"),
+            Key("bias", KeyType.BOOL, True, doc="whether to learn a bias per output"),
+            Key("tie", KeyType.NAME, None, doc="the earlier embedding or fc whose weight this layer shares"),
         ),
         positional="N",
         tensors=_fc_tensors,

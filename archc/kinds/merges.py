@@ -150,7 +150,7 @@ KINDS = (
                 "broadcast",
                 KeyType.BOOL,
                 False,
-                doc="per-channel branches scale every position (add { }); a residual's sum has equal shapes",
+                doc="whether per-channel branches scale every position (add { }; a residual's sum has equal shapes)",
             ),
         ),
         user=False,

@@ -79,7 +79,7 @@ KINDS = (
         same_shape,
         Traits(Family.NORM, ANY_FEATURES, sequence=Physical.CHANNELS_FIRST),  # BatchNorm1d: batch x C x L
         example="batchnorm eps=1e-3",
-        keys=(Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),),
+        keys=(Key("eps", KeyType.POS_FLOAT, 1e-5, doc="the constant added to the variance"),),
         tensors=_bn_tensors,
         explain=_bn_explain,
     ),
@@ -90,8 +90,8 @@ KINDS = (
         Traits(Family.NORM, ANY_FEATURES),
         example="layernorm eps=1e-6",
         keys=(
-            Key("eps", KeyType.POS_FLOAT, 1e-5, doc="added to the variance"),
-            Key("bias", KeyType.BOOL, True, doc="learn a shift per channel"),
+            Key("eps", KeyType.POS_FLOAT, 1e-5, doc="the constant added to the variance"),
+            Key("bias", KeyType.BOOL, True, doc="whether to learn a shift per channel"),
         ),
         tensors=_ln_tensors,
         explain=_ln_explain,
@@ -113,10 +113,10 @@ KINDS = (
         Traits(Family.NORM, SPATIAL, sequence=Physical.CHANNELS_FIRST),
         example="lrn size=3 alpha=1e-4 beta=0.75 k=2",
         keys=(
-            Key("size", KeyType.POS_INT, 5, doc="channels in the window"),
-            Key("alpha", KeyType.FLOAT, 1e-4),
-            Key("beta", KeyType.FLOAT, 0.75),
-            Key("k", KeyType.FLOAT, 2.0),
+            Key("size", KeyType.POS_INT, 5, doc="the number of channels in the window"),
+            Key("alpha", KeyType.FLOAT, 1e-4, doc="the scale of the window's mean square"),
+            Key("beta", KeyType.FLOAT, 0.75, doc="the exponent of the divisor"),
+            Key("k", KeyType.FLOAT, 2.0, doc="the constant added to the scaled mean square"),
         ),
     ),
 )

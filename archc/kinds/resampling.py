@@ -151,7 +151,7 @@ def _ct_receptive(layer: Applied, axis: int, rf: float, jump: float, start: floa
 
 
 # --- upsample and crop -------------------------------------------------------------------------
-_FACTOR = Key("factor", KeyType.SIZES, doc="scale factor, n or one per dimension")
+_FACTOR = Key("factor", KeyType.SIZES, doc="the scale factor, n or one per dimension")
 _CROP = Key("size", KeyType.SIZES, doc="the size to keep, n or one per dimension")
 
 
@@ -221,14 +221,14 @@ KINDS = (
         Traits(Family.CONV, SPATIAL, WindowKind.TRANSPOSED, sequence=Physical.CHANNELS_FIRST),
         example="convtranspose K=8 F=3 S=2 P=1 O=1 D=1 G=2 bias=false",
         keys=(
-            Key("K", KeyType.POS_INT, doc="number of filters (output channels)"),
-            Key("F", KeyType.SIZES, doc="filter size, n or HxW"),
-            Key("S", KeyType.SIZES, 1, doc="stride"),
-            Key("P", KeyType.OFFSETS, 0, doc="padding removed from each side of the output"),
-            Key("O", KeyType.OFFSETS, 0, doc="output padding: rows added at the end"),
-            Key("D", KeyType.SIZES, 1, doc="dilation"),
-            Key("G", KeyType.POS_INT, 1, doc="groups"),
-            Key("bias", KeyType.BOOL, True, doc="learn a bias per filter"),
+            Key("K", KeyType.POS_INT, doc="the number of filters (output channels)"),
+            Key("F", KeyType.SIZES, doc="the filter size, n or HxW"),
+            Key("S", KeyType.SIZES, 1, doc="the stride"),
+            Key("P", KeyType.OFFSETS, 0, doc="the padding removed from each side of the output"),
+            Key("O", KeyType.OFFSETS, 0, doc="the output padding: rows added at the end"),
+            Key("D", KeyType.SIZES, 1, doc="the dilation"),
+            Key("G", KeyType.POS_INT, 1, doc="the number of groups"),
+            Key("bias", KeyType.BOOL, True, doc="whether to learn a bias per filter"),
         ),
         check=_ct_check,
         tensors=_ct_tensors,
@@ -244,7 +244,7 @@ KINDS = (
         example="upsample 2 mode=linear",
         keys=(
             _FACTOR,
-            Key("mode", KeyType.CHOICE, "nearest", doc="nearest or linear", choices=("nearest", "linear")),
+            Key("mode", KeyType.CHOICE, "nearest", doc="the interpolation: nearest or linear", choices=("nearest", "linear")),
         ),
         positional="factor",
         explain=_up_explain,

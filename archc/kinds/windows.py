@@ -365,12 +365,12 @@ def _global_infer(attrs: Attrs, ins: Sequence[Shape], window: Window | None) -> 
 
 
 _POOL_KEYS = (
-    Key("F", KeyType.SIZES, doc="window size, n or HxW"),
-    Key("S", KeyType.SIZES, None, doc="stride; defaults to F for pooling"),
-    Key("P", KeyType.PAD, 0, doc="zero padding on each side, or same"),
-    Key("ceil", KeyType.BOOL, False, doc="round the output size up"),
+    Key("F", KeyType.SIZES, doc="the window size, n or HxW"),
+    Key("S", KeyType.SIZES, None, doc="the stride (default: F, the window size)"),
+    Key("P", KeyType.PAD, 0, doc="the zero padding on each side, or same"),
+    Key("ceil", KeyType.BOOL, False, doc="whether to round the output size up"),
 )
-_ADAPTIVE_SIZE = Key("size", KeyType.SIZES, doc="output size, n or HxW")
+_ADAPTIVE_SIZE = Key("size", KeyType.SIZES, doc="the output size, n or HxW")
 _FIRST = Physical.CHANNELS_FIRST  # a sequence is held batch x C x L around convolutions and pooling
 _POOL = Traits(Family.POOL, SPATIAL, WindowKind.POOL, sequence=_FIRST)
 
@@ -382,13 +382,13 @@ KINDS = (
         Traits(Family.CONV, SPATIAL, WindowKind.CONV, sequence=_FIRST),
         example="conv K=8 F=3 S=2 P=1 D=1 G=2 bias=false",
         keys=(
-            Key("K", KeyType.POS_INT, doc="number of filters (output channels)"),
-            Key("F", KeyType.SIZES, doc="filter size, n or HxW"),
-            Key("S", KeyType.SIZES, 1, doc="stride"),
-            Key("P", KeyType.PAD, 0, doc="zero padding on each side, or same"),
-            Key("D", KeyType.SIZES, 1, doc="dilation"),
-            Key("G", KeyType.POS_INT, 1, doc="groups"),
-            Key("bias", KeyType.BOOL, True, doc="learn a bias per filter"),
+            Key("K", KeyType.POS_INT, doc="the number of filters (output channels)"),
+            Key("F", KeyType.SIZES, doc="the filter size, n or HxW"),
+            Key("S", KeyType.SIZES, 1, doc="the stride"),
+            Key("P", KeyType.PAD, 0, doc="the zero padding on each side, or same"),
+            Key("D", KeyType.SIZES, 1, doc="the dilation"),
+            Key("G", KeyType.POS_INT, 1, doc="the number of groups"),
+            Key("bias", KeyType.BOOL, True, doc="whether to learn a bias per filter"),
         ),
         check=_groups_divide,
         tensors=_conv_tensors,

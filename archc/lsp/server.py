@@ -71,10 +71,13 @@ def rng(span: Span | None) -> T.Range:
 
 
 def to_lsp(d: Diagnostic, doc: Document) -> T.Diagnostic:
-    message = d.message + (f"\nhint: {d.hint}" if d.hint else "") + "".join(f"\nnote: {n}" for n in d.notes)
+    message = d.message + (f"\nhint: {d.hint}" if d.hint else "")
+    message += "".join(f"\nnote: {n.message}" + (f" at line {n.span.line}" if n.span else "") for n in d.notes)
+    # the calls that led to the error, as the compiler noted them; else every call of its block
+    sites = [(n.span, f"{n.message} here") for n in d.notes if n.span is not None] or _call_sites(d, doc)
     related = [
         T.DiagnosticRelatedInformation(location=T.Location(uri=doc.uri, range=rng(span)), message=text)
-        for span, text in _call_sites(d, doc)
+        for span, text in sites
     ]
     return T.Diagnostic(
         range=rng(d.span),

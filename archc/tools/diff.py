@@ -329,18 +329,31 @@ def diff(a: Network, b: Network) -> Diff:
 
 
 def _mark_changed_groups(rows: list[Row]) -> None:
-    """A group that holds a differing row, or whose counts or output differ, is changed."""
-    for i, row in enumerate(rows):
-        if not row.group or row.status != SAME:
-            continue
-        inner = []
-        for later in rows[i + 1 :]:
-            if later.depth <= row.depth:
-                break
-            inner.append(later)
+    """A group that holds a differing row, or whose counts or output differ, is changed.
+
+    One pass with a stack of the open groups (a group holds the rows after it
+    that are deeper than it), so 30,000 nested repeat copies stay linear.
+    """
+    open_groups: list[list[int | bool]] = []  # [index of an open group, whether a row inside it differs]
+
+    def close() -> None:
+        i, inner = open_groups.pop()
+        row = rows[int(i)]
         counts = (row.weights, row.biases, row.params, row.macs)
-        if any(r.status != SAME for r in inner) or any(p.diff for p in counts) or row.output[0] != row.output[1]:
-            rows[i] = replace(row, status=CHANGED)
+        if row.status == SAME and (inner or any(p.diff for p in counts) or row.output[0] != row.output[1]):
+            rows[int(i)] = replace(row, status=CHANGED)
+        if rows[int(i)].status != SAME and open_groups:
+            open_groups[-1][1] = True
+
+    for i, row in enumerate(rows):
+        while open_groups and rows[int(open_groups[-1][0])].depth >= row.depth:
+            close()
+        if row.group:
+            open_groups.append([i, False])
+        elif row.status != SAME and open_groups:
+            open_groups[-1][1] = True
+    while open_groups:
+        close()
 
 
 def _side(net: Network) -> dict[str, Any]:

@@ -453,3 +453,65 @@ def format_text(text: str) -> str:
     if [c.text.rstrip() for c in again.comments] != [c.text.rstrip() for c in program.comments]:
         raise AssertionError("archc fmt would lose or reorder a comment of this spec")
     return out
+
+
+BOM = "\ufeff"
+
+
+def line_ending(text: str) -> str:
+    """The file's line ending: `\\r\\n` when most lines end so, else `\\n` (`fmt` keeps it).
+
+    >>> line_ending("input 4\\r\\nfc 3\\r\\n"), line_ending("input 4\\nfc 3\\n"), line_ending("input 4")
+    ('\\r\\n', '\\n', '\\n')
+    """
+    crlf = text.count("\r\n")
+    return "\r\n" if crlf and crlf >= text.count("\n") - crlf else "\n"
+
+
+def format_source(text: str) -> str:
+    """`format_text` of a file's whole text, keeping what is the file's own: its line endings
+    (CRLF stays CRLF) and a UTF-8 byte-order mark at the start.
+
+    >>> format_source("\\ufeffinput 4\\r\\nfc   3\\r\\n") == "\\ufeffinput 4\\r\\nfc 3\\r\\n"
+    True
+    """
+    bom = BOM if text.startswith(BOM) else ""
+    body = text[len(bom) :]
+    return bom + format_text(body.replace("\r\n", "\n")).replace("\n", line_ending(body))
+
+
+def why_reformatted(before: str, after: str) -> str:
+    """What `fmt --check` says about a file it would change: what kind of change, and where first.
+
+    >>> why_reformatted("input 4\\nfc   3\\n", "input 4\\nfc 3\\n")
+    'line 2 changes (1 line in all)'
+    >>> why_reformatted("input 4\\r\\nfc 3\\n", "input 4\\r\\nfc 3\\r\\n")
+    'mixed line endings (1 CRLF, 1 LF): every line would end in CRLF'
+    """
+    old, new = before.splitlines(), after.splitlines()
+    crlf = before.count("\r\n")
+    lf = before.count("\n") - crlf
+    mixed = f"mixed line endings ({crlf} CRLF, {lf} LF): every line would end in {'CRLF' if crlf >= lf else 'LF'}"
+    if old == new:  # the same lines: only their endings differ
+        return mixed if crlf and lf else "the last line has no line ending"
+    import difflib
+
+    changed = [
+        (i1, max(i2 - i1, j2 - j1))
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+        if tag != "equal"
+    ]
+    first = changed[0][0] + 1
+    count = sum(n for _, n in changed)
+    where = f"line {min(first, len(old) or 1)} changes ({count} line{'s' if count != 1 else ''} in all)"
+    return f"{where}; {mixed}" if crlf and lf else where
+
+
+def unified_diff(before: str, after: str, path: str) -> str:
+    """`fmt --diff`: the change as a unified diff, `path` before and after (line endings as written)."""
+    import difflib
+
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), path, f"{path} (formatted)"
+    )
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -53,7 +53,7 @@ from archc.backends.onnx.opsets import checked_opset, rewrites
 from archc.backends.weights import GENERATED, generate_chunks, iter_weights
 from archc.diagnostics import TargetError, error
 from archc.ir import INPUT, Layout, Node
-from archc.kinds import KINDS
+from archc.kinds import KINDS, Window
 from archc.kinds.dense import flattens, per_position_fc
 from archc.kinds.resampling import crop_offsets
 from archc.kinds.sequence import kv_heads, select_index
@@ -169,11 +169,69 @@ def _identity(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
 
 def _pool(op: str, **fixed: Any) -> Handler:
     def handler(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
-        assert facts.window is not None
-        ceil_mode = int(facts.window.ceil)
-        return ctx.emit(op, ctx.inputs(node), node.name, **_window_attrs(facts), ceil_mode=ceil_mode, **fixed)
+        win = facts.window
+        assert win is not None
+        (x,) = ctx.inputs(node)
+        attrs = {**_window_attrs(facts), "ceil_mode": int(win.ceil), **fixed}
+        if win.ceil:
+            plan = ceil_pool_plan(win, facts.inputs[0].spatial, average=op == "AveragePool")
+            attrs.update(pads=plan.pads, ceil_mode=int(plan.ceil))
+            if plan.zeros is not None:  # PyTorch's divisors: the padding as zeros, counted as the input
+                pads = np.array([0, 0, *plan.zeros[: len(win.kernel)], 0, 0, *plan.zeros[len(win.kernel) :]], np.int64)
+                x = ctx.emit("Pad", [x, ctx.constant(f"/const/{node.name}/pads", pads)], f"{node.name}/pad")
+                attrs["count_include_pad"] = 0
+        return ctx.emit(op, [x], node.name, **attrs)
 
     return handler
+
+
+class PoolPlan(NamedTuple):
+    """How ONNX computes a ceil-mode pool as PyTorch does (see `ceil_pool_plan`)."""
+
+    pads: list[int]  # the pool's `pads`
+    ceil: bool  # its `ceil_mode`
+    zeros: list[int] | None = None  # a `Pad` of zeros before it (begins, then ends), for an average
+
+
+def _onnx_out(n: int, f: int, s: int, begin: int, end: int, ceil: bool) -> int:
+    """ONNX's output length of a pooling window, as its shape inference computes it (no window is dropped)."""
+    span = n + begin + end - f
+    return (-(-span // s) if ceil else span // s) + 1
+
+
+def ceil_pool_plan(win: Window, sizes: tuple[int, ...], average: bool) -> PoolPlan:
+    """ONNX pooling that gives a ceil-mode pool PyTorch's windows, its output size and its divisors.
+
+    PyTorch drops a last window that would start in the right padding
+    (`archc.kinds.windows.window_out`); ONNX's shape inference does not, so
+    with the layer's own padding ONNX declares one output more than
+    onnxruntime (and PyTorch) computes: the model fails
+    `onnx.checker.check_model(full_check=True)` and onnxruntime warns that the
+    shapes do not merge. The padding such a window would start in is never
+    read, so the rule implies a smaller one: just what the last window kept
+    reaches (`reach`, past the input's end), after which the division is
+    exact and both roundings agree. Where that would be less than no padding
+    (a window shorter than its stride), floor mode, with the other dimensions'
+    partial windows padded out to whole ones: a max ignores padding. An
+    average divides by the padding it counts, which PyTorch limits to the
+    written padding: then the padding is made zeros by a `Pad` first, and the
+    pool counts only what it reads (`count_include_pad=0`).
+
+    >>> w = Window((2, 2), (2, 2), (1, 1), (1, 1), (1, 1), True, (2, 2))
+    >>> ceil_pool_plan(w, (3, 3), average=True)  # 3x3, F=2 S=2 P=1 ceil: PyTorch gives 2x2
+    PoolPlan(pads=[1, 1, 0, 0], ceil=True, zeros=None)
+    """
+    n, f, s, b, e, out = sizes, win.kernel, win.stride, win.begin, win.end, win.out
+    dims = range(len(n))
+    reach = [(out[i] - 1) * s[i] + f[i] - n[i] - b[i] for i in dims]
+    ends = [e[i] if _onnx_out(n[i], f[i], s[i], b[i], e[i], True) == out[i] else reach[i] for i in dims]
+    if all(end >= 0 for end in ends):
+        return PoolPlan([*b, *ends], True)
+    ends = [max(r, 0) for r in reach]
+    if not average or all(ends[i] <= e[i] for i in dims):  # no divisor changes
+        return PoolPlan([*b, *ends], False)
+    zeros = [min(e[i], ends[i]) for i in dims]
+    return PoolPlan([0] * len(n) + [ends[i] - zeros[i] for i in dims], False, [*b, *zeros])
 
 
 def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
@@ -513,8 +571,13 @@ class Skeleton:
     orders: dict[str, str]  # layer name -> the axis order that value is held in (`NCHW`, `NHWC`)
 
 
-def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
-    """Lower the IR to ONNX nodes; raises `TargetError` (diagnostics) for what the opset cannot express."""
+def lower(analysis: Analysis, opset: int | None = None, outputs: Iterable[str] = ()) -> Skeleton:
+    """Lower the IR to ONNX nodes; raises `TargetError` (diagnostics) for what the opset cannot express.
+
+    `outputs` names layers whose values the graph also gives, after `output`,
+    under their value names (`Skeleton.values`), as the layer holds them (`--check`
+    compares the logits before a final softmax this way).
+    """
     graph_ir = analysis.graph
     opset = checked_opset(opset)
     ctx = Lowering(analysis, opset, rewrites(opset))
@@ -542,6 +605,9 @@ def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
         [_io(OUTPUT, analysis.physical(graph_ir.output))],
         value_info=declared,
     )
+    for name in outputs:
+        if values.get(name, OUTPUT) not in (OUTPUT, INPUT):  # the input or the output itself is no extra value
+            graph.output.append(helper.make_tensor_value_info(values[name], TensorProto.FLOAT, None))
     opsets = [helper.make_opsetid("", ctx.opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="archc", producer_version=__version__)
     # The oldest IR version that carries this opset, so older runtimes load the file too.
@@ -550,10 +616,15 @@ def lower(analysis: Analysis, opset: int | None = None) -> Skeleton:
 
 
 def build_model(
-    analysis: Analysis, weights: Any = "random", seed: int = 0, opset: int | None = None
+    analysis: Analysis,
+    weights: Any = "random",
+    seed: int = 0,
+    opset: int | None = None,
+    outputs: Iterable[str] = (),
 ) -> onnx.ModelProto:
-    """The whole model in memory, weights included (see `archc.backends.weights.make_weights`)."""
-    skel = lower(analysis, opset)
+    """The whole model in memory, weights included (see `archc.backends.weights.make_weights`);
+    `outputs`: layers whose values it gives too (see `lower`)."""
+    skel = lower(analysis, opset, outputs)
     model = skel.model
     for spec, arr in iter_weights(analysis, weights, seed):
         model.graph.initializer.append(numpy_helper.from_array(arr, spec.name))

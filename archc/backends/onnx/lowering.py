@@ -34,6 +34,7 @@ from archc.diagnostics import ArchError, Diagnostic
 from archc.ir import INPUT, Layout, Node, Physical, Shape
 
 OUTPUT = "output"  # the graph's output value
+CONSTANT_PREFIX = "/const/"  # the initializers archc adds (shapes, masks, averaging matrices); no state_dict key has a /
 
 
 class OnnxError(ArchError):
@@ -142,8 +143,11 @@ class Lowering:
     def constant(self, name: str, value: float | np.ndarray) -> str:
         """A constant initializer (float32 unless an array says otherwise), made once per name.
 
-        Its name starts with `/`, so it can never be a layer's or a weight's.
+        Its name starts with `CONSTANT_PREFIX` (`/const/`), so it can never be a
+        layer's or a weight's: every other initializer is named by its PyTorch
+        state_dict key, which has no `/`.
         """
+        assert name.startswith(CONSTANT_PREFIX), name
         if name not in self.constants:
             array = value if isinstance(value, np.ndarray) else np.array(value, np.float32)
             self.constants[name] = numpy_helper.from_array(array, name)
@@ -151,7 +155,7 @@ class Lowering:
 
     def ints(self, name: str, values: list[int]) -> str:
         """An int64 constant (shapes, axes, indices), named `/const/<name>`."""
-        return self.constant(f"/const/{name}", np.array(values, np.int64))
+        return self.constant(f"{CONSTANT_PREFIX}{name}", np.array(values, np.int64))
 
     def weight_t(self, tensor: str) -> str:
         """`tensor` transposed ([N, C] -> [C, N]: nn.Linear's weight as MatMul takes it), made once.

@@ -29,10 +29,12 @@ import onnxruntime as ort
 
 from archc.analysis import Analysis
 from archc.analysis.tensors import tied_keys
+from archc.backends import TORCH_INSTALL
 from archc.backends.onnx.generate import build_model, save_model
 from archc.backends.onnx.io import EXTERNAL_THRESHOLD
-from archc.backends.weights import make_weights
+from archc.backends.weights import make_weights, varied
 from archc.diagnostics import ArchError, shown
+from archc.ir import INPUT
 from archc.limits import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, check_size
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -57,6 +59,7 @@ class Prepared:
     keep: Any = None  # a TemporaryDirectory holding an external-data model, alive while needed
     onnx_model: onnx.ModelProto | None = None  # an .onnx file's graph (no external data), for size checks
     vocabulary: int | None = None  # token ids are drawn below this (the smallest table they index)
+    compared: str | None = None  # --check: the layer whose output is compared too (a final softmax's input)
 
     @classmethod
     def from_analysis(
@@ -66,23 +69,35 @@ class Prepared:
         seed: int = 0,
         opset: int | None = None,
         max_size: int = DEFAULT_MAX_SIZE,
+        check: bool = False,
     ) -> Prepared:
-        """A spec's network, lowered with these weights (raises `TargetError` for what ONNX cannot express)."""
+        """A spec's network, lowered with these weights (raises `TargetError` for what ONNX cannot express).
+
+        For `check` (comparing with PyTorch), random weights have their
+        constant-initialised tensors redrawn (`archc.backends.weights.varied`:
+        a fresh batchnorm is the identity, so it would prove nothing), and a
+        final softmax's input is an output of the model too, compared as well: a
+        near-uniform softmax hides any error in the logits under it.
+        """
         from archc.analysis.tensors import tensor_specs
 
         # before a weight is made: a 45-byte spec can ask for terabytes
         check_size(f"{analysis.graph.network}'s weights", 4 * sum(s.numel for s in tensor_specs(analysis)), max_size)
         arrays = make_weights(analysis, weights, seed)
-        model = build_model(analysis, weights=arrays, seed=seed, opset=opset)
+        if check and isinstance(weights, str) and weights == "random":
+            arrays = varied(analysis, arrays, seed)
+        compared = before_final_softmax(analysis) if check else None
+        model = build_model(analysis, weights=arrays, seed=seed, opset=opset, outputs=[compared] if compared else [])
         used_opset = model.opset_import[0].version
         name, macs = analysis.graph.network, analysis.totals.macs
         vocabulary = onnx_vocabulary(model)
         if sum(a.nbytes for a in arrays.values()) <= EXTERNAL_THRESHOLD:
-            return cls(model.SerializeToString(), name, macs, analysis, arrays, used_opset, vocabulary=vocabulary)
+            serialised = model.SerializeToString()
+            return cls(serialised, name, macs, analysis, arrays, used_opset, vocabulary=vocabulary, compared=compared)
         keep = tempfile.TemporaryDirectory(prefix="archc-run-")  # protobuf caps in-memory models at 2 GiB
         path = Path(keep.name) / f"{name}.onnx"
         save_model(model, path)
-        return cls(str(path), name, macs, analysis, arrays, used_opset, keep, vocabulary=vocabulary)
+        return cls(str(path), name, macs, analysis, arrays, used_opset, keep, vocabulary=vocabulary, compared=compared)
 
     @classmethod
     def from_file(cls, path: Path, max_size: int = DEFAULT_MAX_SIZE) -> Prepared:
@@ -96,6 +111,20 @@ class Prepared:
         validate_model(model, path, max_size)
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         return cls(str(path), model.graph.name or path.stem, onnx_macs(model), opset=opset, onnx_model=model, vocabulary=onnx_vocabulary(model))
+
+
+def before_final_softmax(analysis: Analysis) -> str | None:
+    """The layer a final softmax reads (`fc1` in `... fc 1000; softmax`), or None.
+
+    >>> import archc
+    >>> before_final_softmax(archc.loads("input 8\\nfc1: fc 4\\nsoftmax").analysis)
+    'fc1'
+    """
+    graph = analysis.graph
+    last = next((n for n in graph.nodes if n.name == graph.output), None)
+    if last is None or last.kind != "softmax" or last.inputs[0] == INPUT:
+        return None
+    return last.inputs[0]
 
 
 def onnx_vocabulary(model: onnx.ModelProto) -> int | None:
@@ -311,6 +340,7 @@ class Report:
     gflops: float | None
     opset: int | None
     max_rel_error: float | None = None
+    compared: str | None = None  # --check: a layer compared besides the output (a final softmax's input)
 
     def as_json(self) -> dict[str, Any]:
         """The report as JSON values: a float that is not finite (an error of inf) becomes null."""
@@ -351,8 +381,8 @@ def run_isolated(
 
         faulthandler.disable()  # a crash is the parent's to report, in one line
         try:
-            report, x, output = measure(prepared, **options)
-            outcome: tuple[str, Any] = ("ok", (report, x, output) if check else (report, None, None))
+            report, x, outputs = measure(prepared, **options)
+            outcome: tuple[str, Any] = ("ok", (report, x, outputs) if check else (report, None, None))
         except ArchError as e:
             outcome = ("error", str(e))
         except BaseException as e:  # noqa: BLE001 - reported by the parent, which decides
@@ -381,9 +411,9 @@ def run_isolated(
         receive.close()
     if kind == "error":
         raise RunError(f"{where}: {value}")
-    report, x, output = value
+    report, x, outputs = value
     if check:
-        report.max_rel_error = torch_error(prepared, x, output)
+        report.max_rel_error = torch_error(prepared, x, outputs)
     assert isinstance(report, Report)
     return report
 
@@ -414,9 +444,9 @@ def benchmark(
     With `check`, also run the PyTorch module at the same weights on the same
     input and record the max relative error (see `torch_error`).
     """
-    report, x, output = measure(prepared, batch, provider, warmup, repeat, seed, check)
+    report, x, outputs = measure(prepared, batch, provider, warmup, repeat, seed, check)
     if check:
-        report.max_rel_error = torch_error(prepared, x, output)
+        report.max_rel_error = torch_error(prepared, x, outputs)
     return report
 
 
@@ -428,10 +458,11 @@ def measure(
     repeat: int = 20,
     seed: int = 0,
     check: bool = False,
-) -> tuple[Report, np.ndarray, np.ndarray]:
-    """`benchmark` on onnxruntime alone: the report (no error yet), the input and the first output.
+) -> tuple[Report, np.ndarray, list[np.ndarray]]:
+    """`benchmark` on onnxruntime alone: the report (no error yet), the input and the first output
+    (with `check`, every output: `Prepared.compared`'s value follows).
 
-    `check` only turns TF32 off, so that the output can be compared with PyTorch's.
+    `check` also turns TF32 off, so that the outputs can be compared with PyTorch's.
     """
     if batch < 1 or warmup < 0 or repeat < 1:
         raise RunError("--batch and --repeat must be at least 1, --warmup at least 0")
@@ -445,7 +476,8 @@ def measure(
             raise RunError("the CUDA provider is installed but failed to start (is a GPU visible?)")
         note = "the CUDA provider failed to start; fell back to CPU"
     name, x = make_input(session, batch, seed, prepared.vocabulary)
-    output = session.run(None, {name: x})[0]
+    outputs = session.run(None, {name: x})
+    output = outputs[0]
     if not isinstance(output, np.ndarray):
         raise RunError(f"the model's first output is a {type(output).__name__}, not a tensor")
     step = _timer(session, name, x, actual[0] == CUDA)
@@ -473,21 +505,24 @@ def measure(
         macs_per_image=macs,
         gflops=2 * macs * batch / p50 / 1e9 if macs is not None else None,
         opset=prepared.opset,
+        compared=prepared.compared,
     )
-    return report, x, output
+    return report, x, outputs if check else [output]
 
 
-def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
+def torch_error(prepared: Prepared, x: np.ndarray, outputs: list[np.ndarray]) -> float:
     """max|y_ort - y_torch| / max|y_torch|: error relative to the output's scale.
 
     (Element-wise relative error is meaningless where outputs cross zero.)
+    `outputs` are onnxruntime's: the output, then `prepared.compared`'s value
+    when there is one, which is compared too (the larger error counts).
     """
     if prepared.analysis is None or prepared.weights is None:
         raise RunError("--check needs a .arch spec: an .onnx file has no PyTorch module to compare with")
     try:
         import torch
     except ImportError as e:
-        raise RunError("--check needs PyTorch (pip install torch)") from e
+        raise RunError(f"--check needs PyTorch: {TORCH_INSTALL}") from e
     from archc.backends.torch.generate import build_module
 
     module = build_module(prepared.analysis)
@@ -498,8 +533,17 @@ def torch_error(prepared: Prepared, x: np.ndarray, output: np.ndarray) -> float:
     except RuntimeError as e:
         raise RunError(f"the PyTorch module does not accept the ONNX model's weights: {e}") from e
     module.eval()
+    seen: list[np.ndarray] = []
+    if prepared.compared is not None:  # the final softmax's input, as its module receives it
+        softmax = next(n for n in prepared.analysis.graph.nodes if n.name == prepared.analysis.graph.output)
+        module.get_submodule(softmax.name).register_forward_hook(lambda m, args, out: seen.append(args[0].numpy()))
     with torch.no_grad():
-        expected = module(torch.from_numpy(x)).numpy()
+        expected = [module(torch.from_numpy(x)).numpy(), *seen]
+    errors = [_relative_error(got, want) for got, want in zip(outputs, expected, strict=True)]
+    return max(errors)
+
+
+def _relative_error(output: np.ndarray, expected: np.ndarray) -> float:
     if expected.shape != output.shape:
         raise RunError(f"PyTorch gives shape {list(expected.shape)}, onnxruntime {list(output.shape)}")
     if not (np.isfinite(output).all() and np.isfinite(expected).all()):

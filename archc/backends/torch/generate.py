@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archc.analysis import Analysis
+from archc.backends import TORCH_INSTALL
 from archc.backends.torch import calls as torch_calls
 from archc.backends.torch import pyexpr as E
 from archc.backends.torch.helpers import Feature
@@ -521,7 +522,7 @@ def build_module(analysis: Analysis) -> torch.nn.Module:
     try:
         import torch  # noqa: F401 - fail here, clearly, when torch is missing
     except ImportError as exc:
-        raise TorchGenError("building a PyTorch module needs torch: pip install 'archc[torch]'") from exc
+        raise TorchGenError(f"building a PyTorch module needs torch: {TORCH_INSTALL}") from exc
     source, name = _generate(analysis, "")
     filename = f"<archc {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks show the code
