@@ -440,6 +440,17 @@ def test_receptive_field_through_adaptive_pooling_and_fc(capsys: pytest.CaptureF
     assert layers["fc1"]["rf"] == [32, 32]  # the whole input
 
 
+def test_receptive_field_stops_at_a_window_over_tokens(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # found by the fuzzer (issue 12): a 1-D window over an image's tokens indexed the image's second axis
+    spec = write(tmp_path / "rf.arch", "input 8x8x4\nconv K=4 F=3 P=1\ntokens\nconv K=4 F=3\nadaptiveavgpool 1\n")
+    code, out, _ = run(capsys, "summary", "--rf", "--json", str(spec))
+    assert code == 0
+    layers = {layer["name"]: layer.get("receptive_field") for layer in json.loads(out)["layers"]}
+    assert layers["conv1"] == {"rf": [3, 3], "jump": [1, 1], "start": [0.5, 0.5]}
+    assert layers["tokens1"]["rf"] == [3, 3]  # each token is one position of conv1's map
+    assert layers["conv2"] is None and layers["adaptiveavgpool1"] is None
+
+
 def test_receptive_field_of_a_flat_network_is_none(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = write(tmp_path / "flat.arch", "input 64\nfc 10\n")
     code, out, err = run(capsys, "summary", "--rf", str(spec))

@@ -9,8 +9,9 @@ draws specs from the grammar, with every layer kind and key of the registry
 (so a new kind is fuzzed the day it lands), blocks with defaults in any
 order and hostile names, bodies, merges, `expect`s, extreme numbers and
 odd line breaks; and mutates the specs of `specs/`. Each goes through
-check (text and JSON), summary (--rf --explain, --json), fmt (round trip
-and idempotence), graph, diff, PyTorch source (compiled; built and run
+check (text and JSON), summary (--rf --explain as a table, markdown or
+CSV; --json), fmt (round trip and idempotence), graph (every --rankdir), diff
+(with itself and both ways with another network), PyTorch source (compiled; built and run
 when the network is small) and ONNX lowering (checked by onnx's checker,
 when small). An exception that is not archc's own (`ArchError`), an exit
 code 3, a traceback or a stage over `STAGE_S` seconds fails. CI runs
@@ -23,6 +24,7 @@ which explores new specs each run, is
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -394,6 +396,13 @@ def _cli(name: str, *argv: str) -> str:
     return out.getvalue()
 
 
+@functools.cache
+def _other() -> Network:
+    net = compile_text("input 8x8x3\nconv K=4 F=3\nrelu\nrepeat 2 { conv K=4 F=1 }\nfc 10\n", "other.arch").network
+    assert net is not None
+    return net
+
+
 def _small(net: Network) -> bool:
     """Small enough to build and run here: `adaptiveavgpool 34.8K` has no params and no MACs,
     but its output alone is 38 GB."""
@@ -425,7 +434,8 @@ def exercise(text: str) -> None:
         spec = Path(tmp, "f.arch")
         spec.write_bytes(text.encode("utf-8"))
         json.loads(_cli("check --format json", "check", "--format", "json", str(spec)))
-        _cli("summary", "summary", "--rf", "--explain", str(spec))
+        table = ("table", "markdown", "csv")[len(text) % 3]  # each format, on a third of the specs
+        _cli("summary", "summary", "--rf", "--explain", "--format", table, str(spec))
     with _stage("check"):
         r = compile_text(text, "f.arch")
         r.render()
@@ -446,10 +456,13 @@ def exercise(text: str) -> None:
         json.dumps(summary_json(net, rf))
     with _stage("graph"):
         to_dot(net)
-        to_dot(net, collapse=True)
+        to_dot(net, collapse=True, rankdir=("LR", "BT", "RL")[len(text) % 3])
     with _stage("diff"):
         d = diff(net, net)
         json.dumps(diff_json(d))
+        other = _other()  # the alignment of two different networks, both ways
+        json.dumps(diff_json(diff(net, other)))
+        json.dumps(diff_json(diff(other, net)))
     with _stage("PyTorch source"):
         source = net.torch_source()
         compile(source, "f.py", "exec")  # it always compiles as Python

@@ -8,6 +8,7 @@ onnxruntime the outputs of the original model within 1e-4 relative error.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,6 +19,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import archc  # noqa: E402
+from archc.cli import main  # noqa: E402
 from archc.importers.common import ImportFailure, finish  # noqa: E402
 from archc.importers.onnx import import_onnx  # noqa: E402
 
@@ -433,3 +435,73 @@ def test_asymmetric_padding_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImportFailure, match="asymmetric padding"):
         import_onnx(path)
 
+
+# --- hostile models (issue 12): each a located refusal, exit 1, never a traceback or a hang ------
+def _hostile_models(tmp: Path) -> dict[str, str]:
+    """{file name: a fragment of its message}; the files written under `tmp`."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    x = h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])
+    y = h.make_tensor_value_info("y", T.FLOAT, ["a", "b", "c", "d"])
+
+    def save(name: str, nodes: list, inputs: list | None = None, inits: tuple = (), outputs: list | None = None) -> None:
+        g = h.make_graph(nodes, "g", inputs or [x], outputs or [y], list(inits))
+        (tmp / name).write_bytes(h.make_model(g, opset_imports=[h.make_opsetid("", 20)]).SerializeToString())
+
+    w = nh.from_array(np.zeros((8, 3, 3, 3), np.float32), "w")
+    save("name.onnx", [h.make_node("Relu", ["x"], ["y"], name="Relu_name")])
+    data = (tmp / "name.onnx").read_bytes()
+    (tmp / "name.onnx").write_bytes(data.replace(b"Relu_name", b"\xdaelu_name"))  # protobuf hands it over as bytes
+    (tmp / "truncated.onnx").write_bytes(data[: len(data) // 2])
+    (tmp / "empty.onnx").write_bytes(b"")
+    (tmp / "garbage.onnx").write_bytes(bytes(range(256)) * 8)
+    os.mkfifo(tmp / "fifo.onnx")
+    (tmp / "loop1.onnx").symlink_to("loop2.onnx")
+    (tmp / "loop2.onnx").symlink_to("loop1.onnx")
+    save("conv_one_input.onnx", [h.make_node("Conv", ["x"], ["y"])])
+    save("neg_dim.onnx", [h.make_node("Relu", ["x"], ["y"])], [h.make_tensor_value_info("x", T.FLOAT, [1, 3, -5, 8])])
+    seq = h.make_tensor_sequence_value_info("y", T.FLOAT, None)
+    save("sequence.onnx", [h.make_node("SequenceConstruct", ["x"], ["y"])], outputs=[seq])
+    huge = T(name="w", data_type=T.FLOAT, dims=[1 << 20, 1 << 20, 3, 3])  # 36 TiB declared, no data
+    save("huge.onnx", [h.make_node("Conv", ["x", "w"], ["y"])], inits=(huge,))
+    for name, location in (("absolute.onnx", "/etc/passwd"), ("dotdot.onnx", "../../etc/passwd")):
+        ext = T()
+        ext.CopyFrom(w)
+        ext.ClearField("raw_data")
+        ext.data_location = T.EXTERNAL
+        ext.external_data.add(key="location", value=location)
+        save(name, [h.make_node("Conv", ["x", "w"], ["y"])], inits=(ext,))
+    return {
+        "name.onnx": "NodeProto.name is not UTF-8 text",
+        "truncated.onnx": "not a readable ONNX model",
+        "empty.onnx": "the file is empty",
+        "garbage.onnx": "not a readable ONNX model",
+        "fifo.onnx": "a named pipe (FIFO), not a regular file",
+        "loop1.onnx": "a symbolic link loop",
+        "conv_one_input.onnx": "input size 1 not in range",
+        "neg_dim.onnx": "negative dimension (-5)",
+        "sequence.onnx": "output 'y' is not a tensor",
+        "huge.onnx": "more than --max-size 4.0 GiB",
+        "absolute.onnx": "'/etc/passwd' is not a file beside the model",
+        "dotdot.onnx": "'../../etc/passwd' is not a file beside the model",
+    }
+
+
+def test_hostile_models_are_refused_by_name(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    expected = _hostile_models(tmp_path)
+    for name, fragment in expected.items():
+        # a child process: a FIFO blocked the read forever, a non-UTF-8 name was exit 3
+        proc = subprocess.run(
+            [sys.executable, "-m", "archc", "import", name, "-o", "out.arch"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"},
+        )
+        assert proc.returncode == 1 and fragment in proc.stderr, (name, proc.returncode, proc.stderr)
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, name
+    assert not (tmp_path / "out.arch").exists()
+    # the message says to raise --max-size: import takes it (the model then fails the checker: no data)
+    assert main(["import", str(tmp_path / "huge.onnx"), "-o", "-", "--max-size", "100T"]) == 1

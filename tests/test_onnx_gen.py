@@ -348,6 +348,31 @@ def test_attention_is_standard_operators_with_a_constant_causal_mask() -> None:
     assert m.shape == (5, 5) and (m[np.tril_indices(5)] == 0).all() and np.isneginf(m[np.triu_indices(5, 1)]).all()
 
 
+def test_the_causal_mask_and_rotary_tables_are_made_once_for_every_layer(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every layer reads one mask and one pair of tables, computed once (GPT-2's 12 layers at
+    T=1024 would otherwise build twelve 4 MB masks for the one kept)."""
+    import archc.backends.onnx.generate as generate
+
+    made = {"triu": 0, "rope": 0}
+    triu, rope = np.triu, generate._rotary_tables
+
+    def counted_triu(*a, **k):  # type: ignore[no-untyped-def]
+        made["triu"] += 1
+        return triu(*a, **k)
+
+    def counted_rope(*a, **k):  # type: ignore[no-untyped-def]
+        made["rope"] += 1
+        return rope(*a, **k)
+
+    monkeypatch.setattr(generate.np, "triu", counted_triu)
+    monkeypatch.setattr(generate, "_rotary_tables", counted_rope)
+    net = archc.loads("input 6x8\nrepeat 3 { attention 2 causal=true rope=true }\n")
+    model = build_model(net.analysis, weights="zeros")
+    constants = [t.name for t in model.graph.initializer if t.name.startswith(("/const/causal", "/const/rope"))]
+    assert sorted(constants) == ["/const/causal6", "/const/rope6x4b10000/cos", "/const/rope6x4b10000/sin"]
+    assert made == {"triu": 1, "rope": 1}
+
+
 def test_rmsnorm_is_written_out_and_matches_its_formula() -> None:
     net = archc.loads("input 3x6\nn: rmsnorm eps=1e-3\n")
     weights = {"n.weight": np.linspace(0.5, 2, 6, dtype=np.float32)}

@@ -325,6 +325,26 @@ def test_the_w001_padding_hint_is_closed_form() -> None:
     assert time.perf_counter() - start < 1 and [d.code for d in r.warnings] == ["W001"]
 
 
+def test_diff_of_long_repetitive_specs_is_linear() -> None:
+    """difflib's LCS visits every pair of equal layers: 20,000 flat `relu`s against the same with
+    one changed took minutes of CPU; the head, the tail and a budget keep it linear."""
+    from archc.tools.diff import CHANGED, SAME, diff
+
+    n = 20_000
+    a = compile_text("input 8x8x3\n" + "relu\n" * n, "a.arch").network
+    b = compile_text("input 8x8x3\n" + "relu\n" * (n // 2) + "tanh\n" + "relu\n" * (n // 2), "b.arch").network
+    c = compile_text("input 8x8x3\n" + "tanh\nrelu\n" * (n // 2), "c.arch").network
+    assert a is not None and b is not None and c is not None
+    start = time.process_time()
+    d = diff(a, b)
+    assert [r.status for r in d.rows].count(SAME) == n and [r.kind for r in d.rows if r.status != SAME] == [
+        (None, "tanh")
+    ]
+    d = diff(a, c)  # no common head, 10,000 x 20,000 equal pairs: paired position by position
+    assert len(d.rows) == n and [r.status for r in d.rows].count(CHANGED) == n // 2
+    assert time.process_time() - start < MAX_CPU_S
+
+
 # --- item 16: a warning inside a repeat ------------------------------------------------------------
 def test_a_warning_inside_a_repeat_keeps_every_copy() -> None:
     r = compile_text("input 8x8x3\nlayer: repeat 3 { forward: conv K=3 F=3 P=1 }\nexpect layer.2.forward.params = 84\n", "t.arch")

@@ -15,7 +15,10 @@ jump below one input step. `adaptiveavgpool` is a window of its largest bin, its
 size ratio (rounded where uneven). Layers that mix every position (fc,
 flatten, global pooling) see the whole input: their field is at least the
 input's size, with one position (jump = the input's size). A network with a
-flat input has no spatial field: no layer gets one.
+flat input has no spatial field: no layer gets one. Nor does a windowed
+layer over positions of another rank than the input's (a 1-D conv over the
+`tokens` of an image: its window is no box of the image), nor any layer
+that only it feeds.
 """
 
 from __future__ import annotations
@@ -41,10 +44,15 @@ def receptive_fields(analysis: Analysis) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for node in analysis.graph.nodes:
         ins = [fields[i] for i in node.inputs if i in fields]
+        if not ins:  # only after a layer without a field
+            continue
         rf, jump, start = max(ins, key=lambda f: math.prod(f[0]))
         facts = analysis.facts[node.name]
         kind = KINDS[node.kind]
         traits = kind.traits
+        windowed = kind.receptive is not None or facts.window is not None or traits.window is WindowKind.ADAPTIVE
+        if windowed and not len(facts.inputs[0].spatial) == rank == len(facts.output.spatial):
+            continue  # a window over `tokens` of an image: its positions are no box of the input's
         if kind.receptive is not None:  # convtranspose, upsample, crop: the kind's own rule
             layer = facts.applied(node.attrs)
             new = [kind.receptive(layer, axis, rf[axis], jump[axis], start[axis]) for axis in range(rank)]

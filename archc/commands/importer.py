@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archc.diagnostics import ArchError, shown
+from archc.limits import DEFAULT_MAX_SIZE, parse_size, size_text
 
 if TYPE_CHECKING:
     import numpy
@@ -38,10 +39,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("model", metavar="MODEL", help="the model: a .prototxt (Caffe) or an .onnx file")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the .arch spec to write ('-': stdout)")
     p.add_argument("--weights", default=None, metavar="FILE", help="also write the weights (.safetensors; ONNX only)")
+    p.add_argument(
+        "--max-size",
+        type=parse_size,
+        default=DEFAULT_MAX_SIZE,
+        metavar="SIZE",
+        help=f"refuse a model whose weights declare over SIZE (e.g. 20G; default {size_text(DEFAULT_MAX_SIZE)})",
+    )
     p.set_defaults(run=run)
 
 
-def importer(model: Path) -> Callable[[Path], Imported]:
+def importer(model: Path) -> Callable[..., Imported]:
     """The function that imports `model`, chosen by its suffix."""
     import importlib
 
@@ -62,7 +70,7 @@ def importer(model: Path) -> Callable[[Path], Imported]:
         if e.name != module:
             raise
         raise ArchError(f"importing {what} models is not available in this version of archc") from None
-    imports: Callable[[Path], Imported] = getattr(loaded, function)
+    imports: Callable[..., Imported] = getattr(loaded, function)
     return imports
 
 
@@ -87,10 +95,16 @@ def run(args: argparse.Namespace) -> int:
     out = None if to_stdout else check_output(args.output, model)
     if weights_out is not None:
         weights_out = check_output(weights_out, model)
-    if not model.exists():
-        raise ArchError(f"{shown(str(model))}: no such file")
+    from archc.files import why_not_a_spec
+
+    problem = why_not_a_spec(model)  # a FIFO blocked the read forever; /proc files, link loops
+    if problem is None and model.is_dir():
+        problem = "a directory, not a model file"
+    if problem is not None:
+        raise ArchError(f"{shown(str(model))}: {problem}")
     try:
-        imported = imports(model)
+        # the message of a model over the limit says to raise --max-size
+        imported = imports(model, args.max_size) if model.suffix.lower() == ".onnx" else imports(model)
     except ImportFailure as exc:
         from archc.commands.common import use_color
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 
 from archc.diagnostics import ArchError, shown
 from archc.limits import DEFAULT_MAX_SIZE, check_size
@@ -149,9 +150,11 @@ def _parse(buf: mmap.mmap, path: Path) -> Loaded:
         else:
             model_bytes += buf[begin:end]
     model = onnx.ModelProto.FromString(bytes(model_bytes))
+    _require_text(model, path)
     loaded = Loaded(model, keep=buf)
     listed = {i.name for i in model.graph.input}
     for tensor, offset, length in stripped:
+        _require_text(tensor, path)
         shape = tuple(int(d) for d in tensor.dims)
         if any(d < 0 for d in shape):
             raise OnnxImportError(f"{shown(str(path))}: initializer {shown(tensor.name)!r} has a negative dimension")
@@ -169,6 +172,26 @@ def _parse(buf: mmap.mmap, path: Path) -> Loaded:
         if tensor.name not in listed:  # the graph names its weights as inputs with their types
             model.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, shape))
     return loaded
+
+
+def _require_text(message: Message, path: Path) -> None:
+    """Refuse a string field that is not UTF-8: protobuf hands such a field over as `bytes`
+    (onnx's schema is proto2), which every name-handling step then trips on."""
+    stack = [message]
+    while stack:  # not recursive: subgraphs nest as deep as the file says
+        msg = stack.pop()
+        for fd, value in msg.ListFields():
+            repeated = getattr(fd, "is_repeated", None)  # protobuf 7 dropped `label`
+            if repeated is None:
+                repeated = fd.label == fd.LABEL_REPEATED
+            values = value if repeated else [value]
+            if fd.type == fd.TYPE_MESSAGE:
+                stack.extend(values)
+            elif fd.type == fd.TYPE_STRING and any(isinstance(v, bytes) for v in values):
+                raise OnnxImportError(
+                    f"{shown(str(path))}: {msg.DESCRIPTOR.name}.{fd.name} is not UTF-8 text; "
+                    "the file is damaged or not an ONNX model"
+                )
 
 
 def _strip(buf: mmap.mmap, start: int, end: int) -> tuple[onnx.TensorProto, int, int] | None:

@@ -455,6 +455,14 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     into a constant when the session starts), heads split by Reshape and Transpose, scores
     scaled after their MatMul (onnxruntime fuses the scale into it), a constant additive causal
     mask, Softmax over the last axis, the weighted sum, heads joined and the output projection.
+
+    Against the other forms, on onnxruntime 1.32's CPU provider (`bench/bench_sequence.py --forms`:
+    GPT-2's block, batch 8, one thread): k transposed as q is (optimised into this same graph),
+    one q,k,v MatMul + Split and Reshape + Gemm projections came within the run-to-run noise
+    (+-4%); the opset-23 `Attention` op, same outputs, 1-8% faster on the block, 1-2% of GPT-2,
+    whose GEMMs are 95% of its time: not worth a newer default opset. onnxruntime's CPU
+    AttentionFusion matches BERT's graph with a mask input, or GPT-2's Gemm export, only: it
+    fuses neither this graph nor torch.onnx.export's.
     """
     (x,) = ctx.inputs(node)
     a, p = node.attrs, node.name
@@ -472,11 +480,12 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     q = ctx.emit("Transpose", [q], f"{p}/q_t", perm=[0, 2, 1, 3])  # [batch, heads, L, width]
     v = ctx.emit("Transpose", [v], f"{p}/v_t", perm=[0, 2, 1, 3])
     if a["rope"]:
-        cos, sin = _rotary_tables(length, width, float(a["rope_base"]))
-        tables = (
-            ctx.constant(f"/const/rope{length}x{width}b{a['rope_base']:g}/cos", cos),
-            ctx.constant(f"/const/rope{length}x{width}b{a['rope_base']:g}/sin", sin),
-        )
+        rope = f"/const/rope{length}x{width}b{a['rope_base']:g}"
+        if f"{rope}/cos" not in ctx.constants:  # made once, shared by every layer
+            cos, sin = _rotary_tables(length, width, float(a["rope_base"]))
+            ctx.constant(f"{rope}/cos", cos)
+            ctx.constant(f"{rope}/sin", sin)
+        tables = (f"{rope}/cos", f"{rope}/sin")
         q = _rotate(ctx, q, f"{p}/q_rope", tables, width)
         k = ctx.emit("Transpose", [k], f"{p}/k_t", perm=[0, 2, 1, 3])
         k = _rotate(ctx, k, f"{p}/k_rope", tables, width)
@@ -492,8 +501,10 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     scores = ctx.emit("MatMul", [q, k], f"{p}/scores")
     scores = ctx.emit("Mul", [scores, ctx.constant(f"/const/scale{width}", 1.0 / float(np.sqrt(width)))], f"{p}/scaled")
     if a["causal"]:
-        mask = np.triu(np.full((length, length), -np.inf, np.float32), k=1)
-        scores = ctx.emit("Add", [scores, ctx.constant(f"/const/causal{length}", mask)], f"{p}/masked")
+        mask = f"/const/causal{length}"
+        if mask not in ctx.constants:  # made once (4 MB at L=1024), shared by every layer
+            ctx.constant(mask, np.triu(np.full((length, length), -np.inf, np.float32), k=1))
+        scores = ctx.emit("Add", [scores, mask], f"{p}/masked")
     probs = ctx.emit("Softmax", [scores], f"{p}/softmax", axis=-1)
     y = ctx.emit("MatMul", [probs, v], f"{p}/weighted")  # [batch, heads, L, width]
     y = ctx.emit("Transpose", [y], f"{p}/joined", perm=[0, 2, 1, 3])
