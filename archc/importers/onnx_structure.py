@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 
 from archc.importers.onnx_graph import GraphView, Match
+from archc.importers.onnx_sequence import shape_of
 
 KEYWORDS = frozenset("network input block repeat residual shortcut concat add multiply branch expect".split())
 
@@ -167,7 +168,9 @@ def _merge(view: GraphView, join: Join, branches: list[list[Leaf | Merge]]) -> M
         return Merge("concat", join, branches)
     if op == "Mul":
         return Merge("multiply", join, branches)
-    shapes = {view.shape(i) for i in join.inputs}
+    # shape_of: GPT-2's first shortcut (the embeddings' sum) has no shape after the TorchScript
+    # exporter's Range of positions stops ONNX's inference
+    shapes = {shape_of(view, i) for i in join.inputs}
     if len(branches) == 2 and len(shapes) == 1:
         body, shortcut = sorted(branches, key=_size, reverse=True)
         return Merge("residual", join, [body, shortcut] if shortcut else [body])
