@@ -34,7 +34,7 @@ def test_finish_reports_a_spec_that_does_not_check_as_a_bug_with_its_diagnostics
     with pytest.raises(ImporterBug) as err:
         finish(Imported("input 8x8x3\nconv K=4 F=9\n", "bad.prototxt"))
     text = str(err.value)
-    assert "bug in archc" in text and "bad.prototxt" in text and "E2" in text
+    assert "importer has a bug" in text and "bad.prototxt" in text and "E2" in text
 
 
 def test_finish_checks_the_weights_against_the_spec() -> None:

@@ -145,7 +145,9 @@ def _checked(result: CompileResult, source: str) -> Network:
         )
     if result.network is None:
         raise ImporterBug(
-            f"the spec imported from {shown(source)} does not check; this is a bug in archc's importer, "
-            f"please report it with the model:\n{result.render()}"
+            f"the spec imported from {shown(source)} does not check: either the model holds values no "
+            "network can have (a group count or a dimension of 0, say; the errors below name them), or "
+            f"archc's importer has a bug: if the model runs in onnxruntime, please report it with the model:\n"
+            f"{result.render()}"
         )
     return result.network

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import Message
 
+from archc.backends.onnx.io import varint
 from archc.diagnostics import ArchError, shown
 from archc.limits import DEFAULT_MAX_SIZE, check_size
 
@@ -60,18 +61,6 @@ def _varint(buf: mmap.mmap | bytes, pos: int) -> tuple[int, int]:
         if not b & 0x80:
             return result, pos
         shift += 7
-
-
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def _fields(buf: mmap.mmap | bytes, start: int, end: int) -> list[tuple[int, int, int, int, int]]:
@@ -146,7 +135,7 @@ def _parse(buf: mmap.mmap, path: Path) -> Loaded:
     model_bytes = bytearray()
     for _number, _wire, begin, _value, end in top:
         if begin == g_begin:
-            model_bytes += _encode_varint(_MODEL_GRAPH << 3 | 2) + _encode_varint(len(kept_graph)) + kept_graph
+            model_bytes += varint(_MODEL_GRAPH << 3 | 2) + varint(len(kept_graph)) + kept_graph
         else:
             model_bytes += buf[begin:end]
     model = onnx.ModelProto.FromString(bytes(model_bytes))

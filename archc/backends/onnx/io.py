@@ -70,7 +70,8 @@ class Tensor:
     data: Callable[[], Iterable[Any]]  # bytes-like chunks, nbytes in all, each written before the next is asked for
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """`n` as a protobuf base-128 varint (also what `archc import` writes back its trimmed model with)."""
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -83,7 +84,7 @@ def _varint(n: int) -> bytes:
 
 
 def _key(field_number: int) -> bytes:
-    return _varint(field_number << 3 | 2)  # wire type 2: length-delimited
+    return varint(field_number << 3 | 2)  # wire type 2: length-delimited
 
 
 def copy_except(msg: Message, skip: str) -> Any:
@@ -251,19 +252,19 @@ def _write_model(
         else:
             pieces.append((t.header.SerializeToString(), True))
     sizes = [
-        len(h) + (len(_key(_RAW_DATA)) + len(_varint(t.nbytes)) + t.nbytes if follows else 0)
+        len(h) + (len(_key(_RAW_DATA)) + len(varint(t.nbytes)) + t.nbytes if follows else 0)
         for (h, follows), t in zip(pieces, tensors, strict=True)
     ]
     graph_bytes = graph_rest.SerializeToString()
-    graph_len = len(graph_bytes) + sum(len(_key(_INITIALIZER)) + len(_varint(s)) + s for s in sizes)
+    graph_len = len(graph_bytes) + sum(len(_key(_INITIALIZER)) + len(varint(s)) + s for s in sizes)
     with tmp.open("wb") as f:
-        head = model_rest.SerializeToString() + _key(_GRAPH) + _varint(graph_len)
+        head = model_rest.SerializeToString() + _key(_GRAPH) + varint(graph_len)
         reserve(f, len(head) + graph_len)
         f.write(head + graph_bytes)
         for i, ((header, follows), size, t) in enumerate(zip(pieces, sizes, tensors, strict=True)):
-            f.write(_key(_INITIALIZER) + _varint(size) + header)
+            f.write(_key(_INITIALIZER) + varint(size) + header)
             if follows:
-                f.write(_key(_RAW_DATA) + _varint(t.nbytes))
+                f.write(_key(_RAW_DATA) + varint(t.nbytes))
                 if i in inline:
                     f.write(inline[i])
                 else:
