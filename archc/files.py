@@ -335,9 +335,3 @@ def reserve(f: IO[bytes], size: int) -> None:
 def write_atomic(target: Path, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
-
-
-def write_with(target: Path, writer: Callable[[Path], None]) -> None:
-    """Let `writer` fill a temporary file, then move it into place."""
-    with atomic_path(target) as tmp:
-        writer(tmp)

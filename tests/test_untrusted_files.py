@@ -222,12 +222,13 @@ def test_a_missing_output_directory_is_not_created(
 SLOW_WRITE = """\
 import sys, time
 from pathlib import Path
-from archc.files import write_with
+from archc.files import atomic_path
 def slow(tmp: Path) -> None:
     tmp.write_bytes(b"x" * 1000)
     print("writing", flush=True)
     time.sleep(30)
-write_with(Path(sys.argv[1]), slow)
+with atomic_path(Path(sys.argv[1])) as tmp:
+    slow(tmp)
 """
 
 
