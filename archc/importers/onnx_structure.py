@@ -32,7 +32,7 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -213,6 +213,7 @@ class RepeatE:
 
 
 Entry = LayerE | MergeE | ScopeE | RepeatE
+_E = TypeVar("_E", LayerE, ScopeE)  # what `_outside_merges` collects
 
 
 def _path(text: str) -> Path:
@@ -368,7 +369,7 @@ def _layer_names(entries: list[Entry]) -> None:
     """Names unique in the scope: a paramless layer's repeated name, a name that only repeats its
     kind (`relu: relu`) and a `Sequential` index are dropped; a layer with weights and no name is
     named by its kind (`conv`, or `conv1`, `conv2` where there are several), as a person would."""
-    layers = _scope_layers(entries)
+    layers = _outside_merges(entries, LayerE)
     for e in layers:
         kind = e.leaf.match.statement.split()[0]
         if e.name is not None and (e.name.isdigit() or (e.name == kind and not e.leaf.match.weights)):
@@ -413,17 +414,6 @@ def _fresh(base: str, taken: set[str], start: int = 2) -> str:
     return f"{base}{k}"
 
 
-def _scope_layers(entries: list[Entry]) -> list[LayerE]:
-    out: list[LayerE] = []
-    for e in entries:
-        if isinstance(e, LayerE):
-            out.append(e)
-        elif isinstance(e, MergeE):
-            for b in e.branches:
-                out += _scope_layers(b)
-    return out
-
-
 def _inline(entries: list[Entry]) -> list[Entry]:
     """A module holding one layer is that layer under the module's name (`classifier: fc 10`,
     `downsample: conv ...`), not a block of one line."""
@@ -439,11 +429,11 @@ def _inline(entries: list[Entry]) -> list[Entry]:
 
 def _prepare(entries: list[Entry], nested: bool = False) -> list[Entry]:
     """Bottom-up: children's templates, repeats of numbered children, names of numbered children."""
-    for scope in _walk_scopes(entries):
+    for scope in _outside_merges(entries, ScopeE):
         scope.entries = _prepare(scope.entries, nested=True)
     entries = _inline(entries)
     _layer_names(entries)
-    for scope in _walk_scopes(entries):
+    for scope in _outside_merges(entries, ScopeE):
         scope.template = _template(scope.entries)
     if nested and _counted(entries):
         return [RepeatE("0", entries)]  # type: ignore[arg-type]  # checked: all ScopeE
@@ -469,7 +459,7 @@ def _prepare(entries: list[Entry], nested: bool = False) -> list[Entry]:
         rest = second if isinstance(second, RepeatE) else RepeatE("1", [second])
         rest.name = "rest"
         out[1] = rest
-    named: list[ScopeE | RepeatE] = [*_walk_scopes(out), *(r for r in out if isinstance(r, RepeatE))]
+    named: list[ScopeE | RepeatE] = [*_outside_merges(out, ScopeE), *(r for r in out if isinstance(r, RepeatE))]
     for n in named:
         if n.name not in ("first", "rest") and not n.name.isdigit():  # indices: named by `_index_names`
             n.name = _name(n.name)
@@ -491,14 +481,16 @@ def _counted(entries: list[Entry]) -> bool:
             and all(_same(e, scopes[0]) for e in scopes))
 
 
-def _walk_scopes(entries: list[Entry]) -> list[ScopeE]:
-    out: list[ScopeE] = []
+def _outside_merges(entries: list[Entry], cls: type[_E]) -> list[_E]:
+    """The entries of type `cls` in `entries` and, recursively, in the branches of its merges
+    (not inside scopes: each scope is its own list)."""
+    out: list[_E] = []
     for e in entries:
-        if isinstance(e, ScopeE):
+        if isinstance(e, cls):
             out.append(e)
         elif isinstance(e, MergeE):
             for b in e.branches:
-                out += _walk_scopes(b)
+                out += _outside_merges(b, cls)
     return out
 
 
