@@ -524,3 +524,11 @@ def test_scopes_become_blocks_only_where_their_names_stay_apart() -> None:
         "s1: S K=8 -> 16x16x8",  # the call asserts the scope's output, though its last layer is a relu
         "s2: S K=4 -> 16x16x4",
     ]  # fmt: skip
+
+
+def test_messages_nested_past_the_limit_are_one_located_error() -> None:
+    """150 nested `layer {` crashed the import with exit 3 (RecursionError in a repr); now E900 at the brace."""
+    text = 'name: "x"\n' + "layer { " * 150 + "}" * 150 + "\n"
+    with pytest.raises(ImportFailure) as info:
+        import_text(text, "deep.prototxt")
+    assert "nest more than 100 deep" in str(info.value) and "deep.prototxt:2:" in str(info.value)

@@ -23,6 +23,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from archc.importers.common import ImportFailure
+from archc.limits import MAX_DEPTH
 
 
 class Identifier(str):
@@ -164,12 +165,32 @@ def _parser() -> Lark:
 
 def parse(text: str, path: str = "<string>") -> Message:
     """The top-level message of a prototxt; a syntax error is an `ImportFailure` at its line and column."""
+    _check_nesting(text, path)  # before the parse: the tree and its reprs recurse once per level
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, path) from None
     assert isinstance(tree, Message)
     return tree
+
+
+def _check_nesting(text: str, path: str) -> None:
+    """Messages nested past `MAX_DEPTH` (a spec's own nesting limit) are refused at the brace that crosses it."""
+    depth = 0
+    try:
+        for tok in _parser().lex(text):
+            if tok.type in ("LBRACE", "LESSTHAN"):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ImportFailure.at(
+                        path, text, tok.line or 1, tok.column or 1,
+                        f"messages nest more than {MAX_DEPTH} deep",
+                        "a Caffe model nests a few levels (layer { convolution_param { ... } })",
+                    )
+            elif tok.type in ("RBRACE", "MORETHAN"):
+                depth -= 1
+    except UnexpectedInput:
+        return  # a syntax error: the parse reports it, located
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> ImportFailure:
