@@ -341,6 +341,18 @@ def test_spec_to_onnx_to_spec(spec: str, tmp_path: Path) -> None:
     assert (net.params, net.macs, net.output_shape) == (original.params, original.macs, original.output_shape)
 
 
+def test_a_long_chain_imports(tmp_path: Path) -> None:
+    """`repeat 400 { relu }` was refused as "nests too deeply" (a recursive, unmemoised walk along
+    the chain: quadratic, and past Python's 1,000 frames); 2,000 layers now import."""
+    original = archc.compile_text("input 8x8x3\nconv K=4 F=1\nrepeat 2000 { relu }\n", "chain.arch").network
+    assert original is not None
+    path = tmp_path / "chain.onnx"
+    original.to_onnx(path, weights="random")
+    spec = finish(import_onnx(path))
+    net = archc.compile_text(spec, "imported.arch").network
+    assert net is not None and (net.params, net.output_shape) == (original.params, original.output_shape)
+
+
 # --- what cannot be imported is an error naming the node ----------------------------------------
 def test_unsupported_node_is_named(tmp_path: Path) -> None:
     from onnx import TensorProto, helper

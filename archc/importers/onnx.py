@@ -34,7 +34,11 @@ act: relu
 from __future__ import annotations
 
 import re
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -69,11 +73,44 @@ def import_onnx(path: str | Path, max_size: int = DEFAULT_MAX_SIZE) -> Imported:
         raise ImportFailure(str(e)) from e
     view = GraphView(loaded.model, loaded.readers, loaded.shapes)
     try:
-        items = _match(view, path)
-        text, weights = _spec(view, items, path)
+        items = _with_room(_match, view, path)
+        text, weights = _with_room(_spec, view, items, path)
     except RecursionError as e:
-        raise ImportFailure(f"{path}: the graph nests too deeply to import") from e
+        raise ImportFailure(f"{path}: the graph is too deep to import (over {_FRAMES:,} frames of nesting)") from e
     return Imported(text, path.name, weights)
+
+
+# The structure walks recurse along chains of nodes, not only into merges: ResNet-152 or a
+# `repeat 400 { relu }` needs more than Python's 1,000 frames. They run in a thread of their
+# own with a deep stack (reserved, not committed) and a raised recursion limit.
+_STACK = 512 << 20
+_FRAMES = 100_000
+_T = TypeVar("_T")
+
+
+def _with_room(fn: Callable[..., _T], *args: Any) -> _T:
+    """`fn(*args)` with room to recurse `_FRAMES` deep; its exceptions are raised here."""
+    result: list[_T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread, raised there
+            failure.append(e)
+
+    old_stack, old_limit = threading.stack_size(_STACK), sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, _FRAMES))
+    try:
+        worker = threading.Thread(target=run, name="archc-import")
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(old_stack)
+        sys.setrecursionlimit(old_limit)
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _fail(view: GraphView, path: Path, node: onnx.NodeProto, why: str, hint: str | None = None) -> ImportFailure:

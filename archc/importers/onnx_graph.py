@@ -121,6 +121,7 @@ class GraphView:
         self.outputs = [o.name for o in graph.output]
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         self._static_cache: dict[str, np.ndarray | None] = {}
+        self._is_static: dict[str, bool] = {}
         self._infer(model)
 
     # --- shapes ---------------------------------------------------------------------------
@@ -181,7 +182,33 @@ class GraphView:
 
     def is_static(self, value: str) -> bool:
         """Whether the value is known before the input is: an initializer, a Constant, or computed
-        from those and from shapes only (Shape -> Gather -> Concat as exporters write a Reshape)."""
+        from those and from shapes only (Shape -> Gather -> Concat as exporters write a Reshape).
+
+        Memoised and iterative: asked of every value along a chain of thousands of nodes, a
+        recursive walk was quadratic and ran out of frames.
+        """
+        memo = self._is_static
+        stack, path = [(value, False)], set()  # depth first; `path`: the values being worked out
+        while stack:
+            top, inputs_done = stack.pop()
+            if top in memo:
+                continue
+            needs = self._static_if(top)
+            if isinstance(needs, bool):
+                memo[top] = needs
+            elif inputs_done:
+                memo[top] = all(memo.get(v, False) for v in needs)
+                path.discard(top)
+            elif top in path:  # a cycle (the checker refuses one): not static
+                memo[top] = False
+            else:
+                path.add(top)
+                stack.append((top, True))
+                stack += [(v, False) for v in needs if v not in memo]
+        return memo[value]
+
+    def _static_if(self, value: str) -> bool | list[str]:
+        """Whether `value` is static by itself, or the values it is static if all of."""
         if not value or self.is_initializer(value):
             return True
         node = self.producers.get(value)
@@ -190,8 +217,8 @@ class GraphView:
         if node.op_type in STATIC_OPS:
             return True
         if node.op_type == "CastLike":  # its second input gives a type only (dynamo=True, optimize=False)
-            return self.is_static(node.input[0])
-        return all(self.is_static(i) for i in node.input)
+            return [node.input[0]]
+        return list(node.input)
 
     def static_value(self, value: str) -> np.ndarray | None:
         """The value of a static value (see `is_static`), or None when it cannot be known here."""
