@@ -204,3 +204,10 @@ def test_explain_in_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert {line["topic"] for line in conv1["explain"]} == {"shape", "params", "macs"}
     plain = json.loads(_cli(["summary", "--json", str(SPECS / "alexnet_lecture.arch")], capsys)[0])
     assert "explain" not in plain["layers"][0]
+
+
+def test_huge_counts_print_without_a_suffix_after_an_exponent() -> None:
+    """Past 9,999T, `si` printed `4.254e+25T`: an exponent with a unit after it."""
+    from archc.analysis import si
+
+    assert (si(28_823_912), si(31.46e12), si(4.254e37)) == ("28.82M", "31.46T", "4.254e+37")

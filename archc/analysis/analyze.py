@@ -344,7 +344,15 @@ def fmt_int(n: int) -> str:
 
 
 def si(n: float) -> str:
-    """28823912 -> '28.82M' (and T from 1e12 on: a 7B model's MACs at 4k tokens are 31.46T)."""
+    """28823912 -> '28.82M' (and T from 1e12 on: a 7B model's MACs at 4k tokens are 31.46T).
+
+    Past 9,999T a suffix would only sit after an exponent (`4.254e+25T`): plain `4.254e+37`.
+
+    >>> si(28823912), si(31.46e12), si(4.254e37)
+    ('28.82M', '31.46T', '4.254e+37')
+    """
+    if abs(n) >= 1e16:
+        return f"{n:.4g}"
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(n) >= scale:
             return f"{n / scale:.4g}{suffix}"
