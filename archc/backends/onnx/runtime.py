@@ -170,7 +170,7 @@ def validate_model(model: onnx.ModelProto, path: Path, max_size: int = DEFAULT_M
             continue
         t = inp.type.tensor_type
         if not inp.type.HasField("tensor_type") or not t.HasField("shape") or not t.shape.dim:
-            raise RunError(f"{where}: input {inp.name!r} has no tensor shape; archc run feeds tensors of known rank")
+            raise RunError(f"{where}: input {inp.name!r} has no tensor shape; archc reads models whose inputs have a known rank")
         negative = [d.dim_value for d in t.shape.dim if d.HasField("dim_value") and d.dim_value < 0]
         if negative:
             raise RunError(f"{where}: input {inp.name!r} has a negative dimension ({negative[0]})")
