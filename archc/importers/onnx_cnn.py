@@ -235,6 +235,84 @@ def _reduce_mean(view: GraphView, node: onnx.NodeProto) -> Match | None:
     return _one(view, node, text, view.module_path(node))
 
 
+def layerscale(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Mul by a constant per-channel vector (`[C, 1, 1]` on an image, `[C]` when flat or on a
+    sequence) -> `layerscale`, its tensor under the layer's own name (ConvNeXt's `layer_scale`)."""
+    if node.op_type != "Mul" or len(node.input) != 2:
+        return None
+    constant = [i for i in node.input if view.is_initializer(i)]
+    computed = [i for i in node.input if not view.is_static(i)]
+    if len(constant) != 1 or len(computed) != 1:
+        return None
+    shape, w = view.shape(computed[0]), view.weight(constant[0])
+    if shape is None or w is None or len(shape) < 2:
+        return None
+    tokens = len(shape) == 3 and view.shape(node.output[0]) == shape and w.shape == (shape[-1],)
+    flat = len(shape) == 2 and w.shape == (shape[1],)
+    image = w.shape == (shape[1], *[1] * (len(shape) - 2))
+    if not (tokens or flat or image):
+        return None
+    source = view.source_name(constant[0])
+    name = source if "::" not in source and "/" not in source else view.module_path(node)
+    return Match(frozenset({view.key(node)}), computed[0], node.output[0], "layerscale", name, {"": w})
+
+
+def crop(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Slices of the spatial axes (one per axis, as `x[:, :, 2:14, 2:14]` exports), centred as a
+    whole (an odd excess cut at the end) -> `crop`."""
+    shape = view.shape(node.input[0])
+    if not _spatial_slice(view, node) or shape is None or view.is_static(node.input[0]):
+        return None
+    chain, begins = [node], [0] * (len(shape) - 2)
+    while True:
+        last = chain[-1]
+        for axis in range(2, len(shape)):
+            start = _slice_start(view, last, axis)
+            if start is None:
+                return None
+            begins[axis - 2] += start
+        after = view.only_consumer(last.output[0])
+        if after is None or not _spatial_slice(view, after):
+            break
+        chain.append(after)
+    out = view.shape(chain[-1].output[0])
+    assert out is not None  # checked by _spatial_slice
+    spatial, kept = shape[2:], out[2:]
+    if begins != [(n - k) // 2 for n, k in zip(spatial, kept, strict=True)]:
+        raise Refused(f"a crop to {list(kept)} starting at {begins}, not centred as archc's crop "
+                      "(it cuts (n-k)//2 at the start and the rest at the end)")
+    statement = "" if list(kept) == list(spatial) else f"crop {sizes(list(kept))}"
+    return Match(frozenset(view.key(n) for n in chain), node.input[0], chain[-1].output[0], statement,
+                 view.module_path(node))
+
+
+def _spatial_slice(view: GraphView, node: onnx.NodeProto) -> bool:
+    """A Slice (opset 10 on) of steps 1 that keeps the batch and the channels of a map."""
+    if node.op_type != "Slice" or len(node.input) < 3:
+        return False
+    shape, out = view.shape(node.input[0]), view.shape(node.output[0])
+    if shape is None or out is None or len(shape) < 3 or len(out) != len(shape) or shape[:2] != out[:2]:
+        return False
+    steps = view.static_value(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+    if steps is not None and any(int(s) != 1 for s in np.ravel(steps)):
+        raise Refused("a Slice with steps other than 1, which archc's crop cannot say")
+    return True
+
+
+def _slice_start(view: GraphView, node: onnx.NodeProto, axis: int) -> int | None:
+    """Where the Slice starts on `axis` (0 where it does not cut it), or None when not a constant."""
+    n = view.shape(node.input[0])
+    starts = view.static_value(node.input[1])
+    axes = view.static_value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if starts is None or n is None:
+        return None
+    listed = [int(a) % len(n) for a in np.ravel(axes)] if axes is not None else list(range(np.size(starts)))
+    if axis not in listed:
+        return 0
+    start = int(np.ravel(starts)[listed.index(axis)])
+    return max(0, start + n[axis]) if start < 0 else min(start, n[axis])
+
+
 def reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
     """Flatten, Reshape or Squeeze to `[batch, n]` -> `flatten`; Identity, Dropout pass their input on."""
     op = node.op_type
@@ -295,4 +373,5 @@ def _fc(view: GraphView, node: onnx.NodeProto, nodes: frozenset[str], out: str, 
     return Match(nodes, node.input[0], out, text, layer_name(view, node, node.input[1]), weights)
 
 
-MATCHERS: tuple[Matcher, ...] = (conv, convtranspose, batchnorm, activation, softmax, pool, reshape, gemm)
+MATCHERS: tuple[Matcher, ...] = (
+    conv, convtranspose, batchnorm, activation, softmax, pool, layerscale, crop, reshape, gemm)

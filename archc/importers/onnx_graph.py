@@ -120,6 +120,8 @@ class GraphView:
         self.inputs = [i.name for i in graph.input if i.name not in self._inits and i.name not in self._readers]
         self.outputs = [o.name for o in graph.output]
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        # archc names a layer's inner nodes `<layer>/<part>` (`h.0.attention1/scores`)
+        self.archc_names = model.producer_name == "archc"
         self._static_cache: dict[str, np.ndarray | None] = {}
         self._is_static: dict[str, bool] = {}
         self._infer(model)
@@ -312,7 +314,8 @@ class GraphView:
         attribute names, the root's "" first), else from the TorchScript
         exporter's node name (`/layer1/layer1.0/conv1/Conv`: each part a
         module's name, dotted below its parent), else from archc's own (the
-        dotted layer name). Empty when the model does not say.
+        dotted layer name, before the `/` of an inner node). Empty when the
+        model does not say.
         """
         meta = self.metadata(node)
         if NAME_SCOPES in meta:
@@ -331,6 +334,8 @@ class GraphView:
                 parts.extend(p for p in new.split(".") if p)
                 previous = piece
             return parts
+        if self.archc_names and "/" in name:
+            name = name.split("/", 1)[0]
         if name and "/" not in name and not name.startswith("#"):
             return [p for p in name.split(".") if p]
         return []

@@ -1222,6 +1222,35 @@ def match_layernorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
     )
 
 
+def match_channel_layernorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """LayerNorm over the channels of an image (a sequence, a volume): a Transpose to channels
+    last, LayerNormalization over the last axis and a Transpose back, as archc writes it and as
+    torchvision's LayerNorm2d (ConvNeXt) is exported."""
+    if node.op_type != "Transpose" or not _computed(view, node.input[0]):
+        return None
+    shape = shape_of(view, node.input[0])
+    if shape is None or len(shape) < 3:
+        return None
+    rank = len(shape)
+    if list(attr(node, "perm", [])) != [0, *range(2, rank), 1]:
+        return None
+    norm = _reader(view, node.output[0])
+    back = None if norm is None else _reader(view, norm.output[0])
+    if norm is None or back is None or back.op_type != "Transpose" or list(attr(back, "perm", [])) != [0, rank - 1, *range(1, rank - 1)]:
+        return None
+    inner = match_layernorm(view, norm)
+    if inner is None:
+        return None
+    return Match(
+        nodes=frozenset({view.key(node), *inner.nodes, view.key(back)}),
+        input=node.input[0],
+        output=back.output[0],
+        statement=inner.statement,
+        name=inner.name,
+        weights=inner.weights,
+    )
+
+
 def _reduce_last(view: GraphView, node: onnx.NodeProto, rank: int) -> bool:
     """A ReduceMean over the last axis that keeps it (axes as an attribute, or an input from opset 18)."""
     if node.op_type != "ReduceMean" or not attr(node, "keepdims", 1):
@@ -1348,7 +1377,8 @@ def match_rmsnorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
         return None
     if node.op_type == "Mul" and list(node.input) != [x, x]:
         return None
-    # Pow -> ReduceMean(last axis) -> Add(eps) -> Sqrt -> Reciprocal | Div(1, .) -> Mul(x, .) -> Mul(weight)
+    # Pow -> ReduceMean(last axis) -> Add(eps) -> Sqrt -> Reciprocal | Div(1, .) -> Mul(x, .) -> Mul(weight),
+    # or Sqrt -> Div(x, .) (archc's own)
     chain = [node]
     mean = _reader(view, node.output[0])
     if mean is None or mean.op_type != "ReduceMean" or not attr(mean, "keepdims", 1):
@@ -1370,7 +1400,12 @@ def match_rmsnorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
         return None
     chain += [mean, add]
     inv: onnx.NodeProto | None = sqrt
-    if sqrt.op_type == "Rsqrt":
+    scaled: onnx.NodeProto | None = None
+    divided = _reader(view, sqrt.output[0]) if sqrt.op_type == "Sqrt" else None
+    if divided is not None and divided.op_type == "Div" and list(divided.input) == [x, sqrt.output[0]]:
+        chain += [sqrt, divided]  # x / sqrt(...), as archc writes it
+        scaled = divided
+    elif sqrt.op_type == "Rsqrt":
         chain.append(sqrt)
     else:
         if sqrt.op_type != "Sqrt":
@@ -1381,11 +1416,13 @@ def match_rmsnorm(view: GraphView, node: onnx.NodeProto) -> Match | None:
         if inv.op_type == "Div" and (inv.input[1] != sqrt.output[0] or _scalar(view, inv.input[0]) != 1.0):
             return None
         chain += [sqrt, inv]
-    assert inv is not None
-    scaled = _reader(view, inv.output[0])
-    if scaled is None or scaled.op_type != "Mul" or set(scaled.input) != {x, inv.output[0]}:
-        return None
-    chain.append(scaled)
+    if scaled is None:
+        assert inv is not None
+        found = _reader(view, inv.output[0])
+        if found is None or found.op_type != "Mul" or set(found.input) != {x, inv.output[0]}:
+            return None
+        chain.append(found)
+        scaled = found
     out = scaled.output[0]
     weight = np.ones(shape[-1], np.float32)
     last = _reader(view, out)
@@ -1529,6 +1566,7 @@ MATCHERS: tuple[Matcher, ...] = tuple(
         match_tokens,
         match_select,
         match_layernorm,
+        match_channel_layernorm,
         match_layernorm_decomposed,
         match_rmsnorm,
         match_gelu,

@@ -120,19 +120,43 @@ def sequence(view: GraphView, items: list[Leaf | Join], start: str, end: str) ->
                 raise StructureError(
                     "its inputs do not all branch from one value (archc writes merges of branches "
                     "that start together)", join.node)
-            common = _first_common(nexts, reach, order, items)
-            if not isinstance(common, Join) or common.inputs.count(value) > 1:
+            merged, value = fork(value, nexts)
+            out += merged
+
+    def fork(value: str, nexts: list[Leaf | Join]) -> tuple[list[Leaf | Merge], str]:
+        """The merges of the branches that start at `value`, innermost first: a residual whose
+        body starts with another residual forks twice at one value."""
+        # a head: the items a branch has so far, the reader it goes on from (None: from `value`
+        # at its end), and all it reaches
+        heads: list[tuple[list[Leaf | Merge], Leaf | Join | None, str, set[int]]] = [
+            ([], r, value, reach(r)) for r in nexts]
+        while len(heads) > 1:
+            counts: dict[int, int] = {}
+            for *_, seen in heads:
+                for k in seen:
+                    counts[k] = counts.get(k, 0) + 1
+            shared = [items[order[k]] for k, n in counts.items() if n > 1]
+            joins = sorted((j for j in shared if isinstance(j, Join)), key=lambda j: order[id(j)])
+            if not joins or joins[0].inputs.count(value) > 1:
                 raise StructureError(
                     f"the {len(nexts)} readers of {value!r} do not meet again in one Add, Mul or Concat",
                     view.producer(value))
-            join = common
+            join = joins[0]
+            meeting = [h for h in heads if id(join) in h[3]]
             branches: dict[str, list[Leaf | Merge]] = {}
-            for reader in nexts:
+            for done, reader, at, _ in meeting:
                 if reader is join:
-                    branches[value] = []
-                    continue
-                assert isinstance(reader, Leaf)
-                body, ends = chain_from(reader, join)
+                    body, ends = done, at
+                elif isinstance(reader, Leaf):
+                    rest, ends = chain(reader.output, join)
+                    body = [*done, reader, *rest]
+                elif reader is None:
+                    rest, ends = chain(at, join)
+                    body = [*done, *rest]
+                else:  # another merge, reached from this side only
+                    raise StructureError(
+                        "its inputs do not all branch from one value (archc writes merges of branches "
+                        "that start together)", reader.node)
                 if ends not in join.inputs or ends in branches:
                     raise StructureError("its branches do not meet in one merge", join.node)
                 branches[ends] = body
@@ -140,8 +164,13 @@ def sequence(view: GraphView, items: list[Leaf | Join], start: str, end: str) ->
                 raise StructureError(
                     "its inputs do not all branch from one value (archc writes merges of branches "
                     "that start together)", join.node)
-            out.append(_merge(view, join, [branches[i] for i in join.inputs]))
-            value = join.output
+            merge = _merge(view, join, [branches[i] for i in join.inputs])
+            heads = [h for h in heads if id(join) not in h[3]]
+            heads.append(([merge], None, join.output, reach(join)))
+        done, reader, at, _ = heads[0]
+        if reader is not None:  # one reader left of several: they met before it
+            raise StructureError("its branches do not meet in one merge", view.producer(value))
+        return done, at
 
     def chain_from(first: Leaf, stop: Join) -> tuple[list[Leaf | Merge], str]:
         rest, ends = chain(first.output, stop)
@@ -149,17 +178,6 @@ def sequence(view: GraphView, items: list[Leaf | Join], start: str, end: str) ->
 
     body, _ = chain(start, None)
     return body
-
-
-def _first_common(nexts: list[Leaf | Join], reach: Any, order: dict[int, int], items: list[Leaf | Join]) -> Leaf | Join | None:
-    common: set[int] | None = None
-    for reader in nexts:
-        got = reach(reader)
-        common = got if common is None else common & got
-    if not common:
-        return None
-    first = min(common, key=lambda i: order[i])
-    return items[order[first]]
 
 
 def _merge(view: GraphView, join: Join, branches: list[list[Leaf | Merge]]) -> Merge:
@@ -814,4 +832,5 @@ def _weights(entries: list[Entry], prefix: Path) -> list[tuple[str, LayerE]]:
 
 def weight_arrays(layers: list[tuple[str, LayerE]]) -> dict[str, np.ndarray]:
     """The tensors under their state_dict names (`layer1.0.conv1.weight`)."""
-    return {f"{prefix}.{k}": v for prefix, e in layers for k, v in e.leaf.match.weights.items()}
+    # the key "" is the layer's own tensor (layerscale's): named after the layer alone
+    return {f"{prefix}.{k}" if k else prefix: v for prefix, e in layers for k, v in e.leaf.match.weights.items()}
