@@ -438,6 +438,25 @@ def test_errors_say_where(text: str, location: str, words: str) -> None:
     assert err.location == location and words in err.message, str(err)
 
 
+@pytest.mark.parametrize(
+    ("text", "location", "words", "hint"),
+    [
+        # Caffe refuses a field its message lacks: a misspelt stride is not read as the default
+        (HEADER + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 3 strid: 2 } }',
+         "net.prototxt:7:112", "convolution_param has no field 'strid'", "did you mean 'stride'?"),
+        (HEADER + 'layer { name: "r" type: "ReLU" botom: "data" top: "r" }', "net.prototxt:7:32", "a layer has no field 'botom'", "'bottom'"),
+        ('name: "x"\ninputs: "data"\n', "net.prototxt:2:1", "the network has no field 'inputs'", "'input'"),
+        (HEADER + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { pool: MAX kernel_size: 2 ceil_mode: false } }',
+         "net.prototxt:7:100", "pooling_param has no field 'ceil_mode'", "a fork's field is not read"),
+        (HEADER + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" include { phse: TEST } }', "net.prototxt:7:66",
+         "an include or exclude rule has no field 'phse'", "'phase'"),
+    ],
+)
+def test_a_field_caffe_proto_lacks_is_an_error(text: str, location: str, words: str, hint: str) -> None:
+    err = failure(text)
+    assert err.location == location and words in err.message and hint in str(err.hint), str(err)
+
+
 def test_a_binary_file_is_no_prototxt(tmp_path: Path) -> None:
     from archc.importers.caffe import import_prototxt
 

@@ -22,7 +22,8 @@ What is read: the header's `input:` with `input_dim:` or `input_shape`, or an
 CONVOLUTION); the layers of the TEST phase (a deploy file's), and of them
 Convolution, Deconvolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN,
 Dropout, Softmax, Concat, Eltwise, BatchNorm followed by Scale, Split and
-Flatten. Anything else is an `ImportFailure` at the line that says it.
+Flatten. Anything else is an `ImportFailure` at the line that says it, and so
+is a field caffe.proto does not give its message (`caffe_fields.py`).
 
 The parameters counted are the ones Caffe learns: a BatchNorm layer's blobs
 (running mean, variance and the moving-average factor) are statistics, as
@@ -33,6 +34,7 @@ published 25,557,032.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from pathlib import Path
 
 from archc.diagnostics import shown
 from archc.importers.blocks import recover_blocks
+from archc.importers.caffe_fields import MESSAGES
 from archc.importers.common import Imported, ImportFailure
 from archc.importers.prototxt import Field, Identifier, Message, Value, parse
 from archc.importers.structure import Node, StructureError, nest, render
@@ -140,6 +143,7 @@ class _Importer:
     # --- the network ---------------------------------------------------------------------------
     def run(self) -> Imported:
         net = parse(self.text, self.path)
+        self.known_fields(net, "NetParameter")
         self.header(net)
         fields = [f for f in net.fields if f.name in ("layer", "layers")]
         for f in fields:
@@ -171,6 +175,22 @@ class _Importer:
         blocks, statements = recover_blocks(statements, lambda label: _scoped(names.get(label, "")), self.labels)
         defined = "".join(f"\n{b}" for b in blocks) + ("\n" if blocks else "")
         return Imported(head + defined + render(statements), Path(self.path).name)
+
+    def known_fields(self, msg: Message, kind: str) -> None:
+        """Every field is one caffe.proto gives its message (Caffe refuses the file otherwise), in
+        the messages archc reads; a misspelt `strid:` is not read as the default stride."""
+        schema = MESSAGES[kind]
+        for f in msg.fields:
+            if f.name not in schema:
+                near = difflib.get_close_matches(f.name, list(schema), n=1, cutoff=0.6)
+                where = _MESSAGE_WORDS.get(kind, kind)
+                raise ImportFailure.at(
+                    self.path, self.text, f.line, f.column, f"{where} has no field {_q(f.name)}",
+                    f"did you mean {_q(near[0])}?" if near else "BVLC Caffe's caffe.proto has no such field: Caffe refuses it, and a fork's field is not read",
+                    len(f.name))
+            inner = schema[f.name]
+            if inner is not None and isinstance(f.value, Message):
+                self.known_fields(f.value, inner)
 
     def header(self, net: Message) -> None:
         """`input: "data"` with `input_dim:` (four per input) or `input_shape { dim: ... }`."""
@@ -521,6 +541,14 @@ class _Importer:
             where = values[0] if values else h or w
             raise self.fail(where, f"`{key}` must be at least {low}")
         return found
+
+
+# caffe.proto's messages as a message names them (the parameters go by their field names)
+_MESSAGE_WORDS = {
+    "NetParameter": "the network", "LayerParameter": "a layer", "V1LayerParameter": "a layer",
+    "BlobShape": "a shape", "NetStateRule": "an include or exclude rule", "ParamSpec": "a `param`",
+    "FillerParameter": "a filler",
+}  # fmt: skip
 
 
 def _in_test_phase(msg: Message) -> bool:
