@@ -580,3 +580,59 @@ def test_round_trip(
     want = _run(str(path), x)
     got = _run(back, x)
     assert float(np.abs(got - want).max()) <= 1e-4 * float(np.abs(want).max())
+
+
+# --- one run per kind of attention region ---------------------------------------------------------
+def _two_layer_gpt(tmp_path: Path) -> Path:
+    import archc
+
+    spec = (
+        "input 8 tokens\nwte: embedding V=20 D=32\n"
+        "h: repeat 2 { residual { layernorm; attention 4 causal=true } }\nfc 20\n"
+    )
+    net = archc.loads(spec, filename="two.arch")
+    path = tmp_path / "two.onnx"
+    net.to_onnx(path, weights="random")
+    return path
+
+
+def test_a_layer_like_one_run_before_is_not_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regions the same but for their projections' weights are run once (GPT-2 took 2 s a layer)."""
+    import archc.importers.onnx_sequence as seq
+    from archc.importers.onnx import import_onnx
+
+    runs: list[int] = []
+    real = seq._run
+    monkeypatch.setattr(seq, "_run", lambda model, x: runs.append(1) or real(model, x))
+    imported = import_onnx(_two_layer_gpt(tmp_path))
+    assert imported.text.count("attention 4 causal=true") == 1 and "repeat 2" in imported.text
+    assert len(runs) == 1
+
+
+def test_a_layer_differing_in_a_constant_is_run_again(tmp_path: Path) -> None:
+    """The second layer reads another mask of the same shape (all zeros: full attention): its
+    region has the first one's ops, so only the constant's value tells them apart."""
+    import archc
+    from archc.importers.common import finish
+    from archc.importers.onnx import import_onnx
+
+    path = _two_layer_gpt(tmp_path)
+    model = onnx.load(str(path))
+    mask = next(t for t in model.graph.initializer if t.name.startswith("/const/causal"))
+    zeros = onnx.numpy_helper.from_array(np.zeros_like(onnx.numpy_helper.to_array(mask)), "/const/open")
+    model.graph.initializer.append(zeros)
+    second = [n for n in model.graph.node if n.name.startswith("h.1.") and mask.name in n.input]
+    assert len(second) == 1
+    second[0].input[list(second[0].input).index(mask.name)] = "/const/open"
+    onnx.save(model, str(path))
+    imported = import_onnx(path)
+    spec = finish(imported)
+    assert "attention 4 causal=true" in spec and "attention 4\n" in spec.replace(" }", "\n")
+    net = archc.loads(spec, filename="back.arch")
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).integers(0, 20, (1, 8)).astype(np.int64)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    back = net.to_onnx(weights=imported.weights).SerializeToString()
+    got = ort.InferenceSession(back, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert float(np.abs(got - want).max()) <= 1e-4 * float(np.abs(want).max())
