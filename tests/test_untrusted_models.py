@@ -288,7 +288,7 @@ def test_check_on_an_onnx_file_is_refused_before_running(capsys, tmp_path: Path,
     path = tmp_path / "m.onnx"
     archc.loads(TINY).to_onnx(path)
     code, _, err = run(capsys, "run", str(path), "--check")
-    assert code == 1 and "--check needs a .arch spec" in err
+    assert code == 2 and "--check needs a .arch spec" in err  # a usage error
 
 
 def test_model_names_are_escaped_in_the_report(capsys, tmp_path: Path) -> None:

@@ -85,10 +85,11 @@ def run(args: argparse.Namespace) -> int:
 
     if source.suffix.lower() == ".onnx":
         given = [opt for opt, on in (("--weights", args.weights != "random"), ("--opset", args.opset is not None)) if on]
+        # options that cannot apply to a model are usage errors (exit 2), refused before anything runs
         if given:
-            raise RunError(f"{' and '.join(given)} apply to a .arch spec; {source.name} is a model with its own weights and opset")
-        if args.check:  # before anything runs: an .onnx file has no PyTorch module
-            raise RunError("--check needs a .arch spec: an .onnx file has no PyTorch module to compare with")
+            args.parser.error(f"{' and '.join(given)} apply to a .arch spec; {shown(source.name)} is a model with its own weights and opset")
+        if args.check:  # an .onnx file has no PyTorch module
+            args.parser.error("--check needs a .arch spec: an .onnx file has no PyTorch module to compare with")
         problem = why_not_a_spec(source)
         if problem is not None or not source.is_file():
             raise RunError(f"{shown(str(source))}: {'no such file' if problem in (None, 'no such file or directory') else problem}")
