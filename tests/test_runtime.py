@@ -149,7 +149,9 @@ def test_check_fails_on_wrong_logits_under_a_final_softmax(tmp_path: Path, capsy
 def test_check_needs_a_spec(tmp_path: Path, capsys) -> None:
     path = tmp_path / "m.onnx"
     archc.loads("input 4\nfc 3").to_onnx(path)
-    assert main(["run", str(path), "--check", "--repeat", "1"]) == 2  # a usage error
+    with pytest.raises(SystemExit) as exit_:  # a usage error, as argparse exits
+        main(["run", str(path), "--check", "--repeat", "1"])
+    assert exit_.value.code == 2
     assert "--check needs a .arch spec" in capsys.readouterr().err
 
 
@@ -157,7 +159,9 @@ def test_spec_options_on_a_model_are_errors(tmp_path: Path, capsys) -> None:
     """--weights and --opset would be silently ignored for an .onnx file: say so instead."""
     path = tmp_path / "m.onnx"
     archc.loads("input 4\nfc 3").to_onnx(path)
-    assert main(["run", str(path), "--weights", "zeros", "--opset", "17", "--repeat", "1"]) == 2  # a usage error
+    with pytest.raises(SystemExit) as exit_:  # a usage error, as argparse exits
+        main(["run", str(path), "--weights", "zeros", "--opset", "17", "--repeat", "1"])
+    assert exit_.value.code == 2
     assert "--weights and --opset apply to a .arch spec" in capsys.readouterr().err
 
 

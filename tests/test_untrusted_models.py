@@ -29,7 +29,10 @@ TINY = "input 4\nfc1: fc 3\n"
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     start = time.monotonic()
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse: usage errors
+        code = int(exc.code or 0)
     assert time.monotonic() - start < 5, argv
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err and "internal error" not in out + err
