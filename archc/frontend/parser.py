@@ -589,6 +589,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
     hint = f"expected {', '.join(expected[:-1]) + ' or ' if len(expected) > 1 else ''}{expected[-1]}" if expected else None
     if tok.type == "SLASH":
         hint = "integer division is written //"
+    if str(tok) == "*" and tok.start_pos is not None and tok.start_pos > 0 and text[tok.start_pos - 1] == "*":
+        hint = "archc's arithmetic has + - * // and parentheses, no power: write the number (4) or a product (2*2)"
+        span = Span(line=span.line, column=span.column - 1, end_line=span.line, end_column=span.column + 1)
+        generic = "unexpected '**'"
     return error("E001", generic, span, hint)
 
 
