@@ -116,6 +116,23 @@ def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
 
 
+def test_a_failed_expect_still_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A change that breaks an `expect` is what a reviewer diffs: the table is printed after
+    the failure (exit 1). Any other error still stops the comparison."""
+    a = _spec(tmp_path, "a.arch", "input 8x8x3\nconv K=4 F=3\nfc 10\nexpect params = 1_562\n")
+    b = _spec(tmp_path, "b.arch", "input 8x8x3\nconv K=8 F=3\nfc 10\nexpect params = 1_562\n")
+    assert main(["diff", str(a), str(b)]) == 1
+    out, err = capsys.readouterr()
+    assert "b.arch:4:17: error[E300]" in err and "a.arch" not in err
+    assert "K 4 -> 8" in out and "1,562 -> 3,114 (+1,552)" in out
+    assert main(["diff", str(a), str(a)]) == 0
+    capsys.readouterr()
+    broken = _spec(tmp_path, "c.arch", "input 8x8x3\nconv K=8 F=3 -> 7x7x8\nfc 10\nexpect params = 1_562\n")
+    assert main(["diff", str(a), str(broken)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "error[E202]" in err
+
+
 STAGES = """\
 network Stages
 input 32x32x3

@@ -6,7 +6,8 @@ weights and params on each side and the difference, then the totals. Block
 instances and repeats are group rows with their subtotals and changed
 arguments (`N 3 -> 18`). Layers only in B are marked `+`, only in A `-`,
 changed `~`. The exit status is 0
-whether or not the networks differ; 1 if either spec is invalid.
+whether or not the networks differ; 1 if either spec is invalid (a spec whose
+only errors are failed `expect`s is still compared, after its errors).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import argparse
 import json
 import sys
 
-from archc.commands.common import add_max_layers, load_or_report, use_color
+from archc.api import Network, compile_file
+from archc.commands.common import add_max_layers, report, use_color
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,8 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    net_a = load_or_report(args.a, max_layers=args.max_layers)
-    net_b = load_or_report(args.b, max_layers=args.max_layers)  # report both specs' errors, not just the first
+    # both specs' errors are reported, not just the first's
+    (net_a, expects_a), (net_b, expects_b) = (_load(p, args.max_layers) for p in (args.a, args.b))
     if net_a is None or net_b is None:
         return 1
     from archc.tools.diff import diff, diff_json, plain_text
@@ -45,7 +47,23 @@ def run(args: argparse.Namespace) -> int:
             _rich(d, args.changed)
         except ImportError:  # not a terminal, or the core install without rich
             print(plain_text(d, args.changed))
-    return 0
+    return 1 if expects_a or expects_b else 0
+
+
+def _load(path: str, max_layers: int) -> tuple[Network | None, bool]:
+    """The network, and whether an `expect` of it failed. A spec whose only errors are failed
+    `expect`s is still compared (printed after its errors, exit 1): a change that breaks an
+    assertion is what one most wants to see side by side."""
+    result = compile_file(path, max_layers=max_layers)
+    report(result)
+    if result.network is not None:
+        return result.network, False
+    graph, analysis = result.graph, result.analysis
+    complete = graph is not None and graph.complete and analysis is not None and not result.partial_diagnostics
+    if not complete or not result.errors or any(d.code != "E300" for d in result.errors):
+        return None, False
+    assert analysis is not None
+    return Network(analysis, path, result.text, result.warnings), True
 
 
 def _rich(d: object, only_changed: bool) -> None:
