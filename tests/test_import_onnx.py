@@ -345,6 +345,8 @@ def test_resnet_like_is_blocks_and_stages(tmp_path: Path) -> None:
     assert calls == [["layer1:", "Layer"], ["layer2:", "Layer"], ["layer3:", "Layer"]]
     # a stage counts all its blocks, as torchvision does: the first, then N-1 copies of the other
     assert "layer1: Layer K=4 N=3\n" in spec and "rest: repeat N-1 {" in spec
+    # the two forms of the block are named by what sets them apart, not numbered
+    assert "first: LayerBlockDownsample K=K S=S\n" in spec and "repeat N-1 { LayerBlock K=K }" in spec
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

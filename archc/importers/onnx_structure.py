@@ -623,6 +623,7 @@ def render(entries: list[Entry], classes: dict[Path, str], header: list[str]) ->
     for b in order:
         _parameterise(b, blocks)
         b.name, b.base = _block_name(b, classes, used)
+    _variant_names(order)
     _index_names(entries, blocks)
     text = [_render_block(b, blocks) for b in order]
     body = [_line(indent, parts, lambda s: str(root.values[s.index]), blocks, root) for indent, parts in root.lines]
@@ -769,6 +770,45 @@ def _block_name(b: Block, classes: dict[Path, str], used: set[str]) -> tuple[str
         name = _fresh(name, used)
     used.add(name)
     return name, base
+
+
+def _variant_names(order: list[Block]) -> None:
+    """Forms of one block named by what sets them apart, as a person names them: torchvision's
+    first Bottleneck of a stage has a `downsample`, so it is `BottleneckDownsample` and the
+    others `Bottleneck` (not `Bottleneck` and `Bottleneck2`). Where the names a form adds do
+    not tell the forms apart, they keep their numbers."""
+    groups: dict[str, list[Block]] = {}
+    for b in order:
+        groups.setdefault(b.base, []).append(b)
+    taken = {b.name for b in order}
+    for base, forms in groups.items():
+        if len(forms) < 2:
+            continue
+        labels = {id(b): _labels(b.template) for b in forms}
+        plain = min(forms, key=lambda b: len(labels[id(b)]))
+        names: dict[int, str] = {id(plain): base}
+        for b in forms:
+            extra = [x for x in labels[id(b)] if x not in labels[id(plain)]]
+            if b is not plain and extra:
+                names[id(b)] = base + "".join(w[:1].upper() + w[1:] for w in re.split(r"_+", extra[0]) if w)
+        mine = {b.name for b in forms}
+        wanted = list(names.values())
+        if len(names) == len(forms) and len(set(wanted)) == len(wanted) and not (set(wanted) & (taken - mine)):
+            for b in forms:
+                b.name = names[id(b)]
+            taken = (taken - mine) | set(wanted)
+
+
+def _labels(t: Template) -> list[str]:
+    """The names a block's lines give (`downsample: ...`), in order."""
+    out: list[str] = []
+    for _, parts in t.lines:
+        for p in parts:
+            if isinstance(p, str) and p.endswith(": "):
+                out.append(p[:-2])
+            elif isinstance(p, Label):
+                out.append(p.entry.name)
+    return out
 
 
 def _render_block(b: Block, blocks: dict[tuple[Any, ...], Block]) -> str:
