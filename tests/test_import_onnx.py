@@ -536,6 +536,14 @@ def test_a_long_chain_imports(tmp_path: Path) -> None:
 
 
 # --- what cannot be imported is an error naming the node ----------------------------------------
+def _refusal(graph: onnx.GraphProto, path: Path) -> str:
+    """The message of importing the graph (opset 17), which must fail."""
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ImportFailure) as e:
+        import_onnx(path)
+    return str(e.value)
+
+
 def test_an_off_centre_slice_is_an_error_not_a_crop(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
@@ -550,11 +558,7 @@ def test_an_off_centre_slice_is_an_error_not_a_crop(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4, 4])],
         [ints("starts", [0, 0]), ints("ends", [4, 4]), ints("axes", [2, 3])],
     )
-    path = tmp_path / "corner.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    with pytest.raises(ImportFailure) as e:
-        import_onnx(path)
-    text = str(e.value)
+    text = _refusal(g, tmp_path / "corner.onnx")
     assert "'/corner/Slice' (Slice)" in text and "starting at [0, 0], not centred" in text
 
 
@@ -567,11 +571,7 @@ def test_unsupported_node_is_named(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4, 4])],
     )
-    path = tmp_path / "odd.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    with pytest.raises(ImportFailure) as e:
-        import_onnx(path)
-    text = str(e.value)
+    text = _refusal(g, tmp_path / "odd.onnx")
     assert "'/odd/Erf' (Erf)" in text and "[N, 3, 4, 4]" in text
 
 
