@@ -385,7 +385,7 @@ def _posembed(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     if node.attrs["T"] not in (None, length):  # the first L rows of T
         table = ctx.emit(
             "Slice",
-            [table, ctx.ints("zero", [0]), ctx.ints(f"{node.name}/rows", [length]), ctx.ints("zero", [0])],
+            [table, ctx.ints("int64/zero", [0]), ctx.ints(f"{node.name}/rows", [length]), ctx.ints("int64/zero", [0])],
             f"{node.name}/rows",
         )
     return ctx.emit("Add", [x, table], node.name)
@@ -394,13 +394,13 @@ def _posembed(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
 def _batch_of(ctx: Lowering, x: str) -> str:
     """The batch size of `x`, as a 1-element int64 tensor (for Expand)."""
     shape = ctx.emit("Shape", [x], f"{x}/Shape")
-    one = ctx.ints("one", [1])
-    return ctx.emit("Slice", [shape, ctx.ints("zero", [0]), one], f"{x}/batch")
+    one = ctx.ints("int64/one", [1])
+    return ctx.emit("Slice", [shape, ctx.ints("int64/zero", [0]), one], f"{x}/batch")
 
 
 def _clstoken(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
     (x,) = ctx.inputs(node)
-    size = ctx.emit("Concat", [_batch_of(ctx, x), ctx.ints("one_one", [1, 1])], f"{node.name}/size", axis=0)
+    size = ctx.emit("Concat", [_batch_of(ctx, x), ctx.ints("int64/one_one", [1, 1])], f"{node.name}/size", axis=0)
     token = ctx.emit("Expand", [f"{node.name}.weight", size], f"{node.name}/expand")  # [batch, 1, C]
     return ctx.emit("Concat", [token, x], node.name, axis=1)
 
@@ -408,7 +408,7 @@ def _clstoken(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
 def _reduce_mean_last(ctx: Lowering, x: str, name: str) -> str:
     """The mean over the last axis, kept: ReduceMean's axes became an input in opset 18."""
     if ctx.opset >= 18:
-        return ctx.emit("ReduceMean", [x, ctx.ints("last", [-1])], name, keepdims=1)
+        return ctx.emit("ReduceMean", [x, ctx.ints("int64/last", [-1])], name, keepdims=1)
     return ctx.emit("ReduceMean", [x], name, axes=[-1], keepdims=1)
 
 
@@ -517,7 +517,7 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
 
 def _repeat_heads(ctx: Lowering, x: str, name: str, kv: int, group: int, dims: list[int]) -> str:
     """[batch, kv, a, b] -> [batch, kv*group, a, b], each head repeated `group` times in a row."""
-    x = ctx.emit("Unsqueeze", [x, ctx.ints("axis2", [2])], f"{name}/unsqueeze")  # [batch, kv, 1, a, b]
+    x = ctx.emit("Unsqueeze", [x, ctx.ints("int64/axis2", [2])], f"{name}/unsqueeze")  # [batch, kv, 1, a, b]
     shape = ctx.ints(f"{name}/expand", [1, 1, group, 1, 1])
     x = ctx.emit("Expand", [x, shape], f"{name}/expand")
     return ctx.emit("Reshape", [x, ctx.ints(f"{name}/shape", [0, kv * group, *dims])], name)

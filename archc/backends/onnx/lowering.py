@@ -148,13 +148,19 @@ class Lowering:
         state_dict key, which has no `/`.
         """
         assert name.startswith(CONSTANT_PREFIX), name
-        if name not in self.constants:
-            array = value if isinstance(value, np.ndarray) else np.array(value, np.float32)
+        array = value if isinstance(value, np.ndarray) else np.array(value, np.float32)
+        made = self.constants.get(name)
+        if made is None:
             self.constants[name] = numpy_helper.from_array(array, name)
+        else:  # one name, one value: a float `one` and an int64 `one` made an invalid model (Add of int64)
+            assert numpy_helper.to_array(made).dtype == array.dtype and np.array_equal(
+                numpy_helper.to_array(made), array
+            ), f"the constant {name} is made with two values"
         return name
 
     def ints(self, name: str, values: list[int]) -> str:
-        """An int64 constant (shapes, axes, indices), named `/const/<name>`."""
+        """An int64 constant (shapes, axes, indices), named `/const/<name>`: a name shared by layers
+        (`zero`, `one`) says its type (`/const/int64/one`), since float constants are named so too."""
         return self.constant(f"{CONSTANT_PREFIX}{name}", np.array(values, np.int64))
 
     def weight_t(self, tensor: str) -> str:
