@@ -131,7 +131,8 @@ def read_regular(path: Path, tree: Path | None = None) -> bytes:
 
 
 # --- the checks a command makes before it computes anything -------------------------------------
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths are one file: the same inode, or, for a file not made yet, the same place."""
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist (yet): compare where they would be
@@ -145,7 +146,7 @@ def refuse_overwriting(output: Path | str, *inputs: Path | str) -> None:
     files (a link or a hard link to a spec is that spec).
     """
     for source in inputs:
-        if _same_file(Path(output), Path(source)):
+        if same_file(Path(output), Path(source)):
             raise OutputError(
                 f"refusing to write {shown(str(output))}: it is the input {shown(str(source))}; choose another -o"
             )

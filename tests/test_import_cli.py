@@ -75,7 +75,6 @@ def test_a_failed_import_writes_nothing_and_keeps_the_old_file(tmp_path: Path, c
     [
         (["missing.prototxt", "-o", "-"], "no such file"),
         ([str(ALEXNET), "-o", "OUT", "--weights", "w.safetensors"], "holds no weights"),
-        ([str(ALEXNET), "-o", str(ALEXNET)], "it is the input"),
         ([str(ALEXNET), "-o", "no/such/dir/net.arch"], "does not exist"),
         (["model.caffemodel", "-o", "-"], "cannot tell the format"),
     ],
@@ -88,6 +87,47 @@ def test_usage_errors_exit_1_and_write_nothing(
     code, out, err = run(capsys, "import", *argv)
     assert code == 1 and out == "" and words in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["m.onnx", "-o", "x.onnx"], "-o x.onnx: the spec is written to a .arch file, or to stdout with '-o -'"),
+        ([str(ALEXNET), "-o", "net.py"], "-o net.py: the spec is written to a .arch file"),
+        ([str(ALEXNET), "-o", str(ALEXNET)], "the spec is written to a .arch file"),
+        (["m.onnx", "-o", "same.safetensors", "--weights", "same.safetensors"], "-o same.safetensors: the spec"),
+        (["m.onnx", "-o", "net.arch", "--weights", "net.pt"], "--weights net.pt: the weights are written to a .safetensors"),
+    ],
+)
+def test_an_output_of_the_wrong_kind_is_a_usage_error(
+    argv: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "import", *argv)
+    assert code == 2 and out == "" and words in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_spec_and_the_weights_in_one_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "w.safetensors").symlink_to(tmp_path / "net.arch")  # not made yet: both name one place
+    code, _, err = run(capsys, "import", "m.onnx", "-o", str(tmp_path / "net.arch"), "--weights", str(tmp_path / "w.safetensors"))
+    assert code == 2 and "name one file: the spec and the weights need two" in err and "input" not in err
+
+
+def test_an_output_that_is_the_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "net.prototxt"
+    model.write_text(UNSUPPORTED, encoding="utf-8")
+    (tmp_path / "net.arch").symlink_to(model)
+    code, _, err = run(capsys, "import", str(model), "-o", str(tmp_path / "net.arch"))
+    assert code == 1 and "it is the input" in err
+    assert model.read_text(encoding="utf-8") == UNSUPPORTED
+
+
+def test_dev_null_imports_and_writes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    if not Path(os.devnull).exists():
+        pytest.skip("no null device")
+    code, out, err = run(capsys, "import", str(ALEXNET), "-o", os.devnull)
+    assert code == 0 and out == "" and "wrote" in err
 
 
 def test_the_imported_spec_compiles_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,8 @@
 The format comes from MODEL's suffix: `.prototxt` (Caffe's text format: the
 network, no weights) or `.onnx`. The spec written is formatted as `archc fmt`
 writes it, checks clean, asserts its totals (`expect params`, `expect macs`)
-and names its source in a comment. `-o -` writes it to stdout. `--weights
+and names its source in a comment. `-o -` writes it to stdout; any `-o` but
+a `.arch` file (or /dev/null) is a usage error. `--weights
 FILE` writes the model's tensors as `.safetensors` under the spec's state_dict
 names, for `archc compile OUT --weights FILE -o back.onnx`. Both outputs are
 written atomically, and only once everything has been read and checked:
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SIZE",
         help=f"refuse a model whose weights declare over SIZE (e.g. 20G; default {size_text(DEFAULT_MAX_SIZE)})",
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, parser=p)
 
 
 def importer(model: Path) -> Callable[..., Imported]:
@@ -75,22 +76,26 @@ def importer(model: Path) -> Callable[..., Imported]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archc.files import check_output, refuse_overwriting
+    from archc.commands.compile import is_devnull
+    from archc.files import check_output, same_file
     from archc.importers.common import ImportFailure, finish
 
     model = Path(args.model)
-    imports = importer(model)
     to_stdout = args.output == "-"
+    # usage errors (exit 2), as compile's `-o x.txt`: spec text in `x.onnx` or `x.py` is no model or program
+    if not to_stdout and Path(args.output).suffix.lower() != ".arch" and not is_devnull(Path(args.output)):
+        args.parser.error(f"-o {shown(args.output)}: the spec is written to a .arch file, or to stdout with '-o -'")
     weights_out = Path(args.weights) if args.weights is not None else None
-    if weights_out is not None:
-        if model.suffix.lower() == ".prototxt":
-            raise ArchError(
-                "--weights: a .prototxt holds no weights (Caffe keeps them in a .caffemodel, which archc does not read)"
-            )
-        if weights_out.suffix.lower() != ".safetensors":
-            raise ArchError(f"--weights {shown(args.weights)}: name the file .safetensors")
-        if not to_stdout:
-            refuse_overwriting(weights_out, args.output)
+    if weights_out is not None and weights_out.suffix.lower() != ".safetensors":
+        args.parser.error(f"--weights {shown(args.weights)}: the weights are written to a .safetensors file")
+    if weights_out is not None and not to_stdout and same_file(weights_out, Path(args.output)):
+        args.parser.error(f"-o {shown(args.output)} and --weights {shown(args.weights)} name one file: "
+                          "the spec and the weights need two")
+    imports = importer(model)
+    if weights_out is not None and model.suffix.lower() == ".prototxt":
+        raise ArchError(
+            "--weights: a .prototxt holds no weights (Caffe keeps them in a .caffemodel, which archc does not read)"
+        )
     # Before any work: the outputs are not the input, and their directories exist.
     out = None if to_stdout else check_output(args.output, model)
     if weights_out is not None:
