@@ -336,6 +336,14 @@ def test_the_header_forms_and_the_input_layer_give_the_same_input() -> None:
     ]
     for form in forms:
         assert body(imported(form + layer))[0] == "input 24x32x3"
+    for dims, shape in (([1, 100], "100"), ([1, 4, 9], "9x4"), ([1, 3, 24, 32], "24x32x3"), ([1, 2, 5, 6, 7], "5x6x7x2")):
+        # input_dim, as input_shape, takes N, C and up to three sizes
+        for form in ("".join(f"input_dim: {d}\n" for d in dims), f"input_shape {{ {' '.join(f'dim: {d}' for d in dims)} }}\n"):
+            assert body(imported('input: "data"\n' + form + layer))[0] == f"input {shape}"
+    for dims in ([1], [1, 2, 3, 4, 5, 6]):
+        with pytest.raises(ImportFailure, match=f"the input has {len(dims)} `input_dim:`; expected 2 to 5"):
+            import_text('input: "data"\n' + "".join(f"input_dim: {d}\n" for d in dims) + layer)
+    assert body(imported('name: "network"\ninput: "data"\ninput_dim: 1\ninput_dim: 8\n' + layer))[:2] == ["network network_", "input 8"]
     flat = 'input: "data"\ninput_shape { dim: 1 dim: 100 }\nlayer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 3 } }'
     assert body(imported(flat))[:2] == ["input 100", "fc: fc 3"]
 

@@ -169,7 +169,7 @@ class _Importer:
         head = ""
         name = net.get("name")
         if isinstance(name, str) and name.strip():
-            head += f"network {_identifier(name)}\n"
+            head += f"network {_name(name)}\n"
         head += f"input {_shape_text(self.input[1])}\n"
         names = {n.name: n.origin.name for n in self.nodes}
         blocks, statements = recover_blocks(statements, lambda label: _scoped(names.get(label, "")), self.labels)
@@ -193,7 +193,7 @@ class _Importer:
                 self.known_fields(f.value, inner)
 
     def header(self, net: Message) -> None:
-        """`input: "data"` with `input_dim:` (four per input) or `input_shape { dim: ... }`."""
+        """`input: "data"` with `input_dim:` (N, C and up to three sizes) or `input_shape { dim: ... }`."""
         names = net.all("input")
         if not names:
             if net.all("input_dim") or net.all("input_shape"):
@@ -207,10 +207,11 @@ class _Importer:
             assert isinstance(shapes[0].value, Message)
             dims = [self.whole(f, 1) for f in shapes[0].value.all("dim")]
             where: Field = shapes[0]
-        else:
+        else:  # N, C, then up to three sizes, as `input_shape` (BVLC Caffe itself takes four per input)
             found = net.all("input_dim")
-            if len(found) != 4:
-                raise self.fail(found[-1] if found else names[0], f"the input has {len(found)} `input_dim:`, not 4 (N, C, H, W)")
+            if not 2 <= len(found) <= 5:
+                raise self.fail(found[-1] if found else names[0],
+                                f"the input has {len(found)} `input_dim:`; expected 2 to 5 (N, C, then up to three sizes)")
             dims = [self.whole(f, 1) for f in found]
             where = found[0]
         self.set_input(str(names[0].value), dims, where)
@@ -264,9 +265,7 @@ class _Importer:
         return layer
 
     def label(self, name: str) -> str:
-        base = _identifier(name)
-        if base in KEYWORDS:
-            base += "_"
+        base = _name(name)
         label, n = base, 2
         while label in self.labels:
             label, n = f"{base}_{n}", n + 1
@@ -601,6 +600,12 @@ def _identifier(name: str) -> str:
     """A Caffe name as a spec name: `inception_3a/1x1` -> `inception_3a_1x1`, `5x5` -> `_5x5`."""
     clean = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return clean if clean and not clean[0].isdigit() else f"_{clean}"
+
+
+def _name(name: str) -> str:
+    """A Caffe name as a spec's name for a layer or the network: a keyword gets a '_' (`network` -> `network_`)."""
+    base = _identifier(name)
+    return f"{base}_" if base in KEYWORDS else base
 
 
 def _dims(values: tuple[int, ...]) -> str:
