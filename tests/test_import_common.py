@@ -62,3 +62,14 @@ def test_import_needs_a_known_suffix(tmp_path: Path, capsys: pytest.CaptureFixtu
     model.write_bytes(b"\x00")
     assert main(["import", str(model), "-o", "-"]) == 1
     assert "cannot tell the format" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("stem", "name"), [("network", "network_"), ("café", "caf_"), ("3net", "_3net"), ("a-b", "a_b")])
+def test_the_network_is_named_after_the_file_in_a_name_a_spec_takes(
+    stem: str, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnx")
+    model = tmp_path / f"{stem}.onnx"
+    archc.loads("input 4\nfc 2\n").to_onnx(model)
+    assert main(["import", str(model), "-o", "-"]) == 0
+    assert f"\nnetwork {name}\n" in capsys.readouterr().out

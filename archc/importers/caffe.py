@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from archc.diagnostics import shown
 from archc.importers.blocks import recover_blocks
 from archc.importers.caffe_fields import MESSAGES
-from archc.importers.common import Imported, ImportFailure
+from archc.importers.common import Imported, ImportFailure, spec_name
 from archc.importers.prototxt import Field, Identifier, Message, Value, parse
 from archc.importers.structure import Node, StructureError, nest, render
 from archc.kinds.windows import window_out
@@ -70,8 +69,6 @@ SUPPORTED = (
 SHAPING = ("conv", "convtranspose", "maxpool", "avgpool", "globalavgpool", "fc", "flatten")
 DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python")
 LOSS_LAYERS = ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss")
-# the language's keywords cannot label a layer; a Caffe layer so named gets a '_'
-KEYWORDS = ("network", "input", "block", "repeat", "residual", "shortcut", "concat", "add", "multiply", "branch", "expect")
 Shape = tuple[int, ...]  # without the batch: (C,), (C, L), (C, H, W), (C, D, H, W)
 
 
@@ -596,16 +593,9 @@ def _scoped(name: str) -> tuple[str, str] | None:
     return (scope, rest) if slash and scope and rest else None
 
 
-def _identifier(name: str) -> str:
-    """A Caffe name as a spec name: `inception_3a/1x1` -> `inception_3a_1x1`, `5x5` -> `_5x5`."""
-    clean = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    return clean if clean and not clean[0].isdigit() else f"_{clean}"
-
-
 def _name(name: str) -> str:
-    """A Caffe name as a spec's name for a layer or the network: a keyword gets a '_' (`network` -> `network_`)."""
-    base = _identifier(name)
-    return f"{base}_" if base in KEYWORDS else base
+    """A Caffe name as a spec's name: `inception_3a/1x1` -> `inception_3a_1x1`, `5x5` -> `_5x5`, `network` -> `network_`."""
+    return spec_name(name)
 
 
 def _dims(values: tuple[int, ...]) -> str:

@@ -18,6 +18,7 @@ expect macs = 3_888
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,22 @@ def _lines_up_to(text: str, diag: Diagnostic) -> str:
         if cut < 0:
             return text
     return text[:cut]
+
+
+# the language's keywords cannot name a layer or the network (archc.frontend.parser.KEYWORDS)
+KEYWORDS = frozenset("network input block repeat residual shortcut concat add multiply branch expect".split())
+
+
+def spec_name(text: str) -> str:
+    """A model's name (a file's stem, a layer's name) as a spec's name: ASCII letters, digits and `_`
+    (any other character, `/` or `é`, becomes `_`), never a leading digit, a keyword with a `_` after it.
+
+    >>> spec_name("inception_3a/1x1"), spec_name("5x5"), spec_name("network"), spec_name("café")
+    ('inception_3a_1x1', '_5x5', 'network_', 'caf_')
+    """
+    clean = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    clean = clean if clean and not clean[0].isdigit() else f"_{clean}"
+    return f"{clean}_" if clean in KEYWORDS else clean
 
 
 class ImporterBug(ArchError):

@@ -33,7 +33,6 @@ act: relu
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
-from archc.importers.common import Imported, ImportFailure
+from archc.importers.common import Imported, ImportFailure, spec_name
 from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
@@ -227,8 +226,7 @@ def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, d
 
 
 def _network_name(path: Path) -> str:
-    name = re.sub(r"\W", "_", path.stem) or "imported"
-    return "_" + name if name[0].isdigit() else name
+    return spec_name(path.stem) if path.stem else "imported"  # `network.onnx` -> `network_`, `café` -> `caf_`
 
 
 def _input_line(view: GraphView, x: str, items: list[Leaf | Join]) -> str:
