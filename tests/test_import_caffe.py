@@ -465,6 +465,29 @@ def test_a_field_caffe_proto_lacks_is_an_error(text: str, location: str, words: 
     assert err.location == location and words in err.message and hint in str(err.hint), str(err)
 
 
+@pytest.mark.parametrize("char", ["a", "\\t"], ids=["plain", "escapes"])
+def test_a_megabyte_name_is_read_in_little_memory_and_quoted_cut(char: str) -> None:
+    """A hostile name: the string's regex kept ~300 bytes of backtracking state per character
+    (650 MB for a 2 MB name), and the message quoted it whole."""
+    import tracemalloc
+
+    from archc.importers import prototxt
+
+    prototxt.parse("")  # the parser is built once, outside the measure
+    text = HEADER + 'layer { name: "' + char * 500_000 + '" type: "Bogus" bottom: "data" top: "x" }\n'
+    tracemalloc.start()
+    try:
+        err = failure(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 << 20, f"{peak >> 20} MB"
+    length = len(char.encode().decode("unicode_escape")) * 500_000
+    shown = ("a" * 60, "a" * 20) if char == "a" else ("\\t" * 30, "\\t" * 10)  # as many escapes as fit
+    assert f"(layer '{shown[0]}...{shown[1]}' ({length:,} characters))" in err.message, err.message
+    assert len(str(err)) < 1000
+
+
 def test_a_binary_file_is_no_prototxt(tmp_path: Path) -> None:
     from archc.importers.caffe import import_prototxt
 

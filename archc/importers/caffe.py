@@ -42,7 +42,7 @@ from pathlib import Path
 from archc.diagnostics import shown
 from archc.importers.blocks import recover_blocks
 from archc.importers.caffe_fields import MESSAGES
-from archc.importers.common import Imported, ImportFailure, spec_name
+from archc.importers.common import Imported, ImportFailure, quoted, spec_name
 from archc.importers.prototxt import Field, Identifier, Message, Value, parse
 from archc.importers.structure import Node, StructureError, nest, render
 from archc.kinds.windows import window_out
@@ -611,8 +611,8 @@ def _num(v: float) -> str:
 
 
 def _q(text: str) -> str:
-    """A name from the file, quoted for a message: escaped when it holds a newline, ESC, ..."""
-    return f"'{text}'" if text.isprintable() else shown(text)
+    """A name from the file, quoted for a message: escaped when it holds a newline, ESC, ...; a long one cut."""
+    return quoted(text)
 
 
 def _range(low: float, high: float) -> str:

@@ -42,6 +42,51 @@ class Imported:
     weights: dict[str, numpy.ndarray] | None = None  # by state_dict name (the spec's tensor names)
 
 
+MAX_NAME = 80  # characters of a name from the model quoted in a message; a longer one is cut in its middle
+MAX_MESSAGE = 4_000  # characters of a message or hint: whatever a model holds, an error is a few lines
+
+
+def quoted(name: str) -> str:
+    """A name from the model (a layer, a node, a blob) as a message quotes it: escaped when it
+    holds a newline or ESC, and a long one cut in its middle, with its length.
+
+    >>> quoted("conv1"), quoted("a\x1b[2J"), quoted("n" * 1_000_000)  # doctest: +ELLIPSIS
+    ("'conv1'", "'a\\\\x1b[2J'", "'nnn...nnn' (1,000,000 characters)")
+    """
+    if len(name) <= MAX_NAME:
+        return f"'{name}'" if name.isprintable() else repr(name)
+    head, tail = _escaped(name[: MAX_NAME * 3 // 4]), _escaped(name[-MAX_NAME // 4 :], from_end=True)
+    return f"'{head}...{tail}' ({len(name):,} characters)"
+
+
+def _escaped(chars: str, from_end: bool = False) -> str:
+    """`chars` with each unprintable one escaped (`\\t`), cut to the whole escapes that fit their length."""
+    out, size = [], 0
+    for c in reversed(chars) if from_end else chars:
+        piece = c if c.isprintable() else repr(c)[1:-1]
+        if size + len(piece) > len(chars):
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(reversed(out) if from_end else out)
+
+
+def bounded(text: str) -> str:
+    """A message of a bounded size: a run of over `MAX_NAME * 2` characters without a space (a
+    name some code quoted whole) cut in its middle, then the whole cut to `MAX_MESSAGE`."""
+    def cut(m: re.Match[str]) -> str:
+        run = m[0]
+        return f"{run[:MAX_NAME]}...{run[-MAX_NAME // 2:]} ({len(run):,} characters)"
+
+    if len(text) <= MAX_NAME * 2:
+        return text
+    text = re.sub(rf"\S{{{MAX_NAME * 2 + 1},}}", cut, text)
+    if len(text) > MAX_MESSAGE:
+        left = len(text) - MAX_MESSAGE
+        text = f"{text[: MAX_MESSAGE * 3 // 4]} ... ({left:,} characters left out) ... {text[-MAX_MESSAGE // 4 :]}"
+    return text
+
+
 class ImportFailure(ArchError):
     """The model uses something the importer cannot express (or is not a model it can read).
 
@@ -54,6 +99,8 @@ class ImportFailure(ArchError):
     CODE = "E900"
 
     def __init__(self, message: str, location: str | None = None, hint: str | None = None) -> None:
+        # a 5 MB node name, quoted whole by some message, is printed cut: `bounded`
+        message, hint = bounded(message), None if hint is None else bounded(hint)
         self.message, self.location, self.hint = message, location, hint
         self.diagnostic: Diagnostic | None = None  # with a span, when the source is text
         self.source_path, self.source_text = "", ""
@@ -66,7 +113,7 @@ class ImportFailure(ArchError):
         """An error at `line`:`column` (1-based) of a text file, shown with its line and a caret."""
         failure = cls(message, f"{path}:{line}:{column}", hint)
         span = Span(line=line, column=column, end_line=line, end_column=column + max(width, 1))
-        failure.diagnostic = error(cls.CODE, message, span, hint)
+        failure.diagnostic = error(cls.CODE, failure.message, span, failure.hint)
         failure.source_path, failure.source_text = path, text
         return failure
 

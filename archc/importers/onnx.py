@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
-from archc.importers.common import Imported, ImportFailure, spec_name
+from archc.importers.common import Imported, ImportFailure, quoted, spec_name
 from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
@@ -210,6 +210,14 @@ def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, d
             f"the model has {len(view.inputs)} inputs and {len(view.outputs)} outputs; archc imports "
             "networks of one input and one output", str(path))
     (x,), (y,) = view.inputs, view.outputs
+    if not view.node_list:
+        raise ImportFailure(
+            f"the graph has no nodes: its output {quoted(y)} is its input {quoted(x)}", str(path),
+            "a spec has at least one layer: write `input ...` and `identity` by hand if that is the network",
+        )
+    header = [f"network {_network_name(path)}", _input_line(view, x, items, path)]
+    if y == x:  # only Identity or Dropout nodes (aliases): the network passes its input on
+        return "\n".join([*header, "identity", ""]), {}
     try:
         body = sequence(view, items, x, y)
     except StructureError as e:
@@ -220,7 +228,6 @@ def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, d
     for node in view.node_list:
         classes.update(view.scope_classes(node))
     entries = nest(body, view)
-    header = [f"network {_network_name(path)}", _input_line(view, x, items)]
     text, layers = render(entries, classes, header)
     return text, weight_arrays(layers)
 
@@ -229,10 +236,14 @@ def _network_name(path: Path) -> str:
     return spec_name(path.stem) if path.stem else "imported"  # `network.onnx` -> `network_`, `café` -> `caf_`
 
 
-def _input_line(view: GraphView, x: str, items: list[Leaf | Join]) -> str:
+def _input_line(view: GraphView, x: str, items: list[Leaf | Join], path: Path) -> str:
     shape = view.shape(x)
-    if shape is None or len(shape) < 2:
-        raise ImportFailure(f"the input {x!r} has no known shape (rank 2 to 5 with the batch first)")
+    if shape is None or not 2 <= len(shape) <= 5:
+        what = "no known shape" if shape is None else f"{len(shape)} axes ({'x'.join(map(str, shape))})"
+        raise ImportFailure(
+            f"the input {quoted(x)} has {what}: a spec's input has 2 to 5 axes, the batch first "
+            "(N C, N C L, N C H W or N C D H W)", str(path),
+        )
     dims = shape[1:]
     if view.types.get(x) == onnx.TensorProto.INT64 and len(dims) == 1:
         return f"input {dims[0]} tokens"

@@ -42,6 +42,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from archc.importers.common import quoted
+
 # the metadata keys the dynamo exporter writes on every node (torch >= 2.5)
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 CLASS_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
@@ -368,7 +370,7 @@ class GraphView:
             return ", ".join(text(v) for v in values if v)
 
         return (
-            f"node {node.name or '(unnamed)'!r} ({node.op_type}), inputs [{shapes(list(node.input))}] "
+            f"node {quoted(node.name or '(unnamed)')} ({node.op_type}), inputs [{shapes(list(node.input))}] "
             f"-> outputs [{shapes(list(node.output))}]"
         )
 
