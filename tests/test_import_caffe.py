@@ -488,6 +488,100 @@ def test_a_megabyte_name_is_read_in_little_memory_and_quoted_cut(char: str) -> N
     assert len(str(err)) < 1000
 
 
+# --- every field of the messages archc reads is honoured or refused (caffe_fields.py) -----------
+def _pool(params: str, header: str = HEADER) -> str:
+    return header + f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ {params} }} }}'
+
+
+@pytest.mark.parametrize(
+    ("params", "line", "size"),
+    [
+        ("kernel_size: 2 stride: 2", "p: maxpool F=2 ceil=true", 4),  # Caffe's default: CEIL
+        ("kernel_size: 2 stride: 2 round_mode: CEIL", "p: maxpool F=2 ceil=true", 4),
+        ("kernel_size: 2 stride: 2 round_mode: FLOOR", "p: maxpool F=2", 3),
+        ("kernel_size: 2 stride: 2 round_mode: 1", "p: maxpool F=2", 3),  # the enum's number
+        ("pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", "p: avgpool F=3 S=2 P=1", 4),
+        ("pool: AVE kernel_size: 3 stride: 2 pad: 1", "p: avgpool F=3 S=2 P=1 ceil=true", 4),
+        ("kernel_size: 3 stride: 3", "p: maxpool F=3 ceil=true", 3),
+        ("kernel_size: 3 stride: 3 round_mode: FLOOR", "p: maxpool F=3", 2),
+    ],
+)
+def test_pooling_rounds_as_its_round_mode_says(params: str, line: str, size: int) -> None:
+    header = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 7 dim: 7 }\n'
+    spec = imported(_pool(params, header))
+    assert body(spec)[1] == line
+    assert archc.loads(spec).output_shape == (size, size, 3) and count(_pool(params, header)) == (0, 0)
+    assert _caffe_sizes(_pool(params, header)) == (3, size, size)  # the independent reader's Caffe rules
+
+
+def _caffe_sizes(text: str) -> tuple[int, ...]:
+    """pooling_layer.cpp's output size, written out again: CEIL or FLOOR, then the padding rule."""
+    p = _sub(read(text)["layer"][0], "pooling_param")  # type: ignore[arg-type]
+    f, s, pad = int(_get(p, "kernel_size")), int(_get(p, "stride", 1)), int(_get(p, "pad", 0))
+    rounding = math.floor if str(_get(p, "round_mode", "CEIL")) in ("FLOOR", "1") else math.ceil
+    out = rounding((7 + 2 * pad - f) / s) + 1
+    return (3, *([out - 1 if pad and (out - 1) * s >= 7 + pad else out] * 2))
+
+
+@pytest.mark.parametrize(
+    ("text", "token", "words"),
+    [
+        (_pool("kernel_size: 2 stride: 2 round_mode: DOWN"), "DOWN", "`round_mode` is CEIL or FLOOR, not 'DOWN'"),
+        (_pool("kernel_size: 2 pad: 2"), "2 }", "Pooling layer 'p': padding 2 is not less than the window 2"),
+        (_pool("kernel_size: 3 pad_h: 2 pad_w: 1"), "2 pad_w", "padding 2 is more than half the window 3"),
+        (_pool("kernel_size: 3 pad_h: 1"), "1 }", "`pad_h` and `pad_w` go together"),
+        (_pool("global_pooling: true kernel_size: 3"), "3 }", "`kernel_size` with `global_pooling`"),
+        (_pool("global_pooling: true stride: 2"), "2 }", "`stride: 2` with `global_pooling`"),
+        (_pool("kernel_size: 2", 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 9 }\n'), '"p" type', "Caffe pools images"),
+        (HEADER + 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "b" batch_norm_param { use_global_stats: false } }'
+         ' layer { name: "s" type: "Scale" bottom: "b" top: "s" scale_param { bias_term: true } }',
+         "false", "`use_global_stats: false` normalises by each batch's statistics"),
+        (HEADER + 'layer { name: "d" type: "Dropout" bottom: "data" top: "d" phase: TRAIN }', "TRAIN", "the layer runs as in training"),
+        (HEADER + 'layer { name: "a" type: "Convolution" bottom: "data" top: "a" param { name: "w" }'
+         ' convolution_param { num_output: 8 kernel_size: 1 } }'
+         ' layer { name: "b" type: "Convolution" bottom: "a" top: "b" param { name: "w" }'
+         ' convolution_param { num_output: 8 kernel_size: 1 } }',
+         '"w"', "shares its weights with layer 'a'"),
+        (HEADER + 'layers { layer { name: "c" type: "conv" } bottom: "data" top: "c" type: RELU }', "layer {", "a V0 layer"),
+        (HEADER + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }'
+         ' layer { name: "c" type: "Concat" bottom: "data" bottom: "r" top: "c" concat_param { axis: 1 concat_dim: 1 } }',
+         "1 } }", "both `axis` and `concat_dim`"),
+        (HEADER + 'layer { name: "n" type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 4 } }', "4", "`local_size: 4` is even"),
+        (HEADER + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }'
+         ' layer { name: "e" type: "Eltwise" bottom: "data" bottom: "r" top: "e" eltwise_param { coeff: 1 } }',
+         "1 } }", "1 `coeff` for 2 bottoms"),
+    ],
+)
+def test_a_field_that_changes_the_network_is_honoured_or_refused_where_it_is(text: str, token: str, words: str) -> None:
+    err = failure(text)
+    at = text.rindex(token)
+    line = text.count("\n", 0, at) + 1
+    column = at - (text.rfind("\n", 0, at) + 1) + 1
+    assert err.location == f"net.prototxt:{line}:{column}" and words in err.message, (str(err), line, column)
+
+
+def test_layers_are_chosen_by_the_rules_caffe_test_runs_with() -> None:
+    """net.cpp's StateMeetsRule for phase TEST, level 0 and no stages (`caffe test`, `caffe.Net(f, caffe.TEST)`)."""
+    def kept(*rules: str) -> bool:
+        layer = 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" ' + " ".join(rules) + " }"
+        return len(body(imported(HEADER + 'layer { name: "t" type: "TanH" bottom: "data" top: "data" }' + layer))) == 4
+
+    assert kept() and kept("include { phase: TEST }") and not kept("include { phase: TRAIN }")
+    assert not kept('include { stage: "deploy" }') and kept('exclude { stage: "deploy" }')
+    assert not kept("include { min_level: 1 }") and kept("include { max_level: 0 }") and not kept("include { max_level: -1 }")
+    assert not kept('exclude { not_stage: "train" }') and kept('include { not_stage: "train" }')
+    # an include rule met puts back what an exclude rule left out
+    assert kept("exclude { phase: TEST } include { phase: TEST }")
+
+
+def test_fields_of_training_and_of_the_weights_layout_change_nothing() -> None:
+    """`transpose` (how the .caffemodel stores fc weights), fillers, learning rates, engines."""
+    plain = HEADER + 'layer { name: "f" type: "InnerProduct" bottom: "data" top: "f" inner_product_param { num_output: 5 } }'
+    extras = plain.replace("num_output: 5", 'num_output: 5 transpose: true weight_filler { type: "xavier" }')
+    extras = extras.replace('top: "f"', 'top: "f" param { lr_mult: 1 decay_mult: 0 } param { lr_mult: 2 } propagate_down: true')
+    assert body(imported(extras)) == body(imported(plain))
+
+
 def test_a_binary_file_is_no_prototxt(tmp_path: Path) -> None:
     from archc.importers.caffe import import_prototxt
 
@@ -517,7 +611,8 @@ VALUES = ["0", "-1", "1e30", "nan", "inf", "2", "7", "1000000000", "0.5", "MAX",
 INSERTS = [
     'bottom: "data"', 'top: "data"', 'type: "Split"', 'type: "Concat"', 'type: "Eltwise"', "global_pooling: true",
     "operation: MAX", "include { phase: TRAIN }", "kernel_h: 2 kernel_w: 3", "pad_w: 1", "axis: 2", 'type: "Scale"',
-    'type: "BatchNorm"', 'type: "Input"', 'name: "concat"', "{", "}", ":", '"', "\x00",
+    'type: "BatchNorm"', 'type: "Input"', 'name: "concat"', "{", "}", ":", '"', "\x00", "round_mode: FLOOR",
+    "use_global_stats: false", 'param { name: "w" }', "phase: TRAIN", 'include { stage: "deploy" }', "pad_h: 1",
 ]  # fmt: skip
 
 

@@ -23,7 +23,11 @@ CONVOLUTION); the layers of the TEST phase (a deploy file's), and of them
 Convolution, Deconvolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN,
 Dropout, Softmax, Concat, Eltwise, BatchNorm followed by Scale, Split and
 Flatten. Anything else is an `ImportFailure` at the line that says it, and so
-is a field caffe.proto does not give its message (`caffe_fields.py`).
+is a field caffe.proto does not give its message (`caffe_fields.py`). Every
+field of those messages is honoured (`round_mode`, the include/exclude rules
+as `caffe test` evaluates them) or refused where it changes the network
+(`use_global_stats: false`, weights shared by `param` name, a layer's own
+`phase: TRAIN`), or changes nothing at inference (`engine`, fillers, `transpose`).
 
 The parameters counted are the ones Caffe learns: a BatchNorm layer's blobs
 (running mean, variance and the moving-average factor) are statistics, as
@@ -117,6 +121,7 @@ class _Importer:
         self.writer: dict[int, Node] = {}  # the node that computes a value
         self.labels: set[str] = set()
         self.input: tuple[str, Shape, Field | Message] | None = None
+        self.shared: dict[str, str] = {}  # a `param { name: }` -> the first layer that names it
 
     # --- errors --------------------------------------------------------------------------------
     def fail(self, where: Field | Message | None, message: str, hint: str | None = None) -> ImportFailure:
@@ -130,10 +135,11 @@ class _Importer:
             return ImportFailure.at(self.path, self.text, where.line, column, message, hint, width)
         return ImportFailure.at(self.path, self.text, where.line, where.column, message, hint)
 
-    def at_layer(self, layer: _Layer, message: str, hint: str | None = None, key: str | None = None) -> ImportFailure:
-        """An error about `layer`, at its field `key` (a parameter) or else at its name."""
-        where: Field | Message | None = None
-        if key is not None:
+    def at_layer(
+        self, layer: _Layer, message: str, hint: str | None = None, key: str | None = None, where: Field | None = None
+    ) -> ImportFailure:
+        """An error about `layer`, at the field `where`, or its field `key` (a parameter), or else at its name."""
+        if where is None and key is not None:
             where = _find(layer.msg, key)
         return self.fail(where or layer.msg.field("name") or layer.msg, f"{layer.type} layer {_q(layer.name)}: {message}", hint)
 
@@ -258,8 +264,29 @@ class _Importer:
             raise self.fail(type_field, f"unsupported layer type {_q(kind)} (layer {_q(name)})",
                             "archc imports " + ", ".join(t for t in SUPPORTED if t not in ("BatchNorm", "Scale", "Input"))
                             + " and BatchNorm+Scale pairs")
+        self.runs_as_deployed(layer, f.name == "layers")
         layer.label = self.label(name)
         return layer
+
+    def runs_as_deployed(self, layer: _Layer, v1: bool) -> None:
+        """The fields of a layer that change what it computes beyond its parameters."""
+        msg = layer.msg
+        if v1 and msg.field("layer") is not None:  # V0: the whole layer nested in V1's `layer`
+            raise self.fail(msg.field("layer"), "a V0 layer (inside `layers { layer { ... } }`)",
+                            "upgrade the file with Caffe's tools/upgrade_net_proto_text first")
+        phase = msg.field("phase")  # a layer's own phase: a Dropout drops, a BatchNorm uses its batch
+        if phase is not None and str(phase.value) not in ("TEST", "1") and layer.type in ("Dropout", "BatchNorm"):
+            raise self.at_layer(layer, f"`phase: {phase.value}`: the layer runs as in training",
+                                "archc's spec is the network at inference; remove the layer's `phase`", where=phase)
+        for spec in msg.all("param"):  # ParamSpec; V1 writes the names as `param: "w"`
+            name = spec.value.field("name") if isinstance(spec.value, Message) else spec
+            if name is None or isinstance(name.value, Message) or not str(name.value):
+                continue
+            owner = self.shared.setdefault(str(name.value), layer.name)
+            if owner != layer.name:
+                raise self.at_layer(layer, f"shares its weights with layer {_q(owner)} (`param` name {_q(str(name.value))})",
+                                    "archc's layers each have weights of their own: a spec would count them twice",
+                                    where=name)
 
     def label(self, name: str) -> str:
         base = _name(name)
@@ -331,6 +358,10 @@ class _Importer:
 
     def layer_batchnorm(self, layer: _Layer, ins: list[Shape]) -> tuple[str, Shape, str | None]:
         p = layer.msg.one("batch_norm_param")
+        if _flag(p, "use_global_stats", True) is not True:  # TEST's default: the running statistics
+            raise self.at_layer(layer, "`use_global_stats: false` normalises by each batch's statistics",
+                                "archc's batchnorm uses its running statistics at inference, as Caffe does by"
+                                " default in the TEST phase: remove the field", key="use_global_stats")
         eps = self.number(layer, p, "eps", 1e-5, 0)
         if eps == 0:
             raise self.fail(p.field("eps"), "`eps` must be more than 0")
@@ -371,36 +402,69 @@ class _Importer:
         return self.layer_convolution(layer, ins, transpose=True)
 
     def layer_pooling(self, layer: _Layer, ins: list[Shape]) -> tuple[str, Shape, str | None]:
+        """caffe/src/caffe/layers/pooling_layer.cpp: images only; the output rounded up (CEIL, the
+        default) or down (`round_mode: FLOOR`); a padding less than the window."""
         p = layer.msg.one("pooling_param")
         c, spatial = self.spatial(layer, ins[0])
+        if len(spatial) != 2:
+            raise self.at_layer(layer, f"Caffe pools images (N, C, H, W), and its input is {_shape_text(ins[0])}",
+                                "archc reads what Caffe runs: its Pooling layer refuses other shapes")
         method = str(p.get("pool", "MAX"))
         method = {"0": "MAX", "1": "AVE"}.get(method, method)
         if method not in ("MAX", "AVE"):
             raise self.at_layer(layer, f"{_q(method)} pooling is not supported (MAX and AVE are)", key="pool")
         kind = "maxpool" if method == "MAX" else "avgpool"
+        mode = p.field("round_mode")
+        rounding = {"0": "CEIL", "1": "FLOOR"}.get(str(mode.value), str(mode.value)) if mode is not None else "CEIL"
+        if rounding not in ("CEIL", "FLOOR"):
+            raise self.at_layer(layer, f"`round_mode` is CEIL or FLOOR, not {_q(rounding)}", where=mode)
         if _flag(p, "global_pooling", False):
+            # Caffe refuses a window, and any padding or stride, beside global pooling
+            for key in ("kernel_size", "kernel_h", "kernel_w"):
+                if p.field(key) is not None:
+                    raise self.at_layer(layer, f"`{key}` with `global_pooling`: the window is the whole image",
+                                        "Caffe refuses it; leave the window out", where=p.field(key))
+            for key, plain in (("pad", 0), ("pad_h", 0), ("pad_w", 0), ("stride", 1), ("stride_h", 1), ("stride_w", 1)):
+                given = p.field(key)
+                if given is not None and self.whole(given) != plain:
+                    raise self.at_layer(layer, f"`{key}: {_num(self.whole(given))}` with `global_pooling`",
+                                        f"Caffe takes global pooling only with `{key.split('_')[0]}: {plain}`",
+                                        where=given)
             ones = (1,) * len(spatial)
             if method == "AVE":
                 return "globalavgpool", (c, *ones), None
             return f"maxpool F={_dims(spatial)}", (c, *ones), None
         f = self.window(layer, p, "kernel_size", len(spatial), None)
         s = self.window(layer, p, "stride", len(spatial), 1)
-        pad = self.window(layer, p, "pad", len(spatial), 0)
+        pad = self.window(layer, p, "pad", len(spatial), 0, paired=True)
+        ceil = rounding == "CEIL"
         out = []
-        for n, fi, si, pi in zip(spatial, f, s, pad, strict=True):
-            caffe = _caffe_pool_out(n, fi, si, pi)
+        for axis, (n, fi, si, pi) in enumerate(zip(spatial, f, s, pad, strict=True)):
+            where = self.axis_field(p, "pad", axis)
+            if pi >= fi:
+                raise self.at_layer(layer, f"padding {pi} is not less than the window {fi}",
+                                    "Caffe refuses it (pooling_layer.cpp: pad < kernel_size)", where=where)
+            if 2 * pi > fi:
+                raise self.at_layer(layer, f"padding {pi} is more than half the window {fi}",
+                                    "archc, as PyTorch and ONNX runtimes, pads a pooling window by at most half of it:"
+                                    f" P={fi // 2} here", where=where)
+            caffe = _caffe_pool_out(n, fi, si, pi, ceil)
             if caffe < 1:
                 raise self.at_layer(layer, f"the output would be empty ({_dims(spatial)} in)")
-            if caffe != window_out(n, fi, si, pi, pi, 1, True):
+            if caffe != window_out(n, fi, si, pi, pi, 1, ceil):
                 raise self.at_layer(
                     layer,
                     f"Caffe's last window here starts past the input ({n} in, F={fi} S={si} P={pi}: {caffe} out);"
                     " archc, as PyTorch, drops such a window",
                 )
             out.append(caffe)
-        # Caffe rounds the output size up; its stride defaults to 1, archc's to F
-        text = f"{kind} F={_dims(f)}" + (f" S={_dims(s)}" if s != f else "") + _key("P", pad, 0) + " ceil=true"
-        return text, (c, *out), None
+        # Caffe rounds the output size up unless told FLOOR; its stride defaults to 1, archc's to F
+        text = f"{kind} F={_dims(f)}" + (f" S={_dims(s)}" if s != f else "") + _key("P", pad, 0)
+        return text + (" ceil=true" if ceil else ""), (c, *out), None
+
+    def axis_field(self, p: Message, key: str, axis: int) -> Field | None:
+        """The field that sets `key` along an axis of an image: `pad_h` (axis 0), `pad_w` (1), else `pad`."""
+        return p.field(f"{key}_{'hw'[axis]}") if axis < 2 and p.field(f"{key}_{'hw'[axis]}") else p.field(key)
 
     def layer_innerproduct(self, layer: _Layer, ins: list[Shape]) -> tuple[str, Shape, str | None]:
         p = layer.msg.one("inner_product_param")
@@ -429,6 +493,9 @@ class _Importer:
         self.spatial(layer, ins[0])
         # Caffe's defaults differ from archc's (k=1, alpha=1): every value is written
         size = self.integer(p, "local_size", 5, low=1)
+        if size % 2 == 0:
+            raise self.at_layer(layer, f"`local_size: {size}` is even", "Caffe's LRN takes odd sizes only",
+                                key="local_size")
         alpha, beta, k = (self.number(layer, p, key, d) for key, d in (("alpha", 1.0), ("beta", 0.75), ("k", 1.0)))
         return f"lrn size={_num(size)} alpha={_num(alpha)} beta={_num(beta)} k={_num(k)}", ins[0], None
 
@@ -452,6 +519,9 @@ class _Importer:
 
     def layer_concat(self, layer: _Layer, ins: list[Shape]) -> tuple[str, Shape, str | None]:
         p = layer.msg.one("concat_param")
+        if p.field("axis") is not None and p.field("concat_dim") is not None:
+            raise self.at_layer(layer, "both `axis` and `concat_dim`", "Caffe refuses it: give `axis` alone",
+                                where=p.field("concat_dim"))
         axis = self.number(layer, p, "axis", self.number(layer, p, "concat_dim", 1))
         if axis != 1:
             raise self.at_layer(layer, "only a concatenation of channels (axis 1) is supported", key="concat_param")
@@ -466,7 +536,11 @@ class _Importer:
         op = {"0": "PROD", "1": "SUM", "2": "MAX"}.get(op, op)
         if op not in ("SUM", "PROD"):
             raise self.at_layer(layer, f"Eltwise {_q(op)} is not supported (SUM and PROD are)", key="operation")
-        if any(self.as_number(c) != 1 for c in p.all("coeff")):
+        coeffs = p.all("coeff")
+        if coeffs and len(coeffs) != len(layer.bottoms):
+            raise self.at_layer(layer, f"{len(coeffs)} `coeff` for {len(layer.bottoms)} bottoms",
+                                "Caffe refuses it: one coefficient per bottom, or none", key="coeff")
+        if any(self.as_number(c) != 1 for c in coeffs):
             raise self.at_layer(layer, "a weighted sum (coeff other than 1) is not supported", key="coeff")
         if len(set(ins)) != 1:
             raise self.at_layer(layer, "its bottoms differ in shape: " + ", ".join(_shape_text(s) for s in ins))
@@ -512,14 +586,17 @@ class _Importer:
             raise self.at_layer(layer, f"`{key}` is missing")
         return self.whole(f, 1)
 
-    def window(self, layer: _Layer, p: Message, key: str, rank: int, default: int | None) -> tuple[int, ...]:
+    def window(
+        self, layer: _Layer, p: Message, key: str, rank: int, default: int | None, paired: bool = False
+    ) -> tuple[int, ...]:
         """`kernel_size: 3` (every dim), repeated (one per dim), or `kernel_h`/`kernel_w`."""
         stem = key.removesuffix("_size")
         h, w = p.field(f"{stem}_h"), p.field(f"{stem}_w")
         values = p.all(key)
         if h is not None or w is not None:
             # caffe's conv_layer: both for the kernel and the stride; a pad_h alone leaves pad_w 0
-            if (key != "pad" and (h is None or w is None)) or values or rank != 2:
+            # (pooling_layer, `paired`: pad_h and pad_w go together too)
+            if ((key != "pad" or paired) and (h is None or w is None)) or values or rank != 2:
                 raise self.fail(h or w, f"`{stem}_h` and `{stem}_w` go together, on images, without `{key}`")
             found: tuple[int, ...] = (self.whole(h) if h else 0, self.whole(w) if w else 0)
         elif not values:
@@ -548,14 +625,30 @@ _MESSAGE_WORDS = {
 
 
 def _in_test_phase(msg: Message) -> bool:
-    """Whether the layer is part of the TEST phase (a deploy net's): `include`/`exclude { phase: ... }`."""
-    def phase(rule: Value) -> str | None:
-        return str(rule.get("phase")) if isinstance(rule, Message) and rule.get("phase") is not None else None
+    """Whether Caffe runs the layer in a deploy net: caffe/src/caffe/net.cpp's FilterNet and
+    StateMeetsRule for the state `caffe test` and pycaffe's `caffe.Net(file, caffe.TEST)` give
+    (phase TEST, level 0, no stages; the file's own `state` is replaced). Without an `include`
+    the layer is in unless an `exclude` rule is met; an `include` rule met puts it back in."""
+    def met(rule: Value) -> bool:
+        if not isinstance(rule, Message):
+            return False
+        phase = rule.get("phase")
+        if phase is not None and str(phase) not in ("TEST", "1"):
+            return False
+        if _number_or(rule.get("min_level"), 0) > 0 or _number_or(rule.get("max_level"), 0) < 0:
+            return False
+        return not rule.all("stage")  # a stage the state lacks (it has none): not met; `not_stage`: met
 
-    includes = [phase(f.value) for f in msg.all("include")]
-    if includes and not any(p in (None, "TEST", "1") for p in includes):
-        return False
-    return not any(phase(f.value) in ("TEST", "1") for f in msg.all("exclude"))
+    included = not msg.all("include")
+    if any(met(f.value) for f in msg.all("exclude")):
+        included = False
+    if any(met(f.value) for f in msg.all("include")):
+        included = True
+    return included
+
+
+def _number_or(value: Value | None, default: float) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
 def _find(msg: Message, key: str) -> Field | None:
@@ -579,9 +672,9 @@ def _flag(p: Message, key: str, default: bool) -> bool | None:
     return True if text in ("true", "1", "t") else False if text in ("false", "0", "f") else None
 
 
-def _caffe_pool_out(n: int, f: int, s: int, p: int) -> int:
-    """caffe/src/caffe/layers/pooling_layer.cpp: round up, then drop a window that starts in the padding."""
-    out = -(-(n + 2 * p - f) // s) + 1
+def _caffe_pool_out(n: int, f: int, s: int, p: int, ceil: bool = True) -> int:
+    """caffe/src/caffe/layers/pooling_layer.cpp: round up (or down), then drop a window that starts in the padding."""
+    out = (-(-(n + 2 * p - f) // s) if ceil else (n + 2 * p - f) // s) + 1
     if p and (out - 1) * s >= n + p:
         out -= 1
     return out
