@@ -700,10 +700,16 @@ def _hostile_models(tmp: Path) -> dict[str, str]:
     six = [h.make_tensor_value_info(v, T.FLOAT, [1, 2, 2, 2, 2, 2]) for v in "xy"]
     save("sixd.onnx", [h.make_node("Relu", ["x"], ["y"])], six[:1], outputs=six[1:])
     save("nonodes.onnx", [], outputs=[h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])])
+    empty = [h.make_tensor_value_info(v, T.FLOAT, [1, 3, 0, 8]) for v in "xy"]
+    save("zerodim.onnx", [h.make_node("Relu", ["x"], ["y"])], empty[:1], outputs=empty[1:])
+    ids = [h.make_tensor_value_info(v, T.INT64, [1, 8]) for v in "xy"]
+    save("intin.onnx", [h.make_node("Relu", ["x"], ["y"], name="act")], ids[:1], outputs=ids[1:])
     save("longname.onnx", [h.make_node("Erf", ["x"], ["y"], name="n" * 5_000_000)])  # 5 MB, quoted in the message
     return {
-        "sixd.onnx": "the input 'x' has 6 axes (1x2x2x2x2x2): a spec's input has 2 to 5 axes",
+        "sixd.onnx": "the input 'x' (1x2x2x2x2x2) has 6 axes: a spec's input has 2 to 5 axes",
         "nonodes.onnx": "the graph has no nodes: its output 'x' is its input 'x'",
+        "zerodim.onnx": "the input 'x' (1x3x0x8) has an empty axis",
+        "intin.onnx": "node 'act' (Relu), inputs [[1, 8]] -> outputs [[1, 8]]: it reads the integer input 'x' (token ids)",
         "longname.onnx": "node 'nnnn" + "n" * 56 + "...nnnnnnnnnnnnnnnnnnnn' (5,000,000 characters) (Erf)",
         "name.onnx": "NodeProto.name is not UTF-8 text",
         "truncated.onnx": "not a readable ONNX model",

@@ -236,16 +236,28 @@ def _network_name(path: Path) -> str:
     return spec_name(path.stem) if path.stem else "imported"  # `network.onnx` -> `network_`, `café` -> `caf_`
 
 
+def _name_and_shape(x: str, shape: tuple[int, ...] | list[int] | None) -> str:
+    return quoted(x) + (f" ({'x'.join(map(str, shape))})" if shape is not None else "")
+
+
 def _input_line(view: GraphView, x: str, items: list[Leaf | Join], path: Path) -> str:
     shape = view.shape(x)
     if shape is None or not 2 <= len(shape) <= 5:
-        what = "no known shape" if shape is None else f"{len(shape)} axes ({'x'.join(map(str, shape))})"
+        what = "no known shape" if shape is None else f"{len(shape)} axes"
         raise ImportFailure(
-            f"the input {quoted(x)} has {what}: a spec's input has 2 to 5 axes, the batch first "
+            f"the input {_name_and_shape(x, shape)} has {what}: a spec's input has 2 to 5 axes, the batch first "
             "(N C, N C L, N C H W or N C D H W)", str(path),
         )
     dims = shape[1:]
+    if min(dims) < 1:
+        raise ImportFailure(
+            f"the input {_name_and_shape(x, shape)} has an empty axis: a spec's sizes are positive", str(path)
+        )
     if view.types.get(x) == onnx.TensorProto.INT64 and len(dims) == 1:
+        for item in items:  # token ids: a spec reads them with an embedding, nothing else
+            if isinstance(item, Leaf) and item.input == x and not item.match.statement.startswith("embedding "):
+                raise _fail(view, path, item.node, f"it reads the integer input {quoted(x)} (token ids)",
+                            "archc reads integer inputs as token ids, into an embedding (a Gather of a table)")
         return f"input {dims[0]} tokens"
     if len(dims) == 1:
         return f"input {dims[0]}"
