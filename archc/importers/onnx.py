@@ -216,7 +216,7 @@ def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, d
             "a spec has at least one layer: write `input ...` and `identity` by hand if that is the network",
         )
     header = [f"network {_network_name(path)}", _input_line(view, x, items, path)]
-    if y == x:  # only Identity or Dropout nodes (aliases): the network passes its input on
+    if y == x and not items:  # only Identity or Dropout nodes (aliases): the network passes its input on
         return "\n".join([*header, "identity", ""]), {}
     try:
         body = sequence(view, items, x, y)
