@@ -291,13 +291,16 @@ def test_gelu_at_each_side_of_its_opset_matches_pytorch(opset: int) -> None:
 
 # Every constant that several layers share, as an int64 (clstoken's Expand size, posembed's
 # Slice, ReduceMean's axes at 18+) and a float (Gelu's Erf form below 20, relu6's Clip bounds):
-# a ViT below opset 20 once held `/const/one` as both, which no runtime loads.
+# a ViT below opset 20 once held `/const/one` as both, which no runtime loads. And two
+# attentions of one width at two lengths: their heads' shape was one constant, the first's.
 SHARED_CONSTANTS = """\
 input 4x4x3
 conv K=8 F=2 S=2
 tokens
+attention 2
 clstoken
 posembed T=9
+attention 2
 residual { layernorm; fc 16; gelu; fc 8 }
 relu6
 rmsnorm

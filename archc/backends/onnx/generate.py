@@ -474,7 +474,8 @@ def _attention(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
         y = ctx.emit("MatMul", [x, ctx.weight_t(f"{p}.{n}.weight")], f"{p}/{n}_matmul")
         outs.append(ctx.emit("Add", [y, f"{p}.{n}.bias"], f"{p}/{n}") if a["bias"] else y)
     q, k, v = (
-        ctx.emit("Reshape", [t, ctx.ints(f"heads{n}x{width}", [0, length, n, width])], f"{t}/heads")
+        # named by every value it holds: two attentions of one width at two lengths (a class token between)
+        ctx.emit("Reshape", [t, ctx.ints(f"heads{length}x{n}x{width}", [0, length, n, width])], f"{t}/heads")
         for t, n in zip(outs, (heads, kv, kv), strict=True)
     )
     q = ctx.emit("Transpose", [q], f"{p}/q_t", perm=[0, 2, 1, 3])  # [batch, heads, L, width]
