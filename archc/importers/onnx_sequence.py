@@ -382,7 +382,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a failure is reported as the import's error, not logged too
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.asarray(session.run(None, {name: x})[0])
@@ -450,9 +450,28 @@ def _region(view: GraphView, x: str, y: str) -> list[onnx.NodeProto]:
 # --- attention -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Core:
+    """The scores and weighted sum: QK^T -> Softmax -> AV, or one ONNX `Attention` op (opset 23,
+    as the dynamo exporter writes `scaled_dot_product_attention` there), which is all three."""
+
     softmax: onnx.NodeProto
     qk: onnx.NodeProto
     av: onnx.NodeProto
+
+    @property
+    def q(self) -> str:
+        return str(self.qk.input[0])
+
+    @property
+    def k(self) -> str:
+        return str(self.qk.input[1])
+
+    @property
+    def v(self) -> str:
+        return str(self.av.input[2] if self.av.op_type == "Attention" else self.av.input[1])
+
+    @property
+    def out(self) -> str:
+        return str(self.av.output[0])
 
 
 _ANALYSED: weakref.WeakKeyDictionary[GraphView, dict[str, Match | None]] = weakref.WeakKeyDictionary()
@@ -460,7 +479,12 @@ _ANALYSED: weakref.WeakKeyDictionary[GraphView, dict[str, Match | None]] = weakr
 
 def _core(view: GraphView, softmax: onnx.NodeProto) -> _Core | None:
     """QK^T -> (scale, mask) -> Softmax -> AV, both MatMuls of computed values; None when the
-    Softmax is something else (a classifier's output)."""
+    Softmax is something else (a classifier's output). An `Attention` op of computed q, k and v
+    is its own core (its mask, scale and softcap are checked by the run, as the written-out ones)."""
+    if softmax.op_type == "Attention":
+        if len(softmax.input) < 3 or not all(_computed(view, i) for i in softmax.input[:3]):
+            return None
+        return _Core(softmax, softmax, softmax)
     if not softmax.input or not _computed(view, softmax.input[0]):
         return None
     v = softmax.input[0]
@@ -559,10 +583,11 @@ def _projections_before(view: GraphView, values: Sequence[str]) -> list[Linear]:
 
 
 def _module_input(view: GraphView, value: str, channels: int) -> str | None:
-    """Up from a projection's input through layout ops to the module's input, [1, L, C] at batch 1."""
+    """Up from a projection's input through layout ops to the module's input, [batch, L, C] (the
+    batch 1 where the model leaves it open, else its own: a [L, batch, C] value is not it)."""
     for _ in range(6):
         found = shape_of(view, value)
-        if found is not None and len(found) == 3 and found[0] == 1 and found[2] == channels:
+        if found is not None and len(found) == 3 and found[0] == view.batch and found[2] == channels:
             return value
         p = view.producer(value)
         if p is None or p.op_type not in LAYOUT_OPS:
@@ -692,9 +717,9 @@ def _attention(view: GraphView, core: _Core) -> Match:
             "and scores scaled by 1/sqrt(C/heads)",
         )
 
-    q_val, k_val, v_val = core.qk.input[0], core.qk.input[1], core.av.input[1]
+    q_val, k_val, v_val = core.q, core.k, core.v
     inputs = _projections_before(view, [q_val, k_val, v_val])
-    outs = _projections_after(view, core.av.output[0])
+    outs = _projections_after(view, core.out)
     if len(outs) != 1 or not inputs:
         raise fail("no input and output projections around it")
     o = outs[0]
@@ -736,6 +761,8 @@ def _attention(view: GraphView, core: _Core) -> Match:
     if width_shape is None:
         raise fail("the shape of the queries is unknown")
     width = width_shape[-1]
+    if core.qk.op_type == "Attention" and len(width_shape) == 3:  # its 3-D form: [batch, L, heads*width]
+        width //= max(1, int(attr(core.qk, "q_num_heads", 1)))
     if width <= 0 or channels % width:
         raise fail(f"a head width of {width} does not divide {channels} channels")
     heads = channels // width
@@ -798,7 +825,11 @@ def _attention(view: GraphView, core: _Core) -> Match:
     try:
         got = _run(model, sample)
     except Exception as exc:  # noqa: BLE001 - any failure to run the region means it is not understood
-        raise fail(f"its subgraph does not run on its own ({str(exc).splitlines()[0][:200]})") from None
+        why = f"its subgraph does not run on its own ({str(exc).splitlines()[0][:200]})"
+        if view.length is not None:  # the TorchScript exporter traces some reshapes at the export's length
+            why += (f"; at the length asked for ({view.length}) the model may not run at all, where its "
+                    "exporter fixed the length it was exported at in a reshape: import it at that length")
+        raise fail(why) from None
     causal, rope = None, None
     bases: list[float | None] = [None, *_rotary_bases(view, region, width)]
     reference = _reference_attention(sample, weights, heads, kv, rows)
@@ -888,7 +919,7 @@ def _projections_after(view: GraphView, value: str) -> list[Linear]:
 
 
 def _softmaxes(view: GraphView, node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """Softmax nodes downstream of `node` within SEARCH_DEPTH computed nodes."""
+    """Softmax (and `Attention`) nodes downstream of `node` within SEARCH_DEPTH computed nodes."""
     found: list[onnx.NodeProto] = []
     todo = [(o, 0) for o in node.output]
     seen: set[str] = set()
@@ -898,7 +929,7 @@ def _softmaxes(view: GraphView, node: onnx.NodeProto) -> list[onnx.NodeProto]:
             continue
         seen.add(v)
         for c in view.consumers(v):
-            if c.op_type == "Softmax":
+            if c.op_type in ("Softmax", "Attention"):
                 found.append(c)
             else:
                 todo.extend((o, depth + 1) for o in c.output if o)
@@ -907,7 +938,7 @@ def _softmaxes(view: GraphView, node: onnx.NodeProto) -> list[onnx.NodeProto]:
 
 def match_attention(view: GraphView, node: onnx.NodeProto) -> Match | None:
     """One `attention` from the whole subgraph between its input and its output projection."""
-    if not any(n.op_type == "Softmax" for n in view.node_list):
+    if not any(n.op_type in ("Softmax", "Attention") for n in view.node_list):
         return None
     cache = _ANALYSED.setdefault(view, {})
     key = view.key(node)
@@ -1510,9 +1541,14 @@ def match_gelu(view: GraphView, node: onnx.NodeProto) -> Match | None:
     y = _reader(view, one.output[0])
     if y is None or y.op_type != "Mul":
         return None
-    half = _reader(view, y.output[0])
-    if half is not None and half.op_type == "Mul" and _static_operand(view, half, y.output[0]) == 0.5:
-        y = half
+    # the last two products in either order: x * (1 + erf) then * 0.5, or (as dynamo writes
+    # nn.GELU at opset 18) 0.5 * (1 + erf) then * x; the run below checks the whole
+    after = _reader(view, y.output[0])
+    if after is not None and after.op_type == "Mul" and (
+        _static_operand(view, after, y.output[0]) == 0.5
+        or (x in after.input and _static_operand(view, y, one.output[0]) == 0.5)
+    ):
+        y = after
     try:
         region = _region(view, x, y.output[0])
     except UnrecognisedSequence:
@@ -1569,8 +1605,11 @@ def match_same_reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if before is None or shape_of(view, node.output[0]) != before:
         return None
     target = view.static_value(node.input[1])
-    # -1 or 0 first: the same shape at batch 1 is the same shape at every batch
-    if target is None or target.ndim != 1 or target.size != len(before) or int(target[0]) not in (-1, 0):
+    # -1 or 0 first: the same shape at batch 1 is the same shape at every batch (a model exported
+    # at a static batch runs at that batch only)
+    if target is None or target.ndim != 1 or target.size != len(before):
+        return None
+    if int(target[0]) not in (-1, 0) and (view.batch_free or int(target[0]) != before[0]):
         return None
     return Match(nodes=frozenset({view.key(node)}), input=node.input[0], output=node.output[0], statement="")
 
