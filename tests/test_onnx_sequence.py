@@ -760,6 +760,16 @@ def test_an_open_length_is_imported_at_the_length_asked_for(which: str, exporter
         assert f"input {length}" in spec and "attention 4" in spec
 
 
+def test_a_length_too_long_to_check_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Each attention is checked by running it: at 30,000 positions its scores alone would take
+    14 GB, so the import stops at the attention and says to import at a shorter length."""
+    from archc.importers.onnx import import_onnx
+
+    path = _export_as(Sdpa(), torch.randn(1, 5, 32), tmp_path / "open.onnx", "torchscript", {0: "b", 1: "t"})
+    with pytest.raises(UnrecognisedSequence, match=r"at 30,000 positions, whose scores alone take 13\.4 GiB"):
+        import_onnx(path, length=30_000)
+
+
 def test_length_is_refused_where_the_model_fixes_it(tmp_path: Path) -> None:
     from archc.importers.common import ImportFailure
     from archc.importers.onnx import import_onnx

@@ -48,7 +48,7 @@ from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
 from archc.importers.onnx_structure import Join, Leaf, StructureError, nest, render, sequence, weight_arrays
-from archc.limits import DEFAULT_MAX_SIZE
+from archc.limits import DEFAULT_MAX_SIZE, MAX_DIM
 
 
 def _matchers() -> tuple[Matcher, ...]:
@@ -88,8 +88,8 @@ def _check_free(view: GraphView, path: Path, length: int | None) -> None:
     def axes() -> str:
         return ", ".join(f"axis {axis}" + (f" ({symbol!r})" if symbol else "") for _, axis, symbol in view.free)
 
-    if length is not None and length < 1:
-        raise ImportFailure(f"--length {length}: a sequence has at least 1 position", str(path))
+    if length is not None and not 1 <= length <= MAX_DIM:
+        raise ImportFailure(f"--length {length}: a sequence has 1 to {MAX_DIM:,} positions", str(path))
     if not view.free:
         if length is not None:
             raise ImportFailure(

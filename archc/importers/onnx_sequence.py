@@ -42,6 +42,7 @@ LAYOUT_OPS = frozenset(
 # what the score path may hold between QK^T and the Softmax (scale, mask)
 SCORE_OPS = frozenset({"Mul", "Div", "Add", "Where", "Cast", "Identity"})
 MAX_REGION = 400  # nodes: a larger region between x and the output is not one attention
+MAX_SCORES = 2 << 30  # bytes: the scores of the longest attention run to check it (32 heads at 4,096 positions)
 SEARCH_DEPTH = 24  # nodes from a projection to its Softmax (nn.MultiheadAttention's packed form: ~16)
 
 
@@ -817,6 +818,13 @@ def _attention(view: GraphView, core: _Core) -> Match:
     if signature in known:
         was_causal, was_rope = known[signature]
         return _attention_match(view, core, region, x, y, heads, kv, was_causal, was_rope, biases, weights)
+    scores = shape[0] * heads * length * length * 4  # bytes of one [batch, heads, L, L] float32
+    if scores > MAX_SCORES:
+        raise fail(
+            f"checking it means running it at {length:,} positions, whose scores alone take "
+            f"{scores / 2**30:.1f} GiB (over {MAX_SCORES // 2**30} GiB): import it at a shorter length "
+            "(export with the length open and pass --length L; the spec's length is one number to change)"
+        )
     rng = np.random.default_rng(0)
     sample = rng.standard_normal(shape).astype(np.float32)
     rows = np.unique(
