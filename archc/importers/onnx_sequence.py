@@ -1114,6 +1114,11 @@ def match_clstoken(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if source is None:
         return None
     arr = view.weight(source[0])
+    name = _param_name(source[0])
+    if arr is not None and arr.shape == (shape[0], 1, shape[2]) and shape[0] > 1 and (arr == arr[:1]).all():
+        # at a static batch the dynamo exporter folds token.expand(batch, -1, -1) into a constant of
+        # `batch` equal rows: the token is one of them, its parameter's name is gone
+        arr, name = arr[:1], view.module_path(node)
     if arr is None or arr.size != shape[2]:
         return None
     return Match(
@@ -1121,7 +1126,7 @@ def match_clstoken(view: GraphView, node: onnx.NodeProto) -> Match | None:
         input=x,
         output=node.output[0],
         statement="clstoken",
-        name=_param_name(source[0]),
+        name=name,
         weights={"weight": arr.reshape(1, 1, shape[2]).astype(np.float32)},
     )
 
