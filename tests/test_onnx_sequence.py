@@ -853,3 +853,27 @@ def test_an_attention_op_of_another_scale_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(UnrecognisedSequence, match="neither causal nor full attention") as info:
         import_onnx(path)
     assert "(Attention)" in str(info.value.location)
+
+
+def test_the_3d_form_of_the_attention_op(tmp_path: Path) -> None:
+    """`Attention` also reads q, k, v as [batch, L, heads*width] with `q_num_heads` and
+    `kv_num_heads` (no exporter writes it yet): the width is the queries' over q_num_heads."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {k: (rng.standard_normal((32, n)) * 0.3).astype(np.float32)
+               for k, n in (("wq", 32), ("wk", 16), ("wv", 16), ("wo", 32))}
+    nodes = [
+        *(helper.make_node("MatMul", ["x", f"w{k}"], [k], name=f"attn/{k}") for k in "qkv"),
+        helper.make_node("Attention", ["q", "k", "v"], ["a"], name="attn/core", q_num_heads=4, kv_num_heads=2, is_causal=1),
+        helper.make_node("MatMul", ["a", "wo"], ["y"], name="attn/o"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6, 32])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    path = tmp_path / "attention3d.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)]), str(path))
+    spec = _import_and_compare(path, torch.randn(2, 6, 32))
+    assert "attention: attention 4 kv=2 causal=true bias=false\n" in spec
