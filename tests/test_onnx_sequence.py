@@ -759,6 +759,9 @@ def test_an_open_length_is_imported_at_the_length_asked_for(which: str, exporter
             continue
         spec = _import_and_compare(path, example(length), length=length)
         assert f"input {length}" in spec and "attention 4" in spec
+    if which == "hf_gpt2":  # wpe holds 16 positions: the import says so at the Add, not "no layer matches"
+        with pytest.raises(ImportFailure, match="a table of 16 positions, fewer than the 17 asked for"):
+            import_onnx(path, length=17)
 
 
 def test_a_length_too_long_to_check_is_an_error_not_a_crash(tmp_path: Path) -> None:
@@ -769,6 +772,17 @@ def test_a_length_too_long_to_check_is_an_error_not_a_crash(tmp_path: Path) -> N
     path = _export_as(Sdpa(), torch.randn(1, 5, 32), tmp_path / "open.onnx", "torchscript", {0: "b", 1: "t"})
     with pytest.raises(UnrecognisedSequence, match=r"at 30,000 positions, whose scores alone take 13\.4 GiB"):
         import_onnx(path, length=30_000)
+
+
+def test_a_length_past_the_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    """ONNX's shape inference materialises the positions it propagates (2 GB at 10 million)."""
+    from archc.importers.common import ImportFailure
+    from archc.importers.onnx import MAX_LENGTH, import_onnx
+
+    with pytest.raises(ImportFailure, match="--length 1048577: archc imports at 1 to 1,048,576 positions"):
+        import_onnx(tmp_path / "never_read.onnx", length=MAX_LENGTH + 1)
+    with pytest.raises(ImportFailure, match="--length 0"):
+        import_onnx(tmp_path / "never_read.onnx", length=0)
 
 
 def test_length_is_refused_where_the_model_fixes_it(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
 from archc.importers.onnx_structure import Join, Leaf, StructureError, nest, render, sequence, weight_arrays
-from archc.limits import DEFAULT_MAX_SIZE, MAX_DIM
+from archc.limits import DEFAULT_MAX_SIZE
 
 
 def _matchers() -> tuple[Matcher, ...]:
@@ -62,12 +62,17 @@ def _matchers() -> tuple[Matcher, ...]:
 
 
 MERGE_OPS = ("Add", "Mul", "Concat")
+# the longest `--length`: ONNX's shape inference materialises the positions 0..L-1 it propagates
+# (2 GB and 14 s at 10 million); a million is longer than any model's context
+MAX_LENGTH = 1 << 20
 
 
 def import_onnx(path: str | Path, max_size: int = DEFAULT_MAX_SIZE, length: int | None = None) -> Imported:
     """The spec text and weights of the ONNX model at `path` (raises `ImportFailure`); `length`
     fixes a sequence length the model leaves open (`dynamic_axes` on it)."""
     path = Path(path)
+    if length is not None and not 1 <= length <= MAX_LENGTH:
+        raise ImportFailure(f"--length {length}: archc imports at 1 to {MAX_LENGTH:,} positions", str(path))
     try:
         loaded = load(path, max_size)
     except OnnxImportError as e:
@@ -88,8 +93,6 @@ def _check_free(view: GraphView, path: Path, length: int | None) -> None:
     def axes() -> str:
         return ", ".join(f"axis {axis}" + (f" ({symbol!r})" if symbol else "") for _, axis, symbol in view.free)
 
-    if length is not None and not 1 <= length <= MAX_DIM:
-        raise ImportFailure(f"--length {length}: a sequence has 1 to {MAX_DIM:,} positions", str(path))
     if not view.free:
         if length is not None:
             raise ImportFailure(

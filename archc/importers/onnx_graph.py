@@ -46,6 +46,7 @@ from onnx import numpy_helper
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 CLASS_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
 STATIC_OPS = frozenset({"Constant", "Shape", "Size", "ConstantOfShape"})
+MAX_EVALUATED = 1 << 22  # elements: the largest constant computed here (positions 0..L-1 of a long sequence)
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,8 @@ class GraphView:
             return None
         if sum(v.size for v in ins if v is not None) > 4096:
             return None  # shape arithmetic only: never evaluate a weight-sized computation here
+        if math.prod(self.shape(value) or ()) > MAX_EVALUATED:
+            return None  # nor a large result of small inputs (a Range or a mask at a long length)
         try:
             from onnx.reference import ReferenceEvaluator
 

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from archc.importers.common import ImportFailure
-from archc.importers.onnx_graph import GraphView, Match, Matcher, attr
+from archc.importers.onnx_graph import MAX_EVALUATED, GraphView, Match, Matcher, Refused, attr
 
 # ops that only move or relabel elements: what lies between a module's input and its projections
 LAYOUT_OPS = frozenset(
@@ -119,6 +119,7 @@ def _folded_shapes(view: GraphView) -> dict[str, tuple[int, ...]]:
                 if (
                     all(a is not None for a, i in zip(ins, node.input, strict=True) if i)
                     and sum(a.size for a in ins if a is not None) <= 4096
+                    and math.prod(shape(v) or ()) <= MAX_EVALUATED  # a Range to a long length
                 ):
                     found = _evaluate(
                         node,
@@ -1020,11 +1021,21 @@ def _position_table(view: GraphView, value: str, length: int, channels: int) -> 
         # transformers casts the looked-up positions to the token embedding's dtype
         return _position_table(view, node.input[0], length, channels)
     if node.op_type == "Gather" and view.is_initializer(node.input[0]) and attr(node, "axis", 0) == 0:
+        rows = shape_of(view, node.input[0])
+        if rows is None or len(rows) != 2:
+            return None
+        if rows[0] < length:
+            if view.length is not None and rows[1] == channels:  # --length past the table's end
+                raise Refused(
+                    f"the positions it adds are rows of {node.input[0]!r}, a table of {rows[0]} positions, "
+                    f"fewer than the {length} asked for: import at --length {rows[0]} or less"
+                )
+            return None
         table = view.weight(node.input[0])
         idx = view.static_value(node.input[1])
         if table is None or idx is None or table.ndim != 2 or table.shape[1] != channels:
             return None
-        if idx.reshape(-1).tolist() != list(range(length)):
+        if not np.array_equal(idx.reshape(-1), np.arange(length)):
             return None
         return table, _param_name(node.input[0])
     if node.op_type == "Slice" and view.is_initializer(node.input[0]):
