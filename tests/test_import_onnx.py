@@ -493,6 +493,34 @@ OWN = {
            fc 10""",
         ["residual {\n  residual {\n    residual {\n", "add {\n  branch { conv7: conv K=4 F=1 }"],
     ),
+    "stage_of_one": (
+        """block Basic(K) { residual { conv K=K F=3 P=1; batchnorm; relu; conv K=K F=3 P=1 } relu }
+           block Down(K) { residual { conv K=K F=3 S=2 P=1; relu } shortcut { conv K=K F=1 S=2 } relu }
+           block Stage(K, N) {
+             first: Down K=K
+             rest: repeat N-1 { Basic K=K }
+           }
+           input 16x16x4
+           layer1: Stage K=4 N=3
+           layer2: Stage K=8 N=2
+           globalavgpool
+           fc 10""",
+        ["layer1: Layer K=4 N=3\n", "layer2: Layer K=8 N=2\n", "rest: repeat N-1 {"],
+    ),
+    "labels": (
+        """input 8x8x4
+           conv K=4 F=3 P=1
+           relu
+           a: add { branch { identity } branch { conv K=4 F=1 } branch { conv K=4 F=3 P=1 } }
+           c: concat { branch { relu } branch { sigmoid } branch { maxpool F=3 S=1 P=1 } }
+           residual { relu; add { branch { relu } branch { sigmoid } branch { tanh } } }
+           globalavgpool
+           fc 10""",
+        ["a: add {\n  branch { identity }\n  branch { conv2: conv K=4 F=1 }\n  branch { conv3: ",
+         "c: concat {\n  branch { relu }\n  branch { sigmoid }\n  branch { maxpool F=3 S=1 P=1 }\n}",
+         "residual {\n  relu\n  add {\n    branch { relu }\n    branch { sigmoid }\n    branch { tanh }\n  }\n}\n"
+         "globalavgpool\n"],
+    ),
 }
 
 
@@ -501,6 +529,7 @@ def test_own_onnx_round_trip(which: str, tmp_path: Path) -> None:
     """spec -> archc's ONNX -> import -> spec: the same totals and outputs, and the structure
     (blocks, repeats, merges) written as the spec had it. A transformer whose layer is a block
     imported as `h: H` twice (E111), and a residual whose body starts with one failed."""
+    import re
     import textwrap
 
     text, shown = OWN[which]
@@ -511,6 +540,13 @@ def test_own_onnx_round_trip(which: str, tmp_path: Path) -> None:
     spec = finish(imported)
     for piece in shown:
         assert piece in spec, spec
+    # a paramless layer's name that archc generated (`relu1: relu`) is not written back
+    paramless = "relu|sigmoid|tanh|gelu|softmax|maxpool|globalavgpool|flatten"
+    assert not re.search(rf"\b({paramless})_?\d+: \1\b", spec), spec
+    # a module of numbered children is a repeat, even of one copy: PyTorch's names stay
+    assert imported.weights is not None
+    if which == "stage_of_one":
+        assert "layer2.rest.0.conv1.weight" in imported.weights, sorted(imported.weights)
     net = archc.loads(spec, filename="imported.arch")
     assert (net.params, net.macs, net.output_shape) == (original.params, original.macs, original.output_shape)
     assert imported.weights is not None
@@ -562,6 +598,19 @@ def test_an_off_centre_slice_is_an_error_not_a_crop(tmp_path: Path) -> None:
     assert "'/corner/Slice' (Slice)" in text and "starting at [0, 0], not centred" in text
 
 
+def test_a_file_named_by_a_keyword_names_the_network_apart(tmp_path: Path) -> None:
+    """`residual.onnx` gave `network residual`, a spec that does not parse."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="/act/Relu")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    path = tmp_path / "residual.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert "network residual_\n" in finish(import_onnx(path))
+
+
 def test_unsupported_node_is_named(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
@@ -593,6 +642,66 @@ def test_counted_children_are_a_repeat(tmp_path: Path) -> None:
     _export(_randomised(CountedStack), (3, 8, 8), path, "torchscript")
     _, spec = _round_trip(path, (3, 8, 8))
     assert "layers: repeat 3 { " in spec and "unit_" not in spec
+
+
+class LoopResidual(nn.Module):  # a ModuleList called in a loop, the sum in the parent's forward
+    def __init__(self) -> None:
+        super().__init__()
+        self.l = nn.ModuleList([nn.Sequential(nn.Linear(16, 16), nn.ReLU()) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.l:
+            x = m(x) + x
+        return x
+
+
+class LoopFunctional(nn.Module):  # the same with the activation a function of the parent
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = nn.ModuleList([nn.Linear(16, 16) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.more:
+            x = torch.relu(m(x)) + x
+        return x
+
+
+class LoopDense(nn.Module):  # DenseNet written as a loop: each Sequential reads the concatenation so far
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.l = nn.ModuleList([nn.Sequential(nn.BatchNorm2d(8 + 4 * i), nn.ReLU(), nn.Conv2d(8 + 4 * i, 4, 3, padding=1))
+                                for i in range(3)])
+        self.fc = nn.Linear(20, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [self.stem(x)]
+        for layer in self.l:
+            features.append(layer(torch.cat(features, 1)))
+        return self.fc(torch.cat(features, 1).mean((2, 3)))
+
+
+LOOPS = {
+    "residual": (LoopResidual, (16,), ["l: repeat 3 {", "residual {\n    fc: fc 16\n    relu\n  }"]),
+    "functional": (LoopFunctional, (16,), ["more: repeat 3 {", "residual {\n    fc: fc 16\n    relu\n  }"]),
+    "dense": (LoopDense, (3, 8, 8), ["l: repeat 3 {", "concat {\n    branch { identity }"]),
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("which", sorted(LOOPS))
+def test_a_module_list_called_in_a_loop_is_a_repeat(which: str, exporter: str, tmp_path: Path) -> None:
+    """The sums are in the parent's forward, so each merge opened the list again: `l` three times,
+    a spec that does not check (E111), or `more`, `more2`, `more3`. Each merge goes in the list's
+    child that holds its layers, and the list is a repeat."""
+    cls, shape, shown = LOOPS[which]
+    path = tmp_path / f"{which}.onnx"
+    _export(_randomised(cls), shape, path, exporter)
+    _, spec = _round_trip(path, shape)
+    for piece in shown:
+        assert piece in spec, spec
+    assert spec.count("repeat") == 1, spec
 
 
 def test_a_shape_read_inside_a_match_is_no_use(tmp_path: Path) -> None:

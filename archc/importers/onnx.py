@@ -47,7 +47,16 @@ from archc.importers.common import Imported, ImportFailure
 from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
-from archc.importers.onnx_structure import Join, Leaf, StructureError, nest, render, sequence, weight_arrays
+from archc.importers.onnx_structure import (
+    KEYWORDS,
+    Join,
+    Leaf,
+    StructureError,
+    nest,
+    render,
+    sequence,
+    weight_arrays,
+)
 from archc.limits import DEFAULT_MAX_SIZE
 
 
@@ -228,7 +237,8 @@ def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, d
 
 def _network_name(path: Path) -> str:
     name = re.sub(r"\W", "_", path.stem) or "imported"
-    return "_" + name if name[0].isdigit() else name
+    name = "_" + name if name[0].isdigit() else name
+    return name + "_" if name in KEYWORDS else name  # `residual.onnx`: `network residual_`
 
 
 def _input_line(view: GraphView, x: str, items: list[Leaf | Join]) -> str:
