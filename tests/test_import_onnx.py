@@ -704,6 +704,28 @@ def test_a_module_list_called_in_a_loop_is_a_repeat(which: str, exporter: str, t
     assert spec.count("repeat") == 1, spec
 
 
+class CalledTwice(nn.Module):  # one module called at two places apart: its weights shared
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.g = nn.Sequential(nn.Linear(8, 8), nn.ReLU()), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.g(self.f(x) + x)
+        return self.f(x) + x
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_a_module_called_twice_apart_is_written_once_per_call(exporter: str, tmp_path: Path) -> None:
+    """`f` twice in one scope was E111 ("the importer has a bug"): each call is written, `f` and
+    `f2`, the shared weights copied into both (a spec has no shared layers but `tie=`)."""
+    path = tmp_path / "twice.onnx"
+    _export(_randomised(CalledTwice), (8,), path, exporter)
+    net, spec = _round_trip(path, (8,))
+    assert "residual { f: " in spec and "residual { f2: " in spec, spec
+    assert net.params == 3 * 72
+
+
 def test_a_shape_read_inside_a_match_is_no_use(tmp_path: Path) -> None:
     """MatMul + Add is one fc even where a Shape reads the MatMul's output (the TorchScript exporter
     reads shapes so inside torchvision's attention): a Shape computes nothing to lose."""

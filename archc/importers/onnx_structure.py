@@ -369,24 +369,44 @@ def nest(body: list[Leaf | Merge], view: GraphView) -> list[Entry]:
             return None
         return own[-1]
 
-    def place(items: list[Leaf | Merge], base: Path) -> list[Entry]:
-        while True:
-            names = opened(items, base)
-            twice = {n for n in names if names.count(n) > 1}
-            if not twice or not sink(items, base, twice):
+    def place(items: list[Leaf | Merge], base: Path, taken: dict[str, int] | None = None) -> list[Entry]:
+        """The items as the entries of the scope `base`; `taken` counts the children opened in
+        it so far (the branches of its merges are in it too)."""
+        names = opened(items, base)
+        while len(set(names)) < len(names):
+            before = dict(sunk)
+            if not sink(items, base, {n for n in names if names.count(n) > 1}):
                 break
+            now = opened(items, base)
+            if len(now) - len(set(now)) >= len(names) - len(set(names)):  # no better: a shared module
+                sunk.clear()
+                sunk.update(before)
+                owners.clear()
+                break
+            names = now
+        taken = {} if taken is None else taken
         out: list[Entry] = []
         for item in items:
             if here(item, base):
-                out.append(_entry(item, base, place, label))
+                out.append(_entry(item, base, lambda b: place(b, base, taken), label))
                 continue
             child = owner(item)[len(base)]
+            path = (*base, child)
             last = out[-1] if out else None
-            if isinstance(last, ScopeE) and last.name == child:
+            if isinstance(last, ScopeE) and last.path == path:
                 last.entries.append(item)  # type: ignore[arg-type]  # placed below
-            else:
-                path = (*base, child)
-                out.append(ScopeE(child, path, [item], layer=path in layers))  # type: ignore[list-item]
+                continue
+            # a module called again apart from its first call (its weights shared, or its children
+            # called from the parent with other statements between) is written once per call: `f2`
+            name = child
+            if child in taken and not child.isdigit():  # an index is named later, apart anyway
+                k = taken[child] + 1
+                while f"{child}{k}" in taken:
+                    k += 1
+                name = f"{child}{k}"
+            taken[child] = taken.get(child, 0) + 1
+            taken.setdefault(name, 1)
+            out.append(ScopeE(name, path, [item], layer=path in layers))  # type: ignore[list-item]
         for e in out:
             if isinstance(e, ScopeE):
                 e.entries = place(e.entries, e.path)  # type: ignore[arg-type]
@@ -400,7 +420,7 @@ def _entry(item: Leaf | Merge, base: Path, place: Any, label: Any) -> Entry:
         p = _path(item.match.name)
         name = p[-1] if len(p) == len(base) + 1 and p[: len(base)] == base else None
         return LayerE(item, name)
-    return MergeE(item.form, [place(b, base) for b in item.branches], label(item, base))
+    return MergeE(item.form, [place(b) for b in item.branches], label(item, base))
 
 
 def _common(paths: list[Path]) -> Path:
