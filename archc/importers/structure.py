@@ -142,7 +142,11 @@ class _Walker:
                 value = node.output
                 continue
             merged, value, joined = self.fork(value, readers)
-            return [*out, *merged], value, joined
+            out += merged
+            if joined is not None:  # the fork's last merge is itself a branch of an outer one
+                return out, value, joined
+            # else the merges joined every branch: go on from the last one's value, here, so that
+            # a network of many residuals in sequence does not recurse once per residual
 
     def layer(self, node: Node) -> Statement:
         if node.merge is not None:  # a merge of a single value: nothing to join
@@ -153,8 +157,9 @@ class _Walker:
     def fork(self, value: int, readers: list[Node]) -> tuple[list[Statement], int, Node | None]:
         """The merges that join the branches starting at `value`, innermost first (a residual
         whose body starts with a product of two of its branches forks twice at one value), and
-        what follows them: as `chain`, the statements, the last value and the node that joins
-        it with values from outside this fork (None at the network's end)."""
+        what follows them up to the last: the statements, the value they compute, and, where
+        the branches end in a node that also reads values from outside this fork, that node
+        (None where the last merge joined them all: the caller goes on from its value)."""
         # a head: a branch's statements so far, the value it ends at, and the node it waits at
         heads: list[tuple[list[Statement], int, Node | None]] = []
         for reader in readers:
@@ -173,8 +178,11 @@ class _Walker:
             order = {v: i for i, v in enumerate(node.inputs)}
             branches = [b for b, _, _ in sorted(mine, key=lambda h: order[h[1]])]
             self.visited.add(id(node))
+            heads = [h for h in heads if h[2] is not node]
+            if not heads:
+                return [_merged(node, branches)], node.output, None
             rest, end, joined = self.chain(node.output)
-            heads = [h for h in heads if h[2] is not node] + [([_merged(node, branches), *rest], end, joined)]
+            heads.append(([_merged(node, branches), *rest], end, joined))
         return heads[0]
 
     @staticmethod
