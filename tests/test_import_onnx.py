@@ -507,6 +507,19 @@ OWN = {
            fc 10""",
         ["layer1: Layer K=4 N=3\n", "layer2: Layer K=8 N=2\n", "rest: repeat N-1 {"],
     ),
+    "vgg_stages": (
+        """block ConvReLU(K) { conv K=K F=3 P=1; relu }
+           block Stage(K, N) {
+             convs: repeat N { ConvReLU K=K }
+             pool: maxpool F=2 S=2
+           }
+           input 16x16x3
+           stage1: Stage K=4 N=1
+           stage2: Stage K=8 N=3
+           globalavgpool
+           fc 10""",
+        ["stage1: Stage K=4 N=1\n", "stage2: Stage K=8 N=3\n", "convs: repeat N {"],
+    ),
     "labels": (
         """input 8x8x4
            conv K=4 F=3 P=1

@@ -888,6 +888,8 @@ def _parameterise(b: Block, blocks: dict[tuple[Any, ...], Block]) -> None:
             if j in defaults:
                 b.defaults[expr] = defaults[j]
         b.exprs.append(expr)
+    # a repeat's count after the widths it repeats, as a person writes `Stage(K, N)`, not `Stage(N, K)`
+    b.params.sort(key=lambda p: p[0].rstrip("0123456789") == "N")
 
 
 def _divisor(column: tuple[int, ...], other: tuple[int, ...]) -> int | None:
