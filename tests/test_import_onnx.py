@@ -271,7 +271,18 @@ class UNetLike(nn.Module):  # the paper's U-Net in small: valid convolutions, th
         return self.dec(torch.cat([skip[:, :, 2:14, 2:14], up], 1))
 
 
+class Upsampling(nn.Module):  # nn.Upsample: Resize, nearest and bilinear
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.up1 = nn.Conv2d(3, 4, 3, padding=1), nn.Upsample(scale_factor=2)
+        self.conv2, self.up2 = nn.Conv2d(4, 2, 1), nn.Upsample(scale_factor=(1, 3), mode="bilinear")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up2(self.conv2(self.up1(self.conv1(x))))
+
+
 MODULES = {
+    "upsampling": (Upsampling, (3, 5, 6)),
     "convnext_like": (ConvNeXtLike, (3, 16, 16)),
     "unet_like": (UNetLike, (1, 20, 20)),
     "resnet_like": (ResNetLike, (3, 64, 64)),
@@ -481,6 +492,37 @@ OWN = {
            dec1: ConvReLU K=4
            out: conv K=2 F=1""",
         ["branch { copy1: crop 8 }", "branch { copy2: crop 8 }", "up1: convtranspose K=4 F=2 S=2"],
+    ),
+    "cnn_ops_2d": (  # lrn as ONNX's LRN (odd) and written out (even), upsample, uneven adaptive pooling
+        """input 13x13x4
+           conv K=6 F=3 P=1
+           norm1: lrn size=3 k=1
+           norm2: lrn size=4 alpha=2e-4 beta=0.5
+           up: upsample 2
+           up_linear: upsample 1x2 mode=linear
+           act: hardswish
+           pool: adaptiveavgpool 5x3
+           fc 4""",
+        ["norm1: lrn size=3 k=1\n", "norm2: lrn size=4 alpha=0.0002 beta=0.5\n", "up: upsample 2\n",
+         "up_linear: upsample 1x2 mode=linear\n", "act: hardswish\n", "pool: adaptiveavgpool 5x3\n"],
+    ),
+    "cnn_ops_3d": (  # the written-out forms at other ranks: lrn of an even size, the averaging matrices
+        """input 5x7x7x2
+           conv K=4 F=3 P=1
+           norm: lrn size=2
+           up: upsample 1x2x2
+           up_linear: upsample 2 mode=linear
+           pool: adaptiveavgpool 3""",
+        ["norm: lrn size=2\n", "up: upsample 1x2x2\n", "up_linear: upsample 2 mode=linear\n",
+         "pool: adaptiveavgpool 3\n"],
+    ),
+    "cnn_ops_1d": (
+        """input 20x3
+           conv K=6 F=3
+           norm: lrn size=3
+           up: upsample 3 mode=linear
+           pool: adaptiveavgpool 7""",
+        ["norm: lrn size=3\n", "up: upsample 3 mode=linear\n", "pool: adaptiveavgpool 7\n"],
     ),
     "nested_merges": (
         """input 8x8x4

@@ -133,7 +133,8 @@ _SIMPLE = {"Relu": "relu", "Tanh": "tanh", "HardSwish": "hardswish"}
 
 
 def activation(view: GraphView, node: onnx.NodeProto) -> Match | None:
-    """Relu, Tanh, HardSwish, Clip(0, 6), HardSigmoid(1/6, 1/2), LeakyRelu, Gelu, Sigmoid (Sigmoid+Mul: silu)."""
+    """Relu, Tanh, HardSwish, Clip(0, 6), HardSigmoid(1/6, 1/2), LeakyRelu, Gelu, Sigmoid
+    (Sigmoid+Mul: silu; HardSigmoid+Mul: hardswish)."""
     op, name = node.op_type, view.module_path(node)
     if op in _SIMPLE:
         return _one(view, node, _SIMPLE[op], name)
@@ -147,7 +148,7 @@ def activation(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if op == "HardSigmoid":
         alpha, beta = attr(node, "alpha", 0.2), attr(node, "beta", 0.5)
         if math.isclose(alpha, 1 / 6, rel_tol=1e-5) and math.isclose(beta, 0.5, rel_tol=1e-6):
-            return _one(view, node, "hardsigmoid", name)
+            return _gated(view, node, "hardswish") or _one(view, node, "hardsigmoid", name)
         raise Refused(f"HardSigmoid alpha={alpha:.6g} beta={beta:.6g}; archc's is PyTorch's (1/6, 1/2)")
     if op == "LeakyRelu":
         slope = float(attr(node, "alpha", 0.01))
@@ -157,11 +158,17 @@ def activation(view: GraphView, node: onnx.NodeProto) -> Match | None:
         approx = attr(node, "approximate", "none")
         return _one(view, node, "gelu" if approx == "none" else "gelu approx=tanh", name)
     if op == "Sigmoid":
-        x, gate = node.input[0], node.output[0]
-        mul = view.only_consumer(gate)
-        if mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([x, gate]):
-            return Match(frozenset({view.key(node), view.key(mul)}), x, mul.output[0], "silu", view.module_path(mul))
-        return _one(view, node, "sigmoid", name)
+        return _gated(view, node, "silu") or _one(view, node, "sigmoid", name)
+    return None
+
+
+def _gated(view: GraphView, node: onnx.NodeProto, kind: str) -> Match | None:
+    """`x * gate(x)`: the gate's only reader a Mul by the gate's own input (silu: Sigmoid;
+    hardswish: HardSigmoid(1/6, 1/2), as archc writes both), named by the Mul's scope."""
+    x, gate = node.input[0], node.output[0]
+    mul = view.only_consumer(gate)
+    if mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([x, gate]):
+        return Match(frozenset({view.key(node), view.key(mul)}), x, mul.output[0], kind, view.module_path(mul))
     return None
 
 
@@ -373,5 +380,210 @@ def _fc(view: GraphView, node: onnx.NodeProto, nodes: frozenset[str], out: str, 
     return Match(nodes, node.input[0], out, text, layer_name(view, node, node.input[1]), weights)
 
 
+def _number(x: float) -> str:
+    """A float attribute as a spec writes it (float32 noise dropped: `1e-4`, not `9.99999974738e-05`)."""
+    return f"{float(np.float32(x)):.6g}"
+
+
+def _keys(values: dict[str, float], defaults: dict[str, float]) -> str:
+    """` key=value` for each value that is not its kind's default."""
+    return "".join(f" {k}={_number(v)}" for k, v in values.items() if not math.isclose(v, defaults[k], rel_tol=1e-6))
+
+
+_LRN_DEFAULTS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}  # archc's lrn (PyTorch's, but k=2)
+
+
+def lrn(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """LRN of an odd size -> `lrn`; PyTorch's LocalResponseNorm written out (any size, any rank:
+    archc's own for even sizes and 1-D/3-D maps, torch's export) from its Mul(x, x)."""
+    if node.op_type == "LRN":
+        size = int(attr(node, "size"))
+        if size % 2 == 0:
+            raise Refused(f"an LRN of even size {size}: ONNX's sums one channel more after each channel than "
+                          "before, PyTorch's (and archc's lrn) one more before")
+        values = {"size": size, "alpha": attr(node, "alpha", 1e-4), "beta": attr(node, "beta", 0.75),
+                  "k": attr(node, "bias", 1.0)}
+        return _one(view, node, "lrn" + _keys(values, _LRN_DEFAULTS), view.module_path(node))
+    if node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]:
+        return _lrn_written_out(view, node)
+    return None
+
+
+def _lrn_written_out(view: GraphView, square: onnx.NodeProto) -> Match | None:
+    """x / (k + alpha * mean(x^2 over a window of channels))^beta, the mean an AveragePool of
+    [size, 1...] over the channels (held as the first pooled axis) padded by size//2 zeros before
+    and (size-1)//2 after, as `torch.nn.functional.local_response_norm` computes it."""
+    x = square.input[0]
+    shape = view.shape(x)
+    if shape is None or len(shape) < 3 or view.is_static(x):
+        return None
+    chain, value, found = [square], square.output[0], {}
+    while True:  # along the one reader of each value, to the Div of x by it
+        after = view.only_consumer(value)
+        if after is None or len(chain) > 12:
+            return None
+        chain.append(after)
+        if after.op_type == "Div":
+            if list(after.input) != [x, value]:
+                return None
+            break
+        statics = [i for i in after.input if i != value]
+        if after.op_type in ("Reshape", "Unsqueeze", "Squeeze", "Pad", "AveragePool"):
+            if any(not view.is_static(i) for i in statics):
+                return None
+            found.setdefault(after.op_type, after)
+        elif after.op_type in ("Mul", "Add", "Pow") and len(statics) == 1 and after.op_type not in found:
+            constant = view.static_value(statics[0])
+            if constant is None or constant.size != 1:
+                return None
+            found[after.op_type] = float(np.ravel(constant)[0])
+        else:
+            return None
+        value = after.output[0]
+    pool, pad = found.get("AveragePool"), found.get("Pad")
+    if not isinstance(pool, onnx.NodeProto) or not isinstance(pad, onnx.NodeProto) or {"Mul", "Add", "Pow"} - set(found):
+        return None
+    c, pooled = shape[1], view.shape(pool.input[0])
+    kernel = list(attr(pool, "kernel_shape", []))
+    size = kernel[0] if kernel else 0
+    pads = view.static_value(pad.input[1]) if len(pad.input) > 1 else None
+    # the channels are the pool's first window axis, every other axis of the window 1, stride 1
+    if (pooled is None or len(pooled) != len(kernel) + 2 or pooled[2] != c + size - 1 or set(kernel[1:]) - {1}
+            or set(attr(pool, "strides", [1])) != {1} or set(attr(pool, "pads", [0])) != {0}
+            or pads is None or attr(pad, "mode", "constant") != "constant"):
+        return None
+    pads, rank = [int(p) for p in np.ravel(pads)], len(pooled)
+    if len(pads) != 2 * rank or pads[2] != size // 2 or pads[rank + 2] != (size - 1) // 2:
+        return None
+    if math.prod(pooled[1:]) != math.prod(shape[1:]) + (size - 1) * math.prod(shape[2:]) or pooled[1] != 1:
+        return None  # [b, 1, C + pads, positions]: the channels kept in order, one axis of them
+    values = {"size": size, "alpha": found["Mul"], "beta": found["Pow"], "k": found["Add"]}
+    assert isinstance(values["alpha"], float)
+    return Match(frozenset(view.key(n) for n in chain), x, chain[-1].output[0],
+                 "lrn" + _keys(values, _LRN_DEFAULTS), view.module_path(chain[-1]))
+
+
+# ONNX's Resize modes that pick input floor(o/f) at an integer factor f (PyTorch's `nearest`):
+# asymmetric o/f floored, and the half-pixel ones (o+0.5)/f-0.5 rounded, whose fraction is never 1/2
+_NEAREST = {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"), ("half_pixel", "round_prefer_ceil"),
+            ("pytorch_half_pixel", "round_prefer_floor"), ("pytorch_half_pixel", "round_prefer_ceil"),
+            ("tf_half_pixel_for_nn", "floor")}
+
+
+def upsample(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Resize (Upsample before opset 10) by integer factors of the spatial axes -> `upsample F`:
+    nearest as PyTorch's, or `mode=linear` (half-pixel: corners not aligned)."""
+    if node.op_type not in ("Resize", "Upsample"):
+        return None
+    shape = view.shape(node.input[0])
+    out = _resized(view, node, shape)
+    if shape is None or out is None or len(shape) < 3:
+        raise Refused("its input or output shape is not known here")
+    factors = [o / n for n, o in zip(shape, out, strict=True)]
+    if factors[:2] != [1, 1] or any(f < 1 or f != int(f) for f in factors[2:]):
+        raise Refused(f"a resize from {list(shape[1:])} to {list(out[1:])}; archc's upsample multiplies each "
+                      "spatial dimension by a whole factor and keeps the channels")
+    mode = attr(node, "mode", "nearest")
+    where = attr(node, "coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" and view.opset >= 11 else "asymmetric")
+    if mode == "nearest" and (where, attr(node, "nearest_mode", "round_prefer_floor" if view.opset >= 11 else "floor")) in _NEAREST:
+        text = f"upsample {sizes([int(f) for f in factors[2:]])}"
+    elif mode == "linear" and where in ("half_pixel", "pytorch_half_pixel"):
+        text = f"upsample {sizes([int(f) for f in factors[2:]])} mode=linear"
+    else:
+        raise Refused(f"a {mode} resize with coordinate_transformation_mode {where}; archc's upsample is nearest "
+                      "(input floor(o/f)) or linear with half-pixel centres (align_corners=False)")
+    return _one(view, node, text, view.module_path(node))
+
+
+def _resized(view: GraphView, node: onnx.NodeProto, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """A Resize's output shape: inferred, else from its static scales or sizes."""
+    out = view.shape(node.output[0])
+    if out is not None or shape is None:
+        return out
+    at = 1 if node.op_type == "Upsample" or view.opset < 11 else 2
+    scales = view.static_value(node.input[at]) if len(node.input) > at and node.input[at] else None
+    found = view.static_value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    axes = list(attr(node, "axes", range(len(shape))))
+    if found is not None and np.size(found) == len(axes):
+        full = list(shape)
+        for a, v in zip(axes, np.ravel(found), strict=True):
+            full[a] = int(v)
+        return tuple(full)
+    if scales is not None and np.size(scales) == len(axes):
+        full = list(shape)
+        for a, v in zip(axes, np.ravel(scales), strict=True):
+            full[a] = int(math.floor(shape[a] * float(v)))
+        return tuple(full)
+    return None
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    """[out, size]: row i averages PyTorch's adaptive window i, [floor(i*size/out), ceil((i+1)*size/out))."""
+    m = np.zeros((out, size), np.float32)
+    for i in range(out):
+        lo, hi = i * size // out, -(-(i + 1) * size // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def _averages(view: GraphView, value: str, size: int, transposed: bool) -> int | None:
+    """The output size when `value` is a constant averaging matrix of PyTorch's adaptive windows
+    over `size` positions (`[out, size]`, or `[size, out]` when transposed), else None."""
+    m = view.weight(value) if view.is_static(value) else None
+    if m is None or m.ndim != 2:
+        return None
+    m = m.T if transposed else m
+    if m.shape[1] != size or not np.allclose(m, _adaptive_matrix(size, m.shape[0]), atol=1e-7):
+        return None
+    return int(m.shape[0])
+
+
+def adaptive(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Adaptive average pooling of uneven windows as archc writes it (ONNX has none): the map
+    times averaging matrices, `x @ Cols^T` then `Rows @ x` (`Frames @` first on a volume, between
+    Reshapes) -> `adaptiveavgpool`. Tried before `gemm`, which would read `x @ Cols^T` as an fc."""
+    shape = view.shape(node.input[0]) if node.input else None
+    if node.op_type not in ("MatMul", "Reshape") or shape is None or len(shape) not in (3, 4, 5) or view.is_static(node.input[0]):
+        return None
+    chain, outs = [node], list(shape[2:])
+    if len(shape) == 5:  # [b, C, D, H*W], Frames @ it, back to [b, C, od, H, W]
+        frames = view.only_consumer(node.output[0])
+        back = None if frames is None else view.only_consumer(frames.output[0])
+        if (node.op_type != "Reshape" or view.shape(node.output[0]) != (*shape[:3], shape[3] * shape[4])
+                or frames is None or frames.op_type != "MatMul" or frames.input[1] != node.output[0]
+                or back is None or back.op_type != "Reshape"):
+            return None
+        od = _averages(view, frames.input[0], shape[2], False)
+        if od is None or view.shape(back.output[0]) != (*shape[:2], od, *shape[3:]):
+            return None
+        chain, outs[0] = [node, frames, back], od
+        cols = view.only_consumer(back.output[0])
+        if cols is None:
+            return None
+        chain.append(cols)
+    elif node.op_type != "MatMul":
+        return None
+    cols = chain[-1]
+    if cols.op_type != "MatMul" or cols.input[0] != (chain[-2].output[0] if len(chain) > 1 else node.input[0]):
+        return None
+    ow = _averages(view, cols.input[1], shape[-1], True)
+    if ow is None:
+        return None
+    outs[-1] = ow
+    if len(shape) > 3:
+        rows = view.only_consumer(cols.output[0])
+        oh = None if rows is None or rows.op_type != "MatMul" or rows.input[1] != cols.output[0] else (
+            _averages(view, rows.input[0], shape[-2], False))
+        if rows is None or oh is None:
+            return None
+        chain.append(rows)
+        outs[-2] = oh
+    if outs == list(shape[2:]):
+        return None  # archc writes no node for that
+    return Match(frozenset(view.key(n) for n in chain), node.input[0], chain[-1].output[0],
+                 f"adaptiveavgpool {sizes(outs)}", view.module_path(chain[-1]))
+
+
+# `adaptive` before `gemm`: its first product is by a constant matrix, as an fc's
 MATCHERS: tuple[Matcher, ...] = (
-    conv, convtranspose, batchnorm, activation, softmax, pool, layerscale, crop, reshape, gemm)
+    conv, convtranspose, batchnorm, activation, softmax, pool, lrn, upsample, adaptive, layerscale, crop, reshape, gemm)
