@@ -271,6 +271,14 @@ class UNetLike(nn.Module):  # the paper's U-Net in small: valid convolutions, th
         return self.dec(torch.cat([skip[:, :, 2:14, 2:14], up], 1))
 
 
+class UNetShapeCrop(UNetLike):  # the crop computed from the shapes: the TorchScript Slice's starts are Shape arithmetic
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.enc(x)
+        up = self.up(self.bottom(self.pool(skip)))
+        d, h, w = (skip.shape[2] - up.shape[2]) // 2, up.shape[2], up.shape[3]
+        return self.dec(torch.cat([skip[:, :, d : d + h, d : d + w], up], 1))
+
+
 class Upsampling(nn.Module):  # nn.Upsample: Resize, nearest and bilinear
     def __init__(self) -> None:
         super().__init__()
@@ -285,6 +293,7 @@ MODULES = {
     "upsampling": (Upsampling, (3, 5, 6)),
     "convnext_like": (ConvNeXtLike, (3, 16, 16)),
     "unet_like": (UNetLike, (1, 20, 20)),
+    "unet_shape_crop": (UNetShapeCrop, (1, 20, 20)),
     "resnet_like": (ResNetLike, (3, 64, 64)),
     "mobilenet_v2_like": (MobileNetV2Like, (3, 32, 32)),
     "se_net": (SENet, (3, 16, 16)),

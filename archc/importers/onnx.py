@@ -47,6 +47,7 @@ from archc.importers.common import Imported, ImportFailure
 from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
+from archc.importers.onnx_sequence import shape_of
 from archc.importers.onnx_structure import Join, Leaf, StructureError, nest, render, sequence, weight_arrays
 from archc.limits import DEFAULT_MAX_SIZE
 
@@ -199,7 +200,7 @@ def _check_closed(view: GraphView, path: Path, match: Match, node: onnx.NodeProt
 
 
 def _channel_concat(view: GraphView, node: onnx.NodeProto) -> bool:
-    shape = view.shape(node.output[0])
+    shape = shape_of(view, node.output[0])  # a concat of a crop computed from shapes has no inferred shape
     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
     rank = len(shape) if shape else 0
     return (rank >= 2 and (axis if axis >= 0 else axis + rank) == 1) or (rank == 3 and axis in (2, -1))

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused, attr
+from archc.importers.onnx_sequence import shape_of
 
 EPS = 1e-5  # batchnorm's default epsilon (stored as float32 in ONNX)
 
@@ -266,8 +267,10 @@ def layerscale(view: GraphView, node: onnx.NodeProto) -> Match | None:
 
 def crop(view: GraphView, node: onnx.NodeProto) -> Match | None:
     """Slices of the spatial axes (one per axis, as `x[:, :, 2:14, 2:14]` exports), centred as a
-    whole (an odd excess cut at the end) -> `crop`."""
-    shape = view.shape(node.input[0])
+    whole (an odd excess cut at the end) -> `crop`. Starts and ends may be computed from shapes
+    (a U-Net's `d = (e.shape[2] - m.shape[2]) // 2; e[:, :, d:d+h, d:d+w]`), which stops ONNX's
+    shape inference: shapes are then `shape_of`'s, inferred again with them folded."""
+    shape = shape_of(view, node.input[0])
     if not _spatial_slice(view, node) or shape is None or view.is_static(node.input[0]):
         return None
     chain, begins = [node], [0] * (len(shape) - 2)
@@ -282,7 +285,7 @@ def crop(view: GraphView, node: onnx.NodeProto) -> Match | None:
         if after is None or not _spatial_slice(view, after):
             break
         chain.append(after)
-    out = view.shape(chain[-1].output[0])
+    out = shape_of(view, chain[-1].output[0])
     assert out is not None  # checked by _spatial_slice
     spatial, kept = shape[2:], out[2:]
     if begins != [(n - k) // 2 for n, k in zip(spatial, kept, strict=True)]:
@@ -297,7 +300,7 @@ def _spatial_slice(view: GraphView, node: onnx.NodeProto) -> bool:
     """A Slice (opset 10 on) of steps 1 that keeps the batch and the channels of a map."""
     if node.op_type != "Slice" or len(node.input) < 3:
         return False
-    shape, out = view.shape(node.input[0]), view.shape(node.output[0])
+    shape, out = shape_of(view, node.input[0]), shape_of(view, node.output[0])
     if shape is None or out is None or len(shape) < 3 or len(out) != len(shape) or shape[:2] != out[:2]:
         return False
     steps = view.static_value(node.input[4]) if len(node.input) > 4 and node.input[4] else None
@@ -308,7 +311,7 @@ def _spatial_slice(view: GraphView, node: onnx.NodeProto) -> bool:
 
 def _slice_start(view: GraphView, node: onnx.NodeProto, axis: int) -> int | None:
     """Where the Slice starts on `axis` (0 where it does not cut it), or None when not a constant."""
-    n = view.shape(node.input[0])
+    n = shape_of(view, node.input[0])
     starts = view.static_value(node.input[1])
     axes = view.static_value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
     if starts is None or n is None:
