@@ -155,6 +155,20 @@ class SENet(nn.Module):
         return self.head(self.se(self.stem(x)))
 
 
+class SELinear(nn.Module):  # squeeze-excitation of nn.Linear: y.view(b, c, 1, 1), x * y.expand_as(x)
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(3, 16, 3, padding=1), nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(16, 4, bias=False), nn.ReLU(), nn.Linear(4, 16, bias=False), nn.Sigmoid())
+        self.head = nn.Linear(16 * 8 * 8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b, c, _, _ = x.size()
+        y = self.fc(self.pool(x).view(b, c)).view(b, c, 1, 1)
+        return self.head(torch.flatten(x * y.expand_as(x), 1))
+
+
 class MBConv(nn.Module):
     def __init__(self, c: int, k: int, t: int, f: int, s: int) -> None:
         super().__init__()
@@ -297,6 +311,7 @@ MODULES = {
     "resnet_like": (ResNetLike, (3, 64, 64)),
     "mobilenet_v2_like": (MobileNetV2Like, (3, 32, 32)),
     "se_net": (SENet, (3, 16, 16)),
+    "se_linear": (SELinear, (3, 8, 8)),
     "efficientnet_like": (EfficientNetLike, (3, 32, 32)),
     "densenet_like": (DenseNetLike, (3, 16, 16)),
 }

@@ -330,10 +330,14 @@ def reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
         if op == "Dropout" and len(node.output) > 1 and node.output[1] and view.consumers(node.output[1]):
             raise Refused("its mask is used, which an inference spec cannot say")
         return _one(view, node, "", view.module_path(node))
-    if op not in ("Flatten", "Reshape", "Squeeze"):
+    if op not in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Expand"):
         return None
     before, after = view.shape(node.input[0]), view.shape(node.output[0])
     if before is None or after is None:
+        return None
+    if _broadcast(view, node, before, after):
+        return _one(view, node, "", view.module_path(node))
+    if op in ("Unsqueeze", "Expand"):
         return None
     if op == "Flatten" and attr(node, "axis", 1) != 1:
         raise Refused(f"Flatten at axis {attr(node, 'axis')}; archc flattens everything but the batch")
@@ -342,6 +346,36 @@ def reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
             return None
         return _one(view, node, "flatten" if len(before) > 2 else "", view.module_path(node))
     return None
+
+
+def _broadcast(view: GraphView, node: onnx.NodeProto, before: tuple[int, ...], after: tuple[int, ...]) -> bool:
+    """A value made ready for a broadcasting merge and read by nothing else: a flat `[b, C]` as
+    `[b, C, 1, 1]` (SE from nn.Linear: `y.view(b, c, 1, 1)`), or a value expanded to the shape of
+    what it is multiplied by or added to (`y.expand_as(x)`). archc's `multiply` and `add` broadcast
+    a flat or `1x1xC` branch themselves, so neither is a layer."""
+    if node.op_type == "Expand":
+        # the batch and the channels kept: a per-channel value over every position (not CBAM's
+        # [b, 1, H, W] over the channels, which archc's merges do not broadcast)
+        ok = len(before) == len(after) > 2 and before[:2] == after[:2] and set(before[2:]) in ({1}, set(after[2:]))
+    else:
+        ok = len(before) == 2 and len(after) > 2 and after[:2] == before and set(after[2:]) == {1}
+    if not ok or view.is_static(node.input[0]):
+        return False
+    readers = [c for c in view.consumers(node.output[0]) if not all(view.is_static(o) for o in c.output if o)]
+    if not readers or node.output[0] in view.outputs:
+        return False
+    for c in readers:
+        if c.op_type == "Expand":
+            if view.shape(c.output[0]) is None or not _broadcast(view, c, after, view.shape(c.output[0]) or ()):
+                return False
+            continue
+        others = [i for i in c.input if i != node.output[0]]
+        if c.op_type not in ("Mul", "Add") or len(others) != 1 or view.is_static(others[0]):
+            return False
+        shape = view.shape(others[0])
+        if shape is None or len(shape) != len(after) or view.shape(c.output[0]) != shape or shape[1] != after[1]:
+            return False
+    return True
 
 
 def gemm(view: GraphView, node: onnx.NodeProto) -> Match | None:
