@@ -293,6 +293,18 @@ class UNetShapeCrop(UNetLike):  # the crop computed from the shapes: the TorchSc
         return self.dec(torch.cat([skip[:, :, d : d + h, d : d + w], up], 1))
 
 
+class SignalMixer(nn.Module):  # Conv1d, then per position Linear and LayerNorm (x.transpose(1, 2)), then Conv1d
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.act = nn.Conv1d(4, 8, 3, padding=1), nn.ReLU()
+        self.fc, self.norm = nn.Linear(8, 6), nn.LayerNorm(6)
+        self.conv2 = nn.Conv1d(6, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.fc(self.act(self.conv1(x)).transpose(1, 2)))
+        return self.conv2(y.transpose(1, 2))
+
+
 class Upsampling(nn.Module):  # nn.Upsample: Resize, nearest and bilinear
     def __init__(self) -> None:
         super().__init__()
@@ -305,6 +317,7 @@ class Upsampling(nn.Module):  # nn.Upsample: Resize, nearest and bilinear
 
 MODULES = {
     "upsampling": (Upsampling, (3, 5, 6)),
+    "signal_mixer": (SignalMixer, (4, 20)),
     "convnext_like": (ConvNeXtLike, (3, 16, 16)),
     "unet_like": (UNetLike, (1, 20, 20)),
     "unet_shape_crop": (UNetShapeCrop, (1, 20, 20)),
@@ -548,6 +561,21 @@ OWN = {
            pool: adaptiveavgpool 7""",
         ["norm: lrn size=3\n", "up: upsample 3 mode=linear\n", "pool: adaptiveavgpool 7\n"],
     ),
+    "sequence_layouts": (  # 1-D: archc's Transposes between channels-first and channels-last layers are no layers
+        """input 20x4
+           norm0: layernorm
+           conv1: conv K=8 F=3 P=1
+           fc1: fc 8
+           bn: batchnorm
+           pool: maxpool F=2
+           residual { attention 2 }
+           conv2: conv K=8 F=3 P=1
+           pos: posembed
+           relu
+           fc2: fc 3""",
+        ["input 20x4\nnorm0: layernorm\nconv1: conv K=8 F=3 P=1\nfc1: fc 8\nbn: batchnorm\n",
+         "residual { attention1: attention 2 }\n", "pos: posembed\n"],
+    ),
     "nested_merges": (
         """input 8x8x4
            conv K=4 F=3 P=1
@@ -626,6 +654,25 @@ def test_an_off_centre_slice_is_an_error_not_a_crop(tmp_path: Path) -> None:
     )
     text = _refusal(g, tmp_path / "corner.onnx")
     assert "'/corner/Slice' (Slice)" in text and "starting at [0, 0], not centred" in text
+
+
+def test_a_transpose_that_mixes_positions_and_channels_is_an_error(tmp_path: Path) -> None:
+    """Conv1d -> transpose(1, 2) -> Conv1d convolves over the channels: not a layout change (only a
+    Transpose between a channels-first and a channels-last layer is one), so an error at it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1, w2 = (numpy_helper.from_array(np.zeros(s, np.float32), n) for s, n in (((8, 4, 1), "c1.weight"), ((6, 20, 1), "c2.weight")))
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "c1.weight"], ["a"], name="/c1/Conv"),
+         helper.make_node("Transpose", ["a"], ["t"], name="/Transpose", perm=[0, 2, 1]),
+         helper.make_node("Conv", ["t", "c2.weight"], ["y"], name="/c2/Conv")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6, 8])],
+        [w1, w2],
+    )
+    text = _refusal(g, tmp_path / "mix.onnx")
+    assert "'/Transpose' (Transpose)" in text and "held channels first for readers that read it channels first" in text
 
 
 def test_unsupported_node_is_named(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 
 from archc.importers.common import Imported, ImportFailure
+from archc.importers.onnx_cnn import CF, read_order
 from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
@@ -243,7 +244,9 @@ def _input_line(view: GraphView, x: str, items: list[Leaf | Join]) -> str:
         return f"input {dims[0]}"
     if len(dims) == 2:  # a sequence: [C, L] before a convolution, [L, C] before sequence layers
         first = next((i for i in items if isinstance(i, Leaf) and i.input == x), None)
-        channels_first = first is not None and first.node.op_type in ("Conv", "MaxPool", "AveragePool", "BatchNormalization")
+        read = read_order(view, x)  # through the layout Transposes the import leaves out
+        channels_first = read == CF if read is not None else (
+            first is not None and first.node.op_type in ("Conv", "MaxPool", "AveragePool", "BatchNormalization"))
         length, channels = (dims[1], dims[0]) if channels_first else dims
         return f"input {length}x{channels}"
     return "input " + "x".join(str(d) for d in (*dims[1:], dims[0]))
