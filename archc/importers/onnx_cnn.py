@@ -454,7 +454,9 @@ def _lrn_written_out(view: GraphView, square: onnx.NodeProto) -> Match | None:
     shape = view.shape(x)
     if shape is None or len(shape) < 3 or view.is_static(x):
         return None
-    chain, value, found = [square], square.output[0], {}
+    chain, value = [square], square.output[0]
+    moves: dict[str, onnx.NodeProto] = {}  # the first of each op that moves or pools the squares
+    scalars: dict[str, float] = {}  # Mul: alpha, Add: k, Pow: beta
     while True:  # along the one reader of each value, to the Div of x by it
         after = view.only_consumer(value)
         if after is None or len(chain) > 12:
@@ -468,34 +470,34 @@ def _lrn_written_out(view: GraphView, square: onnx.NodeProto) -> Match | None:
         if after.op_type in ("Reshape", "Unsqueeze", "Squeeze", "Pad", "AveragePool"):
             if any(not view.is_static(i) for i in statics):
                 return None
-            found.setdefault(after.op_type, after)
-        elif after.op_type in ("Mul", "Add", "Pow") and len(statics) == 1 and after.op_type not in found:
+            moves.setdefault(after.op_type, after)
+        elif after.op_type in ("Mul", "Add", "Pow") and len(statics) == 1 and after.op_type not in scalars:
             constant = view.static_value(statics[0])
             if constant is None or constant.size != 1:
                 return None
-            found[after.op_type] = float(np.ravel(constant)[0])
+            scalars[after.op_type] = float(np.ravel(constant)[0])
         else:
             return None
         value = after.output[0]
-    pool, pad = found.get("AveragePool"), found.get("Pad")
-    if not isinstance(pool, onnx.NodeProto) or not isinstance(pad, onnx.NodeProto) or {"Mul", "Add", "Pow"} - set(found):
+    pool, pad = moves.get("AveragePool"), moves.get("Pad")
+    if pool is None or pad is None or {"Mul", "Add", "Pow"} - set(scalars):
         return None
     c, pooled = shape[1], view.shape(pool.input[0])
     kernel = list(attr(pool, "kernel_shape", []))
     size = kernel[0] if kernel else 0
-    pads = view.static_value(pad.input[1]) if len(pad.input) > 1 else None
+    pads = view.static_value(pad.input[1]) if len(pad.input) > 1 else attr(pad, "pads")
+    fill = view.static_value(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None
     # the channels are the pool's first window axis, every other axis of the window 1, stride 1
     if (pooled is None or len(pooled) != len(kernel) + 2 or pooled[2] != c + size - 1 or set(kernel[1:]) - {1}
             or set(attr(pool, "strides", [1])) != {1} or set(attr(pool, "pads", [0])) != {0}
-            or pads is None or attr(pad, "mode", "constant") != "constant"):
+            or pads is None or attr(pad, "mode", "constant") != "constant" or (fill is not None and np.any(fill))):
         return None
-    pads, rank = [int(p) for p in np.ravel(pads)], len(pooled)
-    if len(pads) != 2 * rank or pads[2] != size // 2 or pads[rank + 2] != (size - 1) // 2:
+    rank, before_after = len(pooled), [int(p) for p in np.ravel(pads)]
+    if len(before_after) != 2 * rank or before_after[2] != size // 2 or before_after[rank + 2] != (size - 1) // 2:
         return None
     if math.prod(pooled[1:]) != math.prod(shape[1:]) + (size - 1) * math.prod(shape[2:]) or pooled[1] != 1:
         return None  # [b, 1, C + pads, positions]: the channels kept in order, one axis of them
-    values = {"size": size, "alpha": found["Mul"], "beta": found["Pow"], "k": found["Add"]}
-    assert isinstance(values["alpha"], float)
+    values = {"size": size, "alpha": scalars["Mul"], "beta": scalars["Pow"], "k": scalars["Add"]}
     return Match(frozenset(view.key(n) for n in chain), x, chain[-1].output[0],
                  "lrn" + _keys(values, _LRN_DEFAULTS), view.module_path(chain[-1]))
 
@@ -549,7 +551,7 @@ def _resized(view: GraphView, node: onnx.NodeProto, shape: tuple[int, ...] | Non
     if scales is not None and np.size(scales) == len(axes):
         full = list(shape)
         for a, v in zip(axes, np.ravel(scales), strict=True):
-            full[a] = int(math.floor(shape[a] * float(v)))
+            full[a] = math.floor(shape[a] * float(v))
         return tuple(full)
     return None
 
@@ -647,7 +649,7 @@ def _swap(view: GraphView, node: onnx.NodeProto) -> bool:
             and list(attr(node, "perm", [])) == [0, 2, 1] and not view.is_static(node.input[0]))
 
 
-def _constant_order(view: GraphView, value: str, shape: tuple[int, ...]) -> str | None | bool:
+def _constant_order(view: GraphView, value: str, shape: tuple[int, ...]) -> str | bool | None:
     """How a constant operand of an element-wise op on a rank-3 value says it is held: True for a
     scalar (it says nothing), CL for a `[C]` vector (broadcast on the last axis) or a table of the
     value's own last two axes (a position table), CF for `[C, 1]`."""
