@@ -374,6 +374,27 @@ def test_pytorch_export_round_trip(name: str, exporter: str, tmp_path: Path) -> 
     assert net.params <= sum(p.numel() for p in module.parameters())
 
 
+class LRNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm1, self.norm2 = nn.LocalResponseNorm(3, alpha=2e-4, k=1.0), nn.LocalResponseNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.norm1(self.conv(x)))
+
+
+@pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo exporter needs onnxscript")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_local_response_norm_written_out_by_dynamo(tmp_path: Path) -> None:
+    """nn.LocalResponseNorm as `dynamo=True` writes it (Mul(x, x), Unsqueeze, Pad, a 3-D AveragePool,
+    Squeeze, alpha, k, beta, Div) is `lrn`, at odd and even sizes."""
+    path = tmp_path / "lrn.onnx"
+    _export(_randomised(LRNNet), (3, 7, 7), path, "dynamo")
+    _, spec = _round_trip(path, (3, 7, 7))
+    assert "norm1: lrn size=3 alpha=0.0002 k=1\n" in spec and "norm2: lrn size=4 k=1\n" in spec
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_resnet_like_is_blocks_and_stages(tmp_path: Path) -> None:
     """The hierarchy comes back: one Bottleneck block called in three stages, not 60 flat lines,

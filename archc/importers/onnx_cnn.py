@@ -463,7 +463,7 @@ def _lrn_written_out(view: GraphView, square: onnx.NodeProto) -> Match | None:
             return None
         chain.append(after)
         if after.op_type == "Div":
-            if list(after.input) != [x, value]:
+            if list(after.input) != [x, value] or view.shape(value) != shape:
                 return None
             break
         statics = [i for i in after.input if i != value]
@@ -493,7 +493,8 @@ def _lrn_written_out(view: GraphView, square: onnx.NodeProto) -> Match | None:
             or pads is None or attr(pad, "mode", "constant") != "constant" or (fill is not None and np.any(fill))):
         return None
     rank, before_after = len(pooled), [int(p) for p in np.ravel(pads)]
-    if len(before_after) != 2 * rank or before_after[2] != size // 2 or before_after[rank + 2] != (size - 1) // 2:
+    others = [p for i, p in enumerate(before_after) if i % rank != 2]
+    if len(before_after) != 2 * rank or before_after[2] != size // 2 or before_after[rank + 2] != (size - 1) // 2 or any(others):
         return None
     if math.prod(pooled[1:]) != math.prod(shape[1:]) + (size - 1) * math.prod(shape[2:]) or pooled[1] != 1:
         return None  # [b, 1, C + pads, positions]: the channels kept in order, one axis of them
@@ -540,7 +541,7 @@ def _resized(view: GraphView, node: onnx.NodeProto, shape: tuple[int, ...] | Non
     if out is not None or shape is None:
         return out
     at = 1 if node.op_type == "Upsample" or view.opset < 11 else 2
-    scales = view.static_value(node.input[at]) if len(node.input) > at and node.input[at] else None
+    scales = view.static_value(node.input[at]) if len(node.input) > at and node.input[at] else attr(node, "scales")
     found = view.static_value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
     axes = list(attr(node, "axes", range(len(shape))))
     if found is not None and np.size(found) == len(axes):
