@@ -597,6 +597,12 @@ OWN = {
         ["input 20x4\nnorm0: layernorm\nconv1: conv K=8 F=3 P=1\nfc1: fc 8\nbn: batchnorm\n",
          "residual { attention1: attention 2 }\n", "pos: posembed\n"],
     ),
+    "sequence_residual_out": (  # the network's output a residual of a per-position fc around a convolution
+        """input 20x4
+           conv K=8 F=1
+           residual { layernorm; fc 8 }""",
+        ["input 20x4\nconv1: conv K=8 F=1\nresidual {\n"],
+    ),
     "nested_merges": (
         """input 8x8x4
            conv K=4 F=3 P=1

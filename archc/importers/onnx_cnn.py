@@ -724,7 +724,9 @@ def read_order(view: GraphView, value: str, depth: int = 0) -> str | None:
         elif op in _KEEPS:
             found.add(read_order(view, c.output[0], depth + 1))
         elif op in _ARITHMETIC:
-            after = read_order(view, c.output[0], depth + 1)
+            out = c.output[0]
+            # the network's output is held as what makes it: read as the other operand is held
+            after = held_order(view, out, depth + 1) if out in view.outputs else read_order(view, out, depth + 1)
             for i in c.input:
                 if i == value:
                     continue
