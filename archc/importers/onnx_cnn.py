@@ -10,6 +10,7 @@ with the reason, never approximated.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import onnx
@@ -671,10 +672,32 @@ def _constant_order(view: GraphView, value: str, shape: tuple[int, ...]) -> str 
     return None
 
 
+# what `held_order` and `read_order` found, per view: a deep network asks of each value many times
+_ORDERS: weakref.WeakKeyDictionary[GraphView, dict[tuple[str, str], str | None]] = weakref.WeakKeyDictionary()
+
+
+def _cached(kind: str, view: GraphView, value: str, depth: int) -> str | None:
+    known = _ORDERS.setdefault(view, {})
+    if (kind, value) not in known:
+        known[kind, value] = (_held if kind == "held" else _read)(view, value, depth)
+    return known[kind, value]
+
+
 def held_order(view: GraphView, value: str, depth: int = 0) -> str | None:
     """How a rank-3 value is held, from the op that made it: CF after a convolution or pooling,
     CL after an fc (MatMul), a layer norm over the last axis or an embedding; None when unknown
     (the graph's input, whose layout is what its readers make of it, is None too)."""
+    return _cached("held", view, value, depth)
+
+
+def read_order(view: GraphView, value: str, depth: int = 0) -> str | None:
+    """How every reader of a rank-3 value reads it: CF (a convolution, pooling, batchnorm, a
+    flatten), CL (an fc by MatMul, a layer norm over the last axis), through element-wise ops,
+    merges and Transposes (0, 2, 1); None when they disagree, one cannot tell, or it is an output."""
+    return _cached("read", view, value, depth)
+
+
+def _held(view: GraphView, value: str, depth: int) -> str | None:
     node = view.producer(value)
     shape = view.shape(value)
     if node is None or shape is None or len(shape) != 3 or depth > _DEPTH:
@@ -689,7 +712,8 @@ def held_order(view: GraphView, value: str, depth: int = 0) -> str | None:
     if op in _KEEPS:
         return held_order(view, node.input[0], depth + 1)
     if op in _ARITHMETIC:
-        computed = [i for i in node.input if not view.is_static(i)]
+        # the network's input is held as it is read: here as the other operands are held
+        computed = [i for i in node.input if not view.is_static(i) and view.producer(i) is not None]
         found = {held_order(view, i, depth + 1) for i in computed}
         found |= {o for i in node.input if view.is_static(i)
                   for o in [_constant_order(view, i, shape)] if not isinstance(o, bool)}
@@ -697,10 +721,7 @@ def held_order(view: GraphView, value: str, depth: int = 0) -> str | None:
     return None
 
 
-def read_order(view: GraphView, value: str, depth: int = 0) -> str | None:
-    """How every reader of a rank-3 value reads it: CF (a convolution, pooling, batchnorm, a
-    flatten), CL (an fc by MatMul, a layer norm over the last axis), through element-wise ops,
-    merges and Transposes (0, 2, 1); None when they disagree, one cannot tell, or it is an output."""
+def _read(view: GraphView, value: str, depth: int) -> str | None:
     shape = view.shape(value)
     if shape is None or len(shape) != 3 or value in view.outputs or depth > _DEPTH:
         return None
