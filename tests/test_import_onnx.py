@@ -699,7 +699,29 @@ def test_a_transpose_that_mixes_positions_and_channels_is_an_error(tmp_path: Pat
         [w1, w2],
     )
     text = _refusal(g, tmp_path / "mix.onnx")
-    assert "'/Transpose' (Transpose)" in text and "held channels first for readers that read it channels first" in text
+    assert "'/Transpose' (Transpose)" in text and "held channels first into one held channels last, but 'conv K=6" in text
+
+
+def test_sequence_layouts_that_archc_cannot_keep_are_errors(tmp_path: Path) -> None:
+    """An fc's [batch, L, C] read by a Conv1d as [batch, C, L] (no Transpose: it convolves over the
+    positions) was imported as `fc; conv` and failed as an importer bug; a model taking [batch, L, C]
+    and transposing it for a Conv1d cannot be a spec whose ONNX takes that tensor."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def save(name: str, nodes: list, x: list, y: list, inits: dict[str, tuple[int, ...]]) -> str:
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *x])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", *y])],
+                              [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in inits.items()])
+        return _refusal(g, tmp_path / name)
+
+    text = save("fc_conv.onnx", [helper.make_node("MatMul", ["x", "fc.weight_t"], ["h"], name="/fc/MatMul"),
+                                 helper.make_node("Conv", ["h", "conv.weight"], ["y"], name="/conv/Conv")],
+                [20, 4], [6, 8], {"fc.weight_t": (4, 8), "conv.weight": (6, 20, 1)})
+    assert "'/conv/Conv' (Conv)" in text and "reads a sequence held channels last as channels first" in text
+    text = save("input.onnx", [helper.make_node("Transpose", ["x"], ["t"], name="/Transpose", perm=[0, 2, 1]),
+                               helper.make_node("Conv", ["t", "conv.weight"], ["y"], name="/conv/Conv")],
+                [20, 4], [8, 20], {"conv.weight": (8, 4, 1)})
+    assert "'/Transpose' (Transpose)" in text and "holds its input sequence channels last" in text
 
 
 def test_unsupported_node_is_named(tmp_path: Path) -> None:

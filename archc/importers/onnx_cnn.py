@@ -10,7 +10,6 @@ with the reason, never approximated.
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 import onnx
@@ -625,25 +624,6 @@ def adaptive(view: GraphView, node: onnx.NodeProto) -> Match | None:
                  f"adaptiveavgpool {sizes(outs)}", view.module_path(chain[-1]))
 
 
-# --- the layout of a sequence ([batch, C, L] or [batch, L, C]) ---------------------------------
-# archc's language holds `LxC` channels first around convolutions and pooling and channels last
-# around sequence layers, and its ONNX back-end writes a Transpose where one meets the other
-# (`conv1/to_NLC`); torch's Conv1d -> transpose(1, 2) -> Linear is the same. Such a Transpose is
-# no layer: the spec says `conv ...; fc ...`. It is one only where both sides are read as they
-# are held, which `held_order` and `read_order` establish from the ops around it.
-CF, CL = "channels first", "channels last"
-_CF_OPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization", "LRN", "Resize",
-                     "GlobalAveragePool", "GlobalMaxPool", "Flatten"})
-_KEEPS = frozenset({"Relu", "Gelu", "Tanh", "Sigmoid", "Erf", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish",
-                    "Identity", "Dropout", "Elu", "Softplus", "Neg", "Sqrt", "Cast"})
-_ARITHMETIC = frozenset({"Add", "Mul", "Sub", "Div", "Pow"})
-_DEPTH = 64  # nodes walked from a Transpose before its layout counts as unknown
-
-
-def _flip(order: str | None) -> str | None:
-    return {CF: CL, CL: CF}.get(order or "")
-
-
 def _swap(view: GraphView, node: onnx.NodeProto) -> bool:
     """A Transpose (0, 2, 1) of a computed rank-3 value: positions and channels swapped."""
     shape = view.shape(node.input[0]) if node.input else None
@@ -651,132 +631,12 @@ def _swap(view: GraphView, node: onnx.NodeProto) -> bool:
             and list(attr(node, "perm", [])) == [0, 2, 1] and not view.is_static(node.input[0]))
 
 
-def _constant_order(view: GraphView, value: str, shape: tuple[int, ...]) -> str | bool | None:
-    """How a constant operand of an element-wise op on a rank-3 value says it is held: True for a
-    scalar (it says nothing), CL for a `[C]` vector (broadcast on the last axis) or a table of the
-    value's own last two axes (a position table), CF for `[C, 1]`."""
-    const = view.shape(value)
-    if const is None:
-        return None
-    dims = list(const)
-    while dims and dims[0] == 1 and len(dims) > 1:
-        dims.pop(0)
-    if math.prod(dims) == 1:
-        return True
-    if dims == [shape[2]] and shape[1] != shape[2]:
-        return CL
-    if dims == [shape[1], 1] and shape[1] != shape[2]:
-        return CF
-    if dims == list(shape[1:]):  # a table of every position and channel: `posembed` reads [L, C]
-        return CL
-    return None
-
-
-# what `held_order` and `read_order` found, per view: a deep network asks of each value many times
-_ORDERS: weakref.WeakKeyDictionary[GraphView, dict[tuple[str, str], str | None]] = weakref.WeakKeyDictionary()
-
-
-def _cached(kind: str, view: GraphView, value: str, depth: int) -> str | None:
-    known = _ORDERS.setdefault(view, {})
-    if (kind, value) not in known:
-        known[kind, value] = (_held if kind == "held" else _read)(view, value, depth)
-    return known[kind, value]
-
-
-def held_order(view: GraphView, value: str, depth: int = 0) -> str | None:
-    """How a rank-3 value is held, from the op that made it: CF after a convolution or pooling,
-    CL after an fc (MatMul), a layer norm over the last axis or an embedding; None when unknown
-    (the graph's input, whose layout is what its readers make of it, is None too)."""
-    return _cached("held", view, value, depth)
-
-
-def read_order(view: GraphView, value: str, depth: int = 0) -> str | None:
-    """How every reader of a rank-3 value reads it: CF (a convolution, pooling, batchnorm, a
-    flatten), CL (an fc by MatMul, a layer norm over the last axis), through element-wise ops,
-    merges and Transposes (0, 2, 1); None when they disagree, one cannot tell, or it is an output."""
-    return _cached("read", view, value, depth)
-
-
-def _held(view: GraphView, value: str, depth: int) -> str | None:
-    node = view.producer(value)
-    shape = view.shape(value)
-    if node is None or shape is None or len(shape) != 3 or depth > _DEPTH:
-        return None
-    op = node.op_type
-    if op in _CF_OPS:
-        return CF
-    if op in ("MatMul", "Gather") or (op == "LayerNormalization" and attr(node, "axis", -1) in (-1, 2)):
-        return CL
-    if _swap(view, node):
-        return _flip(held_order(view, node.input[0], depth + 1))
-    if op in _KEEPS:
-        return held_order(view, node.input[0], depth + 1)
-    if op in _ARITHMETIC:
-        # the network's input is held as it is read: here as the other operands are held
-        computed = [i for i in node.input if not view.is_static(i) and view.producer(i) is not None]
-        found = {held_order(view, i, depth + 1) for i in computed}
-        found |= {o for i in node.input if view.is_static(i)
-                  for o in [_constant_order(view, i, shape)] if not isinstance(o, bool)}
-        return found.pop() if len(found) == 1 else None
-    return None
-
-
-def _read(view: GraphView, value: str, depth: int) -> str | None:
-    shape = view.shape(value)
-    if shape is None or len(shape) != 3 or value in view.outputs or depth > _DEPTH:
-        return None
-    found: set[str | None] = set()
-    readers = [c for c in view.consumers(value) if not all(view.is_static(o) for o in c.output if o)]
-    for c in readers:
-        op = c.op_type
-        if op in _CF_OPS:
-            found.add(CF)
-        elif op == "Reshape":
-            out = view.shape(c.output[0])
-            found.add(CF if out is not None and len(out) == 2 and out[0] == shape[0] else None)
-        elif (op == "MatMul" and c.input[0] == value and view.is_static(c.input[1])) or (
-                op == "LayerNormalization" and attr(c, "axis", -1) in (-1, 2)):
-            found.add(CL)
-        elif op == "Concat":
-            axis = attr(c, "axis", 0) % 3
-            found.add({1: CF, 2: CL}.get(axis))
-        elif _swap(view, c):
-            found.add(_flip(read_order(view, c.output[0], depth + 1)))
-        elif op in _KEEPS:
-            found.add(read_order(view, c.output[0], depth + 1))
-        elif op in _ARITHMETIC:
-            out = c.output[0]
-            # the network's output is held as what makes it: read as the other operand is held
-            after = held_order(view, out, depth + 1) if out in view.outputs else read_order(view, out, depth + 1)
-            for i in c.input:
-                if i == value:
-                    continue
-                # the other operand must be held as the result is read (a [C, L] + [L, C] of C == L mixes)
-                other = _constant_order(view, i, shape) if view.is_static(i) else held_order(view, i, depth + 1)
-                if (other is None and view.is_static(i)) or (isinstance(other, str) and other != after):
-                    after = None  # a constant of no known layout, or an operand held the other way
-            found.add(after)
-        else:
-            found.add(None)
-    return found.pop() if len(found) == 1 else None
-
-
 def layout(view: GraphView, node: onnx.NodeProto) -> Match | None:
-    """A Transpose (0, 2, 1) between a sequence held channels first and readers that read it
-    channels last, or the other way round: the same `LxC`, so nothing to write."""
-    if not _swap(view, node):
-        return None
-    held, read = held_order(view, node.input[0]), read_order(view, node.output[0])
-    if held is not None and read is not None and read == _flip(held):
-        return _one(view, node, "", view.module_path(node))
-    if view.producer(node.input[0]) is None:
-        raise Refused("a Transpose of the model's input: archc holds a sequence input as its first layer "
-                      "reads it (channels first before a convolution, last before an fc or attention); "
-                      "export the model taking its input in that layout")
-    raise Refused(f"it swaps the positions and channels of a sequence held {held or 'in an order not known here'} "
-                  f"for readers that read it {read or 'in different or unknown orders'}; archc's language "
-                  "holds LxC as each layer reads it, so only a Transpose between a convolution (or pooling) and "
-                  "an fc, layer norm or attention is no computation")
+    """A Transpose (0, 2, 1) of a sequence: archc's language holds `LxC` channels first around
+    convolutions and channels last around sequence layers, and writes this Transpose between them
+    (`conv1/to_NLC`; torch's Conv1d -> transpose(1, 2) -> Linear too). Left out here; once every
+    node is matched, `onnx_layout.check_layouts` makes sure it was a layout and no computation."""
+    return _one(view, node, "", view.module_path(node)) if _swap(view, node) else None
 
 
 # `adaptive` before `gemm`: its first product is by a constant matrix, as an fc's
