@@ -578,9 +578,10 @@ OWN = {
         """input 20x3
            conv K=6 F=3
            norm: lrn size=3
+           soft: softmax
            up: upsample 3 mode=linear
            pool: adaptiveavgpool 7""",
-        ["norm: lrn size=3\n", "up: upsample 3 mode=linear\n", "pool: adaptiveavgpool 7\n"],
+        ["norm: lrn size=3\nsoft: softmax\n", "up: upsample 3 mode=linear\n", "pool: adaptiveavgpool 7\n"],
     ),
     "sequence_layouts": (  # 1-D: archc's Transposes between channels-first and channels-last layers are no layers
         """input 20x4

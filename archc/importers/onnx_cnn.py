@@ -195,7 +195,8 @@ def softmax(view: GraphView, node: onnx.NodeProto) -> Match | None:
     rank = len(shape) if shape else 0
     axis = attr(node, "axis", -1 if view.opset >= 13 else 1)
     axis = axis + rank if axis < 0 else axis
-    if (rank >= 4 and axis == 1) or (rank in (2, 3) and axis == rank - 1):
+    # a sequence's channels: its last axis held channels last, axis 1 held first (onnx_layout checks which)
+    if (rank >= 3 and axis == 1) or (rank in (2, 3) and axis == rank - 1):
         return _one(view, node, "softmax", view.module_path(node))
     raise Refused(f"softmax over axis {axis} of a rank-{rank} value; archc's is over the channels")
 

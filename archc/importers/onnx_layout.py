@@ -53,8 +53,9 @@ def _wants(view: GraphView, leaf: Leaf) -> tuple[str | None, str | None]:
     if kind == "layerscale":  # a [C] vector broadcasts on the last axis, [C, 1] on the first
         w = leaf.match.weights.get("")
         return (CL, CL) if w is None or w.ndim == 1 else (CF, CF)
-    if kind == "softmax":  # the importer's softmax on a sequence is over its last axis
-        return CL, CL
+    if kind == "softmax":  # over the channels: axis 1 of [b, C, L], the last of [b, L, C]
+        axis = next((a.i for a in leaf.node.attribute if a.name == "axis"), -1 if view.opset >= 13 else 1)
+        return (CF, CF) if axis == 1 else (CL, CL)
     wanted = KINDS[kind].traits.sequence if kind in KINDS else None
     return wanted, wanted
 
@@ -195,7 +196,7 @@ def _join(run: _Pass, join: Join) -> None:
         if wanted is not None:
             run.read(i, wanted, join.node, what)
     first = inputs[0]
-    held = run.order(first)
+    held = wanted or run.order(first)
     if held is not None:
         run.held[join.output] = held
     if first in run.archc:
