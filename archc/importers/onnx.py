@@ -11,7 +11,8 @@ ONNX back-end (node names are the dotted layer names). The steps:
    (`MATCHERS`: the sequence patterns of `onnx_sequence` first, then the CNN
    operators of `onnx_cnn`); a node no matcher takes and that is not an Add,
    Mul or Concat of two computed values is an error naming the node, its op
-   type and its input and output shapes.
+   type and its input and output shapes. `onnx_layout.check_layouts` then makes
+   sure the sequence Transposes left out (archc's `conv1/to_NLC`) were layouts.
 3. `onnx_structure`: merges, the module hierarchy, blocks and repeats, and the
    text with every weight under its state_dict name.
 
