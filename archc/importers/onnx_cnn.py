@@ -574,7 +574,12 @@ def _averages(view: GraphView, value: str, size: int, transposed: bool) -> int |
     if m is None or m.ndim != 2:
         return None
     m = m.T if transposed else m
-    if m.shape[1] != size or not np.allclose(m, _adaptive_matrix(size, m.shape[0]), atol=1e-7):
+    out = m.shape[0]
+    if m.shape[1] != size or out == 0:
+        return None
+    first = np.zeros(size, np.float32)  # the first window alone, before building the whole matrix:
+    first[: -(-size // out)] = 1.0 / -(-size // out)  # every fc's weight is tried here (GPT-2's lm_head)
+    if not np.allclose(m[0], first, atol=1e-7) or not np.allclose(m, _adaptive_matrix(size, out), atol=1e-7):
         return None
     return int(m.shape[0])
 
