@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SIZE",
         help=f"refuse a model whose weights declare over SIZE (e.g. 20G; default {size_text(DEFAULT_MAX_SIZE)})",
     )
+    p.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        metavar="L",
+        help="import an ONNX model whose sequence length was left open at export at L positions",
+    )
     p.set_defaults(run=run)
 
 
@@ -91,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             raise ArchError(f"--weights {shown(args.weights)}: name the file .safetensors")
         if not to_stdout:
             refuse_overwriting(weights_out, args.output)
+    if args.length is not None and model.suffix.lower() != ".onnx":
+        raise ArchError("--length: only an ONNX model leaves its length open (a prototxt states its input shape)")
     # Before any work: the outputs are not the input, and their directories exist.
     out = None if to_stdout else check_output(args.output, model)
     if weights_out is not None:
@@ -104,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise ArchError(f"{shown(str(model))}: {problem}")
     try:
         # the message of a model over the limit says to raise --max-size
-        imported = imports(model, args.max_size) if model.suffix.lower() == ".onnx" else imports(model)
+        imported = imports(model, args.max_size, args.length) if model.suffix.lower() == ".onnx" else imports(model)
     except ImportFailure as exc:
         from archc.commands.common import use_color
 

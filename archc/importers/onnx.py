@@ -65,22 +65,55 @@ def _matchers() -> tuple[Matcher, ...]:
 
 
 MERGE_OPS = ("Add", "Mul", "Concat")
+# the longest `--length`: ONNX's shape inference materialises the positions 0..L-1 it propagates
+# (2 GB and 14 s at 10 million); a million is longer than any model's context
+MAX_LENGTH = 1 << 20
 
 
-def import_onnx(path: str | Path, max_size: int = DEFAULT_MAX_SIZE) -> Imported:
-    """The spec text and weights of the ONNX model at `path` (raises `ImportFailure`)."""
+def import_onnx(path: str | Path, max_size: int = DEFAULT_MAX_SIZE, length: int | None = None) -> Imported:
+    """The spec text and weights of the ONNX model at `path` (raises `ImportFailure`); `length`
+    fixes a sequence length the model leaves open (`dynamic_axes` on it)."""
     path = Path(path)
+    if length is not None and not 1 <= length <= MAX_LENGTH:
+        raise ImportFailure(f"--length {length}: archc imports at 1 to {MAX_LENGTH:,} positions", str(path))
     try:
         loaded = load(path, max_size)
     except OnnxImportError as e:
         raise ImportFailure(str(e)) from e
-    view = GraphView(loaded.model, loaded.readers, loaded.shapes)
+    view = GraphView(loaded.model, loaded.readers, loaded.shapes, length)
+    _check_free(view, path, length)
     try:
         items, order = _with_room(_match, view, path)
         text, weights = _with_room(_spec, view, items, path, order)
     except RecursionError as e:
         raise ImportFailure(f"{path}: the graph is too deep to import (over {_FRAMES:,} frames of nesting)") from e
     return Imported(text, path.name, weights)
+
+
+def _check_free(view: GraphView, path: Path, length: int | None) -> None:
+    """A spec has one fixed input shape: a model that leaves a dimension besides the batch open
+    is imported at the `length` given for it, or refused, naming the input and the axis."""
+    def axes() -> str:
+        return ", ".join(f"axis {axis}" + (f" ({symbol!r})" if symbol else "") for _, axis, symbol in view.free)
+
+    if not view.free:
+        if length is not None:
+            raise ImportFailure(
+                f"--length {length}: the model fixes the shape of its input, "
+                f"{', '.join(repr(i) for i in view.inputs)}: nothing to set",
+                str(path), "import it without --length")
+        return
+    inputs = sorted({name for name, _, _ in view.free})
+    if len(view.free) > 1:
+        raise ImportFailure(
+            f"the input {', '.join(map(repr, inputs))} leaves {len(view.free)} dimensions besides the batch "
+            f"open ({axes()}): a spec has one fixed input shape", str(path),
+            "export the model with fixed sizes (no dynamic_axes / dynamic_shapes but on the batch)")
+    if length is None:
+        raise ImportFailure(
+            f"the input {inputs[0]!r} leaves its sequence length open ({axes()}): a spec has a fixed "
+            "length (`input L tokens`, `input LxC`)", str(path),
+            "pass --length L to import it at L positions, or export the model with a fixed sequence length")
 
 
 # The structure walks recurse along chains of nodes, not only into merges: ResNet-152 or a

@@ -46,6 +46,7 @@ from onnx import numpy_helper
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 CLASS_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
 STATIC_OPS = frozenset({"Constant", "Shape", "Size", "ConstantOfShape"})
+MAX_EVALUATED = 1 << 22  # elements: the largest constant computed here (positions 0..L-1 of a long sequence)
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,12 @@ class GraphView:
 
     `model` should hold the graph only: the importer hands large initializers
     in as `weights` (name -> a function reading the array), so that a 100 MB
-    model is never copied whole into the view. The batch dimension of the
-    input is fixed at 1 for shape inference, so every shape is concrete
-    (MACs are counted at batch 1).
+    model is never copied whole into the view. A batch dimension the model
+    leaves open is fixed at 1 for shape inference, so every shape is concrete
+    (MACs are counted at batch 1); a static batch (2, 3) stays as exported, and
+    `batch` says which. Any other open dimension of the input (a sequence
+    length left free at export) is fixed at `length` when exactly one is open;
+    `free` lists those the model leaves open, as (input, axis, symbol).
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class GraphView:
         model: onnx.ModelProto,
         weights: Mapping[str, Callable[[], np.ndarray]] | None = None,
         weight_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        length: int | None = None,
     ) -> None:
         graph = model.graph
         self.model = model
@@ -124,27 +129,44 @@ class GraphView:
         self.archc_names = model.producer_name == "archc"
         self._static_cache: dict[str, np.ndarray | None] = {}
         self._is_static: dict[str, bool] = {}
-        self._infer(model)
+        self._infer(model, length)
 
     # --- shapes ---------------------------------------------------------------------------
-    def _infer(self, model: onnx.ModelProto) -> None:
+    def _infer(self, model: onnx.ModelProto, length: int | None = None) -> None:
         fixed = onnx.ModelProto()
         fixed.CopyFrom(model)
         self.batch_free = False  # whether the batch was left open (`dynamic_axes`): messages then say N
-        symbols: set[str] = set()
+        self.batch = 1  # the batch shapes are inferred at: 1 where open, else the model's own
+        self.free: list[tuple[str, int, str]] = []
+        symbols: dict[str, int] = {}
+        open_dims: list[onnx.TensorShapeProto.Dimension] = []
         for inp in fixed.graph.input:
+            if inp.name in self._inits or inp.name in self._readers:
+                continue
             dims = inp.type.tensor_type.shape.dim
             if dims and not dims[0].HasField("dim_value"):
                 if dims[0].dim_param:
-                    symbols.add(dims[0].dim_param)
+                    symbols[dims[0].dim_param] = 1
                 dims[0].dim_value = 1  # batch 1: every shape concrete
                 self.batch_free = True
-        # the exporter's own shapes name the batch by the input's symbol: that symbol is 1 too
-        # (ONNX's inference keeps them where it stops, e.g. after an attention mask built from shapes)
+            elif dims and inp.name == self.inputs[0]:
+                self.batch = dims[0].dim_value
+            for axis, d in enumerate(dims):
+                if axis and not d.HasField("dim_value"):
+                    self.free.append((inp.name, axis, d.dim_param))
+                    open_dims.append(d)
+        self.length = length if len(open_dims) == 1 else None  # the open length fixed, if one was
+        if length is not None and len(open_dims) == 1:  # the one open length, at the length asked for
+            if open_dims[0].dim_param:
+                symbols.setdefault(open_dims[0].dim_param, length)
+            open_dims[0].dim_value = length
+        # the exporter's own shapes name the batch (and the length) by the input's symbols: those
+        # are fixed too (ONNX's inference keeps them where it stops, e.g. after an attention mask
+        # built from shapes)
         for v in [*fixed.graph.value_info, *fixed.graph.output]:
             for d in v.type.tensor_type.shape.dim:
                 if not d.HasField("dim_value") and d.dim_param in symbols:
-                    d.dim_value = 1
+                    d.dim_value = symbols[d.dim_param]
         try:
             inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
         except Exception:  # noqa: BLE001 - an inference failure leaves shapes unknown; matchers say so
@@ -263,6 +285,8 @@ class GraphView:
             return None
         if sum(v.size for v in ins if v is not None) > 4096:
             return None  # shape arithmetic only: never evaluate a weight-sized computation here
+        if math.prod(self.shape(value) or ()) > MAX_EVALUATED:
+            return None  # nor a large result of small inputs (a Range or a mask at a long length)
         try:
             from onnx.reference import ReferenceEvaluator
 

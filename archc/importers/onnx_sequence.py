@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from archc.importers.common import ImportFailure
-from archc.importers.onnx_graph import GraphView, Match, Matcher, attr
+from archc.importers.onnx_graph import MAX_EVALUATED, GraphView, Match, Matcher, Refused, attr
 
 # ops that only move or relabel elements: what lies between a module's input and its projections
 LAYOUT_OPS = frozenset(
@@ -42,6 +42,7 @@ LAYOUT_OPS = frozenset(
 # what the score path may hold between QK^T and the Softmax (scale, mask)
 SCORE_OPS = frozenset({"Mul", "Div", "Add", "Where", "Cast", "Identity"})
 MAX_REGION = 400  # nodes: a larger region between x and the output is not one attention
+MAX_SCORES = 2 << 30  # bytes: the scores of the longest attention run to check it (32 heads at 4,096 positions)
 SEARCH_DEPTH = 24  # nodes from a projection to its Softmax (nn.MultiheadAttention's packed form: ~16)
 
 
@@ -118,6 +119,7 @@ def _folded_shapes(view: GraphView) -> dict[str, tuple[int, ...]]:
                 if (
                     all(a is not None for a, i in zip(ins, node.input, strict=True) if i)
                     and sum(a.size for a in ins if a is not None) <= 4096
+                    and math.prod(shape(v) or ()) <= MAX_EVALUATED  # a Range to a long length
                 ):
                     found = _evaluate(
                         node,
@@ -382,7 +384,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a failure is reported as the import's error, not logged too
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.asarray(session.run(None, {name: x})[0])
@@ -450,9 +452,28 @@ def _region(view: GraphView, x: str, y: str) -> list[onnx.NodeProto]:
 # --- attention -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Core:
+    """The scores and weighted sum: QK^T -> Softmax -> AV, or one ONNX `Attention` op (opset 23,
+    as the dynamo exporter writes `scaled_dot_product_attention` there), which is all three."""
+
     softmax: onnx.NodeProto
     qk: onnx.NodeProto
     av: onnx.NodeProto
+
+    @property
+    def q(self) -> str:
+        return str(self.qk.input[0])
+
+    @property
+    def k(self) -> str:
+        return str(self.qk.input[1])
+
+    @property
+    def v(self) -> str:
+        return str(self.av.input[2] if self.av.op_type == "Attention" else self.av.input[1])
+
+    @property
+    def out(self) -> str:
+        return str(self.av.output[0])
 
 
 _ANALYSED: weakref.WeakKeyDictionary[GraphView, dict[str, Match | None]] = weakref.WeakKeyDictionary()
@@ -460,7 +481,12 @@ _ANALYSED: weakref.WeakKeyDictionary[GraphView, dict[str, Match | None]] = weakr
 
 def _core(view: GraphView, softmax: onnx.NodeProto) -> _Core | None:
     """QK^T -> (scale, mask) -> Softmax -> AV, both MatMuls of computed values; None when the
-    Softmax is something else (a classifier's output)."""
+    Softmax is something else (a classifier's output). An `Attention` op of computed q, k and v
+    is its own core (its mask, scale and softcap are checked by the run, as the written-out ones)."""
+    if softmax.op_type == "Attention":
+        if len(softmax.input) < 3 or not all(_computed(view, i) for i in softmax.input[:3]):
+            return None
+        return _Core(softmax, softmax, softmax)
     if not softmax.input or not _computed(view, softmax.input[0]):
         return None
     v = softmax.input[0]
@@ -559,10 +585,11 @@ def _projections_before(view: GraphView, values: Sequence[str]) -> list[Linear]:
 
 
 def _module_input(view: GraphView, value: str, channels: int) -> str | None:
-    """Up from a projection's input through layout ops to the module's input, [1, L, C] at batch 1."""
+    """Up from a projection's input through layout ops to the module's input, [batch, L, C] (the
+    batch 1 where the model leaves it open, else its own: a [L, batch, C] value is not it)."""
     for _ in range(6):
         found = shape_of(view, value)
-        if found is not None and len(found) == 3 and found[0] == 1 and found[2] == channels:
+        if found is not None and len(found) == 3 and found[0] == view.batch and found[2] == channels:
             return value
         p = view.producer(value)
         if p is None or p.op_type not in LAYOUT_OPS:
@@ -692,9 +719,9 @@ def _attention(view: GraphView, core: _Core) -> Match:
             "and scores scaled by 1/sqrt(C/heads)",
         )
 
-    q_val, k_val, v_val = core.qk.input[0], core.qk.input[1], core.av.input[1]
+    q_val, k_val, v_val = core.q, core.k, core.v
     inputs = _projections_before(view, [q_val, k_val, v_val])
-    outs = _projections_after(view, core.av.output[0])
+    outs = _projections_after(view, core.out)
     if len(outs) != 1 or not inputs:
         raise fail("no input and output projections around it")
     o = outs[0]
@@ -736,6 +763,8 @@ def _attention(view: GraphView, core: _Core) -> Match:
     if width_shape is None:
         raise fail("the shape of the queries is unknown")
     width = width_shape[-1]
+    if core.qk.op_type == "Attention" and len(width_shape) == 3:  # its 3-D form: [batch, L, heads*width]
+        width //= max(1, int(attr(core.qk, "q_num_heads", 1)))
     if width <= 0 or channels % width:
         raise fail(f"a head width of {width} does not divide {channels} channels")
     heads = channels // width
@@ -790,6 +819,13 @@ def _attention(view: GraphView, core: _Core) -> Match:
     if signature in known:
         was_causal, was_rope = known[signature]
         return _attention_match(view, core, region, x, y, heads, kv, was_causal, was_rope, biases, weights)
+    scores = shape[0] * heads * length * length * 4  # bytes of one [batch, heads, L, L] float32
+    if scores > MAX_SCORES:
+        raise fail(
+            f"checking it means running it at {length:,} positions, whose scores alone take "
+            f"{scores / 2**30:.1f} GiB (over {MAX_SCORES // 2**30} GiB): import it at a shorter length "
+            "(export with the length open and pass --length L; the spec's length is one number to change)"
+        )
     rng = np.random.default_rng(0)
     sample = rng.standard_normal(shape).astype(np.float32)
     rows = np.unique(
@@ -798,7 +834,11 @@ def _attention(view: GraphView, core: _Core) -> Match:
     try:
         got = _run(model, sample)
     except Exception as exc:  # noqa: BLE001 - any failure to run the region means it is not understood
-        raise fail(f"its subgraph does not run on its own ({str(exc).splitlines()[0][:200]})") from None
+        why = f"its subgraph does not run on its own ({str(exc).splitlines()[0][:200]})"
+        if view.length is not None:  # the TorchScript exporter traces some reshapes at the export's length
+            why += (f"; at the length asked for ({view.length}) the model may not run at all, where its "
+                    "exporter fixed the length it was exported at in a reshape: import it at that length")
+        raise fail(why) from None
     causal, rope = None, None
     bases: list[float | None] = [None, *_rotary_bases(view, region, width)]
     reference = _reference_attention(sample, weights, heads, kv, rows)
@@ -888,7 +928,7 @@ def _projections_after(view: GraphView, value: str) -> list[Linear]:
 
 
 def _softmaxes(view: GraphView, node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """Softmax nodes downstream of `node` within SEARCH_DEPTH computed nodes."""
+    """Softmax (and `Attention`) nodes downstream of `node` within SEARCH_DEPTH computed nodes."""
     found: list[onnx.NodeProto] = []
     todo = [(o, 0) for o in node.output]
     seen: set[str] = set()
@@ -898,7 +938,7 @@ def _softmaxes(view: GraphView, node: onnx.NodeProto) -> list[onnx.NodeProto]:
             continue
         seen.add(v)
         for c in view.consumers(v):
-            if c.op_type == "Softmax":
+            if c.op_type in ("Softmax", "Attention"):
                 found.append(c)
             else:
                 todo.extend((o, depth + 1) for o in c.output if o)
@@ -907,7 +947,7 @@ def _softmaxes(view: GraphView, node: onnx.NodeProto) -> list[onnx.NodeProto]:
 
 def match_attention(view: GraphView, node: onnx.NodeProto) -> Match | None:
     """One `attention` from the whole subgraph between its input and its output projection."""
-    if not any(n.op_type == "Softmax" for n in view.node_list):
+    if not any(n.op_type in ("Softmax", "Attention") for n in view.node_list):
         return None
     cache = _ANALYSED.setdefault(view, {})
     key = view.key(node)
@@ -981,11 +1021,21 @@ def _position_table(view: GraphView, value: str, length: int, channels: int) -> 
         # transformers casts the looked-up positions to the token embedding's dtype
         return _position_table(view, node.input[0], length, channels)
     if node.op_type == "Gather" and view.is_initializer(node.input[0]) and attr(node, "axis", 0) == 0:
+        rows = shape_of(view, node.input[0])
+        if rows is None or len(rows) != 2:
+            return None
+        if rows[0] < length:
+            if view.length is not None and rows[1] == channels:  # --length past the table's end
+                raise Refused(
+                    f"the positions it adds are rows of {node.input[0]!r}, a table of {rows[0]} positions, "
+                    f"fewer than the {length} asked for: import at --length {rows[0]} or less"
+                )
+            return None
         table = view.weight(node.input[0])
         idx = view.static_value(node.input[1])
         if table is None or idx is None or table.ndim != 2 or table.shape[1] != channels:
             return None
-        if idx.reshape(-1).tolist() != list(range(length)):
+        if not np.array_equal(idx.reshape(-1), np.arange(length)):
             return None
         return table, _param_name(node.input[0])
     if node.op_type == "Slice" and view.is_initializer(node.input[0]):
@@ -1075,6 +1125,11 @@ def match_clstoken(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if source is None:
         return None
     arr = view.weight(source[0])
+    name = _param_name(source[0])
+    if arr is not None and arr.shape == (shape[0], 1, shape[2]) and shape[0] > 1 and (arr == arr[:1]).all():
+        # at a static batch the dynamo exporter folds token.expand(batch, -1, -1) into a constant of
+        # `batch` equal rows: the token is one of them, its parameter's name is gone
+        arr, name = arr[:1], view.module_path(node)
     if arr is None or arr.size != shape[2]:
         return None
     return Match(
@@ -1082,7 +1137,7 @@ def match_clstoken(view: GraphView, node: onnx.NodeProto) -> Match | None:
         input=x,
         output=node.output[0],
         statement="clstoken",
-        name=_param_name(source[0]),
+        name=name,
         weights={"weight": arr.reshape(1, 1, shape[2]).astype(np.float32)},
     )
 
@@ -1510,9 +1565,14 @@ def match_gelu(view: GraphView, node: onnx.NodeProto) -> Match | None:
     y = _reader(view, one.output[0])
     if y is None or y.op_type != "Mul":
         return None
-    half = _reader(view, y.output[0])
-    if half is not None and half.op_type == "Mul" and _static_operand(view, half, y.output[0]) == 0.5:
-        y = half
+    # the last two products in either order: x * (1 + erf) then * 0.5, or (as dynamo writes
+    # nn.GELU at opset 18) 0.5 * (1 + erf) then * x; the run below checks the whole
+    after = _reader(view, y.output[0])
+    if after is not None and after.op_type == "Mul" and (
+        _static_operand(view, after, y.output[0]) == 0.5
+        or (x in after.input and _static_operand(view, y, one.output[0]) == 0.5)
+    ):
+        y = after
     try:
         region = _region(view, x, y.output[0])
     except UnrecognisedSequence:
@@ -1569,8 +1629,11 @@ def match_same_reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if before is None or shape_of(view, node.output[0]) != before:
         return None
     target = view.static_value(node.input[1])
-    # -1 or 0 first: the same shape at batch 1 is the same shape at every batch
-    if target is None or target.ndim != 1 or target.size != len(before) or int(target[0]) not in (-1, 0):
+    # -1 or 0 first: the same shape at batch 1 is the same shape at every batch (a model exported
+    # at a static batch runs at that batch only)
+    if target is None or target.ndim != 1 or target.size != len(before):
+        return None
+    if int(target[0]) not in (-1, 0) and (view.batch_free or int(target[0]) != before[0]):
         return None
     return Match(nodes=frozenset({view.key(node)}), input=node.input[0], output=node.output[0], statement="")
 
