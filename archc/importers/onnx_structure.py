@@ -30,6 +30,7 @@ the weights' state_dict names are known here: `render` returns them with the tex
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -191,9 +192,13 @@ def _merge(view: GraphView, join: Join, branches: list[list[Leaf | Merge]]) -> M
     if op == "Mul":
         return Merge("multiply", join, branches, branches)
     # shape_of: GPT-2's first shortcut (the embeddings' sum) has no shape after the TorchScript
-    # exporter's Range of positions stops ONNX's inference
-    shapes = {shape_of(view, i) for i in join.inputs}
-    if len(branches) == 2 and len(shapes) == 1:
+    # exporter's Range of positions stops ONNX's inference. The shapes of the Add's own inputs,
+    # not of the values the import reads them as: a 1-D attention (held channels last) around a
+    # convolution's output (first) reads it through a Transpose the import leaves out; and equal
+    # sizes: an `expand_as` left out is a broadcast, not a residual
+    shapes = {shape_of(view, i) for i in join.node.input if i}
+    sizes = {math.prod(s) if s is not None else None for s in (shape_of(view, i) for i in join.inputs)}
+    if len(branches) == 2 and len(shapes) == 1 and len(sizes) == 1:
         body, shortcut = sorted(branches, key=_size, reverse=True)
         return Merge("residual", join, [body, shortcut] if shortcut else [body], branches)
     return Merge("add", join, branches, branches)
