@@ -218,6 +218,47 @@ def test_resnet_blocks_become_residuals_with_projection_shortcuts_where_the_prot
     assert out["bn2a_branch1"] == (56, 56, 256) and out["res5c_branch2c"] == (7, 7, 2048)
 
 
+def test_merges_nested_at_one_fork_are_written_innermost_first() -> None:
+    """A residual whose body is a product of two branches of the same value, and a product of a
+    three-way sum with the value: two merges at one fork, refused before ("the branches that start
+    at 'b', 'c', 'e2'", the merge itself listed as a branch) though the ONNX import reads them."""
+    product = HEADER + (
+        'layer { name: "a" type: "ReLU" bottom: "data" top: "a" }'
+        ' layer { name: "b" type: "Sigmoid" bottom: "a" top: "b" }'
+        ' layer { name: "c" type: "TanH" bottom: "a" top: "c" }'
+        ' layer { name: "e1" type: "Eltwise" bottom: "b" bottom: "c" top: "e1" eltwise_param { operation: PROD } }'
+        ' layer { name: "e2" type: "Eltwise" bottom: "e1" bottom: "a" top: "e2" }'
+        ' layer { name: "f" type: "Convolution" bottom: "e2" top: "f" convolution_param { num_output: 4 kernel_size: 1 } }'
+    )
+    assert body(imported(product))[2:] == [
+        "a: relu", "e2: residual {", "  e1: multiply {", "    branch { b: sigmoid }", "    branch { c: tanh }", "  }", "}",
+        "f: conv K=4 F=1",
+    ]
+    fc = 'layer {{ name: "{0}" type: "InnerProduct" bottom: "a" top: "{0}" inner_product_param {{ num_output: 8 }} }}'
+    sums = HEADER + (
+        'layer { name: "a" type: "Flatten" bottom: "data" top: "a" }'
+        + "".join(fc.format(n) for n in ("f2", "f3", "f4"))
+        + ' layer { name: "s" type: "Eltwise" bottom: "f2" bottom: "f3" bottom: "f4" top: "s" }'
+        ' layer { name: "f5" type: "InnerProduct" bottom: "a" top: "f5" inner_product_param { num_output: 8 } }'
+        ' layer { name: "m" type: "Eltwise" bottom: "s" bottom: "f5" top: "m" eltwise_param { operation: PROD } }'
+    )
+    spec = imported(sums)
+    assert body(spec)[3:] == [
+        "m: multiply {", "  branch {", "    s: add {", "      branch { f2: fc 8 }", "      branch { f3: fc 8 }",
+        "      branch { f4: fc 8 }", "    }", "  }", "  branch { f5: fc 8 }", "}",
+    ], spec
+    assert archc.loads(spec).params == 4 * (2048 * 8 + 8)
+    # a merge that reads a value from before the fork is still an error, located at it
+    crossed = HEADER + (
+        'layer { name: "a" type: "ReLU" bottom: "data" top: "a" }'
+        ' layer { name: "b" type: "Sigmoid" bottom: "a" top: "b" }'
+        ' layer { name: "c" type: "TanH" bottom: "a" top: "c" }'
+        ' layer { name: "e1" type: "Eltwise" bottom: "b" bottom: "c" bottom: "data" top: "e1" }'
+    )
+    err = failure(crossed)
+    assert "'e1' joins values from different forks" in err.message and err.location == "net.prototxt:7:183", str(err)
+
+
 # --- one fixture per layer type ---------------------------------------------------------------
 HEADER = 'name: "T"\ninput: "data"\ninput_dim: 1\ninput_dim: 8\ninput_dim: 16\ninput_dim: 16\n'
 

@@ -155,6 +155,20 @@ class SENet(nn.Module):
         return self.head(self.se(self.stem(x)))
 
 
+class SELinear(nn.Module):  # squeeze-excitation of nn.Linear: y.view(b, c, 1, 1), x * y.expand_as(x)
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(3, 16, 3, padding=1), nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(16, 4, bias=False), nn.ReLU(), nn.Linear(4, 16, bias=False), nn.Sigmoid())
+        self.head = nn.Linear(16 * 8 * 8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b, c, _, _ = x.size()
+        y = self.fc(self.pool(x).view(b, c)).view(b, c, 1, 1)
+        return self.head(torch.flatten(x * y.expand_as(x), 1))
+
+
 class MBConv(nn.Module):
     def __init__(self, c: int, k: int, t: int, f: int, s: int) -> None:
         super().__init__()
@@ -271,12 +285,46 @@ class UNetLike(nn.Module):  # the paper's U-Net in small: valid convolutions, th
         return self.dec(torch.cat([skip[:, :, 2:14, 2:14], up], 1))
 
 
+class UNetShapeCrop(UNetLike):  # the crop computed from the shapes: the TorchScript Slice's starts are Shape arithmetic
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.enc(x)
+        up = self.up(self.bottom(self.pool(skip)))
+        d, h, w = (skip.shape[2] - up.shape[2]) // 2, up.shape[2], up.shape[3]
+        return self.dec(torch.cat([skip[:, :, d : d + h, d : d + w], up], 1))
+
+
+class SignalMixer(nn.Module):  # Conv1d, then per position Linear and LayerNorm (x.transpose(1, 2)), then Conv1d
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.act = nn.Conv1d(4, 8, 3, padding=1), nn.ReLU()
+        self.fc, self.norm = nn.Linear(8, 6), nn.LayerNorm(6)
+        self.conv2 = nn.Conv1d(6, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.fc(self.act(self.conv1(x)).transpose(1, 2)))
+        return self.conv2(y.transpose(1, 2))
+
+
+class Upsampling(nn.Module):  # nn.Upsample: Resize, nearest and bilinear
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.up1 = nn.Conv2d(3, 4, 3, padding=1), nn.Upsample(scale_factor=2)
+        self.conv2, self.up2 = nn.Conv2d(4, 2, 1), nn.Upsample(scale_factor=(1, 3), mode="bilinear")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up2(self.conv2(self.up1(self.conv1(x))))
+
+
 MODULES = {
+    "upsampling": (Upsampling, (3, 5, 6)),
+    "signal_mixer": (SignalMixer, (4, 20)),
     "convnext_like": (ConvNeXtLike, (3, 16, 16)),
     "unet_like": (UNetLike, (1, 20, 20)),
+    "unet_shape_crop": (UNetShapeCrop, (1, 20, 20)),
     "resnet_like": (ResNetLike, (3, 64, 64)),
     "mobilenet_v2_like": (MobileNetV2Like, (3, 32, 32)),
     "se_net": (SENet, (3, 16, 16)),
+    "se_linear": (SELinear, (3, 8, 8)),
     "efficientnet_like": (EfficientNetLike, (3, 32, 32)),
     "densenet_like": (DenseNetLike, (3, 16, 16)),
 }
@@ -324,6 +372,27 @@ def test_pytorch_export_round_trip(name: str, exporter: str, tmp_path: Path) -> 
     net, _ = _round_trip(path, shape)
     # batchnorm folded into the convolutions (as both exporters may) leaves fewer parameters, never more
     assert net.params <= sum(p.numel() for p in module.parameters())
+
+
+class LRNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm1, self.norm2 = nn.LocalResponseNorm(3, alpha=2e-4, k=1.0), nn.LocalResponseNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.norm1(self.conv(x)))
+
+
+@pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo exporter needs onnxscript")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_local_response_norm_written_out_by_dynamo(tmp_path: Path) -> None:
+    """nn.LocalResponseNorm as `dynamo=True` writes it (Mul(x, x), Unsqueeze, Pad, a 3-D AveragePool,
+    Squeeze, alpha, k, beta, Div) is `lrn`, at odd and even sizes."""
+    path = tmp_path / "lrn.onnx"
+    _export(_randomised(LRNNet), (3, 7, 7), path, "dynamo")
+    _, spec = _round_trip(path, (3, 7, 7))
+    assert "norm1: lrn size=3 alpha=0.0002 k=1\n" in spec and "norm2: lrn size=4 k=1\n" in spec
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -482,6 +551,59 @@ OWN = {
            out: conv K=2 F=1""",
         ["branch { copy1: crop 8 }", "branch { copy2: crop 8 }", "up1: convtranspose K=4 F=2 S=2"],
     ),
+    "cnn_ops_2d": (  # lrn as ONNX's LRN (odd) and written out (even), upsample, uneven adaptive pooling
+        """input 13x13x4
+           conv K=6 F=3 P=1
+           norm1: lrn size=3 k=1
+           norm2: lrn size=4 alpha=2e-4 beta=0.5
+           up: upsample 2
+           up_linear: upsample 1x2 mode=linear
+           act: hardswish
+           pool: adaptiveavgpool 5x3
+           fc 4""",
+        ["norm1: lrn size=3 k=1\n", "norm2: lrn size=4 alpha=0.0002 beta=0.5\n", "up: upsample 2\n",
+         "up_linear: upsample 1x2 mode=linear\n", "act: hardswish\n", "pool: adaptiveavgpool 5x3\n"],
+    ),
+    "cnn_ops_3d": (  # the written-out forms at other ranks: lrn of an even size, the averaging matrices
+        """input 5x7x7x2
+           conv K=4 F=3 P=1
+           norm: lrn size=2
+           up: upsample 1x2x2
+           up_linear: upsample 2 mode=linear
+           pool: adaptiveavgpool 3""",
+        ["norm: lrn size=2\n", "up: upsample 1x2x2\n", "up_linear: upsample 2 mode=linear\n",
+         "pool: adaptiveavgpool 3\n"],
+    ),
+    "cnn_ops_1d": (
+        """input 20x3
+           conv K=6 F=3
+           norm: lrn size=3
+           soft: softmax
+           up: upsample 3 mode=linear
+           pool: adaptiveavgpool 7""",
+        ["norm: lrn size=3\nsoft: softmax\n", "up: upsample 3 mode=linear\n", "pool: adaptiveavgpool 7\n"],
+    ),
+    "sequence_layouts": (  # 1-D: archc's Transposes between channels-first and channels-last layers are no layers
+        """input 20x4
+           norm0: layernorm
+           conv1: conv K=8 F=3 P=1
+           fc1: fc 8
+           bn: batchnorm
+           pool: maxpool F=2
+           residual { attention 2 }
+           conv2: conv K=8 F=3 P=1
+           pos: posembed
+           relu
+           fc2: fc 3""",
+        ["input 20x4\nnorm0: layernorm\nconv1: conv K=8 F=3 P=1\nfc1: fc 8\nbn: batchnorm\n",
+         "residual { attention1: attention 2 }\n", "pos: posembed\n"],
+    ),
+    "sequence_residual_out": (  # the network's output a residual of a per-position fc around a convolution
+        """input 20x4
+           conv K=8 F=1
+           residual { layernorm; fc 8 }""",
+        ["input 20x4\nconv1: conv K=8 F=1\nresidual {\n"],
+    ),
     "nested_merges": (
         """input 8x8x4
            conv K=4 F=3 P=1
@@ -493,6 +615,47 @@ OWN = {
            fc 10""",
         ["residual {\n  residual {\n    residual {\n", "add {\n  branch { conv7: conv K=4 F=1 }"],
     ),
+    "stage_of_one": (
+        """block Basic(K) { residual { conv K=K F=3 P=1; batchnorm; relu; conv K=K F=3 P=1 } relu }
+           block Down(K) { residual { conv K=K F=3 S=2 P=1; relu } shortcut { conv K=K F=1 S=2 } relu }
+           block Stage(K, N) {
+             first: Down K=K
+             rest: repeat N-1 { Basic K=K }
+           }
+           input 16x16x4
+           layer1: Stage K=4 N=3
+           layer2: Stage K=8 N=2
+           globalavgpool
+           fc 10""",
+        ["layer1: Layer K=4 N=3\n", "layer2: Layer K=8 N=2\n", "rest: repeat N-1 {"],
+    ),
+    "vgg_stages": (
+        """block ConvReLU(K) { conv K=K F=3 P=1; relu }
+           block Stage(K, N) {
+             convs: repeat N { ConvReLU K=K }
+             pool: maxpool F=2 S=2
+           }
+           input 16x16x3
+           stage1: Stage K=4 N=1
+           stage2: Stage K=8 N=3
+           globalavgpool
+           fc 10""",
+        ["stage1: Stage K=4 N=1\n", "stage2: Stage K=8 N=3\n", "convs: repeat N {"],
+    ),
+    "labels": (
+        """input 8x8x4
+           conv K=4 F=3 P=1
+           relu
+           a: add { branch { identity } branch { conv K=4 F=1 } branch { conv K=4 F=3 P=1 } }
+           c: concat { branch { relu } branch { sigmoid } branch { maxpool F=3 S=1 P=1 } }
+           residual { relu; add { branch { relu } branch { sigmoid } branch { tanh } } }
+           globalavgpool
+           fc 10""",
+        ["a: add {\n  branch { identity }\n  branch { conv2: conv K=4 F=1 }\n  branch { conv3: ",
+         "c: concat {\n  branch { relu }\n  branch { sigmoid }\n  branch { maxpool F=3 S=1 P=1 }\n}",
+         "residual {\n  relu\n  add {\n    branch { relu }\n    branch { sigmoid }\n    branch { tanh }\n  }\n}\n"
+         "globalavgpool\n"],
+    ),
 }
 
 
@@ -501,6 +664,7 @@ def test_own_onnx_round_trip(which: str, tmp_path: Path) -> None:
     """spec -> archc's ONNX -> import -> spec: the same totals and outputs, and the structure
     (blocks, repeats, merges) written as the spec had it. A transformer whose layer is a block
     imported as `h: H` twice (E111), and a residual whose body starts with one failed."""
+    import re
     import textwrap
 
     text, shown = OWN[which]
@@ -511,6 +675,13 @@ def test_own_onnx_round_trip(which: str, tmp_path: Path) -> None:
     spec = finish(imported)
     for piece in shown:
         assert piece in spec, spec
+    # a paramless layer's name that archc generated (`relu1: relu`) is not written back
+    paramless = "relu|sigmoid|tanh|gelu|softmax|maxpool|globalavgpool|flatten"
+    assert not re.search(rf"\b({paramless})_?\d+: \1\b", spec), spec
+    # a module of numbered children is a repeat, even of one copy: PyTorch's names stay
+    assert imported.weights is not None
+    if which == "stage_of_one":
+        assert "layer2.rest.0.conv1.weight" in imported.weights, sorted(imported.weights)
     net = archc.loads(spec, filename="imported.arch")
     assert (net.params, net.macs, net.output_shape) == (original.params, original.macs, original.output_shape)
     assert imported.weights is not None
@@ -562,6 +733,60 @@ def test_an_off_centre_slice_is_an_error_not_a_crop(tmp_path: Path) -> None:
     assert "'/corner/Slice' (Slice)" in text and "starting at [0, 0], not centred" in text
 
 
+def test_a_file_named_by_a_keyword_names_the_network_apart(tmp_path: Path) -> None:
+    """`residual.onnx` gave `network residual`, a spec that does not parse."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="/act/Relu")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    path = tmp_path / "residual.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert "network residual_\n" in finish(import_onnx(path))
+
+
+def test_a_transpose_that_mixes_positions_and_channels_is_an_error(tmp_path: Path) -> None:
+    """Conv1d -> transpose(1, 2) -> Conv1d convolves over the channels: not a layout change (only a
+    Transpose between a channels-first and a channels-last layer is one), so an error at it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1, w2 = (numpy_helper.from_array(np.zeros(s, np.float32), n) for s, n in (((8, 4, 1), "c1.weight"), ((6, 20, 1), "c2.weight")))
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "c1.weight"], ["a"], name="/c1/Conv"),
+         helper.make_node("Transpose", ["a"], ["t"], name="/Transpose", perm=[0, 2, 1]),
+         helper.make_node("Conv", ["t", "c2.weight"], ["y"], name="/c2/Conv")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6, 8])],
+        [w1, w2],
+    )
+    text = _refusal(g, tmp_path / "mix.onnx")
+    assert "'/Transpose' (Transpose)" in text and "held channels first into one held channels last, but 'conv K=6" in text
+
+
+def test_sequence_layouts_that_archc_cannot_keep_are_errors(tmp_path: Path) -> None:
+    """An fc's [batch, L, C] read by a Conv1d as [batch, C, L] (no Transpose: it convolves over the
+    positions) was imported as `fc; conv` and failed as an importer bug; a model taking [batch, L, C]
+    and transposing it for a Conv1d cannot be a spec whose ONNX takes that tensor."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def save(name: str, nodes: list, x: list, y: list, inits: dict[str, tuple[int, ...]]) -> str:
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *x])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", *y])],
+                              [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in inits.items()])
+        return _refusal(g, tmp_path / name)
+
+    text = save("fc_conv.onnx", [helper.make_node("MatMul", ["x", "fc.weight_t"], ["h"], name="/fc/MatMul"),
+                                 helper.make_node("Conv", ["h", "conv.weight"], ["y"], name="/conv/Conv")],
+                [20, 4], [6, 8], {"fc.weight_t": (4, 8), "conv.weight": (6, 20, 1)})
+    assert "'/conv/Conv' (Conv)" in text and "reads a sequence held channels last as channels first" in text
+    text = save("input.onnx", [helper.make_node("Transpose", ["x"], ["t"], name="/Transpose", perm=[0, 2, 1]),
+                               helper.make_node("Conv", ["t", "conv.weight"], ["y"], name="/conv/Conv")],
+                [20, 4], [8, 20], {"conv.weight": (8, 4, 1)})
+    assert "'/Transpose' (Transpose)" in text and "holds its input sequence channels last" in text
+
+
 def test_unsupported_node_is_named(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
@@ -601,6 +826,88 @@ def test_counted_children_are_a_repeat(tmp_path: Path) -> None:
     _export(_randomised(CountedStack), (3, 8, 8), path, "torchscript")
     _, spec = _round_trip(path, (3, 8, 8))
     assert "layers: repeat 3 { " in spec and "unit_" not in spec
+
+
+class LoopResidual(nn.Module):  # a ModuleList called in a loop, the sum in the parent's forward
+    def __init__(self) -> None:
+        super().__init__()
+        self.l = nn.ModuleList([nn.Sequential(nn.Linear(16, 16), nn.ReLU()) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.l:
+            x = m(x) + x
+        return x
+
+
+class LoopFunctional(nn.Module):  # the same with the activation a function of the parent
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = nn.ModuleList([nn.Linear(16, 16) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.more:
+            x = torch.relu(m(x)) + x
+        return x
+
+
+class LoopDense(nn.Module):  # DenseNet written as a loop: each Sequential reads the concatenation so far
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.l = nn.ModuleList([nn.Sequential(nn.BatchNorm2d(8 + 4 * i), nn.ReLU(), nn.Conv2d(8 + 4 * i, 4, 3, padding=1))
+                                for i in range(3)])
+        self.fc = nn.Linear(20, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [self.stem(x)]
+        for layer in self.l:
+            features.append(layer(torch.cat(features, 1)))
+        return self.fc(torch.cat(features, 1).mean((2, 3)))
+
+
+LOOPS = {
+    "residual": (LoopResidual, (16,), ["l: repeat 3 {", "residual {\n    fc: fc 16\n    relu\n  }"]),
+    "functional": (LoopFunctional, (16,), ["more: repeat 3 {", "residual {\n    fc: fc 16\n    relu\n  }"]),
+    "dense": (LoopDense, (3, 8, 8), ["l: repeat 3 {", "concat {\n    branch { identity }"]),
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("which", sorted(LOOPS))
+def test_a_module_list_called_in_a_loop_is_a_repeat(which: str, exporter: str, tmp_path: Path) -> None:
+    """The sums are in the parent's forward, so each merge opened the list again: `l` three times,
+    a spec that does not check (E111), or `more`, `more2`, `more3`. Each merge goes in the list's
+    child that holds its layers, and the list is a repeat."""
+    cls, shape, shown = LOOPS[which]
+    path = tmp_path / f"{which}.onnx"
+    _export(_randomised(cls), shape, path, exporter)
+    _, spec = _round_trip(path, shape)
+    for piece in shown:
+        assert piece in spec, spec
+    assert spec.count("repeat") == 1, spec
+
+
+class CalledTwice(nn.Module):  # one module called at two places apart: its weights shared
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.g = nn.Sequential(nn.Linear(8, 8), nn.ReLU()), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.g(self.f(x) + x)
+        return self.f(x) + x
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_a_module_called_twice_apart_is_written_once_per_call(exporter: str, tmp_path: Path) -> None:
+    """`f` twice in one scope was E111 ("the importer has a bug"): each call is written, `f` and
+    `f2`, the shared weights copied into both (a spec has no shared layers but `tie=`)."""
+    path = tmp_path / "twice.onnx"
+    _export(_randomised(CalledTwice), (8,), path, exporter)
+    net, spec = _round_trip(path, (8,))
+    assert "residual { f: " in spec and "residual { f2: " in spec, spec
+    assert net.params == 3 * 72
 
 
 def test_a_shape_read_inside_a_match_is_no_use(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ ONNX back-end (node names are the dotted layer names). The steps:
    (`MATCHERS`: the sequence patterns of `onnx_sequence` first, then the CNN
    operators of `onnx_cnn`); a node no matcher takes and that is not an Add,
    Mul or Concat of two computed values is an error naming the node, its op
-   type and its input and output shapes.
+   type and its input and output shapes. `onnx_layout.check_layouts` then makes
+   sure the sequence Transposes left out (archc's `conv1/to_NLC`) were layouts.
 3. `onnx_structure`: merges, the module hierarchy, blocks and repeats, and the
    text with every weight under its state_dict name.
 
@@ -46,7 +47,17 @@ from archc.importers.common import Imported, ImportFailure, quoted, spec_name
 from archc.importers.onnx_cnn import MATCHERS as CNN_MATCHERS
 from archc.importers.onnx_file import OnnxImportError, load
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused
-from archc.importers.onnx_structure import Join, Leaf, StructureError, nest, render, sequence, weight_arrays
+from archc.importers.onnx_layout import CF, LayoutFailure, check_layouts
+from archc.importers.onnx_sequence import shape_of
+from archc.importers.onnx_structure import (
+    Join,
+    Leaf,
+    StructureError,
+    nest,
+    render,
+    sequence,
+    weight_arrays,
+)
 from archc.limits import DEFAULT_MAX_SIZE
 
 
@@ -79,8 +90,8 @@ def import_onnx(path: str | Path, max_size: int = DEFAULT_MAX_SIZE, length: int 
     view = GraphView(loaded.model, loaded.readers, loaded.shapes, length)
     _check_free(view, path, length)
     try:
-        items = _with_room(_match, view, path)
-        text, weights = _with_room(_spec, view, items, path)
+        items, order = _with_room(_match, view, path)
+        text, weights = _with_room(_spec, view, items, path, order)
     except RecursionError as e:
         raise ImportFailure(f"{path}: the graph is too deep to import (over {_FRAMES:,} frames of nesting)") from e
     return Imported(text, path.name, weights)
@@ -149,11 +160,13 @@ def _fail(view: GraphView, path: Path, node: onnx.NodeProto, why: str, hint: str
     return ImportFailure(f"{view.describe(node)}: {why}", str(path), hint)
 
 
-def _match(view: GraphView, path: Path) -> list[Leaf | Join]:
+def _match(view: GraphView, path: Path) -> tuple[list[Leaf | Join], str | None]:
+    """The layers and merges, and the order the model holds its input in (a sequence's)."""
     matchers = _matchers()
     consumed: set[str] = set()
     alias: dict[str, str] = {}
     items: list[Leaf | Join] = []
+    passed: list[tuple[int, Match]] = []  # the matches that pass their input on, in node order
 
     def resolve(value: str) -> str:
         while value in alias:
@@ -177,6 +190,7 @@ def _match(view: GraphView, path: Path) -> list[Leaf | Join]:
             consumed |= match.nodes
             if not match.statement:
                 alias[match.output] = resolve(match.input)
+                passed.append((index, match))
             else:
                 items.append(Leaf(match, resolve(match.input), index, node))
             continue
@@ -193,12 +207,18 @@ def _match(view: GraphView, path: Path) -> list[Leaf | Join]:
             view, path, node, "no archc layer matches this node",
             "archc imports the operators docs/import-onnx.md lists; write this part of the spec by hand",
         )
+    order = None
+    if len(view.inputs) == 1 and len(view.outputs) == 1:
+        try:
+            order = check_layouts(view, items, passed, view.inputs[0], view.outputs[0])
+        except LayoutFailure as e:
+            raise _fail(view, path, e.node, f"archc cannot import it: {e}") from e
     for item in items:
         if isinstance(item, Join):
             item.inputs = [resolve(i) for i in item.inputs]
     _running_concats(items)
     view.outputs = [resolve(o) for o in view.outputs]
-    return items
+    return items, order
 
 
 def _running_concats(items: list[Leaf | Join]) -> None:
@@ -231,13 +251,13 @@ def _check_closed(view: GraphView, path: Path, match: Match, node: onnx.NodeProt
 
 
 def _channel_concat(view: GraphView, node: onnx.NodeProto) -> bool:
-    shape = view.shape(node.output[0])
+    shape = shape_of(view, node.output[0])  # a concat of a crop computed from shapes has no inferred shape
     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
     rank = len(shape) if shape else 0
     return (rank >= 2 and (axis if axis >= 0 else axis + rank) == 1) or (rank == 3 and axis in (2, -1))
 
 
-def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, dict[str, np.ndarray]]:
+def _spec(view: GraphView, items: list[Leaf | Join], path: Path, order: str | None) -> tuple[str, dict[str, np.ndarray]]:
     if len(view.inputs) != 1 or len(view.outputs) != 1:
         raise ImportFailure(
             f"the model has {len(view.inputs)} inputs and {len(view.outputs)} outputs; archc imports "
@@ -248,7 +268,7 @@ def _spec(view: GraphView, items: list[Leaf | Join], path: Path) -> tuple[str, d
             f"the graph has no nodes: its output {quoted(y)} is its input {quoted(x)}", str(path),
             "a spec has at least one layer: write `input ...` and `identity` by hand if that is the network",
         )
-    header = [f"network {_network_name(path)}", _input_line(view, x, items, path)]
+    header = [f"network {_network_name(path)}", _input_line(view, x, items, path, order)]
     if y == x and not items:  # only Identity or Dropout nodes (aliases): the network passes its input on
         return "\n".join([*header, "identity", ""]), {}
     try:
@@ -273,7 +293,7 @@ def _name_and_shape(x: str, shape: tuple[int, ...] | list[int] | None) -> str:
     return quoted(x) + (f" ({'x'.join(map(str, shape))})" if shape is not None else "")
 
 
-def _input_line(view: GraphView, x: str, items: list[Leaf | Join], path: Path) -> str:
+def _input_line(view: GraphView, x: str, items: list[Leaf | Join], path: Path, order: str | None) -> str:
     shape = view.shape(x)
     if shape is None or not 2 <= len(shape) <= 5:
         what = "no known shape" if shape is None else f"{len(shape)} axes"
@@ -296,7 +316,8 @@ def _input_line(view: GraphView, x: str, items: list[Leaf | Join], path: Path) -
         return f"input {dims[0]}"
     if len(dims) == 2:  # a sequence: [C, L] before a convolution, [L, C] before sequence layers
         first = next((i for i in items if isinstance(i, Leaf) and i.input == x), None)
-        channels_first = first is not None and first.node.op_type in ("Conv", "MaxPool", "AveragePool", "BatchNormalization")
+        channels_first = order == CF if order is not None else (  # `check_layouts` found how it is read
+            first is not None and first.node.op_type in ("Conv", "MaxPool", "AveragePool", "BatchNormalization"))
         length, channels = (dims[1], dims[0]) if channels_first else dims
         return f"input {length}x{channels}"
     return "input " + "x".join(str(d) for d in (*dims[1:], dims[0]))

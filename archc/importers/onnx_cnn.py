@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused, attr
+from archc.importers.onnx_sequence import shape_of
 
 EPS = 1e-5  # batchnorm's default epsilon (stored as float32 in ONNX)
 
@@ -133,7 +134,8 @@ _SIMPLE = {"Relu": "relu", "Tanh": "tanh", "HardSwish": "hardswish"}
 
 
 def activation(view: GraphView, node: onnx.NodeProto) -> Match | None:
-    """Relu, Tanh, HardSwish, Clip(0, 6), HardSigmoid(1/6, 1/2), LeakyRelu, Gelu, Sigmoid (Sigmoid+Mul: silu)."""
+    """Relu, Tanh, HardSwish, Clip(0, 6), HardSigmoid(1/6, 1/2), LeakyRelu, Gelu, Sigmoid
+    (Sigmoid+Mul: silu; HardSigmoid+Mul: hardswish)."""
     op, name = node.op_type, view.module_path(node)
     if op in _SIMPLE:
         return _one(view, node, _SIMPLE[op], name)
@@ -147,7 +149,7 @@ def activation(view: GraphView, node: onnx.NodeProto) -> Match | None:
     if op == "HardSigmoid":
         alpha, beta = attr(node, "alpha", 0.2), attr(node, "beta", 0.5)
         if math.isclose(alpha, 1 / 6, rel_tol=1e-5) and math.isclose(beta, 0.5, rel_tol=1e-6):
-            return _one(view, node, "hardsigmoid", name)
+            return _gated(view, node, "hardswish") or _one(view, node, "hardsigmoid", name)
         raise Refused(f"HardSigmoid alpha={alpha:.6g} beta={beta:.6g}; archc's is PyTorch's (1/6, 1/2)")
     if op == "LeakyRelu":
         slope = float(attr(node, "alpha", 0.01))
@@ -157,11 +159,17 @@ def activation(view: GraphView, node: onnx.NodeProto) -> Match | None:
         approx = attr(node, "approximate", "none")
         return _one(view, node, "gelu" if approx == "none" else "gelu approx=tanh", name)
     if op == "Sigmoid":
-        x, gate = node.input[0], node.output[0]
-        mul = view.only_consumer(gate)
-        if mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([x, gate]):
-            return Match(frozenset({view.key(node), view.key(mul)}), x, mul.output[0], "silu", view.module_path(mul))
-        return _one(view, node, "sigmoid", name)
+        return _gated(view, node, "silu") or _one(view, node, "sigmoid", name)
+    return None
+
+
+def _gated(view: GraphView, node: onnx.NodeProto, kind: str) -> Match | None:
+    """`x * gate(x)`: the gate's only reader a Mul by the gate's own input (silu: Sigmoid;
+    hardswish: HardSigmoid(1/6, 1/2), as archc writes both), named by the Mul's scope."""
+    x, gate = node.input[0], node.output[0]
+    mul = view.only_consumer(gate)
+    if mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([x, gate]):
+        return Match(frozenset({view.key(node), view.key(mul)}), x, mul.output[0], kind, view.module_path(mul))
     return None
 
 
@@ -187,7 +195,8 @@ def softmax(view: GraphView, node: onnx.NodeProto) -> Match | None:
     rank = len(shape) if shape else 0
     axis = attr(node, "axis", -1 if view.opset >= 13 else 1)
     axis = axis + rank if axis < 0 else axis
-    if (rank >= 4 and axis == 1) or (rank in (2, 3) and axis == rank - 1):
+    # a sequence's channels: its last axis held channels last, axis 1 held first (onnx_layout checks which)
+    if (rank >= 3 and axis == 1) or (rank in (2, 3) and axis == rank - 1):
         return _one(view, node, "softmax", view.module_path(node))
     raise Refused(f"softmax over axis {axis} of a rank-{rank} value; archc's is over the channels")
 
@@ -259,8 +268,10 @@ def layerscale(view: GraphView, node: onnx.NodeProto) -> Match | None:
 
 def crop(view: GraphView, node: onnx.NodeProto) -> Match | None:
     """Slices of the spatial axes (one per axis, as `x[:, :, 2:14, 2:14]` exports), centred as a
-    whole (an odd excess cut at the end) -> `crop`."""
-    shape = view.shape(node.input[0])
+    whole (an odd excess cut at the end) -> `crop`. Starts and ends may be computed from shapes
+    (a U-Net's `d = (e.shape[2] - m.shape[2]) // 2; e[:, :, d:d+h, d:d+w]`), which stops ONNX's
+    shape inference: shapes are then `shape_of`'s, inferred again with them folded."""
+    shape = shape_of(view, node.input[0])
     if not _spatial_slice(view, node) or shape is None or view.is_static(node.input[0]):
         return None
     chain, begins = [node], [0] * (len(shape) - 2)
@@ -275,7 +286,7 @@ def crop(view: GraphView, node: onnx.NodeProto) -> Match | None:
         if after is None or not _spatial_slice(view, after):
             break
         chain.append(after)
-    out = view.shape(chain[-1].output[0])
+    out = shape_of(view, chain[-1].output[0])
     assert out is not None  # checked by _spatial_slice
     spatial, kept = shape[2:], out[2:]
     if begins != [(n - k) // 2 for n, k in zip(spatial, kept, strict=True)]:
@@ -290,7 +301,7 @@ def _spatial_slice(view: GraphView, node: onnx.NodeProto) -> bool:
     """A Slice (opset 10 on) of steps 1 that keeps the batch and the channels of a map."""
     if node.op_type != "Slice" or len(node.input) < 3:
         return False
-    shape, out = view.shape(node.input[0]), view.shape(node.output[0])
+    shape, out = shape_of(view, node.input[0]), shape_of(view, node.output[0])
     if shape is None or out is None or len(shape) < 3 or len(out) != len(shape) or shape[:2] != out[:2]:
         return False
     steps = view.static_value(node.input[4]) if len(node.input) > 4 and node.input[4] else None
@@ -301,7 +312,7 @@ def _spatial_slice(view: GraphView, node: onnx.NodeProto) -> bool:
 
 def _slice_start(view: GraphView, node: onnx.NodeProto, axis: int) -> int | None:
     """Where the Slice starts on `axis` (0 where it does not cut it), or None when not a constant."""
-    n = view.shape(node.input[0])
+    n = shape_of(view, node.input[0])
     starts = view.static_value(node.input[1])
     axes = view.static_value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
     if starts is None or n is None:
@@ -320,10 +331,14 @@ def reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
         if op == "Dropout" and len(node.output) > 1 and node.output[1] and view.consumers(node.output[1]):
             raise Refused("its mask is used, which an inference spec cannot say")
         return _one(view, node, "", view.module_path(node))
-    if op not in ("Flatten", "Reshape", "Squeeze"):
+    if op not in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Expand"):
         return None
     before, after = view.shape(node.input[0]), view.shape(node.output[0])
     if before is None or after is None:
+        return None
+    if _broadcast(view, node, before, after):
+        return _one(view, node, "", view.module_path(node))
+    if op in ("Unsqueeze", "Expand"):
         return None
     if op == "Flatten" and attr(node, "axis", 1) != 1:
         raise Refused(f"Flatten at axis {attr(node, 'axis')}; archc flattens everything but the batch")
@@ -332,6 +347,36 @@ def reshape(view: GraphView, node: onnx.NodeProto) -> Match | None:
             return None
         return _one(view, node, "flatten" if len(before) > 2 else "", view.module_path(node))
     return None
+
+
+def _broadcast(view: GraphView, node: onnx.NodeProto, before: tuple[int, ...], after: tuple[int, ...]) -> bool:
+    """A value made ready for a broadcasting merge and read by nothing else: a flat `[b, C]` as
+    `[b, C, 1, 1]` (SE from nn.Linear: `y.view(b, c, 1, 1)`), or a value expanded to the shape of
+    what it is multiplied by or added to (`y.expand_as(x)`). archc's `multiply` and `add` broadcast
+    a flat or `1x1xC` branch themselves, so neither is a layer."""
+    if node.op_type == "Expand":
+        # the batch and the channels kept: a per-channel value over every position (not CBAM's
+        # [b, 1, H, W] over the channels, which archc's merges do not broadcast)
+        ok = len(before) == len(after) > 2 and before[:2] == after[:2] and set(before[2:]) in ({1}, set(after[2:]))
+    else:
+        ok = len(before) == 2 and len(after) > 2 and after[:2] == before and set(after[2:]) == {1}
+    if not ok or view.is_static(node.input[0]):
+        return False
+    readers = [c for c in view.consumers(node.output[0]) if not all(view.is_static(o) for o in c.output if o)]
+    if not readers or node.output[0] in view.outputs:
+        return False
+    for c in readers:
+        if c.op_type == "Expand":
+            if view.shape(c.output[0]) is None or not _broadcast(view, c, after, view.shape(c.output[0]) or ()):
+                return False
+            continue
+        others = [i for i in c.input if i != node.output[0]]
+        if c.op_type not in ("Mul", "Add") or len(others) != 1 or view.is_static(others[0]):
+            return False
+        shape = view.shape(others[0])
+        if shape is None or len(shape) != len(after) or view.shape(c.output[0]) != shape or shape[1] != after[1]:
+            return False
+    return True
 
 
 def gemm(view: GraphView, node: onnx.NodeProto) -> Match | None:
@@ -373,5 +418,234 @@ def _fc(view: GraphView, node: onnx.NodeProto, nodes: frozenset[str], out: str, 
     return Match(nodes, node.input[0], out, text, layer_name(view, node, node.input[1]), weights)
 
 
+def _number(x: float) -> str:
+    """A float attribute as a spec writes it (float32 noise dropped: `1e-4`, not `9.99999974738e-05`)."""
+    return f"{float(np.float32(x)):.6g}"
+
+
+def _keys(values: dict[str, float], defaults: dict[str, float]) -> str:
+    """` key=value` for each value that is not its kind's default."""
+    return "".join(f" {k}={_number(v)}" for k, v in values.items() if not math.isclose(v, defaults[k], rel_tol=1e-6))
+
+
+_LRN_DEFAULTS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}  # archc's lrn (PyTorch's, but k=2)
+
+
+def lrn(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """LRN of an odd size -> `lrn`; PyTorch's LocalResponseNorm written out (any size, any rank:
+    archc's own for even sizes and 1-D/3-D maps, torch's export) from its Mul(x, x)."""
+    if node.op_type == "LRN":
+        size = int(attr(node, "size"))
+        if size % 2 == 0:
+            raise Refused(f"an LRN of even size {size}: ONNX's sums one channel more after each channel than "
+                          "before, PyTorch's (and archc's lrn) one more before")
+        values = {"size": size, "alpha": attr(node, "alpha", 1e-4), "beta": attr(node, "beta", 0.75),
+                  "k": attr(node, "bias", 1.0)}
+        return _one(view, node, "lrn" + _keys(values, _LRN_DEFAULTS), view.module_path(node))
+    if node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]:
+        return _lrn_written_out(view, node)
+    return None
+
+
+def _lrn_written_out(view: GraphView, square: onnx.NodeProto) -> Match | None:
+    """x / (k + alpha * mean(x^2 over a window of channels))^beta, the mean an AveragePool of
+    [size, 1...] over the channels (held as the first pooled axis) padded by size//2 zeros before
+    and (size-1)//2 after, as `torch.nn.functional.local_response_norm` computes it."""
+    x = square.input[0]
+    shape = view.shape(x)
+    if shape is None or len(shape) < 3 or view.is_static(x):
+        return None
+    chain, value = [square], square.output[0]
+    moves: dict[str, onnx.NodeProto] = {}  # the first of each op that moves or pools the squares
+    scalars: dict[str, float] = {}  # Mul: alpha, Add: k, Pow: beta
+    while True:  # along the one reader of each value, to the Div of x by it
+        after = view.only_consumer(value)
+        if after is None or len(chain) > 12:
+            return None
+        chain.append(after)
+        if after.op_type == "Div":
+            if list(after.input) != [x, value] or view.shape(value) != shape:
+                return None
+            break
+        statics = [i for i in after.input if i != value]
+        if after.op_type in ("Reshape", "Unsqueeze", "Squeeze", "Pad", "AveragePool"):
+            if any(not view.is_static(i) for i in statics):
+                return None
+            moves.setdefault(after.op_type, after)
+        elif after.op_type in ("Mul", "Add", "Pow") and len(statics) == 1 and after.op_type not in scalars:
+            constant = view.static_value(statics[0])
+            if constant is None or constant.size != 1:
+                return None
+            scalars[after.op_type] = float(np.ravel(constant)[0])
+        else:
+            return None
+        value = after.output[0]
+    pool, pad = moves.get("AveragePool"), moves.get("Pad")
+    if pool is None or pad is None or {"Mul", "Add", "Pow"} - set(scalars):
+        return None
+    c, pooled = shape[1], view.shape(pool.input[0])
+    kernel = list(attr(pool, "kernel_shape", []))
+    size = kernel[0] if kernel else 0
+    pads = view.static_value(pad.input[1]) if len(pad.input) > 1 else attr(pad, "pads")
+    fill = view.static_value(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None
+    # the channels are the pool's first window axis, every other axis of the window 1, stride 1
+    if (pooled is None or len(pooled) != len(kernel) + 2 or pooled[2] != c + size - 1 or set(kernel[1:]) - {1}
+            or set(attr(pool, "strides", [1])) != {1} or set(attr(pool, "pads", [0])) != {0}
+            or pads is None or attr(pad, "mode", "constant") != "constant" or (fill is not None and np.any(fill))):
+        return None
+    rank, before_after = len(pooled), [int(p) for p in np.ravel(pads)]
+    others = [p for i, p in enumerate(before_after) if i % rank != 2]
+    if len(before_after) != 2 * rank or before_after[2] != size // 2 or before_after[rank + 2] != (size - 1) // 2 or any(others):
+        return None
+    if math.prod(pooled[1:]) != math.prod(shape[1:]) + (size - 1) * math.prod(shape[2:]) or pooled[1] != 1:
+        return None  # [b, 1, C + pads, positions]: the channels kept in order, one axis of them
+    values = {"size": size, "alpha": scalars["Mul"], "beta": scalars["Pow"], "k": scalars["Add"]}
+    return Match(frozenset(view.key(n) for n in chain), x, chain[-1].output[0],
+                 "lrn" + _keys(values, _LRN_DEFAULTS), view.module_path(chain[-1]))
+
+
+# ONNX's Resize modes that pick input floor(o/f) at an integer factor f (PyTorch's `nearest`):
+# asymmetric o/f floored, and the half-pixel ones (o+0.5)/f-0.5 rounded, whose fraction is never 1/2
+_NEAREST = {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"), ("half_pixel", "round_prefer_ceil"),
+            ("pytorch_half_pixel", "round_prefer_floor"), ("pytorch_half_pixel", "round_prefer_ceil"),
+            ("tf_half_pixel_for_nn", "floor")}
+
+
+def upsample(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Resize (Upsample before opset 10) by integer factors of the spatial axes -> `upsample F`:
+    nearest as PyTorch's, or `mode=linear` (half-pixel: corners not aligned)."""
+    if node.op_type not in ("Resize", "Upsample"):
+        return None
+    shape = view.shape(node.input[0])
+    out = _resized(view, node, shape)
+    if shape is None or out is None or len(shape) < 3:
+        raise Refused("its input or output shape is not known here")
+    factors = [o / n for n, o in zip(shape, out, strict=True)]
+    if factors[:2] != [1, 1] or any(f < 1 or f != int(f) for f in factors[2:]):
+        raise Refused(f"a resize from {list(shape[1:])} to {list(out[1:])}; archc's upsample multiplies each "
+                      "spatial dimension by a whole factor and keeps the channels")
+    mode = attr(node, "mode", "nearest")
+    where = attr(node, "coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" and view.opset >= 11 else "asymmetric")
+    if mode == "nearest" and (where, attr(node, "nearest_mode", "round_prefer_floor" if view.opset >= 11 else "floor")) in _NEAREST:
+        text = f"upsample {sizes([int(f) for f in factors[2:]])}"
+    elif mode == "linear" and where in ("half_pixel", "pytorch_half_pixel"):
+        text = f"upsample {sizes([int(f) for f in factors[2:]])} mode=linear"
+    else:
+        raise Refused(f"a {mode} resize with coordinate_transformation_mode {where}; archc's upsample is nearest "
+                      "(input floor(o/f)) or linear with half-pixel centres (align_corners=False)")
+    return _one(view, node, text, view.module_path(node))
+
+
+def _resized(view: GraphView, node: onnx.NodeProto, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """A Resize's output shape: inferred, else from its static scales or sizes."""
+    out = view.shape(node.output[0])
+    if out is not None or shape is None:
+        return out
+    at = 1 if node.op_type == "Upsample" or view.opset < 11 else 2
+    scales = view.static_value(node.input[at]) if len(node.input) > at and node.input[at] else attr(node, "scales")
+    found = view.static_value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    axes = list(attr(node, "axes", range(len(shape))))
+    if found is not None and np.size(found) == len(axes):
+        full = list(shape)
+        for a, v in zip(axes, np.ravel(found), strict=True):
+            full[a] = int(v)
+        return tuple(full)
+    if scales is not None and np.size(scales) == len(axes):
+        full = list(shape)
+        for a, v in zip(axes, np.ravel(scales), strict=True):
+            full[a] = math.floor(shape[a] * float(v))
+        return tuple(full)
+    return None
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    """[out, size]: row i averages PyTorch's adaptive window i, [floor(i*size/out), ceil((i+1)*size/out))."""
+    m = np.zeros((out, size), np.float32)
+    for i in range(out):
+        lo, hi = i * size // out, -(-(i + 1) * size // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def _averages(view: GraphView, value: str, size: int, transposed: bool) -> int | None:
+    """The output size when `value` is a constant averaging matrix of PyTorch's adaptive windows
+    over `size` positions (`[out, size]`, or `[size, out]` when transposed), else None."""
+    m = view.weight(value) if view.is_static(value) else None
+    if m is None or m.ndim != 2:
+        return None
+    m = m.T if transposed else m
+    out = m.shape[0]
+    if m.shape[1] != size or out == 0:
+        return None
+    first = np.zeros(size, np.float32)  # the first window alone, before building the whole matrix:
+    first[: -(-size // out)] = 1.0 / -(-size // out)  # every fc's weight is tried here (GPT-2's lm_head)
+    if not np.allclose(m[0], first, atol=1e-7) or not np.allclose(m, _adaptive_matrix(size, out), atol=1e-7):
+        return None
+    return int(m.shape[0])
+
+
+def adaptive(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """Adaptive average pooling of uneven windows as archc writes it (ONNX has none): the map
+    times averaging matrices, `x @ Cols^T` then `Rows @ x` (`Frames @` first on a volume, between
+    Reshapes) -> `adaptiveavgpool`. Tried before `gemm`, which would read `x @ Cols^T` as an fc."""
+    shape = view.shape(node.input[0]) if node.input else None
+    if node.op_type not in ("MatMul", "Reshape") or shape is None or len(shape) not in (3, 4, 5) or view.is_static(node.input[0]):
+        return None
+    chain, outs = [node], list(shape[2:])
+    if len(shape) == 5:  # [b, C, D, H*W], Frames @ it, back to [b, C, od, H, W]
+        frames = view.only_consumer(node.output[0])
+        back = None if frames is None else view.only_consumer(frames.output[0])
+        if (node.op_type != "Reshape" or view.shape(node.output[0]) != (*shape[:3], shape[3] * shape[4])
+                or frames is None or frames.op_type != "MatMul" or frames.input[1] != node.output[0]
+                or back is None or back.op_type != "Reshape"):
+            return None
+        od = _averages(view, frames.input[0], shape[2], False)
+        if od is None or view.shape(back.output[0]) != (*shape[:2], od, *shape[3:]):
+            return None
+        chain, outs[0] = [node, frames, back], od
+        cols = view.only_consumer(back.output[0])
+        if cols is None:
+            return None
+        chain.append(cols)
+    elif node.op_type != "MatMul":
+        return None
+    cols = chain[-1]
+    if cols.op_type != "MatMul" or cols.input[0] != (chain[-2].output[0] if len(chain) > 1 else node.input[0]):
+        return None
+    ow = _averages(view, cols.input[1], shape[-1], True)
+    if ow is None:
+        return None
+    outs[-1] = ow
+    if len(shape) > 3:
+        rows = view.only_consumer(cols.output[0])
+        oh = None if rows is None or rows.op_type != "MatMul" or rows.input[1] != cols.output[0] else (
+            _averages(view, rows.input[0], shape[-2], False))
+        if rows is None or oh is None:
+            return None
+        chain.append(rows)
+        outs[-2] = oh
+    if outs == list(shape[2:]):
+        return None  # archc writes no node for that
+    return Match(frozenset(view.key(n) for n in chain), node.input[0], chain[-1].output[0],
+                 f"adaptiveavgpool {sizes(outs)}", view.module_path(chain[-1]))
+
+
+def _swap(view: GraphView, node: onnx.NodeProto) -> bool:
+    """A Transpose (0, 2, 1) of a computed rank-3 value: positions and channels swapped."""
+    shape = view.shape(node.input[0]) if node.input else None
+    return (node.op_type == "Transpose" and shape is not None and len(shape) == 3
+            and list(attr(node, "perm", [])) == [0, 2, 1] and not view.is_static(node.input[0]))
+
+
+def layout(view: GraphView, node: onnx.NodeProto) -> Match | None:
+    """A Transpose (0, 2, 1) of a sequence: archc's language holds `LxC` channels first around
+    convolutions and channels last around sequence layers, and writes this Transpose between them
+    (`conv1/to_NLC`; torch's Conv1d -> transpose(1, 2) -> Linear too). Left out here; once every
+    node is matched, `onnx_layout.check_layouts` makes sure it was a layout and no computation."""
+    return _one(view, node, "", view.module_path(node)) if _swap(view, node) else None
+
+
+# `adaptive` before `gemm`: its first product is by a constant matrix, as an fc's
 MATCHERS: tuple[Matcher, ...] = (
-    conv, convtranspose, batchnorm, activation, softmax, pool, layerscale, crop, reshape, gemm)
+    conv, convtranspose, batchnorm, activation, softmax, pool, lrn, upsample, adaptive, layerscale, crop, reshape, gemm,
+    layout)

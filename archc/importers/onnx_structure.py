@@ -30,6 +30,7 @@ the weights' state_dict names are known here: `render` returns them with the tex
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -77,6 +78,7 @@ class Merge:
     form: str  # residual, add, multiply, concat
     join: Join
     branches: list[list[Leaf | Merge]]
+    operands: list[list[Leaf | Merge]]  # the branches in the order the join reads them
 
 
 def sequence(view: GraphView, items: list[Leaf | Join], start: str, end: str) -> list[Leaf | Merge]:
@@ -182,17 +184,57 @@ def sequence(view: GraphView, items: list[Leaf | Join], start: str, end: str) ->
 
 def _merge(view: GraphView, join: Join, branches: list[list[Leaf | Merge]]) -> Merge:
     op = join.node.op_type
+    flat = _flattened(view, join, branches)
+    if flat is not None:  # `a + b + c`: one add of three branches, not a residual in a residual
+        return Merge({"Concat": "concat", "Mul": "multiply"}.get(op, "add"), join, flat, flat)
     if op == "Concat":
-        return Merge("concat", join, branches)
+        return Merge("concat", join, branches, branches)
     if op == "Mul":
-        return Merge("multiply", join, branches)
+        return Merge("multiply", join, branches, branches)
     # shape_of: GPT-2's first shortcut (the embeddings' sum) has no shape after the TorchScript
-    # exporter's Range of positions stops ONNX's inference
-    shapes = {shape_of(view, i) for i in join.inputs}
-    if len(branches) == 2 and len(shapes) == 1:
+    # exporter's Range of positions stops ONNX's inference. The shapes of the Add's own inputs,
+    # not of the values the import reads them as: a 1-D attention (held channels last) around a
+    # convolution's output (first) reads it through a Transpose the import leaves out; and equal
+    # sizes: an `expand_as` left out is a broadcast, not a residual
+    shapes = {shape_of(view, i) for i in join.node.input if i}
+    sizes = {math.prod(s) if s is not None else None for s in (shape_of(view, i) for i in join.inputs)}
+    if len(branches) == 2 and len(shapes) == 1 and len(sizes) == 1:
         body, shortcut = sorted(branches, key=_size, reverse=True)
-        return Merge("residual", join, [body, shortcut] if shortcut else [body])
-    return Merge("add", join, branches)
+        return Merge("residual", join, [body, shortcut] if shortcut else [body], branches)
+    return Merge("add", join, branches, branches)
+
+
+def _flattened(view: GraphView, join: Join, branches: list[list[Leaf | Merge]]) -> list[list[Leaf | Merge]] | None:
+    """The branches of one n-ary merge where a branch is only another merge of the same kind of
+    branches from the same fork (`Add(Add(a, b), c)`, as `a + b + c` is exported), computing
+    exactly what the nodes compute: a concat's inner concats in their places (along the same
+    axis); the first inner sum or product first, then the other operand, as `+` and `*` are
+    commutative but not associative in floating point. None where there is nothing to flatten."""
+    op = join.node.op_type
+
+    def same(b: list[Leaf | Merge]) -> Merge | None:
+        inner = b[0] if len(b) == 1 and isinstance(b[0], Merge) else None
+        if inner is None or inner.join.node.op_type != op or len(inner.operands) < 2:
+            return None
+        return inner if op != "Concat" or _axis(view, inner.join.node) == _axis(view, join.node) else None
+
+    inners = [same(b) for b in branches]
+    if op == "Concat":
+        if not any(inners):
+            return None
+        return [part for b, m in zip(branches, inners, strict=True) for part in (m.operands if m else [b])]
+    first = next((k for k, m in enumerate(inners) if m), None)
+    if first is None or len(branches) != 2:
+        return None
+    inner = inners[first]
+    assert inner is not None
+    return [*inner.operands, branches[1 - first]]
+
+
+def _axis(view: GraphView, node: onnx.NodeProto) -> int:
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    shape = view.shape(node.output[0])
+    return axis + len(shape) if axis < 0 and shape else axis
 
 
 def _size(branch: list[Leaf | Merge]) -> int:
@@ -213,6 +255,7 @@ class LayerE:
 class MergeE:
     form: str
     branches: list[list[Entry]]
+    name: str | None = None  # its label, where the model gives one (archc's own ONNX)
 
 
 @dataclass(eq=False)
@@ -220,6 +263,7 @@ class ScopeE:
     name: str
     path: Path
     entries: list[Entry]
+    layer: bool = False  # a layer's own module (a merge sunk into it): its class names no block
     # filled by `render`: the body's text with integer slots, and the integers
     template: Template | None = None
 
@@ -239,12 +283,22 @@ def _path(text: str) -> Path:
 
 
 def nest(body: list[Leaf | Merge], view: GraphView) -> list[Entry]:
-    """The sequence as scopes: statements of one module grouped under its name."""
+    """The sequence as scopes: statements of one module grouped under its name.
+
+    A merge goes in the module its sum is computed in. Where that would open one child
+    module twice in a scope (`for m in self.l: x = m(x) + x` sums in the parent: `l`,
+    then `l` again), each such merge goes instead in the deepest module that holds all
+    its layers (`l.0`, `l.1`, ...), so the child opens once and its numbered children are
+    a repeat; no weight's name changes, as merges name nothing."""
     containers: set[Path] = set()
+    layers: set[Path] = set()
     for leaf in _leaves(body):
         if leaf.match.weights:
             p = _path(leaf.match.name)
+            layers.add(p)
             containers.update(p[:k] for k in range(len(p)))
+    sunk: dict[int, Path] = {}
+    owners: dict[int, Path] = {}
 
     def owner(item: Leaf | Merge) -> Path:
         if isinstance(item, Leaf):
@@ -252,24 +306,112 @@ def nest(body: list[Leaf | Merge], view: GraphView) -> list[Entry]:
             if item.match.weights or p not in containers:
                 return p[:-1]
             return p
-        own = _path(view.module_path(item.join.node))
-        paths = [own if own in containers or not own else own[:-1]]
-        paths += [owner(s) for b in item.branches for s in b]
-        return _common(paths)
+        if id(item) in sunk:
+            return sunk[id(item)]
+        if id(item) not in owners:
+            own = _path(view.module_path(item.join.node))
+            paths = [own if own in containers or not own else own[:-1]]
+            paths += [owner(s) for b in item.branches for s in b]
+            owners[id(item)] = _common(paths)
+        return owners[id(item)]
 
-    def place(items: list[Leaf | Merge], base: Path) -> list[Entry]:
+    def here(item: Leaf | Merge, base: Path) -> bool:
+        """Whether the item is written in the scope `base` itself (not in a child's)."""
+        o = owner(item)
+        return o[: len(base)] != base or len(o) == len(base)
+
+    def opened(items: list[Leaf | Merge], base: Path) -> list[str]:
+        """The children of `base` that placing `items` there opens, once per opening."""
+        names: list[str] = []
+        last = None
+        for item in items:
+            if here(item, base):
+                last = None
+                if isinstance(item, Merge):
+                    for b in item.branches:
+                        names += opened(b, base)
+                continue
+            child = owner(item)[len(base)]
+            if child != last:
+                names.append(child)
+                last = child
+        return names
+
+    def inner(item: Merge, base: Path) -> Path:
+        """The deepest module holding every layer of the merge (a layer with weights being its own
+        module; a paramless one computed in `base` itself, as `F.relu` there, goes along)."""
+        paths: list[Path] = []
+        for s in _leaves([item]):
+            p = _path(s.match.name)
+            o = p if s.match.weights else owner(s)
+            if s.match.weights or not here(s, base):
+                paths.append(o)
+        found = _common(paths) if paths else base
+        return found if len(found) > len(base) and found[: len(base)] == base else base
+
+    def sink(items: list[Leaf | Merge], base: Path, twice: set[str]) -> bool:
+        moved = False
+        for item in items:
+            if not isinstance(item, Merge) or not here(item, base):
+                continue
+            if not set(opened([item], base)) & twice:
+                continue
+            target = inner(item, base)
+            if target != base:
+                sunk[id(item)] = target
+                owners.clear()  # the merges around it may now sit deeper too
+                moved = True
+            else:
+                for b in item.branches:
+                    moved |= sink(b, base, twice)
+        return moved
+
+    def label(item: Merge, base: Path) -> str | None:
+        """A merge's own name (`a: add {`): archc's ONNX names its last node after the merge
+        (`u.a`); a torch exporter names the module the sum is computed in, no label."""
+        own = _path(view.module_path(item.join.node))
+        if not view.archc_names or id(item) in sunk or own in containers or own[:-1] != base or not own:
+            return None
+        return own[-1]
+
+    def place(items: list[Leaf | Merge], base: Path, taken: dict[str, int] | None = None) -> list[Entry]:
+        """The items as the entries of the scope `base`; `taken` counts the children opened in
+        it so far (the branches of its merges are in it too)."""
+        names = opened(items, base)
+        while len(set(names)) < len(names):
+            before = dict(sunk)
+            if not sink(items, base, {n for n in names if names.count(n) > 1}):
+                break
+            now = opened(items, base)
+            if len(now) - len(set(now)) >= len(names) - len(set(names)):  # no better: a shared module
+                sunk.clear()
+                sunk.update(before)
+                owners.clear()
+                break
+            names = now
+        taken = {} if taken is None else taken
         out: list[Entry] = []
         for item in items:
-            o = owner(item)
-            if o[: len(base)] != base or len(o) == len(base):
-                out.append(_entry(item, base, place))
+            if here(item, base):
+                out.append(_entry(item, base, lambda b: place(b, base, taken), label))
                 continue
-            child = o[len(base)]
+            child = owner(item)[len(base)]
+            path = (*base, child)
             last = out[-1] if out else None
-            if isinstance(last, ScopeE) and last.name == child:
+            if isinstance(last, ScopeE) and last.path == path:
                 last.entries.append(item)  # type: ignore[arg-type]  # placed below
-            else:
-                out.append(ScopeE(child, (*base, child), [item]))  # type: ignore[list-item]
+                continue
+            # a module called again apart from its first call (its weights shared, or its children
+            # called from the parent with other statements between) is written once per call: `f2`
+            name = child
+            if child in taken and not child.isdigit():  # an index is named later, apart anyway
+                k = taken[child] + 1
+                while f"{child}{k}" in taken:
+                    k += 1
+                name = f"{child}{k}"
+            taken[child] = taken.get(child, 0) + 1
+            taken.setdefault(name, 1)
+            out.append(ScopeE(name, path, [item], layer=path in layers))  # type: ignore[list-item]
         for e in out:
             if isinstance(e, ScopeE):
                 e.entries = place(e.entries, e.path)  # type: ignore[arg-type]
@@ -278,12 +420,12 @@ def nest(body: list[Leaf | Merge], view: GraphView) -> list[Entry]:
     return place(body, ())
 
 
-def _entry(item: Leaf | Merge, base: Path, place: Any) -> Entry:
+def _entry(item: Leaf | Merge, base: Path, place: Any, label: Any) -> Entry:
     if isinstance(item, Leaf):
         p = _path(item.match.name)
         name = p[-1] if len(p) == len(base) + 1 and p[: len(base)] == base else None
         return LayerE(item, name)
-    return MergeE(item.form, [place(b, base) for b in item.branches])
+    return MergeE(item.form, [place(b) for b in item.branches], label(item, base))
 
 
 def _common(paths: list[Path]) -> Path:
@@ -385,12 +527,15 @@ def _name(text: str) -> str:
 
 def _layer_names(entries: list[Entry]) -> None:
     """Names unique in the scope: a paramless layer's repeated name, a name that only repeats its
-    kind (`relu: relu`) and a `Sequential` index are dropped; a layer with weights and no name is
+    kind (`relu: relu`, `relu1: relu`) and a `Sequential` index are dropped; a layer with weights and no name is
     named by its kind (`conv`, or `conv1`, `conv2` where there are several), as a person would."""
     layers = _outside_merges(entries, LayerE)
     for e in layers:
         kind = e.leaf.match.statement.split()[0]
-        if e.name is not None and (e.name.isdigit() or (e.name == kind and not e.leaf.match.weights)):
+        # a paramless layer named by its kind and a number (`relu1` as archc generates it, `relu_1`
+        # as TorchScript numbers a second call) is as well unnamed: only weights need their names
+        generated = re.fullmatch(re.escape(kind) + r"(_?\d+)?", e.name or "") is not None
+        if e.name is not None and (e.name.isdigit() or (generated and not e.leaf.match.weights)):
             e.name = None
     counts: dict[str, int] = {}
     for e in layers:
@@ -402,6 +547,13 @@ def _layer_names(entries: list[Entry]) -> None:
     for e in layers:
         if e.name is not None and not e.leaf.match.weights and counts[_BASE.sub("", e.name)] > 1:
             e.name = None
+    for m in _merges(entries):  # a merge's label names no weights: left out where it would clash
+        if m.name is not None:
+            m.name = None if re.fullmatch(r"(residual|add|multiply|concat)\d*", m.name) else _name(m.name)
+        if m.name is not None and m.name in taken:
+            m.name = None
+        elif m.name is not None:
+            taken.add(m.name)
     seen: set[str] = set()
     unnamed = [_short(e) for e in layers if e.name is None and e.leaf.match.weights]
     for e in layers:
@@ -416,6 +568,17 @@ def _layer_names(entries: list[Entry]) -> None:
                 e.name = _fresh(kind, taken, start=1)
         if e.name is not None:
             seen.add(e.name)
+
+
+def _merges(entries: list[Entry]) -> list[MergeE]:
+    """The merges in `entries` and in their branches (not inside scopes)."""
+    out: list[MergeE] = []
+    for e in entries:
+        if isinstance(e, MergeE):
+            out.append(e)
+            for b in e.branches:
+                out += _merges(b)
+    return out
 
 
 def _short(e: LayerE) -> str:
@@ -467,7 +630,10 @@ def _prepare(entries: list[Entry], nested: bool = False) -> list[Entry]:
                 if not (isinstance(nxt, ScopeE) and nxt.name.isdigit() and _same(nxt, e)):
                     break
                 run.append(nxt)
-        out.append(RepeatE(run[0].name, run) if len(run) > 1 else e)
+        # a module whose children are all numbered is a repeat, even of one copy (`repeat N-1`
+        # with N=2): its children keep PyTorch's names (`rest.0.conv1`)
+        whole = nested and len(run) == len(entries) and run[0].name == "0"
+        out.append(RepeatE(run[0].name, run) if len(run) > 1 or whole else e)
         k += max(len(run), 1)
     numbered = [e for e in out if isinstance(e, ScopeE | RepeatE) and e.name.isdigit()]
     if len(numbered) == len(out) == 2 and [e.name for e in numbered] == ["0", "1"]:
@@ -537,15 +703,16 @@ def _lines(entries: list[Entry], t: Template, indent: int) -> None:
                 label = [f"{e.name}: "] if e.name and k == 0 else []
                 t.lines.append((indent, [*label, *_statement(stmt, t)]))
         elif isinstance(e, MergeE):
+            label = [f"{e.name}: "] if e.name else []
             if e.form == "residual":
-                t.lines.append((indent, ["residual {"]))
+                t.lines.append((indent, [*label, "residual {"]))
                 _lines(e.branches[0], t, indent + 1)
                 if len(e.branches) > 1:
                     t.lines.append((indent, ["} shortcut {"]))
                     _lines(e.branches[1], t, indent + 1)
                 t.lines.append((indent, ["}"]))
             else:
-                t.lines.append((indent, [f"{e.form} {{"]))
+                t.lines.append((indent, [*label, f"{e.form} {{"]))
                 for b in e.branches:
                     t.lines.append((indent + 1, ["branch {"]))
                     _lines(b or [], t, indent + 2)
@@ -726,6 +893,8 @@ def _parameterise(b: Block, blocks: dict[tuple[Any, ...], Block]) -> None:
             if j in defaults:
                 b.defaults[expr] = defaults[j]
         b.exprs.append(expr)
+    # a repeat's count after the widths it repeats, as a person writes `Stage(K, N)`, not `Stage(N, K)`
+    b.params.sort(key=lambda p: p[0].rstrip("0123456789") == "N")
 
 
 def _divisor(column: tuple[int, ...], other: tuple[int, ...]) -> int | None:
@@ -755,7 +924,7 @@ CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})  # classes th
 
 
 def _block_name(b: Block, classes: dict[Path, str], used: set[str]) -> tuple[str, str]:
-    found = [c for c in (classes.get(s.path) for s in b.instances) if c not in CONTAINERS]
+    found = [c for c in (classes.get(s.path) for s in b.instances if not s.layer) if c not in CONTAINERS]
     name = next((c for c in found if c), None) or _kinds_name(b.template)
     if name is None:
         leaf = b.instances[0].path[-1] if b.instances[0].path else "block"

@@ -141,8 +141,12 @@ class _Walker:
                 out.append(self.layer(node))
                 value = node.output
                 continue
-            merge, value = self.fork(value, readers)
-            out.append(merge)
+            merged, value, joined = self.fork(value, readers)
+            out += merged
+            if joined is not None:  # the fork's last merge is itself a branch of an outer one
+                return out, value, joined
+            # else the merges joined every branch: go on from the last one's value, here, so that
+            # a network of many residuals in sequence does not recurse once per residual
 
     def layer(self, node: Node) -> Statement:
         if node.merge is not None:  # a merge of a single value: nothing to join
@@ -150,40 +154,66 @@ class _Walker:
         self.visited.add(id(node))
         return Layer(node.name, node.text, node.arrow, node.shape)
 
-    def fork(self, value: int, readers: list[Node]) -> tuple[Statement, int]:
-        """The merge that joins the branches starting at `value`, and the value it computes."""
-        ends: list[tuple[list[Statement], int, Node | None]] = []
+    def fork(self, value: int, readers: list[Node]) -> tuple[list[Statement], int, Node | None]:
+        """The merges that join the branches starting at `value`, innermost first (a residual
+        whose body starts with a product of two of its branches forks twice at one value), and
+        what follows them up to the last: the statements, the value they compute, and, where
+        the branches end in a node that also reads values from outside this fork, that node
+        (None where the last merge joined them all: the caller goes on from its value)."""
+        # a head: a branch's statements so far, the value it ends at, and the node it waits at
+        heads: list[tuple[list[Statement], int, Node | None]] = []
         for reader in readers:
             if len(reader.inputs) > 1:  # the value itself is a branch (an identity shortcut)
-                ends.append(([], value, reader))
+                heads.append(([], value, reader))
                 continue
             first = self.layer(reader)
             rest, end, joined = self.chain(reader.output)
-            ends.append(([first, *rest], end, joined))
-        joins = list(dict.fromkeys(id(j) for _, _, j in ends))
-        if len(joins) != 1 or ends[0][2] is None:
-            names = ", ".join(f"'{r.name}'" for r in readers)
-            open_ = [e for e in ends if e[2] is None]
-            where = readers[0] if open_ else ends[-1][2]
-            raise StructureError(
-                f"the branches that start at {names} do not all end in one merge",
-                where,
-                "archc writes a fork as concat/residual/add whose branches meet again in one layer;"
-                " a second output of the network cannot be written",
-            )
-        node = ends[0][2]
-        assert node is not None
-        if sorted(node.inputs) != sorted(end for _, end, _ in ends):
-            raise StructureError(
-                f"'{node.name}' joins values from different forks of the network",
-                node,
+            heads.append(([first, *rest], end, joined))
+        while len(heads) > 1:
+            node = next((j for j in self._joins(heads) if self._complete(j, heads)), None)
+            if node is None:
+                raise self._open(readers, heads)
+            mine = [h for h in heads if h[2] is node]
+            # the branches in the order the merge reads them (concat: the order of the channels)
+            order = {v: i for i, v in enumerate(node.inputs)}
+            branches = [b for b, _, _ in sorted(mine, key=lambda h: order[h[1]])]
+            self.visited.add(id(node))
+            heads = [h for h in heads if h[2] is not node]
+            if not heads:
+                return [_merged(node, branches)], node.output, None
+            rest, end, joined = self.chain(node.output)
+            heads.append(([_merged(node, branches), *rest], end, joined))
+        return heads[0]
+
+    @staticmethod
+    def _joins(heads: list[tuple[list[Statement], int, Node | None]]) -> list[Node]:
+        return list({id(j): j for _, _, j in heads if j is not None}.values())
+
+    @staticmethod
+    def _complete(node: Node, heads: list[tuple[list[Statement], int, Node | None]]) -> bool:
+        """Whether the branches waiting at `node` are all it reads (its inputs all from this fork)."""
+        return sorted(node.inputs) == sorted(end for _, end, j in heads if j is node)
+
+    @staticmethod
+    def _open(readers: list[Node], heads: list[tuple[list[Statement], int, Node | None]]) -> StructureError:
+        joins = _Walker._joins(heads)
+        if len(joins) == 1 and all(j is not None for _, _, j in heads):
+            return StructureError(
+                f"'{joins[0].name}' joins values from different forks of the network",
+                joins[0],
                 "archc writes merges whose branches all start from the same value",
             )
-        # the branches in the order the merge reads them (concat: the order of the channels)
-        order = {v: i for i, v in enumerate(node.inputs)}
-        branches = [b for b, _, _ in sorted(ends, key=lambda e: order[e[1]])]
-        self.visited.add(id(node))
-        return _merged(node, branches), node.output
+        # the branches by their first layers; a merge reading the value itself is not one of them
+        names = ", ".join(f"'{r.name}'" for r in readers if len(r.inputs) == 1)
+        if any(len(r.inputs) > 1 for r in readers):
+            names = f"{names} and the value itself" if names else "the value itself"
+        where = readers[0] if any(j is None for _, _, j in heads) else joins[-1]
+        return StructureError(
+            f"the branches that start at {names} do not all end in one merge",
+            where,
+            "archc writes a fork as concat/residual/add whose branches meet again in one layer;"
+            " a second output of the network cannot be written",
+        )
 
 
 def _merged(node: Node, branches: list[list[Statement]]) -> Statement:
