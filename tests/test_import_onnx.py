@@ -1050,3 +1050,21 @@ def test_hostile_models_are_refused_by_name(tmp_path: Path) -> None:
     assert not (tmp_path / "out.arch").exists()
     # the message says to raise --max-size: import takes it (the model then fails the checker: no data)
     assert main(["import", str(tmp_path / "huge.onnx"), "-o", "-", "--max-size", "100T"]) == 1
+
+
+class Accented(nn.Module):  # Python takes `self.café`; an archc name is ASCII
+    def __init__(self) -> None:
+        super().__init__()
+        self.café = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.café(x)), 1))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_module_attribute_beyond_ascii_is_made_a_spec_name(tmp_path: Path) -> None:
+    path = tmp_path / "accented.onnx"
+    _export(_randomised(Accented), (3, 8, 8), path, "torchscript")
+    net, spec = _round_trip(path, (3, 8, 8))
+    assert "caf_: conv K=4 F=3\n" in spec and net.params == 4 * 27 + 4 + 144 * 2 + 2

@@ -519,7 +519,7 @@ _BASE = re.compile(r"_\d+$")
 
 def _name(text: str) -> str:
     """A module attribute as an archc name: `0` -> `_0`, a keyword gets a trailing `_`."""
-    name = re.sub(r"\W", "_", text) or "_"
+    name = re.sub(r"[^A-Za-z0-9_]", "_", text) or "_"  # ASCII: `café` -> `caf_`
     if name[0].isdigit():
         name = "_" + name
     return name + "_" if name in KEYWORDS or keyword.iskeyword(name) else name
