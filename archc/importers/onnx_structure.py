@@ -40,6 +40,7 @@ import onnx
 
 from archc.importers.onnx_graph import GraphView, Match
 from archc.importers.onnx_sequence import shape_of
+from archc.kinds import KINDS
 
 KEYWORDS = frozenset("network input block repeat residual shortcut concat add multiply branch expect".split())
 
@@ -533,8 +534,10 @@ def _layer_names(entries: list[Entry]) -> None:
     for e in layers:
         kind = e.leaf.match.statement.split()[0]
         # a paramless layer named by its kind and a number (`relu1` as archc generates it, `relu_1`
-        # as TorchScript numbers a second call) is as well unnamed: only weights need their names
-        generated = re.fullmatch(re.escape(kind) + r"(_?\d+)?", e.name or "") is not None
+        # as TorchScript numbers a second call) is as well unnamed: only weights need their names.
+        # So is one named by another kind and a number: archc's `adaptiveavgpool1` read as an avgpool
+        found = re.fullmatch(r"([a-z0-9]*?[a-z])(_?\d+)?", e.name or "")
+        generated = found is not None and (found.group(1) == kind or (found.group(2) is not None and found.group(1) in KINDS))
         if e.name is not None and (e.name.isdigit() or (generated and not e.leaf.match.weights)):
             e.name = None
     counts: dict[str, int] = {}
