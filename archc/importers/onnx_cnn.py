@@ -14,6 +14,7 @@ import math
 import numpy as np
 import onnx
 
+from archc.backends.onnx.generate import adaptive_matrix
 from archc.importers.onnx_graph import GraphView, Match, Matcher, Refused, attr
 from archc.importers.onnx_sequence import shape_of
 
@@ -558,15 +559,6 @@ def _resized(view: GraphView, node: onnx.NodeProto, shape: tuple[int, ...] | Non
     return None
 
 
-def _adaptive_matrix(size: int, out: int) -> np.ndarray:
-    """[out, size]: row i averages PyTorch's adaptive window i, [floor(i*size/out), ceil((i+1)*size/out))."""
-    m = np.zeros((out, size), np.float32)
-    for i in range(out):
-        lo, hi = i * size // out, -(-(i + 1) * size // out)
-        m[i, lo:hi] = 1.0 / (hi - lo)
-    return m
-
-
 def _averages(view: GraphView, value: str, size: int, transposed: bool) -> int | None:
     """The output size when `value` is a constant averaging matrix of PyTorch's adaptive windows
     over `size` positions (`[out, size]`, or `[size, out]` when transposed), else None."""
@@ -579,7 +571,7 @@ def _averages(view: GraphView, value: str, size: int, transposed: bool) -> int |
         return None
     first = np.zeros(size, np.float32)  # the first window alone, before building the whole matrix:
     first[: -(-size // out)] = 1.0 / -(-size // out)  # every fc's weight is tried here (GPT-2's lm_head)
-    if not np.allclose(m[0], first, atol=1e-7) or not np.allclose(m, _adaptive_matrix(size, out), atol=1e-7):
+    if not np.allclose(m[0], first, atol=1e-7) or not np.allclose(m, adaptive_matrix(size, out), atol=1e-7):
         return None
     return int(m.shape[0])
 

@@ -260,24 +260,25 @@ def _adaptive(ctx: Lowering, node: Node, facts: LayerFacts) -> str:
         return x
     p = node.name
     rank = len(sizes)
-    cols = ctx.constant(f"/const/{p}/cols", _adaptive_matrix(sizes[-1], outs[-1]).T.copy())
+    cols = ctx.constant(f"/const/{p}/cols", adaptive_matrix(sizes[-1], outs[-1]).T.copy())
     if rank == 1:
         return ctx.emit("MatMul", [x, cols], p)
     c = facts.inputs[0].channels
     if rank == 3 and sizes[0] != outs[0]:
-        frames = ctx.constant(f"/const/{p}/frames", _adaptive_matrix(sizes[0], outs[0]))
+        frames = ctx.constant(f"/const/{p}/frames", adaptive_matrix(sizes[0], outs[0]))
         flat = ctx.constant(f"/const/{p}/hw", np.array([0, c, sizes[0], sizes[1] * sizes[2]], np.int64))
         x = ctx.emit("Reshape", [x, flat], f"{p}/hw")
         x = ctx.emit("MatMul", [frames, x], f"{p}/frames")  # [b, C, od, H*W]
         volume = ctx.constant(f"/const/{p}/dhw", np.array([0, c, outs[0], sizes[1], sizes[2]], np.int64))
         x = ctx.emit("Reshape", [x, volume], f"{p}/dhw")
-    rows = ctx.constant(f"/const/{p}/rows", _adaptive_matrix(sizes[-2], outs[-2]))
+    rows = ctx.constant(f"/const/{p}/rows", adaptive_matrix(sizes[-2], outs[-2]))
     x = ctx.emit("MatMul", [x, cols], f"{p}/cols")  # [b, C, (D,) H, ow]
     return ctx.emit("MatMul", [rows, x], p)  # [b, C, (D,) oh, ow]
 
 
-def _adaptive_matrix(size: int, out: int) -> np.ndarray:
-    """[out, size]: row i averages PyTorch's adaptive window i, [floor(i*size/out), ceil((i+1)*size/out))."""
+def adaptive_matrix(size: int, out: int) -> np.ndarray:
+    """[out, size]: row i averages PyTorch's adaptive window i, [floor(i*size/out), ceil((i+1)*size/out)).
+    The ONNX importer reads an uneven adaptive pooling back by this matrix."""
     m = np.zeros((out, size), np.float32)
     for i in range(out):
         lo, hi = i * size // out, -(-(i + 1) * size // out)
