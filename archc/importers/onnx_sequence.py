@@ -835,6 +835,10 @@ def _attention(view: GraphView, core: _Core) -> Match:
         got = _run(model, sample)
     except Exception as exc:  # noqa: BLE001 - any failure to run the region means it is not understood
         why = f"its subgraph does not run on its own ({str(exc).splitlines()[0][:200]})"
+        table = _short_table(view) if view.length is not None else None
+        if table is not None:  # a table of positions shorter than the length asked for (GPT-2's wpe)
+            raise fail(f"the model's positions are rows of {table[0]!r}, a table of {table[1]} positions, fewer "
+                       f"than the {view.length} asked for: import at --length {table[1]} or less") from None
         if view.length is not None:  # the TorchScript exporter traces some reshapes at the export's length
             why += (f"; at the length asked for ({view.length}) the model may not run at all, where its "
                     "exporter fixed the length it was exported at in a reshape: import it at that length")
@@ -857,6 +861,19 @@ def _attention(view: GraphView, core: _Core) -> Match:
         )
     known[signature] = (causal, rope)
     return _attention_match(view, core, region, x, y, heads, kv, causal, rope, biases, weights)
+
+
+def _short_table(view: GraphView) -> tuple[str, int] | None:
+    """A table the model reads positions from (a Gather of a constant [rows, C] at static indices)
+    with fewer rows than `--length` asked for, or None."""
+    assert view.length is not None
+    for node in view.node_list:
+        if node.op_type != "Gather" or attr(node, "axis", 0) != 0 or not view.is_initializer(node.input[0]):
+            continue
+        rows = shape_of(view, node.input[0])
+        if rows is not None and len(rows) == 2 and rows[0] < view.length and view.is_static(node.input[1]):
+            return node.input[0], rows[0]
+    return None
 
 
 # what the run of a region found, by the region's signature (`_signature`)
