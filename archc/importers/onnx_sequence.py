@@ -1379,17 +1379,17 @@ def _reduce_last(view: GraphView, node: onnx.NodeProto, rank: int) -> bool:
     return axes is not None and [int(a) % rank for a in axes] == [rank - 1]
 
 
-def _vector_operand(
-    view: GraphView, node: onnx.NodeProto | None, x: str, op: str, size: int
-) -> np.ndarray | None:
-    """The static [size] operand of an `op` node reading x (a norm's scale or shift)."""
+def _vector_after(view: GraphView, x: str, op: str, size: int) -> tuple[np.ndarray, onnx.NodeProto] | None:
+    """The static [size] operand of the `op` node that alone reads x (a norm's scale or shift), and
+    that node."""
+    node = _reader(view, x)
     if node is None or node.op_type != op or x not in node.input:
         return None
     others = [i for i in node.input if i != x]
     if len(others) != 1 or _computed(view, others[0]):
         return None
     w = view.weight(others[0])
-    return w.reshape(size) if w is not None and w.size == size and w.shape[-1:] == (size,) else None
+    return (w.reshape(size), node) if w is not None and w.size == size and w.shape[-1:] == (size,) else None
 
 
 def match_layernorm_decomposed(view: GraphView, node: onnx.NodeProto) -> Match | None:
@@ -1426,18 +1426,14 @@ def match_layernorm_decomposed(view: GraphView, node: onnx.NodeProto) -> Match |
     chain = [node, sub, sq, var, add, sqrt, div[0]]
     out = div[0].output[0]
     c = shape[-1]
-    weight = _vector_operand(view, _reader(view, out), out, "Mul", c)
-    if weight is not None:
-        mul = _reader(view, out)
-        assert mul is not None
-        chain.append(mul)
-        out = mul.output[0]
-    bias = _vector_operand(view, _reader(view, out), out, "Add", c)
-    if bias is not None:
-        shift = _reader(view, out)
-        assert shift is not None
-        chain.append(shift)
-        out = shift.output[0]
+    found: dict[str, np.ndarray] = {}
+    for op, key in (("Mul", "weight"), ("Add", "bias")):
+        after = _vector_after(view, out, op, c)
+        if after is not None:
+            found[key], applied = after
+            chain.append(applied)
+            out = applied.output[0]
+    weight, bias = found.get("weight"), found.get("bias")
     # nn.LayerNorm always has a weight; a missing bias is `bias=false`, a missing scale is ones
     weights = {"weight": (np.ones(c, np.float32) if weight is None else weight).astype(np.float32)}
     eps32 = float(np.float32(eps))
