@@ -32,11 +32,11 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
+from archc.importers.common import spec_name
 from archc.importers.structure import Call, Layer, Merge, Residual, Statement, render
 
 # an integer a block may take as a parameter: a key's value (`K=64`), or fc's width
 _SLOT = re.compile(r"(?<![\w.])([A-Z])=(\d+)(?![\dx.])|(?<=\bfc )(\d+)(?![\dx.])")
-KEYWORDS = ("network", "input", "block", "repeat", "residual", "shortcut", "concat", "add", "multiply", "branch", "expect")
 
 
 @dataclass
@@ -161,7 +161,7 @@ def _labels(statements: list[Statement]) -> Iterator[str]:
 def _renamed(st: Statement, scope_of: Callable[[str], tuple[str, str] | None]) -> Statement:
     """The statement with its names inside the scope, and no shapes (they differ between calls)."""
     found = scope_of(st.name) if st.name else None
-    name = _identifier(found[1]) if found else st.name
+    name = spec_name(found[1]) if found else st.name
     if isinstance(st, Layer):
         return Layer(name, st.text)
     if isinstance(st, Merge):
@@ -169,12 +169,6 @@ def _renamed(st: Statement, scope_of: Callable[[str], tuple[str, str] | None]) -
     if isinstance(st, Residual):
         return Residual(name, [_renamed(s, scope_of) for s in st.body], [_renamed(s, scope_of) for s in st.shortcut])
     return replace(st, name=name, arrow="")
-
-
-def _identifier(name: str) -> str:
-    clean = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    clean = clean if clean and not clean[0].isdigit() else f"_{clean}"
-    return f"{clean}_" if clean in KEYWORDS else clean
 
 
 def _block_name(scope: str, used: set[str]) -> str:
@@ -187,7 +181,7 @@ def _block_name(scope: str, used: set[str]) -> str:
 
 
 def _fresh(name: str, used: set[str]) -> str:
-    name = _identifier(name)
+    name = spec_name(name)
     found, n = name, 2
     while found in used:
         found, n = f"{name}_{n}", n + 1

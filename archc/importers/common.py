@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from archc.api import CompileResult, Network, compile_text
 from archc.diagnostics import ArchError, Diagnostic, error, render, shown
+from archc.frontend.parser import KEYWORDS as PARSER_KEYWORDS
 from archc.ir import Span
 from archc.limits import MAX_NUMBER
 from archc.tools.fmt import format_text
@@ -141,8 +142,8 @@ def _lines_up_to(text: str, diag: Diagnostic) -> str:
     return text[:cut]
 
 
-# the language's keywords cannot name a layer or the network (archc.frontend.parser.KEYWORDS)
-KEYWORDS = frozenset("network input block repeat residual shortcut concat add multiply branch expect".split())
+# the language's keywords cannot name a layer or the network
+KEYWORDS = frozenset(PARSER_KEYWORDS)
 
 
 def spec_name(text: str) -> str:

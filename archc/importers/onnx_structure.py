@@ -38,11 +38,10 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
+from archc.importers.common import KEYWORDS
 from archc.importers.onnx_graph import GraphView, Match
 from archc.importers.onnx_sequence import shape_of
 from archc.kinds import KINDS
-
-KEYWORDS = frozenset("network input block repeat residual shortcut concat add multiply branch expect".split())
 
 
 class StructureError(Exception):
